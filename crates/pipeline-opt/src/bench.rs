@@ -1,0 +1,2 @@
+//! `bench-compare`: both sides of a comparison built and measured interleaved, compared
+//! with statistics. (Being built: issue 7.)

@@ -1,0 +1,235 @@
+//! Generated fixture workspaces: real Cargo workspaces with path dependencies only, so
+//! tests and benchmarks run real cargo on them without the network. Shapes: a chain, a
+//! diamond, a wide graph; crates can carry tests, doctests, benches, nightly-only
+//! targets and extra files.
+
+use std::fmt::Write as _;
+use std::io;
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+#[derive(Debug, Clone, Default)]
+pub struct FixtureCrate {
+    pub name: String,
+    pub deps: Vec<String>,
+    pub dev_deps: Vec<String>,
+    /// `src/lib.rs`; `None` writes a default that sums the dependencies' `value()`.
+    pub lib: Option<String>,
+    /// Extra integration tests: `tests/<name>.rs`.
+    pub tests: Vec<(String, String)>,
+    /// Bench targets: `benches/<name>.rs`, declared with `harness = false`.
+    pub benches: Vec<(String, String)>,
+    /// Binaries: `src/bin/<name>.rs`.
+    pub bins: Vec<(String, String)>,
+    /// Any other file, by path relative to the crate directory.
+    pub files: Vec<(String, String)>,
+    /// Extra lines appended to the crate's `Cargo.toml`.
+    pub manifest_extra: String,
+}
+
+impl FixtureCrate {
+    pub fn new(name: impl Into<String>) -> FixtureCrate {
+        FixtureCrate { name: name.into(), ..FixtureCrate::default() }
+    }
+
+    pub fn dep(mut self, name: impl Into<String>) -> FixtureCrate {
+        self.deps.push(name.into());
+        self
+    }
+
+    pub fn dev_dep(mut self, name: impl Into<String>) -> FixtureCrate {
+        self.dev_deps.push(name.into());
+        self
+    }
+
+    pub fn lib(mut self, src: impl Into<String>) -> FixtureCrate {
+        self.lib = Some(src.into());
+        self
+    }
+
+    pub fn test(mut self, name: impl Into<String>, src: impl Into<String>) -> FixtureCrate {
+        self.tests.push((name.into(), src.into()));
+        self
+    }
+
+    pub fn bench(mut self, name: impl Into<String>, src: impl Into<String>) -> FixtureCrate {
+        self.benches.push((name.into(), src.into()));
+        self
+    }
+
+    pub fn bin(mut self, name: impl Into<String>, src: impl Into<String>) -> FixtureCrate {
+        self.bins.push((name.into(), src.into()));
+        self
+    }
+
+    pub fn file(mut self, path: impl Into<String>, contents: impl Into<String>) -> FixtureCrate {
+        self.files.push((path.into(), contents.into()));
+        self
+    }
+
+    fn ident(&self) -> String {
+        self.name.replace('-', "_")
+    }
+
+    fn default_lib(&self) -> String {
+        let ident = self.ident();
+        let mut sum = String::from("1");
+        for d in &self.deps {
+            write!(sum, " + {}::value()", d.replace('-', "_")).unwrap();
+        }
+        format!(
+            "//! Fixture crate `{name}`.\n\n\
+             /// One plus the values of this crate's dependencies.\n\
+             ///\n\
+             /// ```\n\
+             /// assert!({ident}::value() >= 1);\n\
+             /// ```\n\
+             pub fn value() -> u64 {{\n    {sum}\n}}\n\n\
+             #[cfg(test)]\n\
+             mod tests {{\n    #[test]\n    fn value_is_positive() {{\n        assert!(super::value() >= 1);\n    }}\n}}\n",
+            name = self.name
+        )
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FixtureWorkspace {
+    pub crates: Vec<FixtureCrate>,
+    /// TOML body of `[workspace.metadata.pipeline-opt]`, written verbatim.
+    pub config: Option<String>,
+    /// Files at the workspace root, by relative path (`rust-toolchain.toml`, ...).
+    pub files: Vec<(String, String)>,
+}
+
+impl FixtureWorkspace {
+    pub fn new(crates: Vec<FixtureCrate>) -> FixtureWorkspace {
+        FixtureWorkspace { crates, ..FixtureWorkspace::default() }
+    }
+
+    /// `c0 <- c1 <- ... <- c{n-1}`: each crate depends on the one before.
+    pub fn chain(n: usize) -> FixtureWorkspace {
+        let crates = (0..n)
+            .map(|i| {
+                let c = FixtureCrate::new(format!("c{i}"));
+                if i == 0 { c } else { c.dep(format!("c{}", i - 1)) }
+            })
+            .collect();
+        FixtureWorkspace::new(crates)
+    }
+
+    /// `base <- left, right <- top`.
+    pub fn diamond() -> FixtureWorkspace {
+        FixtureWorkspace::new(vec![
+            FixtureCrate::new("base"),
+            FixtureCrate::new("left").dep("base"),
+            FixtureCrate::new("right").dep("base"),
+            FixtureCrate::new("top").dep("left").dep("right"),
+        ])
+    }
+
+    /// One `core` crate, `n - 2` leaves depending on it, and an `app` depending on all.
+    pub fn wide(n: usize) -> FixtureWorkspace {
+        assert!(n >= 3, "a wide fixture needs at least 3 crates");
+        let mut crates = vec![FixtureCrate::new("core")];
+        let mut app = FixtureCrate::new("app");
+        for i in 0..n - 2 {
+            crates.push(FixtureCrate::new(format!("leaf{i}")).dep("core"));
+            app = app.dep(format!("leaf{i}"));
+        }
+        crates.push(app);
+        FixtureWorkspace::new(crates)
+    }
+
+    /// A layered synthetic graph of `n` crates, each depending on up to `fan_in` crates
+    /// of the layer below: the shape of a large real workspace, for benchmarks.
+    pub fn layered(n: usize, width: usize, fan_in: usize) -> FixtureWorkspace {
+        let crates = (0..n)
+            .map(|i| {
+                let layer = i / width.max(1);
+                let mut c = FixtureCrate::new(format!("s{i}"));
+                if layer > 0 {
+                    let below = (layer - 1) * width;
+                    for k in 0..fan_in.min(width) {
+                        c = c.dep(format!("s{}", below + (i + k) % width));
+                    }
+                }
+                c
+            })
+            .collect();
+        FixtureWorkspace::new(crates)
+    }
+
+    pub fn config(mut self, toml_body: impl Into<String>) -> FixtureWorkspace {
+        self.config = Some(toml_body.into());
+        self
+    }
+
+    pub fn file(
+        mut self,
+        path: impl Into<String>,
+        contents: impl Into<String>,
+    ) -> FixtureWorkspace {
+        self.files.push((path.into(), contents.into()));
+        self
+    }
+
+    /// Writes the workspace under `dir` and returns the root manifest's path.
+    pub fn write(&self, dir: &Utf8Path) -> io::Result<Utf8PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        let members: Vec<String> =
+            self.crates.iter().map(|c| format!("\"crates/{}\"", c.name)).collect();
+        let mut root =
+            format!("[workspace]\nmembers = [{}]\nresolver = \"2\"\n", members.join(", "));
+        if let Some(config) = &self.config {
+            write!(root, "\n[workspace.metadata.pipeline-opt]\n{config}\n").unwrap();
+        }
+        let manifest = dir.join("Cargo.toml");
+        std::fs::write(&manifest, root)?;
+        for (path, contents) in &self.files {
+            write_file(&dir.join(path), contents)?;
+        }
+        for c in &self.crates {
+            let cdir = dir.join("crates").join(&c.name);
+            let mut m = format!(
+                "[package]\nname = \"{}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n[dependencies]\n",
+                c.name
+            );
+            for d in &c.deps {
+                writeln!(m, "{d} = {{ path = \"../{d}\" }}").unwrap();
+            }
+            m.push_str("\n[dev-dependencies]\n");
+            for d in &c.dev_deps {
+                writeln!(m, "{d} = {{ path = \"../{d}\" }}").unwrap();
+            }
+            for (name, _) in &c.benches {
+                write!(m, "\n[[bench]]\nname = \"{name}\"\nharness = false\n").unwrap();
+            }
+            if !c.manifest_extra.is_empty() {
+                write!(m, "\n{}\n", c.manifest_extra).unwrap();
+            }
+            write_file(&cdir.join("Cargo.toml"), &m)?;
+            let lib = c.lib.clone().unwrap_or_else(|| c.default_lib());
+            write_file(&cdir.join("src/lib.rs"), &lib)?;
+            for (name, src) in &c.tests {
+                write_file(&cdir.join(format!("tests/{name}.rs")), src)?;
+            }
+            for (name, src) in &c.benches {
+                write_file(&cdir.join(format!("benches/{name}.rs")), src)?;
+            }
+            for (name, src) in &c.bins {
+                write_file(&cdir.join(format!("src/bin/{name}.rs")), src)?;
+            }
+            for (path, contents) in &c.files {
+                write_file(&cdir.join(path), contents)?;
+            }
+        }
+        Ok(manifest)
+    }
+}
+
+fn write_file(path: &Utf8Path, contents: &str) -> io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, contents)
+}

@@ -1,0 +1,25 @@
+//! pipeline-opt plans a Cargo workspace's CI pipeline from its own metadata, runs it as a
+//! graph of stages, profiles every stage and crate, and checks the result against
+//! performance targets. The `xtask` binary is a thin command line over this library.
+
+pub mod affected;
+pub mod bench;
+pub mod cache;
+pub mod config;
+pub mod exit;
+pub mod fixture;
+pub mod inputs;
+pub mod orchestrator;
+pub mod plan;
+pub mod pool;
+pub mod profile;
+pub mod report;
+pub mod targets;
+pub mod toolchain;
+pub mod workspace;
+
+pub use cache::DependencyCache;
+pub use orchestrator::ParallelOrchestrator;
+pub use pool::ContainerPool;
+pub use profile::{PipelineProfiler, StageMetrics};
+pub use targets::PerformanceTargets;

@@ -1,0 +1,829 @@
+//! The stage DAG. The planner is a pure function from (workspace, config, options) to a
+//! [`Plan`]: it never runs a command. It removes redundant work (a successful
+//! `build --all-targets` already proves `check --all-targets`, and its test binaries
+//! serve the test run), keeps one feature set across stages so that Cargo never
+//! recompiles a dependency, runs everything after `fetch` offline, and leaves targets
+//! the toolchain cannot build out of explicit target lists, with a note.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::{Deserialize, Serialize};
+use xshell::{Shell, cmd};
+
+use crate::config::{BenchProof, Config, ConfigError};
+use crate::toolchain::Toolchain;
+use crate::workspace::{TargetKind, Workspace};
+
+/// Ids of the stages the planner can produce by itself.
+pub const BUILTIN_STAGES: &[&str] = &[
+    "fetch",
+    "build",
+    "check",
+    "test",
+    "doctest",
+    "bench-build",
+    "clippy",
+    "fmt",
+    "doc",
+    "services",
+];
+/// Built-in stages that run only when `enable` names them.
+pub const OPTIONAL_STAGES: &[&str] = &["clippy", "fmt", "doc"];
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Plan {
+    pub workspace_root: Utf8PathBuf,
+    pub stages: Vec<Stage>,
+    /// Stages of the usual CI sequence that this plan does not run, and why.
+    pub dropped: Vec<DroppedStage>,
+    /// Targets left out of explicit target lists, and other things a user should know.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StageKind {
+    Fetch,
+    Build,
+    Check,
+    Test,
+    Doctest,
+    BenchBuild,
+    Clippy,
+    Fmt,
+    Doc,
+    Services,
+    Custom,
+}
+
+/// How a stage uses its build directory's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockUse {
+    /// Holds the lock for its whole run: never overlap with another user of the dir.
+    Exclusive,
+    /// Takes the lock only while cargo confirms its artifacts are fresh (nextest after
+    /// a build of the same units): may overlap once that moment has passed.
+    Brief,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Stage {
+    pub id: String,
+    pub kind: StageKind,
+    pub command: StageCommand,
+    pub depends_on: Vec<String>,
+    /// Why the stage exists.
+    pub reason: String,
+    /// What a success proves, e.g. `check --all-targets (dev)`.
+    pub proves: Vec<String>,
+    /// The build directory whose lock the stage takes, if any.
+    pub build_dir: Option<Utf8PathBuf>,
+    pub lock: LockUse,
+    /// Compiles or otherwise keeps every core busy; the orchestrator splits `-j` among
+    /// concurrent CPU-heavy stages.
+    pub cpu_heavy: bool,
+    #[serde(with = "crate::profile::opt_secs")]
+    pub timeout: Option<Duration>,
+}
+
+/// A program and its arguments, turned into an `xshell::Cmd` only when it runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StageCommand {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: Utf8PathBuf,
+}
+
+impl StageCommand {
+    fn cargo(cwd: &Utf8Path, args: Vec<String>) -> StageCommand {
+        StageCommand { program: "cargo".into(), args, env: BTreeMap::new(), cwd: cwd.to_owned() }
+    }
+
+    /// The command ready to run, built with `cmd!` (no shell), without the variables
+    /// that `cargo xtask` set for this workspace.
+    pub fn to_cmd(&self, sh: &Shell) -> xshell::Cmd {
+        let program = &self.program;
+        let args = &self.args;
+        let sh = sh.with_current_dir(&self.cwd);
+        let mut c = cmd!(sh, "{program} {args...}");
+        for var in crate::toolchain::inherited_cargo_vars() {
+            c = c.env_remove(var);
+        }
+        c.envs(&self.env)
+    }
+
+    /// The command as a person would type it.
+    pub fn display(&self) -> String {
+        let mut out = String::new();
+        for (k, v) in &self.env {
+            out.push_str(&format!("{k}={} ", quote(v)));
+        }
+        out.push_str(&quote(&self.program));
+        for a in &self.args {
+            out.push(' ');
+            out.push_str(&quote(a));
+        }
+        out
+    }
+}
+
+fn quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DroppedStage {
+    pub id: String,
+    pub reason: String,
+}
+
+/// What the caller knows about the machine and what the user passed on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    pub toolchain: Option<Toolchain>,
+    /// Whether `cargo nextest` is installed.
+    pub nextest: bool,
+    pub cargo: CargoArgs,
+    /// Build exactly what the naive sequence builds (a full bench build).
+    pub strict: bool,
+}
+
+/// Flags passed through to every cargo stage so that all of them use one feature set.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct CargoArgs {
+    pub locked: bool,
+    pub frozen: bool,
+    pub features: Vec<String>,
+    pub all_features: bool,
+    pub no_default_features: bool,
+    pub target: Option<String>,
+    pub profile: Option<String>,
+    /// `-p` selections; empty means the whole workspace.
+    pub packages: Vec<String>,
+}
+
+impl CargoArgs {
+    fn selection(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if self.packages.is_empty() {
+            a.push("--workspace".to_string());
+        }
+        for p in &self.packages {
+            a.extend(["--package".to_string(), p.clone()]);
+        }
+        if self.locked {
+            a.push("--locked".into());
+        }
+        if self.frozen {
+            a.push("--frozen".into());
+        }
+        if !self.features.is_empty() {
+            a.extend(["--features".to_string(), self.features.join(",")]);
+        }
+        if self.all_features {
+            a.push("--all-features".into());
+        }
+        if self.no_default_features {
+            a.push("--no-default-features".into());
+        }
+        if let Some(t) = &self.target {
+            a.extend(["--target".to_string(), t.clone()]);
+        }
+        a
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("unknown package `{package}` passed with -p; workspace members are: {members}")]
+    UnknownPackage { package: String, members: String },
+}
+
+/// Builds the stage DAG for `workspace`.
+pub fn plan(
+    workspace: &Workspace,
+    config: &Config,
+    options: &PlanOptions,
+) -> Result<Plan, PlanError> {
+    for p in &options.cargo.packages {
+        if workspace.package(p).is_none() {
+            let members =
+                workspace.packages.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(PlanError::UnknownPackage { package: p.clone(), members });
+        }
+    }
+    check_stage_names(config)?;
+
+    let root = &workspace.root;
+    let manifest = workspace.manifest_path.to_string();
+    let mut notes = Vec::new();
+    let mut dropped = Vec::new();
+    let disabled = |id: &str| config.disable.iter().any(|d| d == id);
+    let selection = options.cargo.selection();
+    let offline = if options.cargo.frozen { Vec::new() } else { vec!["--offline".to_string()] };
+    let profile = options.cargo.profile.clone();
+    let dev_dir = workspace.target_dir.clone();
+    let bench_dir = workspace.target_dir.join("pipeline-opt").join("bench-target");
+
+    let selected: Vec<&crate::workspace::Package> = workspace
+        .packages
+        .iter()
+        .filter(|p| options.cargo.packages.is_empty() || options.cargo.packages.contains(&p.name))
+        .collect();
+    let unbuildable: BTreeSet<(String, String)> = match &options.toolchain {
+        Some(tc) => workspace
+            .unbuildable_targets(tc)
+            .into_iter()
+            .filter(|(p, _)| selected.iter().any(|s| s.name == p.name))
+            .map(|(p, t)| {
+                notes.push(format!(
+                    "left out {} target `{}` of package `{}`: it uses #![feature({})], which the {} compiler does not accept",
+                    kind_name(t.kind),
+                    t.name,
+                    p.name,
+                    t.nightly_features.join(", "),
+                    tc.release
+                ));
+                (p.name.clone(), t.name.clone())
+            })
+            .collect(),
+        None => BTreeSet::new(),
+    };
+    // Cargo's target flags select by name across all selected packages, so a name that is
+    // unbuildable anywhere is left out everywhere; say so when that costs coverage.
+    let unbuildable_names: BTreeSet<&str> = unbuildable.iter().map(|(_, t)| t.as_str()).collect();
+    let target_list = |kinds: &[TargetKind], all_flag: &[&str]| -> Vec<String> {
+        if unbuildable.is_empty() {
+            return all_flag.iter().map(|s| s.to_string()).collect();
+        }
+        let mut args = Vec::new();
+        for &kind in kinds {
+            let names: BTreeSet<&str> = selected
+                .iter()
+                .flat_map(|p| p.targets.iter())
+                .filter(|t| t.kind == kind)
+                .map(|t| t.name.as_str())
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            if kind == TargetKind::Lib {
+                if !names.iter().any(|n| unbuildable_names.contains(n)) {
+                    args.push("--lib".to_string());
+                }
+                continue;
+            }
+            let flag = kind.selector_flag().expect("build scripts are not selected");
+            for n in names.into_iter().filter(|n| !unbuildable_names.contains(n)) {
+                args.extend([flag.to_string(), n.to_string()]);
+            }
+        }
+        args
+    };
+    let build_kinds = [
+        TargetKind::Lib,
+        TargetKind::Bin,
+        TargetKind::Test,
+        TargetKind::Bench,
+        TargetKind::Example,
+    ];
+
+    let mut stages = Vec::new();
+    let with_profile = |mut args: Vec<String>, default_profile: Option<&str>| {
+        if let Some(p) = profile.as_deref().or(default_profile) {
+            args.extend(["--profile".to_string(), p.to_string()]);
+        }
+        args
+    };
+    let cargo_args = |parts: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = parts.iter().map(|s| s.to_string()).collect();
+        a.extend(["--manifest-path".to_string(), manifest.clone()]);
+        a
+    };
+
+    // fetch
+    let fetch_enabled = !disabled("fetch") && !options.cargo.frozen;
+    if fetch_enabled {
+        let mut args = cargo_args(&["fetch"]);
+        if options.cargo.locked {
+            args.push("--locked".into());
+        }
+        if let Some(t) = &options.cargo.target {
+            args.extend(["--target".to_string(), t.clone()]);
+        }
+        stages.push(Stage {
+            id: "fetch".into(),
+            kind: StageKind::Fetch,
+            command: StageCommand::cargo(root, args),
+            depends_on: vec![],
+            reason: "downloads every dependency once so that all later stages run --offline".into(),
+            proves: vec!["dependencies resolve and download".into()],
+            build_dir: None,
+            lock: LockUse::Exclusive,
+            cpu_heavy: false,
+            timeout: config.stage_timeout,
+        });
+    } else if options.cargo.frozen {
+        dropped.push(DroppedStage {
+            id: "fetch".into(),
+            reason: "--frozen: cargo may not touch the network".into(),
+        });
+    } else {
+        dropped.push(disabled_stage("fetch"));
+    }
+    let after_fetch = |deps: &[&str]| -> Vec<String> {
+        let mut d: Vec<String> = deps.iter().map(|s| s.to_string()).collect();
+        if fetch_enabled {
+            d.insert(0, "fetch".into());
+        }
+        d
+    };
+
+    // build: all targets once; this also proves `check --all-targets` and compiles the
+    // test binaries that the test stage runs.
+    let build_enabled = !disabled("build");
+    if build_enabled {
+        let mut args = cargo_args(&["build"]);
+        args.extend(offline.clone());
+        args.extend(selection.clone());
+        args.extend(target_list(&build_kinds, &["--all-targets"]));
+        stages.push(Stage {
+            id: "build".into(),
+            kind: StageKind::Build,
+            command: StageCommand::cargo(root, with_profile(args, None)),
+            depends_on: after_fetch(&[]),
+            reason: "compiles every target once; the test stages reuse its artifacts".into(),
+            proves: vec![
+                "build (dev)".into(),
+                "check --all-targets (dev)".into(),
+                "test binaries compile".into(),
+            ],
+            build_dir: Some(dev_dir.clone()),
+            lock: LockUse::Exclusive,
+            cpu_heavy: true,
+            timeout: config.stage_timeout,
+        });
+        dropped.push(DroppedStage {
+            id: "check".into(),
+            reason:
+                "redundant: a successful `build --all-targets` already proves `check --all-targets`"
+                    .into(),
+        });
+    } else {
+        dropped.push(disabled_stage("build"));
+        if !disabled("check") {
+            let mut args = cargo_args(&["check"]);
+            args.extend(offline.clone());
+            args.extend(selection.clone());
+            args.extend(target_list(&build_kinds, &["--all-targets"]));
+            stages.push(Stage {
+                id: "check".into(),
+                kind: StageKind::Check,
+                command: StageCommand::cargo(root, with_profile(args, None)),
+                depends_on: after_fetch(&[]),
+                reason: "the build stage is disabled, so check all targets instead".into(),
+                proves: vec!["check --all-targets (dev)".into()],
+                build_dir: Some(dev_dir.clone()),
+                lock: LockUse::Exclusive,
+                cpu_heavy: true,
+                timeout: config.stage_timeout,
+            });
+        }
+    }
+    let after_build = |deps: &mut Vec<String>| {
+        if build_enabled {
+            deps.push("build".into());
+        } else if fetch_enabled {
+            deps.push("fetch".into());
+        }
+    };
+
+    // test
+    let test_kinds = [TargetKind::Lib, TargetKind::Bin, TargetKind::Test];
+    if !disabled("test") {
+        let mut depends_on = Vec::new();
+        after_build(&mut depends_on);
+        let (args, lock, reason) = if options.nextest {
+            let mut args = vec![
+                "nextest".to_string(),
+                "run".into(),
+                "--manifest-path".into(),
+                manifest.clone(),
+            ];
+            args.extend(offline.clone());
+            args.extend(selection.clone());
+            args.extend(target_list(&test_kinds, &[]));
+            args.push("--no-fail-fast".into());
+            (
+                with_profile(args, None),
+                if build_enabled { LockUse::Brief } else { LockUse::Exclusive },
+                "runs the tests with cargo-nextest, reusing the build stage's test binaries"
+                    .to_string(),
+            )
+        } else {
+            notes.push("cargo-nextest is not installed: tests run with `cargo test`, one binary at a time (install it with `cargo install cargo-nextest --locked`)".into());
+            let mut args = cargo_args(&["test"]);
+            args.extend(offline.clone());
+            args.extend(selection.clone());
+            let list = target_list(&test_kinds, &[]);
+            // Naming any target kind turns doctests off, which the doctest stage runs.
+            if list.is_empty() {
+                args.extend(["--lib".to_string(), "--bins".into(), "--tests".into()]);
+            } else {
+                args.extend(list);
+            }
+            args.push("--no-fail-fast".into());
+            (
+                with_profile(args, None),
+                LockUse::Exclusive,
+                "runs the tests with `cargo test` (cargo-nextest is not installed)".to_string(),
+            )
+        };
+        stages.push(Stage {
+            id: "test".into(),
+            kind: StageKind::Test,
+            command: StageCommand::cargo(root, args),
+            depends_on: with_services(depends_on, config),
+            reason,
+            proves: vec!["unit and integration tests pass".into()],
+            build_dir: Some(dev_dir.clone()),
+            lock,
+            cpu_heavy: true,
+            timeout: config.stage_timeout,
+        });
+    } else {
+        dropped.push(disabled_stage("test"));
+    }
+
+    // doctest: nextest does not run doctests, so they get their own stage.
+    let has_doctests = selected.iter().any(|p| {
+        p.targets.iter().any(|t| {
+            t.kind == TargetKind::Lib
+                && t.doctest
+                && !unbuildable.contains(&(p.name.clone(), t.name.clone()))
+        })
+    });
+    if disabled("doctest") {
+        dropped.push(disabled_stage("doctest"));
+    } else if !has_doctests {
+        dropped.push(DroppedStage {
+            id: "doctest".into(),
+            reason: "no library target has doctests enabled".into(),
+        });
+    } else {
+        let mut depends_on = Vec::new();
+        after_build(&mut depends_on);
+        let mut args = cargo_args(&["test"]);
+        args.extend(offline.clone());
+        args.extend(selection.clone());
+        args.push("--doc".into());
+        args.push("--no-fail-fast".into());
+        stages.push(Stage {
+            id: "doctest".into(),
+            kind: StageKind::Doctest,
+            command: StageCommand::cargo(root, with_profile(args, None)),
+            depends_on: with_services(depends_on, config),
+            reason: "runs documentation tests, which nextest does not run".into(),
+            proves: vec!["doctests pass".into()],
+            build_dir: Some(dev_dir.clone()),
+            lock: LockUse::Exclusive,
+            cpu_heavy: true,
+            timeout: config.stage_timeout,
+        });
+    }
+
+    // bench-build: the bench profile shares no artifacts with dev, so it gets its own
+    // build directory and overlaps the dev stages instead of waiting for their lock.
+    let has_benches = selected.iter().any(|p| {
+        p.targets.iter().any(|t| {
+            t.kind == TargetKind::Bench && !unbuildable.contains(&(p.name.clone(), t.name.clone()))
+        })
+    });
+    let all_benches_unbuildable = !has_benches
+        && selected.iter().any(|p| p.targets.iter().any(|t| t.kind == TargetKind::Bench));
+    if disabled("bench-build") {
+        dropped.push(disabled_stage("bench-build"));
+    } else if !has_benches {
+        let reason = if all_benches_unbuildable {
+            "every bench target needs a nightly compiler (see notes)"
+        } else {
+            "the workspace has no bench targets"
+        };
+        dropped.push(DroppedStage { id: "bench-build".into(), reason: reason.into() });
+    } else {
+        let proof = if options.strict { BenchProof::Build } else { config.bench_proof };
+        let bench_list = target_list(&[TargetKind::Bench], &["--benches"]);
+        let (args, reason, proves) = match proof {
+            BenchProof::Build => {
+                let mut args = cargo_args(&["bench", "--no-run"]);
+                args.extend(offline.clone());
+                args.extend(selection.clone());
+                args.extend(bench_list);
+                (
+                    args,
+                    "compiles the benchmarks in the bench profile, as `cargo bench --no-run` does",
+                    "bench --no-run (bench profile)",
+                )
+            }
+            BenchProof::Check => {
+                let mut args = cargo_args(&["check"]);
+                args.extend(offline.clone());
+                args.extend(selection.clone());
+                args.extend(bench_list);
+                args.extend(["--profile".to_string(), "bench".into()]);
+                (
+                    args,
+                    "type-checks the benchmarks in the bench profile (bench-proof = \"check\"; `--strict` or bench-proof = \"build\" compiles them fully)",
+                    "check --benches (bench profile), not a full optimised build",
+                )
+            }
+        };
+        let mut command = StageCommand::cargo(root, args);
+        command.env.insert("CARGO_TARGET_DIR".into(), bench_dir.to_string());
+        stages.push(Stage {
+            id: "bench-build".into(),
+            kind: StageKind::BenchBuild,
+            command,
+            depends_on: after_fetch(&[]),
+            reason: reason.into(),
+            proves: vec![proves.into()],
+            build_dir: Some(bench_dir.clone()),
+            lock: LockUse::Exclusive,
+            cpu_heavy: true,
+            timeout: config.stage_timeout,
+        });
+    }
+
+    // Optional built-in stages.
+    for id in &config.enable {
+        let (kind, args, reason, proves, dir) = match id.as_str() {
+            "clippy" => {
+                let mut a = cargo_args(&["clippy"]);
+                a.extend(offline.clone());
+                a.extend(selection.clone());
+                a.extend(target_list(&build_kinds, &["--all-targets"]));
+                (
+                    StageKind::Clippy,
+                    a,
+                    "lints every target with clippy (enabled in config)",
+                    "clippy --all-targets",
+                    Some(workspace.target_dir.join("pipeline-opt").join("clippy-target")),
+                )
+            }
+            "fmt" => {
+                let a = vec![
+                    "fmt".to_string(),
+                    "--all".into(),
+                    "--check".into(),
+                    "--manifest-path".into(),
+                    manifest.clone(),
+                ];
+                (
+                    StageKind::Fmt,
+                    a,
+                    "checks formatting (enabled in config)",
+                    "cargo fmt --check",
+                    None,
+                )
+            }
+            "doc" => {
+                let mut a = cargo_args(&["doc", "--no-deps"]);
+                a.extend(offline.clone());
+                a.extend(selection.clone());
+                (
+                    StageKind::Doc,
+                    a,
+                    "builds the documentation (enabled in config)",
+                    "cargo doc --no-deps",
+                    Some(workspace.target_dir.join("pipeline-opt").join("doc-target")),
+                )
+            }
+            _ => unreachable!("check_stage_names accepts only optional stage names"),
+        };
+        let mut command = StageCommand::cargo(root, args);
+        if let Some(d) = &dir {
+            command.env.insert("CARGO_TARGET_DIR".into(), d.to_string());
+        }
+        stages.push(Stage {
+            id: id.clone(),
+            kind,
+            command,
+            depends_on: if kind == StageKind::Fmt { vec![] } else { after_fetch(&[]) },
+            reason: reason.into(),
+            proves: vec![proves.into()],
+            lock: LockUse::Exclusive,
+            cpu_heavy: kind != StageKind::Fmt,
+            build_dir: dir,
+            timeout: config.stage_timeout,
+        });
+    }
+
+    // Custom stages from config.
+    for (name, custom) in &config.stages {
+        let uses_build_dir = custom.uses_build_dir.unwrap_or(custom.command[0] == "cargo");
+        stages.push(Stage {
+            id: name.clone(),
+            kind: StageKind::Custom,
+            command: StageCommand {
+                program: custom.command[0].clone(),
+                args: custom.command[1..].to_vec(),
+                env: BTreeMap::new(),
+                cwd: root.clone(),
+            },
+            depends_on: custom.depends_on.clone(),
+            reason: format!("custom stage `{name}` from [{}.stages]", crate::config::TABLE),
+            proves: vec![format!("custom: {}", custom.command.join(" "))],
+            build_dir: uses_build_dir.then(|| dev_dir.clone()),
+            lock: LockUse::Exclusive,
+            cpu_heavy: uses_build_dir,
+            timeout: custom.timeout.or(config.stage_timeout),
+        });
+    }
+
+    // A custom stage may depend on a built-in stage that this plan dropped: it then
+    // depends on whatever that stage depended on, so the order still holds.
+    let present: BTreeSet<String> = stages.iter().map(|s| s.id.clone()).collect();
+    for s in &mut stages {
+        s.depends_on.retain(|d| present.contains(d) || !BUILTIN_STAGES.contains(&d.as_str()));
+        if s.kind == StageKind::Custom && s.depends_on.iter().any(|d| !present.contains(d)) {
+            let missing = s.depends_on.iter().find(|d| !present.contains(*d)).unwrap().clone();
+            return Err(ConfigError::UnknownStage {
+                key: format!("{}.stages.{}.depends-on", crate::config::TABLE, s.id),
+                stage: missing,
+                known: present.iter().cloned().collect::<Vec<_>>().join(", "),
+            }
+            .into());
+        }
+    }
+    if let Some(cycle) = find_cycle(&stages) {
+        return Err(ConfigError::Cycle { cycle }.into());
+    }
+
+    Ok(Plan { workspace_root: root.clone(), stages, dropped, notes })
+}
+
+/// Test stages wait for the services stage when the config declares services.
+fn with_services(mut deps: Vec<String>, config: &Config) -> Vec<String> {
+    if !config.services.is_empty() {
+        deps.push("services".into());
+    }
+    deps
+}
+
+fn disabled_stage(id: &str) -> DroppedStage {
+    DroppedStage {
+        id: id.into(),
+        reason: format!("disabled in [{}] `disable`", crate::config::TABLE),
+    }
+}
+
+fn kind_name(kind: TargetKind) -> &'static str {
+    match kind {
+        TargetKind::Lib => "lib",
+        TargetKind::Bin => "bin",
+        TargetKind::Test => "test",
+        TargetKind::Bench => "bench",
+        TargetKind::Example => "example",
+        TargetKind::BuildScript => "build-script",
+    }
+}
+
+fn check_stage_names(config: &Config) -> Result<(), ConfigError> {
+    let known = || {
+        let mut k: Vec<String> = BUILTIN_STAGES.iter().map(|s| s.to_string()).collect();
+        k.extend(config.stages.keys().cloned());
+        k.join(", ")
+    };
+    for d in &config.disable {
+        if !BUILTIN_STAGES.contains(&d.as_str()) && !config.stages.contains_key(d) {
+            return Err(ConfigError::UnknownStage {
+                key: format!("{}.disable", crate::config::TABLE),
+                stage: d.clone(),
+                known: known(),
+            });
+        }
+    }
+    for e in &config.enable {
+        if !OPTIONAL_STAGES.contains(&e.as_str()) {
+            return Err(ConfigError::UnknownStage {
+                key: format!("{}.enable", crate::config::TABLE),
+                stage: e.clone(),
+                known: OPTIONAL_STAGES.join(", "),
+            });
+        }
+    }
+    for stage in config.targets.stages.keys() {
+        if !BUILTIN_STAGES.contains(&stage.as_str()) && !config.stages.contains_key(stage) {
+            return Err(ConfigError::UnknownStage {
+                key: format!("{}.targets.stages", crate::config::TABLE),
+                stage: stage.clone(),
+                known: known(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A dependency cycle among stages, as `a -> b -> a`.
+fn find_cycle(stages: &[Stage]) -> Option<String> {
+    let index: BTreeMap<&str, usize> =
+        stages.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+    // 0 = unvisited, 1 = on the stack, 2 = done
+    let mut state = vec![0u8; stages.len()];
+    fn visit(
+        i: usize,
+        stages: &[Stage],
+        index: &BTreeMap<&str, usize>,
+        state: &mut [u8],
+        path: &mut Vec<usize>,
+    ) -> Option<String> {
+        state[i] = 1;
+        path.push(i);
+        for d in &stages[i].depends_on {
+            let Some(&j) = index.get(d.as_str()) else {
+                continue;
+            };
+            if state[j] == 1 {
+                let start = path.iter().position(|&p| p == j).unwrap();
+                let mut names: Vec<&str> =
+                    path[start..].iter().map(|&p| stages[p].id.as_str()).collect();
+                names.push(&stages[j].id);
+                return Some(names.join(" -> "));
+            }
+            if state[j] == 0 {
+                if let Some(c) = visit(j, stages, index, state, path) {
+                    return Some(c);
+                }
+            }
+        }
+        path.pop();
+        state[i] = 2;
+        None
+    }
+    for i in 0..stages.len() {
+        if state[i] == 0 {
+            if let Some(c) = visit(i, stages, &index, &mut state, &mut Vec::new()) {
+                return Some(c);
+            }
+        }
+    }
+    None
+}
+
+impl Plan {
+    pub fn stage(&self, id: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.id == id)
+    }
+
+    /// Human-readable rendering for `cargo xtask plan`.
+    pub fn render_text(&self) -> String {
+        let mut out = format!("plan for {}\n\n", self.workspace_root);
+        for s in &self.stages {
+            out.push_str(&format!("stage {}\n", s.id));
+            out.push_str(&format!("  command:    {}\n", s.command.display()));
+            let deps = if s.depends_on.is_empty() {
+                "(none)".to_string()
+            } else {
+                s.depends_on.join(", ")
+            };
+            out.push_str(&format!("  depends on: {deps}\n"));
+            out.push_str(&format!("  why:        {}\n", s.reason));
+            out.push_str(&format!("  proves:     {}\n", s.proves.join("; ")));
+            if let Some(dir) = &s.build_dir {
+                let lock = match s.lock {
+                    LockUse::Exclusive => "holds its lock throughout",
+                    LockUse::Brief => "takes its lock only to confirm freshness",
+                };
+                out.push_str(&format!("  build dir:  {dir} ({lock})\n"));
+            }
+            if let Some(t) = s.timeout {
+                out.push_str(&format!("  timeout:    {}\n", humantime::format_duration(t)));
+            }
+            out.push('\n');
+        }
+        if !self.dropped.is_empty() {
+            out.push_str("dropped\n");
+            for d in &self.dropped {
+                out.push_str(&format!("  {}: {}\n", d.id, d.reason));
+            }
+            out.push('\n');
+        }
+        if !self.notes.is_empty() {
+            out.push_str("notes\n");
+            for n in &self.notes {
+                out.push_str(&format!("  - {n}\n"));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,86 @@
+//! The compiler a workspace builds with, and the environment a child cargo must not
+//! inherit: `cargo xtask` runs us with this workspace's `RUSTUP_TOOLCHAIN`, `CARGO`,
+//! `CARGO_MANIFEST_DIR` and friends, which would override the target workspace's own
+//! `rust-toolchain` file and config.
+
+use camino::Utf8Path;
+use serde::Serialize;
+use xshell::{Shell, cmd};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Toolchain {
+    /// `rustc -vV`'s `release:` line, e.g. `1.95.0` or `1.97.0-nightly`.
+    pub release: String,
+    pub host: String,
+    /// The whole `rustc -vV` output: part of every fingerprint.
+    pub verbose_version: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not run `rustc -vV` in {dir}: {message}; is a Rust toolchain installed?")]
+pub struct ToolchainError {
+    pub dir: String,
+    pub message: String,
+}
+
+impl Toolchain {
+    /// Asks the compiler that `dir`'s cargo would use (its toolchain file applies).
+    pub fn detect(dir: &Utf8Path) -> Result<Toolchain, ToolchainError> {
+        let err = |message: String| ToolchainError { dir: dir.to_string(), message };
+        let sh = Shell::new().map_err(|e| err(e.to_string()))?;
+        let sh = sh.with_current_dir(dir);
+        let mut rustc = cmd!(sh, "rustc -vV");
+        for var in inherited_cargo_vars() {
+            rustc = rustc.env_remove(var);
+        }
+        let out = rustc.read().map_err(|e| err(e.to_string()))?;
+        Ok(Toolchain::parse(&out))
+    }
+
+    pub fn parse(verbose_version: &str) -> Toolchain {
+        let field = |name: &str| {
+            verbose_version
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        Toolchain {
+            release: field("release:"),
+            host: field("host:"),
+            verbose_version: verbose_version.to_string(),
+        }
+    }
+
+    /// Nightly and locally built compilers accept `#![feature]`; stable and beta do not
+    /// (unless `RUSTC_BOOTSTRAP` says otherwise).
+    pub fn allows_feature_gates(&self) -> bool {
+        self.release.contains("nightly")
+            || self.release.contains("-dev")
+            || std::env::var_os("RUSTC_BOOTSTRAP").is_some_and(|v| v == "1")
+    }
+}
+
+/// Variables in our own environment that cargo or rustup set for *this* workspace's
+/// `cargo run` and that must not leak into cargo runs on the workspace we optimise.
+pub fn inherited_cargo_vars() -> Vec<String> {
+    const EXACT: &[&str] = &[
+        "CARGO",
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "CARGO_MAKEFLAGS",
+        "RUSTUP_TOOLCHAIN",
+        "__CARGO_DEFAULT_LIB_METADATA",
+        "NEXTEST",
+    ];
+    const PREFIXES: &[&str] = &["CARGO_PKG_", "CARGO_BIN_EXE_", "NEXTEST_", "__CARGO"];
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| EXACT.contains(&k.as_str()) || PREFIXES.iter().any(|p| k.starts_with(p)))
+        .collect()
+}

@@ -1,0 +1,483 @@
+//! The workspace model: packages, targets and the dependency graph between workspace
+//! members, loaded once through `cargo metadata`. Everything downstream (config, plan,
+//! affected, cache) reads this plain data and never runs cargo itself.
+
+use std::collections::{BTreeMap, HashMap};
+
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::Serialize;
+
+use crate::toolchain::Toolchain;
+
+/// Index of a package in [`Workspace::packages`].
+pub type PackageIdx = usize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Workspace {
+    pub root: Utf8PathBuf,
+    pub manifest_path: Utf8PathBuf,
+    pub target_dir: Utf8PathBuf,
+    /// Workspace members, sorted by name.
+    pub packages: Vec<Package>,
+    /// `[workspace.metadata]` as cargo reports it (`null` when absent).
+    pub metadata: serde_json::Value,
+    /// Whether `cargo metadata` resolved dependencies; without a resolve the graph only
+    /// has the path dependencies declared in manifests.
+    pub resolved: bool,
+    /// Number of packages in the whole dependency graph, members included.
+    pub total_packages: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    pub id: String,
+    pub manifest_path: Utf8PathBuf,
+    pub targets: Vec<Target>,
+    /// Members this package needs to build (normal and build dependencies).
+    pub deps: Vec<PackageIdx>,
+    /// Members needed only by its tests, examples and benches.
+    pub dev_deps: Vec<PackageIdx>,
+    /// Bytes of Rust source under the package directory: the fallback weight when no
+    /// compile time has been measured yet.
+    pub source_bytes: u64,
+}
+
+impl Package {
+    pub fn dir(&self) -> &Utf8Path {
+        self.manifest_path.parent().expect("a manifest path has a parent")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetKind {
+    Lib,
+    Bin,
+    Test,
+    Bench,
+    Example,
+    BuildScript,
+}
+
+impl TargetKind {
+    /// The cargo flag that selects one target of this kind (`--bench NAME`).
+    pub fn selector_flag(self) -> Option<&'static str> {
+        match self {
+            TargetKind::Lib => Some("--lib"),
+            TargetKind::Bin => Some("--bin"),
+            TargetKind::Test => Some("--test"),
+            TargetKind::Bench => Some("--bench"),
+            TargetKind::Example => Some("--example"),
+            TargetKind::BuildScript => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub name: String,
+    pub kind: TargetKind,
+    pub src_path: Utf8PathBuf,
+    pub required_features: Vec<String>,
+    pub doctest: bool,
+    pub test: bool,
+    /// `#![feature(..)]` gates named in the crate root: such a target builds only on a
+    /// nightly compiler.
+    pub nightly_features: Vec<String>,
+}
+
+impl Target {
+    pub fn needs_nightly(&self) -> bool {
+        !self.nightly_features.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadWorkspaceError {
+    #[error("no Cargo.toml at {path}: pass --manifest-path with a workspace's Cargo.toml")]
+    ManifestNotFound { path: Utf8PathBuf },
+    #[error("`cargo metadata` failed for {path}: {message}")]
+    Metadata { path: Utf8PathBuf, message: String },
+    #[error("could not run `cargo metadata`: {source}; is cargo on PATH?")]
+    Spawn {
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How a package's weight on the critical path was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WeightSource {
+    /// Compile seconds measured in an earlier run.
+    MeasuredSeconds,
+    /// Bytes of Rust source, used where nothing was measured.
+    SourceBytes,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CriticalPath {
+    /// Package names from the first to compile to the last.
+    pub packages: Vec<String>,
+    pub weight: f64,
+    pub weight_source: WeightSource,
+}
+
+impl Workspace {
+    /// Loads the workspace around `manifest_path` (default: the one cargo finds from the
+    /// current directory). Dependencies are resolved so that the graph is exact; cargo
+    /// is run with the inherited environment minus what `cargo xtask` set for this
+    /// workspace, so that the target's own toolchain file applies.
+    pub fn load(manifest_path: Option<&Utf8Path>) -> Result<Workspace, LoadWorkspaceError> {
+        let mut cmd = cargo_metadata::MetadataCommand::new();
+        if let Some(path) = manifest_path {
+            if !path.is_file() {
+                return Err(LoadWorkspaceError::ManifestNotFound { path: path.to_owned() });
+            }
+            cmd.manifest_path(path);
+        }
+        for var in crate::toolchain::inherited_cargo_vars() {
+            cmd.env_remove(var);
+        }
+        let metadata = cmd.exec().map_err(|err| match err {
+            cargo_metadata::Error::Io(source) => LoadWorkspaceError::Spawn { source },
+            cargo_metadata::Error::CargoMetadata { stderr } => LoadWorkspaceError::Metadata {
+                path: manifest_path.map(Utf8Path::to_owned).unwrap_or_else(|| "Cargo.toml".into()),
+                message: first_error_line(&stderr),
+            },
+            other => LoadWorkspaceError::Metadata {
+                path: manifest_path.map(Utf8Path::to_owned).unwrap_or_else(|| "Cargo.toml".into()),
+                message: other.to_string(),
+            },
+        })?;
+        Ok(Workspace::from_metadata(&metadata))
+    }
+
+    /// Builds the model from metadata that was already loaded (benchmarks and tests use
+    /// this to keep cargo out of the measurement).
+    pub fn from_metadata(metadata: &cargo_metadata::Metadata) -> Workspace {
+        let member_ids: Vec<&cargo_metadata::PackageId> =
+            metadata.workspace_members.iter().collect();
+        let mut members: Vec<&cargo_metadata::Package> = member_ids
+            .iter()
+            .filter_map(|id| metadata.packages.iter().find(|p| &&p.id == id))
+            .collect();
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        let idx_by_id: HashMap<&cargo_metadata::PackageId, PackageIdx> =
+            members.iter().enumerate().map(|(i, p)| (&p.id, i)).collect();
+        let idx_by_name: HashMap<&str, PackageIdx> =
+            members.iter().enumerate().map(|(i, p)| (p.name.as_str(), i)).collect();
+
+        let mut packages: Vec<Package> = members
+            .iter()
+            .map(|p| Package {
+                name: p.name.to_string(),
+                version: p.version.to_string(),
+                id: p.id.repr.clone(),
+                manifest_path: p.manifest_path.clone(),
+                targets: p.targets.iter().filter_map(model_target).collect(),
+                deps: Vec::new(),
+                dev_deps: Vec::new(),
+                source_bytes: source_bytes(
+                    p.manifest_path.parent().expect("manifest has a parent"),
+                ),
+            })
+            .collect();
+
+        let resolved = metadata.resolve.is_some();
+        if let Some(resolve) = &metadata.resolve {
+            for node in &resolve.nodes {
+                let Some(&from) = idx_by_id.get(&node.id) else {
+                    continue;
+                };
+                for dep in &node.deps {
+                    let Some(&to) = idx_by_id.get(&dep.pkg) else {
+                        continue;
+                    };
+                    let build_order = dep
+                        .dep_kinds
+                        .iter()
+                        .any(|k| k.kind != cargo_metadata::DependencyKind::Development);
+                    let list = if build_order {
+                        &mut packages[from].deps
+                    } else {
+                        &mut packages[from].dev_deps
+                    };
+                    list.push(to);
+                }
+            }
+        } else {
+            // Without a resolve, fall back to the path dependencies the manifests declare.
+            for (from, p) in members.iter().enumerate() {
+                for dep in &p.dependencies {
+                    if dep.path.is_none() {
+                        continue;
+                    }
+                    let Some(&to) = idx_by_name.get(dep.name.as_str()) else {
+                        continue;
+                    };
+                    let list = if dep.kind == cargo_metadata::DependencyKind::Development {
+                        &mut packages[from].dev_deps
+                    } else {
+                        &mut packages[from].deps
+                    };
+                    list.push(to);
+                }
+            }
+        }
+        for p in &mut packages {
+            p.deps.sort_unstable();
+            p.deps.dedup();
+            p.dev_deps.sort_unstable();
+            p.dev_deps.dedup();
+            p.dev_deps.retain(|d| !p.deps.contains(d));
+        }
+
+        Workspace {
+            root: metadata.workspace_root.clone(),
+            manifest_path: metadata.workspace_root.join("Cargo.toml"),
+            target_dir: metadata.target_directory.clone(),
+            packages,
+            metadata: metadata.workspace_metadata.clone(),
+            resolved,
+            total_packages: metadata.packages.len(),
+        }
+    }
+
+    pub fn package(&self, name: &str) -> Option<PackageIdx> {
+        self.packages.iter().position(|p| p.name == name)
+    }
+
+    /// Topological levels over build edges: every package in level `n` depends only on
+    /// packages in lower levels, so one level's packages can compile in parallel.
+    pub fn levels(&self) -> Vec<Vec<PackageIdx>> {
+        let order = self.topological_order();
+        let mut level = vec![0usize; self.packages.len()];
+        for &p in &order {
+            level[p] = self.packages[p].deps.iter().map(|&d| level[d] + 1).max().unwrap_or(0);
+        }
+        let depth = level.iter().copied().max().map_or(0, |m| m + 1);
+        let mut levels = vec![Vec::new(); depth];
+        for (p, &l) in level.iter().enumerate() {
+            levels[l].push(p);
+        }
+        levels
+    }
+
+    /// Packages in an order where each comes after all of its build dependencies.
+    /// Build edges between members cannot form a cycle (cargo rejects that), so this
+    /// is total.
+    pub fn topological_order(&self) -> Vec<PackageIdx> {
+        let n = self.packages.len();
+        let mut remaining: Vec<usize> = self.packages.iter().map(|p| p.deps.len()).collect();
+        let rdeps = self.direct_reverse_deps();
+        let mut ready: Vec<PackageIdx> = (0..n).filter(|&p| remaining[p] == 0).rev().collect();
+        let mut order = Vec::with_capacity(n);
+        while let Some(p) = ready.pop() {
+            order.push(p);
+            for &r in &rdeps[p] {
+                remaining[r] -= 1;
+                if remaining[r] == 0 {
+                    ready.push(r);
+                }
+            }
+        }
+        order
+    }
+
+    /// For each package, the members that depend on it directly (build or dev edges).
+    pub fn direct_reverse_deps(&self) -> Vec<Vec<PackageIdx>> {
+        let mut rdeps = vec![Vec::new(); self.packages.len()];
+        for (p, pkg) in self.packages.iter().enumerate() {
+            for &d in &pkg.deps {
+                rdeps[d].push(p);
+            }
+        }
+        rdeps
+    }
+
+    /// Every member whose build or tests can be affected by a change to `package`:
+    /// transitive dependents through build edges, plus the packages whose tests use any
+    /// of those as a dev-dependency. `package` itself is included.
+    pub fn reverse_deps(&self, package: PackageIdx) -> Vec<PackageIdx> {
+        let rdeps = self.direct_reverse_deps();
+        let mut seen = vec![false; self.packages.len()];
+        let mut stack = vec![package];
+        seen[package] = true;
+        while let Some(p) = stack.pop() {
+            for &r in &rdeps[p] {
+                if !seen[r] {
+                    seen[r] = true;
+                    stack.push(r);
+                }
+            }
+        }
+        let build_affected: Vec<bool> = seen.clone();
+        for (p, pkg) in self.packages.iter().enumerate() {
+            if pkg.dev_deps.iter().any(|&d| build_affected[d]) {
+                seen[p] = true;
+            }
+        }
+        (0..self.packages.len()).filter(|&p| seen[p]).collect()
+    }
+
+    /// The longest chain of build dependencies, weighted by measured compile seconds
+    /// where `measured` has every package, else by source size.
+    pub fn critical_path(&self, measured: &BTreeMap<String, f64>) -> CriticalPath {
+        let use_measured = !self.packages.is_empty()
+            && self.packages.iter().all(|p| measured.contains_key(&p.name));
+        let weight = |p: &Package| {
+            if use_measured { measured[&p.name] } else { p.source_bytes as f64 }
+        };
+        let mut best = vec![0.0f64; self.packages.len()];
+        let mut prev: Vec<Option<PackageIdx>> = vec![None; self.packages.len()];
+        for p in self.topological_order() {
+            let (base, from) = self.packages[p]
+                .deps
+                .iter()
+                .map(|&d| (best[d], Some(d)))
+                .fold((0.0, None), |acc, x| if x.0 > acc.0 { x } else { acc });
+            best[p] = base + weight(&self.packages[p]);
+            prev[p] = from;
+        }
+        let end =
+            (0..self.packages.len()).max_by(|&a, &b| best[a].total_cmp(&best[b]).then(b.cmp(&a)));
+        let mut packages = Vec::new();
+        let mut cursor = end;
+        while let Some(p) = cursor {
+            packages.push(self.packages[p].name.clone());
+            cursor = prev[p];
+        }
+        packages.reverse();
+        CriticalPath {
+            packages,
+            weight: end.map_or(0.0, |e| best[e]),
+            weight_source: if use_measured {
+                WeightSource::MeasuredSeconds
+            } else {
+                WeightSource::SourceBytes
+            },
+        }
+    }
+
+    /// Targets that cannot build on `toolchain`, as (package, target) pairs.
+    pub fn unbuildable_targets<'a>(
+        &'a self,
+        toolchain: &Toolchain,
+    ) -> Vec<(&'a Package, &'a Target)> {
+        if toolchain.allows_feature_gates() {
+            return Vec::new();
+        }
+        self.packages
+            .iter()
+            .flat_map(|p| p.targets.iter().filter(|t| t.needs_nightly()).map(move |t| (p, t)))
+            .collect()
+    }
+}
+
+fn model_target(t: &cargo_metadata::Target) -> Option<Target> {
+    use cargo_metadata::TargetKind as K;
+    let kind = t.kind.iter().find_map(|k| match k {
+        K::Lib | K::RLib | K::DyLib | K::CDyLib | K::StaticLib | K::ProcMacro => {
+            Some(TargetKind::Lib)
+        }
+        K::Bin => Some(TargetKind::Bin),
+        K::Test => Some(TargetKind::Test),
+        K::Bench => Some(TargetKind::Bench),
+        K::Example => Some(TargetKind::Example),
+        K::CustomBuild => Some(TargetKind::BuildScript),
+        _ => None,
+    })?;
+    Some(Target {
+        name: t.name.clone(),
+        kind,
+        src_path: t.src_path.clone(),
+        required_features: t.required_features.clone(),
+        doctest: t.doctest,
+        test: t.test,
+        nightly_features: std::fs::read_to_string(&t.src_path)
+            .map(|s| feature_gates(&s))
+            .unwrap_or_default(),
+    })
+}
+
+/// The names in `#![feature(a, b)]` crate attributes of a crate root.
+pub fn feature_gates(source: &str) -> Vec<String> {
+    let mut gates = Vec::new();
+    let mut rest = source;
+    while let Some(at) = rest.find("#![") {
+        let after = rest[at + 3..].trim_start();
+        rest = &rest[at + 3..];
+        let Some(inner) = after.strip_prefix("feature") else {
+            continue;
+        };
+        let inner = inner.trim_start();
+        let Some(inner) = inner.strip_prefix('(') else {
+            continue;
+        };
+        let Some(close) = inner.find(')') else {
+            continue;
+        };
+        // A commented-out attribute does not count.
+        let line_start = source[..source.len() - rest.len()].rfind('\n').map_or(0, |i| i + 1);
+        let line = &source[line_start..source.len() - rest.len()];
+        if line.contains("//") {
+            continue;
+        }
+        gates.extend(
+            inner[..close].split(',').map(str::trim).filter(|g| !g.is_empty()).map(String::from),
+        );
+    }
+    gates
+}
+
+fn source_bytes(dir: &Utf8Path) -> u64 {
+    fn walk(dir: &std::path::Path, total: &mut u64) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(ft) = entry.file_type() else { continue };
+            let path = entry.path();
+            if ft.is_dir() {
+                let name = entry.file_name();
+                // Build output and nested VCS data are not source.
+                if name == "target" || name == ".git" {
+                    continue;
+                }
+                walk(&path, total);
+            } else if ft.is_file() && path.extension().is_some_and(|e| e == "rs") {
+                *total += entry.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    let mut total = 0;
+    walk(dir.as_std_path(), &mut total);
+    total
+}
+
+/// Cargo prints a wall of context; the first `error:` line is the one a person needs.
+fn first_error_line(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let Some(pos) = lines.iter().position(|l| l.starts_with("error")) else {
+        return lines.join(" ");
+    };
+    // Keep the cause lines that follow ("Caused by: ..."), joined on one line.
+    let mut msg = lines[pos].trim_start_matches("error:").trim().to_string();
+    for l in &lines[pos + 1..] {
+        if l.starts_with("Caused by") || l.starts_with("-->") || l.starts_with('|') {
+            continue;
+        }
+        if l.starts_with("error") {
+            break;
+        }
+        msg.push_str(": ");
+        msg.push_str(l);
+        if msg.len() > 300 {
+            break;
+        }
+    }
+    msg
+}

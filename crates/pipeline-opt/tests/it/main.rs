@@ -1,0 +1,2 @@
+//! The one integration-test binary of the library: real cargo on generated fixture
+//! workspaces, one module per feature.

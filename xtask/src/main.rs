@@ -1,0 +1,96 @@
+//! `cargo xtask`: the command line of pipeline-opt. Every command parses its flags here
+//! and calls the library; nothing a user embedding `pipeline-opt` would need lives in
+//! this crate. Exit codes are the table in `pipeline_opt::exit`.
+
+// Commands still being built leave some generated fields unread for now.
+#[allow(dead_code)]
+mod flags;
+
+mod ci;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use camino::Utf8PathBuf;
+use pipeline_opt::exit;
+use pipeline_opt::inputs::Inputs;
+use pipeline_opt::plan::CargoArgs;
+
+fn main() -> ExitCode {
+    let flags = flags::Xtask::from_env_or_exit();
+    match run(flags) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit::ERROR as u8)
+        }
+    }
+}
+
+fn run(flags: flags::Xtask) -> Result<i32> {
+    let sh = xshell::Shell::new()?;
+    match flags.subcommand {
+        flags::XtaskCmd::Plan(cmd) => cmd.run(&sh),
+        flags::XtaskCmd::Optimize(_) => not_yet("optimize", 4),
+        flags::XtaskCmd::Check(_) => not_yet("check", 4),
+        flags::XtaskCmd::Ci(cmd) => cmd.run(&sh),
+        flags::XtaskCmd::BenchCompare(_) => not_yet("bench-compare", 7),
+        flags::XtaskCmd::Pool(_) => not_yet("pool", 6),
+        flags::XtaskCmd::Cache(_) => not_yet("cache", 5),
+        flags::XtaskCmd::History(_) => not_yet("history", 8),
+        flags::XtaskCmd::CiWorkflow(_) => not_yet("ci-workflow", 8),
+    }
+}
+
+fn not_yet(command: &str, issue: u32) -> Result<i32> {
+    anyhow::bail!("`cargo xtask {command}` is not available yet (issue {issue})")
+}
+
+impl flags::Plan {
+    fn run(self, _sh: &xshell::Shell) -> Result<i32> {
+        let format = self.format.as_deref().unwrap_or("text");
+        if !matches!(format, "text" | "json") {
+            anyhow::bail!("unknown --format `{format}`: use `text` or `json`");
+        }
+        let manifest = utf8(self.manifest_path.as_ref())?;
+        let inputs = Inputs::load(manifest.as_deref())?;
+        let cargo = CargoArgs {
+            locked: self.locked,
+            frozen: self.frozen,
+            features: split_features(self.features.as_deref()),
+            all_features: self.all_features,
+            no_default_features: self.no_default_features,
+            target: self.target,
+            profile: self.profile,
+            packages: self.package,
+        };
+        let plan = inputs.plan(cargo, self.strict)?;
+        match format {
+            "json" => println!("{}", serde_json::to_string_pretty(&plan)?),
+            _ => print!("{}", plan.render_text()),
+        }
+        Ok(exit::OK)
+    }
+}
+
+fn utf8(path: Option<&std::path::PathBuf>) -> Result<Option<Utf8PathBuf>> {
+    path.map(|p| {
+        Utf8PathBuf::from_path_buf(p.clone()).map_err(|p| {
+            anyhow::anyhow!(
+                "the path {} is not UTF-8; move the workspace to a UTF-8 path",
+                p.display()
+            )
+        })
+    })
+    .transpose()
+}
+
+/// `--features a,b --features c` and `"a b"` both name features, as cargo accepts.
+fn split_features(features: Option<&str>) -> Vec<String> {
+    features
+        .into_iter()
+        .flat_map(|f| f.split([',', ' ']))
+        .filter(|f| !f.is_empty())
+        .map(String::from)
+        .collect()
+}
