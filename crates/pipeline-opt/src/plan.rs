@@ -233,7 +233,7 @@ pub fn plan(
     let offline = if options.cargo.frozen { Vec::new() } else { vec!["--offline".to_string()] };
     let profile = options.cargo.profile.clone();
     let dev_dir = workspace.target_dir.clone();
-    let bench_dir = workspace.target_dir.join("pipeline-opt").join("bench-target");
+    let bench_dir = workspace.state_dir(config).join("bench-target");
 
     let selected: Vec<&crate::workspace::Package> = workspace
         .packages
@@ -577,7 +577,7 @@ pub fn plan(
                     a,
                     "lints every target with clippy (enabled in config)",
                     "clippy --all-targets",
-                    Some(workspace.target_dir.join("pipeline-opt").join("clippy-target")),
+                    Some(workspace.state_dir(config).join("clippy-target")),
                 )
             }
             "fmt" => {
@@ -605,7 +605,7 @@ pub fn plan(
                     a,
                     "builds the documentation (enabled in config)",
                     "cargo doc --no-deps",
-                    Some(workspace.target_dir.join("pipeline-opt").join("doc-target")),
+                    Some(workspace.state_dir(config).join("doc-target")),
                 )
             }
             _ => unreachable!("check_stage_names accepts only optional stage names"),

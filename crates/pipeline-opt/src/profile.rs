@@ -31,6 +31,9 @@ pub struct RunRecord {
     pub notes: Vec<String>,
     /// Logical cores the run could use.
     pub cores: usize,
+    /// The targets the run was held to, and how it measured up.
+    pub targets: crate::targets::PerformanceTargets,
+    pub verdict: crate::targets::Verdict,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -246,6 +246,17 @@ impl Workspace {
         }
     }
 
+    /// Where the tool keeps everything (cache, logs, reports, worktrees, pool state):
+    /// `<target-dir>/pipeline-opt` unless the config moves it, so `cargo clean` resets
+    /// it and nothing lands in the source tree.
+    pub fn state_dir(&self, config: &crate::config::Config) -> Utf8PathBuf {
+        match &config.cache.dir {
+            Some(dir) if dir.is_absolute() => dir.clone(),
+            Some(dir) => self.root.join(dir),
+            None => self.target_dir.join("pipeline-opt"),
+        }
+    }
+
     pub fn package(&self, name: &str) -> Option<PackageIdx> {
         self.packages.iter().position(|p| p.name == name)
     }
