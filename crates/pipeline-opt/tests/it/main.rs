@@ -1,2 +1,7 @@
 //! The one integration-test binary of the library: real cargo on generated fixture
 //! workspaces, one module per feature.
+
+mod support;
+
+mod plan;
+mod workspace;
