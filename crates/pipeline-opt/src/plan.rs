@@ -207,6 +207,10 @@ pub enum PlanError {
     Config(#[from] ConfigError),
     #[error("unknown package `{package}` passed with -p; workspace members are: {members}")]
     UnknownPackage { package: String, members: String },
+    #[error(
+        "package `{package}` needs rustc {needs} (its `rust-version`) but the active toolchain is {active}; install a newer toolchain (`rustup update`) or pin one in rust-toolchain.toml"
+    )]
+    ToolchainTooOld { package: String, needs: String, active: String },
 }
 
 /// Builds the stage DAG for `workspace`.
@@ -223,6 +227,9 @@ pub fn plan(
         }
     }
     check_stage_names(config)?;
+    if let Some(tc) = &options.toolchain {
+        check_rust_version(workspace, &options.cargo.packages, tc)?;
+    }
 
     let root = &workspace.root;
     let manifest = workspace.manifest_path.to_string();
@@ -696,6 +703,37 @@ fn kind_name(kind: TargetKind) -> &'static str {
         TargetKind::Example => "example",
         TargetKind::BuildScript => "build-script",
     }
+}
+
+/// Cargo refuses a package whose `rust-version` is newer than the compiler; saying so
+/// before anything runs saves a fetch and names the fix.
+fn check_rust_version(
+    workspace: &Workspace,
+    selected: &[String],
+    toolchain: &Toolchain,
+) -> Result<(), PlanError> {
+    let Some(active) = version_triple(&toolchain.release) else { return Ok(()) };
+    for p in &workspace.packages {
+        if !selected.is_empty() && !selected.contains(&p.name) {
+            continue;
+        }
+        let Some(needs) = p.rust_version.as_deref() else { continue };
+        if version_triple(needs).is_some_and(|n| n > active) {
+            return Err(PlanError::ToolchainTooOld {
+                package: p.name.clone(),
+                needs: needs.to_string(),
+                active: toolchain.release.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `1.95.0-nightly` -> (1, 95, 0); a nightly of 1.95 counts as 1.95.
+fn version_triple(v: &str) -> Option<(u64, u64, u64)> {
+    let core = v.split(['-', '+']).next()?;
+    let mut parts = core.split('.').map(|x| x.parse::<u64>().ok());
+    Some((parts.next()??, parts.next().flatten().unwrap_or(0), parts.next().flatten().unwrap_or(0)))
 }
 
 fn check_stage_names(config: &Config) -> Result<(), ConfigError> {

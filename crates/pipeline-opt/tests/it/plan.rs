@@ -329,3 +329,22 @@ fn plan_of_this_project_builds_tests_and_checks_benches() {
     let bench = p.stage("bench-build").unwrap();
     assert_ne!(bench.build_dir, p.stage("build").unwrap().build_dir, "bench work overlaps dev");
 }
+
+#[test]
+fn package_needing_a_newer_compiler_is_an_error_naming_the_fix() {
+    let fx = Fixture::write(&FixtureWorkspace::chain(2));
+    // rust-version belongs in [package], so edit the written manifest.
+    let manifest = fx.root.join("crates/c1/Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replacen("publish = false\n", "publish = false\nrust-version = \"1.99\"\n", 1),
+    )
+    .unwrap();
+    let w = fx.load();
+    let err = plan(&w, &Config::default(), &options(true)).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "package `c1` needs rustc 1.99.0 (its `rust-version`) but the active toolchain is 1.95.0; install a newer toolchain (`rustup update`) or pin one in rust-toolchain.toml"
+    );
+}
