@@ -266,9 +266,16 @@ pub fn plan(
             .collect(),
         None => BTreeSet::new(),
     };
-    // Cargo's target flags select by name across all selected packages, so a name that is
-    // unbuildable anywhere is left out everywhere; say so when that costs coverage.
-    let unbuildable_names: BTreeSet<&str> = unbuildable.iter().map(|(_, t)| t.as_str()).collect();
+    // Cargo's target flags select by kind and name across all selected packages, so a
+    // name that is unbuildable anywhere is left out everywhere. A kind with nothing
+    // unbuildable keeps its plural flag (`--tests` also builds the lib and bins in test
+    // mode, which a list of names would not).
+    let unbuildable_kinds: BTreeSet<(TargetKind, &str)> = selected
+        .iter()
+        .flat_map(|p| p.targets.iter().map(move |t| (p, t)))
+        .filter(|(p, t)| unbuildable.contains(&(p.name.clone(), t.name.clone())))
+        .map(|(_, t)| (t.kind, t.name.as_str()))
+        .collect();
     let target_list = |kinds: &[TargetKind], all_flag: &[&str]| -> Vec<String> {
         if unbuildable.is_empty() {
             return all_flag.iter().map(|s| s.to_string()).collect();
@@ -284,19 +291,24 @@ pub fn plan(
             if names.is_empty() {
                 continue;
             }
+            let blocked = |n: &&str| unbuildable_kinds.contains(&(kind, *n));
+            if !names.iter().any(blocked) {
+                args.push(plural_flag(kind).to_string());
+                continue;
+            }
             if kind == TargetKind::Lib {
-                if !names.iter().any(|n| unbuildable_names.contains(n)) {
-                    args.push("--lib".to_string());
-                }
                 continue;
             }
             let flag = kind.selector_flag().expect("build scripts are not selected");
-            for n in names.into_iter().filter(|n| !unbuildable_names.contains(n)) {
+            for n in names.into_iter().filter(|n| !blocked(n)) {
                 args.extend([flag.to_string(), n.to_string()]);
             }
         }
         args
     };
+    if unbuildable_kinds.iter().any(|(k, _)| *k == TargetKind::Test) {
+        notes.push("integration tests are listed by name, so the test stage compiles the unit-test harnesses itself".into());
+    }
     let build_kinds = [
         TargetKind::Lib,
         TargetKind::Bin,
@@ -691,6 +703,17 @@ fn disabled_stage(id: &str) -> DroppedStage {
     DroppedStage {
         id: id.into(),
         reason: format!("disabled in [{}] `disable`", crate::config::TABLE),
+    }
+}
+
+fn plural_flag(kind: TargetKind) -> &'static str {
+    match kind {
+        TargetKind::Lib => "--lib",
+        TargetKind::Bin => "--bins",
+        TargetKind::Test => "--tests",
+        TargetKind::Bench => "--benches",
+        TargetKind::Example => "--examples",
+        TargetKind::BuildScript => unreachable!("build scripts are never selected"),
     }
 }
 
