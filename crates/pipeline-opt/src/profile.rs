@@ -34,6 +34,20 @@ pub struct RunRecord {
     /// The targets the run was held to, and how it measured up.
     pub targets: crate::targets::PerformanceTargets,
     pub verdict: crate::targets::Verdict,
+    /// Per-test durations where the test runner reports them (nextest does; libtest on
+    /// stable does not); empty otherwise. Recommendations use them.
+    #[serde(default)]
+    pub tests: Vec<TestTiming>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TestTiming {
+    pub stage: String,
+    /// `binary::path::to::test`, as the runner names it.
+    pub name: String,
+    #[serde(with = "secs")]
+    pub duration: Duration,
+    pub passed: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
