@@ -46,6 +46,9 @@ pub struct ProgressReporter {
     bars: BTreeMap<String, ProgressBar>,
     /// Compile units finished per stage.
     units: BTreeMap<String, usize>,
+    /// The latest time any event carried: cached and skipped stages, which never ran,
+    /// are reported at this time so plain lines stay in order.
+    now: Duration,
 }
 
 impl std::fmt::Debug for ProgressReporter {
@@ -65,6 +68,7 @@ impl ProgressReporter {
             total_bar: None,
             bars: BTreeMap::new(),
             units: BTreeMap::new(),
+            now: Duration::ZERO,
         };
         if mode == ProgressMode::Live {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
@@ -96,9 +100,13 @@ impl ProgressReporter {
 
     pub fn handle(&mut self, event: &Event) {
         match event {
-            Event::StageStarted { id, at } => self.started(id, *at),
+            Event::StageStarted { id, at } => {
+                self.now = self.now.max(*at);
+                self.started(id, *at)
+            }
             Event::StageOutput { .. } => {}
             Event::CrateCompiled(c) => {
+                self.now = self.now.max(c.end);
                 let n = {
                     let n = self.units.entry(c.stage.clone()).or_default();
                     *n += 1;
@@ -198,7 +206,11 @@ impl ProgressReporter {
                 bar.set_prefix(m.id.clone());
                 bar.finish_with_message(text);
             }
-            (None, _) => self.line(&format!("[{:>7}] {}: {text}", secs(m.start + m.wall), m.id)),
+            (None, _) => {
+                let at = if ran { m.start + m.wall } else { self.now };
+                self.now = self.now.max(at);
+                self.line(&format!("[{:>7}] {}: {text}", secs(at), m.id))
+            }
         }
     }
 

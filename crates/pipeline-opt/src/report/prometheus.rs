@@ -1,6 +1,7 @@
 //! Prometheus metrics of a run for the node-exporter textfile collector, encoded by the
 //! `prometheus-client` crate. The collector parses the classic text format, so the
-//! OpenMetrics `# EOF` marker is left out and only counter, gauge and histogram are used.
+//! OpenMetrics `# EOF` marker is left out, only counter, gauge and histogram are used,
+//! and counters are named the classic way (see [`ClassicCounter`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
@@ -29,9 +30,9 @@ pub fn render(record: &RunRecord, history: &[HistoryEntry]) -> Result<String, st
     let mut registry = Registry::with_prefix("pipeline");
 
     let duration = Histogram::new(DURATION_BUCKETS);
-    let runs = Family::<Counter>::default();
-    let cache_hits = Family::<Counter>::default();
-    let stage_runs = Family::<Counter>::default();
+    let runs = Family::<ClassicCounter>::default();
+    let cache_hits = Family::<ClassicCounter>::default();
+    let stage_runs = Family::<ClassicCounter>::default();
     for e in history {
         duration.observe(e.total.as_secs_f64());
         runs.get_or_create(vec![("outcome".into(), outcome_label(e))]).inc();
@@ -53,13 +54,13 @@ pub fn render(record: &RunRecord, history: &[HistoryEntry]) -> Result<String, st
         Unit::Seconds,
         duration,
     );
-    registry.register("runs", "Recorded pipeline runs by outcome", runs);
+    registry.register("runs_total", "Recorded pipeline runs by outcome", runs);
     registry.register(
-        "stage_cache_hits",
+        "stage_cache_hits_total",
         "Recorded runs in which the stage was served from the stage cache",
         cache_hits,
     );
-    registry.register("stage_executions", "Recorded runs in which the stage ran", stage_runs);
+    registry.register("stage_executions_total", "Recorded runs in which the stage ran", stage_runs);
 
     let last_total = FloatGauge::default();
     last_total.set(record.total.as_secs_f64());
@@ -165,5 +166,33 @@ impl<M: EncodeMetric + TypedMetric + std::fmt::Debug + Send + Sync> EncodeMetric
 
     fn is_empty(&self) -> bool {
         self.members.lock().unwrap().is_empty()
+    }
+}
+
+/// A counter in the classic text format: `# TYPE x_total counter` and samples named
+/// `x_total`. prometheus-client writes OpenMetrics counters, `# TYPE x counter` with
+/// samples `x_total`, which the classic parser (node-exporter's textfile collector,
+/// `promtool check metrics`) reads as an untyped `x_total` beside an empty `x`. So the
+/// family is registered with its full name and its value written without a suffix.
+#[derive(Debug, Clone, Default)]
+struct ClassicCounter(Counter);
+
+impl ClassicCounter {
+    fn inc(&self) {
+        self.0.inc();
+    }
+}
+
+impl TypedMetric for ClassicCounter {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for ClassicCounter {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_gauge(&self.0.get())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
     }
 }
