@@ -207,12 +207,9 @@ pub fn fastest_growing(entries: &[HistoryEntry]) -> Option<(String, f64)> {
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
-/// The trend table of `cargo xtask history`.
+/// The trend table of `cargo xtask history` (warnings are the caller's to show).
 pub fn render_trend(h: &History) -> String {
     let mut o = String::new();
-    for w in &h.warnings {
-        writeln!(o, "warning: {w}").unwrap();
-    }
     let entries = &h.entries;
     if entries.is_empty() {
         writeln!(o, "no runs recorded yet: `cargo xtask optimize` adds one per run").unwrap();

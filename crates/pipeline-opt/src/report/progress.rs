@@ -182,10 +182,9 @@ impl ProgressReporter {
         if !m.failed_tests.is_empty() {
             text.push_str(&format!(", failed: {}", m.failed_tests.join(", ")));
         }
-        if let (false, Some(log)) = (matches!(m.status, StageStatus::Succeeded), &m.log_path) {
-            if ran {
-                text.push_str(&format!(", log {log}"));
-            }
+        // Where to read why it failed; a success needs no log.
+        if let (true, Some(log)) = (ran && m.status != StageStatus::Succeeded, &m.log_path) {
+            text.push_str(&format!(", log {log}"));
         }
         match (&self.multi, self.bars.remove(&m.id)) {
             (Some(_), Some(bar)) => {

@@ -165,7 +165,7 @@ fn critical_crate(record: &RunRecord, out: &mut Vec<Recommendation>) {
             *d >= CRITICAL_CRATE_MIN && d.as_secs_f64() >= CRITICAL_CRATE_SHARE * total
         })
         .collect();
-    steps.sort_by(|a, b| b.1.cmp(&a.1));
+    steps.sort_by_key(|s| std::cmp::Reverse(s.1));
     for (step, d) in steps.into_iter().take(MAX_PER_KIND) {
         out.push(Recommendation {
             kind: "critical-crate",
@@ -306,7 +306,7 @@ fn compiled_twice(record: &RunRecord, ctx: &RecommendContext, out: &mut Vec<Reco
             .push(c.end.saturating_sub(c.start));
     }
     let mut found: Vec<_> = units.into_iter().filter(|(_, times)| times.len() > 1).collect();
-    found.sort_by(|a, b| b.1.iter().sum::<Duration>().cmp(&a.1.iter().sum::<Duration>()));
+    found.sort_by_key(|(_, times)| std::cmp::Reverse(times.iter().sum::<Duration>()));
     for ((stage, package, target, kind), times) in found.into_iter().take(MAX_PER_KIND) {
         let each: Vec<String> = times.iter().map(|d| secs(*d)).collect();
         let mut evidence = format!(
