@@ -42,7 +42,8 @@ pub fn render(record: &RunRecord) -> String {
         .unwrap_or_default()
         .as_secs_f64()
         .max(1.0);
-    let scale = Scale { end };
+    // Headroom, so the label of a target line at the very end stays on the page.
+    let scale = Scale { end: end * 1.08 };
 
     let lanes = unit_lanes(record);
     let unit_rows: usize = lanes.iter().map(|(_, l)| l.len()).sum();
@@ -123,7 +124,7 @@ table {{ border-collapse: collapse; }} td, th {{ padding: 2px 8px; text-align: l
 <h1>{title}</h1>
 <p>{command} in <code>{root}</code>, started {started}: <strong>{outcome}</strong> in {total}.
 Required target {required}: {required_verdict}; stretch target {stretch}: {stretch_verdict}.
-Critical path outlined in red; hover a bar for details.</p>
+{naive}Critical path outlined in red; hover a bar for details.</p>
 {svg}</body>
 </html>
 "#,
@@ -136,6 +137,15 @@ Critical path outlined in red; hover a bar for details.</p>
         required_verdict = if v.required_met { "met" } else { "missed" },
         stretch = secs(v.stretch),
         stretch_verdict = if v.stretch_met { "met" } else { "missed" },
+        naive = record
+            .naive
+            .as_ref()
+            .map(|n| format!(
+                "The naive sequence took {}; ours/naive = {:.2}. ",
+                secs(n.naive_total),
+                n.ratio
+            ))
+            .unwrap_or_default(),
     )
 }
 

@@ -28,6 +28,7 @@ pub fn render(record: &RunRecord, recommendations: &[Recommendation]) -> String 
     )
     .unwrap();
     totals(o, record);
+    naive(o, record);
     stages(o, record);
     critical_path(o, record);
     slowest_crates(o, record);
@@ -64,11 +65,46 @@ fn totals(o: &mut String, r: &RunRecord) {
     .unwrap();
     writeln!(o, "| stretch | {} | {} | {} |", secs(v.stretch), secs(v.total), met(v.stretch_met))
         .unwrap();
+    let capacity = r.total.as_secs_f64() * r.cores.max(1) as f64;
+    writeln!(
+        o,
+        "\nCPU left idle: {} of {} core-seconds ({}).",
+        secs(r.idle_cpu),
+        capacity.round(),
+        percent(r.idle_cpu.as_secs_f64(), capacity)
+    )
+    .unwrap();
     if r.outcome == RunOutcome::Interrupted {
         writeln!(o, "\nThe run was interrupted: the total is the time until the interrupt.")
             .unwrap();
     }
     o.push('\n');
+}
+
+fn naive(o: &mut String, r: &RunRecord) {
+    let Some(n) = &r.naive else { return };
+    writeln!(o, "## Against the naive sequence\n").unwrap();
+    writeln!(
+        o,
+        "Naive: {} ({}); ours: {}. Ratio ours/naive: **{:.2}**.\n",
+        secs(n.naive_total),
+        outcome_text(n.naive_outcome),
+        secs(n.optimized_total),
+        n.ratio
+    )
+    .unwrap();
+    writeln!(o, "How: {}\n", n.method).unwrap();
+    writeln!(o, "| naive step | status | wall |").unwrap();
+    writeln!(o, "| --- | --- | ---: |").unwrap();
+    for s in &n.naive_stages {
+        writeln!(o, "| `{}` | {} | {} |", s.command, status_text(&s.status), secs(s.wall)).unwrap();
+    }
+    o.push('\n');
+    let list = |v: &[String]| {
+        if v.is_empty() { "nothing".to_string() } else { v.join(", ") }
+    };
+    writeln!(o, "Only the naive sequence proves: {}.", list(&n.only_naive_proves)).unwrap();
+    writeln!(o, "Only our plan proves: {}.\n", list(&n.only_optimized_proves)).unwrap();
 }
 
 /// The words a stage's status is shown with in every report.

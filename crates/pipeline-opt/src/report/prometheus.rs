@@ -71,6 +71,15 @@ pub fn render(record: &RunRecord, history: &[HistoryEntry]) -> Result<String, st
         last_total,
     );
 
+    let idle = FloatGauge::default();
+    idle.set(record.idle_cpu.as_secs_f64());
+    registry.register_with_unit(
+        "last_run_idle_cpu",
+        "CPU time the last run left idle: cores times total minus the stages' CPU time",
+        Unit::Seconds,
+        idle,
+    );
+
     let stage_duration = Family::<FloatGauge>::default();
     let stage_cached = Family::<Gauge>::default();
     let stage_failed = Family::<Gauge>::default();

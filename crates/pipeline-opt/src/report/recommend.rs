@@ -167,12 +167,14 @@ fn critical_crate(record: &RunRecord, out: &mut Vec<Recommendation>) {
         .collect();
     steps.sort_by_key(|s| std::cmp::Reverse(s.1));
     for (step, d) in steps.into_iter().take(MAX_PER_KIND) {
+        // The profiler names a unit `package (kind target)`; one splits the package.
+        let package = step.name.split(" (").next().unwrap_or(&step.name);
         out.push(Recommendation {
             kind: "critical-crate",
             action: format!(
                 "split `{}` into crates that compile in parallel, or reduce its generic code \
                  (non-generic inner functions) so less is compiled on the critical path",
-                step.name
+                package
             ),
             evidence: format!(
                 "`{}` compiled for {} on the critical path: {} of the {} run",

@@ -12,8 +12,8 @@ use expect_test::{expect, expect_file};
 use pipeline_opt::PerformanceTargets;
 use pipeline_opt::plan::DroppedStage;
 use pipeline_opt::profile::{
-    CrateTiming, CriticalStep, Event, RunOutcome, RunRecord, SCHEMA_VERSION, StageMetrics,
-    StageStatus, TestTiming,
+    CrateTiming, CriticalStep, Event, NaiveComparison, RunOutcome, RunRecord, SCHEMA_VERSION,
+    StageMetrics, StageStatus, TestTiming,
 };
 use pipeline_opt::report::history::{self, HistoryEntry};
 use pipeline_opt::report::progress::ProgressReporter;
@@ -113,23 +113,20 @@ fn fixture_record() -> RunRecord {
         unit("app", "lib", "build", 26_000, 29_000),
         unit("app", "test", "build", 29_000, 31_000),
     ];
+    // Named and ordered as the profiler does: each stage, then the units it waited on.
+    let step = |kind: &str, name: &str, start, end| CriticalStep {
+        kind: kind.into(),
+        name: name.into(),
+        start: s(start),
+        end: s(end),
+    };
     let critical_path = vec![
-        CriticalStep { kind: "stage".into(), name: "fetch".into(), start: s(0), end: s(1_000) },
-        CriticalStep { kind: "crate".into(), name: "serde".into(), start: s(4_000), end: s(6_200) },
-        CriticalStep { kind: "crate".into(), name: "core".into(), start: s(6_200), end: s(26_000) },
-        CriticalStep { kind: "crate".into(), name: "app".into(), start: s(26_000), end: s(29_000) },
-        CriticalStep {
-            kind: "stage".into(),
-            name: "build".into(),
-            start: s(1_000),
-            end: s(31_000),
-        },
-        CriticalStep {
-            kind: "stage".into(),
-            name: "test".into(),
-            start: s(31_000),
-            end: s(40_000),
-        },
+        step("stage", "fetch", 0, 1_000),
+        step("stage", "build", 1_000, 31_000),
+        step("crate", "serde (lib serde)", 4_000, 6_200),
+        step("crate", "core (lib core)", 6_200, 26_000),
+        step("crate", "app (lib app)", 26_000, 29_000),
+        step("stage", "test", 31_000, 40_000),
     ];
     let mut targets = PerformanceTargets::required();
     targets.stages = BTreeMap::from([("build".into(), s(25_000)), ("test".into(), s(20_000))]);
@@ -158,6 +155,21 @@ fn fixture_record() -> RunRecord {
             TestTiming { stage: "test".into(), name: "app::tests::big_matrix".into(), duration: s(6_000), passed: true },
             TestTiming { stage: "test".into(), name: "app::tests::adds_up".into(), duration: s(100), passed: false },
         ],
+        naive: Some(NaiveComparison {
+            naive_total: s(95_000),
+            optimized_total: s(40_000),
+            ratio: 40.0 / 95.0,
+            naive_outcome: RunOutcome::StageFailed,
+            naive_stages: vec![
+                stage("naive-build", "cargo build --workspace", StageStatus::Succeeded, 0, 45_000, 50_000),
+                stage("naive-test", "cargo test --workspace", StageStatus::Failed, 45_000, 50_000, 52_000),
+            ],
+            only_naive_proves: vec![],
+            only_optimized_proves: vec!["doctest (dev)".into()],
+            method: "naive first, then ours, each from a fresh target directory".into(),
+        }),
+        // 4 cores × 40 s minus 46.2 s of stage CPU.
+        idle_cpu: s(113_800),
     }
 }
 
@@ -238,9 +250,12 @@ fn report_json_snapshot_matches_schema_and_round_trips() {
 
     // A record written before `tests` existed still reads.
     let mut old: serde_json::Value = serde_json::from_str(&text).unwrap();
-    old.as_object_mut().unwrap().remove("tests");
+    for field in ["tests", "naive", "idle_cpu"] {
+        old.as_object_mut().unwrap().remove(field);
+    }
     assert!(validator.is_valid(&old));
-    assert!(serde_json::from_value::<RunRecord>(old).unwrap().tests.is_empty());
+    let old = serde_json::from_value::<RunRecord>(old).unwrap();
+    assert!(old.tests.is_empty() && old.naive.is_none() && old.idle_cpu.is_zero());
 }
 
 fn history_of(totals: &[(u64, u64)]) -> Vec<HistoryEntry> {
