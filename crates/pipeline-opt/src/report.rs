@@ -65,18 +65,25 @@ pub const HTML_FILE: &str = "report.html";
 pub const HISTORY_FILE: &str = "history.jsonl";
 
 /// Writes every report of `record`: markdown, JSON, HTML, the history line, and the
-/// Prometheus file when asked for. Recommendations that need the workspace's resolved
-/// dependencies or profile settings read them from `record.workspace_root`, best effort:
-/// a run whose workspace no longer loads still gets its reports.
+/// Prometheus file when asked for; under GitHub Actions also the step summary and the
+/// annotations. Recommendations that need the workspace's resolved dependencies or
+/// profile settings read them from `record.workspace_root`, best effort: a run whose
+/// workspace no longer loads still gets its reports.
 pub fn write_reports(
     record: &RunRecord,
     opts: &ReportOptions,
 ) -> Result<WrittenReports, ReportError> {
     let ctx = RecommendContext::load(&record.workspace_root);
-    write_reports_with(record, opts, &ctx)
+    let written = write_reports_with(record, opts, &ctx)?;
+    let markdown = std::fs::read_to_string(&written.markdown)
+        .map_err(|source| ReportError::Write { path: written.markdown.clone(), source })?;
+    github::publish(record, &markdown)?;
+    Ok(written)
 }
 
-/// [`write_reports`] with the workspace facts given by the caller.
+/// The files of [`write_reports`], with the workspace facts given by the caller and
+/// nothing published to GitHub (tests of a tool that itself runs in CI must not
+/// annotate the job they run in).
 pub fn write_reports_with(
     record: &RunRecord,
     opts: &ReportOptions,
@@ -107,8 +114,6 @@ pub fn write_reports_with(
         }
         None => None,
     };
-
-    github::publish(record, &md)?;
 
     Ok(WrittenReports {
         markdown: markdown_path,

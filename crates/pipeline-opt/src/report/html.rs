@@ -113,7 +113,7 @@ svg text.note {{ fill: #777; }}
 .succeeded {{ fill: #4c9a2a; }} .failed {{ fill: #c0392b; }} .timed-out {{ fill: #e67e22; }}
 .cancelled {{ fill: #999; }} .skipped {{ fill: #ddd; }} .cached {{ fill: #8ab4f8; }}
 .unit {{ fill: #6c8ebf; }} .unit.test {{ fill: #9673a6; }} .unit.build-script {{ fill: #b5a642; }}
-.bar.critical {{ stroke: #d62728; stroke-width: 2.5; }}
+.bar.critical {{ stroke: #111; stroke-width: 2.5; }}
 .target {{ stroke: #d62728; stroke-dasharray: 6 3; }} .target.stretch {{ stroke: #ff7f0e; }}
 .stage-target {{ stroke: #000; stroke-width: 2; }}
 .cpu {{ fill: #6c8ebf; fill-opacity: 0.4; stroke: #6c8ebf; }}
@@ -124,7 +124,7 @@ table {{ border-collapse: collapse; }} td, th {{ padding: 2px 8px; text-align: l
 <h1>{title}</h1>
 <p>{command} in <code>{root}</code>, started {started}: <strong>{outcome}</strong> in {total}.
 Required target {required}: {required_verdict}; stretch target {stretch}: {stretch_verdict}.
-{naive}Critical path outlined in red; hover a bar for details.</p>
+{naive}Critical path outlined in black; hover a bar for details.</p>
 {svg}</body>
 </html>
 "#,

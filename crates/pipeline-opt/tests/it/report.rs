@@ -505,7 +505,9 @@ fn report_write_reports_writes_every_file() {
     let mut record = fixture_record();
     // A workspace that does not exist: reports are still written, without its facts.
     record.workspace_root = dir.join("gone");
-    let written = report::write_reports(&record, &opts).unwrap();
+    let ctx = RecommendContext::load(&record.workspace_root);
+    assert_eq!(ctx, RecommendContext::default());
+    let written = report::write_reports_with(&record, &opts, &ctx).unwrap();
     assert_eq!(written.markdown, state.join("pipeline-optimization-report.md"));
     assert_eq!(written.json, state.join("run.json"));
     assert_eq!(written.html, state.join("report.html"));
@@ -519,7 +521,7 @@ fn report_write_reports_writes_every_file() {
     // The interrupted run of the same workspace adds a second history line, and the
     // histogram counts both.
     record.outcome = RunOutcome::Interrupted;
-    report::write_reports(&record, &opts).unwrap();
+    report::write_reports_with(&record, &opts, &ctx).unwrap();
     assert_eq!(history::read(&written.history).unwrap().entries.len(), 2);
     let text = std::fs::read_to_string(&prom).unwrap();
     assert!(text.contains("pipeline_duration_seconds_count 2"), "{text}");
@@ -923,4 +925,39 @@ fn report_progress_under_a_terminal() {
     assert!(piped.contains("mode=Plain"), "{piped}");
     assert!(!piped.contains('\x1b'), "{piped:?}");
     assert!(piped.contains("[ 40.0 s] test: failed in 9.0 s"), "{piped}");
+}
+
+/// Under GitHub Actions, `write_reports` appends the markdown to the step summary and
+/// prints annotations. The child is this test binary, re-run with the job's variables.
+#[test]
+fn report_write_reports_publishes_to_github() {
+    const CHILD: &str = "PIPELINE_OPT_GITHUB_CHILD";
+    if let Some(state) = std::env::var_os(CHILD) {
+        let mut record = fixture_record();
+        record.workspace_root = "/nonexistent-workspace".into();
+        let opts = ReportOptions {
+            state_dir: Utf8PathBuf::from(state.into_string().unwrap()),
+            markdown: None,
+            json: None,
+            prometheus: None,
+        };
+        report::write_reports(&record, &opts).unwrap();
+        return;
+    }
+    let (_dir, dir) = temp_dir();
+    let summary = dir.join("step-summary.md");
+    std::fs::write(&summary, "## earlier step\n").unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "report::report_write_reports_publishes_to_github", "--nocapture"])
+        .env(CHILD, dir.join("state"))
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&summary).unwrap();
+    assert!(text.starts_with("## earlier step\n# Pipeline optimization report\n"), "{text}");
+    assert!(stdout.contains("::error title=stage test failed::"), "{stdout}");
+    assert!(stdout.contains("::warning title=stage build over its target::"), "{stdout}");
 }
