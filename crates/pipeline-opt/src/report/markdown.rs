@@ -231,6 +231,9 @@ fn slowest_crates(o: &mut String, r: &RunRecord) {
 
 fn coverage(o: &mut String, r: &RunRecord) {
     writeln!(o, "## Coverage\n").unwrap();
+    if r.stages.is_empty() {
+        writeln!(o, "No stage finished: this run proved nothing.").unwrap();
+    }
     for s in &r.stages {
         let proves =
             if s.proves.is_empty() { "nothing declared".to_string() } else { s.proves.join(", ") };

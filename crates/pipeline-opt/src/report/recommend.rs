@@ -283,6 +283,10 @@ fn nextest_missing(record: &RunRecord, out: &mut Vec<Recommendation>) {
         .filter(|s| s.command.contains("cargo test") && ran(&s.status))
         .map(|s| s.wall)
         .sum();
+    // Without a measured `cargo test` stage there is no number to rest on.
+    if test_time.is_zero() {
+        return;
+    }
     out.push(Recommendation {
         kind: "nextest-missing",
         action: "install cargo-nextest (`cargo install cargo-nextest --locked`): it runs \

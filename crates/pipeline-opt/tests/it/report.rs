@@ -961,3 +961,108 @@ fn report_write_reports_publishes_to_github() {
     assert!(stdout.contains("::error title=stage test failed::"), "{stdout}");
     assert!(stdout.contains("::warning title=stage build over its target::"), "{stdout}");
 }
+
+/// A run interrupted before any stage finished still renders every report.
+#[test]
+fn report_interrupted_before_any_stage() {
+    let mut record = fixture_record();
+    record.outcome = RunOutcome::Interrupted;
+    record.total = s(2_500);
+    record.stages.clear();
+    record.crates.clear();
+    record.critical_path.clear();
+    record.tests.clear();
+    record.naive = None;
+    record.idle_cpu = s(10_000);
+    record.verdict = record.targets.verdict(record.total, &[]);
+    let recs = recommend::recommend(&record, &RecommendContext::default());
+    assert_eq!(recs, []);
+    expect![[r#"
+        # Pipeline optimization report
+
+        Run `run-0042` of `cargo xtask optimize` in `/ws`, started 2026-11-26T12:00:00Z, on 4 cores: **interrupted** in 2.5 s.
+
+        ## Totals
+
+        | target | limit | actual | verdict |
+        | --- | ---: | ---: | --- |
+        | required | 60.0 s | 2.5 s | met |
+        | stretch | 45.0 s | 2.5 s | met |
+
+        CPU left idle: 10.0 s of 10 core-seconds (100%).
+
+        The run was interrupted: the total is the time until the interrupt.
+
+        ## Stages
+
+        | stage | status | start | wall | target | verdict | CPU | peak RSS |
+        | --- | --- | ---: | ---: | ---: | --- | ---: | ---: |
+
+        ## Critical path
+
+        No critical path was measured (no stage ran).
+
+        ## Slowest crates
+
+        No compile units were recorded (nothing compiled, or every stage was cached).
+
+        ## Coverage
+
+        No stage finished: this run proved nothing.
+
+        Dropped from the usual CI sequence:
+
+        - `check`: `build --all-targets` already proves `check --all-targets`
+
+        Notes:
+
+        - cargo-nextest is not installed: tests run with `cargo test`, one binary at a time (install it with `cargo install cargo-nextest --locked`)
+
+        ## Recommendations
+
+        None: no measurement of this run points at a change.
+    "#]]
+    .assert_eq(&markdown::render(&record, &recs));
+    assert_eq!(html::render(&record).matches("<rect class=\"bar ").count(), 0);
+    assert!(
+        prometheus::render(&record, &[HistoryEntry::from_record(&record)])
+            .unwrap()
+            .contains("pipeline_last_run_success 0")
+    );
+    assert_eq!(github::annotations(&record), "");
+}
+
+/// Many overlapping compile units pack into lanes, one bar each, none overlapping in a lane.
+#[test]
+fn report_html_packs_many_units_into_lanes() {
+    let mut record = fixture_record();
+    record.crates = (0..300u64)
+        .map(|i| {
+            unit(
+                &format!("c{i}"),
+                "lib",
+                "build",
+                1_000 + i * 90,
+                1_000 + i * 90 + 400 + (i % 7) * 150,
+            )
+        })
+        .collect();
+    let page = html::render(&record);
+    assert_eq!(page.matches("<rect class=\"bar ").count(), record.stages.len() + 300);
+    let mut rows: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for bar in page.split("<rect class=\"bar unit").skip(1) {
+        let attr = |name: &str| -> f64 {
+            let v = bar.split(&format!(" {name}=\"")).nth(1).unwrap();
+            v[..v.find('"').unwrap()].parse().unwrap()
+        };
+        rows.entry(format!("{}", attr("y")))
+            .or_default()
+            .push((attr("x"), attr("x") + attr("width")));
+    }
+    assert!(rows.len() < 300 / 3, "{} lanes for 300 units", rows.len());
+    for bars in rows.values() {
+        for w in bars.windows(2) {
+            assert!(w[0].1 <= w[1].0 + 2.0, "overlap in a lane: {w:?}");
+        }
+    }
+}
