@@ -2,6 +2,7 @@
 //! Prometheus text metrics, GitHub step summaries and annotations, and the run history.
 //! They only read plain data; [`write_reports`] is the one entry point that touches disk.
 
+pub mod explore;
 pub mod github;
 pub mod history;
 pub mod html;

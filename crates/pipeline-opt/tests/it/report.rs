@@ -1066,3 +1066,35 @@ fn report_html_packs_many_units_into_lanes() {
         }
     }
 }
+
+/// `--explore` builds a real fixture once per variant from scratch and times it; a
+/// variant cargo rejects is reported as failed, not fatal.
+#[test]
+fn report_explore_times_variants_on_a_fixture() {
+    use pipeline_opt::fixture::FixtureWorkspace;
+    use pipeline_opt::report::explore::{self, ExploreOptions, Variant};
+    let (_dir, dir) = temp_dir();
+    let manifest = FixtureWorkspace::chain(2).write(&dir.join("ws")).unwrap();
+    let mut opts = ExploreOptions::new(manifest, dir.join("scratch"));
+    opts.variants = vec![
+        explore::default_variants().remove(0),
+        explore::default_variants().remove(1),
+        Variant::new("bogus", &[("CARGO_PROFILE_DEV_DEBUG", "bogus")]),
+    ];
+    let results = explore::explore(&opts).unwrap();
+    assert_eq!(results.len(), 3);
+    for r in &results[..2] {
+        assert_eq!(r.error, None, "{r:?}");
+        assert_eq!(r.walls.len(), 1);
+        assert!(r.best().unwrap() > Duration::ZERO);
+    }
+    assert!(results[2].walls.is_empty());
+    assert!(results[2].error.as_deref().is_some_and(|e| e.contains("error")), "{:?}", results[2]);
+    let md = explore::render_markdown(&results, &opts.cargo_args, opts.rounds);
+    assert!(
+        md.contains("| baseline | ") && md.contains("| debug = \"line-tables-only\" | "),
+        "{md}"
+    );
+    assert!(md.contains("| bogus | failed | "), "{md}");
+    assert!(!dir.join("scratch").exists(), "the scratch target directories are removed");
+}
