@@ -5,3 +5,4 @@ mod support;
 
 mod plan;
 mod workspace;
+mod report;
