@@ -3,9 +3,12 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
+#[path = "scheduler.rs"]
+mod scheduler;
+
 fn planning(c: &mut Criterion) {
     let _ = c;
 }
 
-criterion_group!(benches, planning);
+criterion_group!(benches, planning, scheduler::scheduler);
 criterion_main!(benches);

@@ -886,9 +886,17 @@ fn reap(pids: &[i32]) {
     }
 }
 
-/// Failed and flaky tests from nextest's or libtest's human output.
+/// Failed and flaky tests from nextest's or libtest's human output. When nextest runs,
+/// only its status lines count: the libtest lines it echoes from a failing test's
+/// captured output would name the test a second time.
 #[derive(Debug, Default, Clone)]
 pub struct TestOutcomes {
+    nextest: Outcomes,
+    libtest: Outcomes,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Outcomes {
     failed: BTreeSet<String>,
     passed: BTreeSet<String>,
     flaky: BTreeSet<String>,
@@ -900,52 +908,61 @@ impl TestOutcomes {
         // libtest: `test tests::bad ... FAILED`
         if let Some(rest) = l.strip_prefix("test ") {
             if let Some(name) = rest.strip_suffix(" ... FAILED") {
-                self.failed.insert(name.to_string());
+                self.libtest.failed.insert(name.to_string());
             } else if let Some(name) = rest.strip_suffix(" ... ok") {
-                self.passed.insert(name.to_string());
+                self.libtest.passed.insert(name.to_string());
             }
             return;
         }
         // nextest: `FAIL [   0.004s] (1/3) crate::bin tests::bad`, `TRY 2 PASS [...] ...`,
-        // `FLAKY 2/3 [...] ...`.
+        // `FLAKY 2/3 [...] ...`, and in the summary `FAIL [...] (───) crate::bin name`.
         let l = match l.strip_prefix("TRY ") {
             Some(rest) => rest.split_once(' ').map(|(_, r)| r.trim_start()).unwrap_or(rest),
             None => l,
         };
         let Some((word, rest)) = l.split_once(' ') else { return };
-        let word = word.trim();
-        let Some(after) = rest.split_once("] ").map(|(_, a)| a.trim()) else { return };
-        if !rest.trim_start().starts_with('[') && !word.eq("FLAKY") {
-            return;
-        }
-        let name = match after.strip_prefix('(') {
-            Some(r) if r.split_once(')').is_some_and(|(c, _)| c.contains('/')) => {
-                r.split_once(')').unwrap().1.trim()
-            }
-            _ => after,
+        let rest = rest.trim_start();
+        let rest = if word == "FLAKY" {
+            // `FLAKY 2/3 [ 0.003s] name`
+            rest.split_once(' ').map(|(_, r)| r.trim_start()).unwrap_or(rest)
+        } else {
+            rest
         };
-        if name.is_empty() {
+        if !rest.starts_with('[') {
             return;
         }
-        match word {
-            "PASS" | "LEAK" => {
-                self.passed.insert(name.to_string());
-            }
-            "FAIL" | "TIMEOUT" | "SIGSEGV" | "SIGABRT" | "SIGKILL" | "ABORT" | "LEAK-FAIL" => {
-                self.failed.insert(name.to_string());
-            }
-            "FLAKY" => {
-                self.flaky.insert(name.to_string());
-            }
-            _ => {}
+        let Some((_, after)) = rest.split_once("] ") else { return };
+        let after = after.trim();
+        let name = match after.strip_prefix('(') {
+            Some(r) => r.split_once(") ").map(|(_, n)| n.trim()).unwrap_or(""),
+            None => after,
+        };
+        if name.is_empty() || name.contains(' ') && name.split(' ').count() > 2 {
+            return;
         }
+        let set = match word {
+            "PASS" | "LEAK" => &mut self.nextest.passed,
+            "FAIL" | "TIMEOUT" | "SIGSEGV" | "SIGABRT" | "SIGKILL" | "SIGTERM" | "ABORT"
+            | "LEAK-FAIL" => &mut self.nextest.failed,
+            "FLAKY" => &mut self.nextest.flaky,
+            _ => return,
+        };
+        set.insert(name.to_string());
     }
 
     /// (failed, flaky): a test that failed a try but passed a later one is flaky.
     pub fn results(&self) -> (Vec<String>, Vec<String>) {
-        let mut flaky = self.flaky.clone();
-        flaky.extend(self.failed.intersection(&self.passed).cloned());
-        let failed = self.failed.iter().filter(|t| !flaky.contains(*t)).cloned().collect();
+        let o = if self.nextest.failed.is_empty()
+            && self.nextest.passed.is_empty()
+            && self.nextest.flaky.is_empty()
+        {
+            &self.libtest
+        } else {
+            &self.nextest
+        };
+        let mut flaky = o.flaky.clone();
+        flaky.extend(o.failed.intersection(&o.passed).cloned());
+        let failed = o.failed.iter().filter(|t| !flaky.contains(*t)).cloned().collect();
         (failed, flaky.into_iter().collect())
     }
 }
@@ -1007,13 +1024,20 @@ mod tests {
             "  TRY 2 PASS [   0.003s] (2/4) fix tests::flaky",
             "        FAIL [   0.004s] (3/4) fix tests::bad",
             "     TIMEOUT [   1.000s] fix tests::hangs",
-            "test other::broken ... FAILED",
-            "test other::fine ... ok",
+            "        FAIL [   0.004s] (───) fix tests::bad",
+            "       FLAKY 2/3 [   0.003s] (───) fix tests::flaky",
+            "test tests::bad ... FAILED",
         ] {
             t.observe(l);
         }
         let (failed, flaky) = t.results();
-        assert_eq!(failed, vec!["fix tests::bad", "fix tests::hangs", "other::broken"]);
+        assert_eq!(failed, vec!["fix tests::bad", "fix tests::hangs"]);
         assert_eq!(flaky, vec!["fix tests::flaky"]);
+
+        let mut t = TestOutcomes::default();
+        for l in ["test other::broken ... FAILED", "test other::fine ... ok"] {
+            t.observe(l);
+        }
+        assert_eq!(t.results(), (vec!["other::broken".to_string()], vec![]));
     }
 }
