@@ -6,6 +6,8 @@ use criterion::{criterion_group, criterion_main};
 
 #[path = "planning.rs"]
 mod planning;
+#[path = "scheduler.rs"]
+mod scheduler;
 
-criterion_group!(benches, planning::workspace_model_and_plan);
+criterion_group!(benches, planning::workspace_model_and_plan, scheduler::scheduler);
 criterion_main!(benches);

@@ -3,6 +3,8 @@
 
 mod support;
 
+mod optimize;
+mod orchestrator;
 mod plan;
-mod workspace;
 mod report;
+mod workspace;
