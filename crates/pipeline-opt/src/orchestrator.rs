@@ -595,7 +595,9 @@ impl ParallelOrchestrator {
                 .get("RUSTC_WRAPPER")
                 .cloned()
                 .or_else(|| std::env::var("RUSTC_WRAPPER").ok())
-                .filter(|w| !w.is_empty());
+                // An outer run's shim is not the user's wrapper: chaining it would record
+                // into the outer run and, chained by itself, never end.
+                .filter(|w| !w.is_empty() && !w.ends_with("pipeline-opt-rustc-shim"));
             if let Some(existing) = existing {
                 cmd.env(crate::profile::SHIM_CHAIN_VAR, existing);
             }

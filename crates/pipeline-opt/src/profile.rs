@@ -365,6 +365,9 @@ pub fn run_rustc_shim_if_requested() {
         Some(wrapper) => {
             let mut c = std::process::Command::new(wrapper);
             c.args(&args[1..]);
+            // The chained wrapper runs rustc itself; should it be a shim too, it must not
+            // chain again.
+            c.env_remove(SHIM_CHAIN_VAR).env_remove(SHIM_LOG_VAR);
             c
         }
         None => {
