@@ -7,6 +7,7 @@
 mod flags;
 
 mod ci;
+mod pool;
 
 use std::process::ExitCode;
 
@@ -17,6 +18,8 @@ use pipeline_opt::inputs::Inputs;
 use pipeline_opt::plan::CargoArgs;
 
 fn main() -> ExitCode {
+    // `pool up` re-executes this binary as the pool's supervisor.
+    pipeline_opt::pool::supervise_if_requested();
     let flags = flags::Xtask::from_env_or_exit();
     match run(flags) {
         Ok(code) => ExitCode::from(code as u8),
@@ -35,7 +38,7 @@ fn run(flags: flags::Xtask) -> Result<i32> {
         flags::XtaskCmd::Check(_) => not_yet("check", 4),
         flags::XtaskCmd::Ci(cmd) => cmd.run(&sh),
         flags::XtaskCmd::BenchCompare(_) => not_yet("bench-compare", 7),
-        flags::XtaskCmd::Pool(_) => not_yet("pool", 6),
+        flags::XtaskCmd::Pool(cmd) => cmd.run(&sh),
         flags::XtaskCmd::Cache(_) => not_yet("cache", 5),
         flags::XtaskCmd::History(_) => not_yet("history", 8),
         flags::XtaskCmd::CiWorkflow(_) => not_yet("ci-workflow", 8),
@@ -73,7 +76,7 @@ impl flags::Plan {
     }
 }
 
-fn utf8(path: Option<&std::path::PathBuf>) -> Result<Option<Utf8PathBuf>> {
+pub(crate) fn utf8(path: Option<&std::path::PathBuf>) -> Result<Option<Utf8PathBuf>> {
     path.map(|p| {
         Utf8PathBuf::from_path_buf(p.clone()).map_err(|p| {
             anyhow::anyhow!(

@@ -1,0 +1,784 @@
+//! The supervisor process: owns every server of one pool, keeps `size` slots per service
+//! ready, resets or drops returned ones, replaces servers that die, and stops everything
+//! on `down` (SIGTERM), its owner's death, or the idle timeout. Servers are spawned from
+//! this process's main thread, so `PR_SET_PDEATHSIG` kills them when it exits.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::files::{self, Layout, ProcessRecord, io_err, read_json, write_json};
+use super::lease::Slot;
+use super::process::{self, PgBin, RunAs};
+use super::{
+    Backend, PoolError, PoolSpec, PoolStatus, ServerStatus, ServiceSpec, ServiceStatus,
+    SupervisorState,
+};
+use crate::config::{ReadyProbe, ServiceKind};
+
+/// One server process (or container), as `clean` finds it after a crash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct InstanceRecord {
+    pub service: String,
+    pub generation: u32,
+    pub process: Option<ProcessRecord>,
+    pub container: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), "[pool {:?}] {}", std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH).unwrap_or_default(), format_args!($($arg)*));
+    }};
+}
+
+pub(crate) fn run(dir: &Path) -> Result<(), PoolError> {
+    let layout = Layout::new(dir);
+    files::create_dir(&layout.run())?;
+    let lock_path = layout.supervisor_lock();
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err("open", &lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        // Another `up` started a supervisor at the same moment: it serves the pool.
+        Err(TryLockError::WouldBlock) => return Ok(()),
+        Err(TryLockError::Error(e)) => return Err(io_err("lock", &lock_path)(e)),
+    }
+    let me = ProcessRecord::of(std::process::id()).expect("our own /proc entry exists");
+    write_json(&layout.supervisor_pid(), &me)?;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::signal(sig, request_stop as *const () as libc::sighandler_t);
+        }
+    }
+    let Some(spec) = read_json::<PoolSpec>(&layout.spec()) else {
+        return Err(PoolError::Supervisor {
+            message: "run/spec.json is missing or unreadable".into(),
+            log: layout.supervisor_log(),
+        });
+    };
+    let mut sup = Supervisor::new(layout.clone(), spec, me);
+    sup.write_status(SupervisorState::Starting, None);
+    let result = sup.start_all().and_then(|()| {
+        sup.write_status(SupervisorState::Ready, None);
+        log!("ready");
+        sup.serve()
+    });
+    if let Err(err) = &result {
+        log!("failed: {err}");
+        sup.write_status(SupervisorState::Failed, Some(err.to_string()));
+    }
+    sup.stop_all();
+    if result.is_ok() {
+        sup.write_status(SupervisorState::Stopped, None);
+    }
+    let _ = std::fs::remove_dir_all(layout.run().join("slots"));
+    let _ = std::fs::remove_file(layout.supervisor_pid());
+    drop(lock);
+    result
+}
+
+struct Server {
+    port: u16,
+    password: String,
+    child: Option<Child>,
+    process: Option<ProcessRecord>,
+    #[cfg_attr(not(feature = "docker"), allow(dead_code))]
+    container: Option<String>,
+    data_dir: Option<PathBuf>,
+    record_path: PathBuf,
+    log: PathBuf,
+    start_ms: u64,
+}
+
+enum Admin {
+    None,
+    Postgres(Box<postgres::Client>),
+    Redis(Box<redis::Connection>),
+}
+
+struct Service {
+    spec: ServiceSpec,
+    servers: Vec<Server>,
+    generation: u32,
+    next_id: u64,
+    admin: Admin,
+    /// Returned PostgreSQL databases, dropped once the pool is full again: refilling
+    /// first keeps the next lease from waiting on a DROP.
+    to_drop: VecDeque<String>,
+}
+
+struct Supervisor {
+    layout: Layout,
+    spec: PoolSpec,
+    me: ProcessRecord,
+    services: Vec<Service>,
+    run_as: Option<Option<RunAs>>,
+    pg: Option<(PgBin, PathBuf, String)>,
+    data_root: PathBuf,
+}
+
+impl Supervisor {
+    fn new(layout: Layout, spec: PoolSpec, me: ProcessRecord) -> Supervisor {
+        let data_root = files::data_root(&layout);
+        let services = spec
+            .services
+            .iter()
+            .map(|s| Service {
+                spec: s.clone(),
+                servers: Vec::new(),
+                generation: 0,
+                next_id: 0,
+                admin: Admin::None,
+                to_drop: VecDeque::new(),
+            })
+            .collect();
+        Supervisor { layout, spec, me, services, run_as: None, pg: None, data_root }
+    }
+
+    fn start_all(&mut self) -> Result<(), PoolError> {
+        for dir in [self.layout.instances(), self.layout.logs()] {
+            files::create_dir(&dir)?;
+        }
+        for i in 0..self.services.len() {
+            let name = self.services[i].spec.name.clone();
+            for dir in
+                [self.layout.ready(&name), self.layout.leased(&name), self.layout.slots_tmp(&name)]
+            {
+                files::create_dir(&dir)?;
+            }
+            self.restart(i)?;
+        }
+        Ok(())
+    }
+
+    fn serve(&mut self) -> Result<(), PoolError> {
+        let mut last_activity = Instant::now();
+        let mut last_owner_check = Instant::now();
+        let mut last_status = Instant::now();
+        loop {
+            if STOP.load(Ordering::SeqCst) {
+                log!("stopping on request");
+                return Ok(());
+            }
+            if last_owner_check.elapsed() >= Duration::from_millis(200) {
+                last_owner_check = Instant::now();
+                if let Some(owner) = self.spec.owner
+                    && !owner.alive()
+                {
+                    log!("owner process {} exited: stopping", owner.pid);
+                    return Ok(());
+                }
+            }
+            let mut changed = false;
+            for i in 0..self.services.len() {
+                match self.tick(i) {
+                    Ok(c) => changed |= c,
+                    // A server that dies mid-operation fails it; the next tick sees the
+                    // death and replaces the server, so one failure never ends the pool.
+                    Err(err) => {
+                        log!("`{}`: {err}", self.services[i].spec.name);
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+            let busy =
+                self.services.iter().any(|s| files_in(&self.layout.leased(&s.spec.name)) > 0);
+            if changed || busy {
+                last_activity = Instant::now();
+            }
+            if changed || last_status.elapsed() > Duration::from_secs(1) {
+                self.write_status(SupervisorState::Ready, None);
+                last_status = Instant::now();
+            }
+            if let Some(idle) = self.spec.idle_timeout
+                && last_activity.elapsed() > idle
+            {
+                log!("idle for {idle:?}: stopping");
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(if changed { 0 } else { 2 }));
+        }
+    }
+
+    /// One round for one service: replace dead servers, take back returned slots,
+    /// refill. Returns whether anything changed.
+    fn tick(&mut self, i: usize) -> Result<bool, PoolError> {
+        let mut changed = false;
+        let dead = self.services[i].servers.iter_mut().any(|s| !server_alive(s));
+        if dead {
+            let name = &self.services[i].spec.name;
+            log!("a server of `{name}` exited: replacing it");
+            self.restart(i)?;
+            changed = true;
+        }
+        let name = self.services[i].spec.name.clone();
+        let leased_dir = self.layout.leased(&name);
+        for entry in std::fs::read_dir(&leased_dir).map_err(io_err("read", &leased_dir))?.flatten()
+        {
+            let path = entry.path();
+            let Ok(file) = File::open(&path) else { continue };
+            if file.try_lock().is_err() {
+                continue; // still leased
+            }
+            self.take_back(i, &path, file)?;
+            changed = true;
+        }
+        changed |= self.refill(i)?;
+        // Drops wait until the pool is full, so that a lease never waits behind them.
+        let svc = &mut self.services[i];
+        if let (Some(db), Admin::Postgres(admin)) = (svc.to_drop.pop_front(), &mut svc.admin)
+            && let Err(e) =
+                admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+        {
+            log!("dropping a returned database of `{}` failed: {e}", svc.spec.name);
+        }
+        Ok(changed)
+    }
+
+    fn take_back(&mut self, i: usize, path: &Path, lock: File) -> Result<(), PoolError> {
+        let svc = &mut self.services[i];
+        let slot: Option<Slot> = read_json(path);
+        let current = slot.as_ref().is_some_and(|s| s.generation == svc.generation);
+        match (svc.spec.kind, slot) {
+            (ServiceKind::Postgres, Some(slot)) if current => {
+                let _ = std::fs::remove_file(path);
+                if let Some(db) = slot.database {
+                    svc.to_drop.push_back(db);
+                }
+            }
+            (ServiceKind::Redis, Some(slot)) if current => {
+                let db = slot.database.clone().unwrap_or_default();
+                if let Admin::Redis(con) = &mut svc.admin {
+                    let flushed = redis::pipe()
+                        .cmd("SELECT")
+                        .arg(&db)
+                        .cmd("FLUSHDB")
+                        .cmd("SELECT")
+                        .arg(0)
+                        .query::<()>(con.as_mut());
+                    if let Err(source) = flushed {
+                        // The server may have just died; the next tick replaces it.
+                        log!("FLUSHDB on `{}` failed: {source}", svc.spec.name);
+                        let _ = std::fs::remove_file(path);
+                        return Ok(());
+                    }
+                }
+                let ready = self.layout.ready(&svc.spec.name).join(path.file_name().unwrap());
+                std::fs::rename(path, &ready).map_err(io_err("move", path))?;
+            }
+            (ServiceKind::Command, Some(_)) if current => {
+                let ready = self.layout.ready(&svc.spec.name).join(path.file_name().unwrap());
+                std::fs::rename(path, &ready).map_err(io_err("move", path))?;
+            }
+            // A slot of a replaced server, or unreadable: its data went with the server.
+            _ => {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        drop(lock);
+        Ok(())
+    }
+
+    /// PostgreSQL: clone databases until `size` slots exist (ready or leased).
+    fn refill(&mut self, i: usize) -> Result<bool, PoolError> {
+        let svc = &mut self.services[i];
+        if svc.spec.kind != ServiceKind::Postgres {
+            return Ok(false);
+        }
+        let name = svc.spec.name.clone();
+        let mut changed = false;
+        while files_in(&self.layout.ready(&name)) + files_in(&self.layout.leased(&name))
+            < svc.spec.size
+        {
+            let db = format!("pool_{}_{}", svc.generation, svc.next_id);
+            svc.next_id += 1;
+            let Admin::Postgres(admin) = &mut svc.admin else { break };
+            let pg_err = |action: &str| {
+                let service = name.clone();
+                let action = action.to_string();
+                move |source| PoolError::Postgres { service, action, source }
+            };
+            admin
+                .batch_execute(&format!(
+                    "CREATE DATABASE \"{db}\" TEMPLATE pool_template STRATEGY FILE_COPY"
+                ))
+                .map_err(pg_err("cloning the template database"))?;
+            let server = &svc.servers[0];
+            let mut check = pg_connect(server.port, &server.password, &db)
+                .map_err(pg_err("connecting to a new database"))?;
+            check.simple_query("SELECT 1").map_err(pg_err("checking a new database"))?;
+            drop(check);
+            let slot = Slot {
+                service: name.clone(),
+                kind: ServiceKind::Postgres,
+                url: format!("postgres://pool:{}@127.0.0.1:{}/{db}", server.password, server.port),
+                database: Some(db.clone()),
+                port: server.port,
+                server: server.process,
+                generation: svc.generation,
+            };
+            publish(&self.layout, &name, &db, &slot)?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// (Re)starts every server of service `i` in a new generation and publishes its slots.
+    fn restart(&mut self, i: usize) -> Result<(), PoolError> {
+        let name = self.services[i].spec.name.clone();
+        // Retire the old generation's ready slots; leased ones are dropped when returned.
+        let ready_dir = self.layout.ready(&name);
+        if let Ok(entries) = std::fs::read_dir(&ready_dir) {
+            for e in entries.flatten() {
+                if let Ok(f) = File::open(e.path())
+                    && f.try_lock().is_ok()
+                {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let old = std::mem::take(&mut self.services[i].servers);
+        self.services[i].admin = Admin::None;
+        self.services[i].to_drop.clear();
+        for s in old {
+            stop_server(s);
+        }
+        self.services[i].generation += 1;
+        let kind = self.services[i].spec.kind;
+        let count = if kind == ServiceKind::Command { self.services[i].spec.size } else { 1 };
+        for index in 0..count {
+            let server = self.start_server(i, index)?;
+            self.services[i].servers.push(server);
+        }
+        let svc = &mut self.services[i];
+        let generation = svc.generation;
+        match kind {
+            ServiceKind::Postgres => {
+                let server = &svc.servers[0];
+                let mut admin =
+                    pg_connect(server.port, &server.password, "postgres").map_err(|source| {
+                        PoolError::Postgres {
+                            service: name.clone(),
+                            action: "connecting".into(),
+                            source,
+                        }
+                    })?;
+                prepare_template(&name, &mut admin, server, svc.spec.setup_sql.as_deref())?;
+                svc.admin = Admin::Postgres(Box::new(admin));
+                self.refill(i)?;
+            }
+            ServiceKind::Redis => {
+                let server = &svc.servers[0];
+                let con = redis_connect(server.port, &server.password, 0).map_err(|source| {
+                    PoolError::Redis { service: name.clone(), action: "connecting".into(), source }
+                })?;
+                svc.admin = Admin::Redis(Box::new(con));
+                for db in 1..=svc.spec.size {
+                    let slot = Slot {
+                        service: name.clone(),
+                        kind,
+                        url: format!("redis://:{}@127.0.0.1:{}/{db}", server.password, server.port),
+                        database: Some(db.to_string()),
+                        port: server.port,
+                        server: server.process,
+                        generation,
+                    };
+                    publish(&self.layout, &name, &format!("db{db}"), &slot)?;
+                }
+            }
+            ServiceKind::Command => {
+                for (index, server) in svc.servers.iter().enumerate() {
+                    let slot = Slot {
+                        service: name.clone(),
+                        kind,
+                        url: format!("127.0.0.1:{}", server.port),
+                        database: None,
+                        port: server.port,
+                        server: server.process,
+                        generation,
+                    };
+                    publish(&self.layout, &name, &format!("i{index}"), &slot)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn run_as(&mut self) -> Result<Option<RunAs>, PoolError> {
+        if let Some(r) = self.run_as {
+            return Ok(r);
+        }
+        let r = process::unprivileged_user()?;
+        self.run_as = Some(r);
+        Ok(r)
+    }
+
+    /// Starts one server, retrying with a new port when a chosen free port was taken
+    /// before the server could bind it.
+    fn start_server(&mut self, i: usize, index: usize) -> Result<Server, PoolError> {
+        let spec = self.services[i].spec.clone();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = match spec.port {
+                Some(port) if !process::port_free(port) => {
+                    return Err(PoolError::PortInUse { service: spec.name.clone(), port });
+                }
+                Some(port) => port,
+                None => process::free_port()?,
+            };
+            match self.start_server_on(i, index, port) {
+                Err(PoolError::ServiceStart { message, .. })
+                    if message.contains("in use") && spec.port.is_none() && attempt < 5 =>
+                {
+                    log!("port {port} of `{}` was taken meanwhile: retrying", spec.name);
+                }
+                Err(PoolError::ServiceStart { message, .. }) if message.contains("in use") => {
+                    if let Some(port) = spec.port {
+                        return Err(PoolError::PortInUse { service: spec.name.clone(), port });
+                    }
+                    return Err(PoolError::Supervisor {
+                        message: format!(
+                            "no free port for `{}` after {attempt} attempts",
+                            spec.name
+                        ),
+                        log: self.layout.supervisor_log(),
+                    });
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn start_server_on(&mut self, i: usize, index: usize, port: u16) -> Result<Server, PoolError> {
+        let spec = self.services[i].spec.clone();
+        let generation = self.services[i].generation;
+        let instance = format!("{}-{generation}-{index}", spec.name);
+        let log = self.layout.logs().join(format!("{instance}.log"));
+        let record_path = self.layout.instances().join(format!("{instance}.json"));
+        let password = files::random_hex(16);
+        let started = Instant::now();
+
+        #[cfg(feature = "docker")]
+        if self.spec.backend == Backend::Docker {
+            let id =
+                super::docker::start_container(&self.layout, &spec, &instance, port, &password)?;
+            write_json(
+                &record_path,
+                &InstanceRecord {
+                    service: spec.name.clone(),
+                    generation,
+                    process: None,
+                    container: Some(id.clone()),
+                    data_dir: None,
+                },
+            )?;
+            let mut server = Server {
+                port,
+                password,
+                child: None,
+                process: None,
+                container: Some(id),
+                data_dir: None,
+                record_path,
+                log,
+                start_ms: 0,
+            };
+            wait_ready(&spec, &mut server)?;
+            server.start_ms = started.elapsed().as_millis() as u64;
+            return Ok(server);
+        }
+        debug_assert_eq!(self.spec.backend, Backend::Process);
+
+        let (cmd, data_dir, run_as, password) = match spec.kind {
+            ServiceKind::Postgres => {
+                let run_as = self.run_as()?;
+                if self.pg.is_none() {
+                    let bin = process::pg_bin()?;
+                    let (template, pw) =
+                        process::postgres_template(&self.spec.template_cache, &bin, run_as)?;
+                    self.pg = Some((bin, template, pw));
+                }
+                let (bin, template, pw) = self.pg.as_ref().unwrap();
+                let dir = process::instance_dir(&self.data_root, &instance, run_as)?;
+                let (data, sock) = process::postgres_instance(template, &dir, run_as)?;
+                (process::postgres_command(bin, &data, &sock, port), dir, run_as, pw.clone())
+            }
+            ServiceKind::Redis => {
+                let bin = process::redis_bin()?;
+                let dir = process::instance_dir(&self.data_root, &instance, None)?;
+                let cmd = process::redis_command(&bin, &dir, port, &password, spec.size + 1)?;
+                (cmd, dir, None, password)
+            }
+            ServiceKind::Command => {
+                let dir = process::instance_dir(&self.data_root, &instance, None)?;
+                let args: Vec<String> =
+                    spec.command.iter().map(|a| a.replace("{port}", &port.to_string())).collect();
+                let mut cmd = std::process::Command::new(&args[0]);
+                cmd.args(&args[1..]).env("PORT", port.to_string());
+                (cmd, dir, None, String::new())
+            }
+        };
+        let child = process::spawn_server(cmd, &data_dir, &log, run_as)?;
+        let record = ProcessRecord::of(child.id());
+        write_json(
+            &record_path,
+            &InstanceRecord {
+                service: spec.name.clone(),
+                generation,
+                process: record,
+                container: None,
+                data_dir: Some(data_dir.clone()),
+            },
+        )?;
+        let mut server = Server {
+            port,
+            password,
+            child: Some(child),
+            process: record,
+            container: None,
+            data_dir: Some(data_dir),
+            record_path,
+            log,
+            start_ms: 0,
+        };
+        if let Err(err) = wait_ready(&spec, &mut server) {
+            stop_server(server);
+            return Err(err);
+        }
+        server.start_ms = started.elapsed().as_millis() as u64;
+        log!(
+            "`{}` server {} ready on port {port} in {} ms",
+            spec.name,
+            record.map_or(0, |r| r.pid),
+            server.start_ms
+        );
+        Ok(server)
+    }
+
+    fn stop_all(&mut self) {
+        for svc in &mut self.services {
+            svc.admin = Admin::None;
+            for s in std::mem::take(&mut svc.servers) {
+                stop_server(s);
+            }
+        }
+    }
+
+    fn write_status(&self, state: SupervisorState, message: Option<String>) {
+        let services = self
+            .services
+            .iter()
+            .map(|s| {
+                let status = ServiceStatus {
+                    kind: Some(s.spec.kind),
+                    size: s.spec.size,
+                    servers: s
+                        .servers
+                        .iter()
+                        .map(|v| ServerStatus { pid: v.process.map(|p| p.pid), port: v.port })
+                        .collect(),
+                    generation: s.generation,
+                    ready: files_in(&self.layout.ready(&s.spec.name)),
+                    leased: files_in(&self.layout.leased(&s.spec.name)),
+                    start_ms: s.servers.iter().map(|v| v.start_ms).collect(),
+                };
+                (s.spec.name.clone(), status)
+            })
+            .collect();
+        let status = PoolStatus {
+            state,
+            message,
+            supervisor: Some(self.me),
+            backend: Some(self.spec.backend),
+            services,
+        };
+        if let Err(e) = write_json(&self.layout.status(), &status) {
+            log!("could not write the status: {e}");
+        }
+    }
+}
+
+fn files_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Writes a slot file into `tmp/` and renames it into `ready/`, so a lease never reads
+/// half a file.
+fn publish(layout: &Layout, service: &str, name: &str, slot: &Slot) -> Result<(), PoolError> {
+    let tmp = layout.slots_tmp(service).join(name);
+    write_json(&tmp, slot)?;
+    let ready = layout.ready(service).join(name);
+    std::fs::rename(&tmp, &ready).map_err(io_err("publish", &ready))
+}
+
+fn server_alive(server: &mut Server) -> bool {
+    if let Some(child) = &mut server.child {
+        return matches!(child.try_wait(), Ok(None));
+    }
+    #[cfg(feature = "docker")]
+    if let Some(id) = &server.container {
+        return super::docker::container_alive(id);
+    }
+    false
+}
+
+fn stop_server(mut server: Server) {
+    if let Some(record) = server.process {
+        // SIGQUIT: PostgreSQL's immediate shutdown (its backends go too); Redis and most
+        // commands exit on it as well. Whatever remains after the grace time is killed.
+        files::stop_record(&record, libc::SIGQUIT, Duration::from_secs(2));
+    }
+    if let Some(child) = &mut server.child {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    #[cfg(feature = "docker")]
+    if let Some(id) = &server.container {
+        super::docker::remove_container(id);
+    }
+    if let Some(dir) = &server.data_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let _ = std::fs::remove_file(&server.record_path);
+}
+
+fn pg_connect(port: u16, password: &str, db: &str) -> Result<postgres::Client, postgres::Error> {
+    postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("pool")
+        .password(password)
+        .dbname(db)
+        .connect_timeout(Duration::from_secs(2))
+        .connect(postgres::NoTls)
+}
+
+fn redis_connect(port: u16, password: &str, db: i64) -> redis::RedisResult<redis::Connection> {
+    let client = redis::Client::open(format!("redis://:{password}@127.0.0.1:{port}/{db}"))?;
+    client.get_connection_with_timeout(Duration::from_secs(2))
+}
+
+/// Polls every 2 ms until the server answers a real request (a query, a PING, or the
+/// command service's probe); fails fast when the process exits.
+fn wait_ready(spec: &ServiceSpec, server: &mut Server) -> Result<(), PoolError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let fail = |server: &Server, message: String| PoolError::ServiceStart {
+        service: spec.name.clone(),
+        message,
+        log: server.log.clone(),
+    };
+    loop {
+        if !server_alive(server) {
+            let tail = log_tail(&server.log);
+            let in_use = tail.contains("Address already in use") || tail.contains("could not bind");
+            let message = if in_use {
+                format!("port {} is in use", server.port)
+            } else {
+                format!("it exited during start-up: {}", tail.trim())
+            };
+            return Err(fail(server, message));
+        }
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], server.port));
+        let tcp = || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(50)).is_ok();
+        let ready = match spec.kind {
+            ServiceKind::Postgres => {
+                tcp()
+                    && pg_connect(server.port, &server.password, "postgres")
+                        .and_then(|mut c| c.simple_query("SELECT 1"))
+                        .is_ok()
+            }
+            ServiceKind::Redis => {
+                tcp()
+                    && redis_connect(server.port, &server.password, 0)
+                        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                        .is_ok()
+            }
+            ServiceKind::Command => match &spec.ready {
+                Some(ReadyProbe { tcp: true, .. }) => tcp(),
+                Some(ReadyProbe { command, .. }) if !command.is_empty() => {
+                    let args: Vec<String> = command
+                        .iter()
+                        .map(|a| a.replace("{port}", &server.port.to_string()))
+                        .collect();
+                    std::process::Command::new(&args[0])
+                        .args(&args[1..])
+                        .env("PORT", server.port.to_string())
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success())
+                }
+                Some(ReadyProbe { log_line: Some(line), .. }) => {
+                    std::fs::read_to_string(&server.log).is_ok_and(|l| l.contains(line.as_str()))
+                }
+                _ => tcp(),
+            },
+        };
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(fail(server, "it was not ready within 60 s".into()));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
+}
+
+/// Creates the template database every lease is cloned from and applies the setup SQL
+/// to it once. Connections to it are then refused, so clones never fail on a stray one.
+fn prepare_template(
+    service: &str,
+    admin: &mut postgres::Client,
+    server: &Server,
+    setup_sql: Option<&Path>,
+) -> Result<(), PoolError> {
+    let err = |action: &str| {
+        let service = service.to_string();
+        let action = action.to_string();
+        move |source| PoolError::Postgres { service, action, source }
+    };
+    admin
+        .batch_execute("CREATE DATABASE pool_template")
+        .map_err(err("creating the template database"))?;
+    if let Some(path) = setup_sql {
+        let sql = std::fs::read_to_string(path).map_err(|source| PoolError::SetupSql {
+            service: service.to_string(),
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut c = pg_connect(server.port, &server.password, "pool_template")
+            .map_err(err("connecting to the template database"))?;
+        c.batch_execute(&sql).map_err(err(&format!("applying {}", path.display())))?;
+    }
+    admin
+        .batch_execute("ALTER DATABASE pool_template WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")
+        .map_err(err("sealing the template database"))?;
+    Ok(())
+}
