@@ -255,8 +255,13 @@ pub fn services_up(
     config: &Config,
     options: &PoolOptions,
 ) -> Result<PoolHandle, PoolError> {
-    let pool = ContainerPool::at(workspace.state_dir(config).join("pool").as_std_path());
+    let pool = ContainerPool::for_workspace(workspace, config);
     pool.up(workspace.root.as_std_path(), &config.services, options)
+}
+
+/// The pool directory of a state directory: `<state-dir>/pool`.
+pub fn pool_dir(state_dir: &camino::Utf8Path) -> camino::Utf8PathBuf {
+    state_dir.join("pool")
 }
 
 impl ContainerPool {
@@ -265,7 +270,7 @@ impl ContainerPool {
     }
 
     pub fn for_workspace(workspace: &Workspace, config: &Config) -> ContainerPool {
-        ContainerPool::at(workspace.state_dir(config).join("pool").as_std_path())
+        ContainerPool::at(pool_dir(&workspace.state_dir(config)).as_std_path())
     }
 
     pub fn dir(&self) -> &Path {

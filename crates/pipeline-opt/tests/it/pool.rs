@@ -433,3 +433,26 @@ fn bad_service_config_is_a_clear_error() {
         "invalid `workspace.metadata.pipeline-opt.services.db.port` in [workspace.metadata.pipeline-opt]: invalid value: integer `70000`, expected u16",
     );
 }
+
+#[test]
+fn the_plan_starts_services_beside_compilation_and_tests_wait_for_them() {
+    use pipeline_opt::fixture::FixtureWorkspace;
+    use pipeline_opt::plan::{PlanOptions, StageKind, plan};
+    let dir = tempfile::tempdir().unwrap();
+    let root = camino::Utf8Path::from_path(dir.path()).unwrap();
+    let mut fixture = FixtureWorkspace::chain(1);
+    fixture.config = Some("services.db = { kind = \"postgres\", size = 2 }\n".into());
+    let manifest = fixture.write(root).unwrap();
+    let workspace = pipeline_opt::workspace::Workspace::load(Some(&manifest)).unwrap();
+    let config = Config::from_workspace_metadata(&workspace.metadata).unwrap();
+    let plan = plan(&workspace, &config, &PlanOptions::default()).unwrap();
+    let services = plan.stages.iter().find(|s| s.id == "services").expect("a services stage");
+    assert_eq!(services.kind, StageKind::Services);
+    assert!(services.depends_on.is_empty(), "it starts with the first stage");
+    assert!(!services.cpu_heavy);
+    assert_eq!(&services.command.args[..3], ["xtask", "pool", "up"]);
+    let test = plan.stages.iter().find(|s| s.id == "test").unwrap();
+    assert!(test.depends_on.contains(&"services".to_string()));
+    let pool_dir = workspace.state_dir(&config).join("pool");
+    assert_eq!(test.command.env.get(pool::POOL_ENV), Some(&pool_dir.to_string()));
+}
