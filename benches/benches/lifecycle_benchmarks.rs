@@ -3,9 +3,12 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
+#[path = "pool/leases.rs"]
+mod pool_leases;
+
 fn planning(c: &mut Criterion) {
     let _ = c;
 }
 
-criterion_group!(benches, planning);
+criterion_group!(benches, planning, pool_leases::pool_leases);
 criterion_main!(benches);

@@ -290,6 +290,12 @@ impl ContainerPool {
         options: &PoolOptions,
     ) -> Result<PoolHandle, PoolError> {
         let layout = self.layout();
+        files::create_dir(&self.dir)?;
+        // One `up` at a time per pool: a second one waits, then finds the supervisor.
+        let up_lock_path = self.dir.join("up.lock");
+        let up_lock =
+            std::fs::File::create(&up_lock_path).map_err(io_err("create", &up_lock_path))?;
+        up_lock.lock().map_err(io_err("lock", &up_lock_path))?;
         files::create_dir(&layout.run())?;
         let mut notes = Vec::new();
         let backend = choose_backend(&mut notes);

@@ -193,7 +193,9 @@ pub(crate) fn postgres_template(
     bin: &PgBin,
     run_as: Option<RunAs>,
 ) -> Result<(PathBuf, String), PoolError> {
-    let dir = cache.join(format!("postgres-{}", bin.major));
+    // `-w1`: the layout of the cached template (1 MB WAL segments); bump it when the
+    // initdb flags change so that old caches are not reused.
+    let dir = cache.join(format!("postgres-{}-w1", bin.major));
     let data = dir.join("data");
     let password_file = dir.join("password");
     let read_done = || -> Option<(PathBuf, String)> {
@@ -230,6 +232,9 @@ pub(crate) fn postgres_template(
     cmd.arg("-D")
         .arg(&scratch_data)
         .args(["-U", "pool", "--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"])
+        // 1 MB WAL segments instead of 16 MB: every instance copies the template, and
+        // the WAL was most of its bytes.
+        .arg("--wal-segsize=1")
         .arg(format!("--pwfile={}", pwfile.display()))
         .current_dir(scratch.path())
         .env_remove(super::SUPERVISE_ENV);
@@ -244,7 +249,7 @@ pub(crate) fn postgres_template(
             log: scratch_data,
         });
     }
-    let staging = cache.join(format!("postgres-{}.tmp{}", bin.major, std::process::id()));
+    let staging = dir.with_extension(format!("tmp{}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);
     files::create_dir(&staging)?;
     copy_tree(&scratch_data, &staging.join("data"), None)?;
@@ -303,7 +308,11 @@ pub(crate) fn postgres_command(bin: &PgBin, data: &Path, sock: &Path, port: u16)
         "full_page_writes=off",
         "max_connections=200",
         "shared_buffers=32MB",
+        // Matches the template's 1 MB segments (the default assumes 16 MB).
+        "min_wal_size=4MB",
+        "max_wal_size=64MB",
         "logging_collector=off",
+        "log_checkpoints=off",
         "log_min_messages=warning",
     ] {
         cmd.arg("-c").arg(setting);
