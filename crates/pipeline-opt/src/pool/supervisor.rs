@@ -127,7 +127,13 @@ struct Service {
     /// Returned PostgreSQL databases, dropped once the pool is full again: refilling
     /// first keeps the next lease from waiting on a DROP.
     to_drop: VecDeque<String>,
+    /// The last lease return or refill.
+    last_change: Instant,
 }
+
+/// Returned databases kept before drops run even while leases keep coming (each is a
+/// few MB of tmpfs).
+const MAX_DROP_BACKLOG: usize = 32;
 
 struct Supervisor {
     layout: Layout,
@@ -152,6 +158,7 @@ impl Supervisor {
                 next_id: 0,
                 admin: Admin::None,
                 to_drop: VecDeque::new(),
+                last_change: Instant::now(),
             })
             .collect();
         Supervisor { layout, spec, me, services, run_as: None, pg: None, data_root }
@@ -218,7 +225,13 @@ impl Supervisor {
                 log!("idle for {idle:?}: stopping");
                 return Ok(());
             }
-            std::thread::sleep(Duration::from_millis(if changed { 0 } else { 2 }));
+            // Poll fast while leases come and go, gently when the pool is quiet.
+            let pause = match (changed, last_activity.elapsed() < Duration::from_secs(1)) {
+                (true, _) => 0,
+                (false, true) => 2,
+                (false, false) => 10,
+            };
+            std::thread::sleep(Duration::from_millis(pause));
         }
     }
 
@@ -246,8 +259,17 @@ impl Supervisor {
             changed = true;
         }
         changed |= self.refill(i)?;
-        // Drops wait until the pool is full, so that a lease never waits behind them.
+        if changed {
+            self.services[i].last_change = Instant::now();
+        }
+        // Drops wait until the pool is full and quiet (or the backlog grows large), so
+        // that a burst of leases never waits behind them: a clone and a drop each force
+        // a checkpoint, and only the clone is on a lease's critical path.
         let svc = &mut self.services[i];
+        let quiet = svc.last_change.elapsed() > Duration::from_millis(100);
+        if !quiet && svc.to_drop.len() < MAX_DROP_BACKLOG {
+            return Ok(changed);
+        }
         if let (Some(db), Admin::Postgres(admin)) = (svc.to_drop.pop_front(), &mut svc.admin)
             && let Err(e) =
                 admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
