@@ -3,12 +3,13 @@
 //! on `down` (SIGTERM), its owner's death, or the idle timeout. Servers are spawned from
 //! this process's main thread, so `PR_SET_PDEATHSIG` kills them when it exits.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -75,20 +76,72 @@ pub(crate) fn run(dir: &Path) -> Result<(), PoolError> {
             log: layout.supervisor_log(),
         });
     };
-    let mut sup = Supervisor::new(layout.clone(), spec, me);
-    sup.write_status(SupervisorState::Starting, None);
-    let result = sup.start_all().and_then(|()| {
-        sup.write_status(SupervisorState::Ready, None);
-        log!("ready");
-        sup.serve()
-    });
-    if let Err(err) = &result {
-        log!("failed: {err}");
-        sup.write_status(SupervisorState::Failed, Some(err.to_string()));
+    for dir in [layout.instances(), layout.logs()] {
+        files::create_dir(&dir)?;
     }
-    sup.stop_all();
+    let shared = Arc::new(Shared::default());
+    write_status(&layout, &spec, me, &shared, SupervisorState::Starting, None);
+    // One long-lived thread per service: a slow PostgreSQL clone or drop never delays a
+    // Redis return, and each thread spawns its own servers, which PR_SET_PDEATHSIG ties
+    // to that thread's life (it ends only after stopping them).
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let workers: Vec<_> = spec
+        .services
+        .iter()
+        .map(|service| {
+            let shared = Arc::clone(&shared);
+            let mut worker =
+                Supervisor::new(layout.clone(), spec.clone(), service.clone(), Arc::clone(&shared));
+            let started_tx = started_tx.clone();
+            std::thread::spawn(move || {
+                let started = worker.start_all();
+                let ok = started.is_ok();
+                let _ = started_tx.send(started);
+                if ok {
+                    worker.work(&shared);
+                }
+                worker.stop_all();
+            })
+        })
+        .collect();
+    drop(started_tx);
+    let mut result = Ok(());
+    let mut ready = 0;
+    for started in started_rx.iter().take(workers.len()) {
+        if let Err(err) = started {
+            result = Err(err);
+            break;
+        }
+        ready += 1;
+    }
+    if result.is_ok() && ready < workers.len() {
+        result = Err(PoolError::Supervisor {
+            message: "a service thread panicked while starting its servers".into(),
+            log: layout.supervisor_log(),
+        });
+    }
     if result.is_ok() {
-        sup.write_status(SupervisorState::Stopped, None);
+        write_status(&layout, &spec, me, &shared, SupervisorState::Ready, None);
+        log!("ready");
+        watch(&layout, &spec, me, &shared);
+    }
+    STOP.store(true, Ordering::SeqCst);
+    for w in workers {
+        let _ = w.join();
+    }
+    match &result {
+        Err(err) => {
+            log!("failed: {err}");
+            write_status(
+                &layout,
+                &spec,
+                me,
+                &shared,
+                SupervisorState::Failed,
+                Some(err.to_string()),
+            );
+        }
+        Ok(()) => write_status(&layout, &spec, me, &shared, SupervisorState::Stopped, None),
     }
     let _ = std::fs::remove_dir_all(layout.run().join("slots"));
     let _ = std::fs::remove_file(layout.supervisor_pid());
@@ -135,33 +188,35 @@ struct Service {
 /// few MB of tmpfs).
 const MAX_DROP_BACKLOG: usize = 32;
 
+/// The worker of one service (`services` holds exactly that one).
 struct Supervisor {
     layout: Layout,
     spec: PoolSpec,
-    me: ProcessRecord,
     services: Vec<Service>,
     run_as: Option<Option<RunAs>>,
     pg: Option<(PgBin, PathBuf, String)>,
     data_root: PathBuf,
+    shared: Arc<Shared>,
 }
 
 impl Supervisor {
-    fn new(layout: Layout, spec: PoolSpec, me: ProcessRecord) -> Supervisor {
+    fn new(
+        layout: Layout,
+        spec: PoolSpec,
+        service: ServiceSpec,
+        shared: Arc<Shared>,
+    ) -> Supervisor {
         let data_root = files::data_root(&layout);
-        let services = spec
-            .services
-            .iter()
-            .map(|s| Service {
-                spec: s.clone(),
-                servers: Vec::new(),
-                generation: 0,
-                next_id: 0,
-                admin: Admin::None,
-                to_drop: VecDeque::new(),
-                last_change: Instant::now(),
-            })
-            .collect();
-        Supervisor { layout, spec, me, services, run_as: None, pg: None, data_root }
+        let services = vec![Service {
+            spec: service,
+            servers: Vec::new(),
+            generation: 0,
+            next_id: 0,
+            admin: Admin::None,
+            to_drop: VecDeque::new(),
+            last_change: Instant::now(),
+        }];
+        Supervisor { layout, spec, services, run_as: None, pg: None, data_root, shared }
     }
 
     fn start_all(&mut self) -> Result<(), PoolError> {
@@ -180,50 +235,27 @@ impl Supervisor {
         Ok(())
     }
 
-    fn serve(&mut self) -> Result<(), PoolError> {
+    /// Ticks until the pool stops.
+    fn work(&mut self, shared: &Shared) {
         let mut last_activity = Instant::now();
-        let mut last_owner_check = Instant::now();
-        let mut last_status = Instant::now();
-        loop {
-            if STOP.load(Ordering::SeqCst) {
-                log!("stopping on request");
-                return Ok(());
-            }
-            if last_owner_check.elapsed() >= Duration::from_millis(200) {
-                last_owner_check = Instant::now();
-                if let Some(owner) = self.spec.owner
-                    && !owner.alive()
-                {
-                    log!("owner process {} exited: stopping", owner.pid);
-                    return Ok(());
+        while !STOP.load(Ordering::SeqCst) {
+            let changed = match self.tick(0) {
+                Ok(changed) => changed,
+                // A server that dies mid-operation fails it; the next tick sees the
+                // death and replaces the server, so one failure never ends the pool.
+                Err(err) => {
+                    log!("`{}`: {err}", self.services[0].spec.name);
+                    std::thread::sleep(Duration::from_millis(20));
+                    false
                 }
-            }
-            let mut changed = false;
-            for i in 0..self.services.len() {
-                match self.tick(i) {
-                    Ok(c) => changed |= c,
-                    // A server that dies mid-operation fails it; the next tick sees the
-                    // death and replaces the server, so one failure never ends the pool.
-                    Err(err) => {
-                        log!("`{}`: {err}", self.services[i].spec.name);
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                }
-            }
-            let busy =
-                self.services.iter().any(|s| files_in(&self.layout.leased(&s.spec.name)) > 0);
+            };
+            let busy = files_in(&self.layout.leased(&self.services[0].spec.name)) > 0;
             if changed || busy {
                 last_activity = Instant::now();
+                *shared.last_activity.lock().unwrap() = Some(last_activity);
             }
-            if changed || last_status.elapsed() > Duration::from_secs(1) {
-                self.write_status(SupervisorState::Ready, None);
-                last_status = Instant::now();
-            }
-            if let Some(idle) = self.spec.idle_timeout
-                && last_activity.elapsed() > idle
-            {
-                log!("idle for {idle:?}: stopping");
-                return Ok(());
+            if changed {
+                shared.publish(self.service_status());
             }
             // Poll fast while leases come and go, gently when the pool is quiet.
             let pause = match (changed, last_activity.elapsed() < Duration::from_secs(1)) {
@@ -394,6 +426,8 @@ impl Supervisor {
             let server = self.start_server(i, index)?;
             self.services[i].servers.push(server);
         }
+        // The status names the new servers before their slots are offered.
+        self.shared.publish(self.service_status());
         let svc = &mut self.services[i];
         let generation = svc.generation;
         match kind {
@@ -613,37 +647,94 @@ impl Supervisor {
         }
     }
 
-    fn write_status(&self, state: SupervisorState, message: Option<String>) {
-        let services = self
-            .services
-            .iter()
-            .map(|s| {
-                let status = ServiceStatus {
-                    kind: Some(s.spec.kind),
-                    size: s.spec.size,
-                    servers: s
-                        .servers
-                        .iter()
-                        .map(|v| ServerStatus { pid: v.process.map(|p| p.pid), port: v.port })
-                        .collect(),
-                    generation: s.generation,
-                    ready: files_in(&self.layout.ready(&s.spec.name)),
-                    leased: files_in(&self.layout.leased(&s.spec.name)),
-                    start_ms: s.servers.iter().map(|v| v.start_ms).collect(),
-                };
-                (s.spec.name.clone(), status)
-            })
-            .collect();
-        let status = PoolStatus {
-            state,
-            message,
-            supervisor: Some(self.me),
-            backend: Some(self.spec.backend),
-            services,
+    fn service_status(&self) -> (String, ServiceStatus) {
+        let s = &self.services[0];
+        let status = ServiceStatus {
+            kind: Some(s.spec.kind),
+            size: s.spec.size,
+            servers: s
+                .servers
+                .iter()
+                .map(|v| ServerStatus { pid: v.process.map(|p| p.pid), port: v.port })
+                .collect(),
+            generation: s.generation,
+            ready: 0,
+            leased: 0,
+            start_ms: s.servers.iter().map(|v| v.start_ms).collect(),
         };
-        if let Err(e) = write_json(&self.layout.status(), &status) {
-            log!("could not write the status: {e}");
+        (s.spec.name.clone(), status)
+    }
+}
+
+/// What the service threads share with the main thread.
+#[derive(Default)]
+struct Shared {
+    services: Mutex<BTreeMap<String, ServiceStatus>>,
+    changed: AtomicBool,
+    last_activity: Mutex<Option<Instant>>,
+}
+
+impl Shared {
+    fn publish(&self, (name, status): (String, ServiceStatus)) {
+        self.services.lock().unwrap().insert(name, status);
+        self.changed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The main thread while the pool serves: stop on SIGTERM, the owner's death or the
+/// idle timeout; keep `status.json` current.
+fn watch(layout: &Layout, spec: &PoolSpec, me: ProcessRecord, shared: &Shared) {
+    let mut last_owner_check = Instant::now();
+    let mut last_status = Instant::now();
+    let started = Instant::now();
+    loop {
+        if STOP.load(Ordering::SeqCst) {
+            log!("stopping on request");
+            return;
         }
+        if last_owner_check.elapsed() >= Duration::from_millis(200) {
+            last_owner_check = Instant::now();
+            if let Some(owner) = spec.owner
+                && !owner.alive()
+            {
+                log!("owner process {} exited: stopping", owner.pid);
+                return;
+            }
+        }
+        if let Some(idle) = spec.idle_timeout {
+            let last = shared.last_activity.lock().unwrap().unwrap_or(started);
+            if last.elapsed() > idle {
+                log!("idle for {idle:?}: stopping");
+                return;
+            }
+        }
+        if shared.changed.swap(false, Ordering::SeqCst)
+            || last_status.elapsed() > Duration::from_secs(1)
+        {
+            write_status(layout, spec, me, shared, SupervisorState::Ready, None);
+            last_status = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn write_status(
+    layout: &Layout,
+    spec: &PoolSpec,
+    me: ProcessRecord,
+    shared: &Shared,
+    state: SupervisorState,
+    message: Option<String>,
+) {
+    let mut services = shared.services.lock().unwrap().clone();
+    for (name, s) in services.iter_mut() {
+        s.ready = files_in(&layout.ready(name));
+        s.leased = files_in(&layout.leased(name));
+    }
+    let status =
+        PoolStatus { state, message, supervisor: Some(me), backend: Some(spec.backend), services };
+    if let Err(e) = write_json(&layout.status(), &status) {
+        log!("could not write the status: {e}");
     }
 }
 

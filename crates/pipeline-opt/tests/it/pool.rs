@@ -229,6 +229,11 @@ fn a_killed_server_is_replaced_at_the_next_lease() {
             }
         }
     }
+    // The status file follows within a few milliseconds.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while pool.pool.status().services["postgres"].generation != 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(pool.pool.status().services["postgres"].generation, 2);
 }
 
