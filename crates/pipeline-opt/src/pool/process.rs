@@ -195,7 +195,7 @@ pub(crate) fn postgres_template(
 ) -> Result<(PathBuf, String), PoolError> {
     // `-w1`: the layout of the cached template (1 MB WAL segments); bump it when the
     // initdb flags change so that old caches are not reused.
-    let dir = cache.join(format!("postgres-{}-w1", bin.major));
+    let dir = cache.join(format!("postgres-{}-w1t", bin.major));
     let data = dir.join("data");
     let password_file = dir.join("password");
     let read_done = || -> Option<(PathBuf, String)> {
@@ -231,7 +231,10 @@ pub(crate) fn postgres_template(
     let mut cmd = Command::new(&bin.initdb);
     cmd.arg("-D")
         .arg(&scratch_data)
-        .args(["-U", "pool", "--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"])
+        .args(["-U", "pool", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"])
+        // The supervisor's own connections use the private socket directory (mode 0700)
+        // without a password round: cheaper refills; TCP, what leases use, needs one.
+        .arg("--auth-local=trust")
         // 1 MB WAL segments instead of 16 MB: every instance copies the template, and
         // the WAL was most of its bytes.
         .arg("--wal-segsize=1")

@@ -157,6 +157,8 @@ struct Server {
     #[cfg_attr(not(feature = "docker"), allow(dead_code))]
     container: Option<String>,
     data_dir: Option<PathBuf>,
+    /// PostgreSQL's private socket directory (process backend), for admin connections.
+    socket_dir: Option<PathBuf>,
     record_path: PathBuf,
     log: PathBuf,
     start_ms: u64,
@@ -380,8 +382,8 @@ impl Supervisor {
                 ))
                 .map_err(pg_err("cloning the template database"))?;
             let server = &svc.servers[0];
-            let mut check = pg_connect(server.port, &server.password, &db)
-                .map_err(pg_err("connecting to a new database"))?;
+            let mut check =
+                pg_admin(server, &db).map_err(pg_err("connecting to a new database"))?;
             check.simple_query("SELECT 1").map_err(pg_err("checking a new database"))?;
             drop(check);
             let slot = Slot {
@@ -434,12 +436,10 @@ impl Supervisor {
             ServiceKind::Postgres => {
                 let server = &svc.servers[0];
                 let mut admin =
-                    pg_connect(server.port, &server.password, "postgres").map_err(|source| {
-                        PoolError::Postgres {
-                            service: name.clone(),
-                            action: "connecting".into(),
-                            source,
-                        }
+                    pg_admin(server, "postgres").map_err(|source| PoolError::Postgres {
+                        service: name.clone(),
+                        action: "connecting".into(),
+                        source,
                     })?;
                 prepare_template(&name, &mut admin, server, svc.spec.setup_sql.as_deref())?;
                 svc.admin = Admin::Postgres(Box::new(admin));
@@ -558,6 +558,7 @@ impl Supervisor {
                 process: None,
                 container: Some(id),
                 data_dir: None,
+                socket_dir: None,
                 record_path,
                 log,
                 start_ms: 0,
@@ -618,6 +619,7 @@ impl Supervisor {
             child: Some(child),
             process: record,
             container: None,
+            socket_dir: (spec.kind == ServiceKind::Postgres).then(|| data_dir.join("sock")),
             data_dir: Some(data_dir),
             record_path,
             log,
@@ -798,6 +800,21 @@ fn pg_connect(port: u16, password: &str, db: &str) -> Result<postgres::Client, p
         .connect(postgres::NoTls)
 }
 
+/// The supervisor's own connection: over the private socket when there is one (no
+/// password round), else over TCP with the password.
+fn pg_admin(server: &Server, db: &str) -> Result<postgres::Client, postgres::Error> {
+    match &server.socket_dir {
+        Some(dir) => postgres::Config::new()
+            .host_path(dir)
+            .port(server.port)
+            .user("pool")
+            .dbname(db)
+            .connect_timeout(Duration::from_secs(2))
+            .connect(postgres::NoTls),
+        None => pg_connect(server.port, &server.password, db),
+    }
+}
+
 fn redis_connect(port: u16, password: &str, db: i64) -> redis::RedisResult<redis::Connection> {
     let client = redis::Client::open(format!("redis://:{password}@127.0.0.1:{port}/{db}"))?;
     client.get_connection_with_timeout(Duration::from_secs(2))
@@ -828,7 +845,7 @@ fn wait_ready(spec: &ServiceSpec, server: &mut Server) -> Result<(), PoolError> 
         let ready = match spec.kind {
             ServiceKind::Postgres => {
                 tcp()
-                    && pg_connect(server.port, &server.password, "postgres")
+                    && pg_admin(server, "postgres")
                         .and_then(|mut c| c.simple_query("SELECT 1"))
                         .is_ok()
             }
@@ -898,7 +915,7 @@ fn prepare_template(
             path: path.to_path_buf(),
             source,
         })?;
-        let mut c = pg_connect(server.port, &server.password, "pool_template")
+        let mut c = pg_admin(server, "pool_template")
             .map_err(err("connecting to the template database"))?;
         c.batch_execute(&sql).map_err(err(&format!("applying {}", path.display())))?;
     }
