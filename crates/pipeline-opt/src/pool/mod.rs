@@ -488,6 +488,11 @@ impl ContainerPool {
             if files::supervisor_running(&layout) {
                 files::stop_record(&record, libc::SIGKILL, Duration::from_secs(1));
             }
+            // It frees the lock just before exiting: wait for the exit itself.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while record.alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
             report.supervisor_stopped = true;
         }
         let cleaned = self.clean()?;

@@ -280,8 +280,18 @@ fn down_leaves_no_server_process() {
     pids.extend(children);
     let report = pool.pool.down().unwrap();
     assert!(report.supervisor_stopped);
-    let left: Vec<u32> = pids.iter().copied().filter(|p| running(*p)).collect();
-    assert!(left.is_empty(), "still running after down: {left:?}");
+    let left: Vec<String> = pids
+        .iter()
+        .copied()
+        .filter(|p| running(*p))
+        .map(|p| {
+            format!(
+                "{p} {}",
+                std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default()
+            )
+        })
+        .collect();
+    assert!(left.is_empty(), "still running after down: {left:?} (all: {pids:?})");
     let err = pool.pool.lease("postgres", Duration::from_secs(1)).unwrap_err();
     assert!(err.to_string().contains("no pool supervisor runs"), "{err}");
 }
