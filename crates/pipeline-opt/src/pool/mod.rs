@@ -528,6 +528,9 @@ impl ContainerPool {
                 }
                 if let Some(dir) = &instance.data_dir {
                     let _ = std::fs::remove_dir_all(dir);
+                    if let Some(root) = dir.parent() {
+                        let _ = std::fs::remove_dir(root);
+                    }
                 }
             }
         }

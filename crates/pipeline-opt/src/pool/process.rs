@@ -316,6 +316,9 @@ pub(crate) fn postgres_command(bin: &PgBin, data: &Path, sock: &Path, port: u16)
         "max_wal_size=64MB",
         "logging_collector=off",
         "log_checkpoints=off",
+        // Dynamic shared memory in the data dir, not as /dev/shm/PostgreSQL.* files that
+        // a killed server would leave behind.
+        "dynamic_shared_memory_type=mmap",
         "log_min_messages=warning",
     ] {
         cmd.arg("-c").arg(setting);

@@ -784,7 +784,16 @@ fn stop_server(mut server: Server) {
         super::docker::remove_container(id);
     }
     if let Some(dir) = &server.data_dir {
-        let _ = std::fs::remove_dir_all(dir);
+        // A PostgreSQL backend may still finish writing a file for a moment after its
+        // postmaster is gone: retry until the directory is really gone.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while std::fs::remove_dir_all(dir).is_err() && dir.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(root) = dir.parent() {
+            // Only succeeds once the last instance of the pool is gone.
+            let _ = std::fs::remove_dir(root);
+        }
     }
     let _ = std::fs::remove_file(&server.record_path);
 }
