@@ -6,8 +6,15 @@ use criterion::{criterion_group, criterion_main};
 
 #[path = "planning.rs"]
 mod planning;
+#[path = "pool/leases.rs"]
+mod pool_leases;
 #[path = "scheduler.rs"]
 mod scheduler;
 
-criterion_group!(benches, planning::workspace_model_and_plan, scheduler::scheduler);
+criterion_group!(
+    benches,
+    planning::workspace_model_and_plan,
+    scheduler::scheduler,
+    pool_leases::pool_leases
+);
 criterion_main!(benches);

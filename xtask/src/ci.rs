@@ -1,6 +1,8 @@
 //! `cargo xtask ci`: this workspace's own checks and tests, exactly as CI runs them.
-//! It installs what the tests need when it is missing (cargo-nextest, and the services
-//! and browser that later test modules use), so a fresh machine passes.
+//! It installs what the tests need when it is missing (cargo-nextest; PostgreSQL and
+//! Redis for the pool's tests; Chromium and promtool for the report tests), so a fresh
+//! machine passes. Under `CI=true` those tests fail when their tool is missing, so
+//! nothing is skipped silently.
 
 use anyhow::{Context, Result};
 use xshell::{Shell, cmd};
@@ -10,7 +12,7 @@ impl crate::flags::Ci {
         let root = project_root();
         let sh = sh.with_current_dir(&root);
         ensure_nextest(&sh)?;
-        ensure_report_tools(&sh)?;
+        ensure_system_packages(&sh)?;
         // Slow tests (full pipelines on fixture workspaces) run in CI.
         let sh = sh.with_var("PIPELINE_OPT_SLOW_TESTS", "1");
         cmd!(sh, "cargo fmt --all --check")
@@ -33,34 +35,41 @@ fn ensure_nextest(sh: &Shell) -> Result<()> {
         .context("cargo-nextest is missing and could not be installed: install it with `cargo install cargo-nextest --locked`")
 }
 
-// --- Tools of the report tests (issue 8) ------------------------------------------
-// The HTML timeline is rendered in headless Chromium and the Prometheus output and the
-// documented alerting rule are checked with promtool. Under CI=true those tests fail
-// when the tool is missing, so CI installs both from Debian packages here.
+/// The Debian package behind each program the tests run, and how to tell it is there.
+fn system_packages(sh: &Shell) -> Vec<&'static str> {
+    let on_path =
+        |tool: &str| cmd!(sh, "{tool} --version").output().is_ok_and(|o| o.status.success());
+    let mut missing = Vec::new();
+    // PostgreSQL's server binaries live outside PATH on Debian; the pool knows where.
+    if pipeline_opt::pool::find_program("initdb").is_none() {
+        missing.push("postgresql");
+    }
+    if pipeline_opt::pool::find_program("redis-server").is_none() {
+        missing.push("redis-server");
+    }
+    if !on_path("chromium") {
+        missing.push("chromium");
+    }
+    if !on_path("promtool") {
+        missing.push("prometheus");
+    }
+    missing
+}
 
-/// Debian package that provides each tool the report tests run.
-const REPORT_TOOLS: &[(&str, &str)] = &[("chromium", "chromium"), ("promtool", "prometheus")];
-
-fn ensure_report_tools(sh: &Shell) -> Result<()> {
-    let missing: Vec<&str> = REPORT_TOOLS
-        .iter()
-        .filter(|(tool, _)| {
-            !cmd!(sh, "{tool} --version").output().is_ok_and(|o| o.status.success())
-        })
-        .map(|(_, package)| *package)
-        .collect();
+/// Installs what `system_packages` finds missing, with one `apt-get update`.
+fn ensure_system_packages(sh: &Shell) -> Result<()> {
+    let missing = system_packages(sh);
     if missing.is_empty() {
         return Ok(());
     }
-    let hint = format!("install them with `apt-get install {}`", missing.join(" "));
-    cmd!(sh, "apt-get update")
+    let list = missing.join(" ");
+    let hint = || format!("the tests need {list}: install them with `apt-get install {list}`");
+    let sh = sh.with_var("DEBIAN_FRONTEND", "noninteractive");
+    cmd!(sh, "apt-get update -q").run_echo().with_context(hint)?;
+    cmd!(sh, "apt-get install -y -q --no-install-recommends {missing...}")
         .run_echo()
-        .with_context(|| format!("apt-get update failed: {hint}"))?;
-    let packages = &missing;
-    cmd!(sh, "apt-get install -y --no-install-recommends {packages...}")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .run_echo()
-        .with_context(|| format!("the report tests need {missing:?}: {hint}"))
+        .with_context(hint)?;
+    Ok(())
 }
 
 fn project_root() -> std::path::PathBuf {

@@ -9,6 +9,7 @@ mod flags;
 mod ci;
 mod history;
 mod optimize;
+mod pool;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,8 @@ use pipeline_opt::plan::CargoArgs;
 fn main() -> ExitCode {
     // cargo runs this binary as RUSTC_WRAPPER to time each crate; that mode never returns.
     pipeline_opt::profile::run_rustc_shim_if_requested();
+    // `pool up` re-executes this binary as the pool's supervisor.
+    pipeline_opt::pool::supervise_if_requested();
     let flags = flags::Xtask::from_env_or_exit();
     match run(flags) {
         Ok(code) => ExitCode::from(code as u8),
@@ -39,7 +42,7 @@ fn run(flags: flags::Xtask) -> Result<i32> {
         flags::XtaskCmd::Check(cmd) => cmd.run(),
         flags::XtaskCmd::Ci(cmd) => cmd.run(&sh),
         flags::XtaskCmd::BenchCompare(_) => not_yet("bench-compare", 7),
-        flags::XtaskCmd::Pool(_) => not_yet("pool", 6),
+        flags::XtaskCmd::Pool(cmd) => cmd.run(&sh),
         flags::XtaskCmd::Cache(_) => not_yet("cache", 5),
         flags::XtaskCmd::History(cmd) => cmd.run(),
         flags::XtaskCmd::CiWorkflow(cmd) => cmd.run(),
@@ -77,7 +80,7 @@ impl flags::Plan {
     }
 }
 
-fn utf8(path: Option<&std::path::PathBuf>) -> Result<Option<Utf8PathBuf>> {
+pub(crate) fn utf8(path: Option<&std::path::PathBuf>) -> Result<Option<Utf8PathBuf>> {
     path.map(|p| {
         Utf8PathBuf::from_path_buf(p.clone()).map_err(|p| {
             anyhow::anyhow!(

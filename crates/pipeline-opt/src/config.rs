@@ -89,6 +89,29 @@ pub struct ServiceConfig {
     /// SQL applied once to the PostgreSQL template database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup_sql: Option<Utf8PathBuf>,
+    /// A fixed loopback port (default: a free one). A fixed port that is in use is an
+    /// error, never silently replaced; a command service with a fixed port has size 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// For `kind = "command"`: how the pool knows an instance is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<ReadyProbe>,
+}
+
+/// How a command service shows it is ready; exactly one field is set. `{port}` in the
+/// service's command and in a probe command is replaced by the instance's port.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ReadyProbe {
+    /// The instance accepts TCP connections on its `{port}`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tcp: bool,
+    /// This command exits with status 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// The instance printed a line containing this text (stdout or stderr).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_line: Option<String>,
 }
 
 fn one() -> usize {
@@ -163,11 +186,66 @@ impl Config {
                     message: "the size must be at least 1".into(),
                 });
             }
+            let key = |field: &str| format!("{TABLE}.services.{name}.{field}");
+            let invalid = |field: &str, message: &str| ConfigError::Invalid {
+                key: key(field),
+                message: message.to_string(),
+            };
             if service.kind == ServiceKind::Command && service.command.is_empty() {
-                return Err(ConfigError::Invalid {
-                    key: format!("{TABLE}.services.{name}.command"),
-                    message: "a service of kind \"command\" needs a command list".into(),
-                });
+                return Err(invalid(
+                    "command",
+                    "a service of kind \"command\" needs a command list",
+                ));
+            }
+            if service.kind != ServiceKind::Command && !service.command.is_empty() {
+                return Err(invalid(
+                    "command",
+                    "only services of kind \"command\" take a command; remove it",
+                ));
+            }
+            if service.setup_sql.is_some() && service.kind != ServiceKind::Postgres {
+                return Err(invalid(
+                    "setup-sql",
+                    "only services of kind \"postgres\" take setup SQL; remove it",
+                ));
+            }
+            if service.port == Some(0) {
+                return Err(invalid(
+                    "port",
+                    "port 0 is not a port; leave `port` out to let the pool choose a free one",
+                ));
+            }
+            match (&service.ready, service.kind) {
+                (None, ServiceKind::Command) => {
+                    return Err(invalid(
+                        "ready",
+                        "a service of kind \"command\" needs a readiness probe: ready = { tcp = true }, { command = [...] } or { log-line = \"...\" }",
+                    ));
+                }
+                (Some(_), ServiceKind::Postgres | ServiceKind::Redis) => {
+                    return Err(invalid(
+                        "ready",
+                        "PostgreSQL and Redis are probed by the pool itself; remove `ready`",
+                    ));
+                }
+                (Some(probe), _) => {
+                    let set = usize::from(probe.tcp)
+                        + usize::from(!probe.command.is_empty())
+                        + usize::from(probe.log_line.is_some());
+                    if set != 1 {
+                        return Err(invalid(
+                            "ready",
+                            "set exactly one of `tcp = true`, `command = [...]` or `log-line = \"...\"`",
+                        ));
+                    }
+                }
+                (None, _) => {}
+            }
+            if service.kind == ServiceKind::Command && service.port.is_some() && service.size > 1 {
+                return Err(invalid(
+                    "port",
+                    "a command service with a fixed port can only have size 1; remove `port` or set `size = 1`",
+                ));
             }
         }
         Ok(())

@@ -658,6 +658,38 @@ pub fn plan(
         });
     }
 
+    // services: starts with the first stage and runs beside compilation, so the pool is
+    // warm when the tests need it. The orchestrator runs this stage in-process through
+    // `pool::services_up` (the library cannot re-execute the user's xtask, and it needs
+    // the handle to stop the pool at the end); the command is what a person types to
+    // do the same by hand.
+    if !config.services.is_empty() && !disabled("services") {
+        stages.push(Stage {
+            id: "services".into(),
+            kind: StageKind::Services,
+            command: StageCommand {
+                program: "cargo".into(),
+                args: ["xtask", "pool", "up", "--manifest-path", &manifest]
+                    .map(String::from)
+                    .to_vec(),
+                env: BTreeMap::new(),
+                cwd: root.clone(),
+            },
+            depends_on: vec![],
+            reason: format!(
+                "starts the service pool ({}) while the code compiles; the test stages lease from it",
+                config.services.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+            proves: vec!["services start and answer".into()],
+            build_dir: None,
+            lock: LockUse::Brief,
+            cpu_heavy: false,
+            timeout: config.stage_timeout,
+        });
+    } else if disabled("services") && !config.services.is_empty() {
+        dropped.push(disabled_stage("services"));
+    }
+
     // Custom stages from config.
     for (name, custom) in &config.stages {
         let uses_build_dir = custom.uses_build_dir.unwrap_or(custom.command[0] == "cargo");
@@ -693,6 +725,13 @@ pub fn plan(
                 known: present.iter().cloned().collect::<Vec<_>>().join(", "),
             }
             .into());
+        }
+    }
+    // Stages that wait for the services learn where the pool is.
+    let pool_dir = crate::pool::pool_dir(&workspace.state_dir(config));
+    for s in &mut stages {
+        if s.depends_on.iter().any(|d| d == "services") {
+            s.command.env.insert(crate::pool::POOL_ENV.into(), pool_dir.to_string());
         }
     }
     if let Some(cycle) = find_cycle(&stages) {

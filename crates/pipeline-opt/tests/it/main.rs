@@ -6,5 +6,6 @@ mod support;
 mod optimize;
 mod orchestrator;
 mod plan;
+mod pool;
 mod report;
 mod workspace;

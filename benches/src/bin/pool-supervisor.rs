@@ -1,0 +1,8 @@
+//! The service-pool supervisor for the benchmarks: a bench binary cannot re-execute
+//! itself as the supervisor, so `PoolOptions::supervisor_exe` points here.
+
+fn main() {
+    pipeline_opt::pool::supervise_if_requested();
+    eprintln!("pool-supervisor: started by the pool benchmarks, not by hand");
+    std::process::exit(2);
+}

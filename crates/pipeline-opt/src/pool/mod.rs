@@ -1,0 +1,588 @@
+//! `ContainerPool`: PostgreSQL, Redis and command services started while the code
+//! compiles, owned by a supervisor process, and leased to tests in any process through
+//! file locks in the pool directory. See `docs/services.md` for the protocol.
+//!
+//! - `up` writes the spec and starts the supervisor (or finds the running one);
+//! - the supervisor (`supervisor.rs`) starts servers with a backend (`process.rs`, or
+//!   `docker.rs` behind the `docker` feature), keeps ready slots, resets returned ones;
+//! - tests call [`lease`]; a lease is an exclusive lock on a slot file (`lease.rs`).
+
+#[cfg(feature = "docker")]
+mod docker;
+mod files;
+mod lease;
+mod process;
+mod supervisor;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, ReadyProbe, ServiceConfig, ServiceKind};
+use crate::workspace::Workspace;
+pub use files::ProcessRecord;
+use files::{Layout, io_err, read_json, write_json};
+pub use lease::{Lease, lease, lease_from};
+pub use process::find_program;
+
+/// The environment variable that tells tests where the pool is.
+pub const POOL_ENV: &str = "PIPELINE_OPT_POOL";
+/// Overrides the default lease timeout (a humantime duration such as `30s`).
+pub const TIMEOUT_ENV: &str = "PIPELINE_OPT_POOL_TIMEOUT";
+/// Set on a re-executed binary to make it the supervisor of the pool in this directory.
+pub const SUPERVISE_ENV: &str = "PIPELINE_OPT_POOL_SUPERVISE";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("could not {action} {path}: {source}")]
+    Io {
+        action: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "no pool supervisor runs at {dir}; start one with `cargo xtask pool up` (it prints the {POOL_ENV} to export)"
+    )]
+    NotRunning { dir: PathBuf },
+    #[error(
+        "{POOL_ENV} is not set and no pool was found in a `target/pipeline-opt/pool` above {cwd}; start one with `cargo xtask pool up` and export {POOL_ENV}"
+    )]
+    NoPool { cwd: PathBuf },
+    #[error("the pool at {dir} has no service `{service}`; its services: {known}")]
+    UnknownService { dir: PathBuf, service: String, known: String },
+    #[error(
+        "no `{service}` instance was free within {waited:?} (pool of {size} at {dir}); raise `size` in [workspace.metadata.pipeline-opt.services.{service}] or the timeout ({TIMEOUT_ENV})"
+    )]
+    Timeout { service: String, waited: Duration, size: usize, dir: PathBuf },
+    #[error(
+        "`{program}` was not found on PATH or in {searched}; install it (Debian: `apt-get install {package}`)"
+    )]
+    MissingProgram { program: String, searched: String, package: String },
+    #[error(
+        "port {port} of service `{service}` is already in use on 127.0.0.1; stop what listens there or remove `port` from [workspace.metadata.pipeline-opt.services.{service}] to let the pool choose a free port"
+    )]
+    PortInUse { service: String, port: u16 },
+    #[error("service `{service}` did not start: {message}; its log is {log}")]
+    ServiceStart { service: String, message: String, log: PathBuf },
+    #[error("could not prepare the unprivileged user that runs PostgreSQL: {message}")]
+    User { message: String },
+    #[error("the pool supervisor failed: {message} (log: {log})")]
+    Supervisor { message: String, log: PathBuf },
+    #[error(
+        "the supervisor `{exe}` did not start within {waited:?}; a binary used as supervisor must call `pipeline_opt::pool::supervise_if_requested()` first in main (log: {log})"
+    )]
+    SupervisorDidNotStart { exe: PathBuf, waited: Duration, log: PathBuf },
+    #[error(
+        "a pool with other services already runs at {dir}; stop it with `cargo xtask pool down` first"
+    )]
+    DifferentServices { dir: PathBuf },
+    #[error("the setup SQL {path} of service `{service}` could not be read: {source}")]
+    SetupSql {
+        service: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{action} on PostgreSQL service `{service}` failed: {source}")]
+    Postgres {
+        service: String,
+        action: String,
+        #[source]
+        source: postgres::Error,
+    },
+    #[error("{action} on Redis service `{service}` failed: {source}")]
+    Redis {
+        service: String,
+        action: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[cfg(feature = "docker")]
+    #[error("docker: {message}")]
+    Docker { message: String },
+}
+
+/// One service as the supervisor runs it: the config resolved against the workspace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ServiceSpec {
+    pub name: String,
+    pub kind: ServiceKind,
+    pub size: usize,
+    pub command: Vec<String>,
+    pub setup_sql: Option<PathBuf>,
+    pub port: Option<u16>,
+    pub ready: Option<ReadyProbe>,
+}
+
+/// Everything the supervisor needs, written to `run/spec.json` by `up`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct PoolSpec {
+    pub services: Vec<ServiceSpec>,
+    pub template_cache: PathBuf,
+    /// The supervisor stops within 2 s of this process's death.
+    pub owner: Option<ProcessRecord>,
+    #[serde(with = "crate::profile::opt_secs")]
+    pub idle_timeout: Option<Duration>,
+    pub backend: Backend,
+}
+
+/// Which engine starts and stops the servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    Process,
+    Docker,
+}
+
+/// How `up` starts the pool.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// The binary re-executed as supervisor (default: the current executable, which must
+    /// call [`supervise_if_requested`] first in `main`).
+    pub supervisor_exe: Option<PathBuf>,
+    /// Stop the pool within 2 s of this process's death (`None`: only `down` or the idle
+    /// timeout stop it).
+    pub owner: Option<u32>,
+    /// Stop after this long without any lease (default 30 min).
+    pub idle_timeout: Option<Duration>,
+    /// How long `up` waits for every service to be ready.
+    pub ready_timeout: Duration,
+    /// Where the `initdb` template is cached (default `<pool>/template`).
+    pub template_cache: Option<PathBuf>,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            supervisor_exe: None,
+            owner: None,
+            idle_timeout: Some(Duration::from_secs(30 * 60)),
+            ready_timeout: Duration::from_secs(120),
+            template_cache: None,
+        }
+    }
+}
+
+/// What the supervisor reports in `run/status.json`. Never holds credentials.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    pub state: SupervisorState,
+    pub message: Option<String>,
+    pub supervisor: Option<ProcessRecord>,
+    pub backend: Option<Backend>,
+    pub services: BTreeMap<String, ServiceStatus>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SupervisorState {
+    #[default]
+    Stopped,
+    Starting,
+    Ready,
+    Failed,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub kind: Option<ServiceKind>,
+    pub size: usize,
+    /// Server processes (pid and port); replaced ones get a new generation.
+    pub servers: Vec<ServerStatus>,
+    pub generation: u32,
+    /// Slots ready to lease and slots leased, counted from the slot directories.
+    pub ready: usize,
+    pub leased: usize,
+    /// Milliseconds from spawn to ready for the current servers.
+    pub start_ms: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub pid: Option<u32>,
+    pub port: u16,
+}
+
+/// A running pool, as `up` returns it.
+#[derive(Debug)]
+pub struct PoolHandle {
+    pub dir: PathBuf,
+    /// False when `up` found a supervisor already running.
+    pub started: bool,
+    pub supervisor: Option<ProcessRecord>,
+    pub status: PoolStatus,
+    /// Things the user should know (backend chosen and why).
+    pub notes: Vec<String>,
+}
+
+impl PoolHandle {
+    /// The variable to export to every process that leases: `(PIPELINE_OPT_POOL, dir)`.
+    pub fn env(&self) -> (&'static str, OsString) {
+        (POOL_ENV, self.dir.clone().into_os_string())
+    }
+
+    /// Stops the pool (the end of a run that did not ask to keep it).
+    pub fn stop(self) -> Result<DownReport, PoolError> {
+        ContainerPool::at(&self.dir).down()
+    }
+}
+
+/// What `down` or `clean` stopped.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct DownReport {
+    pub supervisor_stopped: bool,
+    /// Server processes left by a crashed run that were stopped.
+    pub leftovers_stopped: Vec<u32>,
+    /// A supervisor that is alive and was left alone (`clean` only).
+    pub running_supervisor: Option<u32>,
+}
+
+/// A pool of service instances in one directory.
+#[derive(Debug, Clone)]
+pub struct ContainerPool {
+    dir: PathBuf,
+}
+
+/// Starts the services of `config` for `workspace` (the `services` stage): the pool
+/// lives in `<state-dir>/pool`; export [`PoolHandle::env`] to the test stages.
+pub fn services_up(
+    workspace: &Workspace,
+    config: &Config,
+    options: &PoolOptions,
+) -> Result<PoolHandle, PoolError> {
+    let pool = ContainerPool::for_workspace(workspace, config);
+    pool.up(workspace.root.as_std_path(), &config.services, options)
+}
+
+/// The pool directory of a state directory: `<state-dir>/pool`.
+pub fn pool_dir(state_dir: &camino::Utf8Path) -> camino::Utf8PathBuf {
+    state_dir.join("pool")
+}
+
+impl ContainerPool {
+    pub fn at(dir: &Path) -> ContainerPool {
+        ContainerPool { dir: dir.to_path_buf() }
+    }
+
+    pub fn for_workspace(workspace: &Workspace, config: &Config) -> ContainerPool {
+        ContainerPool::at(pool_dir(&workspace.state_dir(config)).as_std_path())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn layout(&self) -> Layout {
+        Layout::new(&self.dir)
+    }
+
+    /// Starts the supervisor, or finds the running one, and waits until every service
+    /// is ready. `root` resolves relative `setup-sql` paths.
+    pub fn up(
+        &self,
+        root: &Path,
+        services: &BTreeMap<String, ServiceConfig>,
+        options: &PoolOptions,
+    ) -> Result<PoolHandle, PoolError> {
+        let layout = self.layout();
+        files::create_dir(&self.dir)?;
+        // One `up` at a time per pool: a second one waits, then finds the supervisor.
+        let up_lock_path = self.dir.join("up.lock");
+        let up_lock =
+            std::fs::File::create(&up_lock_path).map_err(io_err("create", &up_lock_path))?;
+        up_lock.lock().map_err(io_err("lock", &up_lock_path))?;
+        files::create_dir(&layout.run())?;
+        let mut notes = Vec::new();
+        let backend = choose_backend(&mut notes);
+        let spec = PoolSpec {
+            services: services
+                .iter()
+                .map(|(name, s)| ServiceSpec {
+                    name: name.clone(),
+                    kind: s.kind,
+                    size: s.size,
+                    command: s.command.clone(),
+                    setup_sql: s.setup_sql.as_ref().map(|p| root.join(p.as_std_path())),
+                    port: s.port,
+                    ready: s.ready.clone(),
+                })
+                .collect(),
+            template_cache: options
+                .template_cache
+                .clone()
+                .unwrap_or_else(|| layout.default_template_cache()),
+            owner: options.owner.and_then(ProcessRecord::of),
+            idle_timeout: options.idle_timeout,
+            backend,
+        };
+        for s in &spec.services {
+            if let Some(path) = &s.setup_sql {
+                std::fs::metadata(path).map_err(|source| PoolError::SetupSql {
+                    service: s.name.clone(),
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+        }
+
+        if files::supervisor_running(&layout) {
+            let running: Option<PoolSpec> = read_json(&layout.spec());
+            if running.is_some_and(|r| r.services != spec.services) {
+                return Err(PoolError::DifferentServices { dir: self.dir.clone() });
+            }
+            let status = self.wait_ready(None, options.ready_timeout, Path::new("(running)"))?;
+            return Ok(PoolHandle {
+                dir: self.dir.clone(),
+                started: false,
+                supervisor: status.supervisor,
+                status,
+                notes,
+            });
+        }
+
+        // A fresh start: forget what a previous run left (its servers are stopped first).
+        self.clean()?;
+        files::create_dir(&layout.run())?;
+        write_json(&layout.spec(), &spec)?;
+        let exe = match &options.supervisor_exe {
+            Some(exe) => exe.clone(),
+            None => std::env::current_exe().map_err(io_err("find", Path::new("current exe")))?,
+        };
+        let log_path = layout.supervisor_log();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io_err("open", &log_path))?;
+        let log2 = log.try_clone().map_err(io_err("open", &log_path))?;
+        let mut command = Command::new(&exe);
+        command.env(SUPERVISE_ENV, &self.dir).stdin(Stdio::null()).stdout(log).stderr(log2);
+        for var in crate::toolchain::inherited_cargo_vars() {
+            command.env_remove(var);
+        }
+        // Its own session: a Ctrl-C meant for the terminal's job does not reach the
+        // pool, which stops through `down`, its owner's death or the idle timeout.
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe and touches no memory.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(io_err("start the supervisor", &exe))?;
+        let status = self.wait_ready(Some((child, exe)), options.ready_timeout, &log_path)?;
+        Ok(PoolHandle {
+            dir: self.dir.clone(),
+            started: true,
+            supervisor: status.supervisor,
+            status,
+            notes,
+        })
+    }
+
+    fn wait_ready(
+        &self,
+        mut child: Option<(std::process::Child, PathBuf)>,
+        timeout: Duration,
+        log: &Path,
+    ) -> Result<PoolStatus, PoolError> {
+        let layout = self.layout();
+        let start = Instant::now();
+        let mut seen_lock = false;
+        loop {
+            let status: Option<PoolStatus> = read_json(&layout.status());
+            let running = files::supervisor_running(&layout);
+            seen_lock |= running;
+            if let Some(status) = status {
+                match status.state {
+                    SupervisorState::Ready if running => return Ok(status),
+                    SupervisorState::Failed => {
+                        return Err(PoolError::Supervisor {
+                            message: status.message.unwrap_or_default(),
+                            log: log.to_path_buf(),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            if let Some((c, exe)) = &mut child
+                && let Ok(Some(exit)) = c.try_wait()
+                && !files::supervisor_running(&layout)
+            {
+                let status: Option<PoolStatus> = read_json(&layout.status());
+                if let Some(s) = status.filter(|s| s.state == SupervisorState::Failed) {
+                    return Err(PoolError::Supervisor {
+                        message: s.message.unwrap_or_default(),
+                        log: log.to_path_buf(),
+                    });
+                }
+                if !seen_lock {
+                    return Err(PoolError::SupervisorDidNotStart {
+                        exe: exe.clone(),
+                        waited: start.elapsed(),
+                        log: log.to_path_buf(),
+                    });
+                }
+                return Err(PoolError::Supervisor {
+                    message: format!("it exited ({exit}) before the services were ready"),
+                    log: log.to_path_buf(),
+                });
+            }
+            if start.elapsed() > timeout {
+                if let Some((mut c, exe)) = child {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    if !seen_lock {
+                        return Err(PoolError::SupervisorDidNotStart {
+                            exe,
+                            waited: timeout,
+                            log: log.to_path_buf(),
+                        });
+                    }
+                }
+                return Err(PoolError::Supervisor {
+                    message: format!("the services were not ready within {timeout:?}"),
+                    log: log.to_path_buf(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    }
+
+    /// The supervisor's last report, with slot counts read from the slot directories.
+    pub fn status(&self) -> PoolStatus {
+        let layout = self.layout();
+        if !files::supervisor_running(&layout) {
+            return PoolStatus::default();
+        }
+        let mut status: PoolStatus = read_json(&layout.status()).unwrap_or_default();
+        for (name, s) in status.services.iter_mut() {
+            s.ready = count_files(&layout.ready(name));
+            s.leased = count_files(&layout.leased(name));
+        }
+        status
+    }
+
+    /// Stops the supervisor (its servers die with it) and anything a crashed run left.
+    pub fn down(&self) -> Result<DownReport, PoolError> {
+        let layout = self.layout();
+        let mut report = DownReport::default();
+        if files::supervisor_running(&layout)
+            && let Some(record) = read_json::<ProcessRecord>(&layout.supervisor_pid())
+        {
+            // SIGTERM: the supervisor stops its servers and exits.
+            if record.alive() {
+                // SAFETY: kill(2) on a process we recorded and verified by start time.
+                unsafe { libc::kill(record.pid as i32, libc::SIGTERM) };
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while files::supervisor_running(&layout) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if files::supervisor_running(&layout) {
+                files::stop_record(&record, libc::SIGKILL, Duration::from_secs(1));
+            }
+            // It frees the lock just before exiting: wait for the exit itself.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while record.alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            report.supervisor_stopped = true;
+        }
+        let cleaned = self.clean()?;
+        report.leftovers_stopped = cleaned.leftovers_stopped;
+        Ok(report)
+    }
+
+    /// Stops server processes left by a crashed supervisor, by their pid files (checked
+    /// against the kernel's start time, so no other process is touched), and removes the
+    /// run state. A running supervisor is left alone.
+    pub fn clean(&self) -> Result<DownReport, PoolError> {
+        let layout = self.layout();
+        let mut report = DownReport::default();
+        if files::supervisor_running(&layout) {
+            report.running_supervisor =
+                read_json::<ProcessRecord>(&layout.supervisor_pid()).map(|r| r.pid);
+            return Ok(report);
+        }
+        if let Ok(entries) = std::fs::read_dir(layout.instances()) {
+            for entry in entries.flatten() {
+                let Some(instance) = read_json::<supervisor::InstanceRecord>(&entry.path()) else {
+                    continue;
+                };
+                if let Some(record) = instance.process
+                    && record.alive()
+                {
+                    files::stop_record(&record, libc::SIGQUIT, Duration::from_secs(2));
+                    report.leftovers_stopped.push(record.pid);
+                }
+                #[cfg(feature = "docker")]
+                if let Some(id) = &instance.container {
+                    docker::remove_container(id);
+                }
+                if let Some(dir) = &instance.data_dir {
+                    let _ = std::fs::remove_dir_all(dir);
+                    if let Some(root) = dir.parent() {
+                        let _ = std::fs::remove_dir(root);
+                    }
+                }
+            }
+        }
+        #[cfg(feature = "docker")]
+        docker::remove_labelled(&self.dir);
+        let run = layout.run();
+        if run.exists() {
+            std::fs::remove_dir_all(&run).map_err(io_err("remove", &run))?;
+        }
+        Ok(report)
+    }
+
+    /// Leases an instance of `service`, waiting up to `timeout` for a free one.
+    pub fn lease(&self, service: &str, timeout: Duration) -> Result<Lease, PoolError> {
+        lease_from(&self.dir, service, timeout)
+    }
+}
+
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.flatten().count()).unwrap_or(0)
+}
+
+#[cfg(feature = "docker")]
+fn choose_backend(notes: &mut Vec<String>) -> Backend {
+    if docker::engine_available() {
+        notes.push("services run in containers (a container engine answered `docker info`)".into());
+        Backend::Docker
+    } else {
+        notes.push(
+            "no container engine answered `docker info`: services run as local processes".into(),
+        );
+        Backend::Process
+    }
+}
+
+#[cfg(not(feature = "docker"))]
+fn choose_backend(notes: &mut Vec<String>) -> Backend {
+    notes.push("services run as local processes (built without the `docker` feature)".into());
+    Backend::Process
+}
+
+/// Makes this process the pool supervisor when it was started as one (the
+/// [`SUPERVISE_ENV`] variable is set), and exits when the pool stops. Call it first in
+/// `main` of any binary that starts pools, e.g. the xtask.
+pub fn supervise_if_requested() {
+    let Some(dir) = std::env::var_os(SUPERVISE_ENV) else { return };
+    let code = match supervisor::run(Path::new(&dir)) {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("pool supervisor: error: {err}");
+            1
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,935 @@
+//! The supervisor process: owns every server of one pool, keeps `size` slots per service
+//! ready, resets or drops returned ones, replaces servers that die, and stops everything
+//! on `down` (SIGTERM), its owner's death, or the idle timeout. Servers are spawned from
+//! this process's main thread, so `PR_SET_PDEATHSIG` kills them when it exits.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::files::{self, Layout, ProcessRecord, io_err, read_json, write_json};
+use super::lease::Slot;
+use super::process::{self, PgBin, RunAs};
+use super::{
+    Backend, PoolError, PoolSpec, PoolStatus, ServerStatus, ServiceSpec, ServiceStatus,
+    SupervisorState,
+};
+use crate::config::{ReadyProbe, ServiceKind};
+
+/// One server process (or container), as `clean` finds it after a crash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct InstanceRecord {
+    pub service: String,
+    pub generation: u32,
+    pub process: Option<ProcessRecord>,
+    pub container: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), "[pool {:?}] {}", std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH).unwrap_or_default(), format_args!($($arg)*));
+    }};
+}
+
+pub(crate) fn run(dir: &Path) -> Result<(), PoolError> {
+    let layout = Layout::new(dir);
+    files::create_dir(&layout.run())?;
+    let lock_path = layout.supervisor_lock();
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err("open", &lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        // Another `up` started a supervisor at the same moment: it serves the pool.
+        Err(TryLockError::WouldBlock) => return Ok(()),
+        Err(TryLockError::Error(e)) => return Err(io_err("lock", &lock_path)(e)),
+    }
+    let me = ProcessRecord::of(std::process::id()).expect("our own /proc entry exists");
+    write_json(&layout.supervisor_pid(), &me)?;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::signal(sig, request_stop as *const () as libc::sighandler_t);
+        }
+    }
+    let Some(spec) = read_json::<PoolSpec>(&layout.spec()) else {
+        return Err(PoolError::Supervisor {
+            message: "run/spec.json is missing or unreadable".into(),
+            log: layout.supervisor_log(),
+        });
+    };
+    for dir in [layout.instances(), layout.logs()] {
+        files::create_dir(&dir)?;
+    }
+    let shared = Arc::new(Shared::default());
+    write_status(&layout, &spec, me, &shared, SupervisorState::Starting, None);
+    // One long-lived thread per service: a slow PostgreSQL clone or drop never delays a
+    // Redis return, and each thread spawns its own servers, which PR_SET_PDEATHSIG ties
+    // to that thread's life (it ends only after stopping them).
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let workers: Vec<_> = spec
+        .services
+        .iter()
+        .map(|service| {
+            let shared = Arc::clone(&shared);
+            let mut worker =
+                Supervisor::new(layout.clone(), spec.clone(), service.clone(), Arc::clone(&shared));
+            let started_tx = started_tx.clone();
+            std::thread::spawn(move || {
+                let started = worker.start_all();
+                let ok = started.is_ok();
+                let _ = started_tx.send(started);
+                if ok {
+                    worker.work(&shared);
+                }
+                worker.stop_all();
+            })
+        })
+        .collect();
+    drop(started_tx);
+    let mut result = Ok(());
+    let mut ready = 0;
+    for started in started_rx.iter().take(workers.len()) {
+        if let Err(err) = started {
+            result = Err(err);
+            break;
+        }
+        ready += 1;
+    }
+    if result.is_ok() && ready < workers.len() {
+        result = Err(PoolError::Supervisor {
+            message: "a service thread panicked while starting its servers".into(),
+            log: layout.supervisor_log(),
+        });
+    }
+    if result.is_ok() {
+        write_status(&layout, &spec, me, &shared, SupervisorState::Ready, None);
+        log!("ready");
+        watch(&layout, &spec, me, &shared);
+    }
+    STOP.store(true, Ordering::SeqCst);
+    for w in workers {
+        let _ = w.join();
+    }
+    match &result {
+        Err(err) => {
+            log!("failed: {err}");
+            write_status(
+                &layout,
+                &spec,
+                me,
+                &shared,
+                SupervisorState::Failed,
+                Some(err.to_string()),
+            );
+        }
+        Ok(()) => write_status(&layout, &spec, me, &shared, SupervisorState::Stopped, None),
+    }
+    let _ = std::fs::remove_dir_all(layout.run().join("slots"));
+    let _ = std::fs::remove_file(layout.supervisor_pid());
+    drop(lock);
+    result
+}
+
+struct Server {
+    port: u16,
+    password: String,
+    child: Option<Child>,
+    process: Option<ProcessRecord>,
+    #[cfg_attr(not(feature = "docker"), allow(dead_code))]
+    container: Option<String>,
+    data_dir: Option<PathBuf>,
+    /// PostgreSQL's private socket directory (process backend), for admin connections.
+    socket_dir: Option<PathBuf>,
+    record_path: PathBuf,
+    log: PathBuf,
+    start_ms: u64,
+    /// When the engine last confirmed a container runs.
+    #[cfg_attr(not(feature = "docker"), allow(dead_code))]
+    checked: Instant,
+}
+
+enum Admin {
+    None,
+    Postgres(Box<postgres::Client>),
+    Redis(Box<redis::Connection>),
+}
+
+struct Service {
+    spec: ServiceSpec,
+    servers: Vec<Server>,
+    generation: u32,
+    next_id: u64,
+    admin: Admin,
+    /// Returned PostgreSQL databases, dropped once the pool is full again: refilling
+    /// first keeps the next lease from waiting on a DROP.
+    to_drop: VecDeque<String>,
+    /// The last lease return or refill.
+    last_change: Instant,
+}
+
+/// Returned databases kept before drops run even while leases keep coming (each is a
+/// few MB of tmpfs).
+const MAX_DROP_BACKLOG: usize = 32;
+
+/// The worker of one service (`services` holds exactly that one).
+struct Supervisor {
+    layout: Layout,
+    spec: PoolSpec,
+    services: Vec<Service>,
+    run_as: Option<Option<RunAs>>,
+    pg: Option<(PgBin, PathBuf, String)>,
+    data_root: PathBuf,
+    shared: Arc<Shared>,
+}
+
+impl Supervisor {
+    fn new(
+        layout: Layout,
+        spec: PoolSpec,
+        service: ServiceSpec,
+        shared: Arc<Shared>,
+    ) -> Supervisor {
+        let data_root = files::data_root(&layout);
+        let services = vec![Service {
+            spec: service,
+            servers: Vec::new(),
+            generation: 0,
+            next_id: 0,
+            admin: Admin::None,
+            to_drop: VecDeque::new(),
+            last_change: Instant::now(),
+        }];
+        Supervisor { layout, spec, services, run_as: None, pg: None, data_root, shared }
+    }
+
+    fn start_all(&mut self) -> Result<(), PoolError> {
+        for dir in [self.layout.instances(), self.layout.logs()] {
+            files::create_dir(&dir)?;
+        }
+        for i in 0..self.services.len() {
+            let name = self.services[i].spec.name.clone();
+            for dir in
+                [self.layout.ready(&name), self.layout.leased(&name), self.layout.slots_tmp(&name)]
+            {
+                files::create_dir(&dir)?;
+            }
+            self.restart(i)?;
+        }
+        Ok(())
+    }
+
+    /// Ticks until the pool stops.
+    fn work(&mut self, shared: &Shared) {
+        let mut last_activity = Instant::now();
+        while !STOP.load(Ordering::SeqCst) {
+            let changed = match self.tick(0) {
+                Ok(changed) => changed,
+                // A server that dies mid-operation fails it; the next tick sees the
+                // death and replaces the server, so one failure never ends the pool.
+                Err(err) => {
+                    log!("`{}`: {err}", self.services[0].spec.name);
+                    std::thread::sleep(Duration::from_millis(20));
+                    false
+                }
+            };
+            let busy = files_in(&self.layout.leased(&self.services[0].spec.name)) > 0;
+            if changed || busy {
+                last_activity = Instant::now();
+                *shared.last_activity.lock().unwrap() = Some(last_activity);
+            }
+            if changed {
+                shared.publish(self.service_status());
+            }
+            // Poll fast while leases come and go, gently when the pool is quiet.
+            let pause = match (changed, last_activity.elapsed() < Duration::from_secs(1)) {
+                (true, _) => 0,
+                (false, true) => 2,
+                (false, false) => 10,
+            };
+            std::thread::sleep(Duration::from_millis(pause));
+        }
+    }
+
+    /// One round for one service: replace dead servers, take back returned slots,
+    /// refill. Returns whether anything changed.
+    fn tick(&mut self, i: usize) -> Result<bool, PoolError> {
+        let mut changed = false;
+        let dead = self.services[i].servers.iter_mut().any(|s| !server_alive(s));
+        if dead {
+            let name = &self.services[i].spec.name;
+            log!("a server of `{name}` exited: replacing it");
+            self.restart(i)?;
+            changed = true;
+        }
+        let name = self.services[i].spec.name.clone();
+        let leased_dir = self.layout.leased(&name);
+        for entry in std::fs::read_dir(&leased_dir).map_err(io_err("read", &leased_dir))?.flatten()
+        {
+            let path = entry.path();
+            let Ok(file) = File::open(&path) else { continue };
+            if file.try_lock().is_err() {
+                continue; // still leased
+            }
+            self.take_back(i, &path, file)?;
+            changed = true;
+        }
+        changed |= self.refill(i)?;
+        if changed {
+            self.services[i].last_change = Instant::now();
+        }
+        // Drops wait until the pool is full and quiet (or the backlog grows large), so
+        // that a burst of leases never waits behind them: a clone and a drop each force
+        // a checkpoint, and only the clone is on a lease's critical path.
+        let svc = &mut self.services[i];
+        let quiet = svc.last_change.elapsed() > Duration::from_millis(100);
+        if !quiet && svc.to_drop.len() < MAX_DROP_BACKLOG {
+            return Ok(changed);
+        }
+        if let (Some(db), Admin::Postgres(admin)) = (svc.to_drop.pop_front(), &mut svc.admin)
+            && let Err(e) =
+                admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+        {
+            log!("dropping a returned database of `{}` failed: {e}", svc.spec.name);
+        }
+        Ok(changed)
+    }
+
+    fn take_back(&mut self, i: usize, path: &Path, lock: File) -> Result<(), PoolError> {
+        let svc = &mut self.services[i];
+        let slot: Option<Slot> = read_json(path);
+        let current = slot.as_ref().is_some_and(|s| s.generation == svc.generation);
+        match (svc.spec.kind, slot) {
+            (ServiceKind::Postgres, Some(slot)) if current => {
+                let _ = std::fs::remove_file(path);
+                if let Some(db) = slot.database {
+                    svc.to_drop.push_back(db);
+                }
+            }
+            (ServiceKind::Redis, Some(slot)) if current => {
+                let db = slot.database.clone().unwrap_or_default();
+                if let Admin::Redis(con) = &mut svc.admin {
+                    let flushed = redis::pipe()
+                        .cmd("SELECT")
+                        .arg(&db)
+                        .cmd("FLUSHDB")
+                        .cmd("SELECT")
+                        .arg(0)
+                        .query::<()>(con.as_mut());
+                    if let Err(source) = flushed {
+                        // The server may have just died; the next tick replaces it.
+                        log!("FLUSHDB on `{}` failed: {source}", svc.spec.name);
+                        let _ = std::fs::remove_file(path);
+                        return Ok(());
+                    }
+                }
+                let ready = self.layout.ready(&svc.spec.name).join(path.file_name().unwrap());
+                std::fs::rename(path, &ready).map_err(io_err("move", path))?;
+            }
+            (ServiceKind::Command, Some(_)) if current => {
+                let ready = self.layout.ready(&svc.spec.name).join(path.file_name().unwrap());
+                std::fs::rename(path, &ready).map_err(io_err("move", path))?;
+            }
+            // A slot of a replaced server, or unreadable: its data went with the server.
+            _ => {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        drop(lock);
+        Ok(())
+    }
+
+    /// PostgreSQL: clone databases until `size` slots exist (ready or leased).
+    fn refill(&mut self, i: usize) -> Result<bool, PoolError> {
+        let svc = &mut self.services[i];
+        if svc.spec.kind != ServiceKind::Postgres {
+            return Ok(false);
+        }
+        let name = svc.spec.name.clone();
+        let mut changed = false;
+        while files_in(&self.layout.ready(&name)) + files_in(&self.layout.leased(&name))
+            < svc.spec.size
+        {
+            let db = format!("pool_{}_{}", svc.generation, svc.next_id);
+            svc.next_id += 1;
+            let Admin::Postgres(admin) = &mut svc.admin else { break };
+            let pg_err = |action: &str| {
+                let service = name.clone();
+                let action = action.to_string();
+                move |source| PoolError::Postgres { service, action, source }
+            };
+            admin
+                .batch_execute(&format!(
+                    "CREATE DATABASE \"{db}\" TEMPLATE pool_template STRATEGY FILE_COPY"
+                ))
+                .map_err(pg_err("cloning the template database"))?;
+            let server = &svc.servers[0];
+            let mut check =
+                pg_admin(server, &db).map_err(pg_err("connecting to a new database"))?;
+            check.simple_query("SELECT 1").map_err(pg_err("checking a new database"))?;
+            drop(check);
+            let slot = Slot {
+                service: name.clone(),
+                kind: ServiceKind::Postgres,
+                url: format!("postgres://pool:{}@127.0.0.1:{}/{db}", server.password, server.port),
+                database: Some(db.clone()),
+                port: server.port,
+                server: server.process,
+                generation: svc.generation,
+            };
+            publish(&self.layout, &name, &db, &slot)?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// (Re)starts every server of service `i` in a new generation and publishes its slots.
+    fn restart(&mut self, i: usize) -> Result<(), PoolError> {
+        let name = self.services[i].spec.name.clone();
+        // Retire the old generation's ready slots; leased ones are dropped when returned.
+        let ready_dir = self.layout.ready(&name);
+        if let Ok(entries) = std::fs::read_dir(&ready_dir) {
+            for e in entries.flatten() {
+                if let Ok(f) = File::open(e.path())
+                    && f.try_lock().is_ok()
+                {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let old = std::mem::take(&mut self.services[i].servers);
+        self.services[i].admin = Admin::None;
+        self.services[i].to_drop.clear();
+        for s in old {
+            stop_server(s);
+        }
+        self.services[i].generation += 1;
+        let kind = self.services[i].spec.kind;
+        let count = if kind == ServiceKind::Command { self.services[i].spec.size } else { 1 };
+        for index in 0..count {
+            let server = self.start_server(i, index)?;
+            self.services[i].servers.push(server);
+        }
+        // The status names the new servers before their slots are offered.
+        self.shared.publish(self.service_status());
+        let svc = &mut self.services[i];
+        let generation = svc.generation;
+        match kind {
+            ServiceKind::Postgres => {
+                let server = &svc.servers[0];
+                let mut admin =
+                    pg_admin(server, "postgres").map_err(|source| PoolError::Postgres {
+                        service: name.clone(),
+                        action: "connecting".into(),
+                        source,
+                    })?;
+                prepare_template(&name, &mut admin, server, svc.spec.setup_sql.as_deref())?;
+                svc.admin = Admin::Postgres(Box::new(admin));
+                self.refill(i)?;
+            }
+            ServiceKind::Redis => {
+                let server = &svc.servers[0];
+                let con = redis_connect(server.port, &server.password, 0).map_err(|source| {
+                    PoolError::Redis { service: name.clone(), action: "connecting".into(), source }
+                })?;
+                svc.admin = Admin::Redis(Box::new(con));
+                for db in 1..=svc.spec.size {
+                    let slot = Slot {
+                        service: name.clone(),
+                        kind,
+                        url: format!("redis://:{}@127.0.0.1:{}/{db}", server.password, server.port),
+                        database: Some(db.to_string()),
+                        port: server.port,
+                        server: server.process,
+                        generation,
+                    };
+                    publish(&self.layout, &name, &format!("db{db}"), &slot)?;
+                }
+            }
+            ServiceKind::Command => {
+                for (index, server) in svc.servers.iter().enumerate() {
+                    let slot = Slot {
+                        service: name.clone(),
+                        kind,
+                        url: format!("127.0.0.1:{}", server.port),
+                        database: None,
+                        port: server.port,
+                        server: server.process,
+                        generation,
+                    };
+                    publish(&self.layout, &name, &format!("i{index}"), &slot)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn run_as(&mut self) -> Result<Option<RunAs>, PoolError> {
+        if let Some(r) = self.run_as {
+            return Ok(r);
+        }
+        let r = process::unprivileged_user()?;
+        self.run_as = Some(r);
+        Ok(r)
+    }
+
+    /// Starts one server, retrying with a new port when a chosen free port was taken
+    /// before the server could bind it.
+    fn start_server(&mut self, i: usize, index: usize) -> Result<Server, PoolError> {
+        let spec = self.services[i].spec.clone();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = match spec.port {
+                Some(port) if !process::port_free(port) => {
+                    return Err(PoolError::PortInUse { service: spec.name.clone(), port });
+                }
+                Some(port) => port,
+                None => process::free_port()?,
+            };
+            match self.start_server_on(i, index, port) {
+                Err(PoolError::ServiceStart { message, .. })
+                    if message.contains("in use") && spec.port.is_none() && attempt < 5 =>
+                {
+                    log!("port {port} of `{}` was taken meanwhile: retrying", spec.name);
+                }
+                Err(PoolError::ServiceStart { message, .. }) if message.contains("in use") => {
+                    if let Some(port) = spec.port {
+                        return Err(PoolError::PortInUse { service: spec.name.clone(), port });
+                    }
+                    return Err(PoolError::Supervisor {
+                        message: format!(
+                            "no free port for `{}` after {attempt} attempts",
+                            spec.name
+                        ),
+                        log: self.layout.supervisor_log(),
+                    });
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn start_server_on(&mut self, i: usize, index: usize, port: u16) -> Result<Server, PoolError> {
+        let spec = self.services[i].spec.clone();
+        let generation = self.services[i].generation;
+        let instance = format!("{}-{generation}-{index}", spec.name);
+        let log = self.layout.logs().join(format!("{instance}.log"));
+        let record_path = self.layout.instances().join(format!("{instance}.json"));
+        let password = files::random_hex(16);
+        let mut started = Instant::now();
+
+        #[cfg(feature = "docker")]
+        if self.spec.backend == Backend::Docker {
+            let id =
+                super::docker::start_container(&self.layout, &spec, &instance, port, &password)?;
+            write_json(
+                &record_path,
+                &InstanceRecord {
+                    service: spec.name.clone(),
+                    generation,
+                    process: None,
+                    container: Some(id.clone()),
+                    data_dir: None,
+                },
+            )?;
+            let mut server = Server {
+                port,
+                password,
+                child: None,
+                process: None,
+                container: Some(id),
+                data_dir: None,
+                socket_dir: None,
+                record_path,
+                log,
+                start_ms: 0,
+                checked: Instant::now(),
+            };
+            wait_ready(&spec, &mut server)?;
+            server.start_ms = started.elapsed().as_millis() as u64;
+            return Ok(server);
+        }
+        debug_assert_eq!(self.spec.backend, Backend::Process);
+
+        let (cmd, data_dir, run_as, password) = match spec.kind {
+            ServiceKind::Postgres => {
+                let run_as = self.run_as()?;
+                if self.pg.is_none() {
+                    let bin = process::pg_bin()?;
+                    let (template, pw) =
+                        process::postgres_template(&self.spec.template_cache, &bin, run_as)?;
+                    self.pg = Some((bin, template, pw));
+                }
+                let (bin, template, pw) = self.pg.as_ref().unwrap();
+                // The once-per-machine initdb is not part of a server's start time.
+                started = Instant::now();
+                let dir = process::instance_dir(&self.data_root, &instance, run_as)?;
+                let (data, sock) = process::postgres_instance(template, &dir, run_as)?;
+                (process::postgres_command(bin, &data, &sock, port), dir, run_as, pw.clone())
+            }
+            ServiceKind::Redis => {
+                let bin = process::redis_bin()?;
+                let dir = process::instance_dir(&self.data_root, &instance, None)?;
+                let cmd = process::redis_command(&bin, &dir, port, &password, spec.size + 1)?;
+                (cmd, dir, None, password)
+            }
+            ServiceKind::Command => {
+                let dir = process::instance_dir(&self.data_root, &instance, None)?;
+                let args: Vec<String> =
+                    spec.command.iter().map(|a| a.replace("{port}", &port.to_string())).collect();
+                let mut cmd = std::process::Command::new(&args[0]);
+                cmd.args(&args[1..]).env("PORT", port.to_string());
+                (cmd, dir, None, String::new())
+            }
+        };
+        let child = process::spawn_server(cmd, &data_dir, &log, run_as)?;
+        let record = ProcessRecord::of(child.id());
+        write_json(
+            &record_path,
+            &InstanceRecord {
+                service: spec.name.clone(),
+                generation,
+                process: record,
+                container: None,
+                data_dir: Some(data_dir.clone()),
+            },
+        )?;
+        let mut server = Server {
+            port,
+            password,
+            child: Some(child),
+            process: record,
+            container: None,
+            socket_dir: (spec.kind == ServiceKind::Postgres).then(|| data_dir.join("sock")),
+            data_dir: Some(data_dir),
+            record_path,
+            log,
+            start_ms: 0,
+            checked: Instant::now(),
+        };
+        if let Err(err) = wait_ready(&spec, &mut server) {
+            stop_server(server);
+            return Err(err);
+        }
+        server.start_ms = started.elapsed().as_millis() as u64;
+        log!(
+            "`{}` server {} ready on port {port} in {} ms",
+            spec.name,
+            record.map_or(0, |r| r.pid),
+            server.start_ms
+        );
+        Ok(server)
+    }
+
+    fn stop_all(&mut self) {
+        for svc in &mut self.services {
+            svc.admin = Admin::None;
+            for s in std::mem::take(&mut svc.servers) {
+                stop_server(s);
+            }
+        }
+    }
+
+    fn service_status(&self) -> (String, ServiceStatus) {
+        let s = &self.services[0];
+        let status = ServiceStatus {
+            kind: Some(s.spec.kind),
+            size: s.spec.size,
+            servers: s
+                .servers
+                .iter()
+                .map(|v| ServerStatus { pid: v.process.map(|p| p.pid), port: v.port })
+                .collect(),
+            generation: s.generation,
+            ready: 0,
+            leased: 0,
+            start_ms: s.servers.iter().map(|v| v.start_ms).collect(),
+        };
+        (s.spec.name.clone(), status)
+    }
+}
+
+/// What the service threads share with the main thread.
+#[derive(Default)]
+struct Shared {
+    services: Mutex<BTreeMap<String, ServiceStatus>>,
+    changed: AtomicBool,
+    last_activity: Mutex<Option<Instant>>,
+}
+
+impl Shared {
+    fn publish(&self, (name, status): (String, ServiceStatus)) {
+        self.services.lock().unwrap().insert(name, status);
+        self.changed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The main thread while the pool serves: stop on SIGTERM, the owner's death or the
+/// idle timeout; keep `status.json` current.
+fn watch(layout: &Layout, spec: &PoolSpec, me: ProcessRecord, shared: &Shared) {
+    let mut last_owner_check = Instant::now();
+    let mut last_status = Instant::now();
+    let started = Instant::now();
+    loop {
+        if STOP.load(Ordering::SeqCst) {
+            log!("stopping on request");
+            return;
+        }
+        if last_owner_check.elapsed() >= Duration::from_millis(200) {
+            last_owner_check = Instant::now();
+            if let Some(owner) = spec.owner
+                && !owner.alive()
+            {
+                log!("owner process {} exited: stopping", owner.pid);
+                return;
+            }
+        }
+        if let Some(idle) = spec.idle_timeout {
+            let last = shared.last_activity.lock().unwrap().unwrap_or(started);
+            if last.elapsed() > idle {
+                log!("idle for {idle:?}: stopping");
+                return;
+            }
+        }
+        if shared.changed.swap(false, Ordering::SeqCst)
+            || last_status.elapsed() > Duration::from_secs(1)
+        {
+            write_status(layout, spec, me, shared, SupervisorState::Ready, None);
+            last_status = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn write_status(
+    layout: &Layout,
+    spec: &PoolSpec,
+    me: ProcessRecord,
+    shared: &Shared,
+    state: SupervisorState,
+    message: Option<String>,
+) {
+    let mut services = shared.services.lock().unwrap().clone();
+    for (name, s) in services.iter_mut() {
+        s.ready = files_in(&layout.ready(name));
+        s.leased = files_in(&layout.leased(name));
+    }
+    let status =
+        PoolStatus { state, message, supervisor: Some(me), backend: Some(spec.backend), services };
+    if let Err(e) = write_json(&layout.status(), &status) {
+        log!("could not write the status: {e}");
+    }
+}
+
+fn files_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Writes a slot file into `tmp/` and renames it into `ready/`, so a lease never reads
+/// half a file.
+fn publish(layout: &Layout, service: &str, name: &str, slot: &Slot) -> Result<(), PoolError> {
+    let tmp = layout.slots_tmp(service).join(name);
+    write_json(&tmp, slot)?;
+    let ready = layout.ready(service).join(name);
+    std::fs::rename(&tmp, &ready).map_err(io_err("publish", &ready))
+}
+
+fn server_alive(server: &mut Server) -> bool {
+    if let Some(child) = &mut server.child {
+        return matches!(child.try_wait(), Ok(None));
+    }
+    #[cfg(feature = "docker")]
+    if let Some(id) = &server.container {
+        // Asking the engine costs a process spawn: twice a second is enough.
+        if server.checked.elapsed() < Duration::from_millis(500) {
+            return true;
+        }
+        server.checked = Instant::now();
+        return super::docker::container_alive(id);
+    }
+    false
+}
+
+fn stop_server(mut server: Server) {
+    if let Some(record) = server.process {
+        // SIGQUIT: PostgreSQL's immediate shutdown (its backends go too); Redis and most
+        // commands exit on it as well. Whatever remains after the grace time is killed.
+        files::stop_record(&record, libc::SIGQUIT, Duration::from_secs(2));
+    }
+    if let Some(child) = &mut server.child {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    #[cfg(feature = "docker")]
+    if let Some(id) = &server.container {
+        super::docker::remove_container(id);
+    }
+    if let Some(dir) = &server.data_dir {
+        // A PostgreSQL backend may still finish writing a file for a moment after its
+        // postmaster is gone: retry until the directory is really gone.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while std::fs::remove_dir_all(dir).is_err() && dir.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(root) = dir.parent() {
+            // Only succeeds once the last instance of the pool is gone.
+            let _ = std::fs::remove_dir(root);
+        }
+    }
+    let _ = std::fs::remove_file(&server.record_path);
+}
+
+fn pg_connect(port: u16, password: &str, db: &str) -> Result<postgres::Client, postgres::Error> {
+    postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("pool")
+        .password(password)
+        .dbname(db)
+        .connect_timeout(Duration::from_secs(2))
+        .connect(postgres::NoTls)
+}
+
+/// The supervisor's own connection: over the private socket when there is one (no
+/// password round), else over TCP with the password.
+fn pg_admin(server: &Server, db: &str) -> Result<postgres::Client, postgres::Error> {
+    match &server.socket_dir {
+        Some(dir) => postgres::Config::new()
+            .host_path(dir)
+            .port(server.port)
+            .user("pool")
+            .dbname(db)
+            .connect_timeout(Duration::from_secs(2))
+            .connect(postgres::NoTls),
+        None => pg_connect(server.port, &server.password, db),
+    }
+}
+
+fn redis_connect(port: u16, password: &str, db: i64) -> redis::RedisResult<redis::Connection> {
+    let client = redis::Client::open(format!("redis://:{password}@127.0.0.1:{port}/{db}"))?;
+    client.get_connection_with_timeout(Duration::from_secs(2))
+}
+
+/// Polls every 2 ms until the server answers a real request (a query, a PING, or the
+/// command service's probe); fails fast when the process exits.
+fn wait_ready(spec: &ServiceSpec, server: &mut Server) -> Result<(), PoolError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let fail = |server: &Server, message: String| PoolError::ServiceStart {
+        service: spec.name.clone(),
+        message,
+        log: server.log.clone(),
+    };
+    loop {
+        if !server_alive(server) {
+            let tail = log_tail(&server.log);
+            let in_use = tail.contains("Address already in use") || tail.contains("could not bind");
+            let message = if in_use {
+                format!("port {} is in use", server.port)
+            } else {
+                format!("it exited during start-up: {}", tail.trim())
+            };
+            return Err(fail(server, message));
+        }
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], server.port));
+        let tcp = || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(50)).is_ok();
+        let ready = match spec.kind {
+            ServiceKind::Postgres => {
+                tcp()
+                    && pg_admin(server, "postgres")
+                        .and_then(|mut c| c.simple_query("SELECT 1"))
+                        .is_ok()
+            }
+            ServiceKind::Redis => {
+                tcp()
+                    && redis_connect(server.port, &server.password, 0)
+                        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                        .is_ok()
+            }
+            ServiceKind::Command => match &spec.ready {
+                Some(ReadyProbe { tcp: true, .. }) => tcp(),
+                Some(ReadyProbe { command, .. }) if !command.is_empty() => {
+                    let args: Vec<String> = command
+                        .iter()
+                        .map(|a| a.replace("{port}", &server.port.to_string()))
+                        .collect();
+                    std::process::Command::new(&args[0])
+                        .args(&args[1..])
+                        .env("PORT", server.port.to_string())
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success())
+                }
+                Some(ReadyProbe { log_line: Some(line), .. }) => {
+                    std::fs::read_to_string(&server.log).is_ok_and(|l| l.contains(line.as_str()))
+                }
+                _ => tcp(),
+            },
+        };
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(fail(server, "it was not ready within 60 s".into()));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
+}
+
+/// Creates the template database every lease is cloned from and applies the setup SQL
+/// to it once. Connections to it are then refused, so clones never fail on a stray one.
+fn prepare_template(
+    service: &str,
+    admin: &mut postgres::Client,
+    server: &Server,
+    setup_sql: Option<&Path>,
+) -> Result<(), PoolError> {
+    let err = |action: &str| {
+        let service = service.to_string();
+        let action = action.to_string();
+        move |source| PoolError::Postgres { service, action, source }
+    };
+    admin
+        .batch_execute("CREATE DATABASE pool_template")
+        .map_err(err("creating the template database"))?;
+    if let Some(path) = setup_sql {
+        let sql = std::fs::read_to_string(path).map_err(|source| PoolError::SetupSql {
+            service: service.to_string(),
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut c = pg_admin(server, "pool_template")
+            .map_err(err("connecting to the template database"))?;
+        c.batch_execute(&sql).map_err(err(&format!("applying {}", path.display())))?;
+    }
+    admin
+        .batch_execute("ALTER DATABASE pool_template WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")
+        .map_err(err("sealing the template database"))?;
+    Ok(())
+}

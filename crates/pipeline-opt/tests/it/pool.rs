@@ -1,0 +1,481 @@
+//! The service pool against real PostgreSQL and Redis servers: isolation between
+//! concurrent processes, slots freed by dead holders, dead servers replaced, `down`
+//! leaving nothing behind, and clear errors. Multi-process tests re-run this test
+//! binary with `POOL_TEST_ROLE` set, which makes `pool_child_entry_point` act as a child.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use pipeline_opt::config::{Config, ServiceConfig, ServiceKind};
+use pipeline_opt::pool::{self, ContainerPool, PoolError, PoolOptions};
+
+const ROLE: &str = "POOL_TEST_ROLE";
+
+/// Whether the servers are installed. Under `CI=true` a missing one fails the test
+/// (`cargo xtask ci` installs them); elsewhere the test says loudly that it did not run.
+fn servers_installed() -> bool {
+    let missing: Vec<&str> = ["initdb", "redis-server"]
+        .into_iter()
+        .filter(|p| pool::find_program(p).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{missing:?} not installed; `cargo xtask ci` installs them");
+    }
+    eprintln!("NOT RUN: {missing:?} not installed (install postgresql and redis-server)");
+    false
+}
+
+fn service(kind: ServiceKind, size: usize) -> ServiceConfig {
+    ServiceConfig { kind, size, command: vec![], setup_sql: None, port: None, ready: None }
+}
+
+/// A pool in a temp dir that stops with the test (and with this process, if it dies).
+struct TestPool {
+    pool: ContainerPool,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TestPool {
+    fn drop(&mut self) {
+        let _ = self.pool.down();
+    }
+}
+
+fn options() -> PoolOptions {
+    PoolOptions {
+        supervisor_exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_pipeline-opt-pool"))),
+        owner: Some(std::process::id()),
+        template_cache: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("pool-template")),
+        ..PoolOptions::default()
+    }
+}
+
+fn start(services: &[(&str, ServiceConfig)]) -> TestPool {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = ContainerPool::at(&dir.path().join("pool"));
+    let services: BTreeMap<String, ServiceConfig> =
+        services.iter().map(|(n, s)| (n.to_string(), s.clone())).collect();
+    pool.up(dir.path(), &services, &options()).unwrap_or_else(|e| panic!("pool up: {e}"));
+    TestPool { pool, _dir: dir }
+}
+
+fn child(role: &str, pool: &TestPool) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", "pool::pool_child_entry_point", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env(pool::POOL_ENV, pool.pool.dir())
+        .env(pool::TIMEOUT_ENV, "20s")
+        .stdin(Stdio::null());
+    c
+}
+
+fn now_nanos() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+}
+
+/// Not a test of its own: the body of the child processes that other tests spawn.
+#[test]
+fn pool_child_entry_point() {
+    let Ok(role) = std::env::var(ROLE) else { return };
+    let me = std::process::id().to_string();
+    match role.as_str() {
+        "isolate" => {
+            let pg = pool::lease("postgres").unwrap();
+            let rd = pool::lease("redis").unwrap();
+            println!("start {}", now_nanos());
+            let mut db = postgres::Client::connect(pg.url(), postgres::NoTls).unwrap();
+            // A fresh database: a reused one would already have the table.
+            db.batch_execute("CREATE TABLE t (v text)").unwrap();
+            db.execute("INSERT INTO t VALUES ($1)", &[&me]).unwrap();
+            let mut r = redis::Client::open(rd.url()).unwrap().get_connection().unwrap();
+            let size: i64 = redis::cmd("DBSIZE").query(&mut r).unwrap();
+            assert_eq!(size, 0, "a leased Redis database starts empty");
+            redis::cmd("SET").arg("owner").arg(&me).query::<()>(&mut r).unwrap();
+            std::thread::sleep(Duration::from_millis(150));
+            let rows: Vec<String> =
+                db.query("SELECT v FROM t", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+            assert_eq!(rows, vec![me.clone()], "another process's rows leaked in");
+            let owner: String = redis::cmd("GET").arg("owner").query(&mut r).unwrap();
+            assert_eq!(owner, me, "another process's keys leaked in");
+            println!("end {}", now_nanos());
+            println!("db {}", pg.database().unwrap());
+        }
+        "hold" => {
+            let pg = pool::lease("postgres").unwrap();
+            println!("leased {}", pg.database().unwrap());
+            std::io::stdout().flush().unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        other => panic!("unknown {ROLE} `{other}`"),
+    }
+}
+
+#[test]
+fn eight_processes_share_a_pool_of_two_in_isolation() {
+    if !servers_installed() {
+        return;
+    }
+    let pool = start(&[
+        ("postgres", service(ServiceKind::Postgres, 2)),
+        ("redis", service(ServiceKind::Redis, 2)),
+    ]);
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            child("isolate", &pool).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    let mut intervals = Vec::new();
+    let mut databases = Vec::new();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "child failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let field = |name: &str| -> String {
+            // libtest prints `test ... ` without a newline before the child's first line.
+            let line = stdout.lines().find_map(|l| l.split_once(name).map(|(_, rest)| rest));
+            line.unwrap_or_else(|| panic!("no `{name}` line in the child's output:\n{stdout}"))
+                .trim()
+                .to_string()
+        };
+        intervals.push((
+            field("start ").parse::<u128>().unwrap(),
+            field("end ").parse::<u128>().unwrap(),
+        ));
+        databases.push(field("db "));
+    }
+    // Never more than two holders at once: the pool has two slots.
+    let most = intervals
+        .iter()
+        .map(|(s, _)| intervals.iter().filter(|(s2, e2)| s2 <= s && s < e2).count())
+        .max()
+        .unwrap();
+    assert!(most <= 2, "{most} leases overlapped in a pool of 2");
+    databases.sort();
+    databases.dedup();
+    assert_eq!(databases.len(), 8, "a returned database was handed out again");
+}
+
+#[test]
+fn a_killed_holder_frees_its_slot() {
+    if !servers_installed() {
+        return;
+    }
+    let pool = start(&[("postgres", service(ServiceKind::Postgres, 1))]);
+    let mut holder = child("hold", &pool).stdout(Stdio::piped()).spawn().unwrap();
+    // The test harness prints its own lines first.
+    let held = BufReader::new(holder.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.split_once("leased ").map(|(_, d)| d.trim().to_string()))
+        .expect("the holder leased");
+    // The only slot is taken.
+    let err = pool.pool.lease("postgres", Duration::from_millis(100)).unwrap_err();
+    assert!(matches!(err, PoolError::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains("raise `size`"), "{err}");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let start = Instant::now();
+    let lease = pool.pool.lease("postgres", Duration::from_secs(10)).unwrap();
+    assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
+    assert_ne!(lease.database().unwrap(), held, "the dead holder's database was reused");
+    let mut db = postgres::Client::connect(lease.url(), postgres::NoTls).unwrap();
+    db.simple_query("SELECT 1").unwrap();
+}
+
+#[test]
+fn a_killed_server_is_replaced_at_the_next_lease() {
+    if !servers_installed() {
+        return;
+    }
+    let pool = start(&[
+        ("postgres", service(ServiceKind::Postgres, 2)),
+        ("redis", service(ServiceKind::Redis, 1)),
+    ]);
+    for name in ["postgres", "redis"] {
+        let old = pool.pool.lease(name, Duration::from_secs(5)).unwrap();
+        let old_pid = old.server_pid().unwrap();
+        drop(old);
+        // SAFETY: a server process this test's pool started.
+        unsafe { libc::kill(old_pid as i32, libc::SIGKILL) };
+        // The signal is delivered asynchronously: wait until the server is gone.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while running(old_pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let lease = pool.pool.lease(name, Duration::from_secs(20)).unwrap_or_else(|e| {
+            let log = std::fs::read_to_string(pool.pool.dir().join("run/supervisor.log"));
+            panic!("{name}: {e}\nsupervisor log:\n{}", log.unwrap_or_default())
+        });
+        assert_ne!(lease.server_pid().unwrap(), old_pid, "{name}: the dead server was leased");
+        match name {
+            "postgres" => {
+                let mut db = postgres::Client::connect(lease.url(), postgres::NoTls).unwrap();
+                db.simple_query("SELECT 1").unwrap();
+            }
+            _ => {
+                let mut r = redis::Client::open(lease.url()).unwrap().get_connection().unwrap();
+                let pong: String = redis::cmd("PING").query(&mut r).unwrap();
+                assert_eq!(pong, "PONG");
+            }
+        }
+    }
+    // The status file follows within a few milliseconds.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while pool.pool.status().services["postgres"].generation != 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(pool.pool.status().services["postgres"].generation, 2);
+}
+
+fn pids_of(pool: &ContainerPool) -> Vec<u32> {
+    let status = pool.status();
+    let mut pids: Vec<u32> =
+        status.services.values().flat_map(|s| s.servers.iter().filter_map(|v| v.pid)).collect();
+    pids.extend(status.supervisor.map(|s| s.pid));
+    pids
+}
+
+/// A process is gone when /proc no longer has it or it is a zombie.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit(") ").next().is_some_and(|rest| !rest.starts_with('Z')))
+}
+
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit(") ").next().and_then(|r| r.split(' ').nth(1)) == Some(&parent.to_string())
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn down_leaves_no_server_process() {
+    if !servers_installed() {
+        return;
+    }
+    let pool = start(&[
+        ("postgres", service(ServiceKind::Postgres, 1)),
+        ("redis", service(ServiceKind::Redis, 1)),
+    ]);
+    let mut pids = pids_of(&pool.pool);
+    assert_eq!(pids.len(), 3, "two servers and the supervisor: {pids:?}");
+    // PostgreSQL's own processes (checkpointer, backends, ...) must go too.
+    let children: Vec<u32> = pids.iter().flat_map(|p| children_of(*p)).collect();
+    assert!(!children.is_empty(), "PostgreSQL runs helper processes");
+    pids.extend(children);
+    let report = pool.pool.down().unwrap();
+    assert!(report.supervisor_stopped);
+    let left: Vec<String> = pids
+        .iter()
+        .copied()
+        .filter(|p| running(*p))
+        .map(|p| {
+            format!(
+                "{p} {}",
+                std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default()
+            )
+        })
+        .collect();
+    assert!(left.is_empty(), "still running after down: {left:?} (all: {pids:?})");
+    let err = pool.pool.lease("postgres", Duration::from_secs(1)).unwrap_err();
+    assert!(err.to_string().contains("no pool supervisor runs"), "{err}");
+}
+
+#[test]
+fn a_crashed_supervisor_takes_its_servers_along() {
+    if !servers_installed() {
+        return;
+    }
+    let pool = start(&[
+        ("postgres", service(ServiceKind::Postgres, 1)),
+        ("redis", service(ServiceKind::Redis, 1)),
+    ]);
+    let status = pool.pool.status();
+    let supervisor = status.supervisor.unwrap().pid;
+    let servers: Vec<u32> = pids_of(&pool.pool).into_iter().filter(|p| *p != supervisor).collect();
+    // SAFETY: the supervisor this test started.
+    unsafe { libc::kill(supervisor as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while servers.iter().any(|p| running(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let left: Vec<u32> = servers.iter().copied().filter(|p| running(*p)).collect();
+    assert!(left.is_empty(), "servers outlived their supervisor by 2 s: {left:?}");
+    // `clean` removes what the crash left on disk and reports nothing alive to stop.
+    let report = pool.pool.clean().unwrap();
+    assert_eq!(report.running_supervisor, None);
+    assert!(!pool.pool.dir().join("run").exists());
+}
+
+#[test]
+fn setup_sql_is_applied_to_every_leased_database() {
+    if !servers_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("schema.sql"),
+        "CREATE TABLE users (name text); INSERT INTO users VALUES ('seed');",
+    )
+    .unwrap();
+    let mut pg = service(ServiceKind::Postgres, 2);
+    pg.setup_sql = Some("schema.sql".into());
+    let services = BTreeMap::from([("db".to_string(), pg)]);
+    let pool = ContainerPool::at(&dir.path().join("pool"));
+    pool.up(dir.path(), &services, &options()).unwrap();
+    let _guard = TestPool { pool: pool.clone(), _dir: tempfile::tempdir().unwrap() };
+    for _ in 0..3 {
+        let lease = pool.lease("db", Duration::from_secs(10)).unwrap();
+        let mut db = postgres::Client::connect(lease.url(), postgres::NoTls).unwrap();
+        let n: i64 = db.query_one("SELECT count(*) FROM users", &[]).unwrap().get(0);
+        assert_eq!(n, 1, "each lease sees exactly the seed row");
+        db.execute("INSERT INTO users VALUES ('mine')", &[]).unwrap();
+    }
+}
+
+#[test]
+fn a_command_service_is_probed_and_leased() {
+    if !servers_installed() {
+        return;
+    }
+    let redis = pool::find_program("redis-server").unwrap().display().to_string();
+    let command = |ready: &str| {
+        let mut s = service(ServiceKind::Command, 2);
+        s.command = [&redis, "--port", "{port}", "--bind", "127.0.0.1", "--save", ""]
+            .map(String::from)
+            .to_vec();
+        s.ready = Some(serde_json::from_str(ready).unwrap());
+        s
+    };
+    let pool = start(&[
+        ("by-tcp", command(r#"{"tcp": true}"#)),
+        ("by-log", command(r#"{"log-line": "Ready to accept connections"}"#)),
+    ]);
+    for name in ["by-tcp", "by-log"] {
+        let a = pool.pool.lease(name, Duration::from_secs(5)).unwrap();
+        let b = pool.pool.lease(name, Duration::from_secs(5)).unwrap();
+        assert_ne!(a.port(), b.port(), "two instances");
+        let mut r =
+            redis::Client::open(format!("redis://{}", a.url())).unwrap().get_connection().unwrap();
+        let pong: String = redis::cmd("PING").query(&mut r).unwrap();
+        assert_eq!(pong, "PONG");
+    }
+}
+
+#[test]
+fn a_fixed_port_in_use_is_a_clear_error() {
+    if !servers_installed() {
+        return;
+    }
+    let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut redis = service(ServiceKind::Redis, 1);
+    redis.port = Some(port);
+    let dir = tempfile::tempdir().unwrap();
+    let pool = ContainerPool::at(&dir.path().join("pool"));
+    let services = BTreeMap::from([("cache".to_string(), redis)]);
+    let err = pool.up(dir.path(), &services, &options()).unwrap_err();
+    let _ = pool.down();
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("port {port} of service `cache` is already in use")),
+        "{message}"
+    );
+    assert!(message.contains("remove `port`"), "{message}");
+}
+
+#[test]
+fn leasing_without_a_pool_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = pool::lease_from(dir.path(), "postgres", Duration::from_millis(10)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "no pool supervisor runs at {}; start one with `cargo xtask pool up` (it prints the PIPELINE_OPT_POOL to export)",
+            dir.path().display()
+        )
+    );
+}
+
+#[test]
+fn an_unknown_service_is_a_clear_error() {
+    if !servers_installed() {
+        return;
+    }
+    let pool = start(&[("redis", service(ServiceKind::Redis, 1))]);
+    let err = pool.pool.lease("postgres", Duration::from_millis(10)).unwrap_err();
+    assert!(err.to_string().contains("has no service `postgres`; its services: redis"), "{err}");
+}
+
+#[track_caller]
+fn check_config_error(services: serde_json::Value, expect: &str) {
+    let metadata = serde_json::json!({ "pipeline-opt": { "services": services } });
+    let err = Config::from_workspace_metadata(&metadata).unwrap_err();
+    assert_eq!(err.to_string(), expect);
+}
+
+#[test]
+fn bad_service_config_is_a_clear_error() {
+    check_config_error(
+        serde_json::json!({ "db": { "kind": "mysql" } }),
+        "invalid `workspace.metadata.pipeline-opt.services.db.kind` in [workspace.metadata.pipeline-opt]: unknown variant `mysql`, expected one of `postgres`, `redis`, `command`",
+    );
+    check_config_error(
+        serde_json::json!({ "web": { "kind": "command", "command": ["./server"] } }),
+        "invalid `workspace.metadata.pipeline-opt.services.web.ready` in [workspace.metadata.pipeline-opt]: a service of kind \"command\" needs a readiness probe: ready = { tcp = true }, { command = [...] } or { log-line = \"...\" }",
+    );
+    check_config_error(
+        serde_json::json!({ "web": { "kind": "command", "command": ["./server"], "ready": { "tcp": true, "log-line": "up" } } }),
+        "invalid `workspace.metadata.pipeline-opt.services.web.ready` in [workspace.metadata.pipeline-opt]: set exactly one of `tcp = true`, `command = [...]` or `log-line = \"...\"`",
+    );
+    check_config_error(
+        serde_json::json!({ "web": { "kind": "command", "command": ["./s"], "ready": { "port": 80 } } }),
+        "invalid `workspace.metadata.pipeline-opt.services.web.ready.port` in [workspace.metadata.pipeline-opt]: unknown field `port`, expected one of `tcp`, `command`, `log-line`",
+    );
+    check_config_error(
+        serde_json::json!({ "cache": { "kind": "redis", "setup-sql": "x.sql" } }),
+        "invalid `workspace.metadata.pipeline-opt.services.cache.setup-sql` in [workspace.metadata.pipeline-opt]: only services of kind \"postgres\" take setup SQL; remove it",
+    );
+    check_config_error(
+        serde_json::json!({ "db": { "kind": "postgres", "port": 70000 } }),
+        "invalid `workspace.metadata.pipeline-opt.services.db.port` in [workspace.metadata.pipeline-opt]: invalid value: integer `70000`, expected u16",
+    );
+}
+
+#[test]
+fn the_plan_starts_services_beside_compilation_and_tests_wait_for_them() {
+    use pipeline_opt::fixture::FixtureWorkspace;
+    use pipeline_opt::plan::{PlanOptions, StageKind, plan};
+    let dir = tempfile::tempdir().unwrap();
+    let root = camino::Utf8Path::from_path(dir.path()).unwrap();
+    let mut fixture = FixtureWorkspace::chain(1);
+    fixture.config = Some("services.db = { kind = \"postgres\", size = 2 }\n".into());
+    let manifest = fixture.write(root).unwrap();
+    let workspace = pipeline_opt::workspace::Workspace::load(Some(&manifest)).unwrap();
+    let config = Config::from_workspace_metadata(&workspace.metadata).unwrap();
+    let plan = plan(&workspace, &config, &PlanOptions::default()).unwrap();
+    let services = plan.stages.iter().find(|s| s.id == "services").expect("a services stage");
+    assert_eq!(services.kind, StageKind::Services);
+    assert!(services.depends_on.is_empty(), "it starts with the first stage");
+    assert!(!services.cpu_heavy);
+    assert_eq!(&services.command.args[..3], ["xtask", "pool", "up"]);
+    let test = plan.stages.iter().find(|s| s.id == "test").unwrap();
+    assert!(test.depends_on.contains(&"services".to_string()));
+    let pool_dir = workspace.state_dir(&config).join("pool");
+    assert_eq!(test.command.env.get(pool::POOL_ENV), Some(&pool_dir.to_string()));
+}

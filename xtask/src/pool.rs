@@ -1,0 +1,103 @@
+//! `cargo xtask pool <up|status|down|clean>`: the service pool's lifecycle, as calls into
+//! `pipeline_opt::pool`. Output names ports and pids, never credentials.
+
+use anyhow::{Result, bail};
+use pipeline_opt::exit;
+use pipeline_opt::inputs::Inputs;
+use pipeline_opt::pool::{ContainerPool, PoolOptions, PoolStatus};
+
+impl crate::flags::Pool {
+    pub(crate) fn run(self, _sh: &xshell::Shell) -> Result<i32> {
+        let action = self.action.as_str();
+        if !matches!(action, "up" | "status" | "down" | "clean") {
+            bail!("unknown pool action `{action}`: use `up`, `status`, `down` or `clean`");
+        }
+        let manifest = crate::utf8(self.manifest_path.as_ref())?;
+        let inputs = Inputs::load(manifest.as_deref())?;
+        let pool = ContainerPool::for_workspace(&inputs.workspace, &inputs.config);
+        match action {
+            "up" => {
+                if inputs.config.services.is_empty() {
+                    bail!(
+                        "no services are declared; add one under [workspace.metadata.pipeline-opt.services.<name>] (see docs/services.md)"
+                    );
+                }
+                // No owner: the pool outlives this command until `down` or the idle timeout.
+                let handle = pipeline_opt::pool::services_up(
+                    &inputs.workspace,
+                    &inputs.config,
+                    &PoolOptions::default(),
+                )?;
+                for note in &handle.notes {
+                    eprintln!("note: {note}");
+                }
+                let verb = if handle.started { "started" } else { "already running" };
+                println!("pool {verb} at {}", handle.dir.display());
+                print_status(&handle.status);
+                let (var, value) = handle.env();
+                println!("export {var}={}", value.to_string_lossy());
+            }
+            "status" => {
+                let status = pool.status();
+                println!("pool at {}", pool.dir().display());
+                print_status(&status);
+            }
+            "down" => {
+                let report = pool.down()?;
+                match (report.supervisor_stopped, report.leftovers_stopped.len()) {
+                    (false, 0) => println!("no pool was running at {}", pool.dir().display()),
+                    (stopped, left) => println!(
+                        "pool stopped{}{}",
+                        if stopped { "" } else { " (no supervisor was running)" },
+                        if left > 0 {
+                            format!("; {left} leftover server(s) stopped")
+                        } else {
+                            String::new()
+                        }
+                    ),
+                }
+            }
+            "clean" => {
+                let report = pool.clean()?;
+                if let Some(pid) = report.running_supervisor {
+                    println!(
+                        "a live supervisor (pid {pid}) owns the pool; nothing to clean (stop it with `cargo xtask pool down`)"
+                    );
+                } else {
+                    println!(
+                        "cleaned {}: {} leftover server(s) stopped",
+                        pool.dir().display(),
+                        report.leftovers_stopped.len()
+                    );
+                }
+            }
+            _ => unreachable!("validated above"),
+        }
+        Ok(exit::OK)
+    }
+}
+
+fn print_status(status: &PoolStatus) {
+    let supervisor = status.supervisor.map(|s| s.pid.to_string()).unwrap_or_else(|| "-".into());
+    println!("state: {:?} (supervisor pid {supervisor})", status.state);
+    if let Some(message) = &status.message {
+        println!("message: {message}");
+    }
+    for (name, s) in &status.services {
+        let servers: Vec<String> = s
+            .servers
+            .iter()
+            .map(|v| format!("pid {} port {}", v.pid.map_or("-".into(), |p| p.to_string()), v.port))
+            .collect();
+        println!(
+            "  {name}: {:?}, size {}, {} ready, {} leased, generation {}, servers [{}], started in {:?} ms",
+            s.kind.unwrap_or(pipeline_opt::config::ServiceKind::Command),
+            s.size,
+            s.ready,
+            s.leased,
+            s.generation,
+            servers.join(", "),
+            s.start_ms
+        );
+    }
+}
