@@ -433,27 +433,27 @@ fn check_config_error(services: serde_json::Value, expect: &str) {
 fn bad_service_config_is_a_clear_error() {
     check_config_error(
         serde_json::json!({ "db": { "kind": "mysql" } }),
-        "invalid `workspace.metadata.pipeline-opt.services.db.kind` in [workspace.metadata.pipeline-opt]: unknown variant `mysql`, expected one of `postgres`, `redis`, `command`",
+        "invalid `workspace.metadata.pipeline-opt.services.db.kind` in Cargo.toml: unknown variant `mysql`, expected one of `postgres`, `redis`, `command`",
     );
     check_config_error(
         serde_json::json!({ "web": { "kind": "command", "command": ["./server"] } }),
-        "invalid `workspace.metadata.pipeline-opt.services.web.ready` in [workspace.metadata.pipeline-opt]: a service of kind \"command\" needs a readiness probe: ready = { tcp = true }, { command = [...] } or { log-line = \"...\" }",
+        "invalid `workspace.metadata.pipeline-opt.services.web.ready` in Cargo.toml: a service of kind \"command\" needs a readiness probe: ready = { tcp = true }, { command = [...] } or { log-line = \"...\" }",
     );
     check_config_error(
         serde_json::json!({ "web": { "kind": "command", "command": ["./server"], "ready": { "tcp": true, "log-line": "up" } } }),
-        "invalid `workspace.metadata.pipeline-opt.services.web.ready` in [workspace.metadata.pipeline-opt]: set exactly one of `tcp = true`, `command = [...]` or `log-line = \"...\"`",
+        "invalid `workspace.metadata.pipeline-opt.services.web.ready` in Cargo.toml: set exactly one of `tcp = true`, `command = [...]` or `log-line = \"...\"`",
     );
     check_config_error(
         serde_json::json!({ "web": { "kind": "command", "command": ["./s"], "ready": { "port": 80 } } }),
-        "invalid `workspace.metadata.pipeline-opt.services.web.ready.port` in [workspace.metadata.pipeline-opt]: unknown field `port`, expected one of `tcp`, `command`, `log-line`",
+        "invalid `workspace.metadata.pipeline-opt.services.web.ready.port` in Cargo.toml: unknown field `port`, expected one of `tcp`, `command`, `log-line`",
     );
     check_config_error(
         serde_json::json!({ "cache": { "kind": "redis", "setup-sql": "x.sql" } }),
-        "invalid `workspace.metadata.pipeline-opt.services.cache.setup-sql` in [workspace.metadata.pipeline-opt]: only services of kind \"postgres\" take setup SQL; remove it",
+        "invalid `workspace.metadata.pipeline-opt.services.cache.setup-sql` in Cargo.toml: only services of kind \"postgres\" take setup SQL; remove it",
     );
     check_config_error(
         serde_json::json!({ "db": { "kind": "postgres", "port": 70000 } }),
-        "invalid `workspace.metadata.pipeline-opt.services.db.port` in [workspace.metadata.pipeline-opt]: invalid value: integer `70000`, expected u16",
+        "invalid `workspace.metadata.pipeline-opt.services.db.port` in Cargo.toml: invalid value: integer `70000`, expected u16",
     );
 }
 
