@@ -3,6 +3,8 @@
 //! be reached but everything is present the run goes on offline, and when something is
 //! missing the one error names the package.
 
+use std::collections::BTreeMap;
+
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 use xshell::{Shell, cmd};
@@ -118,16 +120,18 @@ impl DependencyCache {
 
     /// Makes sure every dependency is downloaded, touching the network only when the
     /// lock file changed since the last recorded fetch (or something went missing).
+    /// `env` is set on every cargo it runs (the fetch stage's environment).
     pub fn ensure_fetched(
         &self,
         workspace: &Workspace,
         toolchain: &Toolchain,
+        env: &BTreeMap<String, String>,
     ) -> Result<FetchOutcome, FetchError> {
         let dir = &workspace.root;
-        if !self.needs_fetch(workspace, toolchain) && cargo_fetch(workspace, true)?.is_ok() {
+        if !self.needs_fetch(workspace, toolchain) && cargo_fetch(workspace, env, true)?.is_ok() {
             return Ok(FetchOutcome::AlreadyFetched);
         }
-        match cargo_fetch(workspace, false)? {
+        match cargo_fetch(workspace, env, false)? {
             Ok(()) => {
                 self.record_fetched(workspace, toolchain)?;
                 Ok(FetchOutcome::Fetched)
@@ -137,7 +141,7 @@ impl DependencyCache {
                     return Err(FetchError::Failed { dir: dir.clone(), message: online });
                 }
                 let network = first_line(&online);
-                match cargo_fetch(workspace, true)? {
+                match cargo_fetch(workspace, env, true)? {
                     Ok(()) => {
                         self.record_fetched(workspace, toolchain)?;
                         Ok(FetchOutcome::WentOffline { reason: network })
@@ -153,7 +157,11 @@ impl DependencyCache {
 }
 
 /// Runs `cargo fetch` (offline or not); the inner `Err` is cargo's stderr.
-fn cargo_fetch(workspace: &Workspace, offline: bool) -> Result<Result<(), String>, FetchError> {
+fn cargo_fetch(
+    workspace: &Workspace,
+    env: &BTreeMap<String, String>,
+    offline: bool,
+) -> Result<Result<(), String>, FetchError> {
     let dir = workspace.root.clone();
     let spawn = |message: String| FetchError::Spawn { dir: dir.clone(), message };
     let sh = Shell::new().map_err(|e| spawn(e.to_string()))?;
@@ -165,7 +173,7 @@ fn cargo_fetch(workspace: &Workspace, offline: bool) -> Result<Result<(), String
     for var in crate::toolchain::inherited_cargo_vars() {
         c = c.env_remove(var);
     }
-    let out = c.output().map_err(|e| spawn(e.to_string()))?;
+    let out = c.envs(env).output().map_err(|e| spawn(e.to_string()))?;
     if out.status.success() {
         Ok(Ok(()))
     } else {

@@ -11,6 +11,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::plan::StageCommand;
 use crate::toolchain::Toolchain;
 use crate::workspace::{PackageIdx, Workspace};
 
@@ -32,6 +33,89 @@ pub const RELEVANT_ENV: &[&str] = &[
 ];
 /// Prefixes of cargo's configuration-by-environment that change artifacts.
 const RELEVANT_ENV_PREFIXES: &[&str] = &["CARGO_PROFILE_", "CARGO_TARGET_", "CARGO_FEATURE_"];
+
+/// Variables that steer how we run a stage, not what it produces: the jobserver, our
+/// run markers and log paths.
+pub fn is_bookkeeping(name: &str) -> bool {
+    name.starts_with("PIPELINE_OPT_")
+        || name.starts_with("NEXTEST_")
+        || matches!(name, "CARGO_MAKEFLAGS" | "MAKEFLAGS" | "MFLAGS" | "CARGO_BUILD_JOBS")
+}
+
+/// The arguments without `-j N`: how many cores a stage gets does not change its result.
+fn without_job_count(args: &[String]) -> Vec<&str> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut skip_next = false;
+    for a in args {
+        if skip_next {
+            skip_next = false;
+            continue;
+        }
+        if a == "-j" || a == "--jobs" {
+            skip_next = true;
+            continue;
+        }
+        if a.starts_with("--jobs=") || (a.starts_with("-j") && a[2..].parse::<u32>().is_ok()) {
+            continue;
+        }
+        out.push(a.as_str());
+    }
+    out
+}
+
+fn is_relevant_prefixed(name: &str) -> bool {
+    name != "CARGO_TARGET_DIR" && RELEVANT_ENV_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// The value a stage's process sees: the stage's own setting, else ours.
+fn insert_env(fp: &mut Fingerprint, name: &str, command: &StageCommand) {
+    let value = match command.env.get(name) {
+        Some(v) => Some(std::ffi::OsString::from(v)),
+        None => std::env::var_os(name),
+    };
+    if let Some(v) = value {
+        fp.insert(format!("env:{name}"), v.as_encoded_bytes());
+    }
+}
+
+/// `file:<path relative to the root>` (absolute outside the root).
+fn file_key(root: &Utf8Path, path: &Utf8Path) -> String {
+    format!("file:{}", path.strip_prefix(root).unwrap_or(path))
+}
+
+/// Adds what a successful run's fresh dep-info reveals (files outside the package
+/// directories, `env!` variables) to the fingerprint it ran with, so the next run
+/// compares like with like. A newly revealed file is added only if it was last modified
+/// before `planned_at`: then the stage read this very content. Otherwise it stays out,
+/// and the next run misses, which is safe.
+pub fn augment_after_success(
+    fp: &mut Fingerprint,
+    workspace: &Workspace,
+    closure: &BTreeSet<PackageIdx>,
+    target_dirs: &[Utf8PathBuf],
+    command: &StageCommand,
+    planned_at: SystemTime,
+) {
+    let info = DepInfo::load(workspace, target_dirs);
+    for &p in closure {
+        for f in &info.extra_files[p] {
+            let key = file_key(&workspace.root, f);
+            if fp.inputs.contains_key(&key) {
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(f) else { continue };
+            let older = meta.modified().is_ok_and(|m| m + RACY_WINDOW < planned_at);
+            if older && let Ok(bytes) = std::fs::read(f) {
+                fp.inputs.insert(key, short_hex(blake3::hash(&bytes)));
+            }
+        }
+        for name in &info.env[p] {
+            if !fp.inputs.contains_key(&format!("env:{name}")) {
+                insert_env(fp, name, command);
+            }
+        }
+    }
+}
 
 /// Files at the workspace root whose change can affect every package.
 pub const ROOT_INPUTS: &[&str] = &[
@@ -307,7 +391,13 @@ impl DepInfo {
                     let files: Vec<Utf8PathBuf> = parsed
                         .files
                         .iter()
-                        .map(|f| if f.is_absolute() { f.clone() } else { workspace.root.join(f) })
+                        .map(|f| {
+                            normalize(&if f.is_absolute() {
+                                f.clone()
+                            } else {
+                                workspace.root.join(f)
+                            })
+                        })
                         .collect();
                     let Some(owner) = files.first().and_then(|f| owning_package(&dirs, f)) else {
                         continue;
@@ -358,6 +448,25 @@ pub fn parse_dep_info(text: &str) -> ParsedDepInfo {
         }
     }
     ParsedDepInfo { files, env }
+}
+
+/// Resolves `.` and `..` lexically (`src/../../x` from `include_str!`), as the file
+/// may be reached through different spellings.
+pub fn normalize(path: &Utf8Path) -> Utf8PathBuf {
+    use camino::Utf8Component as C;
+    let mut out = Utf8PathBuf::new();
+    for c in path.components() {
+        match c {
+            C::CurDir => {}
+            C::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_str()),
+        }
+    }
+    out
 }
 
 fn deps_dirs(target: &Utf8Path) -> Vec<Utf8PathBuf> {
@@ -528,23 +637,21 @@ impl<'a> Fingerprinter<'a> {
     }
 
     /// The fingerprint of a stage that compiles or tests `packages` (with their
-    /// dependencies) by running `command` with `stage_env`.
+    /// dependencies, and with `dev` their dev-dependencies) by running `command`.
     pub fn fingerprint(
         &mut self,
         packages: &[PackageIdx],
         dev: bool,
-        command: &str,
-        stage_env: &BTreeMap<String, String>,
+        command: &StageCommand,
     ) -> Fingerprint {
         let mut fp = Fingerprint::default();
         let root = self.workspace.root.clone();
-        let rel = |p: &Utf8Path| p.strip_prefix(&root).map(Utf8Path::to_owned).unwrap_or(p.into());
         let closure = self.closure(packages, dev);
         let mut env_names: BTreeSet<String> = BTreeSet::new();
         for &p in &closure {
             let files = self.package_files(p).clone();
             for (path, hash) in files {
-                fp.inputs.insert(format!("file:{}", rel(&path)), hash);
+                fp.inputs.insert(file_key(&root, &path), hash);
             }
             env_names.extend(self.dep_info.env[p].iter().cloned());
         }
@@ -558,24 +665,28 @@ impl<'a> Fingerprinter<'a> {
         }
         env_names.extend(RELEVANT_ENV.iter().map(|s| s.to_string()));
         env_names.extend(self.config.cache.env.iter().cloned());
-        for (k, _) in std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v))) {
-            if RELEVANT_ENV_PREFIXES.iter().any(|p| k.starts_with(p)) {
+        for k in std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()) {
+            if is_relevant_prefixed(&k) {
                 env_names.insert(k);
             }
         }
-        for name in env_names {
-            // A variable the stage sets itself is part of its command, not our env.
-            if stage_env.contains_key(&name) {
-                continue;
-            }
-            if let Some(v) = std::env::var_os(&name) {
-                fp.insert(format!("env:{name}"), v.as_encoded_bytes());
+        for k in command.env.keys() {
+            if is_relevant_prefixed(k) {
+                env_names.insert(k.clone());
             }
         }
+        for name in &env_names {
+            insert_env(&mut fp, name, command);
+        }
         fp.insert("toolchain", &self.toolchain.verbose_version);
-        let mut cmd = command.to_string();
-        for (k, v) in stage_env {
-            cmd.push_str(&format!("\0{k}={v}"));
+        // The command proper: program, arguments, directory, and the variables it sets
+        // that are not inputs of their own (CARGO_TARGET_DIR, ...).
+        let args = without_job_count(&command.args);
+        let mut cmd = format!("{}\0{}\0{}", command.cwd, command.program, args.join("\0"));
+        for (k, v) in &command.env {
+            if !env_names.contains(k) && !is_bookkeeping(k) {
+                cmd.push_str(&format!("\0{k}={v}"));
+            }
         }
         fp.insert("command", cmd);
         fp.insert("config", config_identity(self.config));

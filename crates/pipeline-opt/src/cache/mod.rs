@@ -8,6 +8,7 @@ pub mod fingerprint;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
@@ -57,8 +58,12 @@ pub struct CachedPlan {
     pub tests: BTreeMap<String, Decision>,
     /// Problems met (corrupt cache files): each was treated as a miss.
     pub warnings: Vec<String>,
-    pending: BTreeMap<String, Fingerprint>,
-    pending_tests: BTreeMap<String, Fingerprint>,
+    /// The fingerprints stages run with, and the packages they cover, to record on
+    /// success.
+    pending: BTreeMap<String, (BTreeSet<PackageIdx>, Fingerprint)>,
+    pending_tests: BTreeMap<String, (BTreeSet<PackageIdx>, Fingerprint)>,
+    target_dirs: Vec<Utf8PathBuf>,
+    planned_at: SystemTime,
 }
 
 impl CachedPlan {
@@ -126,6 +131,7 @@ impl StageCache {
         config: &Config,
         run_id: &str,
     ) -> Result<CachedPlan, CacheError> {
+        let planned_at = SystemTime::now();
         let mut target_dirs: BTreeSet<Utf8PathBuf> = BTreeSet::new();
         target_dirs.insert(workspace.target_dir.clone());
         for s in &plan.stages {
@@ -137,6 +143,7 @@ impl StageCache {
         let target_dirs: Vec<Utf8PathBuf> = target_dirs.into_iter().collect();
         let hasher = self.store.load_hasher();
         let mut fp = Fingerprinter::new(workspace, toolchain, config, &target_dirs, hasher);
+        let target_dirs = target_dirs.to_vec();
         let deps = DependencyCache::open(&self.state_dir);
 
         let mut decisions = BTreeMap::new();
@@ -171,13 +178,12 @@ impl StageCache {
                 }
                 StageKind::Test => {
                     let packages = stage_packages(stage, workspace);
-                    let command = stage.command.display();
                     let mut rerun = Vec::new();
                     let mut newest: Option<(u64, String)> = None;
                     let mut why: Vec<Explanation> = Vec::new();
                     for &p in &packages {
                         let name = workspace.packages[p].name.clone();
-                        let f = fp.fingerprint(&[p], true, &command, &stage.command.env);
+                        let f = fp.fingerprint(&[p], true, &stage.command);
                         let d = match self.store.test_record(&name) {
                             Ok(Some(r)) if r.fingerprint == f => {
                                 if newest.as_ref().is_none_or(|(t, _)| r.recorded_at > *t) {
@@ -203,7 +209,7 @@ impl StageCache {
                                 }
                             }
                         }
-                        pending_tests.insert(name.clone(), f);
+                        pending_tests.insert(name.clone(), (fp.closure(&[p], true), f));
                         tests.insert(name, d);
                     }
                     let decision = if rerun.is_empty() && !packages.is_empty() {
@@ -218,12 +224,7 @@ impl StageCache {
                 }
                 _ => {
                     let packages = stage_packages(stage, workspace);
-                    let f = fp.fingerprint(
-                        &packages,
-                        true,
-                        &stage.command.display(),
-                        &stage.command.env,
-                    );
+                    let f = fp.fingerprint(&packages, true, &stage.command);
                     let d = match self.store.stage_record(&stage.id) {
                         Ok(Some(r)) if r.fingerprint == f => {
                             Decision::Cached { from_run: r.run_id }
@@ -238,7 +239,7 @@ impl StageCache {
                             explanations: vec![Explanation::UnreadableEntry { message }],
                         },
                     };
-                    pending.insert(stage.id.clone(), f);
+                    pending.insert(stage.id.clone(), (fp.closure(&packages, true), f));
                     decisions.insert(stage.id.clone(), d);
                 }
             }
@@ -253,6 +254,8 @@ impl StageCache {
             warnings: std::mem::take(&mut self.store.warnings),
             pending,
             pending_tests,
+            target_dirs,
+            planned_at,
         })
     }
 
@@ -274,18 +277,43 @@ impl StageCache {
                 Some(run_id),
             ),
             StageKind::Test => {
-                for (package, f) in &cached.pending_tests {
+                for (package, (closure, f)) in &cached.pending_tests {
                     if !cached.tests.get(package).is_some_and(Decision::is_cached) {
-                        self.store.record_test(package, run_id, f)?;
+                        let mut f = f.clone();
+                        cached.augment(&mut f, workspace, closure, &s.command);
+                        self.store.record_test(package, run_id, &f)?;
                     }
                 }
                 Ok(())
             }
             _ => match cached.pending.get(stage) {
-                Some(f) => self.store.record_stage(stage, run_id, f),
+                Some((closure, f)) => {
+                    let mut f = f.clone();
+                    cached.augment(&mut f, workspace, closure, &s.command);
+                    self.store.record_stage(stage, run_id, &f)
+                }
                 None => Ok(()),
             },
         }
+    }
+}
+
+impl CachedPlan {
+    fn augment(
+        &self,
+        f: &mut Fingerprint,
+        workspace: &Workspace,
+        closure: &BTreeSet<PackageIdx>,
+        command: &crate::plan::StageCommand,
+    ) {
+        fingerprint::augment_after_success(
+            f,
+            workspace,
+            closure,
+            &self.target_dirs,
+            command,
+            self.planned_at,
+        );
     }
 }
 
