@@ -182,7 +182,8 @@ pub fn affected_packages(
     }
 }
 
-/// `changed_files` then `affected_packages`, reading dep-info from `target_dirs`.
+/// `changed_files` then `affected_packages`, reading dep-info from the workspace's
+/// target directory and `target_dirs` (the plan's other build directories).
 pub fn since(
     workspace: &Workspace,
     git_ref: &str,
@@ -195,6 +196,8 @@ pub fn since(
             !f.starts_with(&workspace.target_dir) && !target_dirs.iter().any(|t| f.starts_with(t))
         })
         .collect();
-    let dep_info = DepInfo::load(workspace, target_dirs);
+    let mut dirs = vec![workspace.target_dir.clone()];
+    dirs.extend(target_dirs.iter().cloned());
+    let dep_info = DepInfo::load(workspace, &dirs);
     Ok(affected_packages(workspace, &dep_info, &changed, git_ref))
 }

@@ -29,6 +29,14 @@ impl Repo {
         let ws = ws.file(".gitignore", "/target\n");
         ws.write(&root).unwrap();
         let repo = Repo { _tmp: tmp, root };
+        // Commit the lock file too, as a real repository does.
+        let sh = Shell::new().unwrap();
+        let manifest = repo.manifest();
+        let mut lock = cmd!(sh, "cargo generate-lockfile --offline --quiet --manifest-path {manifest}");
+        for var in pipeline_opt::toolchain::inherited_cargo_vars() {
+            lock = lock.env_remove(var);
+        }
+        lock.run().unwrap();
         repo.git(&["init", "-q", "-b", "main"]);
         repo.git(&["add", "-A"]);
         repo.git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init"]);
