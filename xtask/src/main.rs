@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod flags;
 
+mod cache;
 mod ci;
 
 use std::process::ExitCode;
@@ -36,7 +37,7 @@ fn run(flags: flags::Xtask) -> Result<i32> {
         flags::XtaskCmd::Ci(cmd) => cmd.run(&sh),
         flags::XtaskCmd::BenchCompare(_) => not_yet("bench-compare", 7),
         flags::XtaskCmd::Pool(_) => not_yet("pool", 6),
-        flags::XtaskCmd::Cache(_) => not_yet("cache", 5),
+        flags::XtaskCmd::Cache(cmd) => cmd.run(),
         flags::XtaskCmd::History(_) => not_yet("history", 8),
         flags::XtaskCmd::CiWorkflow(_) => not_yet("ci-workflow", 8),
     }

@@ -5,6 +5,7 @@
 
 pub mod deps;
 pub mod fingerprint;
+pub mod maintain;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -32,7 +32,8 @@ impl Repo {
         // Commit the lock file too, as a real repository does.
         let sh = Shell::new().unwrap();
         let manifest = repo.manifest();
-        let mut lock = cmd!(sh, "cargo generate-lockfile --offline --quiet --manifest-path {manifest}");
+        let mut lock =
+            cmd!(sh, "cargo generate-lockfile --offline --quiet --manifest-path {manifest}");
         for var in pipeline_opt::toolchain::inherited_cargo_vars() {
             lock = lock.env_remove(var);
         }
@@ -378,4 +379,58 @@ fn one_leaf_change_reruns_only_the_leaf_and_its_dependents() {
     repo.append("crates/core/src/lib.rs", "\npub fn more() -> u64 { 4 }\n");
     let root = run_pipeline(&repo, "run-3", &[]);
     assert_eq!(root.tests_to_run().len(), n, "a change to `core` reaches every package");
+}
+
+#[test]
+fn status_clean_and_budget() {
+    use pipeline_opt::cache::maintain;
+    let tmp = tempfile::tempdir().unwrap();
+    let state = Utf8Path::from_path(tmp.path()).unwrap().to_owned();
+    {
+        let mut cache = StageCache::open(&state, |_| {}).unwrap();
+        cache.store.record_stage("build", "run-1", &Default::default()).unwrap();
+        cache.store.record_test("core", "run-1", &Default::default()).unwrap();
+        cache.store.record_hits("run-1", 0, 3).unwrap();
+        cache.store.record_hits("run-2", 3, 1).unwrap();
+    }
+    std::fs::create_dir_all(state.join("bench-target/debug")).unwrap();
+    std::fs::write(state.join("bench-target/debug/big"), vec![0u8; 200_000]).unwrap();
+
+    let status = maintain::status(&state, Some(100_000));
+    assert_eq!(status.entries, 2);
+    assert_eq!(status.hit_rate, Some(3.0 / 7.0));
+    assert_eq!(status.target_dirs.len(), 1);
+    assert!(status.over_budget());
+    let text = status.render_text();
+    assert!(text.contains("hit rate:  43% (3 of 7 stages cached over the last 2 runs)"), "{text}");
+    assert!(text.contains("over the budget of 97.7 KiB"), "{text}");
+
+    // Nothing is a day old yet.
+    let none = maintain::clean(&state, Some(Duration::from_secs(86_400)), |_| {}).unwrap();
+    assert!(none.removed.is_empty());
+    // The budget removes the rebuildable target directory first, and stops there.
+    let freed = maintain::enforce_budget(&state, 100_000, |_| {}).unwrap();
+    assert_eq!(freed.removed, [state.join("bench-target")]);
+    assert_eq!(maintain::status(&state, None).entries, 2);
+    let all = maintain::clean(&state, None, |_| {}).unwrap();
+    assert!(all.removed.len() >= 3, "{:?}", all.removed);
+    let after = maintain::status(&state, None);
+    assert_eq!((after.entries, after.hit_rate), (0, None));
+}
+
+#[test]
+fn the_cache_budget_is_read_from_config_with_clear_errors() {
+    use pipeline_opt::config::Config;
+    let ok =
+        serde_json::json!({"pipeline-opt": {"cache": {"budget": "5GiB", "env": ["DATABASE_URL"]}}});
+    let config = Config::from_workspace_metadata(&ok).unwrap();
+    assert_eq!(config.cache.budget, Some(5 * 1024 * 1024 * 1024));
+    assert_eq!(config.cache.env, ["DATABASE_URL"]);
+    let bad = serde_json::json!({"pipeline-opt": {"cache": {"budget": "lots"}}});
+    let err = Config::from_workspace_metadata(&bad).unwrap_err().to_string();
+    assert!(err.starts_with("invalid `workspace.metadata.pipeline-opt.cache.budget`"), "{err}");
+    assert!(err.contains("write it like \"5GiB\""), "{err}");
+    let unknown = serde_json::json!({"pipeline-opt": {"cache": {"size": "1GB"}}});
+    let err = Config::from_workspace_metadata(&unknown).unwrap_err().to_string();
+    assert!(err.contains("unknown field `size`"), "{err}");
 }

@@ -1,4 +1,4 @@
 //! The one integration-test binary of the library: real cargo on generated fixture
 //! workspaces, one module per feature.
-mod cache;
 mod affected;
+mod cache;
