@@ -182,7 +182,7 @@ pub fn enforce_budget(
     let mut total = status(state_dir, None).total_bytes();
     let mut dirs: Vec<(Duration, Utf8PathBuf)> =
         extra_target_dirs(state_dir).into_iter().map(|d| (age_of_tree(&d), d)).collect();
-    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
     for (_, dir) in dirs {
         if total <= budget {
             return Ok(report);
@@ -192,7 +192,7 @@ pub fn enforce_budget(
         total = total.saturating_sub(bytes);
     }
     let mut entries = store.entries();
-    entries.sort_by(|a, b| b.2.cmp(&a.2));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.2));
     for (path, bytes, _) in entries {
         if total <= budget {
             break;
