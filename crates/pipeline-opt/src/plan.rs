@@ -760,10 +760,10 @@ fn find_cycle(stages: &[Stage]) -> Option<String> {
                 names.push(&stages[j].id);
                 return Some(names.join(" -> "));
             }
-            if state[j] == 0 {
-                if let Some(c) = visit(j, stages, index, state, path) {
-                    return Some(c);
-                }
+            if state[j] == 0
+                && let Some(c) = visit(j, stages, index, state, path)
+            {
+                return Some(c);
             }
         }
         path.pop();
@@ -771,10 +771,10 @@ fn find_cycle(stages: &[Stage]) -> Option<String> {
         None
     }
     for i in 0..stages.len() {
-        if state[i] == 0 {
-            if let Some(c) = visit(i, stages, &index, &mut state, &mut Vec::new()) {
-                return Some(c);
-            }
+        if state[i] == 0
+            && let Some(c) = visit(i, stages, &index, &mut state, &mut Vec::new())
+        {
+            return Some(c);
         }
     }
     None

@@ -1,4 +1,9 @@
 //! The one integration-test binary of the library: real cargo on generated fixture
 //! workspaces, one module per feature.
+
+mod support;
+
 mod affected;
 mod cache;
+mod plan;
+mod workspace;
