@@ -7,5 +7,8 @@ use criterion::{criterion_group, criterion_main};
 #[path = "planning.rs"]
 mod planning;
 
-criterion_group!(benches, planning::workspace_model_and_plan);
+#[path = "fingerprint.rs"]
+mod fingerprint;
+
+criterion_group!(benches, planning::workspace_model_and_plan, fingerprint::fingerprint_10k_files);
 criterion_main!(benches);

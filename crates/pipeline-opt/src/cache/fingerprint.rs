@@ -3,7 +3,7 @@
 //! fingerprints are compared input by input, so a mismatch explains itself
 //! ("crates/foo/src/lib.rs changed", "RUSTFLAGS changed").
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -275,9 +275,15 @@ fn short_hex(hash: blake3::Hash) -> String {
 /// same content gives the same hash: mtimes never decide a match, contents do.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct FileHasher {
-    entries: HashMap<Utf8PathBuf, StatEntry>,
+    /// By absolute path as a string: hashing a string is much cheaper than hashing a
+    /// path component by component, and this map is probed once per file per run.
+    entries: HashMap<String, StatEntry>,
+    /// Files read and hashed by this instance (not served from the stat cache).
     #[serde(skip)]
     pub rehashed: usize,
+    /// Whether the entries changed since loading: only then is saving worth it.
+    #[serde(skip)]
+    pub dirty: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -304,7 +310,7 @@ impl FileHasher {
         let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
         let mtime_ns = mtime.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let ino = inode(&meta);
-        if let Some(e) = self.entries.get(path)
+        if let Some(e) = self.entries.get(path.as_str())
             && e.size == meta.len()
             && e.mtime_ns == mtime_ns
             && e.ino == ino
@@ -317,11 +323,12 @@ impl FileHasher {
         self.rehashed += 1;
         let hash = short_hex(blake3::hash(&bytes));
         let racy = SystemTime::now().duration_since(mtime).map_or(true, |age| age < RACY_WINDOW);
+        self.dirty = true;
         if racy {
-            self.entries.remove(path);
+            self.entries.remove(path.as_str());
         } else {
             self.entries.insert(
-                path.to_owned(),
+                path.as_str().to_owned(),
                 StatEntry { size: meta.len(), mtime_ns, ino, hash: hash.clone() },
             );
         }
@@ -330,8 +337,10 @@ impl FileHasher {
 
     /// Forgets entries of files not seen since `keep` was built, so the cache does not
     /// grow without bound.
-    pub fn retain(&mut self, keep: &BTreeSet<Utf8PathBuf>) {
-        self.entries.retain(|p, _| keep.contains(p));
+    pub fn retain(&mut self, keep: &HashSet<&str>) {
+        let before = self.entries.len();
+        self.entries.retain(|p, _| keep.contains(p.as_str()));
+        self.dirty |= self.entries.len() != before;
     }
 
     pub fn len(&self) -> usize {
@@ -537,7 +546,9 @@ pub struct Fingerprinter<'a> {
     pub dep_info: DepInfo,
     pub hasher: FileHasher,
     skip_dirs: Vec<Utf8PathBuf>,
-    package_files: Vec<Option<BTreeMap<Utf8PathBuf, String>>>,
+    /// Per package: (absolute path, content hash) of every input file.
+    package_files: Vec<Option<Vec<(String, String)>>>,
+    /// Root inputs hashed so far (package files are in `package_files`).
     seen_files: BTreeSet<Utf8PathBuf>,
 }
 
@@ -571,7 +582,7 @@ impl<'a> Fingerprinter<'a> {
     /// VCS metadata), plus the files its dep-info names elsewhere, with content hashes.
     /// Listing the whole directory rather than only dep-info's files keeps the first run
     /// (no dep-info yet) and later runs comparable, and can only over-invalidate.
-    pub fn package_files(&mut self, package: PackageIdx) -> &BTreeMap<Utf8PathBuf, String> {
+    pub fn package_files(&mut self, package: PackageIdx) -> &[(String, String)] {
         if self.package_files[package].is_none() {
             let dir = self.workspace.packages[package].dir().to_owned();
             let nested: Vec<Utf8PathBuf> = self
@@ -581,7 +592,7 @@ impl<'a> Fingerprinter<'a> {
                 .map(|p| p.dir().to_owned())
                 .filter(|d| d != &dir && d.starts_with(&dir))
                 .collect();
-            let mut files = BTreeMap::new();
+            let mut files = Vec::new();
             let walk = walkdir::WalkDir::new(&dir).sort_by_file_name().into_iter();
             let skip = &self.skip_dirs;
             for entry in walk.filter_entry(|e| {
@@ -605,13 +616,12 @@ impl<'a> Fingerprinter<'a> {
                 }
                 let Ok(path) = Utf8PathBuf::from_path_buf(entry.into_path()) else { continue };
                 let h = self.hasher.hash(&path);
-                files.insert(path, h);
+                files.push((path.into_string(), h));
             }
             for extra in self.dep_info.extra_files[package].clone() {
                 let h = self.hasher.hash(&extra);
-                files.insert(extra, h);
+                files.push((extra.into_string(), h));
             }
-            self.seen_files.extend(files.keys().cloned());
             self.package_files[package] = Some(files);
         }
         self.package_files[package].as_ref().expect("filled above")
@@ -649,9 +659,16 @@ impl<'a> Fingerprinter<'a> {
         let closure = self.closure(packages, dev);
         let mut env_names: BTreeSet<String> = BTreeSet::new();
         for &p in &closure {
-            let files = self.package_files(p).clone();
+            self.package_files(p);
+        }
+        for &p in &closure {
+            let files = self.package_files[p].as_ref().expect("listed above");
             for (path, hash) in files {
-                fp.inputs.insert(file_key(&root, &path), hash);
+                let key = match path.strip_prefix(root.as_str()).and_then(|r| r.strip_prefix('/')) {
+                    Some(rel) => format!("file:{rel}"),
+                    None => format!("file:{path}"),
+                };
+                fp.inputs.insert(key, hash.clone());
             }
             env_names.extend(self.dep_info.env[p].iter().cloned());
         }
@@ -696,7 +713,14 @@ impl<'a> Fingerprinter<'a> {
     /// Drops stat-cache entries for files this fingerprinter never looked at and hands
     /// the hasher back for saving.
     pub fn into_hasher(mut self) -> FileHasher {
-        let seen = std::mem::take(&mut self.seen_files);
+        let mut seen: HashSet<&str> = self.seen_files.iter().map(|p| p.as_str()).collect();
+        for files in self.package_files.iter().flatten() {
+            seen.extend(files.iter().map(|(p, _)| p.as_str()));
+        }
+        // Keep entries of packages this fingerprinter never listed.
+        if self.package_files.iter().any(Option::is_none) {
+            return self.hasher;
+        }
         self.hasher.retain(&seen);
         self.hasher
     }

@@ -182,8 +182,13 @@ impl Store {
         }
     }
 
+    /// Saves the stat cache if it changed. It is only a cache: it skips the fsync, and a
+    /// file torn by a crash is read as empty (every file hashed again), never trusted.
     pub fn save_hasher(&self, hasher: &FileHasher) -> Result<(), CacheError> {
-        write_json_atomic(&self.dir.join("stat-cache.json"), hasher)
+        if !hasher.dirty {
+            return Ok(());
+        }
+        write_json(&self.dir.join("stat-cache.json"), hasher, false)
     }
 
     /// Appends one run's hit counts, keeping the most recent runs only.
@@ -272,14 +277,22 @@ pub fn read_json<T: DeserializeOwned>(path: &Utf8Path) -> Result<Option<T>, Stri
 /// Writes to a temp file in the same directory, fsyncs it and renames it over `path`, so
 /// a reader sees the old or the new content, never a torn one.
 pub fn write_json_atomic<T: Serialize>(path: &Utf8Path, value: &T) -> Result<(), CacheError> {
+    write_json(path, value, true)
+}
+
+fn write_json<T: Serialize>(path: &Utf8Path, value: &T, fsync: bool) -> Result<(), CacheError> {
     let dir = path.parent().expect("cache files live in a directory");
     std::fs::create_dir_all(dir)
         .map_err(|source| CacheError::CreateDir { path: dir.to_owned(), source })?;
     let err = |source| CacheError::Write { path: path.to_owned(), source };
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-    serde_json::to_writer(&mut tmp, value).map_err(|e| err(e.into()))?;
-    tmp.flush().map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
+    let mut w = std::io::BufWriter::new(&mut tmp);
+    serde_json::to_writer(&mut w, value).map_err(|e| err(e.into()))?;
+    w.flush().map_err(err)?;
+    drop(w);
+    if fsync {
+        tmp.as_file().sync_all().map_err(err)?;
+    }
     tmp.persist(path).map_err(|e| err(e.error))?;
     Ok(())
 }
