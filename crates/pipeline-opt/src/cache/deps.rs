@@ -221,3 +221,19 @@ fn first_line(stderr: &str) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_missing_package_is_named() {
+        let download = "error: failed to download `itoa v0.4.1`\n\nCaused by:\n  attempting to make an HTTP request, but --offline was specified\n";
+        assert_eq!(missing_package(download).as_deref(), Some("itoa v0.4.1"));
+        let resolve =
+            "error: no matching package named `itoa` found\nlocation searched: crates.io index\n";
+        assert_eq!(missing_package(resolve).as_deref(), Some("itoa"));
+        assert_eq!(missing_package("error: something else"), None);
+        assert!(is_network_error("[7] Could not connect to server"));
+    }
+}

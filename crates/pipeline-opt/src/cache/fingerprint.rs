@@ -735,3 +735,63 @@ fn config_identity(config: &Config) -> String {
     c.stage_timeout = None;
     serde_json::to_string(&c).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dep_info_lists_inputs_and_env_deps() {
+        let text = "/t/debug/deps/foo-1.d: crates/foo/src/lib.rs crates/foo/src/../../../shared/a\\ b.txt\n\n\
+                    crates/foo/src/lib.rs:\n\
+                    crates/foo/src/../../../shared/a\\ b.txt:\n\n\
+                    # env-dep:GREETING=hi\n\
+                    # env-dep:UNSET\n";
+        let parsed = parse_dep_info(text);
+        assert_eq!(
+            parsed.files,
+            ["crates/foo/src/lib.rs", "crates/foo/src/../../../shared/a b.txt"]
+                .map(Utf8PathBuf::from)
+        );
+        assert_eq!(parsed.env, ["GREETING", "UNSET"]);
+        assert_eq!(normalize("/w/crates/foo/src/../../../shared/x".into()), "/w/shared/x");
+    }
+
+    #[test]
+    fn explanations_name_the_input() {
+        let mut old = Fingerprint::default();
+        old.insert("file:a.rs", "1");
+        old.insert("file:gone.rs", "1");
+        old.insert("env:RUSTFLAGS", "");
+        old.insert("toolchain", "1.95");
+        let mut new = Fingerprint::default();
+        new.insert("file:a.rs", "2");
+        new.insert("file:b.rs", "1");
+        new.insert("toolchain", "1.96");
+        let why: Vec<String> = new.explain_against(&old).iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            why,
+            [
+                "a.rs changed",
+                "b.rs is a new input",
+                "the toolchain changed",
+                "RUSTFLAGS changed",
+                "gone.rs is no longer an input"
+            ]
+        );
+        assert_eq!(
+            summarize(&new.explain_against(&old)),
+            "a.rs changed, b.rs is a new input, the toolchain changed, and 2 more"
+        );
+        assert!(new.explain_against(&new).is_empty());
+    }
+
+    #[test]
+    fn job_counts_and_bookkeeping_are_not_inputs() {
+        let args: Vec<String> =
+            ["build", "-j", "3", "--jobs=2", "-j4", "--offline"].map(String::from).to_vec();
+        assert_eq!(without_job_count(&args), ["build", "--offline"]);
+        assert!(is_bookkeeping("CARGO_MAKEFLAGS") && is_bookkeeping("PIPELINE_OPT_RUN_ID"));
+        assert!(!is_bookkeeping("RUSTFLAGS"));
+    }
+}

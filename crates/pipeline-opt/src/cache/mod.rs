@@ -363,3 +363,45 @@ pub fn narrow_test_stage(stage: &mut Stage, packages: &[String]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{LockUse, StageCommand};
+
+    fn stage(args: &[&str]) -> Stage {
+        Stage {
+            id: "test".into(),
+            kind: StageKind::Test,
+            command: StageCommand {
+                program: "cargo".into(),
+                args: args.iter().map(|s| s.to_string()).collect(),
+                env: Default::default(),
+                cwd: "/w".into(),
+            },
+            depends_on: vec![],
+            reason: String::new(),
+            proves: vec![],
+            build_dir: None,
+            lock: LockUse::Brief,
+            cpu_heavy: true,
+            timeout: None,
+        }
+    }
+
+    #[test]
+    fn narrowing_uses_one_nextest_filterset_or_package_flags() {
+        let mut s = stage(&["nextest", "run", "--offline", "--workspace", "--no-fail-fast"]);
+        narrow_test_stage(&mut s, &["a".into(), "b-c".into()]);
+        assert_eq!(
+            s.command.args.join(" "),
+            "nextest run --offline --workspace --no-fail-fast -E package(=a) | package(=b-c) --no-tests=warn"
+        );
+        let mut s = stage(&["test", "--offline", "--workspace", "--lib", "--no-fail-fast"]);
+        narrow_test_stage(&mut s, &["a".into(), "b".into()]);
+        assert_eq!(
+            s.command.args.join(" "),
+            "test --offline --lib --no-fail-fast --package a --package b"
+        );
+    }
+}
