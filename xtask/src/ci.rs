@@ -10,6 +10,7 @@ impl crate::flags::Ci {
         let root = project_root();
         let sh = sh.with_current_dir(&root);
         ensure_nextest(&sh)?;
+        ensure_report_tools(&sh)?;
         // Slow tests (full pipelines on fixture workspaces) run in CI.
         let sh = sh.with_var("PIPELINE_OPT_SLOW_TESTS", "1");
         cmd!(sh, "cargo fmt --all --check")
@@ -30,6 +31,36 @@ fn ensure_nextest(sh: &Shell) -> Result<()> {
     cmd!(sh, "cargo install cargo-nextest --locked")
         .run_echo()
         .context("cargo-nextest is missing and could not be installed: install it with `cargo install cargo-nextest --locked`")
+}
+
+// --- Tools of the report tests (issue 8) ------------------------------------------
+// The HTML timeline is rendered in headless Chromium and the Prometheus output and the
+// documented alerting rule are checked with promtool. Under CI=true those tests fail
+// when the tool is missing, so CI installs both from Debian packages here.
+
+/// Debian package that provides each tool the report tests run.
+const REPORT_TOOLS: &[(&str, &str)] = &[("chromium", "chromium"), ("promtool", "prometheus")];
+
+fn ensure_report_tools(sh: &Shell) -> Result<()> {
+    let missing: Vec<&str> = REPORT_TOOLS
+        .iter()
+        .filter(|(tool, _)| {
+            !cmd!(sh, "{tool} --version").output().is_ok_and(|o| o.status.success())
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let hint = format!("install them with `apt-get install {}`", missing.join(" "));
+    cmd!(sh, "apt-get update")
+        .run_echo()
+        .with_context(|| format!("apt-get update failed: {hint}"))?;
+    let packages = &missing;
+    cmd!(sh, "apt-get install -y --no-install-recommends {packages...}")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .run_echo()
+        .with_context(|| format!("the report tests need {missing:?}: {hint}"))
 }
 
 fn project_root() -> std::path::PathBuf {

@@ -8,6 +8,7 @@ mod flags;
 
 mod cache;
 mod ci;
+mod history;
 
 use std::process::ExitCode;
 
@@ -38,8 +39,8 @@ fn run(flags: flags::Xtask) -> Result<i32> {
         flags::XtaskCmd::BenchCompare(_) => not_yet("bench-compare", 7),
         flags::XtaskCmd::Pool(_) => not_yet("pool", 6),
         flags::XtaskCmd::Cache(cmd) => cmd.run(),
-        flags::XtaskCmd::History(_) => not_yet("history", 8),
-        flags::XtaskCmd::CiWorkflow(_) => not_yet("ci-workflow", 8),
+        flags::XtaskCmd::History(cmd) => cmd.run(),
+        flags::XtaskCmd::CiWorkflow(cmd) => cmd.run(),
     }
 }
 

@@ -34,6 +34,48 @@ pub struct RunRecord {
     /// The targets the run was held to, and how it measured up.
     pub targets: crate::targets::PerformanceTargets,
     pub verdict: crate::targets::Verdict,
+    /// Per-test durations where the test runner reports them (nextest does; libtest on
+    /// stable does not); empty otherwise. Recommendations use them.
+    #[serde(default)]
+    pub tests: Vec<TestTiming>,
+    /// `--against-naive`: the naive sequence run beside ours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub naive: Option<NaiveComparison>,
+    /// CPU time the run left idle along its length: `cores × total − Σ stage CPU`.
+    #[serde(default, with = "secs")]
+    pub idle_cpu: Duration,
+}
+
+/// `--against-naive`: both sides from a fresh target directory, one after the other on
+/// the same machine.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NaiveComparison {
+    /// The naive side's total wall time.
+    #[serde(with = "secs")]
+    pub naive_total: Duration,
+    /// Our side's total wall time (from its own fresh target directory).
+    #[serde(with = "secs")]
+    pub optimized_total: Duration,
+    /// `optimized_total / naive_total`: below 1 means we are faster.
+    pub ratio: f64,
+    pub naive_outcome: RunOutcome,
+    /// The naive commands with their times.
+    pub naive_stages: Vec<StageMetrics>,
+    /// What the naive sequence proves that our plan does not, and the reverse.
+    pub only_naive_proves: Vec<String>,
+    pub only_optimized_proves: Vec<String>,
+    /// How the two sides were run (order, target directories).
+    pub method: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TestTiming {
+    pub stage: String,
+    /// `binary::path::to::test`, as the runner names it.
+    pub name: String,
+    #[serde(with = "secs")]
+    pub duration: Duration,
+    pub passed: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -1,1 +1,155 @@
-//! Renderers of a finished [`crate::profile::RunRecord`]. (Being built: issues 4 and 8.)
+//! Renderers of a finished [`RunRecord`]: markdown, JSON, a self-contained HTML timeline,
+//! Prometheus text metrics, GitHub step summaries and annotations, and the run history.
+//! They only read plain data; [`write_reports`] is the one entry point that touches disk.
+
+pub mod explore;
+pub mod github;
+pub mod history;
+pub mod html;
+pub mod json;
+pub mod junit;
+pub mod markdown;
+pub mod progress;
+pub mod prometheus;
+pub mod recommend;
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::profile::RunRecord;
+use recommend::RecommendContext;
+
+/// Where to write the reports of one run. `None` means the default under `state_dir`.
+#[derive(Debug, Clone)]
+pub struct ReportOptions {
+    pub state_dir: Utf8PathBuf,
+    pub markdown: Option<Utf8PathBuf>,
+    pub json: Option<Utf8PathBuf>,
+    pub prometheus: Option<Utf8PathBuf>,
+}
+
+/// The paths every report of a run went to, so the caller can print them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WrittenReports {
+    pub markdown: Utf8PathBuf,
+    pub json: Utf8PathBuf,
+    pub html: Utf8PathBuf,
+    pub prometheus: Option<Utf8PathBuf>,
+    pub history: Utf8PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot write the report {path}: {source}; check that its directory is writable")]
+    Write {
+        path: Utf8PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the run history {path}: {source}; delete it to start a new history")]
+    ReadHistory {
+        path: Utf8PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot encode the run record as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("cannot encode the prometheus metrics: {0}")]
+    Prometheus(std::fmt::Error),
+}
+
+pub const MARKDOWN_FILE: &str = "pipeline-optimization-report.md";
+pub const JSON_FILE: &str = "run.json";
+pub const HTML_FILE: &str = "report.html";
+pub const HISTORY_FILE: &str = "history.jsonl";
+
+/// Writes every report of `record`: markdown, JSON, HTML, the history line, and the
+/// Prometheus file when asked for; under GitHub Actions also the step summary and the
+/// annotations. Recommendations that need the workspace's resolved dependencies or
+/// profile settings read them from `record.workspace_root`, best effort: a run whose
+/// workspace no longer loads still gets its reports.
+pub fn write_reports(
+    record: &RunRecord,
+    opts: &ReportOptions,
+) -> Result<WrittenReports, ReportError> {
+    let ctx = RecommendContext::load(&record.workspace_root);
+    let written = write_reports_with(record, opts, &ctx)?;
+    let markdown = std::fs::read_to_string(&written.markdown)
+        .map_err(|source| ReportError::Write { path: written.markdown.clone(), source })?;
+    github::publish(record, &markdown)?;
+    Ok(written)
+}
+
+/// The files of [`write_reports`], with the workspace facts given by the caller and
+/// nothing published to GitHub (tests of a tool that itself runs in CI must not
+/// annotate the job they run in).
+pub fn write_reports_with(
+    record: &RunRecord,
+    opts: &ReportOptions,
+    ctx: &RecommendContext,
+) -> Result<WrittenReports, ReportError> {
+    let state = &opts.state_dir;
+    let recommendations = recommend::recommend(record, ctx);
+    let md = markdown::render(record, &recommendations);
+
+    let markdown_path = opts.markdown.clone().unwrap_or_else(|| state.join(MARKDOWN_FILE));
+    write_atomic(&markdown_path, md.as_bytes())?;
+
+    let json_path = opts.json.clone().unwrap_or_else(|| state.join(JSON_FILE));
+    write_atomic(&json_path, json::render(record)?.as_bytes())?;
+
+    let html_path = state.join(HTML_FILE);
+    write_atomic(&html_path, html::render(record).as_bytes())?;
+
+    // The history first, so the histogram below counts this run too.
+    let history_path = state.join(HISTORY_FILE);
+    let entries = history::append(&history_path, &history::HistoryEntry::from_record(record))?;
+
+    let prometheus_path = match &opts.prometheus {
+        Some(path) => {
+            let text = prometheus::render(record, &entries).map_err(ReportError::Prometheus)?;
+            write_atomic(path, text.as_bytes())?;
+            Some(path.clone())
+        }
+        None => None,
+    };
+
+    Ok(WrittenReports {
+        markdown: markdown_path,
+        json: json_path,
+        html: html_path,
+        prometheus: prometheus_path,
+        history: history_path,
+    })
+}
+
+/// Writes `contents` to a temporary file beside `path` and renames it into place, so a
+/// reader (a browser, the node-exporter textfile collector) never sees half a file.
+pub fn write_atomic(path: &Utf8Path, contents: &[u8]) -> Result<(), ReportError> {
+    let err = |source| ReportError::Write { path: path.to_owned(), source };
+    let dir = match path.parent() {
+        Some(p) if !p.as_str().is_empty() => p,
+        _ => Utf8Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", path.file_name().unwrap_or("report")))
+        .tempfile_in(dir)
+        .map_err(err)?;
+    tmp.write_all(contents).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
+}
+
+/// `12.3 s`: one decimal is what a person compares at a glance.
+pub(crate) fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// `42%` of `part` in `whole`; `0%` when the whole is empty.
+pub(crate) fn percent(part: f64, whole: f64) -> String {
+    if whole <= 0.0 { "0%".into() } else { format!("{:.0}%", 100.0 * part / whole) }
+}

@@ -32,6 +32,8 @@ pub struct Workspace {
 pub struct Package {
     pub name: String,
     pub version: String,
+    /// The oldest compiler the package supports (`rust-version`), e.g. `1.80.0`.
+    pub rust_version: Option<String>,
     pub id: String,
     pub manifest_path: Utf8PathBuf,
     pub targets: Vec<Target>,
@@ -170,6 +172,7 @@ impl Workspace {
             .map(|p| Package {
                 name: p.name.to_string(),
                 version: p.version.to_string(),
+                rust_version: p.rust_version.as_ref().map(ToString::to_string),
                 id: p.id.repr.clone(),
                 manifest_path: p.manifest_path.clone(),
                 targets: p.targets.iter().filter_map(model_target).collect(),

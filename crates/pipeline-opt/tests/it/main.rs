@@ -7,3 +7,4 @@ mod affected;
 mod cache;
 mod plan;
 mod workspace;
+mod report;

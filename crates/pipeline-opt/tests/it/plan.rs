@@ -114,14 +114,14 @@ fn nightly_only_bench_is_left_out_of_an_explicit_target_list() {
               proves:     dependencies resolve and download
 
             stage build
-              command:    cargo build --manifest-path $ROOT/Cargo.toml --offline --workspace --lib --test api --bench plain
+              command:    cargo build --manifest-path $ROOT/Cargo.toml --offline --workspace --lib --tests --bench plain
               depends on: fetch
               why:        compiles every target once; the test stages reuse its artifacts
               proves:     build (dev); check --all-targets (dev); test binaries compile
               build dir:  $ROOT/target (holds its lock throughout)
 
             stage test
-              command:    cargo nextest run --manifest-path $ROOT/Cargo.toml --offline --workspace --lib --test api --no-fail-fast
+              command:    cargo nextest run --manifest-path $ROOT/Cargo.toml --offline --workspace --lib --tests --no-fail-fast
               depends on: build
               why:        runs the tests with cargo-nextest, reusing the build stage's test binaries
               proves:     unit and integration tests pass
@@ -328,4 +328,41 @@ fn plan_of_this_project_builds_tests_and_checks_benches() {
     assert_eq!(ids, ["fetch", "build", "test", "doctest", "bench-build"]);
     let bench = p.stage("bench-build").unwrap();
     assert_ne!(bench.build_dir, p.stage("build").unwrap().build_dir, "bench work overlaps dev");
+}
+
+#[test]
+fn package_needing_a_newer_compiler_is_an_error_naming_the_fix() {
+    let fx = Fixture::write(&FixtureWorkspace::chain(2));
+    // rust-version belongs in [package], so edit the written manifest.
+    let manifest = fx.root.join("crates/c1/Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replacen("publish = false\n", "publish = false\nrust-version = \"1.99\"\n", 1),
+    )
+    .unwrap();
+    let w = fx.load();
+    let err = plan(&w, &Config::default(), &options(true)).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "package `c1` needs rustc 1.99.0 (its `rust-version`) but the active toolchain is 1.95.0; install a newer toolchain (`rustup update`) or pin one in rust-toolchain.toml"
+    );
+}
+
+#[test]
+fn nightly_only_integration_test_is_listed_out_by_name() {
+    let ws = FixtureWorkspace::new(vec![
+        FixtureCrate::new("engine")
+            .test("nightly_api", "#![feature(test)]\n#[test]\nfn a() {}\n")
+            .test("stable_api", "#[test]\nfn b() {}\n"),
+    ]);
+    let fx = Fixture::write(&ws);
+    let w = fx.load();
+    let p = plan(&w, &Config::default(), &options(true)).unwrap();
+    let build = p.stage("build").unwrap().command.args.join(" ");
+    assert!(build.ends_with("--workspace --lib --test stable_api"), "{build}");
+    let test = p.stage("test").unwrap().command.args.join(" ");
+    assert!(test.contains("--lib --test stable_api --no-fail-fast"), "{test}");
+    assert!(p.notes.iter().any(|n| n.contains("`nightly_api`")), "{:?}", p.notes);
+    assert!(p.notes.iter().any(|n| n.contains("unit-test harnesses")), "{:?}", p.notes);
 }

@@ -1,0 +1,398 @@
+//! `report.html`: one self-contained page (inline SVG and CSS, nothing fetched) with a
+//! Gantt chart of stages and compile units, the critical path highlighted, CPU
+//! utilisation over time, target lines, and hover details in `<title>` elements.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::profile::{CrateTiming, RunRecord, StageMetrics, StageStatus};
+use crate::report::markdown::{outcome_text, status_text};
+use crate::report::{percent, secs};
+
+const WIDTH: f64 = 1200.0;
+const LABEL: f64 = 200.0;
+const RIGHT: f64 = 20.0;
+const ROW: f64 = 22.0;
+const BAR: f64 = 16.0;
+const CPU_HEIGHT: f64 = 100.0;
+
+/// Whether compile unit `c` is one of the critical path's steps. The profiler names a
+/// crate step after its package and copies the unit's start and end.
+pub fn on_critical_path(record: &RunRecord, c: &CrateTiming) -> bool {
+    record.critical_path.iter().any(|s| {
+        s.kind == "crate"
+            && s.name.contains(&c.package)
+            && s.start.abs_diff(c.start) < Duration::from_millis(1)
+            && s.end.abs_diff(c.end) < Duration::from_millis(1)
+    })
+}
+
+fn stage_on_critical_path(record: &RunRecord, s: &StageMetrics) -> bool {
+    record.critical_path.iter().any(|c| c.kind == "stage" && c.name == s.id)
+}
+
+pub fn render(record: &RunRecord) -> String {
+    let end = record
+        .stages
+        .iter()
+        .map(|s| s.start + s.wall)
+        .chain(record.crates.iter().map(|c| c.end))
+        .chain([record.total, record.targets.required])
+        .max()
+        .unwrap_or_default()
+        .as_secs_f64()
+        .max(1.0);
+    // Headroom, so the label of a target line at the very end stays on the page.
+    let scale = Scale { end: end * 1.08 };
+
+    let lanes = unit_lanes(record);
+    let unit_rows: usize = lanes.iter().map(|(_, l)| l.len()).sum();
+    let stages_top = 40.0;
+    let units_top = stages_top + ROW * record.stages.len() as f64 + 40.0;
+    let cpu_top = units_top + ROW * unit_rows as f64 + lanes.len() as f64 * 6.0 + 40.0;
+    let height = cpu_top + CPU_HEIGHT + 40.0;
+
+    let mut svg = String::new();
+    let s = &mut svg;
+    writeln!(
+        s,
+        r#"<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height:.0}" viewBox="0 0 {WIDTH} {height:.0}">"#
+    )
+    .unwrap();
+    axis(s, &scale, height);
+
+    section(s, "Stages", stages_top - 12.0);
+    for (i, st) in record.stages.iter().enumerate() {
+        let y = stages_top + ROW * i as f64;
+        stage_bar(s, record, st, y, &scale);
+    }
+
+    section(s, "Compile units", units_top - 12.0);
+    let mut y = units_top;
+    for (stage, stage_lanes) in &lanes {
+        writeln!(s, r#"<text class="label" x="4" y="{:.1}">{}</text>"#, y + 12.0, esc(stage))
+            .unwrap();
+        for lane in stage_lanes {
+            for c in lane {
+                unit_bar(s, record, c, y, &scale);
+            }
+            y += ROW;
+        }
+        y += 6.0;
+    }
+    if lanes.is_empty() {
+        writeln!(
+            s,
+            r#"<text class="note" x="{LABEL}" y="{:.1}">no compile units recorded</text>"#,
+            units_top + 12.0
+        )
+        .unwrap();
+    }
+
+    section(s, "CPU utilisation", cpu_top - 12.0);
+    cpu_chart(s, record, cpu_top, &scale);
+    target_lines(s, record, &scale, height);
+    s.push_str("</svg>\n");
+
+    let v = &record.verdict;
+    let title = format!("pipeline-opt run {}", record.run_id);
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+body {{ font: 14px system-ui, sans-serif; margin: 16px; color: #222; background: #fff; }}
+svg text {{ font: 11px system-ui, sans-serif; fill: #222; }}
+svg text.section {{ font-weight: bold; font-size: 12px; }}
+svg text.note {{ fill: #777; }}
+.grid {{ stroke: #eee; }}
+.bar {{ stroke: #fff; stroke-width: 0.5; }}
+.bar:hover {{ opacity: 0.75; }}
+.succeeded {{ fill: #4c9a2a; }} .failed {{ fill: #c0392b; }} .timed-out {{ fill: #e67e22; }}
+.cancelled {{ fill: #999; }} .skipped {{ fill: #ddd; }} .cached {{ fill: #8ab4f8; }}
+.unit {{ fill: #6c8ebf; }} .unit.test {{ fill: #9673a6; }} .unit.build-script {{ fill: #b5a642; }}
+.bar.critical {{ stroke: #111; stroke-width: 2.5; }}
+.target {{ stroke: #d62728; stroke-dasharray: 6 3; }} .target.stretch {{ stroke: #ff7f0e; }}
+.stage-target {{ stroke: #000; stroke-width: 2; }}
+.cpu {{ fill: #6c8ebf; fill-opacity: 0.4; stroke: #6c8ebf; }}
+table {{ border-collapse: collapse; }} td, th {{ padding: 2px 8px; text-align: left; }}
+</style>
+</head>
+<body>
+<h1>{title}</h1>
+<p>{command} in <code>{root}</code>, started {started}: <strong>{outcome}</strong> in {total}.
+Required target {required}: {required_verdict}; stretch target {stretch}: {stretch_verdict}.
+{naive}Critical path outlined in black; hover a bar for details.</p>
+{svg}</body>
+</html>
+"#,
+        command = esc(&record.command),
+        root = esc(record.workspace_root.as_str()),
+        started = esc(&record.started_at),
+        outcome = outcome_text(record.outcome),
+        total = secs(record.total),
+        required = secs(v.required),
+        required_verdict = if v.required_met { "met" } else { "missed" },
+        stretch = secs(v.stretch),
+        stretch_verdict = if v.stretch_met { "met" } else { "missed" },
+        naive = record
+            .naive
+            .as_ref()
+            .map(|n| format!(
+                "The naive sequence took {}; ours/naive = {:.2}. ",
+                secs(n.naive_total),
+                n.ratio
+            ))
+            .unwrap_or_default(),
+    )
+}
+
+struct Scale {
+    end: f64,
+}
+
+impl Scale {
+    fn x(&self, t: f64) -> f64 {
+        LABEL + (WIDTH - LABEL - RIGHT) * t / self.end
+    }
+    fn w(&self, d: f64) -> f64 {
+        ((WIDTH - LABEL - RIGHT) * d / self.end).max(2.0)
+    }
+}
+
+fn section(s: &mut String, name: &str, y: f64) {
+    writeln!(s, r#"<text class="section" x="4" y="{y:.1}">{name}</text>"#).unwrap();
+}
+
+/// Vertical grid lines with second labels at a step that gives about ten of them.
+fn axis(s: &mut String, scale: &Scale, height: f64) {
+    let step = [1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0]
+        .into_iter()
+        .find(|step| scale.end / step <= 12.0)
+        .unwrap_or(1200.0);
+    let mut t = 0.0;
+    while t <= scale.end {
+        let x = scale.x(t);
+        writeln!(s, r#"<line class="grid" x1="{x:.1}" y1="14" x2="{x:.1}" y2="{height:.0}"/>"#)
+            .unwrap();
+        writeln!(s, r#"<text x="{x:.1}" y="12" text-anchor="middle">{t:.0} s</text>"#).unwrap();
+        t += step;
+    }
+}
+
+fn status_class(status: &StageStatus) -> &'static str {
+    match status {
+        StageStatus::Succeeded => "succeeded",
+        StageStatus::Failed => "failed",
+        StageStatus::TimedOut => "timed-out",
+        StageStatus::Cancelled => "cancelled",
+        StageStatus::Skipped { .. } => "skipped",
+        StageStatus::Cached { .. } => "cached",
+    }
+}
+
+fn stage_bar(s: &mut String, record: &RunRecord, st: &StageMetrics, y: f64, scale: &Scale) {
+    let critical = if stage_on_critical_path(record, st) { " critical" } else { "" };
+    let start = st.start.as_secs_f64();
+    let wall = st.wall.as_secs_f64();
+    let cpu = (st.cpu_user + st.cpu_system).as_secs_f64();
+    let mut tip = format!(
+        "{}: {}\n{}\nstart {}, wall {}, CPU {} ({} of {} cores)",
+        st.id,
+        status_text(&st.status),
+        st.command,
+        secs(st.start),
+        secs(st.wall),
+        secs(st.cpu_user + st.cpu_system),
+        percent(cpu, wall * record.cores.max(1) as f64),
+        record.cores
+    );
+    if let Some(target) = record.targets.stages.get(&st.id) {
+        write!(tip, "\ntarget {}", secs(*target)).unwrap();
+    }
+    if !critical.is_empty() {
+        tip.push_str("\non the critical path");
+    }
+    writeln!(s, r#"<text class="label" x="4" y="{:.1}">{}</text>"#, y + 12.0, esc(&st.id)).unwrap();
+    writeln!(
+        s,
+        r#"<rect class="bar stage {}{critical}" data-stage="{}" x="{:.1}" y="{y:.1}" width="{:.1}" height="{BAR}"><title>{}</title></rect>"#,
+        status_class(&st.status),
+        esc(&st.id),
+        scale.x(start),
+        scale.w(wall),
+        esc(&tip)
+    )
+    .unwrap();
+    if let Some(target) = record.targets.stages.get(&st.id) {
+        let x = scale.x(start + target.as_secs_f64());
+        writeln!(
+            s,
+            r#"<line class="stage-target" x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}"><title>target of {}: {}</title></line>"#,
+            y - 2.0,
+            y + BAR + 2.0,
+            esc(&st.id),
+            secs(*target)
+        )
+        .unwrap();
+    }
+}
+
+fn unit_bar(s: &mut String, record: &RunRecord, c: &CrateTiming, y: f64, scale: &Scale) {
+    let critical = if on_critical_path(record, c) { " critical" } else { "" };
+    let d = c.end.saturating_sub(c.start);
+    let tip = format!(
+        "{} ({} `{}`) in stage {}\n{} → {} ({}){}",
+        c.package,
+        c.kind,
+        c.target,
+        c.stage,
+        secs(c.start),
+        secs(c.end),
+        secs(d),
+        if critical.is_empty() { "" } else { "\non the critical path" }
+    );
+    let x = scale.x(c.start.as_secs_f64());
+    let w = scale.w(d.as_secs_f64());
+    writeln!(
+        s,
+        r#"<rect class="bar unit {}{critical}" x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{BAR}"><title>{}</title></rect>"#,
+        esc(&c.kind),
+        esc(&tip)
+    )
+    .unwrap();
+    // A name only where it fits; the title has it anyway.
+    if w > 7.0 * c.package.len() as f64 {
+        writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" pointer-events="none" style="fill:#fff">{}</text>"#,
+            x + 3.0,
+            y + 12.0,
+            esc(&c.package)
+        )
+        .unwrap();
+    }
+}
+
+type Lanes<'a> = Vec<(String, Vec<Vec<&'a CrateTiming>>)>;
+
+/// Compile units per stage, packed into as few rows as overlap allows (first fit by
+/// start time), in the order the stages ran.
+fn unit_lanes(record: &RunRecord) -> Lanes<'_> {
+    let mut order: Vec<String> = record.stages.iter().map(|s| s.id.clone()).collect();
+    for c in &record.crates {
+        if !order.contains(&c.stage) {
+            order.push(c.stage.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for stage in order {
+        let mut units: Vec<_> = record.crates.iter().filter(|c| c.stage == stage).collect();
+        if units.is_empty() {
+            continue;
+        }
+        units.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| a.package.cmp(&b.package)));
+        let mut lanes: Vec<Vec<&CrateTiming>> = Vec::new();
+        for u in units {
+            match lanes.iter_mut().find(|l| l.last().is_some_and(|last| last.end <= u.start)) {
+                Some(lane) => lane.push(u),
+                None => lanes.push(vec![u]),
+            }
+        }
+        out.push((stage, lanes));
+    }
+    out
+}
+
+/// Share of all cores busy over time, from each stage's CPU time spread evenly over its
+/// wall time (the run record has no finer samples), summed over overlapping stages.
+pub fn cpu_utilisation(record: &RunRecord) -> Vec<(f64, f64)> {
+    let cores = record.cores.max(1) as f64;
+    let running: Vec<(f64, f64, f64)> = record
+        .stages
+        .iter()
+        .filter(|s| !s.wall.is_zero())
+        .map(|s| {
+            let start = s.start.as_secs_f64();
+            let wall = s.wall.as_secs_f64();
+            (start, start + wall, (s.cpu_user + s.cpu_system).as_secs_f64() / wall / cores)
+        })
+        .collect();
+    let mut times: Vec<f64> = running.iter().flat_map(|r| [r.0, r.1]).chain([0.0]).collect();
+    times.sort_by(f64::total_cmp);
+    times.dedup();
+    times
+        .iter()
+        .map(|&t| {
+            let load: f64 = running.iter().filter(|r| r.0 <= t && t < r.1).map(|r| r.2).sum();
+            (t, load.min(1.0))
+        })
+        .collect()
+}
+
+fn cpu_chart(s: &mut String, record: &RunRecord, top: f64, scale: &Scale) {
+    let bottom = top + CPU_HEIGHT;
+    let points = cpu_utilisation(record);
+    let mut d = format!("M{:.1},{bottom:.1}", scale.x(0.0));
+    let mut last = 0.0;
+    for (t, u) in &points {
+        let x = scale.x(*t);
+        write!(
+            d,
+            " L{x:.1},{:.1} L{x:.1},{:.1}",
+            bottom - last * CPU_HEIGHT,
+            bottom - u * CPU_HEIGHT
+        )
+        .unwrap();
+        last = *u;
+    }
+    let end_x = scale.x(points.last().map_or(0.0, |p| p.0));
+    write!(d, " L{end_x:.1},{bottom:.1} Z").unwrap();
+    writeln!(
+        s,
+        r#"<rect x="{LABEL}" y="{top:.1}" width="{:.1}" height="{CPU_HEIGHT}" fill="none" stroke="rgb(204,204,204)"/>"#,
+        WIDTH - LABEL - RIGHT
+    )
+    .unwrap();
+    writeln!(s, r#"<path class="cpu" d="{d}"><title>share of {} cores busy, from each stage's CPU time over its wall time</title></path>"#, record.cores).unwrap();
+    writeln!(s, r#"<text x="4" y="{:.1}">100% of {} cores</text>"#, top + 10.0, record.cores)
+        .unwrap();
+    writeln!(s, r#"<text x="4" y="{bottom:.1}">0%</text>"#).unwrap();
+}
+
+fn target_lines(s: &mut String, record: &RunRecord, scale: &Scale, height: f64) {
+    let v = &record.verdict;
+    for (class, name, limit) in
+        [("required", "required", v.required), ("stretch", "stretch", v.stretch)]
+    {
+        let x = scale.x(limit.as_secs_f64());
+        writeln!(
+            s,
+            r#"<line class="target {class}" x1="{x:.1}" y1="20" x2="{x:.1}" y2="{height:.0}"><title>{name} target: {}</title></line>"#,
+            secs(limit)
+        )
+        .unwrap();
+        writeln!(s, r#"<text x="{:.1}" y="28">{name} {}</text>"#, x + 3.0, secs(limit)).unwrap();
+    }
+}
+
+/// Escapes text for XML content and attribute values.
+pub(crate) fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            // XML 1.0 has no escape for most control characters (ANSI colour codes in
+            // test output): drop them.
+            c if c.is_control() && !matches!(c, '\t' | '\n' | '\r') => {}
+            c => out.push(c),
+        }
+    }
+    out
+}

@@ -1,0 +1,322 @@
+//! `pipeline-optimization-report.md`: totals against targets, the per-stage table, the
+//! critical path, the slowest crates, what each stage proved or why it was dropped,
+//! failures with their output, and recommendations with their evidence.
+
+use std::fmt::Write as _;
+
+use crate::profile::{RunOutcome, RunRecord, StageMetrics, StageStatus};
+use crate::report::recommend::Recommendation;
+use crate::report::{percent, secs};
+
+/// How many crates the "slowest crates" table lists.
+const SLOWEST_CRATES: usize = 10;
+
+pub fn render(record: &RunRecord, recommendations: &[Recommendation]) -> String {
+    let mut out = String::new();
+    let o = &mut out;
+    writeln!(o, "# Pipeline optimization report\n").unwrap();
+    writeln!(
+        o,
+        "Run `{}` of `{}` in `{}`, started {}, on {} cores: **{}** in {}.\n",
+        record.run_id,
+        record.command,
+        record.workspace_root,
+        record.started_at,
+        record.cores,
+        outcome_text(record.outcome),
+        secs(record.total)
+    )
+    .unwrap();
+    totals(o, record);
+    naive(o, record);
+    stages(o, record);
+    critical_path(o, record);
+    slowest_crates(o, record);
+    coverage(o, record);
+    failures(o, record);
+    recommend(o, recommendations);
+    out
+}
+
+pub(crate) fn outcome_text(outcome: RunOutcome) -> &'static str {
+    match outcome {
+        RunOutcome::Succeeded => "succeeded",
+        RunOutcome::StageFailed => "a stage failed",
+        RunOutcome::Interrupted => "interrupted",
+    }
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "**missed**" }
+}
+
+fn totals(o: &mut String, r: &RunRecord) {
+    let v = &r.verdict;
+    writeln!(o, "## Totals\n").unwrap();
+    writeln!(o, "| target | limit | actual | verdict |").unwrap();
+    writeln!(o, "| --- | ---: | ---: | --- |").unwrap();
+    writeln!(
+        o,
+        "| required | {} | {} | {} |",
+        secs(v.required),
+        secs(v.total),
+        met(v.required_met)
+    )
+    .unwrap();
+    writeln!(o, "| stretch | {} | {} | {} |", secs(v.stretch), secs(v.total), met(v.stretch_met))
+        .unwrap();
+    let capacity = r.total.as_secs_f64() * r.cores.max(1) as f64;
+    writeln!(
+        o,
+        "\nCPU left idle: {} of {} core-seconds ({}).",
+        secs(r.idle_cpu),
+        capacity.round(),
+        percent(r.idle_cpu.as_secs_f64(), capacity)
+    )
+    .unwrap();
+    if r.outcome == RunOutcome::Interrupted {
+        writeln!(o, "\nThe run was interrupted: the total is the time until the interrupt.")
+            .unwrap();
+    }
+    o.push('\n');
+}
+
+fn naive(o: &mut String, r: &RunRecord) {
+    let Some(n) = &r.naive else { return };
+    writeln!(o, "## Against the naive sequence\n").unwrap();
+    writeln!(
+        o,
+        "Naive: {} ({}); ours: {}. Ratio ours/naive: **{:.2}**.\n",
+        secs(n.naive_total),
+        outcome_text(n.naive_outcome),
+        secs(n.optimized_total),
+        n.ratio
+    )
+    .unwrap();
+    writeln!(o, "How: {}\n", n.method).unwrap();
+    writeln!(o, "| naive step | status | wall |").unwrap();
+    writeln!(o, "| --- | --- | ---: |").unwrap();
+    for s in &n.naive_stages {
+        writeln!(o, "| `{}` | {} | {} |", s.command, status_text(&s.status), secs(s.wall)).unwrap();
+    }
+    o.push('\n');
+    let list = |v: &[String]| {
+        if v.is_empty() { "nothing".to_string() } else { v.join(", ") }
+    };
+    writeln!(o, "Only the naive sequence proves: {}.", list(&n.only_naive_proves)).unwrap();
+    writeln!(o, "Only our plan proves: {}.\n", list(&n.only_optimized_proves)).unwrap();
+}
+
+/// The words a stage's status is shown with in every report.
+pub(crate) fn status_text(status: &StageStatus) -> String {
+    match status {
+        StageStatus::Succeeded => "succeeded".into(),
+        StageStatus::Failed => "failed".into(),
+        StageStatus::TimedOut => "timed out".into(),
+        StageStatus::Cancelled => "cancelled".into(),
+        StageStatus::Skipped { reason } => format!("skipped: {reason}"),
+        StageStatus::Cached { from_run } => format!("cached (run `{from_run}`)"),
+    }
+}
+
+fn stages(o: &mut String, r: &RunRecord) {
+    writeln!(o, "## Stages\n").unwrap();
+    writeln!(o, "| stage | status | start | wall | target | verdict | CPU | peak RSS |").unwrap();
+    writeln!(o, "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |").unwrap();
+    for s in &r.stages {
+        let check = r.verdict.stages.iter().find(|c| c.id == s.id);
+        let target = r.targets.stages.get(&s.id).map(|t| secs(*t)).unwrap_or_else(|| "-".into());
+        let verdict = match (&s.status, check) {
+            (StageStatus::Cached { .. }, _) => "cached".to_string(),
+            (StageStatus::Skipped { .. }, _) => "skipped".to_string(),
+            (_, Some(c)) => met(c.met).to_string(),
+            (_, None) => "-".to_string(),
+        };
+        let (wall, cpu, rss) =
+            if matches!(s.status, StageStatus::Cached { .. } | StageStatus::Skipped { .. }) {
+                ("-".to_string(), "-".to_string(), "-".to_string())
+            } else {
+                (secs(s.wall), cpu_text(s, r.cores), rss_text(s.peak_rss_kib))
+            };
+        writeln!(
+            o,
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} |",
+            s.id,
+            status_text(&s.status),
+            secs(s.start),
+            wall,
+            target,
+            verdict,
+            cpu,
+            rss
+        )
+        .unwrap();
+    }
+    o.push('\n');
+}
+
+/// `12.0 s (60% of 2 cores)`.
+fn cpu_text(s: &StageMetrics, cores: usize) -> String {
+    let cpu = s.cpu_user + s.cpu_system;
+    let capacity = s.wall.as_secs_f64() * cores.max(1) as f64;
+    format!("{} ({} of {} cores)", secs(cpu), percent(cpu.as_secs_f64(), capacity), cores)
+}
+
+fn rss_text(kib: u64) -> String {
+    if kib == 0 { "-".into() } else { format!("{:.0} MiB", kib as f64 / 1024.0) }
+}
+
+fn critical_path(o: &mut String, r: &RunRecord) {
+    writeln!(o, "## Critical path\n").unwrap();
+    if r.critical_path.is_empty() {
+        writeln!(o, "No critical path was measured (no stage ran).\n").unwrap();
+        return;
+    }
+    writeln!(o, "The chain of work that set the total time:\n").unwrap();
+    for (i, step) in r.critical_path.iter().enumerate() {
+        let d = step.end.saturating_sub(step.start);
+        writeln!(
+            o,
+            "{}. {} `{}`: {} → {} ({}, {} of the run)",
+            i + 1,
+            step.kind,
+            step.name,
+            secs(step.start),
+            secs(step.end),
+            secs(d),
+            percent(d.as_secs_f64(), r.total.as_secs_f64())
+        )
+        .unwrap();
+    }
+    o.push('\n');
+}
+
+fn slowest_crates(o: &mut String, r: &RunRecord) {
+    writeln!(o, "## Slowest crates\n").unwrap();
+    if r.crates.is_empty() {
+        writeln!(
+            o,
+            "No compile units were recorded (nothing compiled, or every stage was cached).\n"
+        )
+        .unwrap();
+        return;
+    }
+    let mut crates: Vec<_> = r.crates.iter().collect();
+    crates.sort_by(|a, b| {
+        (b.end.saturating_sub(b.start))
+            .cmp(&a.end.saturating_sub(a.start))
+            .then_with(|| a.package.cmp(&b.package))
+    });
+    writeln!(o, "| crate | target | kind | stage | time | critical path |").unwrap();
+    writeln!(o, "| --- | --- | --- | --- | ---: | --- |").unwrap();
+    for c in crates.iter().take(SLOWEST_CRATES) {
+        let critical = crate::report::html::on_critical_path(r, c);
+        writeln!(
+            o,
+            "| `{}` | `{}` | {} | `{}` | {} | {} |",
+            c.package,
+            c.target,
+            c.kind,
+            c.stage,
+            secs(c.end.saturating_sub(c.start)),
+            if critical { "yes" } else { "" }
+        )
+        .unwrap();
+    }
+    if crates.len() > SLOWEST_CRATES {
+        writeln!(o, "\n{} more units in `run.json`.", crates.len() - SLOWEST_CRATES).unwrap();
+    }
+    o.push('\n');
+}
+
+fn coverage(o: &mut String, r: &RunRecord) {
+    writeln!(o, "## Coverage\n").unwrap();
+    if r.stages.is_empty() {
+        writeln!(o, "No stage finished: this run proved nothing.").unwrap();
+    }
+    for s in &r.stages {
+        let proves =
+            if s.proves.is_empty() { "nothing declared".to_string() } else { s.proves.join(", ") };
+        let proven = match s.status {
+            StageStatus::Succeeded => "proved",
+            StageStatus::Cached { .. } => "proved by an earlier run",
+            _ => "did NOT prove",
+        };
+        writeln!(o, "- `{}` {proven}: {proves}", s.id).unwrap();
+    }
+    if !r.dropped.is_empty() {
+        writeln!(o, "\nDropped from the usual CI sequence:\n").unwrap();
+        for d in &r.dropped {
+            writeln!(o, "- `{}`: {}", d.id, d.reason).unwrap();
+        }
+    }
+    if !r.notes.is_empty() {
+        writeln!(o, "\nNotes:\n").unwrap();
+        for n in &r.notes {
+            writeln!(o, "- {n}").unwrap();
+        }
+    }
+    o.push('\n');
+}
+
+fn failures(o: &mut String, r: &RunRecord) {
+    let failed: Vec<_> = r
+        .stages
+        .iter()
+        .filter(|s| matches!(s.status, StageStatus::Failed | StageStatus::TimedOut))
+        .collect();
+    let flaky: Vec<_> = r.stages.iter().filter(|s| !s.flaky_tests.is_empty()).collect();
+    if failed.is_empty() && flaky.is_empty() {
+        return;
+    }
+    writeln!(o, "## Failures\n").unwrap();
+    for s in failed {
+        let exit =
+            s.exit_code.map(|c| format!("exit code {c}")).unwrap_or_else(|| "no exit code".into());
+        writeln!(o, "### `{}` {} ({exit})\n", s.id, status_text(&s.status)).unwrap();
+        writeln!(o, "Command: `{}`\n", s.command).unwrap();
+        if !s.failed_tests.is_empty() {
+            writeln!(o, "Failed tests:\n").unwrap();
+            for t in &s.failed_tests {
+                writeln!(o, "- `{t}`").unwrap();
+            }
+            o.push('\n');
+        }
+        if let Some(log) = &s.log_path {
+            writeln!(o, "Full log: `{log}`\n").unwrap();
+        }
+        if !s.tail.is_empty() {
+            writeln!(o, "Last {} lines of output:\n", s.tail.len()).unwrap();
+            // A fence longer than any backtick run in the output keeps it verbatim.
+            let fence = "`".repeat(3.max(longest_backtick_run(&s.tail) + 1));
+            writeln!(o, "{fence}text").unwrap();
+            for line in &s.tail {
+                writeln!(o, "{line}").unwrap();
+            }
+            writeln!(o, "{fence}\n").unwrap();
+        }
+    }
+    for s in flaky {
+        writeln!(o, "Flaky in `{}` (failed, then passed on retry):\n", s.id).unwrap();
+        for t in &s.flaky_tests {
+            writeln!(o, "- `{t}`").unwrap();
+        }
+        o.push('\n');
+    }
+}
+
+fn longest_backtick_run(lines: &[String]) -> usize {
+    lines.iter().flat_map(|l| l.split(|c| c != '`')).map(str::len).max().unwrap_or(0)
+}
+
+fn recommend(o: &mut String, recs: &[Recommendation]) {
+    writeln!(o, "## Recommendations\n").unwrap();
+    if recs.is_empty() {
+        writeln!(o, "None: no measurement of this run points at a change.").unwrap();
+        return;
+    }
+    for (i, r) in recs.iter().enumerate() {
+        writeln!(o, "{}. **{}** ({})", i + 1, r.action, r.kind).unwrap();
+        writeln!(o, "   Evidence: {}.", r.evidence).unwrap();
+    }
+}

@@ -1,0 +1,263 @@
+//! Live progress of a run in the terminal: one line per stage (running, done, cached,
+//! failed; elapsed against its target; compile units so far), drawn with indicatif.
+//! Without a terminal, or under `NO_COLOR` or `CI`, it prints plain lines instead.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal as _, Write};
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::profile::{Event, RunOutcome, StageMetrics, StageStatus};
+use crate::report::markdown::{outcome_text, status_text};
+use crate::report::secs;
+use crate::targets::PerformanceTargets;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// Redrawn bars with colour: stdout is a terminal and nobody asked for plain text.
+    Live,
+    /// One line per event, no escape codes: logs, pipes, `NO_COLOR`, CI.
+    Plain,
+}
+
+impl ProgressMode {
+    /// Live when stdout is a terminal and neither `NO_COLOR` (any non-empty value, per
+    /// no-color.org) nor `CI` (other than `false`/`0`) is set.
+    pub fn detect() -> ProgressMode {
+        let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        if std::io::stdout().is_terminal() && !set("NO_COLOR") && !ci {
+            ProgressMode::Live
+        } else {
+            ProgressMode::Plain
+        }
+    }
+}
+
+/// Consumes [`Event`]s and shows them. Create it before the run starts, feed it every
+/// event, and drop it (or call [`ProgressReporter::finish`]) at the end.
+pub struct ProgressReporter {
+    mode: ProgressMode,
+    targets: PerformanceTargets,
+    out: Box<dyn Write + Send>,
+    multi: Option<MultiProgress>,
+    total_bar: Option<ProgressBar>,
+    bars: BTreeMap<String, ProgressBar>,
+    /// Compile units finished per stage.
+    units: BTreeMap<String, usize>,
+    /// The latest time any event carried: cached and skipped stages, which never ran,
+    /// are reported at this time so plain lines stay in order.
+    now: Duration,
+}
+
+impl std::fmt::Debug for ProgressReporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProgressReporter").field("mode", &self.mode).finish_non_exhaustive()
+    }
+}
+
+impl ProgressReporter {
+    /// A reporter on stdout in `mode` (see [`ProgressMode::detect`]).
+    pub fn new(mode: ProgressMode, targets: &PerformanceTargets) -> ProgressReporter {
+        let mut r = ProgressReporter {
+            mode,
+            targets: targets.clone(),
+            out: Box::new(std::io::stdout()),
+            multi: None,
+            total_bar: None,
+            bars: BTreeMap::new(),
+            units: BTreeMap::new(),
+            now: Duration::ZERO,
+        };
+        if mode == ProgressMode::Live {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+            let total = multi.add(ProgressBar::new_spinner());
+            total.set_style(style("{spinner:.cyan} {prefix:.bold:12} {elapsed:>4} {msg}"));
+            total.set_prefix("pipeline");
+            total.set_message(format!(
+                "required {}, stretch {}",
+                secs(targets.required),
+                secs(targets.stretch)
+            ));
+            total.enable_steady_tick(Duration::from_millis(100));
+            r.total_bar = Some(total);
+            r.multi = Some(multi);
+        }
+        r
+    }
+
+    /// A plain-text reporter writing to `out` (tests, log files).
+    pub fn plain_to(out: Box<dyn Write + Send>, targets: &PerformanceTargets) -> ProgressReporter {
+        let mut r = ProgressReporter::new(ProgressMode::Plain, targets);
+        r.out = out;
+        r
+    }
+
+    pub fn mode(&self) -> ProgressMode {
+        self.mode
+    }
+
+    pub fn handle(&mut self, event: &Event) {
+        match event {
+            Event::StageStarted { id, at } => {
+                self.now = self.now.max(*at);
+                self.started(id, *at)
+            }
+            Event::StageOutput { .. } => {}
+            Event::CrateCompiled(c) => {
+                self.now = self.now.max(c.end);
+                let n = {
+                    let n = self.units.entry(c.stage.clone()).or_default();
+                    *n += 1;
+                    *n
+                };
+                let d = c.end.saturating_sub(c.start);
+                match self.bars.get(&c.stage) {
+                    Some(bar) => bar.set_message(format!(
+                        "{}{n} units compiled, last {} ({})",
+                        self.target_text(&c.stage),
+                        c.package,
+                        secs(d)
+                    )),
+                    None => self.line(&format!(
+                        "[{:>7}] {}: compiled {} ({} `{}`) in {}, {n} units so far",
+                        secs(c.end),
+                        c.stage,
+                        c.package,
+                        c.kind,
+                        c.target,
+                        secs(d)
+                    )),
+                }
+            }
+            Event::StageFinished(m) => self.finished(m),
+            Event::RunFinished { outcome, total } => self.run_finished(*outcome, *total),
+        }
+    }
+
+    fn target_text(&self, id: &str) -> String {
+        self.targets.stages.get(id).map(|t| format!("target {}, ", secs(*t))).unwrap_or_default()
+    }
+
+    fn started(&mut self, id: &str, at: Duration) {
+        match &self.multi {
+            Some(multi) => {
+                let bar = multi
+                    .insert_before(self.total_bar.as_ref().unwrap(), ProgressBar::new_spinner());
+                bar.set_style(style("{spinner:.green} {prefix:12} {elapsed:>4} {msg}"));
+                bar.set_prefix(id.to_string());
+                bar.set_message(format!("{}running", self.target_text(id)));
+                bar.enable_steady_tick(Duration::from_millis(100));
+                self.bars.insert(id.to_string(), bar);
+            }
+            None => {
+                let target = self.target_text(id);
+                let target = target.trim_end_matches(", ");
+                let suffix = if target.is_empty() { String::new() } else { format!(" ({target})") };
+                self.line(&format!("[{:>7}] {id}: started{suffix}", secs(at)));
+            }
+        }
+    }
+
+    fn finished(&mut self, m: &StageMetrics) {
+        let mut text = status_text(&m.status);
+        let ran = matches!(
+            m.status,
+            StageStatus::Succeeded | StageStatus::Failed | StageStatus::TimedOut
+        );
+        if ran {
+            text.push_str(&format!(" in {}", secs(m.wall)));
+            if let Some(t) = self.targets.stages.get(&m.id) {
+                let verdict = if m.wall < *t { "met" } else { "missed" };
+                text.push_str(&format!(" (target {}: {verdict})", secs(*t)));
+            }
+        }
+        if let Some(code) = m.exit_code.filter(|c| *c != 0) {
+            text.push_str(&format!(", exit code {code}"));
+        }
+        if let Some(n) = self.units.get(&m.id) {
+            text.push_str(&format!(", {n} units compiled"));
+        }
+        if !m.failed_tests.is_empty() {
+            text.push_str(&format!(", failed: {}", m.failed_tests.join(", ")));
+        }
+        // Where to read why it failed; a success needs no log.
+        if let (true, Some(log)) = (ran && m.status != StageStatus::Succeeded, &m.log_path) {
+            text.push_str(&format!(", log {log}"));
+        }
+        match (&self.multi, self.bars.remove(&m.id)) {
+            (Some(_), Some(bar)) => {
+                let mark = match m.status {
+                    StageStatus::Succeeded => "✔",
+                    StageStatus::Cached { .. } => "↺",
+                    StageStatus::Skipped { .. } | StageStatus::Cancelled => "-",
+                    _ => "✘",
+                };
+                bar.set_style(style(&format!("{mark} {{prefix:12}} {{msg}}")));
+                bar.finish_with_message(text);
+            }
+            (Some(multi), None) => {
+                // Cached and skipped stages never start: show them as finished lines.
+                let bar = multi
+                    .insert_before(self.total_bar.as_ref().unwrap(), ProgressBar::new_spinner());
+                bar.set_style(style("  {prefix:12} {msg}"));
+                bar.set_prefix(m.id.clone());
+                bar.finish_with_message(text);
+            }
+            (None, _) => {
+                let at = if ran { m.start + m.wall } else { self.now };
+                self.now = self.now.max(at);
+                self.line(&format!("[{:>7}] {}: {text}", secs(at), m.id))
+            }
+        }
+    }
+
+    fn run_finished(&mut self, outcome: RunOutcome, total: Duration) {
+        let t = &self.targets;
+        let verdict = |limit: Duration| if total < limit { "met" } else { "missed" };
+        let text = format!(
+            "run {} in {} (required {}: {}, stretch {}: {})",
+            outcome_text(outcome),
+            secs(total),
+            secs(t.required),
+            verdict(t.required),
+            secs(t.stretch),
+            verdict(t.stretch)
+        );
+        match self.total_bar.take() {
+            Some(bar) => {
+                bar.set_style(style("{prefix:.bold:12} {msg}"));
+                bar.finish_with_message(text);
+            }
+            None => self.line(&text),
+        }
+    }
+
+    /// Stops every bar still drawing (a run that ended without `RunFinished`).
+    pub fn finish(&mut self) {
+        for (_, bar) in std::mem::take(&mut self.bars) {
+            bar.abandon();
+        }
+        if let Some(bar) = self.total_bar.take() {
+            bar.abandon();
+        }
+        let _ = self.out.flush();
+    }
+
+    fn line(&mut self, text: &str) {
+        // A closed pipe must not kill the run; progress is only a view.
+        let _ = writeln!(self.out, "{text}");
+        let _ = self.out.flush();
+    }
+}
+
+impl Drop for ProgressReporter {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).expect("the progress templates are valid")
+}

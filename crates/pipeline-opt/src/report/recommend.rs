@@ -1,0 +1,405 @@
+//! Recommendations derived from measurements: a pure function of a [`RunRecord`] and a
+//! few facts about the workspace ([`RecommendContext`]: its resolved dependency graph
+//! and the debug setting of its test profile). Each recommendation names its evidence.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use camino::Utf8Path;
+use serde::Serialize;
+
+use crate::profile::{RunRecord, StageStatus};
+use crate::report::{percent, secs};
+
+/// A compile unit on the critical path dominates when it takes this share of the run.
+const CRITICAL_CRATE_SHARE: f64 = 0.25;
+const CRITICAL_CRATE_MIN: Duration = Duration::from_secs(2);
+/// One test dominates its stage from this share of the stage's wall time.
+const SLOW_TEST_SHARE: f64 = 0.5;
+const SLOW_TEST_MIN: Duration = Duration::from_secs(1);
+/// A compiling or testing stage that keeps fewer cores busy than this is serialized.
+const LOW_CPU_SHARE: f64 = 0.5;
+/// Short stages have too little time to fill the cores; judging them is noise.
+const LOW_CPU_MIN_WALL: Duration = Duration::from_secs(5);
+/// Debug info is worth trimming once compiling takes this much time in a run.
+const DEBUG_INFO_MIN_COMPILE: Duration = Duration::from_secs(5);
+/// Shown at most per kind, so a report stays readable on a large workspace.
+const MAX_PER_KIND: usize = 3;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recommendation {
+    /// Stable identifier: `critical-crate`, `duplicate-versions`, `compiled-twice`,
+    /// `slow-test`, `low-cpu`, `debug-line-tables`, `nextest-missing`.
+    pub kind: &'static str,
+    /// What to change.
+    pub action: String,
+    /// The measured numbers it rests on.
+    pub evidence: String,
+}
+
+/// What recommendations know about the workspace beyond the run record.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecommendContext {
+    /// Every package of the resolved dependency graph; empty when it could not be loaded.
+    pub packages: Vec<ResolvedPackage>,
+    /// The `debug` setting test builds use; `None` when the manifest could not be read.
+    pub test_debug: Option<TestDebug>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedPackage {
+    pub name: String,
+    pub version: String,
+    pub features: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestDebug {
+    pub level: DebugLevel,
+    /// Where the setting comes from, e.g. `[profile.dev] debug = 2`.
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DebugLevel {
+    None,
+    LineDirectivesOnly,
+    LineTablesOnly,
+    Limited,
+    Full,
+}
+
+impl RecommendContext {
+    /// Reads the resolved graph (`cargo metadata --offline`) and the root manifest's
+    /// profiles. Best effort: what cannot be read is left empty, and the
+    /// recommendations that need it are not made.
+    pub fn load(workspace_root: &Utf8Path) -> RecommendContext {
+        let manifest = workspace_root.join("Cargo.toml");
+        let mut cmd = cargo_metadata::MetadataCommand::new();
+        cmd.manifest_path(&manifest).other_options(vec!["--offline".to_string()]);
+        for var in crate::toolchain::inherited_cargo_vars() {
+            cmd.env_remove(var);
+        }
+        let mut ctx = match cmd.exec() {
+            Ok(metadata) => RecommendContext::from_metadata(&metadata),
+            Err(_) => RecommendContext::default(),
+        };
+        ctx.test_debug = std::fs::read_to_string(&manifest)
+            .ok()
+            .and_then(|text| test_debug_from_manifest(&text));
+        ctx
+    }
+
+    /// The packages of `metadata`'s resolve with the features each is built with.
+    pub fn from_metadata(metadata: &cargo_metadata::Metadata) -> RecommendContext {
+        let Some(resolve) = &metadata.resolve else { return RecommendContext::default() };
+        let by_id: BTreeMap<_, _> = metadata.packages.iter().map(|p| (&p.id, p)).collect();
+        let packages = resolve
+            .nodes
+            .iter()
+            .filter_map(|node| {
+                let p = by_id.get(&node.id)?;
+                Some(ResolvedPackage {
+                    name: p.name.to_string(),
+                    version: p.version.to_string(),
+                    features: node.features.iter().map(|f| f.to_string()).collect(),
+                })
+            })
+            .collect();
+        RecommendContext { packages, test_debug: None }
+    }
+}
+
+/// The `debug` setting of the profile `cargo test` builds with: `[profile.test]`, which
+/// inherits `[profile.dev]`, whose default is full debug info.
+pub fn test_debug_from_manifest(manifest: &str) -> Option<TestDebug> {
+    let doc: toml::Table = manifest.parse().ok()?;
+    let profile = doc.get("profile").and_then(|p| p.as_table());
+    for name in ["test", "dev"] {
+        let Some(value) = profile.and_then(|p| p.get(name)).and_then(|t| t.get("debug")) else {
+            continue;
+        };
+        let level = match value {
+            toml::Value::Boolean(true) | toml::Value::Integer(2) => DebugLevel::Full,
+            toml::Value::Boolean(false) | toml::Value::Integer(0) => DebugLevel::None,
+            toml::Value::Integer(1) => DebugLevel::Limited,
+            toml::Value::String(s) => match s.as_str() {
+                "full" => DebugLevel::Full,
+                "limited" => DebugLevel::Limited,
+                "line-tables-only" => DebugLevel::LineTablesOnly,
+                "line-directives-only" => DebugLevel::LineDirectivesOnly,
+                "none" => DebugLevel::None,
+                _ => return None,
+            },
+            _ => return None,
+        };
+        return Some(TestDebug { level, source: format!("[profile.{name}] debug = {value}") });
+    }
+    Some(TestDebug {
+        level: DebugLevel::Full,
+        source: "[profile.dev] debug is unset, and cargo's default is full debug info".into(),
+    })
+}
+
+/// Every recommendation `record` and `ctx` support, most important kinds first.
+pub fn recommend(record: &RunRecord, ctx: &RecommendContext) -> Vec<Recommendation> {
+    let mut out = Vec::new();
+    critical_crate(record, &mut out);
+    low_cpu(record, &mut out);
+    slow_test(record, &mut out);
+    nextest_missing(record, &mut out);
+    compiled_twice(record, ctx, &mut out);
+    duplicate_versions(record, ctx, &mut out);
+    debug_line_tables(record, ctx, &mut out);
+    out
+}
+
+fn critical_crate(record: &RunRecord, out: &mut Vec<Recommendation>) {
+    let total = record.total.as_secs_f64();
+    let mut steps: Vec<_> = record
+        .critical_path
+        .iter()
+        .filter(|s| s.kind == "crate")
+        .map(|s| (s, s.end.saturating_sub(s.start)))
+        .filter(|(_, d)| {
+            *d >= CRITICAL_CRATE_MIN && d.as_secs_f64() >= CRITICAL_CRATE_SHARE * total
+        })
+        .collect();
+    steps.sort_by_key(|s| std::cmp::Reverse(s.1));
+    for (step, d) in steps.into_iter().take(MAX_PER_KIND) {
+        // The profiler names a unit `package (kind target)`; one splits the package.
+        let package = step.name.split(" (").next().unwrap_or(&step.name);
+        out.push(Recommendation {
+            kind: "critical-crate",
+            action: format!(
+                "split `{}` into crates that compile in parallel, or reduce its generic code \
+                 (non-generic inner functions) so less is compiled on the critical path",
+                package
+            ),
+            evidence: format!(
+                "`{}` compiled for {} on the critical path: {} of the {} run",
+                step.name,
+                secs(d),
+                percent(d.as_secs_f64(), total),
+                secs(record.total)
+            ),
+        });
+    }
+}
+
+fn ran(status: &StageStatus) -> bool {
+    matches!(status, StageStatus::Succeeded | StageStatus::Failed | StageStatus::TimedOut)
+}
+
+fn is_test_command(command: &str) -> bool {
+    command.contains("cargo test") || command.contains("cargo nextest")
+}
+
+fn low_cpu(record: &RunRecord, out: &mut Vec<Recommendation>) {
+    let cores = record.cores.max(1) as f64;
+    let mut found = Vec::new();
+    for s in &record.stages {
+        // Fetching and services wait on the network or on a daemon, not on the cores.
+        let compiles = s.command.contains("cargo ") && !s.command.contains("cargo fetch");
+        if !ran(&s.status) || !compiles || s.wall < LOW_CPU_MIN_WALL {
+            continue;
+        }
+        let cpu = (s.cpu_user + s.cpu_system).as_secs_f64();
+        let busy = cpu / s.wall.as_secs_f64();
+        if busy / cores >= LOW_CPU_SHARE {
+            continue;
+        }
+        let action = if is_test_command(&s.command) {
+            format!(
+                "stage `{}` waits on a few long tests or binaries: split them, or run another \
+                 stage beside it",
+                s.id
+            )
+        } else {
+            format!(
+                "stage `{}` compiles a chain of crates one after another (see the critical \
+                 path): run other stages beside it, or split the crates on the chain",
+                s.id
+            )
+        };
+        found.push((
+            busy / cores,
+            Recommendation {
+                kind: "low-cpu",
+                action,
+                evidence: format!(
+                    "stage `{}` kept {:.1} of {} cores busy ({}) over {} ({} of CPU time)",
+                    s.id,
+                    busy,
+                    record.cores,
+                    percent(busy, cores),
+                    secs(s.wall),
+                    secs(s.cpu_user + s.cpu_system)
+                ),
+            },
+        ));
+    }
+    found.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out.extend(found.into_iter().take(MAX_PER_KIND).map(|(_, r)| r));
+}
+
+fn slow_test(record: &RunRecord, out: &mut Vec<Recommendation>) {
+    let mut n = 0;
+    for stage in &record.stages {
+        let slowest =
+            record.tests.iter().filter(|t| t.stage == stage.id).max_by_key(|t| t.duration);
+        let Some(test) = slowest else { continue };
+        let share = test.duration.as_secs_f64() / stage.wall.as_secs_f64().max(f64::EPSILON);
+        if test.duration < SLOW_TEST_MIN || share < SLOW_TEST_SHARE || n >= MAX_PER_KIND {
+            continue;
+        }
+        n += 1;
+        out.push(Recommendation {
+            kind: "slow-test",
+            action: format!(
+                "split `{}` into smaller tests (nextest runs each in its own process, so the \
+                 parts run on several cores) or make it cheaper",
+                test.name
+            ),
+            evidence: format!(
+                "`{}` ran for {} of stage `{}`'s {} ({})",
+                test.name,
+                secs(test.duration),
+                stage.id,
+                secs(stage.wall),
+                percent(test.duration.as_secs_f64(), stage.wall.as_secs_f64())
+            ),
+        });
+    }
+}
+
+fn nextest_missing(record: &RunRecord, out: &mut Vec<Recommendation>) {
+    if !record.notes.iter().any(|n| n.contains("cargo-nextest is not installed")) {
+        return;
+    }
+    let test_time: Duration = record
+        .stages
+        .iter()
+        .filter(|s| s.command.contains("cargo test") && ran(&s.status))
+        .map(|s| s.wall)
+        .sum();
+    // Without a measured `cargo test` stage there is no number to rest on.
+    if test_time.is_zero() {
+        return;
+    }
+    out.push(Recommendation {
+        kind: "nextest-missing",
+        action: "install cargo-nextest (`cargo install cargo-nextest --locked`): it runs \
+                 every test binary at once instead of one after another"
+            .into(),
+        evidence: format!(
+            "the plan notes that cargo-nextest is not installed; `cargo test` took {} in this run",
+            secs(test_time)
+        ),
+    });
+}
+
+fn compiled_twice(record: &RunRecord, ctx: &RecommendContext, out: &mut Vec<Recommendation>) {
+    let mut units: BTreeMap<(&str, &str, &str, &str), Vec<Duration>> = BTreeMap::new();
+    for c in &record.crates {
+        // A build script is compiled once and run once: two entries, one build.
+        if c.kind.contains("build") {
+            continue;
+        }
+        units
+            .entry((c.stage.as_str(), c.package.as_str(), c.target.as_str(), c.kind.as_str()))
+            .or_default()
+            .push(c.end.saturating_sub(c.start));
+    }
+    let mut found: Vec<_> = units.into_iter().filter(|(_, times)| times.len() > 1).collect();
+    found.sort_by_key(|(_, times)| std::cmp::Reverse(times.iter().sum::<Duration>()));
+    for ((stage, package, target, kind), times) in found.into_iter().take(MAX_PER_KIND) {
+        let each: Vec<String> = times.iter().map(|d| secs(*d)).collect();
+        let mut evidence = format!(
+            "`{package}` ({kind} `{target}`) was compiled {} times in stage `{stage}`: {}",
+            times.len(),
+            each.join(" + ")
+        );
+        if let Some(p) = ctx.packages.iter().find(|p| p.name == package) {
+            evidence.push_str(&format!("; the resolve enables [{}]", p.features.join(", ")));
+        }
+        out.push(Recommendation {
+            kind: "compiled-twice",
+            action: format!(
+                "ask for the same features of `{package}` everywhere (e.g. in \
+                 `[workspace.dependencies]`), also from build-dependencies and proc-macros; \
+                 `cargo tree -e features -i {package}` shows who asks for which"
+            ),
+            evidence,
+        });
+    }
+}
+
+fn duplicate_versions(record: &RunRecord, ctx: &RecommendContext, out: &mut Vec<Recommendation>) {
+    let mut versions: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for p in &ctx.packages {
+        let v = versions.entry(p.name.as_str()).or_default();
+        if !v.contains(&p.version.as_str()) {
+            v.push(&p.version);
+        }
+    }
+    let dups = versions.into_iter().filter(|(_, v)| v.len() > 1).take(MAX_PER_KIND);
+    for (name, mut vs) in dups {
+        vs.sort();
+        let compile: Duration = record
+            .crates
+            .iter()
+            .filter(|c| c.package == name)
+            .map(|c| c.end.saturating_sub(c.start))
+            .sum();
+        let mut evidence =
+            format!("`{name}` is resolved at {} versions: {}", vs.len(), vs.join(", "));
+        if !compile.is_zero() {
+            evidence
+                .push_str(&format!("; its units took {} to compile in this run", secs(compile)));
+        }
+        out.push(Recommendation {
+            kind: "duplicate-versions",
+            action: format!(
+                "align the version requirements on `{name}` so one version is built \
+                 (`cargo tree -d -i {name}` shows who needs which)"
+            ),
+            evidence,
+        });
+    }
+}
+
+fn debug_line_tables(record: &RunRecord, ctx: &RecommendContext, out: &mut Vec<Recommendation>) {
+    let Some(debug) = &ctx.test_debug else { return };
+    if !matches!(debug.level, DebugLevel::Full | DebugLevel::Limited) {
+        return;
+    }
+    // Release-profile units (benches) are not built with this setting.
+    let dev: Vec<_> = record
+        .crates
+        .iter()
+        .filter(|c| {
+            record
+                .stages
+                .iter()
+                .find(|s| s.id == c.stage)
+                .is_none_or(|s| !s.command.contains("release") && !s.command.contains("bench"))
+        })
+        .collect();
+    let compile: Duration = dev.iter().map(|c| c.end.saturating_sub(c.start)).sum();
+    if compile < DEBUG_INFO_MIN_COMPILE {
+        return;
+    }
+    out.push(Recommendation {
+        kind: "debug-line-tables",
+        action: "set `debug = \"line-tables-only\"` in `[profile.test]` (or `[profile.dev]`): \
+                 backtraces keep files and lines, and far less debug info is generated and linked"
+            .into(),
+        evidence: format!(
+            "{}; this run spent {} compiling {} dev/test units with it",
+            debug.source,
+            secs(compile),
+            dev.len()
+        ),
+    });
+}

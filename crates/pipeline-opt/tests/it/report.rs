@@ -1,0 +1,1100 @@
+//! Reports of a finished run, from a fixed hand-built run record: snapshots of markdown,
+//! JSON and Prometheus output, the JSON schema, the HTML timeline in headless Chromium,
+//! promtool, the history file, JUnit from real `cargo test` output, recommendations and
+//! live progress with and without a terminal.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use expect_test::{expect, expect_file};
+use pipeline_opt::PerformanceTargets;
+use pipeline_opt::plan::DroppedStage;
+use pipeline_opt::profile::{
+    CrateTiming, CriticalStep, Event, NaiveComparison, RunOutcome, RunRecord, SCHEMA_VERSION,
+    StageMetrics, StageStatus, TestTiming,
+};
+use pipeline_opt::report::history::{self, HistoryEntry};
+use pipeline_opt::report::progress::ProgressReporter;
+use pipeline_opt::report::recommend::{
+    self, DebugLevel, RecommendContext, ResolvedPackage, TestDebug,
+};
+use pipeline_opt::report::{self, ReportOptions, github, html, json, junit, markdown, prometheus};
+
+fn s(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+fn stage(
+    id: &str,
+    command: &str,
+    status: StageStatus,
+    start: u64,
+    wall: u64,
+    cpu: u64,
+) -> StageMetrics {
+    StageMetrics {
+        id: id.into(),
+        command: command.into(),
+        status,
+        start: s(start),
+        wall: s(wall),
+        cpu_user: s(cpu * 9 / 10),
+        cpu_system: s(cpu / 10),
+        peak_rss_kib: if wall > 0 { 512_000 } else { 0 },
+        exit_code: if wall > 0 { Some(0) } else { None },
+        log_path: Some(format!("/ws/target/pipeline-opt/logs/{id}.log").into()),
+        tail: vec![],
+        failed_tests: vec![],
+        flaky_tests: vec![],
+        proves: vec![format!("{id} (dev)")],
+    }
+}
+
+fn unit(package: &str, kind: &str, stage: &str, start: u64, end: u64) -> CrateTiming {
+    CrateTiming {
+        package: package.into(),
+        target: package.replace('-', "_"),
+        kind: kind.into(),
+        stage: stage.into(),
+        start: s(start),
+        end: s(end),
+    }
+}
+
+/// A failed run on 4 cores: fetch, a build whose `core` crate dominates the critical
+/// path, a failing test stage, a cached doctest stage and a skipped bench build.
+fn fixture_record() -> RunRecord {
+    let mut test =
+        stage("test", "cargo test --workspace", StageStatus::Failed, 31_000, 9_000, 10_000);
+    test.exit_code = Some(101);
+    test.failed_tests = vec!["app::tests::adds_up".into()];
+    test.flaky_tests = vec!["app::tests::flaky_clock".into()];
+    test.tail = vec![
+        "---- app::tests::adds_up stdout ----".into(),
+        "thread 'app::tests::adds_up' panicked at crates/app/src/lib.rs:9:5:".into(),
+        "assertion `left == right` failed".into(),
+        "test result: FAILED. 3 passed; 1 failed; 0 ignored".into(),
+    ];
+    let stages = vec![
+        stage("fetch", "cargo fetch --locked", StageStatus::Succeeded, 0, 1_000, 200),
+        stage(
+            "build",
+            "cargo build --workspace --all-targets",
+            StageStatus::Succeeded,
+            1_000,
+            30_000,
+            36_000,
+        ),
+        test,
+        stage(
+            "doctest",
+            "cargo test --doc",
+            StageStatus::Cached { from_run: "run-0041".into() },
+            1_000,
+            0,
+            0,
+        ),
+        stage(
+            "bench-build",
+            "cargo bench --no-run",
+            StageStatus::Skipped { reason: "dependency `test` failed".into() },
+            0,
+            0,
+            0,
+        ),
+    ];
+    let crates = vec![
+        unit("serde", "lib", "build", 1_500, 4_000),
+        unit("serde", "lib", "build", 4_000, 6_200),
+        unit("util", "lib", "build", 2_000, 5_000),
+        unit("core", "lib", "build", 6_200, 26_000),
+        unit("app", "lib", "build", 26_000, 29_000),
+        unit("app", "test", "build", 29_000, 31_000),
+    ];
+    // Named and ordered as the profiler does: each stage, then the units it waited on.
+    let step = |kind: &str, name: &str, start, end| CriticalStep {
+        kind: kind.into(),
+        name: name.into(),
+        start: s(start),
+        end: s(end),
+    };
+    let critical_path = vec![
+        step("stage", "fetch", 0, 1_000),
+        step("stage", "build", 1_000, 31_000),
+        step("crate", "serde (lib serde)", 4_000, 6_200),
+        step("crate", "core (lib core)", 6_200, 26_000),
+        step("crate", "app (lib app)", 26_000, 29_000),
+        step("stage", "test", 31_000, 40_000),
+    ];
+    let mut targets = PerformanceTargets::required();
+    targets.stages = BTreeMap::from([("build".into(), s(25_000)), ("test".into(), s(20_000))]);
+    let total = s(40_000);
+    let verdict = targets.verdict(total, &stages);
+    RunRecord {
+        schema_version: SCHEMA_VERSION,
+        run_id: "run-0042".into(),
+        started_at: "2026-11-26T12:00:00Z".into(),
+        workspace_root: "/ws".into(),
+        command: "cargo xtask optimize".into(),
+        outcome: RunOutcome::StageFailed,
+        total,
+        stages,
+        crates,
+        critical_path,
+        dropped: vec![DroppedStage {
+            id: "check".into(),
+            reason: "`build --all-targets` already proves `check --all-targets`".into(),
+        }],
+        notes: vec!["cargo-nextest is not installed: tests run with `cargo test`, one binary at a time (install it with `cargo install cargo-nextest --locked`)".into()],
+        cores: 4,
+        targets,
+        verdict,
+        tests: vec![
+            TestTiming { stage: "test".into(), name: "app::tests::big_matrix".into(), duration: s(6_000), passed: true },
+            TestTiming { stage: "test".into(), name: "app::tests::adds_up".into(), duration: s(100), passed: false },
+        ],
+        naive: Some(NaiveComparison {
+            naive_total: s(95_000),
+            optimized_total: s(40_000),
+            ratio: 40.0 / 95.0,
+            naive_outcome: RunOutcome::StageFailed,
+            naive_stages: vec![
+                stage("naive-build", "cargo build --workspace", StageStatus::Succeeded, 0, 45_000, 50_000),
+                stage("naive-test", "cargo test --workspace", StageStatus::Failed, 45_000, 50_000, 52_000),
+            ],
+            only_naive_proves: vec![],
+            only_optimized_proves: vec!["doctest (dev)".into()],
+            method: "naive first, then ours, each from a fresh target directory".into(),
+        }),
+        // 4 cores × 40 s minus 46.2 s of stage CPU.
+        idle_cpu: s(113_800),
+    }
+}
+
+fn fixture_context() -> RecommendContext {
+    RecommendContext {
+        packages: vec![
+            ResolvedPackage {
+                name: "serde".into(),
+                version: "1.0.200".into(),
+                features: vec!["derive".into(), "std".into()],
+            },
+            ResolvedPackage { name: "syn".into(), version: "1.0.109".into(), features: vec![] },
+            ResolvedPackage { name: "syn".into(), version: "2.0.90".into(), features: vec![] },
+        ],
+        test_debug: Some(TestDebug {
+            level: DebugLevel::Full,
+            source: "[profile.dev] debug is unset, and cargo's default is full debug info".into(),
+        }),
+    }
+}
+
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Whether `tool` can run; under `CI=true` a missing tool fails the test instead.
+#[track_caller]
+fn tool_available(tool: &str, install: &str) -> bool {
+    let found = Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            !under_ci(),
+            "`{tool}` is missing under CI=true: `cargo xtask ci` installs it ({install})"
+        );
+        eprintln!("SKIPPED: `{tool}` is not installed ({install}); `cargo xtask ci` installs it");
+    }
+    found
+}
+
+fn temp_dir() -> (tempfile::TempDir, Utf8PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn report_markdown_snapshot() {
+    let record = fixture_record();
+    let recs = recommend::recommend(&record, &fixture_context());
+    expect_file!["snapshots/report.md"].assert_eq(&markdown::render(&record, &recs));
+}
+
+#[test]
+fn report_json_snapshot_matches_schema_and_round_trips() {
+    let record = fixture_record();
+    let text = json::render(&record).unwrap();
+    expect_file!["snapshots/run.json"].assert_eq(&text);
+    assert_eq!(json::parse(&text).unwrap(), record);
+
+    let schema: serde_json::Value = serde_json::from_str(json::SCHEMA).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let errors: Vec<String> =
+        validator.iter_errors(&value).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(
+        errors.is_empty(),
+        "run.json does not match docs/run-record.schema.json:\n{}",
+        errors.join("\n")
+    );
+
+    // The schema is strict: an unknown field or a wrong type is caught.
+    let mut bad = value.clone();
+    bad["stages"][0]["surprise"] = serde_json::json!(1);
+    assert!(!validator.is_valid(&bad));
+    let mut bad = value;
+    bad["total"] = serde_json::json!("40 s");
+    assert!(!validator.is_valid(&bad));
+
+    // A record written before `tests` existed still reads.
+    let mut old: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for field in ["tests", "naive", "idle_cpu"] {
+        old.as_object_mut().unwrap().remove(field);
+    }
+    assert!(validator.is_valid(&old));
+    let old = serde_json::from_value::<RunRecord>(old).unwrap();
+    assert!(old.tests.is_empty() && old.naive.is_none() && old.idle_cpu.is_zero());
+}
+
+fn history_of(totals: &[(u64, u64)]) -> Vec<HistoryEntry> {
+    totals
+        .iter()
+        .enumerate()
+        .map(|(i, (total, build))| {
+            let mut r = fixture_record();
+            r.run_id = format!("run-{i:04}");
+            r.started_at = format!("2026-11-2{}T12:00:00Z", i % 10);
+            r.total = s(*total);
+            r.stages[1].wall = s(*build);
+            r.verdict = r.targets.verdict(r.total, &r.stages);
+            HistoryEntry::from_record(&r)
+        })
+        .collect()
+}
+
+#[test]
+fn report_prometheus_snapshot_and_promtool() {
+    let record = fixture_record();
+    let mut entries = history_of(&[(30_000, 20_000), (70_000, 50_000)]);
+    entries.push(HistoryEntry::from_record(&record));
+    let text = prometheus::render(&record, &entries).unwrap();
+    expect_file!["snapshots/pipeline.prom"].assert_eq(&text);
+    assert!(!text.contains("# EOF"), "the textfile collector rejects `# EOF`");
+
+    if !tool_available("promtool", "apt-get install prometheus") {
+        return;
+    }
+    let (_dir, dir) = temp_dir();
+    let path = dir.join("pipeline.prom");
+    std::fs::write(&path, &text).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The alerting rule in docs/reports.md is valid and uses metrics we export.
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/reports.md"))
+            .unwrap();
+    let rules = docs
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|r| r.split("```").next())
+        .expect("docs/reports.md has a ```yaml block with the alerting rules");
+    assert!(rules.contains("pipeline_last_run_duration_seconds"), "{rules}");
+    let rules_path = dir.join("rules.yml");
+    std::fs::write(&rules_path, rules).unwrap();
+    let out = Command::new("promtool").args(["check", "rules"]).arg(&rules_path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn report_html_has_a_bar_per_stage_and_unit() {
+    let record = fixture_record();
+    let page = html::render(&record);
+    assert_eq!(
+        page.matches("<rect class=\"bar ").count(),
+        record.stages.len() + record.crates.len()
+    );
+    assert_eq!(
+        page.matches(" critical\"").count(),
+        6,
+        "stages fetch, build, test; units serde (2nd), core, app lib"
+    );
+    assert_eq!(page.matches("http").count(), 1, "no link but the SVG namespace");
+    assert!(!page.contains("<script src") && !page.contains("<link"), "self-contained");
+    let util = html::cpu_utilisation(&record);
+    // build: 36 s CPU over 30 s on 4 cores = 30%.
+    assert!(util.iter().any(|(t, u)| *t == 1.0 && (*u - 0.3).abs() < 1e-9), "{util:?}");
+}
+
+/// Renders the timeline in headless Chromium: the DOM has one bar per stage and compile
+/// unit, and the screenshot is not blank.
+#[test]
+fn report_html_renders_in_chromium() {
+    if !tool_available("chromium", "apt-get install chromium") {
+        return;
+    }
+    let record = fixture_record();
+    let (_dir, dir) = temp_dir();
+    let page = dir.join("report.html");
+    std::fs::write(&page, html::render(&record)).unwrap();
+    let dom = String::from_utf8(chromium(&["--dump-dom".to_string()], &page)).unwrap();
+    let bars = dom.matches("<rect class=\"bar ").count();
+    assert_eq!(bars, record.stages.len() + record.crates.len(), "bars in the rendered DOM");
+
+    // A drawn chart compresses far worse than an empty page of the same size.
+    let shot = |name: &str, url: &Utf8Path| {
+        let path = dir.join(name);
+        chromium_screenshot(&path, url);
+        let png = std::fs::read(&path).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name} is a PNG");
+        png_image_data_len(&png)
+    };
+    let blank_page = dir.join("blank.html");
+    std::fs::write(&blank_page, "<!DOCTYPE html><html><body></body></html>").unwrap();
+    let blank = shot("blank.png", &blank_page);
+    let drawn = shot("report.png", &page);
+    assert!(
+        drawn > 4 * blank,
+        "the screenshot looks blank: {drawn} bytes of image data, an empty page {blank}"
+    );
+}
+
+fn chromium_args(profile: &std::path::Path) -> Vec<String> {
+    [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--window-size=1280,900",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .chain([format!("--user-data-dir={}", profile.display())])
+    .collect()
+}
+
+/// Runs chromium on `url` with a fresh profile and returns its stdout.
+fn chromium(extra: &[String], page: &Utf8Path) -> Vec<u8> {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("chromium")
+        .args(chromium_args(profile.path()))
+        .args(extra)
+        .arg(format!("file://{page}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+fn chromium_screenshot(path: &Utf8Path, page: &Utf8Path) {
+    chromium(&[format!("--screenshot={path}")], page);
+}
+
+/// Bytes of compressed image data (the IDAT chunks) in a PNG.
+fn png_image_data_len(png: &[u8]) -> usize {
+    let mut total = 0;
+    let mut i = 8;
+    while i + 8 <= png.len() {
+        let len = u32::from_be_bytes(png[i..i + 4].try_into().unwrap()) as usize;
+        if &png[i + 4..i + 8] == b"IDAT" {
+            total += len;
+        }
+        i += 12 + len;
+    }
+    total
+}
+
+#[test]
+fn report_history_tolerates_a_truncated_last_line() {
+    let (_dir, dir) = temp_dir();
+    let path = dir.join("history.jsonl");
+    let entries = history_of(&[(30_000, 20_000), (32_000, 22_000), (35_000, 25_000)]);
+    let mut text: String =
+        entries.iter().map(|e| serde_json::to_string(e).unwrap() + "\n").collect();
+    let cut = serde_json::to_string(&entries[0]).unwrap();
+    text.push_str(&cut[..cut.len() / 2]);
+    std::fs::write(&path, &text).unwrap();
+
+    let h = history::read(&path).unwrap();
+    assert_eq!(h.entries, entries);
+    assert_eq!(h.warnings.len(), 1);
+    assert!(h.warnings[0].starts_with("line 4: skipped"), "{:?}", h.warnings);
+
+    expect![[r#"
+        3 runs from 2026-11-20T12:00:00Z to 2026-11-22T12:00:00Z
+        sparklines show the last 3 runs; blank: not run (cached, skipped)
+
+        series               last      min      max    per run  trend
+        total              35.0 s   30.0 s   35.0 s    +2.50 s  ▁▄█
+        bench-build             -        -        -          -     
+        build              25.0 s   20.0 s   25.0 s    +2.50 s  ▁▄█
+        doctest                 -        -        -          -     
+        fetch               1.0 s    1.0 s    1.0 s    +0.00 s  ▄▄▄
+        test                9.0 s    9.0 s    9.0 s    +0.00 s  ▄▄▄
+
+        fastest-growing stage: `build`, +2.50 s per run (least squares over its measured runs)
+        required target met in 3 of 3 runs
+    "#]]
+    .assert_eq(&history::render_trend(&h));
+
+    expect![[r#"
+        run_id,started_at,outcome,total_seconds,bench-build_seconds,build_seconds,doctest_seconds,fetch_seconds,test_seconds
+        run-0000,2026-11-20T12:00:00Z,stage-failed,30.000,,20.000,,1.000,9.000
+        run-0001,2026-11-21T12:00:00Z,stage-failed,32.000,,22.000,,1.000,9.000
+        run-0002,2026-11-22T12:00:00Z,stage-failed,35.000,,25.000,,1.000,9.000
+    "#]]
+    .assert_eq(&history::to_csv(&h.entries));
+
+    // Appending heals the file: the broken line goes, the new run is the last line.
+    let new = history_of(&[(36_000, 26_000)]).remove(0);
+    let all = history::append(&path, &new).unwrap();
+    assert_eq!(all.len(), 4);
+    let h = history::read(&path).unwrap();
+    assert!(h.warnings.is_empty());
+    assert_eq!(h.entries.last(), Some(&new));
+}
+
+#[test]
+fn report_history_stays_bounded() {
+    let (_dir, dir) = temp_dir();
+    let path = dir.join("history.jsonl");
+    let one = history_of(&[(30_000, 20_000)]).remove(0);
+    let line = serde_json::to_string(&one).unwrap() + "\n";
+    std::fs::write(&path, line.repeat(history::MAX_ENTRIES)).unwrap();
+    let mut new = one.clone();
+    new.run_id = "newest".into();
+    let all = history::append(&path, &new).unwrap();
+    assert_eq!(all.len(), history::MAX_ENTRIES);
+    let h = history::read(&path).unwrap();
+    assert_eq!(h.entries.len(), history::MAX_ENTRIES);
+    assert_eq!(h.entries.last().unwrap().run_id, "newest");
+}
+
+#[test]
+fn report_write_reports_writes_every_file() {
+    let (_dir, dir) = temp_dir();
+    let state = dir.join("state");
+    let prom = dir.join("metrics/pipeline.prom");
+    let opts = ReportOptions {
+        state_dir: state.clone(),
+        markdown: None,
+        json: None,
+        prometheus: Some(prom.clone()),
+    };
+    let mut record = fixture_record();
+    // A workspace that does not exist: reports are still written, without its facts.
+    record.workspace_root = dir.join("gone");
+    let ctx = RecommendContext::load(&record.workspace_root);
+    assert_eq!(ctx, RecommendContext::default());
+    let written = report::write_reports_with(&record, &opts, &ctx).unwrap();
+    assert_eq!(written.markdown, state.join("pipeline-optimization-report.md"));
+    assert_eq!(written.json, state.join("run.json"));
+    assert_eq!(written.html, state.join("report.html"));
+    assert_eq!(written.history, state.join("history.jsonl"));
+    assert_eq!(written.prometheus, Some(prom.clone()));
+    for path in [&written.markdown, &written.json, &written.html, &written.history, &prom] {
+        assert!(std::fs::metadata(path).unwrap().len() > 0, "{path} is empty");
+    }
+    let md = std::fs::read_to_string(&written.markdown).unwrap();
+    assert!(md.contains("**a stage failed**"), "{md}");
+    // The interrupted run of the same workspace adds a second history line, and the
+    // histogram counts both.
+    record.outcome = RunOutcome::Interrupted;
+    report::write_reports_with(&record, &opts, &ctx).unwrap();
+    assert_eq!(history::read(&written.history).unwrap().entries.len(), 2);
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert!(text.contains("pipeline_duration_seconds_count 2"), "{text}");
+    assert!(text.contains("pipeline_runs_total{outcome=\"interrupted\"} 1"), "{text}");
+    // Nothing but the reports and the history's lock file is left behind.
+    let mut names: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "history.jsonl",
+            "history.jsonl.lock",
+            "pipeline-optimization-report.md",
+            "report.html",
+            "run.json"
+        ]
+    );
+}
+
+#[test]
+fn report_github_annotations_and_summary() {
+    let record = fixture_record();
+    expect![[r#"
+        ::error title=stage test failed::`cargo test --workspace` failed with exit code 101; failed tests: app::tests::adds_up; full log: /ws/target/pipeline-opt/logs/test.log%0Atest result: FAILED. 3 passed; 1 failed; 0 ignored
+        ::warning title=stage build over its target::stage `build` took 30.0 s, over its target 25.0 s
+    "#]]
+    .assert_eq(&github::annotations(&record));
+
+    let mut slow = record.clone();
+    slow.stages.clear();
+    slow.verdict = slow.targets.verdict(s(61_000), &[]);
+    expect![[r#"
+        ::error title=required target missed::the pipeline took 61.0 s, over the required 60.0 s
+    "#]]
+    .assert_eq(&github::annotations(&slow));
+
+    let (_dir, dir) = temp_dir();
+    let summary = dir.join("summary.md");
+    std::fs::write(&summary, "earlier step\n").unwrap();
+    github::append_summary(summary.as_std_path(), "# Pipeline").unwrap();
+    assert_eq!(std::fs::read_to_string(&summary).unwrap(), "earlier step\n# Pipeline\n");
+
+    let wf = github::workflow();
+    assert!(
+        wf.contains("hashFiles('**/Cargo.lock')") && wf.contains("steps.toolchain.outputs.rustc")
+    );
+    assert!(wf.contains("cargo xtask optimize"));
+}
+
+#[test]
+fn report_junit_from_canned_libtest_output() {
+    let output = "\
+   Compiling app v0.1.0 (/ws/crates/app)
+    Finished `test` profile [unoptimized + debuginfo] target(s) in 0.50s
+     Running unittests src/lib.rs (target/debug/deps/app-0123456789abcdef)
+
+running 3 tests
+test tests::ignored_one ... ignored, needs a database
+test tests::fails ... FAILED
+test tests::passes ... ok
+
+failures:
+
+---- tests::fails stdout ----
+
+thread 'tests::fails' panicked at src/lib.rs:7:9:
+\x1b[1mboom\x1b[0m <&>
+
+failures:
+    tests::fails
+
+test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s
+
+   Doc-tests app
+
+running 1 test
+test src/lib.rs - value (line 3) ... ok
+
+test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.10s
+";
+    expect![[r#"
+        <?xml version="1.0" encoding="UTF-8"?>
+        <testsuites name="cargo test" tests="4" failures="1" errors="0" skipped="1">
+          <testsuite name="app unittests src/lib.rs" tests="3" failures="1" errors="0" skipped="1">
+            <testcase name="tests::ignored_one" classname="app unittests src/lib.rs">
+              <skipped/>
+            </testcase>
+            <testcase name="tests::fails" classname="app unittests src/lib.rs">
+              <failure message="thread &#39;tests::fails&#39; panicked at src/lib.rs:7:9:">
+        thread &#39;tests::fails&#39; panicked at src/lib.rs:7:9:
+        [1mboom[0m &lt;&amp;&gt;</failure>
+            </testcase>
+            <testcase name="tests::passes" classname="app unittests src/lib.rs"/>
+          </testsuite>
+          <testsuite name="doc-tests app" tests="1" failures="0" errors="0" skipped="0">
+            <testcase name="src/lib.rs - value (line 3)" classname="doc-tests app"/>
+          </testsuite>
+        </testsuites>
+    "#]]
+    .assert_eq(&junit::from_libtest_output(output));
+}
+
+/// Real `cargo test` on a fixture with a passing, a failing and an ignored test.
+#[test]
+fn report_junit_from_real_cargo_test() {
+    use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
+    let (_dir, dir) = temp_dir();
+    let lib = "pub fn value() -> u64 { 1 }\n\
+               #[cfg(test)]\nmod tests {\n\
+               #[test] fn passes() { assert_eq!(super::value(), 1); }\n\
+               #[test] fn fails() { assert_eq!(super::value(), 2, \"value is off\"); }\n\
+               #[test] #[ignore] fn slow() {}\n}\n";
+    let manifest = FixtureWorkspace::new(vec![FixtureCrate::new("junit-fixture").lib(lib)])
+        .write(&dir.join("ws"))
+        .unwrap();
+    let mut cmd = Command::new("cargo");
+    for var in pipeline_opt::toolchain::inherited_cargo_vars() {
+        cmd.env_remove(var);
+    }
+    let out = cmd
+        .args(["test", "--manifest-path", manifest.as_str(), "--lib"])
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .env("CARGO_TERM_COLOR", "never")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "one test fails");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    let xml = junit::from_libtest_output(&text);
+    assert!(
+        xml.contains(
+            r#"<testsuites name="cargo test" tests="3" failures="1" errors="0" skipped="1">"#
+        ),
+        "{xml}\n{text}"
+    );
+    assert!(xml.contains(r#"<testsuite name="junit_fixture unittests src/lib.rs""#), "{xml}");
+    assert!(xml.contains("value is off"), "{xml}");
+}
+
+/// Which recommendation kinds a record and context produce.
+#[track_caller]
+fn check_kinds(record: &RunRecord, ctx: &RecommendContext, expect: &[&str]) {
+    let mut kinds: Vec<_> = recommend::recommend(record, ctx).iter().map(|r| r.kind).collect();
+    kinds.sort();
+    kinds.dedup();
+    let mut expect = expect.to_vec();
+    expect.sort();
+    assert_eq!(kinds, expect);
+}
+
+#[test]
+fn report_recommendations_each_have_a_trigger_and_a_non_trigger() {
+    let record = fixture_record();
+    let ctx = fixture_context();
+    check_kinds(
+        &record,
+        &ctx,
+        &[
+            "compiled-twice",
+            "critical-crate",
+            "debug-line-tables",
+            "duplicate-versions",
+            "low-cpu",
+            "nextest-missing",
+            "slow-test",
+        ],
+    );
+
+    // A record without any of the conditions: short crates, busy cores, no duplicate,
+    // one compile of each unit, tests spread out, nextest present, line tables only.
+    let mut calm = record.clone();
+    calm.critical_path.retain(|c| c.kind == "stage");
+    calm.crates =
+        vec![unit("a", "lib", "build", 1_000, 2_000), unit("b", "lib", "build", 1_000, 3_000)];
+    for st in &mut calm.stages {
+        st.cpu_user = st.wall * 3;
+        st.cpu_system = Duration::ZERO;
+    }
+    calm.tests[0].duration = s(2_000);
+    calm.notes.clear();
+    let mut calm_ctx = ctx.clone();
+    calm_ctx.packages.retain(|p| p.version != "1.0.109");
+    calm_ctx.test_debug = Some(TestDebug { level: DebugLevel::LineTablesOnly, source: "x".into() });
+    check_kinds(&calm, &calm_ctx, &[]);
+
+    // Each one alone, from the calm record.
+    let mut r = calm.clone();
+    r.critical_path.push(CriticalStep {
+        kind: "crate".into(),
+        name: "core".into(),
+        start: s(1_000),
+        end: s(15_000),
+    });
+    check_kinds(&r, &calm_ctx, &["critical-crate"]);
+
+    let mut r = calm.clone();
+    r.stages[1].cpu_user = s(20_000);
+    check_kinds(&r, &calm_ctx, &["low-cpu"]);
+
+    let mut r = calm.clone();
+    r.tests[0].duration = s(5_000);
+    check_kinds(&r, &calm_ctx, &["slow-test"]);
+
+    let mut r = calm.clone();
+    r.notes = record.notes.clone();
+    check_kinds(&r, &calm_ctx, &["nextest-missing"]);
+
+    let mut r = calm.clone();
+    r.crates.push(unit("b", "lib", "build", 3_000, 4_000));
+    check_kinds(&r, &calm_ctx, &["compiled-twice"]);
+
+    check_kinds(
+        &calm,
+        &RecommendContext { test_debug: calm_ctx.test_debug.clone(), ..ctx.clone() },
+        &["duplicate-versions"],
+    );
+
+    // Full debug info only matters once compiling takes time.
+    let full = RecommendContext { test_debug: ctx.test_debug.clone(), ..calm_ctx.clone() };
+    check_kinds(&calm, &full, &[]);
+    let mut r = calm.clone();
+    r.crates.push(unit("c", "lib", "build", 3_000, 8_000));
+    check_kinds(&r, &full, &["debug-line-tables"]);
+
+    // Every recommendation names a number.
+    for rec in recommend::recommend(&record, &ctx) {
+        assert!(rec.evidence.chars().any(|c| c.is_ascii_digit()), "{rec:?}");
+    }
+}
+
+#[test]
+fn report_profile_debug_setting_from_manifest() {
+    let level = |toml: &str| recommend::test_debug_from_manifest(toml).map(|d| d.level);
+    assert_eq!(level("[workspace]\n"), Some(DebugLevel::Full));
+    assert_eq!(
+        level("[profile.dev]\ndebug = \"line-tables-only\"\n"),
+        Some(DebugLevel::LineTablesOnly)
+    );
+    assert_eq!(
+        level("[profile.dev]\ndebug = 0\n[profile.test]\ndebug = true\n"),
+        Some(DebugLevel::Full)
+    );
+    assert_eq!(level("[profile.dev]\ndebug = 1\n"), Some(DebugLevel::Limited));
+    assert_eq!(level("not toml ["), None);
+}
+
+/// Duplicated versions from a real `cargo metadata` resolve: two path packages named
+/// `dup` at different versions, both used by one member.
+#[test]
+fn report_duplicate_versions_from_cargo_metadata() {
+    use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
+    let (_dir, dir) = temp_dir();
+    for (folder, version) in [("dup-one", "0.1.0"), ("dup-two", "0.2.0")] {
+        let d = dir.join("vendor").join(folder);
+        std::fs::create_dir_all(d.join("src")).unwrap();
+        std::fs::write(
+            d.join("Cargo.toml"),
+            format!("[package]\nname = \"dup\"\nversion = \"{version}\"\nedition = \"2021\"\n"),
+        )
+        .unwrap();
+        std::fs::write(d.join("src/lib.rs"), "").unwrap();
+    }
+    let mut app = FixtureCrate::new("app");
+    app.manifest_extra =
+        "[dependencies.dup1]\npackage = \"dup\"\npath = \"../../../vendor/dup-one\"\n\n\
+         [dependencies.dup2]\npackage = \"dup\"\npath = \"../../../vendor/dup-two\"\n\n\
+         [profile.dev]\ndebug = \"line-tables-only\"\n"
+            .into();
+    let manifest = FixtureWorkspace::new(vec![app]).write(&dir.join("ws")).unwrap();
+    let root = manifest.parent().unwrap();
+    let ctx = RecommendContext::load(root);
+    let mut dups: Vec<_> =
+        ctx.packages.iter().filter(|p| p.name == "dup").map(|p| p.version.as_str()).collect();
+    dups.sort();
+    assert_eq!(dups, ["0.1.0", "0.2.0"]);
+    let recs = recommend::recommend(&fixture_record(), &ctx);
+    let dup = recs
+        .iter()
+        .find(|r| r.kind == "duplicate-versions")
+        .expect("a duplicate-versions recommendation");
+    assert_eq!(dup.evidence, "`dup` is resolved at 2 versions: 0.1.0, 0.2.0");
+    // The profile lives in the member's manifest, not the root: cargo ignores it there,
+    // and so do we (full debug info is the default).
+    assert_eq!(ctx.test_debug.map(|d| d.level), Some(DebugLevel::Full));
+}
+
+fn progress_events() -> Vec<Event> {
+    let r = fixture_record();
+    vec![
+        Event::StageStarted { id: "fetch".into(), at: s(0) },
+        Event::StageFinished(r.stages[0].clone()),
+        Event::StageStarted { id: "build".into(), at: s(1_000) },
+        Event::CrateCompiled(r.crates[2].clone()),
+        Event::CrateCompiled(r.crates[3].clone()),
+        Event::StageFinished(r.stages[1].clone()),
+        Event::StageFinished(r.stages[3].clone()),
+        Event::StageStarted { id: "test".into(), at: s(31_000) },
+        Event::StageOutput { id: "test".into(), line: "running 4 tests".into() },
+        Event::StageFinished(r.stages[2].clone()),
+        Event::StageFinished(r.stages[4].clone()),
+        Event::RunFinished { outcome: RunOutcome::StageFailed, total: r.total },
+    ]
+}
+
+#[derive(Clone, Default)]
+struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn report_progress_plain_lines() {
+    let buf = Shared::default();
+    let record = fixture_record();
+    let mut p = ProgressReporter::plain_to(Box::new(buf.clone()), &record.targets);
+    for e in progress_events() {
+        p.handle(&e);
+    }
+    drop(p);
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    expect![[r#"
+        [  0.0 s] fetch: started
+        [  1.0 s] fetch: succeeded in 1.0 s
+        [  1.0 s] build: started (target 25.0 s)
+        [  5.0 s] build: compiled util (lib `util`) in 3.0 s, 1 units so far
+        [ 26.0 s] build: compiled core (lib `core`) in 19.8 s, 2 units so far
+        [ 31.0 s] build: succeeded in 30.0 s (target 25.0 s: missed), 2 units compiled
+        [ 31.0 s] doctest: cached (run `run-0041`)
+        [ 31.0 s] test: started (target 20.0 s)
+        [ 40.0 s] test: failed in 9.0 s (target 20.0 s: met), exit code 101, failed: app::tests::adds_up, log /ws/target/pipeline-opt/logs/test.log
+        [ 40.0 s] bench-build: skipped: dependency `test` failed
+        run a stage failed in 40.0 s (required 60.0 s: met, stretch 45.0 s: met)
+    "#]]
+    .assert_eq(&text);
+}
+
+/// The same events under a pseudo-terminal (`script` from util-linux gives the child a
+/// pty) draw live bars with escape codes; with `NO_COLOR` or through a pipe they are
+/// plain lines. The child is this test binary, re-run with a marker variable.
+#[test]
+fn report_progress_under_a_terminal() {
+    const CHILD: &str = "PIPELINE_OPT_PROGRESS_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let mode = pipeline_opt::report::progress::ProgressMode::detect();
+        println!("mode={mode:?}");
+        let mut p = ProgressReporter::new(mode, &fixture_record().targets);
+        for e in progress_events() {
+            p.handle(&e);
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let child_cmd = format!(
+        "{} --exact report::report_progress_under_a_terminal --nocapture --test-threads 1",
+        exe.display()
+    );
+    let run = |pty: bool, no_color: bool| {
+        let mut cmd = if pty {
+            let mut c = Command::new("script");
+            c.args(["-qefc", &child_cmd, "/dev/null"]);
+            c
+        } else {
+            let mut parts = child_cmd.split(' ');
+            let mut c = Command::new(parts.next().unwrap());
+            c.args(parts);
+            c
+        };
+        cmd.env(CHILD, "1").env_remove("CI").env_remove("NO_COLOR").env("TERM", "xterm-256color");
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    if !tool_available("script", "apt-get install bsdutils") {
+        return;
+    }
+    let live = run(true, false);
+    assert!(live.contains("mode=Live"), "{live}");
+    assert!(live.contains("\x1b["), "live progress redraws with escape codes: {live:?}");
+    assert!(live.contains("build") && live.contains("2 units compiled"), "{live:?}");
+    assert!(live.contains("run a stage failed in 40.0 s"), "{live:?}");
+
+    let no_color = run(true, true);
+    assert!(no_color.contains("mode=Plain"), "{no_color}");
+    assert!(no_color.contains("[ 31.0 s] build: succeeded in 30.0 s"), "{no_color}");
+
+    let piped = run(false, false);
+    assert!(piped.contains("mode=Plain"), "{piped}");
+    assert!(!piped.contains('\x1b'), "{piped:?}");
+    assert!(piped.contains("[ 40.0 s] test: failed in 9.0 s"), "{piped}");
+}
+
+/// Under GitHub Actions, `write_reports` appends the markdown to the step summary and
+/// prints annotations. The child is this test binary, re-run with the job's variables.
+#[test]
+fn report_write_reports_publishes_to_github() {
+    const CHILD: &str = "PIPELINE_OPT_GITHUB_CHILD";
+    if let Some(state) = std::env::var_os(CHILD) {
+        let mut record = fixture_record();
+        record.workspace_root = "/nonexistent-workspace".into();
+        let opts = ReportOptions {
+            state_dir: Utf8PathBuf::from(state.into_string().unwrap()),
+            markdown: None,
+            json: None,
+            prometheus: None,
+        };
+        report::write_reports(&record, &opts).unwrap();
+        return;
+    }
+    let (_dir, dir) = temp_dir();
+    let summary = dir.join("step-summary.md");
+    std::fs::write(&summary, "## earlier step\n").unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "report::report_write_reports_publishes_to_github", "--nocapture"])
+        .env(CHILD, dir.join("state"))
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&summary).unwrap();
+    assert!(text.starts_with("## earlier step\n# Pipeline optimization report\n"), "{text}");
+    assert!(stdout.contains("::error title=stage test failed::"), "{stdout}");
+    assert!(stdout.contains("::warning title=stage build over its target::"), "{stdout}");
+}
+
+/// A run interrupted before any stage finished still renders every report.
+#[test]
+fn report_interrupted_before_any_stage() {
+    let mut record = fixture_record();
+    record.outcome = RunOutcome::Interrupted;
+    record.total = s(2_500);
+    record.stages.clear();
+    record.crates.clear();
+    record.critical_path.clear();
+    record.tests.clear();
+    record.naive = None;
+    record.idle_cpu = s(10_000);
+    record.verdict = record.targets.verdict(record.total, &[]);
+    let recs = recommend::recommend(&record, &RecommendContext::default());
+    assert_eq!(recs, []);
+    expect![[r#"
+        # Pipeline optimization report
+
+        Run `run-0042` of `cargo xtask optimize` in `/ws`, started 2026-11-26T12:00:00Z, on 4 cores: **interrupted** in 2.5 s.
+
+        ## Totals
+
+        | target | limit | actual | verdict |
+        | --- | ---: | ---: | --- |
+        | required | 60.0 s | 2.5 s | met |
+        | stretch | 45.0 s | 2.5 s | met |
+
+        CPU left idle: 10.0 s of 10 core-seconds (100%).
+
+        The run was interrupted: the total is the time until the interrupt.
+
+        ## Stages
+
+        | stage | status | start | wall | target | verdict | CPU | peak RSS |
+        | --- | --- | ---: | ---: | ---: | --- | ---: | ---: |
+
+        ## Critical path
+
+        No critical path was measured (no stage ran).
+
+        ## Slowest crates
+
+        No compile units were recorded (nothing compiled, or every stage was cached).
+
+        ## Coverage
+
+        No stage finished: this run proved nothing.
+
+        Dropped from the usual CI sequence:
+
+        - `check`: `build --all-targets` already proves `check --all-targets`
+
+        Notes:
+
+        - cargo-nextest is not installed: tests run with `cargo test`, one binary at a time (install it with `cargo install cargo-nextest --locked`)
+
+        ## Recommendations
+
+        None: no measurement of this run points at a change.
+    "#]]
+    .assert_eq(&markdown::render(&record, &recs));
+    assert_eq!(html::render(&record).matches("<rect class=\"bar ").count(), 0);
+    assert!(
+        prometheus::render(&record, &[HistoryEntry::from_record(&record)])
+            .unwrap()
+            .contains("pipeline_last_run_success 0")
+    );
+    assert_eq!(github::annotations(&record), "");
+}
+
+/// Many overlapping compile units pack into lanes, one bar each, none overlapping in a lane.
+#[test]
+fn report_html_packs_many_units_into_lanes() {
+    let mut record = fixture_record();
+    record.crates = (0..300u64)
+        .map(|i| {
+            unit(
+                &format!("c{i}"),
+                "lib",
+                "build",
+                1_000 + i * 90,
+                1_000 + i * 90 + 400 + (i % 7) * 150,
+            )
+        })
+        .collect();
+    let page = html::render(&record);
+    assert_eq!(page.matches("<rect class=\"bar ").count(), record.stages.len() + 300);
+    let mut rows: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for bar in page.split("<rect class=\"bar unit").skip(1) {
+        let attr = |name: &str| -> f64 {
+            let v = bar.split(&format!(" {name}=\"")).nth(1).unwrap();
+            v[..v.find('"').unwrap()].parse().unwrap()
+        };
+        rows.entry(format!("{}", attr("y")))
+            .or_default()
+            .push((attr("x"), attr("x") + attr("width")));
+    }
+    assert!(rows.len() < 300 / 3, "{} lanes for 300 units", rows.len());
+    for bars in rows.values() {
+        for w in bars.windows(2) {
+            assert!(w[0].1 <= w[1].0 + 2.0, "overlap in a lane: {w:?}");
+        }
+    }
+}
+
+/// `--explore` builds a real fixture once per variant from scratch and times it; a
+/// variant cargo rejects is reported as failed, not fatal.
+#[test]
+fn report_explore_times_variants_on_a_fixture() {
+    use pipeline_opt::fixture::FixtureWorkspace;
+    use pipeline_opt::report::explore::{self, ExploreOptions, Variant};
+    let (_dir, dir) = temp_dir();
+    let manifest = FixtureWorkspace::chain(2).write(&dir.join("ws")).unwrap();
+    let mut opts = ExploreOptions::new(manifest, dir.join("scratch"));
+    opts.variants = vec![
+        explore::default_variants().remove(0),
+        explore::default_variants().remove(1),
+        Variant::new("bogus", &[("CARGO_PROFILE_DEV_DEBUG", "bogus")]),
+    ];
+    let results = explore::explore(&opts).unwrap();
+    assert_eq!(results.len(), 3);
+    for r in &results[..2] {
+        assert_eq!(r.error, None, "{r:?}");
+        assert_eq!(r.walls.len(), 1);
+        assert!(r.best().unwrap() > Duration::ZERO);
+    }
+    assert!(results[2].walls.is_empty());
+    assert!(results[2].error.as_deref().is_some_and(|e| e.contains("error")), "{:?}", results[2]);
+    let md = explore::render_markdown(&results, &opts.cargo_args, opts.rounds);
+    assert!(
+        md.contains("| baseline | ") && md.contains("| debug = \"line-tables-only\" | "),
+        "{md}"
+    );
+    assert!(md.contains("| bogus | failed | "), "{md}");
+    assert!(!dir.join("scratch").exists(), "the scratch target directories are removed");
+}

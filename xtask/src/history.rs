@@ -1,0 +1,54 @@
+//! `cargo xtask history` (the trend of recorded runs, optionally as CSV) and
+//! `cargo xtask ci-workflow` (a GitHub Actions workflow that calls these commands).
+//! Both only call `pipeline_opt::report`.
+
+use anyhow::{Context, Result};
+use pipeline_opt::config::Config;
+use pipeline_opt::exit;
+use pipeline_opt::report::{self, history};
+use pipeline_opt::workspace::Workspace;
+
+impl crate::flags::History {
+    pub(crate) fn run(self) -> Result<i32> {
+        let manifest = crate::utf8(self.manifest_path.as_ref())?;
+        let workspace = Workspace::load(manifest.as_deref())?;
+        let config = Config::from_workspace_metadata(&workspace.metadata)?;
+        let path = workspace.state_dir(&config).join(report::HISTORY_FILE);
+        let h = history::read(&path)?;
+        for w in &h.warnings {
+            eprintln!("warning: {path}: {w}");
+        }
+        print!("{}", history::render_trend(&h));
+        if let Some(csv) = crate::utf8(self.csv.as_ref())? {
+            report::write_atomic(&csv, history::to_csv(&h.entries).as_bytes())
+                .with_context(|| format!("cannot export the history to {csv}"))?;
+            eprintln!("wrote {} runs to {csv}", h.entries.len());
+        }
+        Ok(exit::OK)
+    }
+}
+
+impl crate::flags::CiWorkflow {
+    pub(crate) fn run(self) -> Result<i32> {
+        print!("{}", report::github::workflow());
+        Ok(exit::OK)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every `cargo xtask …` line of the generated workflow parses with our own flags,
+    /// so the workflow cannot drift from the command line.
+    #[test]
+    fn workflow_calls_existing_commands() {
+        let wf = pipeline_opt::report::github::workflow();
+        let calls: Vec<&str> =
+            wf.lines().filter_map(|l| l.split("run: cargo xtask ").nth(1)).collect();
+        assert!(calls.len() >= 3, "{wf}");
+        for call in calls {
+            let args = call.split_whitespace().map(std::ffi::OsString::from).collect();
+            crate::flags::Xtask::from_vec(args)
+                .unwrap_or_else(|e| panic!("`cargo xtask {call}` does not parse: {e}"));
+        }
+    }
+}
