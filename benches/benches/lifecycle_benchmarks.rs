@@ -6,9 +6,16 @@ use criterion::{criterion_group, criterion_main};
 
 #[path = "planning.rs"]
 mod planning;
+#[path = "scheduler.rs"]
+mod scheduler;
 
 #[path = "fingerprint.rs"]
 mod fingerprint;
 
-criterion_group!(benches, planning::workspace_model_and_plan, fingerprint::fingerprint_10k_files);
+criterion_group!(
+    benches,
+    planning::workspace_model_and_plan,
+    scheduler::scheduler,
+    fingerprint::fingerprint_10k_files
+);
 criterion_main!(benches);

@@ -9,6 +9,7 @@ mod flags;
 mod cache;
 mod ci;
 mod history;
+mod optimize;
 
 use std::process::ExitCode;
 
@@ -19,6 +20,8 @@ use pipeline_opt::inputs::Inputs;
 use pipeline_opt::plan::CargoArgs;
 
 fn main() -> ExitCode {
+    // cargo runs this binary as RUSTC_WRAPPER to time each crate; that mode never returns.
+    pipeline_opt::profile::run_rustc_shim_if_requested();
     let flags = flags::Xtask::from_env_or_exit();
     match run(flags) {
         Ok(code) => ExitCode::from(code as u8),
@@ -33,8 +36,8 @@ fn run(flags: flags::Xtask) -> Result<i32> {
     let sh = xshell::Shell::new()?;
     match flags.subcommand {
         flags::XtaskCmd::Plan(cmd) => cmd.run(&sh),
-        flags::XtaskCmd::Optimize(_) => not_yet("optimize", 4),
-        flags::XtaskCmd::Check(_) => not_yet("check", 4),
+        flags::XtaskCmd::Optimize(cmd) => cmd.run(),
+        flags::XtaskCmd::Check(cmd) => cmd.run(),
         flags::XtaskCmd::Ci(cmd) => cmd.run(&sh),
         flags::XtaskCmd::BenchCompare(_) => not_yet("bench-compare", 7),
         flags::XtaskCmd::Pool(_) => not_yet("pool", 6),

@@ -52,9 +52,7 @@ impl Inputs {
 fn nextest_installed(dir: &Utf8Path) -> bool {
     let Ok(sh) = Shell::new() else { return false };
     let sh = sh.with_current_dir(dir);
-    let mut c = cmd!(sh, "cargo nextest --version");
-    for var in crate::toolchain::inherited_cargo_vars() {
-        c = c.env_remove(var);
-    }
-    c.output().is_ok_and(|o| o.status.success())
+    crate::toolchain::clean_command(&cmd!(sh, "cargo nextest --version"))
+        .output()
+        .is_ok_and(|o| o.status.success())
 }

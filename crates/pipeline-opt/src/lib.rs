@@ -9,6 +9,7 @@ pub mod config;
 pub mod exit;
 pub mod fixture;
 pub mod inputs;
+pub mod optimize;
 pub mod orchestrator;
 pub mod plan;
 pub mod pool;
@@ -19,7 +20,8 @@ pub mod toolchain;
 pub mod workspace;
 
 pub use cache::DependencyCache;
-pub use orchestrator::ParallelOrchestrator;
+pub use optimize::{OptimizeOptions, OptimizeOutcome, run_fast_validation, run_optimized_pipeline};
+pub use orchestrator::{OrchestratorOptions, ParallelOrchestrator};
 pub use pool::ContainerPool;
 pub use profile::{PipelineProfiler, StageMetrics};
 pub use targets::PerformanceTargets;

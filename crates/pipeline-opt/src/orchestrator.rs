@@ -1,6 +1,1043 @@
-//! `ParallelOrchestrator`: runs a plan's stage DAG under a concurrency limit, respecting
-//! build-directory locks, and emits events. (Being built: issue 4.)
+//! `ParallelOrchestrator`: runs a plan's stage DAG under a concurrency limit, orders the
+//! stages that share a build directory, splits the cores among CPU-heavy stages, and
+//! cancels the whole process tree (grandchildren included) on Ctrl-C, SIGTERM, a failure
+//! or a timeout. It only emits [`Event`]s; profiling and reporting consume them.
+//!
+//! Linux first: process groups, `PR_SET_CHILD_SUBREAPER`, `PR_SET_PDEATHSIG`, `/proc`.
 
-/// Runs a [`crate::plan::Plan`].
-#[derive(Debug, Default)]
-pub struct ParallelOrchestrator {}
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::plan::{LockUse, Plan, Stage};
+use crate::profile::{Event, RunOutcome, StageMetrics, StageStatus};
+
+/// Every child carries `PIPELINE_OPT_RUN_ID=<run id>` in its environment.
+pub const RUN_ID_VAR: &str = "PIPELINE_OPT_RUN_ID";
+/// Colon-separated ids of every enclosing run, ours last: a nested run (a test of the
+/// workspace that itself runs pipeline-opt) overrides [`RUN_ID_VAR`] but keeps this list,
+/// so the outer run still finds its grandchildren.
+pub const RUNS_VAR: &str = "PIPELINE_OPT_RUNS";
+/// The id of the stage a process belongs to.
+pub const STAGE_VAR: &str = "PIPELINE_OPT_STAGE";
+
+/// How many lines of output a stage keeps in memory for reports.
+const TAIL_LINES: usize = 40;
+/// How long a finished stage's output pipe may stay open (held by a process the stage
+/// left running) before the stage is reported anyway.
+const DRAIN_WAIT: Duration = Duration::from_millis(300);
+
+#[derive(Debug, Clone)]
+pub struct OrchestratorOptions {
+    /// Most stages running at once.
+    pub jobs: usize,
+    /// Cores shared among CPU-heavy stages (see [`ParallelOrchestrator`]).
+    pub cpus: usize,
+    /// Run every stage that can still run after a failure.
+    pub keep_going: bool,
+    /// Logs go to `<state_dir>/logs/<run_id>/<stage>.log`.
+    pub state_dir: Utf8PathBuf,
+    pub run_id: String,
+    /// Between the polite signal and SIGKILL.
+    pub grace: Duration,
+    /// Install SIGINT/SIGTERM handlers for the run (the xtask does; an embedding
+    /// program with its own handling uses [`CancelToken`] instead).
+    pub handle_signals: bool,
+    /// Become a child subreaper, so that processes whose parent died are reparented to
+    /// us instead of init and can still be found and reaped (process-wide: only for a
+    /// program that owns its process, like the xtask).
+    pub subreaper: bool,
+    /// A `RUSTC_WRAPPER` that records each rustc invocation
+    /// ([`crate::profile::run_rustc_shim_if_requested`]); cargo stages get it.
+    pub rustc_shim: Option<Utf8PathBuf>,
+    pub cancel: CancelToken,
+}
+
+impl OrchestratorOptions {
+    pub fn new(state_dir: Utf8PathBuf, run_id: String) -> OrchestratorOptions {
+        let cores = available_cores();
+        OrchestratorOptions {
+            jobs: cores,
+            cpus: cores,
+            keep_going: false,
+            state_dir,
+            run_id,
+            grace: Duration::from_secs(5),
+            handle_signals: false,
+            subreaper: false,
+            rustc_shim: None,
+            cancel: CancelToken::default(),
+        }
+    }
+}
+
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// A fresh run id: UTC time plus our pid, readable and unique on one machine.
+pub fn new_run_id() -> String {
+    let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let compact: String = now.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{compact}-{}-{:04x}", std::process::id(), nanos & 0xffff)
+}
+
+/// Lets another thread stop a run as if Ctrl-C had been pressed.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(
+        "could not create the log directory {path}: {source}; check that the state directory is writable"
+    )]
+    LogDir {
+        path: Utf8PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("stage `{stage}` depends on `{dep}`, which is not in the plan")]
+    UnknownDependency { stage: String, dep: String },
+}
+
+/// How a run ended, as the orchestrator saw it. Per-stage numbers travel in events.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub outcome: RunOutcome,
+    pub total: Duration,
+    /// The signal that interrupted the run, if any.
+    pub signal: Option<i32>,
+    pub stages: Vec<StageMetrics>,
+    /// Processes that still carried the run's marker at the end and were killed.
+    pub killed_survivors: usize,
+    pub started_at: SystemTime,
+}
+
+/// Runs a [`Plan`]: `ParallelOrchestrator::new(options).run(&plan, &mut |ev| ...)`.
+///
+/// Scheduling: a stage starts once all its dependencies succeeded, at most `jobs` at a
+/// time, ready stages with the longest chain of dependants first. A stage with a build
+/// directory does not start while another running stage holds that directory's lock
+/// (an `Exclusive` stage for its whole run; a `Brief` one, nextest, until it prints
+/// `Starting`, i.e. after its `cargo test --no-run` released the lock): they are
+/// ordered instead of blocking on cargo's file lock.
+///
+/// Cores: each CPU-heavy stage takes a share of `cpus` when it starts and passes it as
+/// `CARGO_BUILD_JOBS`, `NEXTEST_TEST_THREADS` and `RUST_TEST_THREADS`; a heavy stage
+/// waits while no core is free. A static split rather than one shared jobserver:
+/// nextest and libtest ignore the jobserver for test threads, every cargo holds an
+/// implicit token of its own, and a fixed `-j` per stage gives a cap we can assert
+/// (the sum of the shares never exceeds `cpus`). The cost: a stage keeps its share
+/// when a sibling finishes early.
+#[derive(Debug)]
+pub struct ParallelOrchestrator {
+    options: OrchestratorOptions,
+}
+
+/// The signal that asked us to stop (0 = none), set by the handler.
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// How many interrupts arrived: the second one skips the grace period.
+static SIGNAL_COUNT: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    // Only atomics: async-signal-safe.
+    SIGNAL.store(sig, Ordering::SeqCst);
+    SIGNAL_COUNT.fetch_add(1, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    SIGNAL.store(0, Ordering::SeqCst);
+    SIGNAL_COUNT.store(0, Ordering::SeqCst);
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only touches atomics; sigaction is given a zeroed,
+        // fully initialised struct.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as *const () as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+enum Msg {
+    Line { idx: usize, line: String },
+    ReaderDone { idx: usize },
+    Exited { idx: usize, status: i32, rusage: libc::rusage },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    TimedOut,
+    Cancelled,
+}
+
+struct Running {
+    pid: i32,
+    started: Instant,
+    share: usize,
+    deadline: Option<Instant>,
+    /// Holds its build directory's lock (a `Brief` stage drops it once it says `Starting`).
+    holds_lock: bool,
+    stop: Option<(Why, Instant)>,
+    killed: bool,
+    exited: Option<(i32, libc::rusage, Instant)>,
+    reader_done: bool,
+    tail: VecDeque<String>,
+    tests: TestOutcomes,
+}
+
+enum State {
+    Pending,
+    Running(Box<Running>),
+    Done,
+}
+
+impl ParallelOrchestrator {
+    pub fn new(options: OrchestratorOptions) -> ParallelOrchestrator {
+        ParallelOrchestrator { options }
+    }
+
+    pub fn options(&self) -> &OrchestratorOptions {
+        &self.options
+    }
+
+    /// The directory that holds this run's stage logs.
+    pub fn log_dir(&self) -> Utf8PathBuf {
+        self.options.state_dir.join("logs").join(&self.options.run_id)
+    }
+
+    /// Runs every stage of `plan` that can run, emitting events to `on_event`; returns
+    /// when every stage finished, was skipped or was cancelled, and no process carrying
+    /// the run's marker is left.
+    pub fn run(
+        &self,
+        plan: &Plan,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<RunSummary, RunError> {
+        let opts = &self.options;
+        let index: BTreeMap<&str, usize> =
+            plan.stages.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+        for s in &plan.stages {
+            for d in &s.depends_on {
+                if !index.contains_key(d.as_str()) {
+                    return Err(RunError::UnknownDependency {
+                        stage: s.id.clone(),
+                        dep: d.clone(),
+                    });
+                }
+            }
+        }
+        let log_dir = self.log_dir();
+        std::fs::create_dir_all(&log_dir)
+            .map_err(|source| RunError::LogDir { path: log_dir.clone(), source })?;
+        if opts.handle_signals {
+            install_signal_handlers();
+        }
+        if opts.subreaper {
+            // SAFETY: plain prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        }
+        let priority = bottom_levels(plan, &index);
+        let sh = xshell::Shell::new().ok();
+        let start = Instant::now();
+        let started_at = SystemTime::now();
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let n = plan.stages.len();
+        let mut states: Vec<State> = (0..n).map(|_| State::Pending).collect();
+        let mut results: Vec<Option<StageMetrics>> = vec![None; n];
+        let mut failed_first: Option<String> = None;
+        let mut interrupted: Option<i32> = None;
+        let runs = match std::env::var(RUNS_VAR) {
+            Ok(outer) if !outer.is_empty() => format!("{outer}:{}", opts.run_id),
+            _ => opts.run_id.clone(),
+        };
+
+        loop {
+            // 1. Interrupts.
+            let sig = if opts.handle_signals { SIGNAL.load(Ordering::SeqCst) } else { 0 };
+            if interrupted.is_none() && (sig != 0 || opts.cancel.is_cancelled()) {
+                let sig = if sig != 0 { sig } else { libc::SIGINT };
+                interrupted = Some(sig);
+                for st in states.iter_mut() {
+                    if let State::Running(r) = st
+                        && r.stop.is_none()
+                    {
+                        r.stop = Some((Why::Cancelled, Instant::now()));
+                        signal_stage(r.pid, &opts.run_id, None, sig);
+                    }
+                }
+            }
+            if opts.handle_signals && SIGNAL_COUNT.load(Ordering::SeqCst) > 1 {
+                // A second Ctrl-C: no more patience.
+                for (i, st) in states.iter_mut().enumerate() {
+                    if let State::Running(r) = st
+                        && !r.killed
+                    {
+                        r.killed = true;
+                        signal_stage(r.pid, &opts.run_id, Some(&plan.stages[i].id), libc::SIGKILL);
+                    }
+                }
+            }
+
+            // 2. Skip what can no longer run.
+            for i in 0..n {
+                if !matches!(states[i], State::Pending) {
+                    continue;
+                }
+                let reason = if interrupted.is_some() {
+                    Some("not started: the run was interrupted".to_string())
+                } else if let (Some(f), false) = (&failed_first, opts.keep_going) {
+                    Some(format!(
+                        "not started: stage `{f}` failed (fail-fast; --keep-going runs what can still run)"
+                    ))
+                } else {
+                    plan.stages[i].depends_on.iter().find_map(|d| {
+                        let j = index[d.as_str()];
+                        match &results[j] {
+                            Some(m) if !succeeded(&m.status) => {
+                                Some(format!("dependency `{d}` did not succeed"))
+                            }
+                            _ => None,
+                        }
+                    })
+                };
+                if let Some(reason) = reason {
+                    let m = skipped_metrics(&plan.stages[i], reason);
+                    on_event(&Event::StageFinished(m.clone()));
+                    results[i] = Some(m);
+                    states[i] = State::Done;
+                }
+            }
+
+            // 3. Start what is ready, most dependants first.
+            if interrupted.is_none() && (failed_first.is_none() || opts.keep_going) {
+                let mut ready: Vec<usize> = (0..n)
+                    .filter(|&i| matches!(states[i], State::Pending))
+                    .filter(|&i| {
+                        plan.stages[i].depends_on.iter().all(|d| {
+                            results[index[d.as_str()]]
+                                .as_ref()
+                                .is_some_and(|m| succeeded(&m.status))
+                        })
+                    })
+                    .collect();
+                ready.sort_by_key(|&i| (std::cmp::Reverse(priority[i]), i));
+                for i in ready {
+                    let running = states.iter().filter(|s| matches!(s, State::Running(_))).count();
+                    if running >= opts.jobs.max(1) {
+                        break;
+                    }
+                    let stage = &plan.stages[i];
+                    if let Some(dir) = &stage.build_dir {
+                        let locked = states.iter().enumerate().any(|(j, s)| match s {
+                            State::Running(r) => {
+                                r.holds_lock && plan.stages[j].build_dir.as_ref() == Some(dir)
+                            }
+                            _ => false,
+                        });
+                        if locked {
+                            continue;
+                        }
+                    }
+                    let share = if stage.cpu_heavy {
+                        let taken: usize = states
+                            .iter()
+                            .filter_map(|s| match s {
+                                State::Running(r) => Some(r.share),
+                                _ => None,
+                            })
+                            .sum();
+                        let free = opts.cpus.max(1).saturating_sub(taken);
+                        if free == 0 {
+                            continue;
+                        }
+                        // Leave a core for each other heavy stage that is ready now.
+                        let heavy_waiting = (0..n)
+                            .filter(|&j| j != i && matches!(states[j], State::Pending))
+                            .filter(|&j| plan.stages[j].cpu_heavy)
+                            .filter(|&j| {
+                                plan.stages[j].depends_on.iter().all(|d| {
+                                    results[index[d.as_str()]]
+                                        .as_ref()
+                                        .is_some_and(|m| succeeded(&m.status))
+                                }) && !lock_conflict(plan, &states, j, i)
+                            })
+                            .count();
+                        (free / (heavy_waiting + 1).min(free)).max(1)
+                    } else {
+                        0
+                    };
+                    let at = start.elapsed();
+                    on_event(&Event::StageStarted { id: stage.id.clone(), at });
+                    let log_path = log_dir.join(format!("{}.log", stage.id));
+                    match self.spawn(stage, i, share, &runs, &log_path, sh.as_ref(), &tx) {
+                        Ok(pid) => {
+                            states[i] = State::Running(Box::new(Running {
+                                pid,
+                                started: Instant::now(),
+                                share,
+                                deadline: stage.timeout.map(|t| Instant::now() + t),
+                                holds_lock: stage.build_dir.is_some(),
+                                stop: None,
+                                killed: false,
+                                exited: None,
+                                reader_done: false,
+                                tail: VecDeque::new(),
+                                tests: TestOutcomes::default(),
+                            }));
+                        }
+                        Err(e) => {
+                            let mut m = skipped_metrics(stage, String::new());
+                            m.status = StageStatus::Failed;
+                            m.start = at;
+                            m.tail =
+                                vec![format!("could not start `{}`: {e}", stage.command.display())];
+                            m.log_path = Some(log_path);
+                            if failed_first.is_none() {
+                                failed_first = Some(stage.id.clone());
+                            }
+                            on_event(&Event::StageFinished(m.clone()));
+                            results[i] = Some(m);
+                            states[i] = State::Done;
+                        }
+                    }
+                }
+            }
+
+            if states.iter().all(|s| matches!(s, State::Done)) {
+                break;
+            }
+
+            // 4. Wait for something to happen.
+            let now = Instant::now();
+            let mut wake = now + Duration::from_millis(50);
+            for st in &states {
+                if let State::Running(r) = st {
+                    if let Some(d) = r.deadline {
+                        wake = wake.min(d);
+                    }
+                    if let Some((_, at)) = r.stop {
+                        wake = wake.min(at + opts.grace);
+                    }
+                    if let Some((_, _, at)) = r.exited {
+                        wake = wake.min(at + DRAIN_WAIT);
+                    }
+                }
+            }
+            let mut msgs = Vec::new();
+            match rx.recv_timeout(wake.saturating_duration_since(now)) {
+                Ok(m) => msgs.push(m),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => unreachable!("we hold a sender"),
+            }
+            msgs.extend(rx.try_iter());
+            for msg in msgs {
+                match msg {
+                    Msg::Line { idx, line } => {
+                        if let State::Running(r) = &mut states[idx] {
+                            if plan.stages[idx].lock == LockUse::Brief
+                                && line.trim_start().starts_with("Starting ")
+                            {
+                                r.holds_lock = false;
+                            }
+                            r.tests.observe(&line);
+                            if r.tail.len() == TAIL_LINES {
+                                r.tail.pop_front();
+                            }
+                            r.tail.push_back(line.clone());
+                        }
+                        on_event(&Event::StageOutput { id: plan.stages[idx].id.clone(), line });
+                    }
+                    Msg::ReaderDone { idx } => {
+                        if let State::Running(r) = &mut states[idx] {
+                            r.reader_done = true;
+                        }
+                    }
+                    Msg::Exited { idx, status, rusage } => {
+                        if let State::Running(r) = &mut states[idx] {
+                            r.exited = Some((status, rusage, Instant::now()));
+                            r.holds_lock = false;
+                        }
+                    }
+                }
+            }
+
+            // 5. Timeouts, grace periods, finished stages.
+            let now = Instant::now();
+            for i in 0..n {
+                let State::Running(r) = &mut states[i] else { continue };
+                let stage = &plan.stages[i];
+                if r.exited.is_none() {
+                    if r.stop.is_none() && r.deadline.is_some_and(|d| now >= d) {
+                        r.stop = Some((Why::TimedOut, now));
+                        on_event(&Event::StageOutput {
+                            id: stage.id.clone(),
+                            line: format!(
+                                "pipeline-opt: stage `{}` hit its timeout of {}; stopping it",
+                                stage.id,
+                                humantime::format_duration(stage.timeout.unwrap_or_default())
+                            ),
+                        });
+                        signal_stage(r.pid, &opts.run_id, Some(&stage.id), libc::SIGTERM);
+                    }
+                    if let Some((_, at)) = r.stop
+                        && !r.killed
+                        && now >= at + opts.grace
+                    {
+                        r.killed = true;
+                        signal_stage(r.pid, &opts.run_id, Some(&stage.id), libc::SIGKILL);
+                    }
+                    continue;
+                }
+                let (status, rusage, exited_at) = r.exited.unwrap();
+                if !r.reader_done && now < exited_at + DRAIN_WAIT {
+                    continue;
+                }
+                let State::Running(r) = std::mem::replace(&mut states[i], State::Done) else {
+                    unreachable!()
+                };
+                let m = finish_metrics(stage, &r, status, &rusage, start, &log_dir);
+                if !succeeded(&m.status) && failed_first.is_none() && interrupted.is_none() {
+                    failed_first = Some(stage.id.clone());
+                    if !opts.keep_going {
+                        // Fail fast: stop the rest of the tree too.
+                        for st in states.iter_mut() {
+                            if let State::Running(o) = st
+                                && o.stop.is_none()
+                                && o.exited.is_none()
+                            {
+                                o.stop = Some((Why::Cancelled, Instant::now()));
+                                signal_stage(o.pid, &opts.run_id, None, libc::SIGTERM);
+                            }
+                        }
+                    }
+                }
+                let shim_log = rustc_log_path(&log_dir, &stage.id);
+                for c in crate::profile::read_rustc_log(&shim_log, &stage.id, started_at) {
+                    on_event(&Event::CrateCompiled(c));
+                }
+                on_event(&Event::StageFinished(m.clone()));
+                results[i] = Some(m);
+            }
+        }
+
+        // Nothing carrying our marker may outlive the run.
+        let killed_survivors =
+            kill_marked(&opts.run_id, None, opts.grace.min(Duration::from_secs(2)));
+        let total = start.elapsed();
+        let stages: Vec<StageMetrics> =
+            results.into_iter().map(|m| m.expect("every stage done")).collect();
+        let outcome = if interrupted.is_some() {
+            RunOutcome::Interrupted
+        } else if stages.iter().all(|s| succeeded(&s.status)) {
+            RunOutcome::Succeeded
+        } else {
+            RunOutcome::StageFailed
+        };
+        on_event(&Event::RunFinished { outcome, total });
+        Ok(RunSummary { outcome, total, signal: interrupted, stages, killed_survivors, started_at })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn(
+        &self,
+        stage: &Stage,
+        idx: usize,
+        share: usize,
+        runs: &str,
+        log_path: &Utf8Path,
+        sh: Option<&xshell::Shell>,
+        tx: &mpsc::Sender<Msg>,
+    ) -> std::io::Result<i32> {
+        let opts = &self.options;
+        let sh = match sh {
+            Some(sh) => sh.clone(),
+            None => xshell::Shell::new().map_err(std::io::Error::other)?,
+        };
+        let mut cmd = stage.command.to_command(&sh);
+        cmd.env(RUN_ID_VAR, &opts.run_id).env(RUNS_VAR, runs).env(STAGE_VAR, &stage.id);
+        if share > 0 {
+            let share = share.to_string();
+            for var in ["CARGO_BUILD_JOBS", "NEXTEST_TEST_THREADS", "RUST_TEST_THREADS"] {
+                if !stage.command.env.contains_key(var) {
+                    cmd.env(var, &share);
+                }
+            }
+        }
+        if let (Some(shim), "cargo") = (&opts.rustc_shim, stage.command.program.as_str()) {
+            let existing = stage
+                .command
+                .env
+                .get("RUSTC_WRAPPER")
+                .cloned()
+                .or_else(|| std::env::var("RUSTC_WRAPPER").ok())
+                .filter(|w| !w.is_empty());
+            if let Some(existing) = existing {
+                cmd.env(crate::profile::SHIM_CHAIN_VAR, existing);
+            }
+            cmd.env("RUSTC_WRAPPER", shim)
+                .env(crate::profile::SHIM_LOG_VAR, rustc_log_path(&self.log_dir(), &stage.id));
+        }
+        let log = File::create(log_path)?;
+        let (read, write) = pipe()?;
+        let write2 = write.try_clone()?;
+        cmd.stdin(Stdio::null()).stdout(Stdio::from(write)).stderr(Stdio::from(write2));
+        // Its own process group, so that signals reach the whole stage and Ctrl-C in
+        // the terminal reaches only us (we forward it deliberately).
+        cmd.process_group(0);
+        // SAFETY: prctl is async-signal-safe; no allocation happens in the closure.
+        unsafe {
+            cmd.pre_exec(|| {
+                // If we die without cleaning up, the stage's leader learns of it.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        drop(cmd); // closes our copies of the pipe's write end
+        let pid = child.id() as i32;
+        // We reap with wait4 to get the rusage of the stage's tree; `Child` is never
+        // waited on, and dropping it neither kills nor waits.
+        drop(child);
+
+        let tx_out = tx.clone();
+        std::thread::spawn(move || {
+            let mut log = std::io::BufWriter::new(log);
+            let mut reader = BufReader::new(File::from(read));
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let _ = log.write_all(&buf);
+                        let line = String::from_utf8_lossy(&buf)
+                            .trim_end_matches(['\n', '\r'])
+                            .to_string();
+                        if tx_out.send(Msg::Line { idx, line }).is_err() {
+                            // The run is over; keep the log complete anyway.
+                            continue;
+                        }
+                    }
+                }
+            }
+            let _ = log.flush();
+            let _ = tx_out.send(Msg::ReaderDone { idx });
+        });
+        let tx_wait = tx.clone();
+        std::thread::spawn(move || {
+            let mut status = 0;
+            // SAFETY: rusage is plain data, fully written by wait4 on success.
+            let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+            loop {
+                // SAFETY: pid is our own child; status and rusage are valid pointers.
+                let r = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
+                if r == pid {
+                    break;
+                }
+                if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                    status = -1;
+                    break;
+                }
+            }
+            let _ = tx_wait.send(Msg::Exited { idx, status, rusage });
+        });
+        Ok(pid)
+    }
+}
+
+fn rustc_log_path(log_dir: &Utf8Path, stage: &str) -> Utf8PathBuf {
+    log_dir.join(format!("{stage}.rustc.jsonl"))
+}
+
+fn lock_conflict(plan: &Plan, states: &[State], j: usize, other: usize) -> bool {
+    let Some(dir) = &plan.stages[j].build_dir else { return false };
+    if plan.stages[other].build_dir.as_ref() == Some(dir) {
+        return true;
+    }
+    states.iter().enumerate().any(|(k, s)| match s {
+        State::Running(r) => r.holds_lock && plan.stages[k].build_dir.as_ref() == Some(dir),
+        _ => false,
+    })
+}
+
+fn succeeded(s: &StageStatus) -> bool {
+    matches!(s, StageStatus::Succeeded | StageStatus::Cached { .. })
+}
+
+/// Longest chain of dependants below each stage (itself included): the scheduling
+/// priority, so the stages that gate the most work start first.
+fn bottom_levels(plan: &Plan, index: &BTreeMap<&str, usize>) -> Vec<usize> {
+    let n = plan.stages.len();
+    let mut dependants: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, s) in plan.stages.iter().enumerate() {
+        for d in &s.depends_on {
+            dependants[index[d.as_str()]].push(i);
+        }
+    }
+    let mut level = vec![0usize; n];
+    fn visit(i: usize, dependants: &[Vec<usize>], level: &mut [usize], seen: &mut [bool]) -> usize {
+        if seen[i] {
+            return level[i];
+        }
+        seen[i] = true;
+        let below =
+            dependants[i].iter().map(|&j| visit(j, dependants, level, seen)).max().unwrap_or(0);
+        level[i] = below + 1;
+        level[i]
+    }
+    let mut seen = vec![false; n];
+    for i in 0..n {
+        visit(i, &dependants, &mut level, &mut seen);
+    }
+    level
+}
+
+fn skipped_metrics(stage: &Stage, reason: String) -> StageMetrics {
+    StageMetrics {
+        id: stage.id.clone(),
+        command: stage.command.display(),
+        status: StageStatus::Skipped { reason },
+        start: Duration::ZERO,
+        wall: Duration::ZERO,
+        cpu_user: Duration::ZERO,
+        cpu_system: Duration::ZERO,
+        peak_rss_kib: 0,
+        exit_code: None,
+        log_path: None,
+        tail: Vec::new(),
+        failed_tests: Vec::new(),
+        flaky_tests: Vec::new(),
+        proves: stage.proves.clone(),
+    }
+}
+
+fn finish_metrics(
+    stage: &Stage,
+    r: &Running,
+    status: i32,
+    rusage: &libc::rusage,
+    run_start: Instant,
+    log_dir: &Utf8Path,
+) -> StageMetrics {
+    let exited_ok = status >= 0 && libc::WIFEXITED(status);
+    let exit_code = if exited_ok {
+        Some(libc::WEXITSTATUS(status))
+    } else if status >= 0 && libc::WIFSIGNALED(status) {
+        Some(128 + libc::WTERMSIG(status))
+    } else {
+        None
+    };
+    let wall = r.exited.map(|(_, _, at)| at).unwrap_or_else(Instant::now) - r.started;
+    let st = match r.stop {
+        Some((Why::TimedOut, _)) => StageStatus::TimedOut,
+        Some((Why::Cancelled, _)) if exit_code != Some(0) => StageStatus::Cancelled,
+        _ if exit_code == Some(0) => StageStatus::Succeeded,
+        _ => StageStatus::Failed,
+    };
+    let tv =
+        |t: libc::timeval| Duration::new(t.tv_sec.max(0) as u64, (t.tv_usec.max(0) as u32) * 1000);
+    let (failed_tests, flaky_tests) = r.tests.results();
+    StageMetrics {
+        id: stage.id.clone(),
+        command: stage.command.display(),
+        status: st,
+        start: r.started - run_start,
+        wall,
+        cpu_user: tv(rusage.ru_utime),
+        cpu_system: tv(rusage.ru_stime),
+        peak_rss_kib: rusage.ru_maxrss.max(0) as u64,
+        exit_code,
+        log_path: Some(log_dir.join(format!("{}.log", stage.id))),
+        tail: r.tail.iter().cloned().collect(),
+        failed_tests,
+        flaky_tests,
+        proves: stage.proves.clone(),
+    }
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two fresh descriptors that we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sends `sig` to the stage's process group and, for SIGKILL, to every process that
+/// carries the run's marker (and the stage's, when given): nextest puts each test in a
+/// process group of its own, and a test may leave daemons behind.
+fn signal_stage(pgid: i32, run_id: &str, stage: Option<&str>, sig: i32) {
+    // SAFETY: kill with a negative pid signals a process group; harmless if it is gone.
+    unsafe { libc::kill(-pgid, sig) };
+    if sig == libc::SIGKILL {
+        for pid in marked_processes(run_id, stage) {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Processes (other than us) whose environment carries `run_id` as [`RUN_ID_VAR`] or in
+/// [`RUNS_VAR`], and, when `stage` is given, that stage as [`STAGE_VAR`]. Linux: reads
+/// `/proc/*/environ`; elsewhere it finds nothing.
+pub fn marked_processes(run_id: &str, stage: Option<&str>) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let run_entry = format!("{RUN_ID_VAR}={run_id}");
+    let stage_entry = stage.map(|s| format!("{STAGE_VAR}={s}"));
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        let mut has_run = false;
+        let mut has_stage = stage_entry.is_none();
+        for var in env.split(|&b| b == 0) {
+            let var = String::from_utf8_lossy(var);
+            if var == run_entry
+                || var
+                    .strip_prefix(RUNS_VAR)
+                    .and_then(|v| v.strip_prefix('='))
+                    .is_some_and(|v| v.split(':').any(|id| id == run_id))
+            {
+                has_run = true;
+            }
+            if stage_entry.as_deref() == Some(&*var) {
+                has_stage = true;
+            }
+        }
+        if has_run && has_stage {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Stops every process still carrying the run's marker: SIGTERM, up to `grace` for them
+/// to leave, then SIGKILL. Reaps the ones that were reparented to us. Returns how many
+/// it found.
+pub fn kill_marked(run_id: &str, stage: Option<&str>, grace: Duration) -> usize {
+    let found = marked_processes(run_id, stage);
+    if found.is_empty() {
+        return 0;
+    }
+    for &pid in &found {
+        // SAFETY: signalling a pid; harmless if it is gone.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + grace;
+    loop {
+        reap(&found);
+        let left = marked_processes(run_id, stage);
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            for pid in left {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            reap(&found);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    found.len()
+}
+
+/// Reaps those of `pids` that are our (possibly adopted) children and have exited.
+fn reap(pids: &[i32]) {
+    for &pid in pids {
+        let mut status = 0;
+        // SAFETY: WNOHANG wait on a specific pid; ECHILD if it is not ours.
+        unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    }
+}
+
+/// Failed and flaky tests from nextest's or libtest's human output. When nextest runs,
+/// only its status lines count: the libtest lines it echoes from a failing test's
+/// captured output would name the test a second time.
+#[derive(Debug, Default, Clone)]
+pub struct TestOutcomes {
+    nextest: Outcomes,
+    libtest: Outcomes,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Outcomes {
+    failed: BTreeSet<String>,
+    passed: BTreeSet<String>,
+    flaky: BTreeSet<String>,
+}
+
+impl TestOutcomes {
+    pub fn observe(&mut self, line: &str) {
+        let l = line.trim();
+        // libtest: `test tests::bad ... FAILED`
+        if let Some(rest) = l.strip_prefix("test ") {
+            if let Some(name) = rest.strip_suffix(" ... FAILED") {
+                self.libtest.failed.insert(name.to_string());
+            } else if let Some(name) = rest.strip_suffix(" ... ok") {
+                self.libtest.passed.insert(name.to_string());
+            }
+            return;
+        }
+        // nextest: `FAIL [   0.004s] (1/3) crate::bin tests::bad`, `TRY 2 PASS [...] ...`,
+        // `FLAKY 2/3 [...] ...`, and in the summary `FAIL [...] (───) crate::bin name`.
+        let l = match l.strip_prefix("TRY ") {
+            Some(rest) => rest.split_once(' ').map(|(_, r)| r.trim_start()).unwrap_or(rest),
+            None => l,
+        };
+        let Some((word, rest)) = l.split_once(' ') else { return };
+        let rest = rest.trim_start();
+        let rest = if word == "FLAKY" {
+            // `FLAKY 2/3 [ 0.003s] name`
+            rest.split_once(' ').map(|(_, r)| r.trim_start()).unwrap_or(rest)
+        } else {
+            rest
+        };
+        if !rest.starts_with('[') {
+            return;
+        }
+        let Some((_, after)) = rest.split_once("] ") else { return };
+        let after = after.trim();
+        let name = match after.strip_prefix('(') {
+            Some(r) => r.split_once(") ").map(|(_, n)| n.trim()).unwrap_or(""),
+            None => after,
+        };
+        if name.is_empty() || name.contains(' ') && name.split(' ').count() > 2 {
+            return;
+        }
+        let set = match word {
+            "PASS" | "LEAK" => &mut self.nextest.passed,
+            "FAIL" | "TIMEOUT" | "SIGSEGV" | "SIGABRT" | "SIGKILL" | "SIGTERM" | "ABORT"
+            | "LEAK-FAIL" => &mut self.nextest.failed,
+            "FLAKY" => &mut self.nextest.flaky,
+            _ => return,
+        };
+        set.insert(name.to_string());
+    }
+
+    /// (failed, flaky): a test that failed a try but passed a later one is flaky.
+    pub fn results(&self) -> (Vec<String>, Vec<String>) {
+        let o = if self.nextest.failed.is_empty()
+            && self.nextest.passed.is_empty()
+            && self.nextest.flaky.is_empty()
+        {
+            &self.libtest
+        } else {
+            &self.nextest
+        };
+        let mut flaky = o.flaky.clone();
+        flaky.extend(o.failed.intersection(&o.passed).cloned());
+        let failed = o.failed.iter().filter(|t| !flaky.contains(*t)).cloned().collect();
+        (failed, flaky.into_iter().collect())
+    }
+}
+
+/// One line per stage start and finish, for a plain terminal (`[  12.3s] build ok`).
+pub fn plain_progress_line(ev: &Event) -> Option<String> {
+    match ev {
+        Event::StageStarted { id, at } => {
+            Some(format!("[{:>7.1}s] {id} started", at.as_secs_f64()))
+        }
+        Event::StageFinished(m) => {
+            let end = (m.start + m.wall).as_secs_f64();
+            let what = match &m.status {
+                StageStatus::Succeeded => format!("ok in {:.1}s", m.wall.as_secs_f64()),
+                StageStatus::Failed => format!(
+                    "FAILED in {:.1}s (exit {}){}",
+                    m.wall.as_secs_f64(),
+                    m.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
+                    if m.failed_tests.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; failing tests: {}", m.failed_tests.join(", "))
+                    }
+                ),
+                StageStatus::TimedOut => format!("TIMED OUT after {:.1}s", m.wall.as_secs_f64()),
+                StageStatus::Cancelled => format!("cancelled after {:.1}s", m.wall.as_secs_f64()),
+                StageStatus::Skipped { reason } => format!("skipped: {reason}"),
+                StageStatus::Cached { from_run } => format!("cached (run {from_run})"),
+            };
+            let end = if matches!(m.status, StageStatus::Skipped { .. }) { 0.0 } else { end };
+            let mut s = format!("[{end:>7.1}s] {} {what}", m.id);
+            if !m.flaky_tests.is_empty() {
+                s.push_str(&format!("; flaky: {}", m.flaky_tests.join(", ")));
+            }
+            if !matches!(m.status, StageStatus::Succeeded | StageStatus::Skipped { .. })
+                && let Some(p) = &m.log_path
+            {
+                s.push_str(&format!("\n           full log: {p}"));
+            }
+            Some(s)
+        }
+        Event::RunFinished { outcome, total } => {
+            Some(format!("[{:>7.1}s] run {outcome:?}", total.as_secs_f64()))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestOutcomes;
+
+    #[test]
+    fn parses_nextest_and_libtest_outcomes() {
+        let mut t = TestOutcomes::default();
+        for l in [
+            "        PASS [   0.003s] (1/4) fix tests::ok",
+            "  TRY 1 FAIL [   0.003s] (2/4) fix tests::flaky",
+            "  TRY 2 PASS [   0.003s] (2/4) fix tests::flaky",
+            "        FAIL [   0.004s] (3/4) fix tests::bad",
+            "     TIMEOUT [   1.000s] fix tests::hangs",
+            "        FAIL [   0.004s] (───) fix tests::bad",
+            "       FLAKY 2/3 [   0.003s] (───) fix tests::flaky",
+            "test tests::bad ... FAILED",
+        ] {
+            t.observe(l);
+        }
+        let (failed, flaky) = t.results();
+        assert_eq!(failed, vec!["fix tests::bad", "fix tests::hangs"]);
+        assert_eq!(flaky, vec!["fix tests::flaky"]);
+
+        let mut t = TestOutcomes::default();
+        for l in ["test other::broken ... FAILED", "test other::fine ... ok"] {
+            t.observe(l);
+        }
+        assert_eq!(t.results(), (vec!["other::broken".to_string()], vec![]));
+    }
+}

@@ -103,17 +103,28 @@ impl StageCommand {
         StageCommand { program: "cargo".into(), args, env: BTreeMap::new(), cwd: cwd.to_owned() }
     }
 
-    /// The command ready to run, built with `cmd!` (no shell), without the variables
-    /// that `cargo xtask` set for this workspace.
+    /// The command ready to run, built with `cmd!` (no shell). xshell 0.3's `Cmd` can
+    /// only add variables, never remove inherited ones, so run it through
+    /// [`StageCommand::to_command`], which strips what `cargo xtask` set for this
+    /// workspace.
     pub fn to_cmd(&self, sh: &Shell) -> xshell::Cmd {
         let program = &self.program;
         let args = &self.args;
         let sh = sh.with_current_dir(&self.cwd);
-        let mut c = cmd!(sh, "{program} {args...}");
+        cmd!(sh, "{program} {args...}").envs(&self.env)
+    }
+
+    /// The command as a `std::process::Command`, ready to spawn concurrently, without
+    /// the variables that `cargo xtask` set for this workspace
+    /// ([`crate::toolchain::inherited_cargo_vars`]) unless the stage sets them itself.
+    pub fn to_command(&self, sh: &Shell) -> std::process::Command {
+        let mut c = self.to_cmd(sh).to_command();
         for var in crate::toolchain::inherited_cargo_vars() {
-            c = c.env_remove(var);
+            if !self.env.contains_key(&var) {
+                c.env_remove(var);
+            }
         }
-        c.envs(&self.env)
+        c
     }
 
     /// The command as a person would type it.

@@ -172,6 +172,279 @@ pub enum Event {
 pub struct PipelineProfiler {
     pub stages: Vec<StageMetrics>,
     pub crates: Vec<CrateTiming>,
+    pub outcome: Option<RunOutcome>,
+    pub total: Duration,
+}
+
+/// What the record says about the run besides what the events carry.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    pub run_id: String,
+    pub started_at: std::time::SystemTime,
+    pub workspace_root: Utf8PathBuf,
+    pub command: String,
+    pub plan: crate::plan::Plan,
+    pub cores: usize,
+    pub targets: crate::targets::PerformanceTargets,
+}
+
+impl PipelineProfiler {
+    pub fn new() -> PipelineProfiler {
+        PipelineProfiler::default()
+    }
+
+    pub fn observe(&mut self, ev: &Event) {
+        match ev {
+            Event::StageFinished(m) => self.stages.push(m.clone()),
+            Event::CrateCompiled(c) => self.crates.push(c.clone()),
+            Event::RunFinished { outcome, total } => {
+                self.outcome = Some(*outcome);
+                self.total = *total;
+            }
+            Event::StageStarted { .. } | Event::StageOutput { .. } => {}
+        }
+    }
+
+    /// The run record: stages in plan order, the critical path, the verdict.
+    pub fn into_record(self, ctx: RunContext) -> RunRecord {
+        let order: Vec<&str> = ctx.plan.stages.iter().map(|s| s.id.as_str()).collect();
+        let mut stages = self.stages;
+        stages.sort_by_key(|s| order.iter().position(|o| *o == s.id).unwrap_or(usize::MAX));
+        let mut crates = self.crates;
+        crates.sort_by_key(|a| a.start);
+        let critical_path = critical_path(&ctx.plan, &stages, &crates);
+        let cpu: Duration = stages.iter().map(|s| s.cpu_user + s.cpu_system).sum();
+        let idle_cpu = (self.total * ctx.cores as u32).saturating_sub(cpu);
+        let verdict = ctx.targets.verdict(self.total, &stages);
+        RunRecord {
+            schema_version: SCHEMA_VERSION,
+            run_id: ctx.run_id,
+            started_at: humantime::format_rfc3339_seconds(ctx.started_at).to_string(),
+            workspace_root: ctx.workspace_root,
+            command: ctx.command,
+            outcome: self.outcome.unwrap_or(RunOutcome::Interrupted),
+            total: self.total,
+            stages,
+            crates,
+            critical_path,
+            dropped: ctx.plan.dropped.clone(),
+            notes: ctx.plan.notes.clone(),
+            cores: ctx.cores,
+            targets: ctx.targets,
+            verdict,
+            naive: None,
+            tests: Vec::new(),
+            idle_cpu,
+        }
+    }
+}
+
+/// The chain that set the total: from the stage that finished last, back through the
+/// dependency (or the earlier user of the same build directory) that finished last
+/// before it started; inside each stage on the chain, the crate units that did the same
+/// (the unit that ended last, then the one that ended last before it started). The
+/// crate chain is measured, not derived from the dependency graph: it names what the
+/// stage was waiting on at each moment.
+pub fn critical_path(
+    plan: &crate::plan::Plan,
+    stages: &[StageMetrics],
+    crates: &[CrateTiming],
+) -> Vec<CriticalStep> {
+    let ran = |s: &&StageMetrics| !matches!(s.status, StageStatus::Skipped { .. });
+    let end = |s: &StageMetrics| s.start + s.wall;
+    let Some(mut cur) = stages.iter().filter(ran).max_by_key(|s| end(s)) else {
+        return Vec::new();
+    };
+    let slack = Duration::from_millis(50);
+    let mut chain = vec![cur];
+    loop {
+        let stage = plan.stage(&cur.id);
+        let dir = stage.and_then(|s| s.build_dir.as_ref());
+        let pred = stages
+            .iter()
+            .filter(ran)
+            .filter(|s| s.id != cur.id && end(s) <= cur.start + slack)
+            .filter(|s| {
+                stage.is_some_and(|st| st.depends_on.contains(&s.id))
+                    || (dir.is_some()
+                        && plan.stage(&s.id).and_then(|p| p.build_dir.as_ref()) == dir)
+            })
+            .max_by_key(|s| end(s));
+        match pred {
+            Some(p) if !chain.iter().any(|c| c.id == p.id) => {
+                chain.push(p);
+                cur = p;
+            }
+            _ => break,
+        }
+    }
+    chain.reverse();
+    let mut out = Vec::new();
+    for s in chain {
+        out.push(CriticalStep {
+            kind: "stage".into(),
+            name: s.id.clone(),
+            start: s.start,
+            end: end(s),
+        });
+        let units: Vec<&CrateTiming> = crates.iter().filter(|c| c.stage == s.id).collect();
+        let mut unit_chain = Vec::new();
+        let mut cur = units.iter().max_by_key(|c| c.end).copied();
+        while let Some(u) = cur {
+            unit_chain.push(u);
+            cur = units
+                .iter()
+                .filter(|c| c.end <= u.start + Duration::from_millis(5) && !std::ptr::eq(**c, u))
+                .max_by_key(|c| c.end)
+                .copied();
+        }
+        unit_chain.reverse();
+        for u in unit_chain {
+            out.push(CriticalStep {
+                kind: "crate".into(),
+                name: format!("{} ({} {})", u.package, u.kind, u.target),
+                start: u.start,
+                end: u.end,
+            });
+        }
+    }
+    out
+}
+
+/// Environment variable naming the file the rustc shim appends to. Its presence, with a
+/// rustc-like first argument, is what puts the xtask binary into shim mode.
+pub const SHIM_LOG_VAR: &str = "PIPELINE_OPT_RUSTC_SHIM_LOG";
+/// A `RUSTC_WRAPPER` the user already had (sccache, ...), which the shim runs in turn.
+pub const SHIM_CHAIN_VAR: &str = "PIPELINE_OPT_RUSTC_CHAINED_WRAPPER";
+
+/// One rustc invocation as the shim saw it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RustcInvocation {
+    pub crate_name: String,
+    /// `lib`, `bin`, `test`, `build-script`, ...
+    pub kind: String,
+    /// The package, from the `CARGO_PKG_NAME` cargo gives rustc.
+    #[serde(default)]
+    pub package: String,
+    /// Seconds since the Unix epoch.
+    pub start: f64,
+    pub end: f64,
+    pub exit_code: Option<i32>,
+}
+
+/// Call first thing in `main`: when cargo runs this binary as `RUSTC_WRAPPER` (the
+/// orchestrator sets [`SHIM_LOG_VAR`]), run the real rustc (through a chained wrapper if
+/// the user had one), append the invocation's start and end to the log, and exit with
+/// rustc's status. Otherwise return at once.
+///
+/// Why a shim rather than `--timings`: cargo's JSON messages carry finish times only,
+/// and `--timings` writes an HTML report per cargo run whose data layout is unstable;
+/// a wrapper sees every rustc start and end directly, also inside nextest's and
+/// `cargo test`'s own builds, and costs one extra exec per crate.
+pub fn run_rustc_shim_if_requested() {
+    let Some(log) = std::env::var_os(SHIM_LOG_VAR) else { return };
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let Some(first) = args.get(1) else { return };
+    let name = std::path::Path::new(first)
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let rustc_like =
+        name.contains("rustc") || name.contains("clippy-driver") || name.contains("rustdoc");
+    if !rustc_like {
+        return;
+    }
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    };
+    let start = now();
+    let mut cmd = match std::env::var_os(SHIM_CHAIN_VAR).filter(|w| !w.is_empty()) {
+        Some(wrapper) => {
+            let mut c = std::process::Command::new(wrapper);
+            c.args(&args[1..]);
+            c
+        }
+        None => {
+            let mut c = std::process::Command::new(&args[1]);
+            c.args(&args[2..]);
+            c
+        }
+    };
+    let status = match cmd.status() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pipeline-opt rustc shim: could not run {}: {e}", first.to_string_lossy());
+            std::process::exit(1);
+        }
+    };
+    let end = now();
+    let rest: Vec<String> = args[2..].iter().map(|a| a.to_string_lossy().to_string()).collect();
+    let value_of = |flag: &str| rest.iter().position(|a| a == flag).and_then(|i| rest.get(i + 1));
+    if let Some(crate_name) = value_of("--crate-name").filter(|n| *n != "___") {
+        let kind = if rest.iter().any(|a| a == "--test") {
+            "test".to_string()
+        } else if crate_name.starts_with("build_script_") {
+            "build-script".to_string()
+        } else {
+            value_of("--crate-type").cloned().unwrap_or_else(|| "bin".into())
+        };
+        let inv = RustcInvocation {
+            crate_name: crate_name.clone(),
+            kind,
+            package: std::env::var("CARGO_PKG_NAME").unwrap_or_else(|_| crate_name.clone()),
+            start,
+            end,
+            exit_code: status.code(),
+        };
+        if let Ok(line) = serde_json::to_string(&inv) {
+            use std::io::Write as _;
+            // One short append per line: O_APPEND keeps concurrent writers' lines whole.
+            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+                let _ = f.write_all(format!("{line}\n").as_bytes());
+            }
+        }
+    }
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+/// Copies the running executable to `<state_dir>/bin/pipeline-opt-rustc-shim` and
+/// returns its path, so that cargo can use it as `RUSTC_WRAPPER` even while a build of
+/// this very workspace replaces the original.
+pub fn install_rustc_shim(state_dir: &camino::Utf8Path) -> std::io::Result<Utf8PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = state_dir.join("bin");
+    std::fs::create_dir_all(&dir)?;
+    let dest = dir.join("pipeline-opt-rustc-shim");
+    let tmp = dir.join(format!(".pipeline-opt-rustc-shim.{}", std::process::id()));
+    std::fs::copy(&exe, &tmp)?;
+    std::fs::rename(&tmp, &dest)?;
+    Ok(dest)
+}
+
+/// The crate timings the shim recorded for `stage`, relative to `run_start`.
+pub fn read_rustc_log(
+    path: &camino::Utf8Path,
+    stage: &str,
+    run_start: std::time::SystemTime,
+) -> Vec<CrateTiming> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    let base =
+        run_start.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let rel = |t: f64| Duration::from_secs_f64((t - base).max(0.0));
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<RustcInvocation>(l).ok())
+        .map(|inv| CrateTiming {
+            package: if inv.package.is_empty() { inv.crate_name.clone() } else { inv.package },
+            target: inv.crate_name,
+            kind: inv.kind,
+            stage: stage.to_string(),
+            start: rel(inv.start),
+            end: rel(inv.end),
+        })
+        .collect()
 }
 
 /// Durations as fractional seconds in JSON.

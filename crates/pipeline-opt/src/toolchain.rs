@@ -29,12 +29,11 @@ impl Toolchain {
         let err = |message: String| ToolchainError { dir: dir.to_string(), message };
         let sh = Shell::new().map_err(|e| err(e.to_string()))?;
         let sh = sh.with_current_dir(dir);
-        let mut rustc = cmd!(sh, "rustc -vV");
-        for var in inherited_cargo_vars() {
-            rustc = rustc.env_remove(var);
+        let out = clean_command(&cmd!(sh, "rustc -vV")).output().map_err(|e| err(e.to_string()))?;
+        if !out.status.success() {
+            return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
         }
-        let out = rustc.read().map_err(|e| err(e.to_string()))?;
-        Ok(Toolchain::parse(&out))
+        Ok(Toolchain::parse(&String::from_utf8_lossy(&out.stdout)))
     }
 
     pub fn parse(verbose_version: &str) -> Toolchain {
@@ -83,4 +82,15 @@ pub fn inherited_cargo_vars() -> Vec<String> {
         .filter_map(|(k, _)| k.into_string().ok())
         .filter(|k| EXACT.contains(&k.as_str()) || PREFIXES.iter().any(|p| k.starts_with(p)))
         .collect()
+}
+
+/// `cmd` as a `std::process::Command` without [`inherited_cargo_vars`]. xshell 0.3's
+/// `Cmd::env_remove` only drops variables the `Shell` itself added, so the removal has
+/// to happen on the `std` command.
+pub fn clean_command(cmd: &xshell::Cmd) -> std::process::Command {
+    let mut c = cmd.to_command();
+    for var in inherited_cargo_vars() {
+        c.env_remove(var);
+    }
+    c
 }

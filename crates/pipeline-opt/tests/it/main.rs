@@ -5,6 +5,8 @@ mod support;
 
 mod affected;
 mod cache;
+mod optimize;
+mod orchestrator;
 mod plan;
-mod workspace;
 mod report;
+mod workspace;

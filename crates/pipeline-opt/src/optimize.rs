@@ -1,0 +1,429 @@
+//! The product's two entry points: [`run_optimized_pipeline`] (load, plan, run in
+//! parallel, profile, gate, report; optionally beside the naive sequence) and
+//! [`run_fast_validation`] (`cargo check --all-targets`, the quickest useful signal).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::exit;
+use crate::inputs::{Inputs, LoadInputsError};
+use crate::orchestrator::{CancelToken, OrchestratorOptions, ParallelOrchestrator, RunError};
+use crate::plan::{CargoArgs, LockUse, Plan, PlanError, Stage, StageCommand, StageKind};
+use crate::profile::{
+    Event, NaiveComparison, PipelineProfiler, RunContext, RunOutcome, RunRecord, StageStatus,
+};
+use crate::report::{ReportError, ReportOptions, WrittenReports};
+use crate::targets::{Gate, PerformanceTargets};
+
+#[derive(Debug, Clone, Default)]
+pub struct OptimizeOptions {
+    pub manifest_path: Option<Utf8PathBuf>,
+    pub cargo: CargoArgs,
+    /// Build exactly what the naive sequence builds.
+    pub strict: bool,
+    pub keep_going: bool,
+    /// Most stages at once (default: the cores).
+    pub jobs: Option<usize>,
+    /// Cores split among CPU-heavy stages (default: the cores).
+    pub cpus: Option<usize>,
+    pub gate: Option<Gate>,
+    /// Markdown report path (default under the state directory).
+    pub report: Option<Utf8PathBuf>,
+    pub json: Option<Utf8PathBuf>,
+    pub prometheus: Option<Utf8PathBuf>,
+    pub against_naive: bool,
+    /// nextest `--retries`: a test that fails and then passes is reported as flaky.
+    pub retries: u32,
+    /// Record per-crate compile times through a `RUSTC_WRAPPER` copy of the running
+    /// executable, which must call [`crate::profile::run_rustc_shim_if_requested`] first
+    /// thing in `main` (the xtask does).
+    pub rustc_shim: bool,
+    pub handle_signals: bool,
+    pub subreaper: bool,
+    /// Default: a fresh id.
+    pub run_id: Option<String>,
+    pub cancel: CancelToken,
+    /// Between SIGTERM/SIGINT and SIGKILL (default 5 s).
+    pub grace: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OptimizeOutcome {
+    pub record: RunRecord,
+    pub reports: WrittenReports,
+    /// From [`crate::exit`]: 0, 100 (a stage failed), 101 (`--gate` missed), 130.
+    pub exit_code: i32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OptimizeError {
+    #[error(transparent)]
+    Inputs(#[from] LoadInputsError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error(
+        "could not install the rustc timing shim under {dir}: {source}; check that the state directory is writable"
+    )]
+    Shim {
+        dir: Utf8PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `cargo xtask optimize`: plans the workspace's pipeline, runs it in parallel, profiles
+/// it, writes the reports (also for failed and interrupted runs) and decides the exit
+/// code. Events go to `on_event` as they happen (the live terminal view).
+pub fn run_optimized_pipeline(
+    options: &OptimizeOptions,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<OptimizeOutcome, OptimizeError> {
+    let inputs = Inputs::load(options.manifest_path.as_deref())?;
+    let state_dir = inputs.workspace.state_dir(&inputs.config);
+    let run_id = options.run_id.clone().unwrap_or_else(crate::orchestrator::new_run_id);
+    let mut plan = inputs.plan(options.cargo.clone(), options.strict)?;
+    add_retries(&mut plan, options.retries);
+    let command = command_line("optimize", options);
+    let targets = PerformanceTargets::from_config(&inputs.config.targets);
+
+    let fresh_root = state_dir.join("compare").join(&run_id);
+    if options.against_naive {
+        // Our side starts from its own fresh target directory too.
+        plan = fresh_plan(&inputs, options, &fresh_root.join("optimized"))?;
+        add_retries(&mut plan, options.retries);
+    }
+
+    let record = run_plan(&inputs, options, &plan, &run_id, &command, targets, on_event)?;
+    let mut record = record;
+    if options.against_naive && record.outcome != RunOutcome::Interrupted {
+        let naive =
+            run_naive(&inputs, options, &plan, &run_id, &fresh_root, record.total, on_event)?;
+        record.naive = Some(naive);
+    }
+    if options.against_naive {
+        // The fresh target directories are large and never reused.
+        let _ = std::fs::remove_dir_all(&fresh_root);
+    }
+    let reports = crate::report::write_reports(
+        &record,
+        &ReportOptions {
+            state_dir: state_dir.clone(),
+            markdown: options.report.clone(),
+            json: options.json.clone(),
+            prometheus: options.prometheus.clone(),
+        },
+    )?;
+    let exit_code = exit_code(&record, options.gate);
+    Ok(OptimizeOutcome { record, reports, exit_code })
+}
+
+/// `cargo xtask check`: `cargo check --all-targets` with the configured features (after
+/// `fetch`, so it runs offline like the full pipeline), nothing that needs a full build.
+pub fn run_fast_validation(
+    options: &OptimizeOptions,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<OptimizeOutcome, OptimizeError> {
+    let mut inputs = Inputs::load(options.manifest_path.as_deref())?;
+    let state_dir = inputs.workspace.state_dir(&inputs.config);
+    let config = &mut inputs.config;
+    config.disable = ["build", "test", "doctest", "bench-build"].map(String::from).to_vec();
+    config.enable.clear();
+    config.stages.clear();
+    config.services.clear();
+    let plan = inputs.plan(options.cargo.clone(), false)?;
+    let run_id = options.run_id.clone().unwrap_or_else(crate::orchestrator::new_run_id);
+    let command = command_line("check", options);
+    let targets = PerformanceTargets::from_config(&inputs.config.targets);
+    let record = run_plan(&inputs, options, &plan, &run_id, &command, targets, on_event)?;
+    let reports = crate::report::write_reports(
+        &record,
+        &ReportOptions {
+            state_dir,
+            markdown: options.report.clone(),
+            json: options.json.clone(),
+            prometheus: options.prometheus.clone(),
+        },
+    )?;
+    let exit_code = exit_code(&record, options.gate);
+    Ok(OptimizeOutcome { record, reports, exit_code })
+}
+
+/// The exit code a run earns: an interrupt beats a failure, which beats a missed gate.
+pub fn exit_code(record: &RunRecord, gate: Option<Gate>) -> i32 {
+    match record.outcome {
+        RunOutcome::Interrupted => exit::INTERRUPTED,
+        RunOutcome::StageFailed => exit::STAGE_FAILED,
+        RunOutcome::Succeeded => match gate {
+            Some(g) if !record.verdict.passes(g) => exit::TARGET_MISSED,
+            _ => exit::OK,
+        },
+    }
+}
+
+fn run_plan(
+    inputs: &Inputs,
+    options: &OptimizeOptions,
+    plan: &Plan,
+    run_id: &str,
+    command: &str,
+    targets: PerformanceTargets,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<RunRecord, OptimizeError> {
+    let state_dir = inputs.workspace.state_dir(&inputs.config);
+    let orch_options = orchestrator_options(options, &state_dir, run_id)?;
+    let cores = orch_options.cpus;
+    let orch = ParallelOrchestrator::new(orch_options);
+    let mut profiler = PipelineProfiler::new();
+    let summary = orch.run(plan, &mut |ev| {
+        profiler.observe(ev);
+        on_event(ev);
+    })?;
+    let mut record = profiler.into_record(RunContext {
+        run_id: run_id.to_string(),
+        started_at: summary.started_at,
+        workspace_root: inputs.workspace.root.clone(),
+        command: command.to_string(),
+        plan: plan.clone(),
+        cores,
+        targets,
+    });
+    if let Some(sig) = summary.signal {
+        record.notes.push(format!("interrupted by signal {sig}; running stages were stopped"));
+    }
+    if summary.killed_survivors > 0 {
+        record.notes.push(format!(
+            "{} process(es) still carried the run's marker at the end and were stopped",
+            summary.killed_survivors
+        ));
+    }
+    Ok(record)
+}
+
+fn orchestrator_options(
+    options: &OptimizeOptions,
+    state_dir: &Utf8Path,
+    run_id: &str,
+) -> Result<OrchestratorOptions, OptimizeError> {
+    let mut o = OrchestratorOptions::new(state_dir.to_owned(), run_id.to_string());
+    if let Some(j) = options.jobs {
+        o.jobs = j.max(1);
+    }
+    if let Some(c) = options.cpus {
+        o.cpus = c.max(1);
+    }
+    o.keep_going = options.keep_going;
+    o.handle_signals = options.handle_signals;
+    o.subreaper = options.subreaper;
+    o.cancel = options.cancel.clone();
+    if let Some(g) = options.grace {
+        o.grace = g;
+    }
+    if options.rustc_shim {
+        let shim = crate::profile::install_rustc_shim(state_dir)
+            .map_err(|source| OptimizeError::Shim { dir: state_dir.join("bin"), source })?;
+        o.rustc_shim = Some(shim);
+    }
+    Ok(o)
+}
+
+/// nextest retries failing tests so that a flaky one is reported as flaky, not as a
+/// failure that hides the rest.
+fn add_retries(plan: &mut Plan, retries: u32) {
+    if retries == 0 {
+        return;
+    }
+    for s in &mut plan.stages {
+        if s.kind == StageKind::Test && s.command.args.first().is_some_and(|a| a == "nextest") {
+            s.command.args.extend(["--retries".to_string(), retries.to_string()]);
+        }
+    }
+}
+
+/// The plan again, with every build directory moved under `dir`.
+fn fresh_plan(
+    inputs: &Inputs,
+    options: &OptimizeOptions,
+    dir: &Utf8Path,
+) -> Result<Plan, OptimizeError> {
+    let mut inputs = inputs.clone();
+    inputs.workspace.target_dir = dir.join("target");
+    inputs.config.cache.dir = Some(dir.join("state"));
+    let mut plan = inputs.plan(options.cargo.clone(), options.strict)?;
+    for s in &mut plan.stages {
+        if s.command.program == "cargo" {
+            s.command
+                .env
+                .entry("CARGO_TARGET_DIR".into())
+                .or_insert_with(|| inputs.workspace.target_dir.to_string());
+        }
+    }
+    Ok(plan)
+}
+
+/// What an ordinary CI job runs, one after another in one target directory.
+fn naive_plan(inputs: &Inputs, cargo: &CargoArgs, target_dir: &Utf8Path) -> Plan {
+    let root = &inputs.workspace.root;
+    let manifest = inputs.workspace.manifest_path.to_string();
+    let mut selection = Vec::new();
+    if cargo.packages.is_empty() {
+        selection.push("--workspace".to_string());
+    }
+    for p in &cargo.packages {
+        selection.extend(["--package".to_string(), p.clone()]);
+    }
+    if !cargo.features.is_empty() {
+        selection.extend(["--features".to_string(), cargo.features.join(",")]);
+    }
+    if cargo.all_features {
+        selection.push("--all-features".into());
+    }
+    if cargo.no_default_features {
+        selection.push("--no-default-features".into());
+    }
+    if let Some(t) = &cargo.target {
+        selection.extend(["--target".to_string(), t.clone()]);
+    }
+    let mut common = Vec::new();
+    if cargo.locked {
+        common.push("--locked".to_string());
+    }
+    if cargo.frozen {
+        common.push("--frozen".to_string());
+    }
+    let steps: [(&str, &[&str], bool, &str); 5] = [
+        ("naive-fetch", &["fetch"], false, "dependencies resolve and download"),
+        ("naive-build", &["build"], true, "build (dev)"),
+        ("naive-check", &["check", "--all-targets"], true, "check --all-targets (dev)"),
+        ("naive-test", &["test"], true, "unit and integration tests pass; doctests pass"),
+        ("naive-bench", &["bench", "--no-run"], true, "bench --no-run (bench profile)"),
+    ];
+    let mut stages = Vec::new();
+    let mut prev: Option<String> = None;
+    for (id, sub, selected, proves) in steps {
+        let mut args: Vec<String> = sub.iter().map(|s| s.to_string()).collect();
+        args.extend(["--manifest-path".to_string(), manifest.clone()]);
+        if selected {
+            args.extend(selection.clone());
+            if let (Some(p), false) = (&cargo.profile, id == "naive-bench") {
+                args.extend(["--profile".to_string(), p.clone()]);
+            }
+        } else if let Some(t) = &cargo.target {
+            args.extend(["--target".to_string(), t.clone()]);
+        }
+        args.extend(common.clone());
+        let mut env = BTreeMap::new();
+        env.insert("CARGO_TARGET_DIR".to_string(), target_dir.to_string());
+        stages.push(Stage {
+            id: id.into(),
+            kind: StageKind::Custom,
+            command: StageCommand { program: "cargo".into(), args, env, cwd: root.clone() },
+            depends_on: prev.iter().cloned().collect(),
+            reason: "the naive sequence".into(),
+            proves: proves.split("; ").map(String::from).collect(),
+            build_dir: Some(target_dir.to_owned()),
+            lock: LockUse::Exclusive,
+            cpu_heavy: selected,
+            timeout: inputs.config.stage_timeout,
+        });
+        prev = Some(id.to_string());
+    }
+    Plan { workspace_root: root.clone(), stages, dropped: Vec::new(), notes: Vec::new() }
+}
+
+fn run_naive(
+    inputs: &Inputs,
+    options: &OptimizeOptions,
+    ours: &Plan,
+    run_id: &str,
+    fresh_root: &Utf8Path,
+    optimized_total: Duration,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<NaiveComparison, OptimizeError> {
+    let plan = naive_plan(inputs, &options.cargo, &fresh_root.join("naive").join("target"));
+    let mut naive_options = options.clone();
+    naive_options.rustc_shim = false;
+    naive_options.keep_going = false;
+    let naive_id = format!("{run_id}-naive");
+    let record = run_plan(
+        inputs,
+        &naive_options,
+        &plan,
+        &naive_id,
+        "naive sequence",
+        PerformanceTargets::default(),
+        on_event,
+    )?;
+    let ours_proves: Vec<String> = ours.stages.iter().flat_map(|s| s.proves.clone()).collect();
+    // The naive `bench --no-run` and doctests prove nothing where there is nothing to
+    // prove; the plan says so in `dropped`.
+    let not_applicable = |p: &str| {
+        ours.dropped.iter().any(|d| {
+            (d.id == "bench-build" && p.starts_with("bench") && d.reason.contains("no bench"))
+                || (d.id == "doctest"
+                    && p.starts_with("doctests")
+                    && d.reason.contains("no library"))
+        })
+    };
+    let naive_proves: Vec<String> = plan.stages.iter().flat_map(|s| s.proves.clone()).collect();
+    let only_naive_proves = naive_proves
+        .iter()
+        .filter(|p| !ours_proves.contains(p) && !not_applicable(p))
+        .cloned()
+        .collect();
+    let only_optimized_proves = ours_proves
+        .iter()
+        .filter(|p| !naive_proves.contains(p) && *p != "test binaries compile")
+        .cloned()
+        .collect();
+    let naive_total = record.total;
+    let ratio = if naive_total.is_zero() {
+        f64::NAN
+    } else {
+        optimized_total.as_secs_f64() / naive_total.as_secs_f64()
+    };
+    Ok(NaiveComparison {
+        naive_total,
+        optimized_total,
+        ratio,
+        naive_outcome: record.outcome,
+        naive_stages: record.stages,
+        only_naive_proves,
+        only_optimized_proves,
+        method: format!(
+            "optimized side first, then the naive sequence, each from its own fresh target directory under {fresh_root} (deleted afterwards); the cargo registry and the OS page cache are shared, which favours the second (naive) side"
+        ),
+    })
+}
+
+fn command_line(name: &str, o: &OptimizeOptions) -> String {
+    let mut c = format!("cargo xtask {name}");
+    if let Some(m) = &o.manifest_path {
+        c.push_str(&format!(" --manifest-path {m}"));
+    }
+    if o.against_naive {
+        c.push_str(" --against-naive");
+    }
+    if o.strict {
+        c.push_str(" --strict");
+    }
+    if o.keep_going {
+        c.push_str(" --keep-going");
+    }
+    c
+}
+
+/// Whether any stage of the record is in a state that names a failure.
+pub fn failed_stages(record: &RunRecord) -> Vec<&str> {
+    record
+        .stages
+        .iter()
+        .filter(|s| matches!(s.status, StageStatus::Failed | StageStatus::TimedOut))
+        .map(|s| s.id.as_str())
+        .collect()
+}

@@ -1,0 +1,61 @@
+//! `run_optimized_pipeline` and `run_fast_validation` on generated fixture workspaces:
+//! a compile error stops the pipeline with exit 100 and a report that names it; the
+//! fast validation runs `check` only.
+
+use camino::Utf8PathBuf;
+use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
+use pipeline_opt::profile::{RunOutcome, RunRecord, StageStatus};
+use pipeline_opt::{OptimizeOptions, exit, run_fast_validation, run_optimized_pipeline};
+
+fn temp() -> (tempfile::TempDir, Utf8PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
+    (dir, path)
+}
+
+fn stage<'a>(r: &'a RunRecord, id: &str) -> &'a pipeline_opt::StageMetrics {
+    r.stages.iter().find(|s| s.id == id).unwrap_or_else(|| panic!("no stage {id}"))
+}
+
+#[test]
+fn optimize_compile_error_fails_the_build_and_skips_the_rest() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![
+        FixtureCrate::new("good"),
+        FixtureCrate::new("broken").lib("pub fn value() -> u64 { \"not a number\" }\n"),
+    ])
+    .config("disable = [\"doctest\", \"bench-build\"]");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let report = dir.join("report.md");
+    let options = OptimizeOptions {
+        manifest_path: Some(manifest),
+        report: Some(report.clone()),
+        ..OptimizeOptions::default()
+    };
+    let outcome = run_optimized_pipeline(&options, &mut |_| {}).unwrap();
+    assert_eq!(outcome.exit_code, exit::STAGE_FAILED);
+    let r = &outcome.record;
+    assert_eq!(r.outcome, RunOutcome::StageFailed);
+    let build = stage(r, "build");
+    assert_eq!(build.status, StageStatus::Failed);
+    assert!(build.tail.iter().any(|l| l.contains("mismatched types")), "{:#?}", build.tail);
+    assert!(matches!(stage(r, "test").status, StageStatus::Skipped { .. }));
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(md.contains("## Failures") && md.contains("mismatched types"), "{md}");
+    assert!(md.contains(build.log_path.as_ref().unwrap().as_str()));
+}
+
+#[test]
+fn optimize_fast_validation_runs_check_only() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![
+        FixtureCrate::new("a").test("t", "#[test] fn never_runs() { panic!() }"),
+    ]);
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let options = OptimizeOptions { manifest_path: Some(manifest), ..OptimizeOptions::default() };
+    let outcome = run_fast_validation(&options, &mut |_| {}).unwrap();
+    assert_eq!(outcome.exit_code, exit::OK, "{:#?}", outcome.record.stages);
+    let ids: Vec<&str> = outcome.record.stages.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["fetch", "check"]);
+    assert!(stage(&outcome.record, "check").command.contains("--all-targets"));
+}

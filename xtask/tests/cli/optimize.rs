@@ -1,0 +1,148 @@
+//! The `cargo xtask` binary end to end on generated fixture workspaces: exit codes,
+//! the JSON record, and Ctrl-C leaving no process of the run behind.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use camino::{Utf8Path, Utf8PathBuf};
+use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
+use pipeline_opt::orchestrator::marked_processes;
+use pipeline_opt::profile::{RunOutcome, RunRecord};
+
+fn temp() -> (tempfile::TempDir, Utf8PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
+    (dir, path)
+}
+
+fn xtask(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    c.args(args);
+    for var in pipeline_opt::toolchain::inherited_cargo_vars() {
+        c.env_remove(var);
+    }
+    c
+}
+
+fn record(path: &Utf8Path) -> RunRecord {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} does not parse: {e}\n{text}"))
+}
+
+/// A passing run held to an impossible total: exit 101, and the JSON record parses.
+#[test]
+fn cli_gate_impossible_target_exits_101_with_json() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![
+        FixtureCrate::new("base"),
+        FixtureCrate::new("top").dep("base"),
+    ])
+    .config("disable = [\"bench-build\"]");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let json = dir.join("run.json");
+    let out = xtask(&[
+        "optimize",
+        "--manifest-path",
+        manifest.as_str(),
+        "--gate",
+        "1ms",
+        "--json",
+        json.as_str(),
+    ])
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(101), "{stderr}");
+    assert!(
+        stderr.contains("pipeline-optimization-report.md"),
+        "the report path is printed: {stderr}"
+    );
+    let r = record(&json);
+    assert_eq!(r.outcome, RunOutcome::Succeeded);
+    assert_eq!(r.schema_version, pipeline_opt::profile::SCHEMA_VERSION);
+    // The rustc shim timed the crates of the build.
+    assert!(r.crates.iter().any(|c| c.package == "top" && c.stage == "build"), "{:#?}", r.crates);
+    assert!(r.critical_path.iter().any(|c| c.kind == "stage"));
+}
+
+/// A failing test: exit 100, the report is still written and names the test.
+#[test]
+fn cli_failing_test_exits_100_and_names_it() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![
+        FixtureCrate::new("fix")
+            .test("t", "#[test] fn fine() {}\n#[test] fn broken() { assert_eq!(1, 2) }"),
+    ])
+    .config("disable = [\"bench-build\", \"doctest\"]");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let json = dir.join("run.json");
+    let report = dir.join("report.md");
+    let out = xtask(&[
+        "optimize",
+        "--manifest-path",
+        manifest.as_str(),
+        "--json",
+        json.as_str(),
+        "--report",
+        report.as_str(),
+    ])
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(100), "{stderr}");
+    let r = record(&json);
+    let test = r.stages.iter().find(|s| s.id == "test").unwrap();
+    assert_eq!(test.failed_tests, vec!["fix::t broken"]);
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(md.contains("fix::t broken"), "{md}");
+}
+
+/// SIGINT halfway: exit 130, the report says interrupted, and no process carrying the
+/// run's marker survives (the hung test runs in a process group of its own).
+#[test]
+fn cli_ctrl_c_stops_the_whole_tree() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("hang").test(
+        "h",
+        "#[test] fn hangs() { loop { std::thread::sleep(std::time::Duration::from_secs(1)); } }",
+    )])
+    .config("disable = [\"bench-build\", \"doctest\"]");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let json = dir.join("run.json");
+    let mut child =
+        xtask(&["optimize", "--manifest-path", manifest.as_str(), "--json", json.as_str()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    // Wait until the hung test itself runs, found by its marker and name.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let run_id = loop {
+        assert!(Instant::now() < deadline, "the test binary never started");
+        let found = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            if !String::from_utf8_lossy(&cmd).contains("hangs") {
+                return None;
+            }
+            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let env = String::from_utf8_lossy(&env).into_owned();
+            let marker = env.split('\0').find_map(|v| v.strip_prefix("PIPELINE_OPT_RUN_ID="))?;
+            Some(marker.to_string())
+        });
+        if let Some(id) = found {
+            break id;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!marked_processes(&run_id, None).is_empty());
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    let left = marked_processes(&run_id, None);
+    assert!(left.is_empty(), "processes of run {run_id} survived: {left:?}");
+    let r = record(&json);
+    assert_eq!(r.outcome, RunOutcome::Interrupted);
+}
