@@ -175,6 +175,8 @@ impl Fingerprint {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Explanation {
     NoEarlierSuccess,
+    /// The dependency cache has no fetch of this `Cargo.lock` with this toolchain.
+    NotFetched,
     FileChanged {
         path: String,
     },
@@ -239,6 +241,9 @@ impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Explanation::NoEarlierSuccess => f.write_str("no earlier success"),
+            Explanation::NotFetched => {
+                f.write_str("this Cargo.lock was not fetched with this toolchain yet")
+            }
             Explanation::FileChanged { path } => write!(f, "{path} changed"),
             Explanation::FileAdded { path } => write!(f, "{path} is a new input"),
             Explanation::FileRemoved { path } => write!(f, "{path} is no longer an input"),

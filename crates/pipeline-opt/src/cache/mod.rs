@@ -169,11 +169,7 @@ impl StageCache {
                 StageKind::Fetch => {
                     let decision = match deps.last_run(workspace, toolchain) {
                         Some(run) => Decision::Cached { from_run: run },
-                        None => Decision::Run {
-                            explanations: vec![Explanation::InputChanged {
-                                input: "Cargo.lock (not fetched with this toolchain yet)".into(),
-                            }],
-                        },
+                        None => Decision::Run { explanations: vec![Explanation::NotFetched] },
                     };
                     decisions.insert(stage.id.clone(), decision);
                 }
@@ -185,23 +181,13 @@ impl StageCache {
                     for &p in &packages {
                         let name = workspace.packages[p].name.clone();
                         let f = fp.fingerprint(&[p], true, &stage.command);
-                        let d = match self.store.test_record(&name) {
-                            Ok(Some(r)) if r.fingerprint == f => {
-                                if newest.as_ref().is_none_or(|(t, _)| r.recorded_at > *t) {
-                                    newest = Some((r.recorded_at, r.run_id.clone()));
-                                }
-                                Decision::Cached { from_run: r.run_id }
-                            }
-                            Ok(Some(r)) => {
-                                Decision::Run { explanations: f.explain_against(&r.fingerprint) }
-                            }
-                            Ok(None) => {
-                                Decision::Run { explanations: vec![Explanation::NoEarlierSuccess] }
-                            }
-                            Err(message) => Decision::Run {
-                                explanations: vec![Explanation::UnreadableEntry { message }],
-                            },
-                        };
+                        let (d, recorded_at) = decide(self.store.test_records(&name), &f);
+                        if let Some(at) = recorded_at
+                            && let Decision::Cached { from_run } = &d
+                            && newest.as_ref().is_none_or(|(t, _)| at > *t)
+                        {
+                            newest = Some((at, from_run.clone()));
+                        }
                         if let Decision::Run { explanations } = &d {
                             rerun.push(name.clone());
                             for e in explanations {
@@ -226,20 +212,7 @@ impl StageCache {
                 _ => {
                     let packages = stage_packages(stage, workspace);
                     let f = fp.fingerprint(&packages, true, &stage.command);
-                    let d = match self.store.stage_record(&stage.id) {
-                        Ok(Some(r)) if r.fingerprint == f => {
-                            Decision::Cached { from_run: r.run_id }
-                        }
-                        Ok(Some(r)) => {
-                            Decision::Run { explanations: f.explain_against(&r.fingerprint) }
-                        }
-                        Ok(None) => {
-                            Decision::Run { explanations: vec![Explanation::NoEarlierSuccess] }
-                        }
-                        Err(message) => Decision::Run {
-                            explanations: vec![Explanation::UnreadableEntry { message }],
-                        },
-                    };
+                    let (d, _) = decide(self.store.stage_records(&stage.id), &f);
                     pending.insert(stage.id.clone(), (fp.closure(&packages, true), f));
                     decisions.insert(stage.id.clone(), d);
                 }
@@ -315,6 +288,33 @@ impl CachedPlan {
             command,
             self.planned_at,
         );
+    }
+}
+
+/// Cached when any recent success ran with exactly `f` (with when it was recorded);
+/// otherwise the differences to the most comparable success: the newest one that ran
+/// the same command, else the newest.
+fn decide(
+    records: Result<Vec<store::SuccessRecord>, String>,
+    f: &Fingerprint,
+) -> (Decision, Option<u64>) {
+    let records = match records {
+        Ok(r) => r,
+        Err(message) => {
+            return (
+                Decision::Run { explanations: vec![Explanation::UnreadableEntry { message }] },
+                None,
+            );
+        }
+    };
+    if let Some(r) = records.iter().find(|r| &r.fingerprint == f) {
+        return (Decision::Cached { from_run: r.run_id.clone() }, Some(r.recorded_at));
+    }
+    let same_command =
+        records.iter().find(|r| r.fingerprint.inputs.get("command") == f.inputs.get("command"));
+    match same_command.or(records.first()) {
+        Some(r) => (Decision::Run { explanations: f.explain_against(&r.fingerprint) }, None),
+        None => (Decision::Run { explanations: vec![Explanation::NoEarlierSuccess] }, None),
     }
 }
 

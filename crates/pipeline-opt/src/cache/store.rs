@@ -58,6 +58,28 @@ pub struct SuccessRecord {
     pub fingerprint: Fingerprint,
 }
 
+/// How many recent successes a stage keeps: a `--since` run and a full run (or two
+/// feature sets) alternate without evicting each other.
+pub const RECORDS_PER_STAGE: usize = 4;
+
+/// One stage's (or package's tests') recent successes, newest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct RecordFile {
+    schema_version: u32,
+    records: Vec<SuccessRecord>,
+}
+
+fn add_record(path: &Utf8Path, new: SuccessRecord) -> Result<(), CacheError> {
+    let mut records = match read_json::<RecordFile>(path) {
+        Ok(Some(f)) if f.schema_version == CACHE_SCHEMA_VERSION => f.records,
+        _ => Vec::new(),
+    };
+    records.retain(|r| r.fingerprint != new.fingerprint);
+    records.insert(0, new);
+    records.truncate(RECORDS_PER_STAGE);
+    write_json_atomic(path, &RecordFile { schema_version: CACHE_SCHEMA_VERSION, records })
+}
+
 /// Hits and misses of one run, for `cache status`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunHits {
@@ -125,23 +147,25 @@ impl Store {
     }
 
     /// The last success of `stage`; `Err` carries why an existing record was unusable.
-    pub fn stage_record(&mut self, stage: &str) -> Result<Option<SuccessRecord>, String> {
+    /// The recent successes of `stage`, newest first; `Err` carries why an existing
+    /// file was unusable (it then counts as empty).
+    pub fn stage_records(&mut self, stage: &str) -> Result<Vec<SuccessRecord>, String> {
         let path = self.stage_path(stage);
-        self.read_record(&path)
+        self.read_records(&path)
     }
 
-    pub fn test_record(&mut self, package: &str) -> Result<Option<SuccessRecord>, String> {
+    pub fn test_records(&mut self, package: &str) -> Result<Vec<SuccessRecord>, String> {
         let path = self.test_path(package);
-        self.read_record(&path)
+        self.read_records(&path)
     }
 
-    fn read_record(&mut self, path: &Utf8Path) -> Result<Option<SuccessRecord>, String> {
-        match read_json::<SuccessRecord>(path) {
-            Ok(Some(r)) if r.schema_version == CACHE_SCHEMA_VERSION => Ok(Some(r)),
-            Ok(Some(r)) => {
-                Err(format!("schema version {} is not {CACHE_SCHEMA_VERSION}", r.schema_version))
+    fn read_records(&mut self, path: &Utf8Path) -> Result<Vec<SuccessRecord>, String> {
+        match read_json::<RecordFile>(path) {
+            Ok(Some(f)) if f.schema_version == CACHE_SCHEMA_VERSION => Ok(f.records),
+            Ok(Some(f)) => {
+                Err(format!("schema version {} is not {CACHE_SCHEMA_VERSION}", f.schema_version))
             }
-            Ok(None) => Ok(None),
+            Ok(None) => Ok(Vec::new()),
             Err(message) => {
                 self.warnings.push(format!(
                     "ignoring the corrupt cache file {path} ({message}); the stage runs again"
@@ -157,7 +181,7 @@ impl Store {
         run_id: &str,
         fp: &Fingerprint,
     ) -> Result<(), CacheError> {
-        write_json_atomic(&self.stage_path(stage), &record(stage, run_id, fp))
+        add_record(&self.stage_path(stage), record(stage, run_id, fp))
     }
 
     pub fn record_test(
@@ -166,7 +190,7 @@ impl Store {
         run_id: &str,
         fp: &Fingerprint,
     ) -> Result<(), CacheError> {
-        write_json_atomic(&self.test_path(package), &record(package, run_id, fp))
+        add_record(&self.test_path(package), record(package, run_id, fp))
     }
 
     pub fn load_hasher(&mut self) -> FileHasher {

@@ -357,7 +357,8 @@ fn two_invocations_at_once_wait_for_the_lock() {
     handle.join().unwrap();
     assert!(waited.load(Ordering::SeqCst));
     let mut again = StageCache::open(&state, |_| {}).unwrap();
-    assert_eq!(again.store.stage_record("s").unwrap().unwrap().run_id, "run-2");
+    // Both wrote; the later write is the newest record (equal fingerprints keep one).
+    assert_eq!(again.store.stage_records("s").unwrap()[0].run_id, "run-2");
 }
 
 #[test]
@@ -433,4 +434,57 @@ fn the_cache_budget_is_read_from_config_with_clear_errors() {
     let unknown = serde_json::json!({"pipeline-opt": {"cache": {"size": "1GB"}}});
     let err = Config::from_workspace_metadata(&unknown).unwrap_err().to_string();
     assert!(err.contains("unknown field `size`"), "{err}");
+}
+
+#[test]
+fn optimize_serves_a_rerun_from_the_cache_and_since_narrows_it() {
+    use pipeline_opt::optimize::{OptimizeOptions, run_optimized_pipeline};
+    use pipeline_opt::profile::StageStatus;
+    let repo = Repo::new(FixtureWorkspace::diamond().config("disable = [\"doctest\"]"));
+    let options =
+        OptimizeOptions { manifest_path: Some(repo.manifest()), ..OptimizeOptions::default() };
+    let first = run_optimized_pipeline(&options, &mut |_| {}).unwrap();
+    assert_eq!(first.exit_code, 0);
+    assert_eq!(first.record.cache["build"], "no earlier success");
+
+    let second = run_optimized_pipeline(&options, &mut |_| {}).unwrap();
+    assert_eq!(second.exit_code, 0);
+    for s in &second.record.stages {
+        let StageStatus::Cached { from_run } = &s.status else {
+            panic!("stage {} was not cached: {:?}", s.id, s.status)
+        };
+        assert_eq!(from_run, &first.record.run_id);
+    }
+    let report = std::fs::read_to_string(&second.reports.markdown).unwrap();
+    assert!(report.contains("## Cache"), "{report}");
+
+    // An unstaged edit to `left` since HEAD: only left and top are built and tested.
+    repo.append("crates/left/src/lib.rs", "\npub fn more() {}\n");
+    let since = OptimizeOptions { since: Some("HEAD".into()), ..options.clone() };
+    let third = run_optimized_pipeline(&since, &mut |_| {}).unwrap();
+    assert_eq!(third.exit_code, 0);
+    assert!(
+        third
+            .record
+            .notes
+            .contains(&"--since HEAD: left changed; with their dependents: left, top".to_string()),
+        "{:?}",
+        third.record.notes
+    );
+    let build = third.record.stages.iter().find(|s| s.id == "build").unwrap();
+    assert_eq!(build.status, StageStatus::Succeeded);
+    assert!(build.command.contains("--package left --package top"), "{}", build.command);
+    assert!(!build.command.contains("--workspace"));
+
+    // The full run's records survive the narrowed run: with `left` restored, a full
+    // run is served from the first run again.
+    let lib = repo.root.join("crates/left/src/lib.rs");
+    let text = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(&lib, text.replace("\npub fn more() {}\n", "")).unwrap();
+    let fourth = run_optimized_pipeline(&options, &mut |_| {}).unwrap();
+    assert!(
+        fourth.record.stages.iter().all(|s| matches!(s.status, StageStatus::Cached { .. })),
+        "{:?}",
+        fourth.record.cache
+    );
 }
