@@ -331,10 +331,26 @@ fn run_plan_skipping(
         profiler.observe(&ev);
         on_event(&ev);
     }
-    let summary = orch.run(&to_run, &mut |ev| {
-        profiler.observe(ev);
-        on_event(ev);
-    })?;
+    let summary = if to_run.stages.is_empty() && !plan.stages.is_empty() {
+        // Everything was served from the cache: nothing to start, wait for or reap.
+        let summary = crate::orchestrator::RunSummary {
+            outcome: RunOutcome::Succeeded,
+            total: Duration::ZERO,
+            signal: None,
+            stages: Vec::new(),
+            killed_survivors: 0,
+            started_at: std::time::SystemTime::now(),
+        };
+        let ev = Event::RunFinished { outcome: summary.outcome, total: summary.total };
+        profiler.observe(&ev);
+        on_event(&ev);
+        summary
+    } else {
+        orch.run(&to_run, &mut |ev| {
+            profiler.observe(ev);
+            on_event(ev);
+        })?
+    };
     let mut record = profiler.into_record(RunContext {
         run_id: run_id.to_string(),
         started_at: summary.started_at,
