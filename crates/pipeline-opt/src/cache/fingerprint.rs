@@ -306,11 +306,19 @@ const RACY_WINDOW: Duration = Duration::from_secs(2);
 impl FileHasher {
     /// The content hash of `path`, or `missing` when it cannot be read.
     pub fn hash(&mut self, path: &Utf8Path) -> String {
+        let (hash, update) = self.hash_shared(path);
+        self.apply(path.as_str(), update);
+        hash
+    }
+
+    /// The hash without touching the cache, and the change the cache needs: lets
+    /// several threads hash at once and the caller apply the changes after.
+    fn hash_shared(&self, path: &Utf8Path) -> (String, StatUpdate) {
         let Ok(meta) = std::fs::metadata(path) else {
-            return "missing".into();
+            return ("missing".into(), StatUpdate::Keep);
         };
         if meta.is_dir() {
-            return "directory".into();
+            return ("directory".into(), StatUpdate::Keep);
         }
         let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
         let mtime_ns = mtime.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
@@ -320,24 +328,33 @@ impl FileHasher {
             && e.mtime_ns == mtime_ns
             && e.ino == ino
         {
-            return e.hash.clone();
+            return (e.hash.clone(), StatUpdate::Keep);
         }
         let Ok(bytes) = std::fs::read(path) else {
-            return "missing".into();
+            return ("missing".into(), StatUpdate::Keep);
         };
-        self.rehashed += 1;
         let hash = short_hex(blake3::hash(&bytes));
         let racy = SystemTime::now().duration_since(mtime).map_or(true, |age| age < RACY_WINDOW);
-        self.dirty = true;
-        if racy {
-            self.entries.remove(path.as_str());
+        let update = if racy {
+            StatUpdate::Forget
         } else {
-            self.entries.insert(
-                path.as_str().to_owned(),
-                StatEntry { size: meta.len(), mtime_ns, ino, hash: hash.clone() },
-            );
+            StatUpdate::Store(StatEntry { size: meta.len(), mtime_ns, ino, hash: hash.clone() })
+        };
+        (hash, update)
+    }
+
+    fn apply(&mut self, path: &str, update: StatUpdate) {
+        match update {
+            StatUpdate::Keep => return,
+            StatUpdate::Forget => {
+                self.entries.remove(path);
+            }
+            StatUpdate::Store(e) => {
+                self.entries.insert(path.to_owned(), e);
+            }
         }
-        hash
+        self.rehashed += 1;
+        self.dirty = true;
     }
 
     /// Forgets entries of files not seen since `keep` was built, so the cache does not
@@ -355,6 +372,16 @@ impl FileHasher {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// What hashing one file means for the stat cache.
+enum StatUpdate {
+    /// Served from the cache (or unreadable): nothing to change.
+    Keep,
+    /// Re-read; too recently modified to trust its stat data next time.
+    Forget,
+    /// Re-read; remember it.
+    Store(StatEntry),
 }
 
 #[cfg(unix)]
@@ -588,48 +615,62 @@ impl<'a> Fingerprinter<'a> {
     /// Listing the whole directory rather than only dep-info's files keeps the first run
     /// (no dep-info yet) and later runs comparable, and can only over-invalidate.
     pub fn package_files(&mut self, package: PackageIdx) -> &[(String, String)] {
-        if self.package_files[package].is_none() {
-            let dir = self.workspace.packages[package].dir().to_owned();
-            let nested: Vec<Utf8PathBuf> = self
-                .workspace
-                .packages
-                .iter()
-                .map(|p| p.dir().to_owned())
-                .filter(|d| d != &dir && d.starts_with(&dir))
-                .collect();
-            let mut files = Vec::new();
-            let walk = walkdir::WalkDir::new(&dir).sort_by_file_name().into_iter();
-            let skip = &self.skip_dirs;
-            for entry in walk.filter_entry(|e| {
-                let p = e.path();
-                if e.file_type().is_dir() && e.depth() > 0 {
-                    let name = e.file_name().to_string_lossy();
-                    if name == ".git" || name == "target" {
-                        return false;
-                    }
-                    if skip.iter().any(|s| p == s.as_std_path())
-                        || nested.iter().any(|n| p == n.as_std_path())
-                    {
-                        return false;
-                    }
-                }
-                true
-            }) {
-                let Ok(entry) = entry else { continue };
-                if !entry.file_type().is_file() {
-                    continue;
-                }
-                let Ok(path) = Utf8PathBuf::from_path_buf(entry.into_path()) else { continue };
-                let h = self.hasher.hash(&path);
-                files.push((path.into_string(), h));
+        self.list_packages(&[package]);
+        self.package_files[package].as_ref().expect("listed above")
+    }
+
+    /// Lists and hashes the packages not listed yet, spread over the cores: on a warm
+    /// run this is one `stat` per file, and the kernel does those in parallel.
+    fn list_packages(&mut self, packages: &[PackageIdx]) {
+        let todo: Vec<PackageIdx> =
+            packages.iter().copied().filter(|&p| self.package_files[p].is_none()).collect();
+        if todo.is_empty() {
+            return;
+        }
+        let dirs: Vec<(PackageIdx, Utf8PathBuf, Vec<Utf8PathBuf>)> = todo
+            .iter()
+            .map(|&p| {
+                let dir = self.workspace.packages[p].dir().to_owned();
+                let nested = self
+                    .workspace
+                    .packages
+                    .iter()
+                    .map(|q| q.dir().to_owned())
+                    .filter(|d| d != &dir && d.starts_with(&dir))
+                    .collect();
+                (p, dir, nested)
+            })
+            .collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        let chunk = dirs.len().div_ceil(threads).max(1);
+        let hasher = &self.hasher;
+        let skip = &self.skip_dirs;
+        let listed: Vec<(PackageIdx, Vec<(String, String, StatUpdate)>)> =
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = dirs
+                    .chunks(chunk)
+                    .map(|part| {
+                        scope.spawn(move || {
+                            part.iter()
+                                .map(|(p, dir, nested)| (*p, list_dir(dir, nested, skip, hasher)))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().flat_map(|h| h.join().expect("listing never panics")).collect()
+            });
+        for (p, entries) in listed {
+            let mut files = Vec::with_capacity(entries.len());
+            for (path, hash, update) in entries {
+                self.hasher.apply(&path, update);
+                files.push((path, hash));
             }
-            for extra in self.dep_info.extra_files[package].clone() {
+            for extra in self.dep_info.extra_files[p].clone() {
                 let h = self.hasher.hash(&extra);
                 files.push((extra.into_string(), h));
             }
-            self.package_files[package] = Some(files);
+            self.package_files[p] = Some(files);
         }
-        self.package_files[package].as_ref().expect("filled above")
     }
 
     /// `packages` and every member they need to build (and, with `dev`, to build their
@@ -663,9 +704,7 @@ impl<'a> Fingerprinter<'a> {
         let root = self.workspace.root.clone();
         let closure = self.closure(packages, dev);
         let mut env_names: BTreeSet<String> = BTreeSet::new();
-        for &p in &closure {
-            self.package_files(p);
-        }
+        self.list_packages(&closure.iter().copied().collect::<Vec<_>>());
         for &p in &closure {
             let files = self.package_files[p].as_ref().expect("listed above");
             for (path, hash) in files {
@@ -729,6 +768,41 @@ impl<'a> Fingerprinter<'a> {
         self.hasher.retain(&seen);
         self.hasher
     }
+}
+
+/// Every file under `dir` except nested packages, build output and VCS metadata.
+fn list_dir(
+    dir: &Utf8Path,
+    nested: &[Utf8PathBuf],
+    skip: &[Utf8PathBuf],
+    hasher: &FileHasher,
+) -> Vec<(String, String, StatUpdate)> {
+    let mut out = Vec::new();
+    let walk = walkdir::WalkDir::new(dir).sort_by_file_name().into_iter();
+    for entry in walk.filter_entry(|e| {
+        let p = e.path();
+        if e.file_type().is_dir() && e.depth() > 0 {
+            let name = e.file_name().to_string_lossy();
+            if name == ".git" || name == "target" {
+                return false;
+            }
+            if skip.iter().any(|s| p == s.as_std_path())
+                || nested.iter().any(|n| p == n.as_std_path())
+            {
+                return false;
+            }
+        }
+        true
+    }) {
+        let Ok(entry) = entry else { continue };
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let Ok(path) = Utf8PathBuf::from_path_buf(entry.into_path()) else { continue };
+        let (hash, update) = hasher.hash_shared(&path);
+        out.push((path.into_string(), hash, update));
+    }
+    out
 }
 
 /// The parts of the config that change what a stage does. Performance targets and the
