@@ -645,20 +645,19 @@ impl<'a> Fingerprinter<'a> {
         let chunk = dirs.len().div_ceil(threads).max(1);
         let hasher = &self.hasher;
         let skip = &self.skip_dirs;
-        let listed: Vec<(PackageIdx, Vec<(String, String, StatUpdate)>)> =
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = dirs
-                    .chunks(chunk)
-                    .map(|part| {
-                        scope.spawn(move || {
-                            part.iter()
-                                .map(|(p, dir, nested)| (*p, list_dir(dir, nested, skip, hasher)))
-                                .collect::<Vec<_>>()
-                        })
+        let listed: Vec<(PackageIdx, Vec<Listed>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = dirs
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(p, dir, nested)| (*p, list_dir(dir, nested, skip, hasher)))
+                            .collect::<Vec<_>>()
                     })
-                    .collect();
-                handles.into_iter().flat_map(|h| h.join().expect("listing never panics")).collect()
-            });
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("listing never panics")).collect()
+        });
         for (p, entries) in listed {
             let mut files = Vec::with_capacity(entries.len());
             for (path, hash, update) in entries {
@@ -770,13 +769,16 @@ impl<'a> Fingerprinter<'a> {
     }
 }
 
+/// One listed file: absolute path, content hash, and what the stat cache must learn.
+type Listed = (String, String, StatUpdate);
+
 /// Every file under `dir` except nested packages, build output and VCS metadata.
 fn list_dir(
     dir: &Utf8Path,
     nested: &[Utf8PathBuf],
     skip: &[Utf8PathBuf],
     hasher: &FileHasher,
-) -> Vec<(String, String, StatUpdate)> {
+) -> Vec<Listed> {
     let mut out = Vec::new();
     let walk = walkdir::WalkDir::new(dir).sort_by_file_name().into_iter();
     for entry in walk.filter_entry(|e| {
