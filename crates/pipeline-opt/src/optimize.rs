@@ -24,7 +24,7 @@ pub struct OptimizeOptions {
     /// Build exactly what the naive sequence builds.
     pub strict: bool,
     pub keep_going: bool,
-    /// Most stages at once (default: the cores).
+    /// Most stages at once (default: twice the cores; CPU is budgeted separately).
     pub jobs: Option<usize>,
     /// Cores split among CPU-heavy stages (default: the cores).
     pub cpus: Option<usize>,

@@ -38,7 +38,7 @@ const DRAIN_WAIT: Duration = Duration::from_millis(300);
 
 #[derive(Debug, Clone)]
 pub struct OrchestratorOptions {
-    /// Most stages running at once.
+    /// Most stages running at once (default: twice the cores).
     pub jobs: usize,
     /// Cores shared among CPU-heavy stages (see [`ParallelOrchestrator`]).
     pub cpus: usize,
@@ -66,7 +66,11 @@ impl OrchestratorOptions {
     pub fn new(state_dir: Utf8PathBuf, run_id: String) -> OrchestratorOptions {
         let cores = available_cores();
         OrchestratorOptions {
-            jobs: cores,
+            // Cores are budgeted separately (the shares of CPU-heavy stages), so the
+            // stage limit only bounds processes and memory: twice the cores lets a
+            // doctest start beside a nextest run whose compile is over while a bench
+            // check still runs.
+            jobs: cores * 2,
             cpus: cores,
             keep_going: false,
             state_dir,
@@ -146,7 +150,9 @@ pub struct RunSummary {
 ///
 /// Cores: each CPU-heavy stage takes a share of `cpus` when it starts and passes it as
 /// `CARGO_BUILD_JOBS`, `NEXTEST_TEST_THREADS` and `RUST_TEST_THREADS`; a heavy stage
-/// waits while no core is free. A static split rather than one shared jobserver:
+/// waits while no core is free. The free cores go to the ready heavy stages of the
+/// highest priority, split evenly: `build` (which gates the tests) gets every core
+/// rather than half of them beside `bench-build`, which runs when cores free up. A static split rather than one shared jobserver:
 /// nextest and libtest ignore the jobserver for test threads, every cargo holds an
 /// implicit token of its own, and a fixed `-j` per stage gives a cap we can assert
 /// (the sum of the shares never exceeds `cpus`). The cost: a stage keeps its share
@@ -375,10 +381,11 @@ impl ParallelOrchestrator {
                         if free == 0 {
                             continue;
                         }
-                        // Leave a core for each other heavy stage that is ready now.
+                        // Leave a core for each other heavy stage of the same priority
+                        // that is ready now; lower priorities wait for free cores.
                         let heavy_waiting = (0..n)
                             .filter(|&j| j != i && matches!(states[j], State::Pending))
-                            .filter(|&j| plan.stages[j].cpu_heavy)
+                            .filter(|&j| plan.stages[j].cpu_heavy && priority[j] == priority[i])
                             .filter(|&j| {
                                 plan.stages[j].depends_on.iter().all(|d| {
                                     results[index[d.as_str()]]
@@ -462,7 +469,11 @@ impl ParallelOrchestrator {
                             if plan.stages[idx].lock == LockUse::Brief
                                 && line.trim_start().starts_with("Starting ")
                             {
+                                // nextest's build is over: the lock is free, and so are
+                                // the cores its compile took (the tests themselves run
+                                // with NEXTEST_TEST_THREADS and are rarely CPU-bound).
                                 r.holds_lock = false;
+                                r.share = 0;
                             }
                             r.tests.observe(&line);
                             if r.tail.len() == TAIL_LINES {
@@ -595,7 +606,9 @@ impl ParallelOrchestrator {
                 .get("RUSTC_WRAPPER")
                 .cloned()
                 .or_else(|| std::env::var("RUSTC_WRAPPER").ok())
-                .filter(|w| !w.is_empty());
+                // An outer run's shim is not the user's wrapper: chaining it would record
+                // into the outer run and, chained by itself, never end.
+                .filter(|w| !w.is_empty() && !w.ends_with("pipeline-opt-rustc-shim"));
             if let Some(existing) = existing {
                 cmd.env(crate::profile::SHIM_CHAIN_VAR, existing);
             }

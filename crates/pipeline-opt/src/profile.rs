@@ -287,16 +287,30 @@ pub fn critical_path(
     loop {
         let stage = plan.stage(&cur.id);
         let dir = stage.and_then(|s| s.build_dir.as_ref());
-        let pred = stages
+        let before = |s: &&StageMetrics| {
+            s.id != cur.id && end(s) <= cur.start + slack && !chain.iter().any(|c| c.id == s.id)
+        };
+        // What `cur` waited for: a stage that ended just as it started (a dependency,
+        // the build-directory lock or the cores it needed), else its latest dependency
+        // or earlier user of its build directory.
+        let released_it = stages
             .iter()
             .filter(ran)
-            .filter(|s| s.id != cur.id && end(s) <= cur.start + slack)
-            .filter(|s| {
-                stage.is_some_and(|st| st.depends_on.contains(&s.id))
-                    || (dir.is_some()
-                        && plan.stage(&s.id).and_then(|p| p.build_dir.as_ref()) == dir)
-            })
+            .filter(before)
+            .filter(|s| end(s) + slack >= cur.start)
             .max_by_key(|s| end(s));
+        let pred = released_it.or_else(|| {
+            stages
+                .iter()
+                .filter(ran)
+                .filter(before)
+                .filter(|s| {
+                    stage.is_some_and(|st| st.depends_on.contains(&s.id))
+                        || (dir.is_some()
+                            && plan.stage(&s.id).and_then(|p| p.build_dir.as_ref()) == dir)
+                })
+                .max_by_key(|s| end(s))
+        });
         match pred {
             Some(p) if !chain.iter().any(|c| c.id == p.id) => {
                 chain.push(p);
@@ -392,6 +406,9 @@ pub fn run_rustc_shim_if_requested() {
         Some(wrapper) => {
             let mut c = std::process::Command::new(wrapper);
             c.args(&args[1..]);
+            // The chained wrapper runs rustc itself; should it be a shim too, it must not
+            // chain again.
+            c.env_remove(SHIM_CHAIN_VAR).env_remove(SHIM_LOG_VAR);
             c
         }
         None => {
@@ -502,5 +519,85 @@ pub mod opt_secs {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let v = Option::<f64>::deserialize(d)?;
         v.map(|v| Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{LockUse, Plan, Stage, StageCommand, StageKind};
+
+    fn stage(id: &str, deps: &[&str]) -> Stage {
+        Stage {
+            id: id.into(),
+            kind: StageKind::Custom,
+            command: StageCommand {
+                program: "true".into(),
+                args: vec![],
+                env: Default::default(),
+                cwd: "/".into(),
+            },
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            reason: String::new(),
+            proves: vec![],
+            build_dir: None,
+            lock: LockUse::Exclusive,
+            cpu_heavy: true,
+            timeout: None,
+        }
+    }
+
+    fn ran(id: &str, start: u64, end: u64) -> StageMetrics {
+        StageMetrics {
+            id: id.into(),
+            command: String::new(),
+            status: StageStatus::Succeeded,
+            start: Duration::from_secs(start),
+            wall: Duration::from_secs(end - start),
+            cpu_user: Duration::ZERO,
+            cpu_system: Duration::ZERO,
+            peak_rss_kib: 0,
+            exit_code: Some(0),
+            log_path: None,
+            tail: vec![],
+            failed_tests: vec![],
+            flaky_tests: vec![],
+            proves: vec![],
+        }
+    }
+
+    #[test]
+    fn critical_path_follows_what_each_stage_waited_for() {
+        let plan = Plan {
+            workspace_root: "/".into(),
+            stages: vec![
+                stage("fetch", &[]),
+                stage("build", &["fetch"]),
+                stage("bench-build", &["fetch"]),
+                stage("test", &["build"]),
+            ],
+            dropped: vec![],
+            notes: vec![],
+        };
+        // bench-build only depends on fetch but waited for build's cores.
+        let stages = [
+            ran("fetch", 0, 1),
+            ran("build", 1, 10),
+            ran("bench-build", 10, 15),
+            ran("test", 10, 12),
+        ];
+        let crates = [CrateTiming {
+            package: "a".into(),
+            target: "a".into(),
+            kind: "lib".into(),
+            stage: "build".into(),
+            start: Duration::from_secs(2),
+            end: Duration::from_secs(9),
+        }];
+        let path: Vec<String> = critical_path(&plan, &stages, &crates)
+            .into_iter()
+            .map(|c| format!("{} {}", c.kind, c.name))
+            .collect();
+        assert_eq!(path, ["stage fetch", "stage build", "crate a (lib a)", "stage bench-build"]);
     }
 }

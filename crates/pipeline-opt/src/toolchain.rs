@@ -77,10 +77,21 @@ pub fn inherited_cargo_vars() -> Vec<String> {
         "__CARGO_DEFAULT_LIB_METADATA",
         "NEXTEST",
     ];
-    const PREFIXES: &[&str] = &["CARGO_PKG_", "CARGO_BIN_EXE_", "NEXTEST_", "__CARGO"];
+    // Our own rustc shim's bookkeeping: a nested run (a test of the workspace being
+    // optimised that runs pipeline-opt itself) must neither log into the outer run's
+    // timings nor chain the outer shim, which would chain itself forever.
+    const PREFIXES: &[&str] =
+        &["CARGO_PKG_", "CARGO_BIN_EXE_", "NEXTEST_", "__CARGO", "PIPELINE_OPT_RUSTC_"];
+    let ours = |k: &str, v: &std::ffi::OsStr| {
+        k == "RUSTC_WRAPPER"
+            && std::path::Path::new(v).file_name().is_some_and(|n| n == "pipeline-opt-rustc-shim")
+    };
     std::env::vars_os()
-        .filter_map(|(k, _)| k.into_string().ok())
-        .filter(|k| EXACT.contains(&k.as_str()) || PREFIXES.iter().any(|p| k.starts_with(p)))
+        .filter_map(|(k, v)| k.into_string().ok().map(|k| (k, v)))
+        .filter(|(k, v)| {
+            EXACT.contains(&k.as_str()) || PREFIXES.iter().any(|p| k.starts_with(p)) || ours(k, v)
+        })
+        .map(|(k, _)| k)
         .collect()
 }
 
@@ -93,4 +104,29 @@ pub fn clean_command(cmd: &xshell::Cmd) -> std::process::Command {
         c.env_remove(var);
     }
     c
+}
+
+#[cfg(test)]
+mod tests {
+    /// nextest runs each test in its own process, so changing this process's
+    /// environment touches no other test.
+    #[test]
+    fn an_outer_runs_shim_and_its_bookkeeping_are_not_inherited() {
+        // SAFETY: this test's process runs no other thread that reads the environment.
+        unsafe {
+            std::env::set_var(
+                "RUSTC_WRAPPER",
+                "/t/target/pipeline-opt/bin/pipeline-opt-rustc-shim",
+            );
+            std::env::set_var("PIPELINE_OPT_RUSTC_SHIM_LOG", "/t/log.jsonl");
+            std::env::set_var("RUSTUP_TOOLCHAIN", "stable");
+        }
+        let vars = super::inherited_cargo_vars();
+        for v in ["RUSTC_WRAPPER", "PIPELINE_OPT_RUSTC_SHIM_LOG", "RUSTUP_TOOLCHAIN"] {
+            assert!(vars.iter().any(|x| x == v), "{v} is stripped: {vars:?}");
+        }
+        // A wrapper of the user's own stays.
+        unsafe { std::env::set_var("RUSTC_WRAPPER", "/usr/bin/sccache") };
+        assert!(!super::inherited_cargo_vars().iter().any(|x| x == "RUSTC_WRAPPER"));
+    }
 }

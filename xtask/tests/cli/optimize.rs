@@ -115,6 +115,7 @@ fn cli_ctrl_c_stops_the_whole_tree() {
             .spawn()
             .unwrap();
     // Wait until the hung test itself runs, found by its marker and name.
+    let child_pid = child.id().to_string();
     let deadline = Instant::now() + Duration::from_secs(240);
     let run_id = loop {
         assert!(Instant::now() < deadline, "the test binary never started");
@@ -127,7 +128,8 @@ fn cli_ctrl_c_stops_the_whole_tree() {
             let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
             let env = String::from_utf8_lossy(&env).into_owned();
             let marker = env.split('\0').find_map(|v| v.strip_prefix("PIPELINE_OPT_RUN_ID="))?;
-            Some(marker.to_string())
+            // Run ids are `<time>-<pid>-<n>`: only our child's run counts.
+            (marker.split('-').nth(1) == Some(&*child_pid)).then(|| marker.to_string())
         });
         if let Some(id) = found {
             break id;
