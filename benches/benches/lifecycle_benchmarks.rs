@@ -11,10 +11,14 @@ mod pool_leases;
 #[path = "scheduler.rs"]
 mod scheduler;
 
+#[path = "fingerprint.rs"]
+mod fingerprint;
+
 criterion_group!(
     benches,
     planning::workspace_model_and_plan,
     scheduler::scheduler,
-    pool_leases::pool_leases
+    pool_leases::pool_leases,
+    fingerprint::fingerprint_10k_files
 );
 criterion_main!(benches);

@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod flags;
 
+mod cache;
 mod ci;
 mod history;
 mod optimize;
@@ -43,7 +44,7 @@ fn run(flags: flags::Xtask) -> Result<i32> {
         flags::XtaskCmd::Ci(cmd) => cmd.run(&sh),
         flags::XtaskCmd::BenchCompare(_) => not_yet("bench-compare", 7),
         flags::XtaskCmd::Pool(cmd) => cmd.run(&sh),
-        flags::XtaskCmd::Cache(_) => not_yet("cache", 5),
+        flags::XtaskCmd::Cache(cmd) => cmd.run(),
         flags::XtaskCmd::History(cmd) => cmd.run(),
         flags::XtaskCmd::CiWorkflow(cmd) => cmd.run(),
     }

@@ -14,14 +14,8 @@ use crate::{split_features, utf8};
 
 impl crate::flags::Optimize {
     pub(crate) fn run(self) -> Result<i32> {
-        for (set, flag) in [
-            (self.since.is_some(), "--since"),
-            (self.explore, "--explore"),
-            (self.explain, "--explain"),
-        ] {
-            if set {
-                anyhow::bail!("`{flag}` is not available yet (issues 5 and 8); run without it");
-            }
+        if self.explore {
+            anyhow::bail!("`--explore` is not available yet (issue 8); run without it");
         }
         let gate = self.gate.as_deref().map(str::parse::<Gate>).transpose()?;
         let options = OptimizeOptions {
@@ -45,9 +39,13 @@ impl crate::flags::Optimize {
             prometheus: utf8(self.prometheus.as_ref())?,
             against_naive: self.against_naive,
             retries: 2,
+            since: self.since,
             ..cli_defaults()
         };
         let outcome = run_optimized_pipeline(&options, &mut print_event)?;
+        if self.explain {
+            print_explanations(&outcome.record);
+        }
         Ok(finish(&outcome))
     }
 }
@@ -81,6 +79,16 @@ fn cli_defaults() -> OptimizeOptions {
         handle_signals: true,
         subreaper: true,
         ..OptimizeOptions::default()
+    }
+}
+
+/// `--explain`: why each stage ran, or which run it was cached from.
+fn print_explanations(record: &pipeline_opt::profile::RunRecord) {
+    if record.cache.is_empty() {
+        eprintln!("explain: the stage cache was not used in this run");
+    }
+    for (stage, why) in &record.cache {
+        eprintln!("explain: {stage}: {why}");
     }
 }
 

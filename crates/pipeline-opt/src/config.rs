@@ -132,6 +132,14 @@ pub struct CacheConfig {
     /// Where the state directory lives (default `<target-dir>/pipeline-opt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<Utf8PathBuf>,
+    /// Most bytes the cache and the extra target directories of the plan may use, e.g.
+    /// `"5GiB"`; the oldest entries and directories go first when it is exceeded.
+    #[serde(default, deserialize_with = "opt_bytes", skip_serializing_if = "Option::is_none")]
+    pub budget: Option<u64>,
+    /// Further environment variables that every stage fingerprint includes (variables
+    /// read at run time by tests, for example).
+    #[serde(default)]
+    pub env: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -271,4 +279,32 @@ fn duration_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Dura
                 .map_err(|e| serde::de::Error::custom(format!("stage `{k}`: {e}")))
         })
         .collect()
+}
+
+/// Parses a byte size such as `5GiB`, `500 MB` or `1024`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = (&t[..split], t[split..].trim());
+    let bad =
+        || format!("`{s}` is not a size; write it like \"5GiB\", \"500MB\" or \"1024\" (bytes)");
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let mult: f64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    Ok((n * mult) as u64)
+}
+
+fn opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_bytes(&s).map(Some).map_err(serde::de::Error::custom)
 }

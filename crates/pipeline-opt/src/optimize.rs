@@ -47,6 +47,12 @@ pub struct OptimizeOptions {
     pub cancel: CancelToken,
     /// Between SIGTERM/SIGINT and SIGKILL (default 5 s).
     pub grace: Option<Duration>,
+    /// `--since REF`: build and test only the packages that changes since this git ref
+    /// can affect.
+    pub since: Option<String>,
+    /// Run every stage even when the stage cache has proven its inputs (the cache is
+    /// still updated). `--against-naive` always does.
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +73,10 @@ pub enum OptimizeError {
     Run(#[from] RunError),
     #[error(transparent)]
     Report(#[from] ReportError),
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
+    #[error(transparent)]
+    Affected(#[from] crate::affected::AffectedError),
     #[error(
         "could not install the rustc timing shim under {dir}: {source}; check that the state directory is writable"
     )]
@@ -87,7 +97,7 @@ pub fn run_optimized_pipeline(
     let inputs = Inputs::load(options.manifest_path.as_deref())?;
     let state_dir = inputs.workspace.state_dir(&inputs.config);
     let run_id = options.run_id.clone().unwrap_or_else(crate::orchestrator::new_run_id);
-    let mut plan = inputs.plan(options.cargo.clone(), options.strict)?;
+    let (mut plan, cargo) = affected_plan(&inputs, options, &state_dir)?;
     add_retries(&mut plan, options.retries);
     let command = command_line("optimize", options);
     let targets = PerformanceTargets::from_config(&inputs.config.targets);
@@ -95,12 +105,20 @@ pub fn run_optimized_pipeline(
     let fresh_root = state_dir.join("compare").join(&run_id);
     if options.against_naive {
         // Our side starts from its own fresh target directory too.
-        plan = fresh_plan(&inputs, options, &fresh_root.join("optimized"))?;
+        let notes = plan.notes.clone();
+        let mut narrowed = options.clone();
+        narrowed.cargo = cargo;
+        plan = fresh_plan(&inputs, &narrowed, &fresh_root.join("optimized"))?;
+        plan.notes = notes;
         add_retries(&mut plan, options.retries);
     }
 
-    let record = run_plan(&inputs, options, &plan, &run_id, &command, targets, on_event)?;
-    let mut record = record;
+    let mut record = if options.against_naive {
+        // Both sides must really run: the comparison is of work, not of the cache.
+        run_plan(&inputs, options, &plan, &run_id, &command, targets, on_event)?
+    } else {
+        run_with_cache(&inputs, options, plan.clone(), &run_id, &command, targets, on_event)?
+    };
     if options.against_naive && record.outcome != RunOutcome::Interrupted {
         let naive =
             run_naive(&inputs, options, &plan, &run_id, &fresh_root, record.total, on_event)?;
@@ -166,10 +184,132 @@ pub fn exit_code(record: &RunRecord, gate: Option<Gate>) -> i32 {
     }
 }
 
+/// The plan, narrowed by `--since` to the affected packages (with a note saying what
+/// changed, or why everything is affected), and the cargo selection it was made with.
+fn affected_plan(
+    inputs: &Inputs,
+    options: &OptimizeOptions,
+    state_dir: &Utf8Path,
+) -> Result<(Plan, CargoArgs), OptimizeError> {
+    let Some(git_ref) = &options.since else {
+        return Ok((inputs.plan(options.cargo.clone(), options.strict)?, options.cargo.clone()));
+    };
+    let extra = crate::cache::maintain::extra_target_dirs(state_dir);
+    let affected = crate::affected::since(&inputs.workspace, git_ref, &extra)?;
+    let (mut plan, cargo) = match affected.narrow(&options.cargo) {
+        Some(cargo) => (inputs.plan(cargo.clone(), options.strict)?, cargo),
+        None => {
+            // Nothing to build or test: an empty plan, which the note explains.
+            let mut plan = inputs.plan(options.cargo.clone(), options.strict)?;
+            for s in plan.stages.drain(..) {
+                plan.dropped.push(crate::plan::DroppedStage {
+                    id: s.id,
+                    reason: format!("no package is affected by changes since {git_ref}"),
+                });
+            }
+            (plan, options.cargo.clone())
+        }
+    };
+    plan.notes.push(affected.note());
+    plan.notes.extend(affected.notes.iter().cloned());
+    Ok((plan, cargo))
+}
+
+/// Runs `plan` through the stage cache: stages whose inputs an earlier success proved
+/// are reported as cached (never run), the test stage runs only the packages that must
+/// rerun, and every success is recorded for the next run. The cache lock is held for
+/// the whole run, so a second invocation on the same workspace waits.
+fn run_with_cache(
+    inputs: &Inputs,
+    options: &OptimizeOptions,
+    plan: Plan,
+    run_id: &str,
+    command: &str,
+    targets: PerformanceTargets,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<RunRecord, OptimizeError> {
+    use crate::cache::{Decision, StageCache};
+    let state_dir = inputs.workspace.state_dir(&inputs.config);
+    let mut cache = StageCache::open(&state_dir, |lock| {
+        eprintln!(
+            "waiting for another pipeline-opt run on this workspace to finish (it holds {lock})"
+        )
+    })?;
+    let ws = &inputs.workspace;
+    let tc = &inputs.toolchain;
+    let cached = cache.adjust_plan(plan, ws, tc, &inputs.config, run_id)?;
+    let mut skip: BTreeMap<String, String> = BTreeMap::new();
+    if !options.no_cache {
+        for s in &cached.plan.stages {
+            if let Some(from) = cached.cached_from(&s.id) {
+                skip.insert(s.id.clone(), from.to_string());
+            }
+        }
+    }
+    let mut record = run_plan_skipping(
+        inputs,
+        options,
+        &cached.plan,
+        &skip,
+        run_id,
+        command,
+        targets,
+        on_event,
+    )?;
+    for m in &record.stages {
+        if m.status == StageStatus::Succeeded {
+            cache.record_success(&cached, &m.id, run_id, ws, tc)?;
+        }
+    }
+    for (id, d) in &cached.decisions {
+        let line = match d {
+            Decision::Cached { .. } if !skip.contains_key(id) => {
+                format!("ran anyway (no cache); {}", d.summary())
+            }
+            _ => d.summary(),
+        };
+        record.cache.insert(id.clone(), line);
+    }
+    if cached.decisions.get("test").is_some_and(|d| !d.is_cached()) {
+        for (p, d) in &cached.tests {
+            record.cache.insert(format!("test {p}"), d.summary());
+        }
+    }
+    record.notes.extend(cached.warnings.iter().map(|w| format!("cache: {w}")));
+    drop(cache);
+    if let Some(budget) = inputs.config.cache.budget {
+        let freed = crate::cache::maintain::enforce_budget(&state_dir, budget, |_| {})?;
+        if !freed.removed.is_empty() {
+            record.notes.push(format!(
+                "cache budget: removed {} item(s) to stay under {}",
+                freed.removed.len(),
+                crate::cache::store::human_bytes(budget)
+            ));
+        }
+    }
+    Ok(record)
+}
+
 fn run_plan(
     inputs: &Inputs,
     options: &OptimizeOptions,
     plan: &Plan,
+    run_id: &str,
+    command: &str,
+    targets: PerformanceTargets,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<RunRecord, OptimizeError> {
+    run_plan_skipping(inputs, options, plan, &BTreeMap::new(), run_id, command, targets, on_event)
+}
+
+/// Runs `plan` without the stages in `cached` (stage id → the run it is cached from),
+/// which are reported as cached and count as succeeded for their dependents.
+#[allow(clippy::too_many_arguments)]
+fn run_plan_skipping(
+    inputs: &Inputs,
+    options: &OptimizeOptions,
+    plan: &Plan,
+    cached: &BTreeMap<String, String>,
     run_id: &str,
     command: &str,
     targets: PerformanceTargets,
@@ -180,10 +320,37 @@ fn run_plan(
     let cores = orch_options.cpus;
     let orch = ParallelOrchestrator::new(orch_options);
     let mut profiler = PipelineProfiler::new();
-    let summary = orch.run(plan, &mut |ev| {
-        profiler.observe(ev);
-        on_event(ev);
-    })?;
+    let mut to_run = plan.clone();
+    to_run.stages.retain(|s| !cached.contains_key(&s.id));
+    for s in &mut to_run.stages {
+        s.depends_on.retain(|d| !cached.contains_key(d));
+    }
+    for s in plan.stages.iter().filter(|s| cached.contains_key(&s.id)) {
+        let ev =
+            Event::StageFinished(crate::profile::StageMetrics::cached(s, cached[&s.id].clone()));
+        profiler.observe(&ev);
+        on_event(&ev);
+    }
+    let summary = if to_run.stages.is_empty() && !plan.stages.is_empty() {
+        // Everything was served from the cache: nothing to start, wait for or reap.
+        let summary = crate::orchestrator::RunSummary {
+            outcome: RunOutcome::Succeeded,
+            total: Duration::ZERO,
+            signal: None,
+            stages: Vec::new(),
+            killed_survivors: 0,
+            started_at: std::time::SystemTime::now(),
+        };
+        let ev = Event::RunFinished { outcome: summary.outcome, total: summary.total };
+        profiler.observe(&ev);
+        on_event(&ev);
+        summary
+    } else {
+        orch.run(&to_run, &mut |ev| {
+            profiler.observe(ev);
+            on_event(ev);
+        })?
+    };
     let mut record = profiler.into_record(RunContext {
         run_id: run_id.to_string(),
         started_at: summary.started_at,

@@ -44,6 +44,10 @@ pub struct RunRecord {
     /// CPU time the run left idle along its length: `cores × total − Σ stage CPU`.
     #[serde(default, with = "secs")]
     pub idle_cpu: Duration,
+    /// Why each stage ran instead of being served from the stage cache, or the run it
+    /// was cached from; keyed by stage id, and `test <package>` for per-package tests.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub cache: std::collections::BTreeMap<String, String>,
 }
 
 /// `--against-naive`: both sides from a fresh target directory, one after the other on
@@ -112,6 +116,28 @@ pub struct StageMetrics {
     pub flaky_tests: Vec<String>,
     /// What a success proves, copied from the plan.
     pub proves: Vec<String>,
+}
+
+impl StageMetrics {
+    /// A stage served from the stage cache: it never ran, so it has no times.
+    pub fn cached(stage: &crate::plan::Stage, from_run: String) -> StageMetrics {
+        StageMetrics {
+            id: stage.id.clone(),
+            command: stage.command.display(),
+            status: StageStatus::Cached { from_run },
+            start: Duration::ZERO,
+            wall: Duration::ZERO,
+            cpu_user: Duration::ZERO,
+            cpu_system: Duration::ZERO,
+            peak_rss_kib: 0,
+            exit_code: None,
+            log_path: None,
+            tail: Vec::new(),
+            failed_tests: Vec::new(),
+            flaky_tests: Vec::new(),
+            proves: stage.proves.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -235,6 +261,7 @@ impl PipelineProfiler {
             naive: None,
             tests: Vec::new(),
             idle_cpu,
+            cache: Default::default(),
         }
     }
 }

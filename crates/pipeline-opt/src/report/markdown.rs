@@ -30,6 +30,7 @@ pub fn render(record: &RunRecord, recommendations: &[Recommendation]) -> String 
     totals(o, record);
     naive(o, record);
     stages(o, record);
+    cache(o, record);
     critical_path(o, record);
     slowest_crates(o, record);
     coverage(o, record);
@@ -117,6 +118,20 @@ pub(crate) fn status_text(status: &StageStatus) -> String {
         StageStatus::Skipped { reason } => format!("skipped: {reason}"),
         StageStatus::Cached { from_run } => format!("cached (run `{from_run}`)"),
     }
+}
+
+/// Why each stage ran instead of being served from the stage cache.
+fn cache(o: &mut String, r: &RunRecord) {
+    if r.cache.is_empty() {
+        return;
+    }
+    writeln!(o, "## Cache\n").unwrap();
+    writeln!(o, "| stage | ran because / cached from |").unwrap();
+    writeln!(o, "| --- | --- |").unwrap();
+    for (id, why) in &r.cache {
+        writeln!(o, "| `{id}` | {} |", why.replace('|', "\\|")).unwrap();
+    }
+    o.push('\n');
 }
 
 fn stages(o: &mut String, r: &RunRecord) {

@@ -3,6 +3,8 @@
 
 mod support;
 
+mod affected;
+mod cache;
 mod optimize;
 mod orchestrator;
 mod plan;

@@ -170,6 +170,7 @@ fn fixture_record() -> RunRecord {
         }),
         // 4 cores × 40 s minus 46.2 s of stage CPU.
         idle_cpu: s(113_800),
+        cache: Default::default(),
     }
 }
 

@@ -1,0 +1,407 @@
+//! Never do the same work twice. [`DependencyCache`] fetches once per `Cargo.lock`;
+//! [`StageCache`] fingerprints each stage's inputs and, given a plan, says which stages
+//! an earlier success already proved (with the run that proved them), narrows the test
+//! stage to the packages that must rerun, and explains every miss.
+
+pub mod deps;
+pub mod fingerprint;
+pub mod maintain;
+pub mod store;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::{Deserialize, Serialize};
+
+pub use deps::{DependencyCache, FetchError, FetchOutcome};
+pub use fingerprint::{Explanation, Fingerprint, Fingerprinter};
+pub use store::{CacheError, Store};
+
+use crate::config::Config;
+use crate::plan::{Plan, Stage, StageKind};
+use crate::toolchain::Toolchain;
+use crate::workspace::{PackageIdx, Workspace};
+
+/// Whether a stage runs, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "kebab-case")]
+pub enum Decision {
+    /// An earlier success proved exactly these inputs: skip, report as cached.
+    Cached { from_run: String },
+    /// Run it; the explanations say why the cache could not serve it.
+    Run { explanations: Vec<Explanation> },
+}
+
+impl Decision {
+    pub fn is_cached(&self) -> bool {
+        matches!(self, Decision::Cached { .. })
+    }
+
+    /// One line for `--explain` and reports.
+    pub fn summary(&self) -> String {
+        match self {
+            Decision::Cached { from_run } => format!("cached from run {from_run}"),
+            Decision::Run { explanations } => fingerprint::summarize(explanations),
+        }
+    }
+}
+
+/// A plan with the cache's verdict on every stage.
+#[derive(Debug, Clone)]
+pub struct CachedPlan {
+    /// The plan to run: every stage still present (cached ones are to be reported, not
+    /// run), the test stage narrowed to the packages that must rerun.
+    pub plan: Plan,
+    /// Per stage id.
+    pub decisions: BTreeMap<String, Decision>,
+    /// Per package, for the test stage.
+    pub tests: BTreeMap<String, Decision>,
+    /// Problems met (corrupt cache files): each was treated as a miss.
+    pub warnings: Vec<String>,
+    /// The fingerprints stages run with, and the packages they cover, to record on
+    /// success.
+    pending: BTreeMap<String, (BTreeSet<PackageIdx>, Fingerprint)>,
+    pending_tests: BTreeMap<String, (BTreeSet<PackageIdx>, Fingerprint)>,
+    target_dirs: Vec<Utf8PathBuf>,
+    planned_at: SystemTime,
+}
+
+impl CachedPlan {
+    pub fn decision(&self, stage: &str) -> Option<&Decision> {
+        self.decisions.get(stage)
+    }
+
+    /// The run a stage is served from, when it is cached.
+    pub fn cached_from(&self, stage: &str) -> Option<&str> {
+        match self.decisions.get(stage) {
+            Some(Decision::Cached { from_run }) => Some(from_run),
+            _ => None,
+        }
+    }
+
+    /// Packages whose tests run in this plan.
+    pub fn tests_to_run(&self) -> Vec<String> {
+        self.tests.iter().filter(|(_, d)| !d.is_cached()).map(|(p, _)| p.clone()).collect()
+    }
+
+    /// `--explain`: one line per stage.
+    pub fn render_explain(&self) -> String {
+        let mut out = String::new();
+        for s in &self.plan.stages {
+            let line = self.decisions.get(&s.id).map_or_else(String::new, Decision::summary);
+            let verb = if self.cached_from(&s.id).is_some() { "skip" } else { "run " };
+            out.push_str(&format!("{verb} {:<12} {line}\n", s.id));
+            if s.kind == StageKind::Test {
+                for (p, d) in &self.tests {
+                    out.push_str(&format!("       test {p}: {}\n", d.summary()));
+                }
+            }
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("warning: {w}\n"));
+        }
+        out
+    }
+}
+
+/// The stage cache of one workspace; holds the cache lock while it lives.
+#[derive(Debug)]
+pub struct StageCache {
+    pub store: Store,
+    state_dir: Utf8PathBuf,
+}
+
+impl StageCache {
+    /// Opens `<state_dir>/cache`, waiting (after calling `on_wait`) while another
+    /// invocation holds the lock.
+    pub fn open(
+        state_dir: &Utf8Path,
+        on_wait: impl FnOnce(&Utf8Path),
+    ) -> Result<StageCache, CacheError> {
+        Ok(StageCache { store: Store::open(state_dir, on_wait)?, state_dir: state_dir.to_owned() })
+    }
+
+    /// Decides which stages of `plan` the cache serves. Pure apart from reading the
+    /// working tree and the cache, and saving the file-hash stat cache and hit counts.
+    pub fn adjust_plan(
+        &mut self,
+        mut plan: Plan,
+        workspace: &Workspace,
+        toolchain: &Toolchain,
+        config: &Config,
+        run_id: &str,
+    ) -> Result<CachedPlan, CacheError> {
+        let planned_at = SystemTime::now();
+        let mut target_dirs: BTreeSet<Utf8PathBuf> = BTreeSet::new();
+        target_dirs.insert(workspace.target_dir.clone());
+        for s in &plan.stages {
+            target_dirs.extend(s.build_dir.iter().cloned());
+            if let Some(d) = s.command.env.get("CARGO_TARGET_DIR") {
+                target_dirs.insert(d.into());
+            }
+        }
+        let target_dirs: Vec<Utf8PathBuf> = target_dirs.into_iter().collect();
+        let hasher = self.store.load_hasher();
+        let mut fp = Fingerprinter::new(workspace, toolchain, config, &target_dirs, hasher);
+        let target_dirs = target_dirs.to_vec();
+        let deps = DependencyCache::open(&self.state_dir);
+
+        let mut decisions = BTreeMap::new();
+        let mut tests = BTreeMap::new();
+        let mut pending = BTreeMap::new();
+        let mut pending_tests = BTreeMap::new();
+        for stage in &mut plan.stages {
+            match stage.kind {
+                StageKind::Services | StageKind::Custom => {
+                    let reason = if stage.kind == StageKind::Services {
+                        "services are started fresh for every run"
+                    } else {
+                        "custom commands may have effects the cache cannot see"
+                    };
+                    decisions.insert(
+                        stage.id.clone(),
+                        Decision::Run {
+                            explanations: vec![Explanation::NotCacheable { reason: reason.into() }],
+                        },
+                    );
+                }
+                StageKind::Fetch => {
+                    let decision = match deps.last_run(workspace, toolchain) {
+                        Some(run) => Decision::Cached { from_run: run },
+                        None => Decision::Run { explanations: vec![Explanation::NotFetched] },
+                    };
+                    decisions.insert(stage.id.clone(), decision);
+                }
+                StageKind::Test => {
+                    let packages = stage_packages(stage, workspace);
+                    let mut rerun = Vec::new();
+                    let mut newest: Option<(u64, String)> = None;
+                    let mut why: Vec<Explanation> = Vec::new();
+                    for &p in &packages {
+                        let name = workspace.packages[p].name.clone();
+                        let f = fp.fingerprint(&[p], true, &stage.command);
+                        let (d, recorded_at) = decide(self.store.test_records(&name), &f);
+                        if let Some(at) = recorded_at
+                            && let Decision::Cached { from_run } = &d
+                            && newest.as_ref().is_none_or(|(t, _)| at > *t)
+                        {
+                            newest = Some((at, from_run.clone()));
+                        }
+                        if let Decision::Run { explanations } = &d {
+                            rerun.push(name.clone());
+                            for e in explanations {
+                                if !why.contains(e) {
+                                    why.push(e.clone());
+                                }
+                            }
+                        }
+                        pending_tests.insert(name.clone(), (fp.closure(&[p], true), f));
+                        tests.insert(name, d);
+                    }
+                    let decision = if rerun.is_empty() && !packages.is_empty() {
+                        Decision::Cached { from_run: newest.map(|(_, r)| r).unwrap_or_default() }
+                    } else {
+                        if rerun.len() < packages.len() {
+                            narrow_test_stage(stage, &rerun);
+                        }
+                        Decision::Run { explanations: why }
+                    };
+                    decisions.insert(stage.id.clone(), decision);
+                }
+                _ => {
+                    let packages = stage_packages(stage, workspace);
+                    let f = fp.fingerprint(&packages, true, &stage.command);
+                    let (d, _) = decide(self.store.stage_records(&stage.id), &f);
+                    pending.insert(stage.id.clone(), (fp.closure(&packages, true), f));
+                    decisions.insert(stage.id.clone(), d);
+                }
+            }
+        }
+        self.store.save_hasher(&fp.into_hasher())?;
+        let hits = decisions.values().filter(|d| d.is_cached()).count();
+        self.store.record_hits(run_id, hits, decisions.len() - hits)?;
+        Ok(CachedPlan {
+            plan,
+            decisions,
+            tests,
+            warnings: std::mem::take(&mut self.store.warnings),
+            pending,
+            pending_tests,
+            target_dirs,
+            planned_at,
+        })
+    }
+
+    /// Records that `stage` succeeded in `run_id` with the inputs it was planned with.
+    /// Call it only for a stage that ran and succeeded.
+    pub fn record_success(
+        &self,
+        cached: &CachedPlan,
+        stage: &str,
+        run_id: &str,
+        workspace: &Workspace,
+        toolchain: &Toolchain,
+    ) -> Result<(), CacheError> {
+        let Some(s) = cached.plan.stage(stage) else { return Ok(()) };
+        match s.kind {
+            StageKind::Fetch => DependencyCache::open(&self.state_dir).record_fetched_in(
+                workspace,
+                toolchain,
+                Some(run_id),
+            ),
+            StageKind::Test => {
+                for (package, (closure, f)) in &cached.pending_tests {
+                    if !cached.tests.get(package).is_some_and(Decision::is_cached) {
+                        let mut f = f.clone();
+                        cached.augment(&mut f, workspace, closure, &s.command);
+                        self.store.record_test(package, run_id, &f)?;
+                    }
+                }
+                Ok(())
+            }
+            _ => match cached.pending.get(stage) {
+                Some((closure, f)) => {
+                    let mut f = f.clone();
+                    cached.augment(&mut f, workspace, closure, &s.command);
+                    self.store.record_stage(stage, run_id, &f)
+                }
+                None => Ok(()),
+            },
+        }
+    }
+}
+
+impl CachedPlan {
+    fn augment(
+        &self,
+        f: &mut Fingerprint,
+        workspace: &Workspace,
+        closure: &BTreeSet<PackageIdx>,
+        command: &crate::plan::StageCommand,
+    ) {
+        fingerprint::augment_after_success(
+            f,
+            workspace,
+            closure,
+            &self.target_dirs,
+            command,
+            self.planned_at,
+        );
+    }
+}
+
+/// Cached when any recent success ran with exactly `f` (with when it was recorded);
+/// otherwise the differences to the most comparable success: the newest one that ran
+/// the same command, else the newest.
+fn decide(
+    records: Result<Vec<store::SuccessRecord>, String>,
+    f: &Fingerprint,
+) -> (Decision, Option<u64>) {
+    let records = match records {
+        Ok(r) => r,
+        Err(message) => {
+            return (
+                Decision::Run { explanations: vec![Explanation::UnreadableEntry { message }] },
+                None,
+            );
+        }
+    };
+    if let Some(r) = records.iter().find(|r| &r.fingerprint == f) {
+        return (Decision::Cached { from_run: r.run_id.clone() }, Some(r.recorded_at));
+    }
+    let same_command =
+        records.iter().find(|r| r.fingerprint.inputs.get("command") == f.inputs.get("command"));
+    match same_command.or(records.first()) {
+        Some(r) => (Decision::Run { explanations: f.explain_against(&r.fingerprint) }, None),
+        None => (Decision::Run { explanations: vec![Explanation::NoEarlierSuccess] }, None),
+    }
+}
+
+/// The members a stage compiles: its `--package` selections, or all of them.
+pub fn stage_packages(stage: &Stage, workspace: &Workspace) -> Vec<PackageIdx> {
+    let args = &stage.command.args;
+    let mut named = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        if a == "--package" || a == "-p" {
+            if let Some(name) = args.get(i + 1) {
+                named.extend(workspace.package(name));
+            }
+        } else if let Some(name) = a.strip_prefix("--package=") {
+            named.extend(workspace.package(name));
+        }
+    }
+    if named.is_empty() { (0..workspace.packages.len()).collect() } else { named }
+}
+
+/// Runs only `packages`' tests: one nextest run with a filterset (the build and the
+/// feature set stay those of the whole selection, so nothing recompiles), or one
+/// `cargo test` with `--package` flags.
+pub fn narrow_test_stage(stage: &mut Stage, packages: &[String]) {
+    let args = &mut stage.command.args;
+    if args.first().is_some_and(|a| a == "nextest") {
+        let filter =
+            packages.iter().map(|p| format!("package(={p})")).collect::<Vec<_>>().join(" | ");
+        args.extend(["-E".to_string(), filter]);
+        // A package whose tests are all in other kinds of targets is not an error.
+        args.push("--no-tests=warn".into());
+    } else {
+        args.retain(|a| a != "--workspace");
+        let mut i = 0;
+        while i < args.len() {
+            if args[i] == "--package" || args[i] == "-p" {
+                args.drain(i..(i + 2).min(args.len()));
+            } else {
+                i += 1;
+            }
+        }
+        // Insert after the subcommand so the flags stay before any `--`.
+        let at = args.iter().position(|a| a == "--").unwrap_or(args.len());
+        for p in packages.iter().rev() {
+            args.insert(at, p.clone());
+            args.insert(at, "--package".into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{LockUse, StageCommand};
+
+    fn stage(args: &[&str]) -> Stage {
+        Stage {
+            id: "test".into(),
+            kind: StageKind::Test,
+            command: StageCommand {
+                program: "cargo".into(),
+                args: args.iter().map(|s| s.to_string()).collect(),
+                env: Default::default(),
+                cwd: "/w".into(),
+            },
+            depends_on: vec![],
+            reason: String::new(),
+            proves: vec![],
+            build_dir: None,
+            lock: LockUse::Brief,
+            cpu_heavy: true,
+            timeout: None,
+        }
+    }
+
+    #[test]
+    fn narrowing_uses_one_nextest_filterset_or_package_flags() {
+        let mut s = stage(&["nextest", "run", "--offline", "--workspace", "--no-fail-fast"]);
+        narrow_test_stage(&mut s, &["a".into(), "b-c".into()]);
+        assert_eq!(
+            s.command.args.join(" "),
+            "nextest run --offline --workspace --no-fail-fast -E package(=a) | package(=b-c) --no-tests=warn"
+        );
+        let mut s = stage(&["test", "--offline", "--workspace", "--lib", "--no-fail-fast"]);
+        narrow_test_stage(&mut s, &["a".into(), "b".into()]);
+        assert_eq!(
+            s.command.args.join(" "),
+            "test --offline --lib --no-fail-fast --package a --package b"
+        );
+    }
+}

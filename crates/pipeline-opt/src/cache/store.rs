@@ -1,0 +1,345 @@
+//! The cache on disk under `<state-dir>/cache/`: records of successful stages and
+//! per-package test runs, the file-hash stat cache, hit counts of recent runs. Writes
+//! are atomic (temp file, fsync, rename); an unreadable record is a miss with a warning;
+//! a lock file keeps two invocations on one workspace from interleaving.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::time::{Duration, SystemTime};
+
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::fingerprint::{FileHasher, Fingerprint};
+
+/// Bumped on every incompatible change of the files below; older files are misses.
+pub const CACHE_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error(
+        "could not create the cache directory {path}: {source}; check its permissions or set [workspace.metadata.pipeline-opt.cache] dir"
+    )]
+    CreateDir {
+        path: Utf8PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not write the cache file {path}: {source}; is the disk full?")]
+    Write {
+        path: Utf8PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not lock {path}: {source}")]
+    Lock {
+        path: Utf8PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not remove {path}: {source}")]
+    Remove {
+        path: Utf8PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A recorded success: the fingerprint the stage (or package's tests) ran with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SuccessRecord {
+    pub schema_version: u32,
+    pub key: String,
+    pub run_id: String,
+    /// Seconds since the Unix epoch.
+    pub recorded_at: u64,
+    pub digest: String,
+    pub fingerprint: Fingerprint,
+}
+
+/// How many recent successes a stage keeps: a `--since` run and a full run (or two
+/// feature sets) alternate without evicting each other.
+pub const RECORDS_PER_STAGE: usize = 4;
+
+/// One stage's (or package's tests') recent successes, newest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct RecordFile {
+    schema_version: u32,
+    records: Vec<SuccessRecord>,
+}
+
+fn add_record(path: &Utf8Path, new: SuccessRecord) -> Result<(), CacheError> {
+    let mut records = match read_json::<RecordFile>(path) {
+        Ok(Some(f)) if f.schema_version == CACHE_SCHEMA_VERSION => f.records,
+        _ => Vec::new(),
+    };
+    records.retain(|r| r.fingerprint != new.fingerprint);
+    records.insert(0, new);
+    records.truncate(RECORDS_PER_STAGE);
+    write_json_atomic(path, &RecordFile { schema_version: CACHE_SCHEMA_VERSION, records })
+}
+
+/// Hits and misses of one run, for `cache status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunHits {
+    pub run_id: String,
+    pub recorded_at: u64,
+    pub hits: usize,
+    pub misses: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct HitsFile {
+    schema_version: u32,
+    runs: Vec<RunHits>,
+}
+
+/// How many runs `cache status` averages the hit rate over.
+pub const RECENT_RUNS: usize = 20;
+
+/// The cache directory of one workspace. Holding a `Store` holds its lock.
+#[derive(Debug)]
+pub struct Store {
+    pub dir: Utf8PathBuf,
+    _lock: File,
+    /// Problems met while reading (corrupt files); each was treated as a miss.
+    pub warnings: Vec<String>,
+}
+
+impl Store {
+    /// Opens (creating) `<state_dir>/cache` and takes its lock, calling `on_wait` once
+    /// if another invocation holds it, then waiting for it.
+    pub fn open(
+        state_dir: &Utf8Path,
+        on_wait: impl FnOnce(&Utf8Path),
+    ) -> Result<Store, CacheError> {
+        let dir = state_dir.join("cache");
+        std::fs::create_dir_all(&dir)
+            .map_err(|source| CacheError::CreateDir { path: dir.clone(), source })?;
+        let lock_path = dir.join("lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| CacheError::Lock { path: lock_path.clone(), source })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                on_wait(&lock_path);
+                lock.lock()
+                    .map_err(|source| CacheError::Lock { path: lock_path.clone(), source })?;
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(CacheError::Lock { path: lock_path, source });
+            }
+        }
+        Ok(Store { dir, _lock: lock, warnings: Vec::new() })
+    }
+
+    fn stage_path(&self, stage: &str) -> Utf8PathBuf {
+        self.dir.join("stages").join(format!("{}.json", file_safe(stage)))
+    }
+
+    fn test_path(&self, package: &str) -> Utf8PathBuf {
+        self.dir.join("tests").join(format!("{}.json", file_safe(package)))
+    }
+
+    /// The last success of `stage`; `Err` carries why an existing record was unusable.
+    /// The recent successes of `stage`, newest first; `Err` carries why an existing
+    /// file was unusable (it then counts as empty).
+    pub fn stage_records(&mut self, stage: &str) -> Result<Vec<SuccessRecord>, String> {
+        let path = self.stage_path(stage);
+        self.read_records(&path)
+    }
+
+    pub fn test_records(&mut self, package: &str) -> Result<Vec<SuccessRecord>, String> {
+        let path = self.test_path(package);
+        self.read_records(&path)
+    }
+
+    fn read_records(&mut self, path: &Utf8Path) -> Result<Vec<SuccessRecord>, String> {
+        match read_json::<RecordFile>(path) {
+            Ok(Some(f)) if f.schema_version == CACHE_SCHEMA_VERSION => Ok(f.records),
+            Ok(Some(f)) => {
+                Err(format!("schema version {} is not {CACHE_SCHEMA_VERSION}", f.schema_version))
+            }
+            Ok(None) => Ok(Vec::new()),
+            Err(message) => {
+                self.warnings.push(format!(
+                    "ignoring the corrupt cache file {path} ({message}); the stage runs again"
+                ));
+                Err(message)
+            }
+        }
+    }
+
+    pub fn record_stage(
+        &self,
+        stage: &str,
+        run_id: &str,
+        fp: &Fingerprint,
+    ) -> Result<(), CacheError> {
+        add_record(&self.stage_path(stage), record(stage, run_id, fp))
+    }
+
+    pub fn record_test(
+        &self,
+        package: &str,
+        run_id: &str,
+        fp: &Fingerprint,
+    ) -> Result<(), CacheError> {
+        add_record(&self.test_path(package), record(package, run_id, fp))
+    }
+
+    pub fn load_hasher(&mut self) -> FileHasher {
+        let path = self.dir.join("stat-cache.json");
+        match read_json::<FileHasher>(&path) {
+            Ok(h) => h.unwrap_or_default(),
+            Err(message) => {
+                self.warnings.push(format!(
+                    "ignoring the corrupt stat cache {path} ({message}); every file is hashed again"
+                ));
+                FileHasher::default()
+            }
+        }
+    }
+
+    /// Saves the stat cache if it changed. It is only a cache: it skips the fsync, and a
+    /// file torn by a crash is read as empty (every file hashed again), never trusted.
+    pub fn save_hasher(&self, hasher: &FileHasher) -> Result<(), CacheError> {
+        if !hasher.dirty {
+            return Ok(());
+        }
+        write_json(&self.dir.join("stat-cache.json"), hasher, false)
+    }
+
+    /// Appends one run's hit counts, keeping the most recent runs only.
+    pub fn record_hits(
+        &mut self,
+        run_id: &str,
+        hits: usize,
+        misses: usize,
+    ) -> Result<(), CacheError> {
+        let path = self.dir.join("hits.json");
+        let mut file = match read_json::<HitsFile>(&path) {
+            Ok(f) => f.unwrap_or_default(),
+            Err(message) => {
+                self.warnings.push(format!("ignoring the corrupt {path} ({message})"));
+                HitsFile::default()
+            }
+        };
+        file.schema_version = CACHE_SCHEMA_VERSION;
+        file.runs.push(RunHits { run_id: run_id.into(), recorded_at: now_secs(), hits, misses });
+        let excess = file.runs.len().saturating_sub(RECENT_RUNS);
+        file.runs.drain(..excess);
+        write_json_atomic(&path, &file)
+    }
+
+    pub fn recent_hits(&self) -> Vec<RunHits> {
+        read_json::<HitsFile>(&self.dir.join("hits.json"))
+            .ok()
+            .flatten()
+            .map(|f| f.runs)
+            .unwrap_or_default()
+    }
+
+    /// Every record file (stage and test entries) with its age.
+    pub fn entries(&self) -> Vec<(Utf8PathBuf, u64, Duration)> {
+        let mut out = Vec::new();
+        for sub in ["stages", "tests"] {
+            let Ok(rd) = std::fs::read_dir(self.dir.join(sub)) else { continue };
+            for e in rd.flatten() {
+                let Ok(p) = Utf8PathBuf::from_path_buf(e.path()) else { continue };
+                let Ok(meta) = e.metadata() else { continue };
+                let age = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| SystemTime::now().duration_since(m).ok())
+                    .unwrap_or_default();
+                out.push((p, meta.len(), age));
+            }
+        }
+        out
+    }
+}
+
+fn record(key: &str, run_id: &str, fp: &Fingerprint) -> SuccessRecord {
+    SuccessRecord {
+        schema_version: CACHE_SCHEMA_VERSION,
+        key: key.into(),
+        run_id: run_id.into(),
+        recorded_at: now_secs(),
+        digest: fp.digest(),
+        fingerprint: fp.clone(),
+    }
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Stage ids and package names become file names; anything else is escaped.
+fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .collect()
+}
+
+/// `Ok(None)` when the file does not exist; `Err` with the reason when it exists but is
+/// not valid (truncated, hand-edited, another schema).
+pub fn read_json<T: DeserializeOwned>(path: &Utf8Path) -> Result<Option<T>, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| e.to_string())
+}
+
+/// Writes to a temp file in the same directory, fsyncs it and renames it over `path`, so
+/// a reader sees the old or the new content, never a torn one.
+pub fn write_json_atomic<T: Serialize>(path: &Utf8Path, value: &T) -> Result<(), CacheError> {
+    write_json(path, value, true)
+}
+
+fn write_json<T: Serialize>(path: &Utf8Path, value: &T, fsync: bool) -> Result<(), CacheError> {
+    let dir = path.parent().expect("cache files live in a directory");
+    std::fs::create_dir_all(dir)
+        .map_err(|source| CacheError::CreateDir { path: dir.to_owned(), source })?;
+    let err = |source| CacheError::Write { path: path.to_owned(), source };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    let mut w = std::io::BufWriter::new(&mut tmp);
+    serde_json::to_writer(&mut w, value).map_err(|e| err(e.into()))?;
+    w.flush().map_err(err)?;
+    drop(w);
+    if fsync {
+        tmp.as_file().sync_all().map_err(err)?;
+    }
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
+}
+
+/// Bytes under `path`, following no symlinks.
+pub fn dir_size(path: &Utf8Path) -> u64 {
+    walkdir::WalkDir::new(path)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Renders a byte count with a binary unit.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: &[&str] = &["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}

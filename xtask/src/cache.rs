@@ -1,0 +1,41 @@
+//! `cargo xtask cache status|clean`: the stage cache's size, entries and hit rate, and
+//! removing entries (all, or older than an age). The work is in
+//! `pipeline_opt::cache::maintain`.
+
+use anyhow::{Context, Result, bail};
+use pipeline_opt::cache::maintain;
+use pipeline_opt::config::Config;
+use pipeline_opt::exit;
+use pipeline_opt::workspace::Workspace;
+
+impl crate::flags::Cache {
+    pub(crate) fn run(self) -> Result<i32> {
+        let action = self.action.as_str();
+        if !matches!(action, "status" | "clean") {
+            bail!("unknown cache action `{action}`: use `status` or `clean`");
+        }
+        let older_than = match (&self.older_than, action) {
+            (Some(_), "status") => bail!("--older-than applies to `clean` only"),
+            (Some(age), _) => Some(humantime::parse_duration(age).with_context(|| {
+                format!("--older-than `{age}` is not an age; write it like `7d` or `12h`")
+            })?),
+            (None, _) => None,
+        };
+        let manifest = crate::utf8(self.manifest_path.as_ref())?;
+        let workspace = Workspace::load(manifest.as_deref())?;
+        let config = Config::from_workspace_metadata(&workspace.metadata)?;
+        let state_dir = workspace.state_dir(&config);
+        let wait = |lock: &camino::Utf8Path| {
+            eprintln!(
+                "waiting for another pipeline-opt run on this workspace to release {lock} ..."
+            )
+        };
+        match action {
+            "status" => {
+                print!("{}", maintain::status(&state_dir, config.cache.budget).render_text())
+            }
+            _ => print!("{}", maintain::clean(&state_dir, older_than, wait)?.render_text()),
+        }
+        Ok(exit::OK)
+    }
+}
