@@ -21,10 +21,9 @@ use pipeline_opt::inputs::Inputs;
 use pipeline_opt::plan::CargoArgs;
 
 fn main() -> ExitCode {
-    // cargo runs this binary as RUSTC_WRAPPER to time each crate; that mode never returns.
-    pipeline_opt::profile::run_rustc_shim_if_requested();
-    // `pool up` re-executes this binary as the pool's supervisor.
-    pipeline_opt::pool::supervise_if_requested();
+    // The engine re-executes this binary as RUSTC_WRAPPER, pool supervisor and services
+    // stage; those modes never return.
+    pipeline_opt::run_helper_modes_if_requested();
     let flags = flags::Xtask::from_env_or_exit();
     match run(flags) {
         Ok(code) => ExitCode::from(code as u8),

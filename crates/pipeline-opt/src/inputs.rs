@@ -2,8 +2,7 @@
 //! active toolchain and which tools are installed. The only module before the planner
 //! that runs commands (`cargo metadata`, `rustc -vV`, `cargo nextest --version`).
 
-use camino::Utf8Path;
-use xshell::{Shell, cmd};
+use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::config::{Config, ConfigError};
 use crate::plan::{CargoArgs, Plan, PlanError, PlanOptions};
@@ -31,10 +30,26 @@ pub enum LoadInputsError {
 
 impl Inputs {
     pub fn load(manifest_path: Option<&Utf8Path>) -> Result<Inputs, LoadInputsError> {
-        let workspace = Workspace::load(manifest_path)?;
+        // `cargo metadata` and `rustc -vV` take a few hundred milliseconds each and do
+        // not depend on each other, so an all-cached run asks both at once. rustc is
+        // asked in the manifest's directory, where the same toolchain file applies.
+        let toolchain_dir: Utf8PathBuf = match manifest_path {
+            Some(p) => p
+                .parent()
+                .filter(|d| !d.as_str().is_empty())
+                .unwrap_or(Utf8Path::new("."))
+                .to_owned(),
+            None => Utf8PathBuf::from("."),
+        };
+        let (workspace, toolchain) = std::thread::scope(|s| {
+            let toolchain = s.spawn(|| Toolchain::detect(&toolchain_dir));
+            let workspace = Workspace::load(manifest_path);
+            (workspace, toolchain.join().expect("the toolchain probe does not panic"))
+        });
+        let workspace = workspace?;
+        let toolchain = toolchain?;
         let config = Config::from_workspace_metadata(&workspace.metadata)?;
-        let toolchain = Toolchain::detect(&workspace.root)?;
-        let nextest = nextest_installed(&workspace.root);
+        let nextest = nextest_installed();
         Ok(Inputs { workspace, config, toolchain, nextest })
     }
 
@@ -49,10 +64,21 @@ impl Inputs {
     }
 }
 
-fn nextest_installed(dir: &Utf8Path) -> bool {
-    let Ok(sh) = Shell::new() else { return false };
-    let sh = sh.with_current_dir(dir);
-    crate::toolchain::clean_command(&cmd!(sh, "cargo nextest --version"))
-        .output()
-        .is_ok_and(|o| o.status.success())
+/// Cargo runs `cargo nextest` as the executable `cargo-nextest` from `$CARGO_HOME/bin`
+/// or PATH; looking for it there costs nothing, where `cargo nextest --version` costs
+/// half a second of every run.
+fn nextest_installed() -> bool {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
+    let path_dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    cargo_home.map(|h| h.join("bin")).into_iter().chain(path_dirs).any(|dir| {
+        let exe = dir.join("cargo-nextest");
+        std::fs::metadata(&exe).is_ok_and(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            m.is_file() && m.permissions().mode() & 0o111 != 0
+        })
+    })
 }

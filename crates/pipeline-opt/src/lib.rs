@@ -25,3 +25,13 @@ pub use orchestrator::{OrchestratorOptions, ParallelOrchestrator};
 pub use pool::ContainerPool;
 pub use profile::{PipelineProfiler, StageMetrics};
 pub use targets::PerformanceTargets;
+
+/// Call first thing in the `main` of any binary that runs pipelines (the xtask does):
+/// the engine re-executes the running binary as cargo's `RUSTC_WRAPPER` (per-crate
+/// timings), as the service pool's supervisor, and as the `services` stage. In each of
+/// those modes this never returns; otherwise it returns at once.
+pub fn run_helper_modes_if_requested() {
+    profile::run_rustc_shim_if_requested();
+    pool::supervise_if_requested();
+    pool::services_up_if_requested();
+}

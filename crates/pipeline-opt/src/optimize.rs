@@ -77,6 +77,11 @@ pub enum OptimizeError {
     Cache(#[from] crate::cache::CacheError),
     #[error(transparent)]
     Affected(#[from] crate::affected::AffectedError),
+    #[error("could not find the running executable to start the services stage: {source}")]
+    CurrentExe {
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "could not install the rustc timing shim under {dir}: {source}; check that the state directory is writable"
     )]
@@ -302,6 +307,26 @@ fn run_plan(
     run_plan_skipping(inputs, options, plan, &BTreeMap::new(), run_id, command, targets, on_event)
 }
 
+/// The plan's `services` stage shows what a person would type (`cargo xtask pool up`);
+/// the run executes it as this binary in services mode
+/// ([`crate::pool::services_up_if_requested`]), owned by this process, so it works on
+/// workspaces without an xtask. The pool's supervisor inherits the run's marker, so the
+/// end of the run stops it like any process the run started.
+fn services_as_this_binary(plan: &mut Plan, manifest: &Utf8Path) -> Result<(), OptimizeError> {
+    let Some(stage) = plan.stages.iter_mut().find(|s| s.kind == StageKind::Services) else {
+        return Ok(());
+    };
+    let exe = std::env::current_exe().map_err(|source| OptimizeError::CurrentExe { source })?;
+    stage.command.program = exe.to_string_lossy().into_owned();
+    stage.command.args.clear();
+    stage.command.env.insert(crate::pool::SERVICES_UP_ENV.into(), manifest.to_string());
+    stage
+        .command
+        .env
+        .insert(crate::pool::SERVICES_OWNER_ENV.into(), std::process::id().to_string());
+    Ok(())
+}
+
 /// Runs `plan` without the stages in `cached` (stage id → the run it is cached from),
 /// which are reported as cached and count as succeeded for their dependents.
 #[allow(clippy::too_many_arguments)]
@@ -321,6 +346,7 @@ fn run_plan_skipping(
     let orch = ParallelOrchestrator::new(orch_options);
     let mut profiler = PipelineProfiler::new();
     let mut to_run = plan.clone();
+    services_as_this_binary(&mut to_run, &inputs.workspace.manifest_path)?;
     to_run.stages.retain(|s| !cached.contains_key(&s.id));
     for s in &mut to_run.stages {
         s.depends_on.retain(|d| !cached.contains_key(d));

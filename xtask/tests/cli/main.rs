@@ -3,6 +3,7 @@
 
 mod optimize;
 mod plan;
+mod services;
 
 use std::process::{Command, Output};
 

@@ -35,6 +35,12 @@ pub const POOL_ENV: &str = "PIPELINE_OPT_POOL";
 pub const TIMEOUT_ENV: &str = "PIPELINE_OPT_POOL_TIMEOUT";
 /// Set on a re-executed binary to make it the supervisor of the pool in this directory.
 pub const SUPERVISE_ENV: &str = "PIPELINE_OPT_POOL_SUPERVISE";
+/// Set on a re-executed binary to make it the `services` stage of a run: bring up the
+/// pool of the workspace whose manifest this names, then exit.
+pub const SERVICES_UP_ENV: &str = "PIPELINE_OPT_SERVICES_UP";
+/// With [`SERVICES_UP_ENV`]: the pid of the run that owns the pool, which stops within
+/// 2 s of that run's death.
+pub const SERVICES_OWNER_ENV: &str = "PIPELINE_OPT_SERVICES_OWNER";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -575,6 +581,36 @@ fn choose_backend(notes: &mut Vec<String>) -> Backend {
 /// Makes this process the pool supervisor when it was started as one (the
 /// [`SUPERVISE_ENV`] variable is set), and exits when the pool stops. Call it first in
 /// `main` of any binary that starts pools, e.g. the xtask.
+/// Call first thing in `main` (beside [`supervise_if_requested`]): the orchestrator
+/// runs the `services` stage as this binary with [`SERVICES_UP_ENV`] set, so the stage
+/// is a process like every other (its own log, timeout, cancellation) and needs no
+/// `cargo xtask` in the workspace being optimised.
+pub fn services_up_if_requested() {
+    let Some(manifest) = std::env::var_os(SERVICES_UP_ENV) else { return };
+    let owner = std::env::var(SERVICES_OWNER_ENV).ok().and_then(|p| p.parse().ok());
+    let manifest = camino::Utf8PathBuf::from(manifest.to_string_lossy().into_owned());
+    let result = crate::inputs::Inputs::load(Some(&manifest)).map_err(|e| e.to_string()).and_then(
+        |inputs| {
+            let options = PoolOptions { owner, ..PoolOptions::default() };
+            services_up(&inputs.workspace, &inputs.config, &options).map_err(|e| e.to_string())
+        },
+    );
+    let code = match result {
+        Ok(handle) => {
+            for note in &handle.notes {
+                println!("note: {note}");
+            }
+            println!("services ready: {}", handle.dir.display());
+            0
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
 pub fn supervise_if_requested() {
     let Some(dir) = std::env::var_os(SUPERVISE_ENV) else { return };
     let code = match supervisor::run(Path::new(&dir)) {

@@ -1,0 +1,62 @@
+//! `optimize` on a workspace that declares services: the services stage starts the pool
+//! beside compilation, the tests see it, and the end of the run stops it.
+
+use camino::Utf8PathBuf;
+use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
+use pipeline_opt::profile::{RunRecord, StageStatus};
+
+use crate::xtask;
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name().to_str()?.parse::<i32>().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(needle).then_some(cmd)
+        })
+        .collect()
+}
+
+#[test]
+fn services_start_beside_the_build_and_stop_with_the_run() {
+    if pipeline_opt::pool::find_program("redis-server").is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "redis-server is missing under CI=true: `cargo xtask ci` installs it"
+        );
+        eprintln!("NOT RUN: redis-server is not installed (`apt-get install redis-server`)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
+    // The fixture's test fails unless the pool the run started is up when it runs.
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("app").test(
+        "needs_pool",
+        "#[test]\nfn pool_is_exported() {\n    let dir = std::env::var(\"PIPELINE_OPT_POOL\").expect(\"PIPELINE_OPT_POOL is set\");\n    let status = std::fs::read_to_string(format!(\"{dir}/run/status.json\")).expect(\"the pool reports its status\");\n    assert!(status.replace(' ', \"\").contains(\"\\\"state\\\":\\\"ready\\\"\"), \"{status}\");\n}\n",
+    )])
+    .config("disable = [\"bench-build\", \"doctest\"]\n[services.cache]\nkind = \"redis\"\nsize = 1\n");
+    let manifest = ws.write(&root.join("ws")).unwrap();
+    let json = root.join("run.json");
+    let out = xtask(&["optimize", "--manifest-path", manifest.as_str(), "--json", json.as_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+
+    let record: RunRecord = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let stage = |id: &str| record.stages.iter().find(|s| s.id == id).unwrap();
+    let services = stage("services");
+    assert_eq!(services.status, StageStatus::Succeeded, "{:?}", services.tail);
+    assert_eq!(stage("test").status, StageStatus::Succeeded);
+    // Started with the build, not after it.
+    assert!(services.start < stage("build").start + stage("build").wall);
+    // The run stopped the pool it started: no supervisor, no process of the run left.
+    let pool_dir = root.join("ws/target/pipeline-opt/pool");
+    let status = pipeline_opt::pool::ContainerPool::at(pool_dir.as_std_path()).status();
+    assert!(status.supervisor.is_none(), "{status:?}");
+    let left = pipeline_opt::orchestrator::marked_processes(&record.run_id, None);
+    assert!(left.is_empty(), "left running: {left:?}");
+    assert!(processes_mentioning(pool_dir.as_str()).is_empty());
+}
