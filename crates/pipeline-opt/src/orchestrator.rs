@@ -639,7 +639,9 @@ impl ParallelOrchestrator {
 
         let tx_out = tx.clone();
         std::thread::spawn(move || {
-            let mut log = std::io::BufWriter::new(log);
+            // Unbuffered: one write per line, so the log on disk is current while the
+            // stage runs (and complete if we are killed).
+            let mut log = log;
             let mut reader = BufReader::new(File::from(read));
             let mut buf = Vec::new();
             loop {
@@ -917,7 +919,8 @@ struct Outcomes {
 
 impl TestOutcomes {
     pub fn observe(&mut self, line: &str) {
-        let l = line.trim();
+        let plain = strip_ansi(line);
+        let l = plain.trim();
         // libtest: `test tests::bad ... FAILED`
         if let Some(rest) = l.strip_prefix("test ") {
             if let Some(name) = rest.strip_suffix(" ... FAILED") {
@@ -980,6 +983,28 @@ impl TestOutcomes {
     }
 }
 
+/// `line` without ANSI escape sequences: a tool that decides to colour its output (an
+/// inherited `CARGO_TERM_COLOR`, `CLICOLOR_FORCE`) must not hide its status words.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ ... final byte in @..~
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// One line per stage start and finish, for a plain terminal (`[  12.3s] build ok`).
 pub fn plain_progress_line(ev: &Event) -> Option<String> {
     match ev {
@@ -1040,11 +1065,12 @@ mod tests {
             "        FAIL [   0.004s] (───) fix tests::bad",
             "       FLAKY 2/3 [   0.003s] (───) fix tests::flaky",
             "test tests::bad ... FAILED",
+            "\u{1b}[31;1m        FAIL\u{1b}[0m [   0.001s] (4/4) fix tests::colored",
         ] {
             t.observe(l);
         }
         let (failed, flaky) = t.results();
-        assert_eq!(failed, vec!["fix tests::bad", "fix tests::hangs"]);
+        assert_eq!(failed, vec!["fix tests::bad", "fix tests::colored", "fix tests::hangs"]);
         assert_eq!(flaky, vec!["fix tests::flaky"]);
 
         let mut t = TestOutcomes::default();
