@@ -54,7 +54,8 @@ xflags::xflags! {
             optional --since git_ref: String
             /// Try profile-setting variants in a scratch target directory.
             optional --explore
-            /// Most stages to run at once (default: the number of cores).
+            /// Most stages to run at once (default: twice the cores; CPU-heavy stages share
+            /// the cores separately).
             optional -j, --jobs jobs: usize
             optional --locked
             optional --frozen

@@ -454,8 +454,12 @@ pub fn plan(
             args.extend(selection.clone());
             args.extend(target_list(&test_kinds, &[]));
             args.push("--no-fail-fast".into());
+            // nextest's own `--profile` names a nextest profile; cargo's is `--cargo-profile`.
+            if let Some(p) = &profile {
+                args.extend(["--cargo-profile".to_string(), p.clone()]);
+            }
             (
-                with_profile(args, None),
+                args,
                 if build_enabled { LockUse::Brief } else { LockUse::Exclusive },
                 "runs the tests with cargo-nextest, reusing the build stage's test binaries"
                     .to_string(),

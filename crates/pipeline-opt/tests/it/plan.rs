@@ -366,3 +366,17 @@ fn nightly_only_integration_test_is_listed_out_by_name() {
     assert!(p.notes.iter().any(|n| n.contains("`nightly_api`")), "{:?}", p.notes);
     assert!(p.notes.iter().any(|n| n.contains("unit-test harnesses")), "{:?}", p.notes);
 }
+
+#[test]
+fn a_cargo_profile_reaches_nextest_as_cargo_profile() {
+    let fx = Fixture::write(&FixtureWorkspace::chain(1));
+    let w = fx.load();
+    let mut o = options(true);
+    o.cargo.profile = Some("ci".into());
+    let p = plan(&w, &Config::default(), &o).unwrap();
+    let test = p.stage("test").unwrap().command.args.join(" ");
+    assert!(test.ends_with("--cargo-profile ci"), "{test}");
+    assert!(!test.contains("--profile ci"), "{test}");
+    let build = p.stage("build").unwrap().command.args.join(" ");
+    assert!(build.ends_with("--profile ci"), "{build}");
+}
