@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod flags;
 
+mod bench_compare;
 mod ci;
 
 use std::process::ExitCode;
@@ -34,7 +35,7 @@ fn run(flags: flags::Xtask) -> Result<i32> {
         flags::XtaskCmd::Optimize(_) => not_yet("optimize", 4),
         flags::XtaskCmd::Check(_) => not_yet("check", 4),
         flags::XtaskCmd::Ci(cmd) => cmd.run(&sh),
-        flags::XtaskCmd::BenchCompare(_) => not_yet("bench-compare", 7),
+        flags::XtaskCmd::BenchCompare(cmd) => cmd.run(&sh),
         flags::XtaskCmd::Pool(_) => not_yet("pool", 6),
         flags::XtaskCmd::Cache(_) => not_yet("cache", 5),
         flags::XtaskCmd::History(_) => not_yet("history", 8),
@@ -73,7 +74,7 @@ impl flags::Plan {
     }
 }
 
-fn utf8(path: Option<&std::path::PathBuf>) -> Result<Option<Utf8PathBuf>> {
+pub(crate) fn utf8(path: Option<&std::path::PathBuf>) -> Result<Option<Utf8PathBuf>> {
     path.map(|p| {
         Utf8PathBuf::from_path_buf(p.clone()).map_err(|p| {
             anyhow::anyhow!(
