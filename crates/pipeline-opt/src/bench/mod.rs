@@ -53,9 +53,9 @@ impl Default for BenchCompareOptions {
             threshold: 0.05,
             alpha: 0.05,
             filter: None,
-            rounds: 10,
-            warm_up: Duration::from_millis(250),
-            measurement: Duration::from_millis(750),
+            rounds: 8,
+            warm_up: Duration::from_millis(100),
+            measurement: Duration::from_millis(300),
             save_baseline: None,
             baseline: None,
         }

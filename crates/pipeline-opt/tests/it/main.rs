@@ -1,2 +1,4 @@
 //! The one integration-test binary of the library: real cargo on generated fixture
 //! workspaces, one module per feature.
+
+mod bench_compare;
