@@ -1,11 +1,11 @@
 //! Criterion benchmarks of the library's lifecycle: loading a workspace model,
-//! planning, scheduling, fingerprinting, rendering reports.
+//! planning, scheduling, fingerprinting, rendering reports. Each area has its own file
+//! in this directory, included below, so that they evolve independently.
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{criterion_group, criterion_main};
 
-fn planning(c: &mut Criterion) {
-    let _ = c;
-}
+#[path = "planning.rs"]
+mod planning;
 
-criterion_group!(benches, planning);
+criterion_group!(benches, planning::workspace_model_and_plan);
 criterion_main!(benches);

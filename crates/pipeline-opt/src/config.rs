@@ -113,9 +113,9 @@ pub struct CacheConfig {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
-    #[error("invalid `{key}` in [{TABLE}]: {message}")]
+    #[error("invalid `{key}` in Cargo.toml: {message}")]
     Invalid { key: String, message: String },
-    #[error("unknown stage `{stage}` in `{key}` of [{TABLE}]; known stages: {known}")]
+    #[error("unknown stage `{stage}` in `{key}` in Cargo.toml; known stages: {known}")]
     UnknownStage { key: String, stage: String, known: String },
     #[error(
         "stages depend on each other in a cycle: {cycle}; remove one `depends-on` entry in [{TABLE}.stages]"

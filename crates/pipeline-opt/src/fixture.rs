@@ -95,7 +95,9 @@ impl FixtureCrate {
 #[derive(Debug, Clone, Default)]
 pub struct FixtureWorkspace {
     pub crates: Vec<FixtureCrate>,
-    /// TOML body of `[workspace.metadata.pipeline-opt]`, written verbatim.
+    /// TOML body of `[workspace.metadata.pipeline-opt]`; table headers in it are
+    /// relative to that table (`[stages.lint]` is written as
+    /// `[workspace.metadata.pipeline-opt.stages.lint]`).
     pub config: Option<String>,
     /// Files at the workspace root, by relative path (`rust-toolchain.toml`, ...).
     pub files: Vec<(String, String)>,
@@ -181,7 +183,15 @@ impl FixtureWorkspace {
         let mut root =
             format!("[workspace]\nmembers = [{}]\nresolver = \"2\"\n", members.join(", "));
         if let Some(config) = &self.config {
-            write!(root, "\n[workspace.metadata.pipeline-opt]\n{config}\n").unwrap();
+            root.push_str("\n[workspace.metadata.pipeline-opt]\n");
+            for line in config.lines() {
+                match line.trim_start().strip_prefix('[') {
+                    Some(rest) if !rest.starts_with('[') => {
+                        writeln!(root, "[workspace.metadata.pipeline-opt.{rest}").unwrap()
+                    }
+                    _ => writeln!(root, "{line}").unwrap(),
+                }
+            }
         }
         let manifest = dir.join("Cargo.toml");
         std::fs::write(&manifest, root)?;

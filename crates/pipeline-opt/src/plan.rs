@@ -207,6 +207,10 @@ pub enum PlanError {
     Config(#[from] ConfigError),
     #[error("unknown package `{package}` passed with -p; workspace members are: {members}")]
     UnknownPackage { package: String, members: String },
+    #[error(
+        "package `{package}` needs rustc {needs} (its `rust-version`) but the active toolchain is {active}; install a newer toolchain (`rustup update`) or pin one in rust-toolchain.toml"
+    )]
+    ToolchainTooOld { package: String, needs: String, active: String },
 }
 
 /// Builds the stage DAG for `workspace`.
@@ -223,6 +227,9 @@ pub fn plan(
         }
     }
     check_stage_names(config)?;
+    if let Some(tc) = &options.toolchain {
+        check_rust_version(workspace, &options.cargo.packages, tc)?;
+    }
 
     let root = &workspace.root;
     let manifest = workspace.manifest_path.to_string();
@@ -259,9 +266,16 @@ pub fn plan(
             .collect(),
         None => BTreeSet::new(),
     };
-    // Cargo's target flags select by name across all selected packages, so a name that is
-    // unbuildable anywhere is left out everywhere; say so when that costs coverage.
-    let unbuildable_names: BTreeSet<&str> = unbuildable.iter().map(|(_, t)| t.as_str()).collect();
+    // Cargo's target flags select by kind and name across all selected packages, so a
+    // name that is unbuildable anywhere is left out everywhere. A kind with nothing
+    // unbuildable keeps its plural flag (`--tests` also builds the lib and bins in test
+    // mode, which a list of names would not).
+    let unbuildable_kinds: BTreeSet<(TargetKind, &str)> = selected
+        .iter()
+        .flat_map(|p| p.targets.iter().map(move |t| (p, t)))
+        .filter(|(p, t)| unbuildable.contains(&(p.name.clone(), t.name.clone())))
+        .map(|(_, t)| (t.kind, t.name.as_str()))
+        .collect();
     let target_list = |kinds: &[TargetKind], all_flag: &[&str]| -> Vec<String> {
         if unbuildable.is_empty() {
             return all_flag.iter().map(|s| s.to_string()).collect();
@@ -277,19 +291,24 @@ pub fn plan(
             if names.is_empty() {
                 continue;
             }
+            let blocked = |n: &&str| unbuildable_kinds.contains(&(kind, *n));
+            if !names.iter().any(blocked) {
+                args.push(plural_flag(kind).to_string());
+                continue;
+            }
             if kind == TargetKind::Lib {
-                if !names.iter().any(|n| unbuildable_names.contains(n)) {
-                    args.push("--lib".to_string());
-                }
                 continue;
             }
             let flag = kind.selector_flag().expect("build scripts are not selected");
-            for n in names.into_iter().filter(|n| !unbuildable_names.contains(n)) {
+            for n in names.into_iter().filter(|n| !blocked(n)) {
                 args.extend([flag.to_string(), n.to_string()]);
             }
         }
         args
     };
+    if unbuildable_kinds.iter().any(|(k, _)| *k == TargetKind::Test) {
+        notes.push("integration tests are listed by name, so the test stage compiles the unit-test harnesses itself".into());
+    }
     let build_kinds = [
         TargetKind::Lib,
         TargetKind::Bin,
@@ -687,6 +706,17 @@ fn disabled_stage(id: &str) -> DroppedStage {
     }
 }
 
+fn plural_flag(kind: TargetKind) -> &'static str {
+    match kind {
+        TargetKind::Lib => "--lib",
+        TargetKind::Bin => "--bins",
+        TargetKind::Test => "--tests",
+        TargetKind::Bench => "--benches",
+        TargetKind::Example => "--examples",
+        TargetKind::BuildScript => unreachable!("build scripts are never selected"),
+    }
+}
+
 fn kind_name(kind: TargetKind) -> &'static str {
     match kind {
         TargetKind::Lib => "lib",
@@ -696,6 +726,37 @@ fn kind_name(kind: TargetKind) -> &'static str {
         TargetKind::Example => "example",
         TargetKind::BuildScript => "build-script",
     }
+}
+
+/// Cargo refuses a package whose `rust-version` is newer than the compiler; saying so
+/// before anything runs saves a fetch and names the fix.
+fn check_rust_version(
+    workspace: &Workspace,
+    selected: &[String],
+    toolchain: &Toolchain,
+) -> Result<(), PlanError> {
+    let Some(active) = version_triple(&toolchain.release) else { return Ok(()) };
+    for p in &workspace.packages {
+        if !selected.is_empty() && !selected.contains(&p.name) {
+            continue;
+        }
+        let Some(needs) = p.rust_version.as_deref() else { continue };
+        if version_triple(needs).is_some_and(|n| n > active) {
+            return Err(PlanError::ToolchainTooOld {
+                package: p.name.clone(),
+                needs: needs.to_string(),
+                active: toolchain.release.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `1.95.0-nightly` -> (1, 95, 0); a nightly of 1.95 counts as 1.95.
+fn version_triple(v: &str) -> Option<(u64, u64, u64)> {
+    let core = v.split(['-', '+']).next()?;
+    let mut parts = core.split('.').map(|x| x.parse::<u64>().ok());
+    Some((parts.next()??, parts.next().flatten().unwrap_or(0), parts.next().flatten().unwrap_or(0)))
 }
 
 fn check_stage_names(config: &Config) -> Result<(), ConfigError> {
@@ -760,10 +821,10 @@ fn find_cycle(stages: &[Stage]) -> Option<String> {
                 names.push(&stages[j].id);
                 return Some(names.join(" -> "));
             }
-            if state[j] == 0 {
-                if let Some(c) = visit(j, stages, index, state, path) {
-                    return Some(c);
-                }
+            if state[j] == 0
+                && let Some(c) = visit(j, stages, index, state, path)
+            {
+                return Some(c);
             }
         }
         path.pop();
@@ -771,10 +832,10 @@ fn find_cycle(stages: &[Stage]) -> Option<String> {
         None
     }
     for i in 0..stages.len() {
-        if state[i] == 0 {
-            if let Some(c) = visit(i, stages, &index, &mut state, &mut Vec::new()) {
-                return Some(c);
-            }
+        if state[i] == 0
+            && let Some(c) = visit(i, stages, &index, &mut state, &mut Vec::new())
+        {
+            return Some(c);
         }
     }
     None

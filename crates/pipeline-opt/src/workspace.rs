@@ -32,6 +32,8 @@ pub struct Workspace {
 pub struct Package {
     pub name: String,
     pub version: String,
+    /// The oldest compiler the package supports (`rust-version`), e.g. `1.80.0`.
+    pub rust_version: Option<String>,
     pub id: String,
     pub manifest_path: Utf8PathBuf,
     pub targets: Vec<Target>,
@@ -39,9 +41,6 @@ pub struct Package {
     pub deps: Vec<PackageIdx>,
     /// Members needed only by its tests, examples and benches.
     pub dev_deps: Vec<PackageIdx>,
-    /// Bytes of Rust source under the package directory: the fallback weight when no
-    /// compile time has been measured yet.
-    pub source_bytes: u64,
 }
 
 impl Package {
@@ -158,12 +157,10 @@ impl Workspace {
     /// Builds the model from metadata that was already loaded (benchmarks and tests use
     /// this to keep cargo out of the measurement).
     pub fn from_metadata(metadata: &cargo_metadata::Metadata) -> Workspace {
-        let member_ids: Vec<&cargo_metadata::PackageId> =
-            metadata.workspace_members.iter().collect();
-        let mut members: Vec<&cargo_metadata::Package> = member_ids
-            .iter()
-            .filter_map(|id| metadata.packages.iter().find(|p| &&p.id == id))
-            .collect();
+        let by_id: HashMap<&cargo_metadata::PackageId, &cargo_metadata::Package> =
+            metadata.packages.iter().map(|p| (&p.id, p)).collect();
+        let mut members: Vec<&cargo_metadata::Package> =
+            metadata.workspace_members.iter().filter_map(|id| by_id.get(id).copied()).collect();
         members.sort_by(|a, b| a.name.cmp(&b.name));
         let idx_by_id: HashMap<&cargo_metadata::PackageId, PackageIdx> =
             members.iter().enumerate().map(|(i, p)| (&p.id, i)).collect();
@@ -175,14 +172,12 @@ impl Workspace {
             .map(|p| Package {
                 name: p.name.to_string(),
                 version: p.version.to_string(),
+                rust_version: p.rust_version.as_ref().map(ToString::to_string),
                 id: p.id.repr.clone(),
                 manifest_path: p.manifest_path.clone(),
                 targets: p.targets.iter().filter_map(model_target).collect(),
                 deps: Vec::new(),
                 dev_deps: Vec::new(),
-                source_bytes: source_bytes(
-                    p.manifest_path.parent().expect("manifest has a parent"),
-                ),
             })
             .collect();
 
@@ -335,13 +330,16 @@ impl Workspace {
     }
 
     /// The longest chain of build dependencies, weighted by measured compile seconds
-    /// where `measured` has every package, else by source size.
+    /// where `measured` has every package, else by source size (which walks the package
+    /// directories, so it is computed only here).
     pub fn critical_path(&self, measured: &BTreeMap<String, f64>) -> CriticalPath {
         let use_measured = !self.packages.is_empty()
             && self.packages.iter().all(|p| measured.contains_key(&p.name));
-        let weight = |p: &Package| {
-            if use_measured { measured[&p.name] } else { p.source_bytes as f64 }
-        };
+        let weights: Vec<f64> = self
+            .packages
+            .iter()
+            .map(|p| if use_measured { measured[&p.name] } else { source_bytes(p.dir()) as f64 })
+            .collect();
         let mut best = vec![0.0f64; self.packages.len()];
         let mut prev: Vec<Option<PackageIdx>> = vec![None; self.packages.len()];
         for p in self.topological_order() {
@@ -350,7 +348,7 @@ impl Workspace {
                 .iter()
                 .map(|&d| (best[d], Some(d)))
                 .fold((0.0, None), |acc, x| if x.0 > acc.0 { x } else { acc });
-            best[p] = base + weight(&self.packages[p]);
+            best[p] = base + weights[p];
             prev[p] = from;
         }
         let end =
@@ -408,10 +406,19 @@ fn model_target(t: &cargo_metadata::Target) -> Option<Target> {
         required_features: t.required_features.clone(),
         doctest: t.doctest,
         test: t.test,
-        nightly_features: std::fs::read_to_string(&t.src_path)
+        nightly_features: crate_root_head(&t.src_path)
             .map(|s| feature_gates(&s))
             .unwrap_or_default(),
     })
+}
+
+/// The start of a crate root: inner attributes come before any item, so the first
+/// 16 KiB hold them in any real crate, and big generated roots are not read whole.
+fn crate_root_head(path: &Utf8Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(4096);
+    std::fs::File::open(path)?.take(16 * 1024).read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// The names in `#![feature(a, b)]` crate attributes of a crate root.
@@ -469,25 +476,32 @@ fn source_bytes(dir: &Utf8Path) -> u64 {
     total
 }
 
-/// Cargo prints a wall of context; the first `error:` line is the one a person needs.
+/// Cargo prints a wall of context; a person needs the first error, where it is, and its
+/// causes, on one line.
 fn first_error_line(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let Some(pos) = lines.iter().position(|l| l.starts_with("error")) else {
-        return lines.join(" ");
+    let mut lines = stderr.lines().map(str::trim).filter(|l| !l.is_empty());
+    let Some(first) = lines.by_ref().find_map(|l| l.strip_prefix("error:")) else {
+        return stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
     };
-    // Keep the cause lines that follow ("Caused by: ..."), joined on one line.
-    let mut msg = lines[pos].trim_start_matches("error:").trim().to_string();
-    for l in &lines[pos + 1..] {
-        if l.starts_with("Caused by") || l.starts_with("-->") || l.starts_with('|') {
-            continue;
-        }
+    let mut msg = first.trim().to_string();
+    let mut next_is_cause = false;
+    for l in lines {
         if l.starts_with("error") {
             break;
         }
-        msg.push_str(": ");
-        msg.push_str(l);
-        if msg.len() > 300 {
-            break;
+        if let Some(location) = l.strip_prefix("-->") {
+            msg.push_str(&format!(" at {}", location.trim()));
+        } else if l == "Caused by:" {
+            next_is_cause = true;
+        } else if next_is_cause {
+            msg.push_str(": ");
+            msg.push_str(l);
+            next_is_cause = false;
         }
     }
     msg

@@ -1,0 +1,368 @@
+//! The planner on generated fixtures: the stage DAG, reasons, dropped stages, notes, and
+//! config errors that name the key and the fix.
+
+use expect_test::{Expect, expect};
+use pipeline_opt::config::Config;
+use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
+use pipeline_opt::plan::{CargoArgs, PlanOptions, plan};
+use pipeline_opt::toolchain::Toolchain;
+
+use crate::support::Fixture;
+
+fn stable() -> Toolchain {
+    Toolchain::parse("rustc 1.95.0\nrelease: 1.95.0\nhost: x86_64-unknown-linux-gnu\n")
+}
+
+fn options(nextest: bool) -> PlanOptions {
+    PlanOptions { toolchain: Some(stable()), nextest, cargo: CargoArgs::default(), strict: false }
+}
+
+#[track_caller]
+fn check_plan(ws: &FixtureWorkspace, options: &PlanOptions, expect: Expect) {
+    let fx = Fixture::write(ws);
+    let w = fx.load();
+    let config = Config::from_workspace_metadata(&w.metadata).expect("valid config");
+    let p = plan(&w, &config, options).expect("plans");
+    expect.assert_eq(&fx.redact(&p.render_text()));
+}
+
+/// The error a fixture's config produces, from loading the config or from planning.
+#[track_caller]
+fn check_config_error(config_toml: &str, expect: Expect) {
+    let fx = Fixture::write(&FixtureWorkspace::chain(2).config(config_toml));
+    let w = fx.load();
+    let err = match Config::from_workspace_metadata(&w.metadata) {
+        Err(e) => e.to_string(),
+        Ok(config) => {
+            plan(&w, &config, &options(true)).expect_err("config is rejected").to_string()
+        }
+    };
+    expect.assert_eq(&err);
+}
+
+#[test]
+fn default_plan_drops_check_and_runs_tests_with_nextest() {
+    let mut ws = FixtureWorkspace::diamond();
+    ws.crates[0] = ws.crates[0].clone().bench("throughput", "fn main() {}\n");
+    check_plan(
+        &ws,
+        &options(true),
+        expect![[r#"
+            plan for $ROOT
+
+            stage fetch
+              command:    cargo fetch --manifest-path $ROOT/Cargo.toml
+              depends on: (none)
+              why:        downloads every dependency once so that all later stages run --offline
+              proves:     dependencies resolve and download
+
+            stage build
+              command:    cargo build --manifest-path $ROOT/Cargo.toml --offline --workspace --all-targets
+              depends on: fetch
+              why:        compiles every target once; the test stages reuse its artifacts
+              proves:     build (dev); check --all-targets (dev); test binaries compile
+              build dir:  $ROOT/target (holds its lock throughout)
+
+            stage test
+              command:    cargo nextest run --manifest-path $ROOT/Cargo.toml --offline --workspace --no-fail-fast
+              depends on: build
+              why:        runs the tests with cargo-nextest, reusing the build stage's test binaries
+              proves:     unit and integration tests pass
+              build dir:  $ROOT/target (takes its lock only to confirm freshness)
+
+            stage doctest
+              command:    cargo test --manifest-path $ROOT/Cargo.toml --offline --workspace --doc --no-fail-fast
+              depends on: build
+              why:        runs documentation tests, which nextest does not run
+              proves:     doctests pass
+              build dir:  $ROOT/target (holds its lock throughout)
+
+            stage bench-build
+              command:    CARGO_TARGET_DIR=$ROOT/target/pipeline-opt/bench-target cargo check --manifest-path $ROOT/Cargo.toml --offline --workspace --benches --profile bench
+              depends on: fetch
+              why:        type-checks the benchmarks in the bench profile (bench-proof = "check"; `--strict` or bench-proof = "build" compiles them fully)
+              proves:     check --benches (bench profile), not a full optimised build
+              build dir:  $ROOT/target/pipeline-opt/bench-target (holds its lock throughout)
+
+            dropped
+              check: redundant: a successful `build --all-targets` already proves `check --all-targets`
+
+        "#]],
+    );
+}
+
+#[test]
+fn nightly_only_bench_is_left_out_of_an_explicit_target_list() {
+    let ws = FixtureWorkspace::new(vec![
+        FixtureCrate::new("engine")
+            .bench("simd", "#![feature(portable_simd)]\nfn main() {}\n")
+            .bench("plain", "fn main() {}\n")
+            .test("api", "#[test]\nfn ok() {}\n"),
+    ]);
+    let mut strict = options(true);
+    strict.strict = true;
+    check_plan(
+        &ws,
+        &strict,
+        expect![[r#"
+            plan for $ROOT
+
+            stage fetch
+              command:    cargo fetch --manifest-path $ROOT/Cargo.toml
+              depends on: (none)
+              why:        downloads every dependency once so that all later stages run --offline
+              proves:     dependencies resolve and download
+
+            stage build
+              command:    cargo build --manifest-path $ROOT/Cargo.toml --offline --workspace --lib --tests --bench plain
+              depends on: fetch
+              why:        compiles every target once; the test stages reuse its artifacts
+              proves:     build (dev); check --all-targets (dev); test binaries compile
+              build dir:  $ROOT/target (holds its lock throughout)
+
+            stage test
+              command:    cargo nextest run --manifest-path $ROOT/Cargo.toml --offline --workspace --lib --tests --no-fail-fast
+              depends on: build
+              why:        runs the tests with cargo-nextest, reusing the build stage's test binaries
+              proves:     unit and integration tests pass
+              build dir:  $ROOT/target (takes its lock only to confirm freshness)
+
+            stage doctest
+              command:    cargo test --manifest-path $ROOT/Cargo.toml --offline --workspace --doc --no-fail-fast
+              depends on: build
+              why:        runs documentation tests, which nextest does not run
+              proves:     doctests pass
+              build dir:  $ROOT/target (holds its lock throughout)
+
+            stage bench-build
+              command:    CARGO_TARGET_DIR=$ROOT/target/pipeline-opt/bench-target cargo bench --no-run --manifest-path $ROOT/Cargo.toml --offline --workspace --bench plain
+              depends on: fetch
+              why:        compiles the benchmarks in the bench profile, as `cargo bench --no-run` does
+              proves:     bench --no-run (bench profile)
+              build dir:  $ROOT/target/pipeline-opt/bench-target (holds its lock throughout)
+
+            dropped
+              check: redundant: a successful `build --all-targets` already proves `check --all-targets`
+
+            notes
+              - left out bench target `simd` of package `engine`: it uses #![feature(portable_simd)], which the 1.95.0 compiler does not accept
+        "#]],
+    );
+}
+
+#[test]
+fn without_nextest_tests_run_with_cargo_test_and_a_note_says_how_to_install_it() {
+    let fx = Fixture::write(&FixtureWorkspace::chain(2));
+    let w = fx.load();
+    let p = plan(&w, &Config::default(), &options(false)).unwrap();
+    let test = p.stage("test").unwrap();
+    assert_eq!(test.command.program, "cargo");
+    assert_eq!(test.command.args[0], "test");
+    // Explicit kinds keep doctests out of this stage: the doctest stage runs them.
+    assert!(test.command.args.windows(3).any(|w| w == ["--lib", "--bins", "--tests"]));
+    assert!(p.notes.iter().any(|n| n.contains("cargo install cargo-nextest")), "{:?}", p.notes);
+}
+
+#[test]
+fn config_disables_stages_and_adds_custom_ones() {
+    let ws = FixtureWorkspace::chain(2).config(
+        r#"
+disable = ["doctest", "fetch"]
+enable = ["fmt"]
+stage-timeout = "5m"
+[targets]
+required = "50s"
+stages = { build = "20s" }
+[stages.lint-docs]
+command = ["cargo", "doc", "--no-deps"]
+depends-on = ["build"]
+timeout = "90s"
+"#,
+    );
+    let fx = Fixture::write(&ws);
+    let w = fx.load();
+    let config = Config::from_workspace_metadata(&w.metadata).unwrap();
+    let p = plan(&w, &config, &options(true)).unwrap();
+    let ids: Vec<&str> = p.stages.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["build", "test", "fmt", "lint-docs"]);
+    let dropped: Vec<(&str, &str)> =
+        p.dropped.iter().map(|d| (d.id.as_str(), d.reason.as_str())).collect();
+    assert_eq!(
+        dropped,
+        [
+            ("fetch", "disabled in [workspace.metadata.pipeline-opt] `disable`"),
+            (
+                "check",
+                "redundant: a successful `build --all-targets` already proves `check --all-targets`"
+            ),
+            ("doctest", "disabled in [workspace.metadata.pipeline-opt] `disable`"),
+            ("bench-build", "the workspace has no bench targets"),
+        ]
+    );
+    let custom = p.stage("lint-docs").unwrap();
+    assert_eq!(custom.depends_on, ["build"]);
+    assert_eq!(custom.timeout, Some(std::time::Duration::from_secs(90)));
+    assert!(custom.build_dir.is_some(), "a cargo command takes the build directory lock");
+    assert_eq!(p.stage("build").unwrap().timeout, Some(std::time::Duration::from_secs(300)));
+    assert!(p.stage("build").unwrap().depends_on.is_empty(), "fetch is disabled");
+    assert_eq!(config.targets.required, Some(std::time::Duration::from_secs(50)));
+}
+
+#[test]
+fn passed_cargo_flags_reach_every_cargo_stage_alike() {
+    let fx = Fixture::write(&FixtureWorkspace::diamond());
+    let w = fx.load();
+    let mut o = options(true);
+    o.cargo = CargoArgs {
+        locked: true,
+        features: vec!["a".into(), "b".into()],
+        packages: vec!["left".into()],
+        ..CargoArgs::default()
+    };
+    let p = plan(&w, &Config::default(), &o).unwrap();
+    for s in p.stages.iter().filter(|s| s.id != "fetch") {
+        let args = s.command.args.join(" ");
+        assert!(args.contains("--package left --locked --features a,b"), "{}: {args}", s.id);
+        assert!(!args.contains("--workspace"), "{}: {args}", s.id);
+    }
+}
+
+#[test]
+fn frozen_drops_fetch_and_offline() {
+    let fx = Fixture::write(&FixtureWorkspace::chain(1));
+    let w = fx.load();
+    let mut o = options(true);
+    o.cargo.frozen = true;
+    let p = plan(&w, &Config::default(), &o).unwrap();
+    assert!(p.stage("fetch").is_none());
+    assert!(p.dropped.iter().any(|d| d.id == "fetch" && d.reason.contains("--frozen")));
+    assert!(p.stages.iter().all(|s| !s.command.args.contains(&"--offline".to_string())));
+}
+
+#[test]
+fn unknown_package_is_an_error_listing_members() {
+    let fx = Fixture::write(&FixtureWorkspace::chain(2));
+    let w = fx.load();
+    let mut o = options(true);
+    o.cargo.packages = vec!["nope".into()];
+    let err = plan(&w, &Config::default(), &o).unwrap_err().to_string();
+    assert_eq!(err, "unknown package `nope` passed with -p; workspace members are: c0, c1");
+}
+
+#[test]
+fn bad_duration_names_the_key_and_the_fix() {
+    check_config_error(
+        "targets = { required = \"4x\" }",
+        expect![[
+            r#"invalid `workspace.metadata.pipeline-opt.targets.required` in Cargo.toml: `4x` is not a duration (unknown time unit "x", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); write it like "45s" or "2m 30s""#
+        ]],
+    );
+}
+
+#[test]
+fn unknown_key_names_the_key() {
+    check_config_error(
+        "tragets = {}",
+        expect![
+            "invalid `workspace.metadata.pipeline-opt.tragets` in Cargo.toml: unknown field `tragets`, expected one of `targets`, `disable`, `enable`, `bench-proof`, `stage-timeout`, `stages`, `services`, `cache`"
+        ],
+    );
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    check_config_error(
+        "disable = \"doctest\"",
+        expect![[
+            r#"invalid `workspace.metadata.pipeline-opt.disable` in Cargo.toml: invalid type: string "doctest", expected a sequence"#
+        ]],
+    );
+}
+
+#[test]
+fn unknown_stage_in_disable_lists_known_stages() {
+    check_config_error(
+        "disable = [\"doctests\"]",
+        expect![
+            "unknown stage `doctests` in `workspace.metadata.pipeline-opt.disable` in Cargo.toml; known stages: fetch, build, check, test, doctest, bench-build, clippy, fmt, doc, services"
+        ],
+    );
+}
+
+#[test]
+fn custom_stage_cycle_is_an_error() {
+    check_config_error(
+        "[stages.a]\ncommand = [\"true\"]\ndepends-on = [\"b\"]\n[stages.b]\ncommand = [\"true\"]\ndepends-on = [\"a\"]\n",
+        expect![[
+            r#"stages depend on each other in a cycle: a -> b -> a; remove one `depends-on` entry in [workspace.metadata.pipeline-opt.stages]"#
+        ]],
+    );
+}
+
+#[test]
+fn custom_stage_depending_on_an_unknown_stage_is_an_error() {
+    check_config_error(
+        "[stages.a]\ncommand = [\"true\"]\ndepends-on = [\"lint\"]\n",
+        expect![
+            "unknown stage `lint` in `workspace.metadata.pipeline-opt.stages.a.depends-on` in Cargo.toml; known stages: a, build, doctest, fetch, test"
+        ],
+    );
+}
+
+#[test]
+fn empty_custom_command_is_an_error() {
+    check_config_error(
+        "[stages.a]\ncommand = []\n",
+        expect![[
+            r#"invalid `workspace.metadata.pipeline-opt.stages.a.command` in Cargo.toml: the command is empty; give the program and its arguments as a list, e.g. ["cargo", "doc"]"#
+        ]],
+    );
+}
+
+#[test]
+fn plan_of_this_project_builds_tests_and_checks_benches() {
+    let manifest = camino::Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+    let inputs = pipeline_opt::inputs::Inputs::load(Some(&manifest)).unwrap();
+    let p = inputs.plan(CargoArgs::default(), false).unwrap();
+    let ids: Vec<&str> = p.stages.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["fetch", "build", "test", "doctest", "bench-build"]);
+    let bench = p.stage("bench-build").unwrap();
+    assert_ne!(bench.build_dir, p.stage("build").unwrap().build_dir, "bench work overlaps dev");
+}
+
+#[test]
+fn package_needing_a_newer_compiler_is_an_error_naming_the_fix() {
+    let fx = Fixture::write(&FixtureWorkspace::chain(2));
+    // rust-version belongs in [package], so edit the written manifest.
+    let manifest = fx.root.join("crates/c1/Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replacen("publish = false\n", "publish = false\nrust-version = \"1.99\"\n", 1),
+    )
+    .unwrap();
+    let w = fx.load();
+    let err = plan(&w, &Config::default(), &options(true)).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "package `c1` needs rustc 1.99.0 (its `rust-version`) but the active toolchain is 1.95.0; install a newer toolchain (`rustup update`) or pin one in rust-toolchain.toml"
+    );
+}
+
+#[test]
+fn nightly_only_integration_test_is_listed_out_by_name() {
+    let ws = FixtureWorkspace::new(vec![
+        FixtureCrate::new("engine")
+            .test("nightly_api", "#![feature(test)]\n#[test]\nfn a() {}\n")
+            .test("stable_api", "#[test]\nfn b() {}\n"),
+    ]);
+    let fx = Fixture::write(&ws);
+    let w = fx.load();
+    let p = plan(&w, &Config::default(), &options(true)).unwrap();
+    let build = p.stage("build").unwrap().command.args.join(" ");
+    assert!(build.ends_with("--workspace --lib --test stable_api"), "{build}");
+    let test = p.stage("test").unwrap().command.args.join(" ");
+    assert!(test.contains("--lib --test stable_api --no-fail-fast"), "{test}");
+    assert!(p.notes.iter().any(|n| n.contains("`nightly_api`")), "{:?}", p.notes);
+    assert!(p.notes.iter().any(|n| n.contains("unit-test harnesses")), "{:?}", p.notes);
+}
