@@ -4,8 +4,10 @@
 
 use criterion::{criterion_group, criterion_main};
 
+#[path = "bench_compare.rs"]
+mod bench_compare;
 #[path = "planning.rs"]
 mod planning;
 
-criterion_group!(benches, planning::workspace_model_and_plan);
+criterion_group!(benches, planning::workspace_model_and_plan, bench_compare::statistics);
 criterion_main!(benches);

@@ -65,12 +65,16 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("run") => {
             let runs = args.get(1).map(|r| r.parse().expect("RUNS is a number")).unwrap_or(10);
-            let out = args.get(2).cloned().unwrap_or("benches/experiments/bench_compare_quality.json".into());
+            let out = args
+                .get(2)
+                .cloned()
+                .unwrap_or("benches/experiments/bench_compare_quality.json".into());
             run(runs, Utf8Path::new(&out));
         }
         Some("table") => {
             let path = args.get(1).expect("table PATH");
-            let e: Experiment = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+            let e: Experiment =
+                serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
             print!("{}", table(&e));
         }
         _ => eprintln!("usage: bench_compare_quality run [RUNS] [OUT.json] | table OUT.json"),
@@ -121,7 +125,10 @@ fn run(runs: usize, out: &Utf8Path) {
     krate.manifest_extra =
         "[dev-dependencies.criterion]\nversion = \"0.8\"\ndefault-features = false\n".into();
     FixtureWorkspace::new(vec![krate])
-        .file(".cargo/config.toml", format!("[build]\ntarget-dir = \"{target}\"\n\n[net]\noffline = true\n"))
+        .file(
+            ".cargo/config.toml",
+            format!("[build]\ntarget-dir = \"{target}\"\n\n[net]\noffline = true\n"),
+        )
         .write(&root)
         .unwrap();
     git(&root, &["init", "--quiet", "-b", "main"]);
@@ -159,7 +166,12 @@ fn run(runs: usize, out: &Utf8Path) {
             });
         }
         eprintln!("run {run}: {:.1}s", c.elapsed_secs);
-        times.push(RunTime { run, elapsed_secs: c.elapsed_secs, build_secs: c.build_secs, loadavg_before });
+        times.push(RunTime {
+            run,
+            elapsed_secs: c.elapsed_secs,
+            build_secs: c.build_secs,
+            loadavg_before,
+        });
     }
 
     // One plain `cargo bench` of each side, builds warm as in our runs.
@@ -169,7 +181,9 @@ fn run(runs: usize, out: &Utf8Path) {
             .unwrap()
             .flatten()
             .map(|e| Utf8PathBuf::from_path_buf(e.path()).unwrap())
-            .find(|p| p.is_dir() && p.extension().is_none() && p.file_name().unwrap().starts_with("main-"))
+            .find(|p| {
+                p.is_dir() && p.extension().is_none() && p.file_name().unwrap().starts_with("main-")
+            })
             .expect("the base worktree");
         let started = Instant::now();
         let head_ok = plain_cargo_bench(&root, None);
@@ -179,7 +193,9 @@ fn run(runs: usize, out: &Utf8Path) {
     let defaults = BenchCompareOptions::default();
     let e = Experiment {
         version: 1,
-        command: format!("cargo run -p pipeline-opt-benches --example bench_compare_quality -- run {runs} {out}"),
+        command: format!(
+            "cargo run -p pipeline-opt-benches --example bench_compare_quality -- run {runs} {out}"
+        ),
         benches_per_suite: BENCHES,
         rounds: defaults.rounds,
         warm_up_secs: defaults.warm_up.as_secs_f64(),
@@ -253,7 +269,11 @@ fn table(e: &Experiment) -> String {
     }
     out.push_str(&format!(
         "Load average before each run: {}; after: {}.\n",
-        e.runs.iter().map(|r| r.loadavg_before.split_whitespace().next().unwrap_or("?")).collect::<Vec<_>>().join(", "),
+        e.runs
+            .iter()
+            .map(|r| r.loadavg_before.split_whitespace().next().unwrap_or("?"))
+            .collect::<Vec<_>>()
+            .join(", "),
         e.loadavg_after.split_whitespace().next().unwrap_or("?")
     ));
     out

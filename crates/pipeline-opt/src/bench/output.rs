@@ -109,15 +109,7 @@ pub fn render_terminal(c: &Comparison) -> String {
     }
     for p in &c.problems {
         let severity = if p.is_error() { "error" } else { "note" };
-        writeln!(
-            out,
-            "{severity}: {} side, {} bench `{}`: {}",
-            p.side,
-            p.package,
-            p.target,
-            first_lines(&p.message, 6)
-        )
-        .unwrap();
+        writeln!(out, "{severity}: {}: {}", location(p), first_lines(&p.message, 6)).unwrap();
     }
     for n in &c.notes {
         writeln!(out, "note: {n}").unwrap();
@@ -125,6 +117,15 @@ pub fn render_terminal(c: &Comparison) -> String {
     writeln!(out, "{}", summary_line(c)).unwrap();
     writeln!(out, "took {:.1}s ({:.1}s building)", c.elapsed_secs, c.build_secs).unwrap();
     out
+}
+
+/// `head side, fx bench `speed`` or, for a stored baseline, just the side.
+fn location(p: &super::Problem) -> String {
+    if p.target.is_empty() {
+        format!("{} side", p.side)
+    } else {
+        format!("{} side, {} bench `{}`", p.side, p.package, p.target)
+    }
 }
 
 fn first_lines(s: &str, n: usize) -> String {
@@ -153,8 +154,7 @@ pub fn render_markdown(c: &Comparison) -> String {
     for p in &c.problems {
         let severity = if p.is_error() { "**error**" } else { "note" };
         let msg = p.message.lines().next().unwrap_or("").replace('|', "\\|");
-        writeln!(out, "- {severity}: {} side, `{}` bench `{}`: {msg}", p.side, p.package, p.target)
-            .unwrap();
+        writeln!(out, "- {severity}: {}: {msg}", location(p)).unwrap();
     }
     for n in &c.notes {
         writeln!(out, "- note: {n}").unwrap();

@@ -53,10 +53,8 @@ impl Repo {
         for (name, src) in benches {
             krate = krate.bench(*name, src.clone());
         }
-        let config = format!(
-            "[build]\ntarget-dir = \"{}\"\n\n[net]\noffline = true\n",
-            shared_target()
-        );
+        let config =
+            format!("[build]\ntarget-dir = \"{}\"\n\n[net]\noffline = true\n", shared_target());
         FixtureWorkspace::new(vec![krate])
             .config(format!("cache = {{ dir = \"{}\" }}", base.join("state")))
             .file(".cargo/config.toml", config)
@@ -204,7 +202,11 @@ fn bench_compare_saved_baseline_and_corrupted_result() {
     let name = format!("snap{}", std::process::id());
     let save = BenchCompareOptions { save_baseline: Some(name.clone()), ..repo.options("main") };
     let c = repo.compare(&save);
-    assert!(c.notes.iter().any(|n| n.contains(&format!("criterion baseline `{name}`"))), "{:?}", c.notes);
+    assert!(
+        c.notes.iter().any(|n| n.contains(&format!("criterion baseline `{name}`"))),
+        "{:?}",
+        c.notes
+    );
 
     let against = BenchCompareOptions { baseline: Some(name.clone()), ..repo.options("main") };
     let c = repo.compare(&against);
@@ -213,7 +215,8 @@ fn bench_compare_saved_baseline_and_corrupted_result() {
     let sample = shared_target().join("criterion/sum").join(&name).join("sample.json");
     std::fs::write(&sample, "{\"iters\": [1.0, 2.0], \"times\": [oops").unwrap();
     let c = repo.compare(&against);
-    let problem = c.problems.iter().find(|p| p.kind == ProblemKind::CorruptResult).expect("reported");
+    let problem =
+        c.problems.iter().find(|p| p.kind == ProblemKind::CorruptResult).expect("reported");
     assert!(problem.message.contains(sample.as_str()), "{}", problem.message);
     assert!(problem.message.contains("delete it"), "{}", problem.message);
     assert_eq!(c.exit_code(), exit::ERROR);
