@@ -151,17 +151,12 @@ fn build_once(
                     });
                 }
             }
-            Message::CompilerMessage(m) if first_error.is_none() => {
-                if m.message.level == cargo_metadata::diagnostic::DiagnosticLevel::Error {
-                    first_error = Some(
-                        m.message
-                            .rendered
-                            .clone()
-                            .unwrap_or(m.message.message.clone())
-                            .trim_end()
-                            .to_string(),
-                    );
-                }
+            Message::CompilerMessage(m)
+                if first_error.is_none()
+                    && m.message.level == cargo_metadata::diagnostic::DiagnosticLevel::Error =>
+            {
+                let text = m.message.rendered.clone().unwrap_or(m.message.message.clone());
+                first_error = Some(text.trim_end().to_string());
             }
             _ => {}
         }
