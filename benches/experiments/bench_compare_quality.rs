@@ -33,6 +33,10 @@ struct Record {
     ci_low: Option<f64>,
     ci_high: Option<f64>,
     noise_floor: Option<f64>,
+    #[serde(default)]
+    base_rounds: Vec<Option<f64>>,
+    #[serde(default)]
+    head_rounds: Vec<Option<f64>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -163,6 +167,8 @@ fn run(runs: usize, out: &Utf8Path) {
                 ci_low: b.ci_low,
                 ci_high: b.ci_high,
                 noise_floor: b.noise_floor,
+                base_rounds: b.base_rounds.clone(),
+                head_rounds: b.head_rounds.clone(),
             });
         }
         eprintln!("run {run}: {:.1}s", c.elapsed_secs);

@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Deserialize;
 
-use super::stats::median;
+use super::stats::low_quantile;
 
 /// One benchmark's measurement in one run, in nanoseconds per iteration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Measurement {
     pub id: String,
-    /// The value a round contributes: the median of the per-iteration sample times.
+    /// The value a round contributes: the 10th percentile of the per-iteration sample
+    /// times (see [`low_quantile`]).
     pub nanos: f64,
     /// The directory criterion wrote it to (for `--save-baseline`), if any.
     pub dir: Option<Utf8PathBuf>,
@@ -104,7 +105,7 @@ fn read_one(dir: &Utf8Path) -> Result<Option<Measurement>, CorruptResult> {
     let from_sample = load::<SampleJson>(&dir.join("sample.json"))?.and_then(|s| {
         let per_iter: Vec<f64> =
             s.iters.iter().zip(&s.times).filter(|(i, _)| **i > 0.0).map(|(i, t)| t / i).collect();
-        median(&per_iter)
+        low_quantile(&per_iter)
     });
     let nanos = match from_sample {
         Some(n) => n,

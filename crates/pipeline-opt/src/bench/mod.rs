@@ -184,7 +184,7 @@ pub struct BenchmarkResult {
     pub target: String,
     pub id: String,
     pub verdict: Verdict,
-    /// Median ns/iteration over rounds, per side.
+    /// Median over rounds of each round's value (ns/iteration), per side.
     pub base_nanos: Option<f64>,
     pub head_nanos: Option<f64>,
     /// Geometric mean of head/base over the paired rounds.
@@ -196,6 +196,9 @@ pub struct BenchmarkResult {
     pub noise_floor: Option<f64>,
     /// Rounds with a value on both sides.
     pub paired_rounds: usize,
+    /// The raw per-round values (ns/iteration), `null` where a round has none.
+    pub base_rounds: Vec<Option<f64>>,
+    pub head_rounds: Vec<Option<f64>>,
 }
 
 /// The whole result: what the terminal table, markdown and JSON are rendered from.
@@ -503,6 +506,8 @@ fn assess(
             p_adjusted: None,
             noise_floor: None,
             paired_rounds: 0,
+            base_rounds: base.cloned().unwrap_or_default(),
+            head_rounds: head.cloned().unwrap_or_default(),
         };
         match (base, head) {
             (None, Some(_)) => result.verdict = Verdict::Added,

@@ -157,6 +157,19 @@ pub fn median(values: &[f64]) -> Option<f64> {
     Some(if v.len().is_multiple_of(2) { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] })
 }
 
+/// The 10th percentile: on a shared machine, other processes only ever add time to a
+/// sample (preemption, cache pollution), so a low quantile of criterion's samples tracks
+/// the code's own speed far more tightly than the median, while staying clear of the
+/// single luckiest sample.
+pub fn low_quantile(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    Some(v[(v.len() - 1) / 10])
+}
+
 /// CDF of Student's t distribution with `df` degrees of freedom.
 pub fn student_t_cdf(t: f64, df: f64) -> f64 {
     let x = df / (df + t * t);
