@@ -38,18 +38,20 @@ fn bench_src(benches: &[(&str, u64)]) -> String {
 struct Repo {
     _tmp: tempfile::TempDir,
     root: Utf8PathBuf,
+    package: String,
 }
 
 impl Repo {
     /// A git repository on branch `main` whose one commit holds a workspace with the
-    /// bench targets `benches` (name, source).
-    fn new(benches: &[(&str, String)]) -> Repo {
+    /// bench targets `benches` (name, source). `package` must differ between tests:
+    /// cargo gives same-named path packages the same artifact names, and the fixtures
+    /// share a target dir.
+    fn new(package: &str, benches: &[(&str, String)]) -> Repo {
         let tmp = tempfile::tempdir().unwrap();
         let base = Utf8Path::from_path(tmp.path()).unwrap().to_owned();
         let root = base.join("repo");
-        let mut krate = FixtureCrate::new("fx").lib(LIB);
-        krate.manifest_extra =
-            "[dev-dependencies.criterion]\nversion = \"0.8\"\ndefault-features = false\n".into();
+        let mut krate = FixtureCrate::new(package).lib(LIB);
+        krate.manifest_extra = "[lib]\nname = \"fx\"\n\n[dev-dependencies.criterion]\nversion = \"0.8\"\ndefault-features = false\n".into();
         for (name, src) in benches {
             krate = krate.bench(*name, src.clone());
         }
@@ -60,7 +62,7 @@ impl Repo {
             .file(".cargo/config.toml", config)
             .write(&root)
             .unwrap();
-        let repo = Repo { _tmp: tmp, root };
+        let repo = Repo { _tmp: tmp, root, package: package.to_string() };
         repo.git(&["init", "--quiet", "-b", "main"]);
         repo.commit("fixture");
         repo
@@ -83,7 +85,8 @@ impl Repo {
     }
 
     fn write_bench(&self, name: &str, src: &str) {
-        std::fs::write(self.root.join(format!("crates/fx/benches/{name}.rs")), src).unwrap();
+        let dir = self.root.join("crates").join(&self.package).join("benches");
+        std::fs::write(dir.join(format!("{name}.rs")), src).unwrap();
     }
 
     fn options(&self, git_ref: &str) -> BenchCompareOptions {
@@ -115,7 +118,7 @@ fn verdicts(c: &Comparison) -> Vec<(String, Verdict)> {
 
 #[test]
 fn bench_compare_ref_that_does_not_exist() {
-    let repo = Repo::new(&[("speed", bench_src(&[("sum", 1000)]))]);
+    let repo = Repo::new("fx_missing_ref", &[("speed", bench_src(&[("sum", 1000)]))]);
     let err = bench_compare(&repo.options("no-such-branch"), &mut |_| {}).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("git ref `no-such-branch` not found"), "{msg}");
@@ -124,7 +127,7 @@ fn bench_compare_ref_that_does_not_exist() {
 
 #[test]
 fn bench_compare_current_branch_against_itself_is_unchanged() {
-    let repo = Repo::new(&[("speed", bench_src(&[("sum", 1000)]))]);
+    let repo = Repo::new("fx_same_branch", &[("speed", bench_src(&[("sum", 1000)]))]);
     let c = repo.compare(&repo.options("main"));
     assert_eq!(c.base.commit.as_deref(), Some(repo.git(&["rev-parse", "HEAD"]).as_str()));
     assert_eq!(verdicts(&c), [("sum".to_string(), Verdict::Unchanged)]);
@@ -137,7 +140,7 @@ fn bench_compare_current_branch_against_itself_is_unchanged() {
 
 #[test]
 fn bench_compare_dirty_tree_is_the_head_side() {
-    let repo = Repo::new(&[("speed", bench_src(&[("sum", 1000)]))]);
+    let repo = Repo::new("fx_dirty", &[("speed", bench_src(&[("sum", 1000)]))]);
     // Uncommitted: the same benchmark now does 20 times the work.
     repo.write_bench("speed", &bench_src(&[("sum", 20_000)]));
     let c = repo.compare(&repo.options("main"));
@@ -149,7 +152,8 @@ fn bench_compare_dirty_tree_is_the_head_side() {
 
 #[test]
 fn bench_compare_added_and_removed_benchmarks() {
-    let repo = Repo::new(&[("speed", bench_src(&[("kept", 1000), ("old", 1000)]))]);
+    let repo =
+        Repo::new("fx_added_removed", &[("speed", bench_src(&[("kept", 1000), ("old", 1000)]))]);
     repo.write_bench("speed", &bench_src(&[("kept", 1000), ("new", 1000)]));
     let c = repo.compare(&repo.options("main"));
     assert_eq!(
@@ -165,7 +169,7 @@ fn bench_compare_added_and_removed_benchmarks() {
 
 #[test]
 fn bench_compare_bench_that_panics() {
-    let repo = Repo::new(&[("speed", bench_src(&[("sum", 1000)]))]);
+    let repo = Repo::new("fx_panics", &[("speed", bench_src(&[("sum", 1000)]))]);
     let panicking = bench_src(&[("sum", 1000)]).replace(
         "fn benches(c: &mut Criterion) {",
         "fn benches(c: &mut Criterion) {\n    c.bench_function(\"boom\", |b| b.iter(|| -> u64 { panic!(\"the fixture bench panics\") }));",
@@ -176,13 +180,14 @@ fn bench_compare_bench_that_panics() {
     assert_eq!(problem.side, Side::Head);
     assert!(problem.message.contains("the fixture bench panics"), "{}", problem.message);
     assert_eq!(c.exit_code(), exit::ERROR);
-    assert!(output::render_terminal(&c).contains("error: head side, fx bench `speed`"));
+    assert!(output::render_terminal(&c).contains("error: head side, fx_panics bench `speed`"));
 }
 
 #[test]
 fn bench_compare_target_that_fails_to_build_on_base_is_reported() {
     let broken = "fn main() { let x: u32 = \"not a number\"; }\n".to_string();
-    let repo = Repo::new(&[("speed", bench_src(&[("sum", 1000)])), ("other", broken)]);
+    let repo =
+        Repo::new("fx_base_broken", &[("speed", bench_src(&[("sum", 1000)])), ("other", broken)]);
     repo.write_bench("other", &bench_src(&[("fixed", 1000)]));
     let c = repo.compare(&repo.options("main"));
     let problem = c.problems.iter().find(|p| p.kind == ProblemKind::BuildFailed).expect("reported");
@@ -198,7 +203,7 @@ fn bench_compare_target_that_fails_to_build_on_base_is_reported() {
 
 #[test]
 fn bench_compare_saved_baseline_and_corrupted_result() {
-    let repo = Repo::new(&[("speed", bench_src(&[("sum", 1000)]))]);
+    let repo = Repo::new("fx_baseline", &[("speed", bench_src(&[("sum", 1000)]))]);
     let name = format!("snap{}", std::process::id());
     let save = BenchCompareOptions { save_baseline: Some(name.clone()), ..repo.options("main") };
     let c = repo.compare(&save);
