@@ -4,6 +4,8 @@
 
 use criterion::{criterion_group, criterion_main};
 
+#[path = "bench_compare.rs"]
+mod bench_compare;
 #[path = "planning.rs"]
 mod planning;
 #[path = "pool/leases.rs"]
@@ -19,6 +21,7 @@ criterion_group!(
     planning::workspace_model_and_plan,
     scheduler::scheduler,
     pool_leases::pool_leases,
-    fingerprint::fingerprint_10k_files
+    fingerprint::fingerprint_10k_files,
+    bench_compare::statistics
 );
 criterion_main!(benches);

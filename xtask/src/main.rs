@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod flags;
 
+mod bench_compare;
 mod cache;
 mod ci;
 mod history;
@@ -41,16 +42,12 @@ fn run(flags: flags::Xtask) -> Result<i32> {
         flags::XtaskCmd::Optimize(cmd) => cmd.run(),
         flags::XtaskCmd::Check(cmd) => cmd.run(),
         flags::XtaskCmd::Ci(cmd) => cmd.run(&sh),
-        flags::XtaskCmd::BenchCompare(_) => not_yet("bench-compare", 7),
+        flags::XtaskCmd::BenchCompare(cmd) => cmd.run(&sh),
         flags::XtaskCmd::Pool(cmd) => cmd.run(&sh),
         flags::XtaskCmd::Cache(cmd) => cmd.run(),
         flags::XtaskCmd::History(cmd) => cmd.run(),
         flags::XtaskCmd::CiWorkflow(cmd) => cmd.run(),
     }
-}
-
-fn not_yet(command: &str, issue: u32) -> Result<i32> {
-    anyhow::bail!("`cargo xtask {command}` is not available yet (issue {issue})")
 }
 
 impl flags::Plan {

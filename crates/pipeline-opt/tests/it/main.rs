@@ -4,6 +4,7 @@
 mod support;
 
 mod affected;
+mod bench_compare;
 mod cache;
 mod optimize;
 mod orchestrator;
