@@ -4,6 +4,23 @@
 
 // Commands still being built leave some generated fields unread for now.
 #[allow(dead_code)]
+/// The cargo flags that `plan`, `optimize` and `check` share, from any of their flag
+/// structs (xflags generates one struct per command).
+macro_rules! cargo_args {
+    ($flags:expr) => {
+        pipeline_opt::plan::CargoArgs {
+            locked: $flags.locked,
+            frozen: $flags.frozen,
+            features: crate::split_features($flags.features.as_deref()),
+            all_features: $flags.all_features,
+            no_default_features: $flags.no_default_features,
+            target: $flags.target,
+            profile: $flags.profile,
+            packages: $flags.package,
+        }
+    };
+}
+
 mod flags;
 
 mod bench_compare;
@@ -19,7 +36,6 @@ use anyhow::Result;
 use camino::Utf8PathBuf;
 use pipeline_opt::exit;
 use pipeline_opt::inputs::Inputs;
-use pipeline_opt::plan::CargoArgs;
 
 fn main() -> ExitCode {
     // The engine re-executes this binary as RUSTC_WRAPPER, pool supervisor and services
@@ -58,17 +74,9 @@ impl flags::Plan {
         }
         let manifest = utf8(self.manifest_path.as_ref())?;
         let inputs = Inputs::load(manifest.as_deref())?;
-        let cargo = CargoArgs {
-            locked: self.locked,
-            frozen: self.frozen,
-            features: split_features(self.features.as_deref()),
-            all_features: self.all_features,
-            no_default_features: self.no_default_features,
-            target: self.target,
-            profile: self.profile,
-            packages: self.package,
-        };
-        let plan = inputs.plan(cargo, self.strict)?;
+        let strict = self.strict;
+        let cargo = cargo_args!(self);
+        let plan = inputs.plan(cargo, strict)?;
         match format {
             "json" => println!("{}", serde_json::to_string_pretty(&plan)?),
             _ => print!("{}", plan.render_text()),

@@ -5,12 +5,11 @@
 use anyhow::Result;
 use pipeline_opt::optimize::OptimizeOutcome;
 use pipeline_opt::orchestrator::plain_progress_line;
-use pipeline_opt::plan::CargoArgs;
 use pipeline_opt::profile::Event;
 use pipeline_opt::targets::Gate;
 use pipeline_opt::{OptimizeOptions, run_fast_validation, run_optimized_pipeline};
 
-use crate::{split_features, utf8};
+use crate::utf8;
 
 impl crate::flags::Optimize {
     pub(crate) fn run(self) -> Result<i32> {
@@ -20,16 +19,7 @@ impl crate::flags::Optimize {
         let gate = self.gate.as_deref().map(str::parse::<Gate>).transpose()?;
         let options = OptimizeOptions {
             manifest_path: utf8(self.manifest_path.as_ref())?,
-            cargo: CargoArgs {
-                locked: self.locked,
-                frozen: self.frozen,
-                features: split_features(self.features.as_deref()),
-                all_features: self.all_features,
-                no_default_features: self.no_default_features,
-                target: self.target,
-                profile: self.profile,
-                packages: self.package,
-            },
+            cargo: cargo_args!(self),
             strict: self.strict,
             keep_going: self.keep_going,
             jobs: self.jobs,
@@ -54,16 +44,7 @@ impl crate::flags::Check {
     pub(crate) fn run(self) -> Result<i32> {
         let options = OptimizeOptions {
             manifest_path: utf8(self.manifest_path.as_ref())?,
-            cargo: CargoArgs {
-                locked: self.locked,
-                frozen: self.frozen,
-                features: split_features(self.features.as_deref()),
-                all_features: self.all_features,
-                no_default_features: self.no_default_features,
-                target: self.target,
-                profile: self.profile,
-                packages: self.package,
-            },
+            cargo: cargo_args!(self),
             ..cli_defaults()
         };
         let outcome = run_fast_validation(&options, &mut print_event)?;

@@ -733,22 +733,7 @@ fn bottom_levels(plan: &Plan, index: &BTreeMap<&str, usize>) -> Vec<usize> {
 }
 
 fn skipped_metrics(stage: &Stage, reason: String) -> StageMetrics {
-    StageMetrics {
-        id: stage.id.clone(),
-        command: stage.command.display(),
-        status: StageStatus::Skipped { reason },
-        start: Duration::ZERO,
-        wall: Duration::ZERO,
-        cpu_user: Duration::ZERO,
-        cpu_system: Duration::ZERO,
-        peak_rss_kib: 0,
-        exit_code: None,
-        log_path: None,
-        tail: Vec::new(),
-        failed_tests: Vec::new(),
-        flaky_tests: Vec::new(),
-        proves: stage.proves.clone(),
-    }
+    StageMetrics::not_run(stage, StageStatus::Skipped { reason })
 }
 
 fn finish_metrics(

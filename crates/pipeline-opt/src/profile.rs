@@ -121,10 +121,16 @@ pub struct StageMetrics {
 impl StageMetrics {
     /// A stage served from the stage cache: it never ran, so it has no times.
     pub fn cached(stage: &crate::plan::Stage, from_run: String) -> StageMetrics {
+        StageMetrics::not_run(stage, StageStatus::Cached { from_run })
+    }
+
+    /// A stage that did not run (cached, or skipped because of a dependency or an
+    /// interrupt): no time, no resources, nothing logged.
+    pub fn not_run(stage: &crate::plan::Stage, status: StageStatus) -> StageMetrics {
         StageMetrics {
             id: stage.id.clone(),
             command: stage.command.display(),
-            status: StageStatus::Cached { from_run },
+            status,
             start: Duration::ZERO,
             wall: Duration::ZERO,
             cpu_user: Duration::ZERO,
