@@ -133,17 +133,7 @@ pub fn run_optimized_pipeline(
         // The fresh target directories are large and never reused.
         let _ = std::fs::remove_dir_all(&fresh_root);
     }
-    let reports = crate::report::write_reports(
-        &record,
-        &ReportOptions {
-            state_dir: state_dir.clone(),
-            markdown: options.report.clone(),
-            json: options.json.clone(),
-            prometheus: options.prometheus.clone(),
-        },
-    )?;
-    let exit_code = exit_code(&record, options.gate);
-    Ok(OptimizeOutcome { record, reports, exit_code })
+    report_and_decide(record, state_dir.clone(), options)
 }
 
 /// `cargo xtask check`: `cargo check --all-targets` with the configured features (after
@@ -164,6 +154,16 @@ pub fn run_fast_validation(
     let command = command_line("check", options);
     let targets = PerformanceTargets::from_config(&inputs.config.targets);
     let record = run_plan(&inputs, options, &plan, &run_id, &command, targets, on_event)?;
+    report_and_decide(record, state_dir, options)
+}
+
+/// Writes every report of a finished run (also a failed or interrupted one) and decides
+/// the exit code.
+fn report_and_decide(
+    record: RunRecord,
+    state_dir: Utf8PathBuf,
+    options: &OptimizeOptions,
+) -> Result<OptimizeOutcome, OptimizeError> {
     let reports = crate::report::write_reports(
         &record,
         &ReportOptions {

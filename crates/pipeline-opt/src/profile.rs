@@ -118,6 +118,20 @@ pub struct StageMetrics {
     pub proves: Vec<String>,
 }
 
+impl StageStatus {
+    /// The state's kebab-case name, as in the JSON `state` field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StageStatus::Succeeded => "succeeded",
+            StageStatus::Failed => "failed",
+            StageStatus::TimedOut => "timed-out",
+            StageStatus::Cancelled => "cancelled",
+            StageStatus::Skipped { .. } => "skipped",
+            StageStatus::Cached { .. } => "cached",
+        }
+    }
+}
+
 impl StageMetrics {
     /// A stage served from the stage cache: it never ran, so it has no times.
     pub fn cached(stage: &crate::plan::Stage, from_run: String) -> StageMetrics {

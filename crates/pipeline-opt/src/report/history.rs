@@ -9,7 +9,7 @@ use std::time::Duration;
 use camino::Utf8Path;
 use serde::{Deserialize, Serialize};
 
-use crate::profile::{RunOutcome, RunRecord, StageStatus};
+use crate::profile::{RunOutcome, RunRecord};
 use crate::report::{ReportError, secs, write_atomic};
 
 /// Bumped on every incompatible change of [`HistoryEntry`].
@@ -65,14 +65,7 @@ impl HistoryEntry {
                 .stages
                 .iter()
                 .map(|s| {
-                    let status = match &s.status {
-                        StageStatus::Succeeded => "succeeded",
-                        StageStatus::Failed => "failed",
-                        StageStatus::TimedOut => "timed-out",
-                        StageStatus::Cancelled => "cancelled",
-                        StageStatus::Skipped { .. } => "skipped",
-                        StageStatus::Cached { .. } => "cached",
-                    };
+                    let status = s.status.name();
                     (s.id.clone(), HistoryStage { status: status.into(), wall: s.wall })
                 })
                 .collect(),

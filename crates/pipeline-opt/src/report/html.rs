@@ -183,14 +183,7 @@ fn axis(s: &mut String, scale: &Scale, height: f64) {
 }
 
 fn status_class(status: &StageStatus) -> &'static str {
-    match status {
-        StageStatus::Succeeded => "succeeded",
-        StageStatus::Failed => "failed",
-        StageStatus::TimedOut => "timed-out",
-        StageStatus::Cancelled => "cancelled",
-        StageStatus::Skipped { .. } => "skipped",
-        StageStatus::Cached { .. } => "cached",
-    }
+    status.name()
 }
 
 fn stage_bar(s: &mut String, record: &RunRecord, st: &StageMetrics, y: f64, scale: &Scale) {
