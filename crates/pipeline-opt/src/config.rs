@@ -26,6 +26,11 @@ pub struct Config {
     /// default) or `build` (a full `cargo bench --no-run`, as a naive CI does).
     #[serde(default)]
     pub bench_proof: BenchProof,
+    /// Incremental compilation for the plan's cargo stages: `auto` (the default) turns
+    /// it off when the `CI` environment variable is set and `CARGO_INCREMENTAL` is not,
+    /// `off` always, `on` leaves cargo's own default.
+    #[serde(default)]
+    pub incremental: Incremental,
     /// Timeout for every stage that does not set its own.
     #[serde(default, deserialize_with = "opt_duration", skip_serializing_if = "Option::is_none")]
     pub stage_timeout: Option<Duration>,
@@ -59,6 +64,18 @@ pub enum BenchProof {
     #[default]
     Check,
     Build,
+}
+
+/// Whether the plan's cargo stages compile incrementally. A CI job starts from a cold
+/// build directory and usually throws it away, so the incremental data it writes is
+/// pure cost there.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Incremental {
+    #[default]
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

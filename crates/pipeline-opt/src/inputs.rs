@@ -59,6 +59,8 @@ impl Inputs {
             nextest: self.nextest,
             cargo,
             strict,
+            ci: std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0"),
+            cargo_incremental_set: std::env::var_os("CARGO_INCREMENTAL").is_some(),
         };
         crate::plan::plan(&self.workspace, &self.config, &options)
     }

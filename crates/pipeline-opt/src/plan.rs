@@ -12,7 +12,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 use xshell::{Shell, cmd};
 
-use crate::config::{BenchProof, Config, ConfigError};
+use crate::config::{BenchProof, Config, ConfigError, Incremental};
 use crate::toolchain::Toolchain;
 use crate::workspace::{TargetKind, Workspace};
 
@@ -165,6 +165,11 @@ pub struct PlanOptions {
     pub cargo: CargoArgs,
     /// Build exactly what the naive sequence builds (a full bench build).
     pub strict: bool,
+    /// Whether the run is a CI job (`CI` is set to something other than `false`/`0`).
+    pub ci: bool,
+    /// Whether the user set `CARGO_INCREMENTAL` themselves, which `incremental = "auto"`
+    /// then leaves alone.
+    pub cargo_incremental_set: bool,
 }
 
 /// Flags passed through to every cargo stage so that all of them use one feature set.
@@ -327,6 +332,34 @@ pub fn plan(
         TargetKind::Bench,
         TargetKind::Example,
     ];
+    let has_benches = selected.iter().any(|p| {
+        p.targets.iter().any(|t| {
+            t.kind == TargetKind::Bench && !unbuildable.contains(&(p.name.clone(), t.name.clone()))
+        })
+    });
+    let bench_proof = if options.strict { BenchProof::Build } else { config.bench_proof };
+    // With bench-proof = "check", the bench-build stage type-checks the benches in the
+    // bench profile; compiling and linking them a second time in the dev profile would
+    // prove little more (only `cfg(debug_assertions)` code) for a full link per bench.
+    let benches_in_build =
+        !(has_benches && !disabled("bench-build") && bench_proof == BenchProof::Check);
+    let (dev_build_kinds, dev_build_all): (Vec<TargetKind>, Vec<&str>) = if benches_in_build {
+        (build_kinds.to_vec(), vec!["--all-targets"])
+    } else {
+        let has_lib = selected.iter().any(|p| p.targets.iter().any(|t| t.kind == TargetKind::Lib));
+        let mut all = Vec::new();
+        if has_lib {
+            // `--lib` is an error when no selected package has one; the plural flags are not.
+            all.push("--lib");
+        }
+        all.extend(["--bins", "--tests", "--examples"]);
+        (vec![TargetKind::Lib, TargetKind::Bin, TargetKind::Test, TargetKind::Example], all)
+    };
+    let dev_check_proof = if benches_in_build {
+        "check --all-targets (dev)"
+    } else {
+        "check --all-targets (dev) except the benches, which bench-build type-checks in the bench profile"
+    };
 
     let mut stages = Vec::new();
     let with_profile = |mut args: Vec<String>, default_profile: Option<&str>| {
@@ -386,16 +419,20 @@ pub fn plan(
         let mut args = cargo_args(&["build"]);
         args.extend(offline.clone());
         args.extend(selection.clone());
-        args.extend(target_list(&build_kinds, &["--all-targets"]));
+        args.extend(target_list(&dev_build_kinds, &dev_build_all));
         stages.push(Stage {
             id: "build".into(),
             kind: StageKind::Build,
             command: StageCommand::cargo(root, with_profile(args, None)),
             depends_on: after_fetch(&[]),
-            reason: "compiles every target once; the test stages reuse its artifacts".into(),
+            reason: if benches_in_build {
+                "compiles every target once; the test stages reuse its artifacts".into()
+            } else {
+                "compiles every target but the benches (bench-build checks those) once; the test stages reuse its artifacts".into()
+            },
             proves: vec![
                 "build (dev)".into(),
-                "check --all-targets (dev)".into(),
+                dev_check_proof.into(),
                 "test binaries compile".into(),
             ],
             build_dir: Some(dev_dir.clone()),
@@ -405,9 +442,13 @@ pub fn plan(
         });
         dropped.push(DroppedStage {
             id: "check".into(),
-            reason:
+            reason: if benches_in_build {
                 "redundant: a successful `build --all-targets` already proves `check --all-targets`"
-                    .into(),
+                    .into()
+            } else {
+                "redundant: the build stage compiles every target but the benches, and bench-build type-checks those"
+                    .into()
+            },
         });
     } else {
         dropped.push(disabled_stage("build"));
@@ -538,11 +579,6 @@ pub fn plan(
 
     // bench-build: the bench profile shares no artifacts with dev, so it gets its own
     // build directory and overlaps the dev stages instead of waiting for their lock.
-    let has_benches = selected.iter().any(|p| {
-        p.targets.iter().any(|t| {
-            t.kind == TargetKind::Bench && !unbuildable.contains(&(p.name.clone(), t.name.clone()))
-        })
-    });
     let all_benches_unbuildable = !has_benches
         && selected.iter().any(|p| p.targets.iter().any(|t| t.kind == TargetKind::Bench));
     if disabled("bench-build") {
@@ -555,7 +591,7 @@ pub fn plan(
         };
         dropped.push(DroppedStage { id: "bench-build".into(), reason: reason.into() });
     } else {
-        let proof = if options.strict { BenchProof::Build } else { config.bench_proof };
+        let proof = bench_proof;
         let bench_list = target_list(&[TargetKind::Bench], &["--benches"]);
         let (args, reason, proves) = match proof {
             BenchProof::Build => {
@@ -740,6 +776,26 @@ pub fn plan(
     }
     if let Some(cycle) = find_cycle(&stages) {
         return Err(ConfigError::Cycle { cycle }.into());
+    }
+
+    // Every cargo stage gets the same setting: stages that share a build directory with
+    // different incremental settings would rebuild each other's artifacts.
+    let incremental_off = match config.incremental {
+        Incremental::Off => true,
+        Incremental::On => false,
+        Incremental::Auto => options.ci && !options.cargo_incremental_set,
+    };
+    if incremental_off {
+        for s in stages.iter_mut().filter(|s| s.command.program == "cargo") {
+            s.command.env.insert("CARGO_INCREMENTAL".into(), "0".into());
+        }
+        notes.push(match config.incremental {
+            Incremental::Off => "incremental compilation is off (incremental = \"off\")".into(),
+            _ => format!(
+                "incremental compilation is off because CI is set: a CI job builds from cold and discards the incremental data it would write (incremental = \"on\" in [{}] keeps it)",
+                crate::config::TABLE
+            ),
+        });
     }
 
     Ok(Plan { workspace_root: root.clone(), stages, dropped, notes })

@@ -14,7 +14,13 @@ fn stable() -> Toolchain {
 }
 
 fn options(nextest: bool) -> PlanOptions {
-    PlanOptions { toolchain: Some(stable()), nextest, cargo: CargoArgs::default(), strict: false }
+    PlanOptions {
+        toolchain: Some(stable()),
+        nextest,
+        cargo: CargoArgs::default(),
+        strict: false,
+        ..Default::default()
+    }
 }
 
 #[track_caller]
@@ -57,10 +63,10 @@ fn default_plan_drops_check_and_runs_tests_with_nextest() {
               proves:     dependencies resolve and download
 
             stage build
-              command:    cargo build --manifest-path $ROOT/Cargo.toml --offline --workspace --all-targets
+              command:    cargo build --manifest-path $ROOT/Cargo.toml --offline --workspace --lib --bins --tests --examples
               depends on: fetch
-              why:        compiles every target once; the test stages reuse its artifacts
-              proves:     build (dev); check --all-targets (dev); test binaries compile
+              why:        compiles every target but the benches (bench-build checks those) once; the test stages reuse its artifacts
+              proves:     build (dev); check --all-targets (dev) except the benches, which bench-build type-checks in the bench profile; test binaries compile
               build dir:  $ROOT/target (holds its lock throughout)
 
             stage test
@@ -85,7 +91,7 @@ fn default_plan_drops_check_and_runs_tests_with_nextest() {
               build dir:  $ROOT/target/pipeline-opt/bench-target (holds its lock throughout)
 
             dropped
-              check: redundant: a successful `build --all-targets` already proves `check --all-targets`
+              check: redundant: the build stage compiles every target but the benches, and bench-build type-checks those
 
         "#]],
     );
@@ -264,7 +270,7 @@ fn unknown_key_names_the_key() {
     check_config_error(
         "tragets = {}",
         expect![
-            "invalid `workspace.metadata.pipeline-opt.tragets` in Cargo.toml: unknown field `tragets`, expected one of `targets`, `disable`, `enable`, `bench-proof`, `stage-timeout`, `stages`, `services`, `cache`"
+            "invalid `workspace.metadata.pipeline-opt.tragets` in Cargo.toml: unknown field `tragets`, expected one of `targets`, `disable`, `enable`, `bench-proof`, `incremental`, `stage-timeout`, `stages`, `services`, `cache`"
         ],
     );
 }
@@ -379,4 +385,50 @@ fn a_cargo_profile_reaches_nextest_as_cargo_profile() {
     assert!(!test.contains("--profile ci"), "{test}");
     let build = p.stage("build").unwrap().command.args.join(" ");
     assert!(build.ends_with("--profile ci"), "{build}");
+}
+
+#[test]
+fn strict_plan_builds_the_benches_in_the_dev_build_too() {
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("a").bench("speed", "fn main() {}\n")]);
+    let fx = Fixture::write(&ws);
+    let w = fx.load();
+    let mut o = options(true);
+    let build = |o: &PlanOptions| {
+        plan(&w, &Config::default(), o).unwrap().stage("build").unwrap().command.args.join(" ")
+    };
+    assert!(build(&o).ends_with("--lib --bins --tests --examples"), "{}", build(&o));
+    o.strict = true;
+    assert!(build(&o).ends_with("--all-targets"), "{}", build(&o));
+    let strict = plan(&w, &Config::default(), &o).unwrap();
+    assert_eq!(strict.stage("bench-build").unwrap().command.args[..2], ["bench", "--no-run"]);
+}
+
+#[test]
+fn incremental_is_off_on_ci_unless_the_user_or_the_config_says_otherwise() {
+    let fx = Fixture::write(&FixtureWorkspace::chain(2).config("enable = [\"fmt\"]"));
+    let w = fx.load();
+    // Which stages run with CARGO_INCREMENTAL=0, and whether a note says so.
+    let off = |config: &Config, ci: bool, user_set: bool| {
+        let o = PlanOptions { ci, cargo_incremental_set: user_set, ..options(true) };
+        let p = plan(&w, config, &o).unwrap();
+        let stages: Vec<String> = p
+            .stages
+            .iter()
+            .filter(|s| s.command.env.get("CARGO_INCREMENTAL").is_some_and(|v| v == "0"))
+            .map(|s| s.id.clone())
+            .collect();
+        let noted = p.notes.iter().any(|n| n.contains("incremental compilation is off"));
+        assert_eq!(stages.is_empty(), !noted, "{stages:?} {:?}", p.notes);
+        stages
+    };
+    let auto = Config::from_workspace_metadata(&w.metadata).unwrap();
+    assert_eq!(off(&auto, true, false), ["fetch", "build", "test", "doctest", "fmt"]);
+    assert!(off(&auto, false, false).is_empty());
+    assert!(off(&auto, true, true).is_empty(), "the user's own CARGO_INCREMENTAL wins");
+    let parse = |body: &str| {
+        let fx = Fixture::write(&FixtureWorkspace::chain(1).config(body));
+        Config::from_workspace_metadata(&fx.load().metadata).unwrap()
+    };
+    assert!(off(&parse("incremental = \"on\""), true, false).is_empty());
+    assert!(!off(&parse("incremental = \"off\""), false, false).is_empty());
 }
