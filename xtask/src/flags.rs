@@ -70,6 +70,11 @@ xflags::xflags! {
         /// The quickest useful signal: `cargo check --all-targets`.
         cmd check {
             optional --manifest-path path: PathBuf
+            /// Where to write the markdown report (default:
+            /// target/pipeline-opt/pipeline-optimization-report.md).
+            optional --report path: PathBuf
+            /// Write the run record as JSON to this path.
+            optional --json path: PathBuf
             optional --locked
             optional --frozen
             optional -F, --features features: String
@@ -193,6 +198,8 @@ pub struct Optimize {
 #[derive(Debug)]
 pub struct Check {
     pub manifest_path: Option<PathBuf>,
+    pub report: Option<PathBuf>,
+    pub json: Option<PathBuf>,
     pub locked: bool,
     pub frozen: bool,
     pub features: Option<String>,

@@ -45,6 +45,8 @@ impl crate::flags::Check {
         let options = OptimizeOptions {
             manifest_path: utf8(self.manifest_path.as_ref())?,
             cargo: cargo_args!(self),
+            report: utf8(self.report.as_ref())?,
+            json: utf8(self.json.as_ref())?,
             ..cli_defaults()
         };
         let outcome = run_fast_validation(&options, &mut print_event)?;

@@ -148,3 +148,41 @@ fn cli_ctrl_c_stops_the_whole_tree() {
     let r = record(&json);
     assert_eq!(r.outcome, RunOutcome::Interrupted);
 }
+
+/// `check` is the fast signal: only `cargo check` runs, its record and report land
+/// where asked, and a type error fails it with exit 100 naming the stage.
+#[test]
+fn cli_check_writes_reports_where_asked_and_fails_on_a_type_error() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("a")]);
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let (json, report) = (dir.join("check.json"), dir.join("check.md"));
+    let run = || {
+        xtask(&[
+            "check",
+            "--manifest-path",
+            manifest.as_str(),
+            "--json",
+            json.as_str(),
+            "--report",
+            report.as_str(),
+        ])
+        .output()
+        .unwrap()
+    };
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = record(&json);
+    let ids: Vec<&str> = r.stages.iter().map(|s| s.id.as_str()).collect();
+    assert!(ids.contains(&"check") && !ids.contains(&"build") && !ids.contains(&"test"), "{ids:?}");
+    assert!(std::fs::read_to_string(&report).unwrap().contains("check"));
+
+    std::fs::write(dir.join("ws/crates/a/src/lib.rs"), "pub fn f() -> u32 { \"no\" }\n").unwrap();
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(100), "{stderr}");
+    let r = record(&json);
+    assert_eq!(r.outcome, RunOutcome::StageFailed);
+    let check = r.stages.iter().find(|s| s.id == "check").unwrap();
+    assert!(check.tail.iter().any(|l| l.contains("mismatched types")), "{:?}", check.tail);
+}
