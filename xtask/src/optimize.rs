@@ -90,6 +90,9 @@ fn finish(outcome: &OptimizeOutcome) -> i32 {
             n.optimized_total.as_secs_f64(),
             n.ratio
         );
+        if let Some(why) = n.not_comparable(r.outcome) {
+            eprintln!("  the ratio is not a comparison: {why}");
+        }
         for p in &n.only_naive_proves {
             eprintln!("  only the naive sequence proves: {p}");
         }

@@ -22,6 +22,7 @@ pub const BUILTIN_STAGES: &[&str] = &[
     "build",
     "check",
     "test",
+    "custom-tests",
     "doctest",
     "bench-build",
     "clippy",
@@ -49,6 +50,8 @@ pub enum StageKind {
     Build,
     Check,
     Test,
+    /// Test targets with `harness = false`, run with `cargo test` beside nextest.
+    CustomTests,
     Doctest,
     BenchBuild,
     Clippy,
@@ -292,8 +295,26 @@ pub fn plan(
         .filter(|(p, t)| unbuildable.contains(&(p.name.clone(), t.name.clone())))
         .map(|(_, t)| (t.kind, t.name.as_str()))
         .collect();
-    let target_list = |kinds: &[TargetKind], all_flag: &[&str]| -> Vec<String> {
-        if unbuildable.is_empty() {
+    // Targets with their own `main` (`harness = false`) among the tests: cargo-nextest
+    // lists tests with libtest's `--list`, which such a main need not understand (url's
+    // `url_wpt` prints its results instead, and nextest stops with "creating test list
+    // failed"). They run with `cargo test` in a stage of their own.
+    let custom_harness: BTreeSet<(TargetKind, &str)> = selected
+        .iter()
+        .flat_map(|p| p.targets.iter().map(move |t| (p, t)))
+        .filter(|(p, t)| {
+            !t.harness
+                && t.test
+                && matches!(t.kind, TargetKind::Lib | TargetKind::Bin | TargetKind::Test)
+                && !unbuildable.contains(&(p.name.clone(), t.name.clone()))
+        })
+        .map(|(_, t)| (t.kind, t.name.as_str()))
+        .collect();
+    let target_list_without = |kinds: &[TargetKind],
+                               all_flag: &[&str],
+                               left_out: &BTreeSet<(TargetKind, &str)>|
+     -> Vec<String> {
+        if unbuildable.is_empty() && left_out.is_empty() {
             return all_flag.iter().map(|s| s.to_string()).collect();
         }
         let mut args = Vec::new();
@@ -307,7 +328,9 @@ pub fn plan(
             if names.is_empty() {
                 continue;
             }
-            let blocked = |n: &&str| unbuildable_kinds.contains(&(kind, *n));
+            let blocked = |n: &&str| {
+                unbuildable_kinds.contains(&(kind, *n)) || left_out.contains(&(kind, *n))
+            };
             if !names.iter().any(blocked) {
                 args.push(plural_flag(kind).to_string());
                 continue;
@@ -321,6 +344,10 @@ pub fn plan(
             }
         }
         args
+    };
+    let no_exclusions = BTreeSet::new();
+    let target_list = |kinds: &[TargetKind], all_flag: &[&str]| {
+        target_list_without(kinds, all_flag, &no_exclusions)
     };
     if unbuildable_kinds.iter().any(|(k, _)| *k == TargetKind::Test) {
         notes.push("integration tests are listed by name, so the test stage compiles the unit-test harnesses itself".into());
@@ -481,7 +508,22 @@ pub fn plan(
 
     // test
     let test_kinds = [TargetKind::Lib, TargetKind::Bin, TargetKind::Test];
-    if !disabled("test") {
+    let nextest_list = target_list_without(&test_kinds, &[], &custom_harness);
+    let custom_tests = options.nextest
+        && !custom_harness.is_empty()
+        && !disabled("test")
+        && !disabled("custom-tests");
+    if options.nextest && !custom_harness.is_empty() && disabled("custom-tests") {
+        dropped.push(disabled_stage("custom-tests"));
+    }
+    if custom_tests && nextest_list.is_empty() {
+        dropped.push(DroppedStage {
+            id: "test".into(),
+            reason:
+                "every test target has its own harness; custom-tests runs them with `cargo test`"
+                    .into(),
+        });
+    } else if !disabled("test") {
         let mut depends_on = Vec::new();
         after_build(&mut depends_on);
         let (args, lock, reason) = if options.nextest {
@@ -493,7 +535,7 @@ pub fn plan(
             ];
             args.extend(offline.clone());
             args.extend(selection.clone());
-            args.extend(target_list(&test_kinds, &[]));
+            args.extend(nextest_list.clone());
             args.push("--no-fail-fast".into());
             // nextest's own `--profile` names a nextest profile; cargo's is `--cargo-profile`.
             if let Some(p) = &profile {
@@ -538,6 +580,39 @@ pub fn plan(
         });
     } else {
         dropped.push(disabled_stage("test"));
+    }
+    if custom_tests {
+        let mut depends_on = Vec::new();
+        after_build(&mut depends_on);
+        let mut args = cargo_args(&["test"]);
+        args.extend(offline.clone());
+        args.extend(selection.clone());
+        for (kind, name) in &custom_harness {
+            match kind {
+                TargetKind::Lib => args.push("--lib".into()),
+                _ => args.extend([
+                    kind.selector_flag().expect("test kinds have a flag").to_string(),
+                    name.to_string(),
+                ]),
+            }
+        }
+        args.push("--no-fail-fast".into());
+        let names: Vec<&str> = custom_harness.iter().map(|(_, n)| *n).collect();
+        stages.push(Stage {
+            id: "custom-tests".into(),
+            kind: StageKind::CustomTests,
+            command: StageCommand::cargo(root, with_profile(args, None)),
+            depends_on: with_services(depends_on, config),
+            reason: format!(
+                "runs the test targets with `harness = false` ({}) with `cargo test`: cargo-nextest needs libtest's `--list`, which their own main need not support",
+                names.join(", ")
+            ),
+            proves: vec!["custom-harness tests pass".into()],
+            build_dir: Some(dev_dir.clone()),
+            lock: LockUse::Exclusive,
+            cpu_heavy: true,
+            timeout: config.stage_timeout,
+        });
     }
 
     // doctest: nextest does not run doctests, so they get their own stage.

@@ -72,6 +72,22 @@ pub struct NaiveComparison {
     pub method: String,
 }
 
+impl NaiveComparison {
+    /// Why the ratio compares nothing, if it does not: a side that stopped early did
+    /// less work than a full run, so its time is no baseline.
+    pub fn not_comparable(&self, optimized_outcome: RunOutcome) -> Option<String> {
+        let side = |name: &str, o: RunOutcome| {
+            (o != RunOutcome::Succeeded).then(|| format!("the {name} side did not succeed ({o:?})"))
+        };
+        let why: Vec<String> =
+            [side("optimized", optimized_outcome), side("naive", self.naive_outcome)]
+                .into_iter()
+                .flatten()
+                .collect();
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TestTiming {
     pub stage: String,

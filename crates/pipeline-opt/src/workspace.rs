@@ -85,6 +85,10 @@ pub struct Target {
     /// `#![feature(..)]` gates named in the crate root: such a target builds only on a
     /// nightly compiler.
     pub nightly_features: Vec<String>,
+    /// `false` for `harness = false` in the manifest: the target has its own `main`,
+    /// which need not understand libtest's `--list` that cargo-nextest relies on.
+    /// `cargo metadata` does not say, so the member's Cargo.toml is read for it.
+    pub harness: bool,
 }
 
 impl Target {
@@ -175,7 +179,17 @@ impl Workspace {
                 rust_version: p.rust_version.as_ref().map(ToString::to_string),
                 id: p.id.repr.clone(),
                 manifest_path: p.manifest_path.clone(),
-                targets: p.targets.iter().filter_map(model_target).collect(),
+                targets: {
+                    let custom = custom_harness_targets(&p.manifest_path);
+                    p.targets
+                        .iter()
+                        .filter_map(model_target)
+                        .map(|mut t| {
+                            t.harness = !custom.contains(&(t.kind, t.name.clone()));
+                            t
+                        })
+                        .collect()
+                },
                 deps: Vec::new(),
                 dev_deps: Vec::new(),
             })
@@ -409,7 +423,38 @@ fn model_target(t: &cargo_metadata::Target) -> Option<Target> {
         nightly_features: crate_root_head(&t.src_path)
             .map(|s| feature_gates(&s))
             .unwrap_or_default(),
+        harness: true,
     })
+}
+
+/// Targets declared with `harness = false`, as (kind, name). `[[test]]` and friends
+/// without a `name` take the package's name, with dashes as underscores for `[lib]`.
+/// An unreadable manifest yields nothing: cargo metadata has just read it.
+fn custom_harness_targets(manifest: &Utf8Path) -> Vec<(TargetKind, String)> {
+    let Ok(text) = std::fs::read_to_string(manifest) else { return Vec::new() };
+    let Ok(doc) = text.parse::<toml::Table>() else { return Vec::new() };
+    let package =
+        doc.get("package").and_then(|p| p.get("name")).and_then(|n| n.as_str()).unwrap_or_default();
+    let no_harness = |t: &toml::Value| t.get("harness").and_then(|h| h.as_bool()) == Some(false);
+    let mut out = Vec::new();
+    if let Some(lib) = doc.get("lib").filter(|l| no_harness(l)) {
+        let name = lib.get("name").and_then(|n| n.as_str()).unwrap_or(package);
+        out.push((TargetKind::Lib, name.replace('-', "_")));
+    }
+    for (key, kind) in [
+        ("bin", TargetKind::Bin),
+        ("test", TargetKind::Test),
+        ("bench", TargetKind::Bench),
+        ("example", TargetKind::Example),
+    ] {
+        let Some(list) = doc.get(key).and_then(|v| v.as_array()) else { continue };
+        for t in list.iter().filter(|t| no_harness(t)) {
+            if let Some(name) = t.get("name").and_then(|n| n.as_str()) {
+                out.push((kind, name.to_string()));
+            }
+        }
+    }
+    out
 }
 
 /// The start of a crate root: inner attributes come before any item, so the first

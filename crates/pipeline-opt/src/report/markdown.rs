@@ -94,6 +94,9 @@ fn naive(o: &mut String, r: &RunRecord) {
         n.ratio
     )
     .unwrap();
+    if let Some(why) = n.not_comparable(r.outcome) {
+        writeln!(o, "**The ratio is not a comparison**: {why}.\n").unwrap();
+    }
     writeln!(o, "How: {}\n", n.method).unwrap();
     writeln!(o, "| naive step | status | wall |").unwrap();
     writeln!(o, "| --- | --- | ---: |").unwrap();

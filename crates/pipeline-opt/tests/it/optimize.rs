@@ -59,3 +59,47 @@ fn optimize_fast_validation_runs_check_only() {
     assert_eq!(ids, ["fetch", "check"]);
     assert!(stage(&outcome.record, "check").command.contains("--all-targets"));
 }
+
+/// A test target with `harness = false` whose main does not speak libtest's `--list`
+/// (as url's `url_wpt` does not) runs with `cargo test` in its own stage instead of
+/// stopping cargo-nextest; the libtest targets stay with nextest, and a failing custom
+/// harness still fails the run.
+#[test]
+fn optimize_runs_custom_harness_tests_outside_nextest() {
+    let (_t, dir) = temp();
+    let custom = |exit_code: i32| {
+        let mut c = FixtureCrate::new("a").test("plain", "#[test] fn fine() {}\n").test(
+            "wpt",
+            format!(
+                "fn main() {{ println!(\"all tests passed\"); std::process::exit({exit_code}) }}\n"
+            ),
+        );
+        c.manifest_extra = "[[test]]\nname = \"wpt\"\nharness = false\n".into();
+        FixtureWorkspace::new(vec![c]).config("disable = [\"doctest\", \"bench-build\"]")
+    };
+    let run = |ws: &FixtureWorkspace, sub: &str| {
+        let manifest = ws.write(&dir.join(sub)).unwrap();
+        let options =
+            OptimizeOptions { manifest_path: Some(manifest), ..OptimizeOptions::default() };
+        run_optimized_pipeline(&options, &mut |_| {}).unwrap()
+    };
+    let ok = run(&custom(0), "ok");
+    assert_eq!(ok.exit_code, exit::OK, "{:#?}", ok.record.stages);
+    let nextest =
+        pipeline_opt::inputs::Inputs::load(Some(&dir.join("ok/Cargo.toml"))).unwrap().nextest;
+    // CI installs cargo-nextest; without it every test runs with `cargo test` anyway.
+    assert!(nextest || std::env::var_os("CI").is_none(), "cargo-nextest is missing under CI");
+    if nextest {
+        let custom_stage = stage(&ok.record, "custom-tests");
+        assert_eq!(custom_stage.status, StageStatus::Succeeded);
+        assert!(custom_stage.command.contains("--test wpt"), "{}", custom_stage.command);
+        let test = stage(&ok.record, "test");
+        assert!(
+            test.command.contains("--test plain") && !test.command.contains("wpt"),
+            "{}",
+            test.command
+        );
+    }
+    let failing = run(&custom(3), "failing");
+    assert_eq!(failing.exit_code, exit::STAGE_FAILED, "{:#?}", failing.record.stages);
+}

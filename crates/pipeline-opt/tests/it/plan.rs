@@ -290,7 +290,7 @@ fn unknown_stage_in_disable_lists_known_stages() {
     check_config_error(
         "disable = [\"doctests\"]",
         expect![
-            "unknown stage `doctests` in `workspace.metadata.pipeline-opt.disable` in Cargo.toml; known stages: fetch, build, check, test, doctest, bench-build, clippy, fmt, doc, services"
+            "unknown stage `doctests` in `workspace.metadata.pipeline-opt.disable` in Cargo.toml; known stages: fetch, build, check, test, custom-tests, doctest, bench-build, clippy, fmt, doc, services"
         ],
     );
 }
