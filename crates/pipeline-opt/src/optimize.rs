@@ -14,6 +14,7 @@ use crate::plan::{CargoArgs, LockUse, Plan, PlanError, Stage, StageCommand, Stag
 use crate::profile::{
     Event, NaiveComparison, PipelineProfiler, RunContext, RunOutcome, RunRecord, StageStatus,
 };
+use crate::report::progress::{ProgressMode, ProgressReporter};
 use crate::report::{ReportError, ReportOptions, WrittenReports};
 use crate::targets::{Gate, PerformanceTargets};
 
@@ -53,6 +54,9 @@ pub struct OptimizeOptions {
     /// Run every stage even when the stage cache has proven its inputs (the cache is
     /// still updated). `--against-naive` always does.
     pub no_cache: bool,
+    /// Show the run in the terminal as it goes (live bars, or plain lines; see
+    /// [`ProgressMode::detect`]), besides passing every event to the caller.
+    pub progress: Option<ProgressMode>,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +110,13 @@ pub fn run_optimized_pipeline(
     add_retries(&mut plan, options.retries);
     let command = command_line("optimize", options);
     let targets = PerformanceTargets::from_config(&inputs.config.targets);
+    let mut progress = options.progress.map(|mode| ProgressReporter::new(mode, &targets));
+    let on_event = &mut |ev: &Event| {
+        if let Some(p) = &mut progress {
+            p.handle(ev);
+        }
+        on_event(ev);
+    };
 
     let fresh_root = state_dir.join("compare").join(&run_id);
     if options.against_naive {
@@ -153,6 +164,13 @@ pub fn run_fast_validation(
     let run_id = options.run_id.clone().unwrap_or_else(crate::orchestrator::new_run_id);
     let command = command_line("check", options);
     let targets = PerformanceTargets::from_config(&inputs.config.targets);
+    let mut progress = options.progress.map(|mode| ProgressReporter::new(mode, &targets));
+    let on_event = &mut |ev: &Event| {
+        if let Some(p) = &mut progress {
+            p.handle(ev);
+        }
+        on_event(ev);
+    };
     let record = run_plan(&inputs, options, &plan, &run_id, &command, targets, on_event)?;
     report_and_decide(record, state_dir, options)
 }

@@ -214,6 +214,8 @@ struct Running {
     reader_done: bool,
     tail: VecDeque<String>,
     tests: TestOutcomes,
+    /// The stage's rustc shim log, read as it grows.
+    rustc_log: crate::profile::RustcLogTail,
 }
 
 enum State {
@@ -415,6 +417,11 @@ impl ParallelOrchestrator {
                                 reader_done: false,
                                 tail: VecDeque::new(),
                                 tests: TestOutcomes::default(),
+                                rustc_log: crate::profile::RustcLogTail::new(
+                                    rustc_log_path(&log_dir, &stage.id),
+                                    &stage.id,
+                                    started_at,
+                                ),
                             }));
                         }
                         Err(e) => {
@@ -502,6 +509,10 @@ impl ParallelOrchestrator {
             for i in 0..n {
                 let State::Running(r) = &mut states[i] else { continue };
                 let stage = &plan.stages[i];
+                // Compile units as they finish, for the live view.
+                for c in r.rustc_log.read_new() {
+                    on_event(&Event::CrateCompiled(c));
+                }
                 if r.exited.is_none() {
                     if r.stop.is_none() && r.deadline.is_some_and(|d| now >= d) {
                         r.stop = Some((Why::TimedOut, now));
@@ -528,7 +539,7 @@ impl ParallelOrchestrator {
                 if !r.reader_done && now < exited_at + DRAIN_WAIT {
                     continue;
                 }
-                let State::Running(r) = std::mem::replace(&mut states[i], State::Done) else {
+                let State::Running(mut r) = std::mem::replace(&mut states[i], State::Done) else {
                     unreachable!()
                 };
                 let m = finish_metrics(stage, &r, status, &rusage, start, &log_dir);
@@ -547,8 +558,7 @@ impl ParallelOrchestrator {
                         }
                     }
                 }
-                let shim_log = rustc_log_path(&log_dir, &stage.id);
-                for c in crate::profile::read_rustc_log(&shim_log, &stage.id, started_at) {
+                for c in r.rustc_log.read_new() {
                     on_event(&Event::CrateCompiled(c));
                 }
                 on_event(&Event::StageFinished(m.clone()));
@@ -988,50 +998,6 @@ fn strip_ansi(line: &str) -> String {
         out.push(c);
     }
     out
-}
-
-/// One line per stage start and finish, for a plain terminal (`[  12.3s] build ok`).
-pub fn plain_progress_line(ev: &Event) -> Option<String> {
-    match ev {
-        Event::StageStarted { id, at } => {
-            Some(format!("[{:>7.1}s] {id} started", at.as_secs_f64()))
-        }
-        Event::StageFinished(m) => {
-            let end = (m.start + m.wall).as_secs_f64();
-            let what = match &m.status {
-                StageStatus::Succeeded => format!("ok in {:.1}s", m.wall.as_secs_f64()),
-                StageStatus::Failed => format!(
-                    "FAILED in {:.1}s (exit {}){}",
-                    m.wall.as_secs_f64(),
-                    m.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
-                    if m.failed_tests.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; failing tests: {}", m.failed_tests.join(", "))
-                    }
-                ),
-                StageStatus::TimedOut => format!("TIMED OUT after {:.1}s", m.wall.as_secs_f64()),
-                StageStatus::Cancelled => format!("cancelled after {:.1}s", m.wall.as_secs_f64()),
-                StageStatus::Skipped { reason } => format!("skipped: {reason}"),
-                StageStatus::Cached { from_run } => format!("cached (run {from_run})"),
-            };
-            let end = if matches!(m.status, StageStatus::Skipped { .. }) { 0.0 } else { end };
-            let mut s = format!("[{end:>7.1}s] {} {what}", m.id);
-            if !m.flaky_tests.is_empty() {
-                s.push_str(&format!("; flaky: {}", m.flaky_tests.join(", ")));
-            }
-            if !matches!(m.status, StageStatus::Succeeded | StageStatus::Skipped { .. })
-                && let Some(p) = &m.log_path
-            {
-                s.push_str(&format!("\n           full log: {p}"));
-            }
-            Some(s)
-        }
-        Event::RunFinished { outcome, total } => {
-            Some(format!("[{:>7.1}s] run {outcome:?}", total.as_secs_f64()))
-        }
-        _ => None,
-    }
 }
 
 #[cfg(test)]

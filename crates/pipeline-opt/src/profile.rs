@@ -494,21 +494,59 @@ pub fn read_rustc_log(
     stage: &str,
     run_start: std::time::SystemTime,
 ) -> Vec<CrateTiming> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
-    let base =
-        run_start.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-    let rel = |t: f64| Duration::from_secs_f64((t - base).max(0.0));
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<RustcInvocation>(l).ok())
-        .map(|inv| CrateTiming {
-            package: if inv.package.is_empty() { inv.crate_name.clone() } else { inv.package },
-            target: inv.crate_name,
-            kind: inv.kind,
-            stage: stage.to_string(),
-            start: rel(inv.start),
-            end: rel(inv.end),
-        })
-        .collect()
+    RustcLogTail::new(path.to_owned(), stage, run_start).read_new()
+}
+
+/// Follows a stage's rustc shim log while the stage runs, so compile units are reported
+/// as they finish (the live view counts them) rather than when the stage ends. Only
+/// whole lines are consumed: the shim appends each line with one write, but a read may
+/// still land between two writes.
+#[derive(Debug, Clone)]
+pub struct RustcLogTail {
+    path: Utf8PathBuf,
+    stage: String,
+    base: f64,
+    offset: u64,
+}
+
+impl RustcLogTail {
+    pub fn new(path: Utf8PathBuf, stage: &str, run_start: std::time::SystemTime) -> RustcLogTail {
+        let base =
+            run_start.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        RustcLogTail { path, stage: stage.to_string(), base, offset: 0 }
+    }
+
+    /// The units appended since the last call (none while the file does not exist).
+    pub fn read_new(&mut self) -> Vec<CrateTiming> {
+        use std::io::{Read as _, Seek as _};
+        let Ok(mut file) = std::fs::File::open(&self.path) else { return Vec::new() };
+        if file.metadata().map(|m| m.len() <= self.offset).unwrap_or(true) {
+            return Vec::new();
+        }
+        let mut bytes = Vec::new();
+        if file.seek(std::io::SeekFrom::Start(self.offset)).is_err()
+            || file.read_to_end(&mut bytes).is_err()
+        {
+            return Vec::new();
+        }
+        let Some(last_newline) = bytes.iter().rposition(|&b| b == b'\n') else {
+            return Vec::new();
+        };
+        self.offset += last_newline as u64 + 1;
+        let rel = |t: f64| Duration::from_secs_f64((t - self.base).max(0.0));
+        String::from_utf8_lossy(&bytes[..last_newline])
+            .lines()
+            .filter_map(|l| serde_json::from_str::<RustcInvocation>(l).ok())
+            .map(|inv| CrateTiming {
+                package: if inv.package.is_empty() { inv.crate_name.clone() } else { inv.package },
+                target: inv.crate_name,
+                kind: inv.kind,
+                stage: self.stage.clone(),
+                start: rel(inv.start),
+                end: rel(inv.end),
+            })
+            .collect()
+    }
 }
 
 /// Durations as fractional seconds in JSON.

@@ -142,9 +142,8 @@ impl ProgressReporter {
 
     fn started(&mut self, id: &str, at: Duration) {
         match &self.multi {
-            Some(multi) => {
-                let bar = multi
-                    .insert_before(self.total_bar.as_ref().unwrap(), ProgressBar::new_spinner());
+            Some(_) => {
+                let bar = self.add_bar();
                 bar.set_style(style("{spinner:.green} {prefix:12} {elapsed:>4} {msg}"));
                 bar.set_prefix(id.to_string());
                 bar.set_message(format!("{}running", self.target_text(id)));
@@ -197,10 +196,9 @@ impl ProgressReporter {
                 bar.set_style(style(&format!("{mark} {{prefix:12}} {{msg}}")));
                 bar.finish_with_message(text);
             }
-            (Some(multi), None) => {
+            (Some(_), None) => {
                 // Cached and skipped stages never start: show them as finished lines.
-                let bar = multi
-                    .insert_before(self.total_bar.as_ref().unwrap(), ProgressBar::new_spinner());
+                let bar = self.add_bar();
                 bar.set_style(style("  {prefix:12} {msg}"));
                 bar.set_prefix(m.id.clone());
                 bar.finish_with_message(text);
@@ -210,6 +208,16 @@ impl ProgressReporter {
                 self.now = self.now.max(at);
                 self.line(&format!("[{:>7}] {}: {text}", secs(at), m.id))
             }
+        }
+    }
+
+    /// A new line above the run's total, or below everything once the run finished (the
+    /// naive sequence of `--against-naive` runs after ours).
+    fn add_bar(&self) -> ProgressBar {
+        let multi = self.multi.as_ref().expect("live mode has a MultiProgress");
+        match &self.total_bar {
+            Some(total) => multi.insert_before(total, ProgressBar::new_spinner()),
+            None => multi.add(ProgressBar::new_spinner()),
         }
     }
 
@@ -228,6 +236,12 @@ impl ProgressReporter {
         match self.total_bar.take() {
             Some(bar) => {
                 bar.set_style(style("{prefix:.bold:12} {msg}"));
+                bar.finish_with_message(text);
+            }
+            None if self.multi.is_some() => {
+                let bar = self.add_bar();
+                bar.set_style(style("{prefix:.bold:12} {msg}"));
+                bar.set_prefix("run");
                 bar.finish_with_message(text);
             }
             None => self.line(&text),
