@@ -482,7 +482,14 @@ impl ParallelOrchestrator {
                                 r.holds_lock = false;
                                 r.share = 0;
                             }
-                            r.tests.observe(&line);
+                            if let Some((name, duration, passed)) = r.tests.observe(&line) {
+                                on_event(&Event::TestFinished(crate::profile::TestTiming {
+                                    stage: plan.stages[idx].id.clone(),
+                                    name,
+                                    duration,
+                                    passed,
+                                }));
+                            }
                             if r.tail.len() == TAIL_LINES {
                                 r.tail.pop_front();
                             }
@@ -913,7 +920,10 @@ struct Outcomes {
 }
 
 impl TestOutcomes {
-    pub fn observe(&mut self, line: &str) {
+    /// Takes in one line of a test stage's output; a nextest status line that ends a
+    /// test (or one try of it) also gives back its name, duration and whether it passed.
+    /// The summary's repeats (`(───)` instead of a counter) give back nothing.
+    pub fn observe(&mut self, line: &str) -> Option<(String, Duration, bool)> {
         let plain = strip_ansi(line);
         let l = plain.trim();
         // libtest: `test tests::bad ... FAILED`
@@ -923,7 +933,7 @@ impl TestOutcomes {
             } else if let Some(name) = rest.strip_suffix(" ... ok") {
                 self.libtest.passed.insert(name.to_string());
             }
-            return;
+            return None;
         }
         // nextest: `FAIL [   0.004s] (1/3) crate::bin tests::bad`, `TRY 2 PASS [...] ...`,
         // `FLAKY 2/3 [...] ...`, and in the summary `FAIL [...] (───) crate::bin name`.
@@ -931,7 +941,7 @@ impl TestOutcomes {
             Some(rest) => rest.split_once(' ').map(|(_, r)| r.trim_start()).unwrap_or(rest),
             None => l,
         };
-        let Some((word, rest)) = l.split_once(' ') else { return };
+        let (word, rest) = l.split_once(' ')?;
         let rest = rest.trim_start();
         let rest = if word == "FLAKY" {
             // `FLAKY 2/3 [ 0.003s] name`
@@ -940,25 +950,37 @@ impl TestOutcomes {
             rest
         };
         if !rest.starts_with('[') {
-            return;
+            return None;
         }
-        let Some((_, after)) = rest.split_once("] ") else { return };
+        let (time, after) = rest.split_once("] ")?;
+        let duration = time
+            .trim_start_matches('[')
+            .trim()
+            .strip_suffix('s')
+            .and_then(|t| t.parse::<f64>().ok())
+            .and_then(|t| Duration::try_from_secs_f64(t).ok());
         let after = after.trim();
         let name = match after.strip_prefix('(') {
             Some(r) => r.split_once(") ").map(|(_, n)| n.trim()).unwrap_or(""),
             None => after,
         };
         if name.is_empty() || name.contains(' ') && name.split(' ').count() > 2 {
-            return;
+            return None;
         }
         let set = match word {
             "PASS" | "LEAK" => &mut self.nextest.passed,
             "FAIL" | "TIMEOUT" | "SIGSEGV" | "SIGABRT" | "SIGKILL" | "SIGTERM" | "ABORT"
             | "LEAK-FAIL" => &mut self.nextest.failed,
             "FLAKY" => &mut self.nextest.flaky,
-            _ => return,
+            _ => return None,
         };
         set.insert(name.to_string());
+        let summary = after.starts_with("(─");
+        match (duration, summary, word) {
+            (Some(d), false, "FLAKY") => Some((name.to_string(), d, true)),
+            (Some(d), false, _) => Some((name.to_string(), d, matches!(word, "PASS" | "LEAK"))),
+            _ => None,
+        }
     }
 
     /// (failed, flaky): a test that failed a try but passed a later one is flaky.
@@ -1007,6 +1029,7 @@ mod tests {
     #[test]
     fn parses_nextest_and_libtest_outcomes() {
         let mut t = TestOutcomes::default();
+        let mut timed = Vec::new();
         for l in [
             "        PASS [   0.003s] (1/4) fix tests::ok",
             "  TRY 1 FAIL [   0.003s] (2/4) fix tests::flaky",
@@ -1018,15 +1041,30 @@ mod tests {
             "test tests::bad ... FAILED",
             "\u{1b}[31;1m        FAIL\u{1b}[0m [   0.001s] (4/4) fix tests::colored",
         ] {
-            t.observe(l);
+            if let Some((name, d, passed)) = t.observe(l) {
+                timed.push(format!("{name} {}ms {passed}", d.as_millis()));
+            }
         }
+        // Every try with its time; the summary's repeats are not tests of their own.
+        assert_eq!(
+            timed,
+            [
+                "fix tests::ok 3ms true",
+                "fix tests::flaky 3ms false",
+                "fix tests::flaky 3ms true",
+                "fix tests::bad 4ms false",
+                "fix tests::hangs 1000ms false",
+                "fix tests::colored 1ms false",
+            ]
+        );
         let (failed, flaky) = t.results();
         assert_eq!(failed, vec!["fix tests::bad", "fix tests::colored", "fix tests::hangs"]);
         assert_eq!(flaky, vec!["fix tests::flaky"]);
 
         let mut t = TestOutcomes::default();
         for l in ["test other::broken ... FAILED", "test other::fine ... ok"] {
-            t.observe(l);
+            // libtest on stable prints no durations.
+            assert_eq!(t.observe(l), None);
         }
         assert_eq!(t.results(), (vec!["other::broken".to_string()], vec![]));
     }

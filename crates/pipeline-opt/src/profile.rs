@@ -206,11 +206,22 @@ pub struct CriticalStep {
 /// these; they never look inside the orchestrator.
 #[derive(Debug, Clone)]
 pub enum Event {
-    StageStarted { id: String, at: Duration },
-    StageOutput { id: String, line: String },
+    StageStarted {
+        id: String,
+        at: Duration,
+    },
+    StageOutput {
+        id: String,
+        line: String,
+    },
     CrateCompiled(CrateTiming),
+    /// A test (or one try of a retried test) ended, as nextest reported it.
+    TestFinished(TestTiming),
     StageFinished(StageMetrics),
-    RunFinished { outcome: RunOutcome, total: Duration },
+    RunFinished {
+        outcome: RunOutcome,
+        total: Duration,
+    },
 }
 
 /// Consumes events and builds the run record.
@@ -218,6 +229,7 @@ pub enum Event {
 pub struct PipelineProfiler {
     pub stages: Vec<StageMetrics>,
     pub crates: Vec<CrateTiming>,
+    pub tests: Vec<TestTiming>,
     pub outcome: Option<RunOutcome>,
     pub total: Duration,
 }
@@ -243,6 +255,11 @@ impl PipelineProfiler {
         match ev {
             Event::StageFinished(m) => self.stages.push(m.clone()),
             Event::CrateCompiled(c) => self.crates.push(c.clone()),
+            Event::TestFinished(t) => {
+                // A retried test counts with its last try, which decided its outcome.
+                self.tests.retain(|o| !(o.stage == t.stage && o.name == t.name));
+                self.tests.push(t.clone());
+            }
             Event::RunFinished { outcome, total } => {
                 self.outcome = Some(*outcome);
                 self.total = *total;
@@ -279,7 +296,7 @@ impl PipelineProfiler {
             targets: ctx.targets,
             verdict,
             naive: None,
-            tests: Vec::new(),
+            tests: self.tests,
             idle_cpu,
             cache: Default::default(),
         }

@@ -46,6 +46,8 @@ pub struct ProgressReporter {
     bars: BTreeMap<String, ProgressBar>,
     /// Compile units finished per stage.
     units: BTreeMap<String, usize>,
+    /// Tests (and retries) finished per stage.
+    tests_done: BTreeMap<String, usize>,
     /// The latest time any event carried: cached and skipped stages, which never ran,
     /// are reported at this time so plain lines stay in order.
     now: Duration,
@@ -68,6 +70,7 @@ impl ProgressReporter {
             total_bar: None,
             bars: BTreeMap::new(),
             units: BTreeMap::new(),
+            tests_done: BTreeMap::new(),
             now: Duration::ZERO,
         };
         if mode == ProgressMode::Live {
@@ -105,6 +108,21 @@ impl ProgressReporter {
                 self.started(id, *at)
             }
             Event::StageOutput { .. } => {}
+            Event::TestFinished(t) => {
+                let n = {
+                    let n = self.tests_done.entry(t.stage.clone()).or_default();
+                    *n += 1;
+                    *n
+                };
+                if let Some(bar) = self.bars.get(&t.stage) {
+                    bar.set_message(format!(
+                        "{}{n} tests finished, last {} ({})",
+                        self.target_text(&t.stage),
+                        t.name,
+                        secs(t.duration)
+                    ));
+                }
+            }
             Event::CrateCompiled(c) => {
                 self.now = self.now.max(c.end);
                 let n = {

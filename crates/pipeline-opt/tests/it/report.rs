@@ -1099,3 +1099,47 @@ fn report_explore_times_variants_on_a_fixture() {
     assert!(md.contains("| bogus | failed | "), "{md}");
     assert!(!dir.join("scratch").exists(), "the scratch target directories are removed");
 }
+
+/// A real run of a fixture whose one test sleeps for seconds: nextest's per-test times
+/// reach the run record, and the report recommends splitting that test by name.
+#[test]
+fn report_slow_test_recommendation_from_a_real_nextest_run() {
+    use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
+    let nextest = Command::new("cargo")
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !nextest {
+        assert!(!under_ci(), "cargo-nextest is missing under CI=true");
+        eprintln!("SKIPPED: cargo-nextest is not installed (cargo install cargo-nextest)");
+        return;
+    }
+    let (_dir, dir) = temp_dir();
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("slowpoke").test(
+        "t",
+        "#[test] fn quick() {}\n\
+         #[test] fn sleeps() { std::thread::sleep(std::time::Duration::from_secs(4)); }\n",
+    )])
+    .config("disable = [\"bench-build\", \"doctest\"]");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let report = dir.join("report.md");
+    let options = pipeline_opt::OptimizeOptions {
+        manifest_path: Some(manifest),
+        report: Some(report.clone()),
+        ..Default::default()
+    };
+    let outcome = pipeline_opt::run_optimized_pipeline(&options, &mut |_| {}).unwrap();
+    let r = &outcome.record;
+    assert_eq!(r.outcome, RunOutcome::Succeeded, "{:#?}", r.stages);
+    let timed: Vec<(&str, &str)> =
+        r.tests.iter().map(|t| (t.stage.as_str(), t.name.as_str())).collect();
+    // The fixture's default library has a unit test of its own.
+    assert_eq!(timed.len(), 3, "{:#?}", r.tests);
+    assert!(timed.contains(&("test", "slowpoke::t quick")), "{timed:?}");
+    assert!(timed.contains(&("test", "slowpoke tests::value_is_positive")), "{timed:?}");
+    let sleeps = r.tests.iter().find(|t| t.name == "slowpoke::t sleeps").unwrap();
+    assert!(sleeps.passed && sleeps.duration >= Duration::from_secs(4), "{sleeps:?}");
+    let md = std::fs::read_to_string(&report).unwrap();
+    let recs = md.split("## Recommendations").nth(1).unwrap();
+    assert!(recs.contains("split `slowpoke::t sleeps` into smaller tests"), "{recs}");
+}
