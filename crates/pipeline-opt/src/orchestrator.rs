@@ -279,12 +279,24 @@ impl ParallelOrchestrator {
         let mut results: Vec<Option<StageMetrics>> = vec![None; n];
         let mut failed_first: Option<String> = None;
         let mut interrupted: Option<i32> = None;
+        let mut cpu = crate::profile::CpuSampler::new();
+        let mut next_sample = start + crate::profile::CPU_SAMPLE_INTERVAL;
         let runs = match std::env::var(RUNS_VAR) {
             Ok(outer) if !outer.is_empty() => format!("{outer}:{}", opts.run_id),
             _ => opts.run_id.clone(),
         };
 
         loop {
+            // 0. CPU utilisation, on the loop's own clock: it wakes at least every 50 ms.
+            if let Some(sampler) = &mut cpu
+                && Instant::now() >= next_sample
+            {
+                if let Some(sample) = sampler.sample(start.elapsed()) {
+                    on_event(&Event::CpuSampled(sample));
+                }
+                next_sample = Instant::now() + crate::profile::CPU_SAMPLE_INTERVAL;
+            }
+
             // 1. Interrupts.
             let sig = if opts.handle_signals { SIGNAL.load(Ordering::SeqCst) } else { 0 };
             if interrupted.is_none() && (sig != 0 || opts.cancel.is_cancelled()) {

@@ -108,6 +108,18 @@ impl ProgressReporter {
                 self.started(id, *at)
             }
             Event::StageOutput { .. } => {}
+            Event::CpuSampled(c) => {
+                if let Some(bar) = &self.total_bar {
+                    let t = &self.targets;
+                    bar.set_message(format!(
+                        "required {}, stretch {}, CPU {:.0}% of {} cores",
+                        secs(t.required),
+                        secs(t.stretch),
+                        100.0 * c.busy,
+                        crate::orchestrator::available_cores()
+                    ));
+                }
+            }
             Event::TestFinished(t) => {
                 let n = {
                     let n = self.tests_done.entry(t.stage.clone()).or_default();

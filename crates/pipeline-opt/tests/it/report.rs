@@ -12,8 +12,8 @@ use expect_test::{expect, expect_file};
 use pipeline_opt::PerformanceTargets;
 use pipeline_opt::plan::DroppedStage;
 use pipeline_opt::profile::{
-    CrateTiming, CriticalStep, Event, NaiveComparison, RunOutcome, RunRecord, SCHEMA_VERSION,
-    StageMetrics, StageStatus, TestTiming,
+    CpuSample, CrateTiming, CriticalStep, Event, NaiveComparison, RunOutcome, RunRecord,
+    SCHEMA_VERSION, StageMetrics, StageStatus, TestTiming,
 };
 use pipeline_opt::report::history::{self, HistoryEntry};
 use pipeline_opt::report::progress::ProgressReporter;
@@ -171,6 +171,13 @@ fn fixture_record() -> RunRecord {
         // 4 cores × 40 s minus 46.2 s of stage CPU.
         idle_cpu: s(113_800),
         cache: Default::default(),
+        // Every 4 s (a real run samples every 250 ms): fetch idles, build fills the
+        // machine, the failing test stage half of it.
+        cpu_samples: [0.1, 0.9, 0.95, 0.97, 0.92, 0.96, 0.9, 0.85, 0.55, 0.5]
+            .iter()
+            .enumerate()
+            .map(|(i, busy)| CpuSample { at: s(4_000 * (i as u64 + 1)), busy: *busy })
+            .collect(),
     }
 }
 
@@ -251,12 +258,13 @@ fn report_json_snapshot_matches_schema_and_round_trips() {
 
     // A record written before `tests` existed still reads.
     let mut old: serde_json::Value = serde_json::from_str(&text).unwrap();
-    for field in ["tests", "naive", "idle_cpu"] {
+    for field in ["tests", "naive", "idle_cpu", "cpu_samples"] {
         old.as_object_mut().unwrap().remove(field);
     }
     assert!(validator.is_valid(&old));
     let old = serde_json::from_value::<RunRecord>(old).unwrap();
     assert!(old.tests.is_empty() && old.naive.is_none() && old.idle_cpu.is_zero());
+    assert!(old.cpu_samples.is_empty());
 }
 
 fn history_of(totals: &[(u64, u64)]) -> Vec<HistoryEntry> {
@@ -374,6 +382,40 @@ fn report_html_renders_in_chromium() {
         drawn > 4 * blank,
         "the screenshot looks blank: {drawn} bytes of image data, an empty page {blank}"
     );
+
+    // The sampled CPU line is in the DOM with every sample, and its colour (used by
+    // nothing else on the page) is painted; a record without samples paints none.
+    assert!(dom.contains("class=\"cpu-sampled\" data-samples=\"10\""), "{dom}");
+    let magenta = magenta_pixels(&std::fs::read(dir.join("report.png")).unwrap());
+    // A 2 px line across 900 px of chart paints 600 to 700 pixels in the exact colour.
+    assert!(magenta > 300, "the sampled CPU line is not painted: {magenta} pixels");
+    let mut unsampled = record.clone();
+    unsampled.cpu_samples.clear();
+    let page = dir.join("unsampled.html");
+    std::fs::write(&page, html::render(&unsampled)).unwrap();
+    chromium_screenshot(&dir.join("unsampled.png"), &page);
+    let none = magenta_pixels(&std::fs::read(dir.join("unsampled.png")).unwrap());
+    assert_eq!(none, 0, "only the sampled line is magenta");
+}
+
+/// Pixels of the sampled CPU line's colour (#e0119d, give or take anti-aliasing).
+fn magenta_pixels(png_bytes: &[u8]) -> usize {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = match info.color_type {
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        other => panic!("unexpected screenshot colour type {other:?}"),
+    };
+    buf[..info.buffer_size()]
+        .chunks_exact(channels)
+        .filter(|p| {
+            p[0].abs_diff(0xe0) < 12 && p[1].abs_diff(0x11) < 12 && p[2].abs_diff(0x9d) < 12
+        })
+        .count()
 }
 
 fn chromium_args(profile: &std::path::Path) -> Vec<String> {
@@ -1139,6 +1181,13 @@ fn report_slow_test_recommendation_from_a_real_nextest_run() {
     assert!(timed.contains(&("test", "slowpoke tests::value_is_positive")), "{timed:?}");
     let sleeps = r.tests.iter().find(|t| t.name == "slowpoke::t sleeps").unwrap();
     assert!(sleeps.passed && sleeps.duration >= Duration::from_secs(4), "{sleeps:?}");
+    // The machine's CPU was sampled every 250 ms along the run (half of them at least,
+    // on a loaded machine).
+    let expected = r.total.as_secs_f64() / 0.25;
+    let n = r.cpu_samples.len() as f64;
+    assert!(n >= expected / 2.0 && n <= expected + 1.0, "{n} samples in {:?}", r.total);
+    assert!(r.cpu_samples.windows(2).all(|w| w[0].at < w[1].at));
+    assert!(r.cpu_samples.iter().any(|c| c.busy > 0.0), "{:?}", r.cpu_samples);
     let md = std::fs::read_to_string(&report).unwrap();
     let recs = md.split("## Recommendations").nth(1).unwrap();
     assert!(recs.contains("split `slowpoke::t sleeps` into smaller tests"), "{recs}");
