@@ -12,9 +12,6 @@ use crate::utf8;
 
 impl crate::flags::Optimize {
     pub(crate) fn run(self) -> Result<i32> {
-        if self.explore {
-            anyhow::bail!("`--explore` is not available yet (issue 8); run without it");
-        }
         let gate = self.gate.as_deref().map(str::parse::<Gate>).transpose()?;
         let options = OptimizeOptions {
             manifest_path: utf8(self.manifest_path.as_ref())?,
@@ -29,6 +26,7 @@ impl crate::flags::Optimize {
             against_naive: self.against_naive,
             retries: 2,
             since: self.since,
+            explore: self.explore,
             ..cli_defaults()
         };
         let outcome = run_optimized_pipeline(&options, &mut |_| {})?;
@@ -86,6 +84,9 @@ fn finish(outcome: &OptimizeOutcome) -> i32 {
         for p in &n.only_naive_proves {
             eprintln!("  only the naive sequence proves: {p}");
         }
+    }
+    if let Some(e) = &r.explore {
+        eprintln!("{}", pipeline_opt::report::explore::render_markdown(e));
     }
     eprintln!("report: {}", outcome.reports.markdown);
     eprintln!("json: {}", outcome.reports.json);

@@ -52,6 +52,9 @@ pub struct RunRecord {
     /// `/proc/stat` is missing, and in records of version 1).
     #[serde(default)]
     pub cpu_samples: Vec<CpuSample>,
+    /// `--explore`: the profile-setting variants tried and their measured times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explore: Option<crate::report::explore::Exploration>,
 }
 
 /// How busy the machine's cores were over the interval that ends at `at`: all
@@ -365,6 +368,7 @@ impl PipelineProfiler {
             idle_cpu,
             cache: Default::default(),
             cpu_samples: self.cpu_samples,
+            explore: None,
         }
     }
 }

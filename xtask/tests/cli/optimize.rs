@@ -217,3 +217,61 @@ fn cli_optimize_progress_live_on_a_terminal_plain_otherwise() {
     assert!(!no_color.contains("\x1b["), "NO_COLOR means plain lines: {no_color:?}");
     assert!(no_color.contains("] test: succeeded in "), "{no_color}");
 }
+
+/// `optimize --explore` runs the build stage from scratch under every default variant
+/// with real cargo, and the JSON record, the markdown report and the terminal carry the
+/// measured times.
+#[test]
+fn cli_optimize_explore_measures_every_variant() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![
+        FixtureCrate::new("base"),
+        FixtureCrate::new("top").dep("base"),
+    ])
+    .config("disable = [\"bench-build\", \"doctest\"]");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let json = dir.join("run.json");
+    let report = dir.join("report.md");
+    let out = xtask(&[
+        "optimize",
+        "--explore",
+        "--manifest-path",
+        manifest.as_str(),
+        "--json",
+        json.as_str(),
+        "--report",
+        report.as_str(),
+    ])
+    .env_remove("CI")
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let r = record(&json);
+    let e = r.explore.expect("the record has the exploration");
+    assert!(e.command.starts_with("cargo build ") && e.command.contains("--all-targets"), "{e:?}");
+    let names: Vec<&str> = e.variants.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "baseline",
+            "debug = \"line-tables-only\"",
+            "debug = false",
+            "incremental = false",
+            "codegen-units = 16"
+        ]
+    );
+    for v in &e.variants {
+        assert_eq!((v.rounds_ok, &v.error), (1, &None), "{v:?}");
+        // A cold build of two crates: rustc ran for every variant.
+        assert!(v.cpu.unwrap() > Duration::from_millis(50), "{v:?}");
+        assert!(v.wall.unwrap() > Duration::ZERO, "{v:?}");
+        assert!(stdout.contains(&format!("explore: {}: ", v.name)), "{stdout}");
+    }
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(md.contains("## Explored settings"), "{md}");
+    assert!(md.contains("| debug = false | "), "{md}");
+    assert!(stderr.contains("| codegen-units = 16 | "), "the terminal shows the table: {stderr}");
+    assert!(!dir.join("ws/target/pipeline-opt/explore").exists(), "scratch removed");
+}

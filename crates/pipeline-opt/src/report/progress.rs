@@ -128,7 +128,7 @@ impl ProgressReporter {
                 };
                 if let Some(bar) = self.bars.get(&t.stage) {
                     bar.set_message(format!(
-                        "{}{n} tests finished, last {} ({})",
+                        "{}{n} test(s) finished, last {} ({})",
                         self.target_text(&t.stage),
                         t.name,
                         secs(t.duration)
@@ -275,6 +275,17 @@ impl ProgressReporter {
                 bar.finish_with_message(text);
             }
             None => self.line(&text),
+        }
+    }
+
+    /// A line of its own (work after the run, such as `--explore`): printed above the
+    /// bars in live mode so it does not tear them.
+    pub fn note(&mut self, text: &str) {
+        match &self.multi {
+            Some(multi) => {
+                let _ = multi.println(text);
+            }
+            None => self.line(text),
         }
     }
 

@@ -15,6 +15,7 @@ use pipeline_opt::profile::{
     CpuSample, CrateTiming, CriticalStep, Event, NaiveComparison, RunOutcome, RunRecord,
     SCHEMA_VERSION, StageMetrics, StageStatus, TestTiming,
 };
+use pipeline_opt::report::explore::{Exploration, ExploredVariant};
 use pipeline_opt::report::history::{self, HistoryEntry};
 use pipeline_opt::report::progress::ProgressReporter;
 use pipeline_opt::report::recommend::{
@@ -178,6 +179,28 @@ fn fixture_record() -> RunRecord {
             .enumerate()
             .map(|(i, busy)| CpuSample { at: s(4_000 * (i as u64 + 1)), busy: *busy })
             .collect(),
+        explore: Some(Exploration {
+            command: "cargo build --manifest-path /ws/Cargo.toml --offline --workspace --all-targets".into(),
+            rounds: 1,
+            variants: vec![
+                explored("baseline", &[], Some((30_000, 52_000))),
+                explored("debug = \"line-tables-only\"", &[("CARGO_PROFILE_DEV_DEBUG", "line-tables-only")], Some((26_500, 45_000))),
+                explored("incremental = false", &[("CARGO_INCREMENTAL", "0")], Some((30_400, 51_000))),
+                explored("bogus", &[("CARGO_PROFILE_DEV_DEBUG", "bogus")], None),
+            ],
+        }),
+    }
+}
+
+/// A variant as `--explore` reports it: best wall and CPU time in ms, or a failure.
+fn explored(name: &str, env: &[(&str, &str)], times: Option<(u64, u64)>) -> ExploredVariant {
+    ExploredVariant {
+        name: name.into(),
+        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        wall: times.map(|t| s(t.0)),
+        cpu: times.map(|t| s(t.1)),
+        rounds_ok: usize::from(times.is_some()),
+        error: times.is_none().then(|| "error: invalid value for `debug`".into()),
     }
 }
 
@@ -1016,6 +1039,7 @@ fn report_interrupted_before_any_stage() {
     record.critical_path.clear();
     record.tests.clear();
     record.naive = None;
+    record.explore = None;
     record.idle_cpu = s(10_000);
     record.verdict = record.targets.verdict(record.total, &[]);
     let recs = recommend::recommend(&record, &RecommendContext::default());
@@ -1110,12 +1134,13 @@ fn report_html_packs_many_units_into_lanes() {
     }
 }
 
-/// `--explore` builds a real fixture once per variant from scratch and times it; a
-/// variant cargo rejects is reported as failed, not fatal.
+/// `--explore` builds a real fixture once per variant from scratch and times it (wall and
+/// CPU); a variant cargo rejects is reported as failed, not fatal, which also shows that
+/// the variant's variables reach cargo.
 #[test]
 fn report_explore_times_variants_on_a_fixture() {
     use pipeline_opt::fixture::FixtureWorkspace;
-    use pipeline_opt::report::explore::{self, ExploreOptions, Variant};
+    use pipeline_opt::report::explore::{self, Exploration, ExploreOptions, Variant};
     let (_dir, dir) = temp_dir();
     let manifest = FixtureWorkspace::chain(2).write(&dir.join("ws")).unwrap();
     let mut opts = ExploreOptions::new(manifest, dir.join("scratch"));
@@ -1124,16 +1149,26 @@ fn report_explore_times_variants_on_a_fixture() {
         explore::default_variants().remove(1),
         Variant::new("bogus", &[("CARGO_PROFILE_DEV_DEBUG", "bogus")]),
     ];
-    let results = explore::explore(&opts).unwrap();
+    let mut lines = Vec::new();
+    let results = explore::explore(&opts, &mut |r| lines.push(explore::render_line(r))).unwrap();
     assert_eq!(results.len(), 3);
     for r in &results[..2] {
         assert_eq!(r.error, None, "{r:?}");
-        assert_eq!(r.walls.len(), 1);
+        assert_eq!((r.walls.len(), r.cpus.len()), (1, 1));
         assert!(r.best().unwrap() > Duration::ZERO);
+        // rustc really ran: a cold build of two crates takes CPU time.
+        assert!(r.best_cpu().unwrap() > Duration::from_millis(50), "{r:?}");
     }
     assert!(results[2].walls.is_empty());
     assert!(results[2].error.as_deref().is_some_and(|e| e.contains("error")), "{:?}", results[2]);
-    let md = explore::render_markdown(&results, &opts.cargo_args, opts.rounds);
+    assert_eq!(lines.len(), 3);
+    assert!(lines[0].starts_with("explore: baseline: ") && lines[0].ends_with(" CPU"), "{lines:?}");
+    assert!(lines[2].starts_with("explore: bogus: failed: "), "{lines:?}");
+
+    let e = Exploration::from_results(&opts.command, opts.rounds, &results);
+    assert_eq!(e.variants[1].env["CARGO_PROFILE_TEST_DEBUG"], "line-tables-only");
+    let md = explore::render_markdown(&e);
+    assert!(md.contains("`cargo test --workspace --no-run --manifest-path "), "{md}");
     assert!(
         md.contains("| baseline | ") && md.contains("| debug = \"line-tables-only\" | "),
         "{md}"
