@@ -161,7 +161,8 @@ pub fn explore(
             }
             std::fs::create_dir_all(&dir).map_err(scratch)?;
             let mut cmd = opts.command.to_command(&sh);
-            // An outer run's shim and jobserver are not the variant's: a clean cargo.
+            // No wrapper: sccache would serve the cold build from its cache, and an outer
+            // run's rustc shim would record the variant's crates into that run.
             cmd.env_remove("RUSTC_WRAPPER")
                 .env_remove(crate::profile::SHIM_LOG_VAR)
                 .env("CARGO_TARGET_DIR", &dir)

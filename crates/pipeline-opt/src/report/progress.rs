@@ -48,6 +48,8 @@ pub struct ProgressReporter {
     units: BTreeMap<String, usize>,
     /// Tests (and retries) finished per stage.
     tests_done: BTreeMap<String, usize>,
+    /// The machine's cores, for the CPU share on the total line.
+    cores: usize,
     /// The latest time any event carried: cached and skipped stages, which never ran,
     /// are reported at this time so plain lines stay in order.
     now: Duration,
@@ -71,6 +73,7 @@ impl ProgressReporter {
             bars: BTreeMap::new(),
             units: BTreeMap::new(),
             tests_done: BTreeMap::new(),
+            cores: crate::orchestrator::available_cores(),
             now: Duration::ZERO,
         };
         if mode == ProgressMode::Live {
@@ -116,7 +119,7 @@ impl ProgressReporter {
                         secs(t.required),
                         secs(t.stretch),
                         100.0 * c.busy,
-                        crate::orchestrator::available_cores()
+                        self.cores
                     ));
                 }
             }
