@@ -279,11 +279,23 @@ impl Exploration {
     /// The variant that saved the most wall time against the baseline, with the saving;
     /// `None` when no variant beat it.
     pub fn best_saving(&self) -> Option<(&ExploredVariant, Duration)> {
-        let base = self.variants.first()?.wall?;
+        self.best_by(|v| v.wall)
+    }
+
+    /// The same for CPU time, the steadier measure on a loaded machine.
+    pub fn best_cpu_saving(&self) -> Option<(&ExploredVariant, Duration)> {
+        self.best_by(|v| v.cpu)
+    }
+
+    fn best_by(
+        &self,
+        time: impl Fn(&ExploredVariant) -> Option<Duration>,
+    ) -> Option<(&ExploredVariant, Duration)> {
+        let base = time(self.variants.first()?)?;
         self.variants
             .iter()
             .skip(1)
-            .filter_map(|v| Some((v, base.checked_sub(v.wall?)?)))
+            .filter_map(|v| Some((v, base.checked_sub(time(v)?)?)))
             .filter(|(_, saved)| !saved.is_zero())
             .max_by_key(|(_, saved)| *saved)
     }
@@ -331,19 +343,29 @@ pub fn render_markdown(e: &Exploration) -> String {
         };
         writeln!(o, "| {} | {} | {sw} | {} | {sc} |", v.name, opt(v.wall), opt(v.cpu)).unwrap();
     }
-    match e.best_saving() {
-        Some((v, saved)) => writeln!(
-            o,
-            "\nThe largest measured wall-time saving: `{}` ({}), set with {}. One round on a \
-             shared machine is noisy: trust the CPU column more, and rerun before acting on \
-             a difference of a few percent.",
-            v.name,
-            secs(saved),
-            v.env.iter().map(|(k, val)| format!("`{k}={val}`")).collect::<Vec<_>>().join(" ")
-        )
-        .unwrap(),
-        None => writeln!(o, "\nNo variant built faster than the baseline.").unwrap(),
+    let set_with = |v: &ExploredVariant| {
+        v.env.iter().map(|(k, val)| format!("`{k}={val}`")).collect::<Vec<_>>().join(" ")
+    };
+    o.push('\n');
+    for (what, best) in [("wall-time", e.best_saving()), ("CPU-time", e.best_cpu_saving())] {
+        match best {
+            Some((v, saved)) => writeln!(
+                o,
+                "- The largest measured {what} saving: `{}` ({}), set with {}.",
+                v.name,
+                secs(saved),
+                set_with(v)
+            )
+            .unwrap(),
+            None => writeln!(o, "- No variant saved {what} against the baseline.").unwrap(),
+        }
     }
+    writeln!(
+        o,
+        "\nCold builds on a shared machine are noisy, wall time most: trust the CPU column \
+         more, and rerun (more rounds) before acting on a difference of a few percent."
+    )
+    .unwrap();
     o
 }
 
