@@ -1,11 +1,10 @@
 //! `cargo xtask optimize` and `cargo xtask check`: flags to
-//! [`pipeline_opt::OptimizeOptions`], a plain live view of stage starts and finishes,
-//! and the exit code the library decided.
+//! [`pipeline_opt::OptimizeOptions`] (the library draws the live view of the run), and
+//! the exit code the library decided.
 
 use anyhow::Result;
 use pipeline_opt::optimize::OptimizeOutcome;
-use pipeline_opt::orchestrator::plain_progress_line;
-use pipeline_opt::profile::Event;
+use pipeline_opt::report::progress::ProgressMode;
 use pipeline_opt::targets::Gate;
 use pipeline_opt::{OptimizeOptions, run_fast_validation, run_optimized_pipeline};
 
@@ -13,9 +12,6 @@ use crate::utf8;
 
 impl crate::flags::Optimize {
     pub(crate) fn run(self) -> Result<i32> {
-        if self.explore {
-            anyhow::bail!("`--explore` is not available yet (issue 8); run without it");
-        }
         let gate = self.gate.as_deref().map(str::parse::<Gate>).transpose()?;
         let options = OptimizeOptions {
             manifest_path: utf8(self.manifest_path.as_ref())?,
@@ -30,9 +26,10 @@ impl crate::flags::Optimize {
             against_naive: self.against_naive,
             retries: 2,
             since: self.since,
+            explore: self.explore,
             ..cli_defaults()
         };
-        let outcome = run_optimized_pipeline(&options, &mut print_event)?;
+        let outcome = run_optimized_pipeline(&options, &mut |_| {})?;
         if self.explain {
             print_explanations(&outcome.record);
         }
@@ -49,15 +46,17 @@ impl crate::flags::Check {
             json: utf8(self.json.as_ref())?,
             ..cli_defaults()
         };
-        let outcome = run_fast_validation(&options, &mut print_event)?;
+        let outcome = run_fast_validation(&options, &mut |_| {})?;
         Ok(finish(&outcome))
     }
 }
 
-/// The xtask owns its process: it handles Ctrl-C itself, becomes a subreaper, and times
-/// crates through its own binary as RUSTC_WRAPPER.
+/// The xtask owns its process: it handles Ctrl-C itself, becomes a subreaper, times
+/// crates through its own binary as RUSTC_WRAPPER, and shows progress on stdout (live
+/// bars on a terminal, plain lines otherwise).
 fn cli_defaults() -> OptimizeOptions {
     OptimizeOptions {
+        progress: Some(ProgressMode::detect()),
         rustc_shim: true,
         handle_signals: true,
         subreaper: true,
@@ -72,12 +71,6 @@ fn print_explanations(record: &pipeline_opt::profile::RunRecord) {
     }
     for (stage, why) in &record.cache {
         eprintln!("explain: {stage}: {why}");
-    }
-}
-
-fn print_event(ev: &Event) {
-    if let Some(line) = plain_progress_line(ev) {
-        eprintln!("{line}");
     }
 }
 
@@ -96,6 +89,9 @@ fn finish(outcome: &OptimizeOutcome) -> i32 {
         for p in &n.only_naive_proves {
             eprintln!("  only the naive sequence proves: {p}");
         }
+    }
+    if let Some(e) = &r.explore {
+        eprintln!("{}", pipeline_opt::report::explore::render_markdown(e));
     }
     eprintln!("report: {}", outcome.reports.markdown);
     eprintln!("json: {}", outcome.reports.json);

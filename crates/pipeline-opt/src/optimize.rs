@@ -14,6 +14,7 @@ use crate::plan::{CargoArgs, LockUse, Plan, PlanError, Stage, StageCommand, Stag
 use crate::profile::{
     Event, NaiveComparison, PipelineProfiler, RunContext, RunOutcome, RunRecord, StageStatus,
 };
+use crate::report::progress::{ProgressMode, ProgressReporter};
 use crate::report::{ReportError, ReportOptions, WrittenReports};
 use crate::targets::{Gate, PerformanceTargets};
 
@@ -53,6 +54,12 @@ pub struct OptimizeOptions {
     /// Run every stage even when the stage cache has proven its inputs (the cache is
     /// still updated). `--against-naive` always does.
     pub no_cache: bool,
+    /// Show the run in the terminal as it goes (live bars, or plain lines; see
+    /// [`ProgressMode::detect`]), besides passing every event to the caller.
+    pub progress: Option<ProgressMode>,
+    /// After a successful run, build again from scratch once per profile-setting variant
+    /// ([`crate::report::explore`]) and report the measured times.
+    pub explore: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +84,8 @@ pub enum OptimizeError {
     Cache(#[from] crate::cache::CacheError),
     #[error(transparent)]
     Affected(#[from] crate::affected::AffectedError),
+    #[error(transparent)]
+    Explore(#[from] crate::report::explore::ExploreError),
     #[error("could not find the running executable to start the services stage: {source}")]
     CurrentExe {
         #[source]
@@ -106,6 +115,13 @@ pub fn run_optimized_pipeline(
     add_retries(&mut plan, options.retries);
     let command = command_line("optimize", options);
     let targets = PerformanceTargets::from_config(&inputs.config.targets);
+    let mut progress = options.progress.map(|mode| ProgressReporter::new(mode, &targets));
+    let on_event = &mut |ev: &Event| {
+        if let Some(p) = &mut progress {
+            p.handle(ev);
+        }
+        on_event(ev);
+    };
 
     let fresh_root = state_dir.join("compare").join(&run_id);
     if options.against_naive {
@@ -133,7 +149,48 @@ pub fn run_optimized_pipeline(
         // The fresh target directories are large and never reused.
         let _ = std::fs::remove_dir_all(&fresh_root);
     }
+    if options.explore {
+        explore_settings(&inputs, &plan, &state_dir, &mut record, &mut progress)?;
+    }
     report_and_decide(record, state_dir.clone(), options)
+}
+
+/// `--explore`: the plan's build stage (or `cargo test --no-run` where it has none) from
+/// scratch under every profile-setting variant, in scratch target directories under the
+/// state directory. Only after a successful run: a build that fails fails alike in every
+/// variant, and an interrupted run wants to stop.
+fn explore_settings(
+    inputs: &Inputs,
+    plan: &Plan,
+    state_dir: &Utf8Path,
+    record: &mut RunRecord,
+    progress: &mut Option<ProgressReporter>,
+) -> Result<(), OptimizeError> {
+    use crate::report::explore::{self, Exploration, ExploreOptions};
+    if record.outcome != RunOutcome::Succeeded {
+        record.notes.push("--explore was skipped: it runs only after a successful run".into());
+        return Ok(());
+    }
+    let scratch = explore::scratch_dir(state_dir);
+    let opts = match plan.stages.iter().find(|s| s.kind == StageKind::Build) {
+        Some(build) => ExploreOptions::for_command(build.command.clone(), scratch),
+        None => ExploreOptions::new(inputs.workspace.manifest_path.clone(), scratch),
+    };
+    if let Some(p) = progress.as_mut() {
+        p.note(&format!(
+            "explore: {} variants of `{}`, each a cold build in {}",
+            opts.variants.len(),
+            opts.command.display(),
+            opts.scratch_dir
+        ));
+    }
+    let results = explore::explore(&opts, &mut |r| {
+        if let Some(p) = progress.as_mut() {
+            p.note(&explore::render_line(r));
+        }
+    })?;
+    record.explore = Some(Exploration::from_results(&opts.command, opts.rounds, &results));
+    Ok(())
 }
 
 /// `cargo xtask check`: `cargo check --all-targets` with the configured features (after
@@ -153,6 +210,13 @@ pub fn run_fast_validation(
     let run_id = options.run_id.clone().unwrap_or_else(crate::orchestrator::new_run_id);
     let command = command_line("check", options);
     let targets = PerformanceTargets::from_config(&inputs.config.targets);
+    let mut progress = options.progress.map(|mode| ProgressReporter::new(mode, &targets));
+    let on_event = &mut |ev: &Event| {
+        if let Some(p) = &mut progress {
+            p.handle(ev);
+        }
+        on_event(ev);
+    };
     let record = run_plan(&inputs, options, &plan, &run_id, &command, targets, on_event)?;
     report_and_decide(record, state_dir, options)
 }

@@ -214,6 +214,8 @@ struct Running {
     reader_done: bool,
     tail: VecDeque<String>,
     tests: TestOutcomes,
+    /// The stage's rustc shim log, read as it grows.
+    rustc_log: crate::profile::RustcLogTail,
 }
 
 enum State {
@@ -277,12 +279,24 @@ impl ParallelOrchestrator {
         let mut results: Vec<Option<StageMetrics>> = vec![None; n];
         let mut failed_first: Option<String> = None;
         let mut interrupted: Option<i32> = None;
+        let mut cpu = crate::profile::CpuSampler::new();
+        let mut next_sample = start + crate::profile::CPU_SAMPLE_INTERVAL;
         let runs = match std::env::var(RUNS_VAR) {
             Ok(outer) if !outer.is_empty() => format!("{outer}:{}", opts.run_id),
             _ => opts.run_id.clone(),
         };
 
         loop {
+            // 0. CPU utilisation, on the loop's own clock: it wakes at least every 50 ms.
+            if let Some(sampler) = &mut cpu
+                && Instant::now() >= next_sample
+            {
+                if let Some(sample) = sampler.sample(start.elapsed()) {
+                    on_event(&Event::CpuSampled(sample));
+                }
+                next_sample = Instant::now() + crate::profile::CPU_SAMPLE_INTERVAL;
+            }
+
             // 1. Interrupts.
             let sig = if opts.handle_signals { SIGNAL.load(Ordering::SeqCst) } else { 0 };
             if interrupted.is_none() && (sig != 0 || opts.cancel.is_cancelled()) {
@@ -413,6 +427,11 @@ impl ParallelOrchestrator {
                                 reader_done: false,
                                 tail: VecDeque::new(),
                                 tests: TestOutcomes::default(),
+                                rustc_log: crate::profile::RustcLogTail::new(
+                                    rustc_log_path(&log_dir, &stage.id),
+                                    &stage.id,
+                                    started_at,
+                                ),
                             }));
                         }
                         Err(e) => {
@@ -473,7 +492,14 @@ impl ParallelOrchestrator {
                                 r.holds_lock = false;
                                 r.share = 0;
                             }
-                            r.tests.observe(&line);
+                            if let Some((name, duration, passed)) = r.tests.observe(&line) {
+                                on_event(&Event::TestFinished(crate::profile::TestTiming {
+                                    stage: plan.stages[idx].id.clone(),
+                                    name,
+                                    duration,
+                                    passed,
+                                }));
+                            }
                             if r.tail.len() == TAIL_LINES {
                                 r.tail.pop_front();
                             }
@@ -500,6 +526,10 @@ impl ParallelOrchestrator {
             for i in 0..n {
                 let State::Running(r) = &mut states[i] else { continue };
                 let stage = &plan.stages[i];
+                // Compile units as they finish, for the live view.
+                for c in r.rustc_log.read_new() {
+                    on_event(&Event::CrateCompiled(c));
+                }
                 if r.exited.is_none() {
                     if r.stop.is_none() && r.deadline.is_some_and(|d| now >= d) {
                         r.stop = Some((Why::TimedOut, now));
@@ -526,7 +556,7 @@ impl ParallelOrchestrator {
                 if !r.reader_done && now < exited_at + DRAIN_WAIT {
                     continue;
                 }
-                let State::Running(r) = std::mem::replace(&mut states[i], State::Done) else {
+                let State::Running(mut r) = std::mem::replace(&mut states[i], State::Done) else {
                     unreachable!()
                 };
                 let m = finish_metrics(stage, &r, status, &rusage, start, &log_dir);
@@ -545,8 +575,7 @@ impl ParallelOrchestrator {
                         }
                     }
                 }
-                let shim_log = rustc_log_path(&log_dir, &stage.id);
-                for c in crate::profile::read_rustc_log(&shim_log, &stage.id, started_at) {
+                for c in r.rustc_log.read_new() {
                     on_event(&Event::CrateCompiled(c));
                 }
                 on_event(&Event::StageFinished(m.clone()));
@@ -919,7 +948,10 @@ struct Outcomes {
 }
 
 impl TestOutcomes {
-    pub fn observe(&mut self, line: &str) {
+    /// Takes in one line of a test stage's output; a nextest status line that ends a
+    /// test (or one try of it) also gives back its name, duration and whether it passed.
+    /// The summary's repeats (`(───)` instead of a counter) give back nothing.
+    pub fn observe(&mut self, line: &str) -> Option<(String, Duration, bool)> {
         let plain = strip_ansi(line);
         let l = plain.trim();
         // libtest: `test tests::bad ... FAILED`
@@ -929,7 +961,7 @@ impl TestOutcomes {
             } else if let Some(name) = rest.strip_suffix(" ... ok") {
                 self.libtest.passed.insert(name.to_string());
             }
-            return;
+            return None;
         }
         // nextest: `FAIL [   0.004s] (1/3) crate::bin tests::bad`, `TRY 2 PASS [...] ...`,
         // `FLAKY 2/3 [...] ...`, and in the summary `FAIL [...] (───) crate::bin name`.
@@ -937,7 +969,7 @@ impl TestOutcomes {
             Some(rest) => rest.split_once(' ').map(|(_, r)| r.trim_start()).unwrap_or(rest),
             None => l,
         };
-        let Some((word, rest)) = l.split_once(' ') else { return };
+        let (word, rest) = l.split_once(' ')?;
         let rest = rest.trim_start();
         let rest = if word == "FLAKY" {
             // `FLAKY 2/3 [ 0.003s] name`
@@ -946,25 +978,37 @@ impl TestOutcomes {
             rest
         };
         if !rest.starts_with('[') {
-            return;
+            return None;
         }
-        let Some((_, after)) = rest.split_once("] ") else { return };
+        let (time, after) = rest.split_once("] ")?;
+        let duration = time
+            .trim_start_matches('[')
+            .trim()
+            .strip_suffix('s')
+            .and_then(|t| t.parse::<f64>().ok())
+            .and_then(|t| Duration::try_from_secs_f64(t).ok());
         let after = after.trim();
         let name = match after.strip_prefix('(') {
             Some(r) => r.split_once(") ").map(|(_, n)| n.trim()).unwrap_or(""),
             None => after,
         };
         if name.is_empty() || name.contains(' ') && name.split(' ').count() > 2 {
-            return;
+            return None;
         }
         let set = match word {
             "PASS" | "LEAK" => &mut self.nextest.passed,
             "FAIL" | "TIMEOUT" | "SIGSEGV" | "SIGABRT" | "SIGKILL" | "SIGTERM" | "ABORT"
             | "LEAK-FAIL" => &mut self.nextest.failed,
             "FLAKY" => &mut self.nextest.flaky,
-            _ => return,
+            _ => return None,
         };
         set.insert(name.to_string());
+        let summary = after.starts_with("(─");
+        match (duration, summary, word) {
+            (Some(d), false, "FLAKY") => Some((name.to_string(), d, true)),
+            (Some(d), false, _) => Some((name.to_string(), d, matches!(word, "PASS" | "LEAK"))),
+            _ => None,
+        }
     }
 
     /// (failed, flaky): a test that failed a try but passed a later one is flaky.
@@ -1006,50 +1050,6 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
-/// One line per stage start and finish, for a plain terminal (`[  12.3s] build ok`).
-pub fn plain_progress_line(ev: &Event) -> Option<String> {
-    match ev {
-        Event::StageStarted { id, at } => {
-            Some(format!("[{:>7.1}s] {id} started", at.as_secs_f64()))
-        }
-        Event::StageFinished(m) => {
-            let end = (m.start + m.wall).as_secs_f64();
-            let what = match &m.status {
-                StageStatus::Succeeded => format!("ok in {:.1}s", m.wall.as_secs_f64()),
-                StageStatus::Failed => format!(
-                    "FAILED in {:.1}s (exit {}){}",
-                    m.wall.as_secs_f64(),
-                    m.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
-                    if m.failed_tests.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; failing tests: {}", m.failed_tests.join(", "))
-                    }
-                ),
-                StageStatus::TimedOut => format!("TIMED OUT after {:.1}s", m.wall.as_secs_f64()),
-                StageStatus::Cancelled => format!("cancelled after {:.1}s", m.wall.as_secs_f64()),
-                StageStatus::Skipped { reason } => format!("skipped: {reason}"),
-                StageStatus::Cached { from_run } => format!("cached (run {from_run})"),
-            };
-            let end = if matches!(m.status, StageStatus::Skipped { .. }) { 0.0 } else { end };
-            let mut s = format!("[{end:>7.1}s] {} {what}", m.id);
-            if !m.flaky_tests.is_empty() {
-                s.push_str(&format!("; flaky: {}", m.flaky_tests.join(", ")));
-            }
-            if !matches!(m.status, StageStatus::Succeeded | StageStatus::Skipped { .. })
-                && let Some(p) = &m.log_path
-            {
-                s.push_str(&format!("\n           full log: {p}"));
-            }
-            Some(s)
-        }
-        Event::RunFinished { outcome, total } => {
-            Some(format!("[{:>7.1}s] run {outcome:?}", total.as_secs_f64()))
-        }
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::TestOutcomes;
@@ -1057,6 +1057,7 @@ mod tests {
     #[test]
     fn parses_nextest_and_libtest_outcomes() {
         let mut t = TestOutcomes::default();
+        let mut timed = Vec::new();
         for l in [
             "        PASS [   0.003s] (1/4) fix tests::ok",
             "  TRY 1 FAIL [   0.003s] (2/4) fix tests::flaky",
@@ -1068,15 +1069,30 @@ mod tests {
             "test tests::bad ... FAILED",
             "\u{1b}[31;1m        FAIL\u{1b}[0m [   0.001s] (4/4) fix tests::colored",
         ] {
-            t.observe(l);
+            if let Some((name, d, passed)) = t.observe(l) {
+                timed.push(format!("{name} {}ms {passed}", d.as_millis()));
+            }
         }
+        // Every try with its time; the summary's repeats are not tests of their own.
+        assert_eq!(
+            timed,
+            [
+                "fix tests::ok 3ms true",
+                "fix tests::flaky 3ms false",
+                "fix tests::flaky 3ms true",
+                "fix tests::bad 4ms false",
+                "fix tests::hangs 1000ms false",
+                "fix tests::colored 1ms false",
+            ]
+        );
         let (failed, flaky) = t.results();
         assert_eq!(failed, vec!["fix tests::bad", "fix tests::colored", "fix tests::hangs"]);
         assert_eq!(flaky, vec!["fix tests::flaky"]);
 
         let mut t = TestOutcomes::default();
         for l in ["test other::broken ... FAILED", "test other::fine ... ok"] {
-            t.observe(l);
+            // libtest on stable prints no durations.
+            assert_eq!(t.observe(l), None);
         }
         assert_eq!(t.results(), (vec!["other::broken".to_string()], vec![]));
     }

@@ -9,7 +9,7 @@ use camino::Utf8PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change of [`RunRecord`]'s JSON form.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunRecord {
@@ -48,6 +48,70 @@ pub struct RunRecord {
     /// was cached from; keyed by stage id, and `test <package>` for per-package tests.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub cache: std::collections::BTreeMap<String, String>,
+    /// The machine's CPU utilisation sampled along the run (schema 2; empty where
+    /// `/proc/stat` is missing, and in records of version 1).
+    #[serde(default)]
+    pub cpu_samples: Vec<CpuSample>,
+    /// `--explore`: the profile-setting variants tried and their measured times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explore: Option<crate::report::explore::Exploration>,
+}
+
+/// How busy the machine's cores were over the interval that ends at `at`: all
+/// processes, not only the run's (`/proc/stat`), so other load on the machine shows.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct CpuSample {
+    /// The end of the interval, from the start of the run.
+    #[serde(with = "secs")]
+    pub at: Duration,
+    /// Busy share of all cores over the interval, 0 to 1.
+    pub busy: f64,
+}
+
+/// How often the orchestrator samples CPU utilisation: fine enough to see a link step
+/// or a serial test binary, coarse enough to cost nothing (one read of `/proc/stat`).
+pub const CPU_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Reads `/proc/stat` and turns the change of its first (all-cores) line between two
+/// reads into a [`CpuSample`].
+#[derive(Debug, Clone)]
+pub struct CpuSampler {
+    last: (u64, u64),
+}
+
+impl CpuSampler {
+    /// `None` where `/proc/stat` cannot be read (not Linux): the record then has no
+    /// samples and the timeline says so.
+    pub fn new() -> Option<CpuSampler> {
+        Some(CpuSampler { last: read_proc_stat()? })
+    }
+
+    /// The utilisation since the previous call (or since [`CpuSampler::new`]).
+    pub fn sample(&mut self, at: Duration) -> Option<CpuSample> {
+        let now = read_proc_stat()?;
+        let (busy, total) = (now.0.saturating_sub(self.last.0), now.1.saturating_sub(self.last.1));
+        self.last = now;
+        (total > 0).then(|| CpuSample { at, busy: (busy as f64 / total as f64).clamp(0.0, 1.0) })
+    }
+}
+
+/// (busy, total) jiffies of all cores: `cpu user nice system idle iowait irq softirq
+/// steal ...`; idle and iowait are the idle ones. Guest time is already in user.
+fn read_proc_stat() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_proc_stat(&text)
+}
+
+fn parse_proc_stat(text: &str) -> Option<(u64, u64)> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> =
+        line.split_whitespace().skip(1).take(8).filter_map(|f| f.parse().ok()).collect();
+    if fields.len() < 4 {
+        return None;
+    }
+    let total: u64 = fields.iter().sum();
+    let idle = fields[3] + fields.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
 }
 
 /// `--against-naive`: both sides from a fresh target directory, one after the other on
@@ -222,11 +286,24 @@ pub struct CriticalStep {
 /// these; they never look inside the orchestrator.
 #[derive(Debug, Clone)]
 pub enum Event {
-    StageStarted { id: String, at: Duration },
-    StageOutput { id: String, line: String },
+    StageStarted {
+        id: String,
+        at: Duration,
+    },
+    StageOutput {
+        id: String,
+        line: String,
+    },
     CrateCompiled(CrateTiming),
+    /// A test (or one try of a retried test) ended, as nextest reported it.
+    TestFinished(TestTiming),
+    /// The machine's CPU utilisation over the last [`CPU_SAMPLE_INTERVAL`].
+    CpuSampled(CpuSample),
     StageFinished(StageMetrics),
-    RunFinished { outcome: RunOutcome, total: Duration },
+    RunFinished {
+        outcome: RunOutcome,
+        total: Duration,
+    },
 }
 
 /// Consumes events and builds the run record.
@@ -234,6 +311,8 @@ pub enum Event {
 pub struct PipelineProfiler {
     pub stages: Vec<StageMetrics>,
     pub crates: Vec<CrateTiming>,
+    pub tests: Vec<TestTiming>,
+    pub cpu_samples: Vec<CpuSample>,
     pub outcome: Option<RunOutcome>,
     pub total: Duration,
 }
@@ -259,6 +338,12 @@ impl PipelineProfiler {
         match ev {
             Event::StageFinished(m) => self.stages.push(m.clone()),
             Event::CrateCompiled(c) => self.crates.push(c.clone()),
+            Event::TestFinished(t) => {
+                // A retried test counts with its last try, which decided its outcome.
+                self.tests.retain(|o| !(o.stage == t.stage && o.name == t.name));
+                self.tests.push(t.clone());
+            }
+            Event::CpuSampled(c) => self.cpu_samples.push(*c),
             Event::RunFinished { outcome, total } => {
                 self.outcome = Some(*outcome);
                 self.total = *total;
@@ -295,9 +380,11 @@ impl PipelineProfiler {
             targets: ctx.targets,
             verdict,
             naive: None,
-            tests: Vec::new(),
+            tests: self.tests,
             idle_cpu,
             cache: Default::default(),
+            cpu_samples: self.cpu_samples,
+            explore: None,
         }
     }
 }
@@ -510,21 +597,59 @@ pub fn read_rustc_log(
     stage: &str,
     run_start: std::time::SystemTime,
 ) -> Vec<CrateTiming> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
-    let base =
-        run_start.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-    let rel = |t: f64| Duration::from_secs_f64((t - base).max(0.0));
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<RustcInvocation>(l).ok())
-        .map(|inv| CrateTiming {
-            package: if inv.package.is_empty() { inv.crate_name.clone() } else { inv.package },
-            target: inv.crate_name,
-            kind: inv.kind,
-            stage: stage.to_string(),
-            start: rel(inv.start),
-            end: rel(inv.end),
-        })
-        .collect()
+    RustcLogTail::new(path.to_owned(), stage, run_start).read_new()
+}
+
+/// Follows a stage's rustc shim log while the stage runs, so compile units are reported
+/// as they finish (the live view counts them) rather than when the stage ends. Only
+/// whole lines are consumed: the shim appends each line with one write, but a read may
+/// still land between two writes.
+#[derive(Debug, Clone)]
+pub struct RustcLogTail {
+    path: Utf8PathBuf,
+    stage: String,
+    base: f64,
+    offset: u64,
+}
+
+impl RustcLogTail {
+    pub fn new(path: Utf8PathBuf, stage: &str, run_start: std::time::SystemTime) -> RustcLogTail {
+        let base =
+            run_start.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        RustcLogTail { path, stage: stage.to_string(), base, offset: 0 }
+    }
+
+    /// The units appended since the last call (none while the file does not exist).
+    pub fn read_new(&mut self) -> Vec<CrateTiming> {
+        use std::io::{Read as _, Seek as _};
+        let Ok(mut file) = std::fs::File::open(&self.path) else { return Vec::new() };
+        if file.metadata().map(|m| m.len() <= self.offset).unwrap_or(true) {
+            return Vec::new();
+        }
+        let mut bytes = Vec::new();
+        if file.seek(std::io::SeekFrom::Start(self.offset)).is_err()
+            || file.read_to_end(&mut bytes).is_err()
+        {
+            return Vec::new();
+        }
+        let Some(last_newline) = bytes.iter().rposition(|&b| b == b'\n') else {
+            return Vec::new();
+        };
+        self.offset += last_newline as u64 + 1;
+        let rel = |t: f64| Duration::from_secs_f64((t - self.base).max(0.0));
+        String::from_utf8_lossy(&bytes[..last_newline])
+            .lines()
+            .filter_map(|l| serde_json::from_str::<RustcInvocation>(l).ok())
+            .map(|inv| CrateTiming {
+                package: if inv.package.is_empty() { inv.crate_name.clone() } else { inv.package },
+                target: inv.crate_name,
+                kind: inv.kind,
+                stage: self.stage.clone(),
+                start: rel(inv.start),
+                end: rel(inv.end),
+            })
+            .collect()
+    }
 }
 
 /// Durations as fractional seconds in JSON.
@@ -600,6 +725,14 @@ mod tests {
             flaky_tests: vec![],
             proves: vec![],
         }
+    }
+
+    #[test]
+    fn proc_stat_busy_and_total() {
+        let text = "cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 50 2 25 400 20 1 1 0 0 0\n";
+        // busy = user + nice + system + irq + softirq + steal; idle + iowait are not.
+        assert_eq!(parse_proc_stat(text), Some((160, 1000)));
+        assert_eq!(parse_proc_stat("intr 1 2 3\n"), None);
     }
 
     #[test]

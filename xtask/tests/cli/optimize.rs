@@ -186,3 +186,130 @@ fn cli_check_writes_reports_where_asked_and_fails_on_a_type_error() {
     let check = r.stages.iter().find(|s| s.id == "check").unwrap();
     assert!(check.tail.iter().any(|l| l.contains("mismatched types")), "{:?}", check.tail);
 }
+
+/// `optimize` draws a live view when stdout is a terminal (a pseudo-terminal from
+/// util-linux `script` here): bars redrawn with escape codes, each stage with its state
+/// and the build's compile units. Through a pipe, or with `NO_COLOR`, the same run prints
+/// plain lines without a single escape code.
+#[test]
+fn cli_optimize_progress_live_on_a_terminal_plain_otherwise() {
+    let script_ok =
+        Command::new("script").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !script_ok {
+        assert!(
+            std::env::var("CI").is_err(),
+            "`script` (util-linux, apt-get install bsdutils) is needed for the terminal test"
+        );
+        eprintln!("skipping: `script` is not installed (apt-get install bsdutils)");
+        return;
+    }
+    let (_t, dir) = temp();
+    let ws = || {
+        FixtureWorkspace::new(vec![FixtureCrate::new("base"), FixtureCrate::new("top").dep("base")])
+            .config("disable = [\"bench-build\", \"doctest\"]")
+    };
+    let run = |name: &str, pty: bool, no_color: bool| {
+        // Each run gets a workspace of its own: a second run would be served from the
+        // stage cache and compile nothing.
+        let manifest = ws().write(&dir.join(name)).unwrap();
+        let exe = env!("CARGO_BIN_EXE_xtask");
+        let mut cmd = if pty {
+            let mut c = Command::new("script");
+            c.args(["-qefc", &format!("{exe} optimize --manifest-path {manifest}"), "/dev/null"]);
+            c
+        } else {
+            let mut c = Command::new(exe);
+            c.args(["optimize", "--manifest-path", manifest.as_str()]);
+            c
+        };
+        for var in pipeline_opt::toolchain::inherited_cargo_vars() {
+            cmd.env_remove(var);
+        }
+        cmd.env_remove("CI").env_remove("NO_COLOR").env("TERM", "xterm-256color");
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        }
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    };
+
+    let live = run("live", true, false);
+    assert!(live.contains("\x1b["), "the live view redraws with escape codes: {live:?}");
+    for stage in ["fetch", "build", "test"] {
+        assert!(live.contains(stage), "stage {stage} is shown: {live:?}");
+    }
+    assert!(live.contains("units compiled"), "compile progress inside build: {live:?}");
+    assert!(live.contains("required 60.0 s"), "the total is shown against its target: {live:?}");
+    assert!(live.contains("✔"), "finished stages are marked: {live:?}");
+
+    let piped = run("piped", false, false);
+    assert!(!piped.contains('\x1b'), "no escape codes through a pipe: {piped:?}");
+    assert!(piped.contains("] build: started"), "{piped}");
+    assert!(piped.contains("] build: succeeded in "), "{piped}");
+    assert!(piped.contains("build: compiled top (lib `top`)"), "{piped}");
+    assert!(piped.contains("run succeeded in "), "{piped}");
+
+    let no_color = run("no-color", true, true);
+    assert!(!no_color.contains("\x1b["), "NO_COLOR means plain lines: {no_color:?}");
+    assert!(no_color.contains("] test: succeeded in "), "{no_color}");
+}
+
+/// `optimize --explore` runs the build stage from scratch under every default variant
+/// with real cargo, and the JSON record, the markdown report and the terminal carry the
+/// measured times.
+#[test]
+fn cli_optimize_explore_measures_every_variant() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![
+        FixtureCrate::new("base"),
+        FixtureCrate::new("top").dep("base"),
+    ])
+    .config("disable = [\"bench-build\", \"doctest\"]");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let json = dir.join("run.json");
+    let report = dir.join("report.md");
+    let out = xtask(&[
+        "optimize",
+        "--explore",
+        "--manifest-path",
+        manifest.as_str(),
+        "--json",
+        json.as_str(),
+        "--report",
+        report.as_str(),
+    ])
+    .env_remove("CI")
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let r = record(&json);
+    let e = r.explore.expect("the record has the exploration");
+    assert!(e.command.starts_with("cargo build ") && e.command.contains("--all-targets"), "{e:?}");
+    let names: Vec<&str> = e.variants.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "baseline",
+            "debug = \"line-tables-only\"",
+            "debug = false",
+            "incremental = false",
+            "codegen-units = 16"
+        ]
+    );
+    for v in &e.variants {
+        assert_eq!((v.rounds_ok, &v.error), (1, &None), "{v:?}");
+        // A cold build of two crates: rustc ran for every variant.
+        assert!(v.cpu.unwrap() > Duration::from_millis(50), "{v:?}");
+        assert!(v.wall.unwrap() > Duration::ZERO, "{v:?}");
+        assert!(stdout.contains(&format!("explore: {}: ", v.name)), "{stdout}");
+    }
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(md.contains("## Explored settings"), "{md}");
+    assert!(md.contains("| debug = false | "), "{md}");
+    assert!(stderr.contains("| codegen-units = 16 | "), "the terminal shows the table: {stderr}");
+    assert!(!dir.join("ws/target/pipeline-opt/explore").exists(), "scratch removed");
+}

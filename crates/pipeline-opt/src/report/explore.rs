@@ -1,12 +1,18 @@
-//! `--explore`: tries profile-setting variants (less debug info, no incremental) by
-//! building the workspace's tests from scratch once per variant and round, each in its
-//! own scratch target directory, and reports the measured wall time against the baseline.
+//! `--explore`: tries profile-setting variants (less debug info, no incremental, fewer
+//! codegen units) by running the build stage's command from scratch once per variant and
+//! round, each in its own scratch target directory, and reports the measured wall and CPU
+//! time against the baseline. The user's manifest and target directory are never touched.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Read as _;
 use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
+use serde::{Deserialize, Serialize};
 
+use crate::plan::StageCommand;
+use crate::profile::opt_secs;
 use crate::report::secs;
 
 /// One set of settings to try, given as cargo's `CARGO_PROFILE_*` / `CARGO_*` variables so
@@ -27,6 +33,7 @@ impl Variant {
 }
 
 /// The baseline (the workspace's own settings) first, then the variants worth trying.
+/// Both `dev` and `test` are set: `--all-targets` builds test targets with `test`.
 pub fn default_variants() -> Vec<Variant> {
     vec![
         Variant::new("baseline", &[]),
@@ -42,30 +49,44 @@ pub fn default_variants() -> Vec<Variant> {
             &[("CARGO_PROFILE_DEV_DEBUG", "false"), ("CARGO_PROFILE_TEST_DEBUG", "false")],
         ),
         Variant::new("incremental = false", &[("CARGO_INCREMENTAL", "0")]),
+        Variant::new(
+            "codegen-units = 16",
+            &[
+                ("CARGO_PROFILE_DEV_CODEGEN_UNITS", "16"),
+                ("CARGO_PROFILE_TEST_CODEGEN_UNITS", "16"),
+            ],
+        ),
     ]
 }
 
 #[derive(Debug, Clone)]
 pub struct ExploreOptions {
-    pub manifest_path: Utf8PathBuf,
+    /// The command that is timed (the build stage's), run with its own environment plus
+    /// the variant's and `CARGO_TARGET_DIR` pointing at the scratch directory.
+    pub command: StageCommand,
     /// Each variant builds in `<scratch_dir>/<n>`, emptied before every round.
     pub scratch_dir: Utf8PathBuf,
     /// Rounds of every variant, interleaved so drift in machine load hits all alike.
     pub rounds: usize,
-    /// Cargo arguments of the build that is timed.
-    pub cargo_args: Vec<String>,
     pub variants: Vec<Variant>,
 }
 
 impl ExploreOptions {
+    /// `cargo test --workspace --no-run` on `manifest_path`: every test target, built
+    /// the way the tests need them.
     pub fn new(manifest_path: Utf8PathBuf, scratch_dir: Utf8PathBuf) -> ExploreOptions {
-        ExploreOptions {
-            manifest_path,
+        let cwd = manifest_path.parent().map(Utf8Path::to_owned).unwrap_or_else(|| ".".into());
+        let mut args: Vec<String> = ["test", "--workspace", "--no-run"].map(String::from).to_vec();
+        args.extend(["--manifest-path".to_string(), manifest_path.to_string()]);
+        ExploreOptions::for_command(
+            StageCommand { program: "cargo".into(), args, env: BTreeMap::new(), cwd },
             scratch_dir,
-            rounds: 1,
-            cargo_args: ["test", "--workspace", "--no-run"].map(String::from).to_vec(),
-            variants: default_variants(),
-        }
+        )
+    }
+
+    /// Times `command` (a plan's build stage) under every default variant.
+    pub fn for_command(command: StageCommand, scratch_dir: Utf8PathBuf) -> ExploreOptions {
+        ExploreOptions { command, scratch_dir, rounds: 1, variants: default_variants() }
     }
 }
 
@@ -74,6 +95,9 @@ pub struct VariantResult {
     pub variant: Variant,
     /// Wall time of each successful round.
     pub walls: Vec<Duration>,
+    /// User + system CPU time of the whole build (cargo, rustc, linkers, build scripts)
+    /// of each successful round.
+    pub cpus: Vec<Duration>,
     /// The last error line of a failed build, if any round failed.
     pub error: Option<String>,
 }
@@ -82,6 +106,11 @@ impl VariantResult {
     /// The fastest round: the least disturbed by other load on the machine.
     pub fn best(&self) -> Option<Duration> {
         self.walls.iter().min().copied()
+    }
+
+    /// The least CPU time of any round; CPU time varies far less with load than wall time.
+    pub fn best_cpu(&self) -> Option<Duration> {
+        self.cpus.iter().min().copied()
     }
 }
 
@@ -93,21 +122,35 @@ pub enum ExploreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot run cargo for variant `{variant}`: {source}; is cargo on PATH?")]
+    #[error("cannot run `{program}` for variant `{variant}`: {source}; is it on PATH?")]
     Spawn {
+        program: String,
         variant: String,
         #[source]
         source: std::io::Error,
     },
 }
 
-/// Builds once per variant and round from an empty target directory and times it.
-pub fn explore(opts: &ExploreOptions) -> Result<Vec<VariantResult>, ExploreError> {
+/// Builds once per variant and round from an empty target directory and times it;
+/// `on_result` hears of each variant's round as it ends (the terminal view).
+pub fn explore(
+    opts: &ExploreOptions,
+    on_result: &mut dyn FnMut(&VariantResult),
+) -> Result<Vec<VariantResult>, ExploreError> {
     let mut results: Vec<VariantResult> = opts
         .variants
         .iter()
-        .map(|v| VariantResult { variant: v.clone(), walls: Vec::new(), error: None })
+        .map(|v| VariantResult {
+            variant: v.clone(),
+            walls: Vec::new(),
+            cpus: Vec::new(),
+            error: None,
+        })
         .collect();
+    let sh = xshell::Shell::new().map_err(|e| ExploreError::Scratch {
+        path: opts.scratch_dir.clone(),
+        source: std::io::Error::other(e),
+    })?;
     for _ in 0..opts.rounds.max(1) {
         for (i, result) in results.iter_mut().enumerate() {
             let dir = opts.scratch_dir.join(i.to_string());
@@ -117,63 +160,224 @@ pub fn explore(opts: &ExploreOptions) -> Result<Vec<VariantResult>, ExploreError
                 _ => {}
             }
             std::fs::create_dir_all(&dir).map_err(scratch)?;
-            let mut cmd = std::process::Command::new("cargo");
-            for var in crate::toolchain::inherited_cargo_vars() {
-                cmd.env_remove(var);
-            }
-            cmd.args(&opts.cargo_args)
-                .arg("--manifest-path")
-                .arg(&opts.manifest_path)
+            let mut cmd = opts.command.to_command(&sh);
+            // No wrapper: sccache would serve the cold build from its cache, and an outer
+            // run's rustc shim would record the variant's crates into that run.
+            cmd.env_remove("RUSTC_WRAPPER")
+                .env_remove(crate::profile::SHIM_LOG_VAR)
                 .env("CARGO_TARGET_DIR", &dir)
                 .env("CARGO_TERM_COLOR", "never")
-                .envs(result.variant.env.iter().map(|(k, v)| (k, v)));
-            let started = Instant::now();
-            let out = cmd.output().map_err(|source| ExploreError::Spawn {
+                .envs(result.variant.env.iter().map(|(k, v)| (k, v)))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped());
+            let spawn_err = |source| ExploreError::Spawn {
+                program: opts.command.program.clone(),
                 variant: result.variant.name.clone(),
                 source,
-            })?;
+            };
+            let started = Instant::now();
+            let (code, cpu, stderr) = run_timed(cmd).map_err(spawn_err)?;
             let wall = started.elapsed();
-            if out.status.success() {
+            if code == Some(0) {
                 result.walls.push(wall);
+                result.cpus.push(cpu);
             } else {
-                let stderr = String::from_utf8_lossy(&out.stderr);
                 let line =
                     stderr.lines().rev().find(|l| l.contains("error")).unwrap_or("cargo failed");
                 result.error = Some(line.trim().to_string());
             }
+            on_result(result);
         }
     }
     let _ = std::fs::remove_dir_all(&opts.scratch_dir);
     Ok(results)
 }
 
-/// A markdown section: each variant's best time and its saving against the baseline
-/// (the first variant).
-pub fn render_markdown(results: &[VariantResult], cargo_args: &[String], rounds: usize) -> String {
+/// Runs `cmd` to the end and returns its exit code, the CPU time of its whole tree (from
+/// `wait4`, which counts every descendant the child waited for) and its stderr.
+fn run_timed(mut cmd: std::process::Command) -> std::io::Result<(Option<i32>, Duration, String)> {
+    let mut child = cmd.spawn()?;
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        // To the end before waiting, so a chatty build never blocks on a full pipe.
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        stderr = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    let pid = child.id() as i32;
+    let mut status = 0;
+    // SAFETY: rusage is plain data, fully written by wait4 on success.
+    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: pid is our own child, not yet reaped (`Child` is never waited on).
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
+        if r == pid {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+    drop(child);
+    let tv =
+        |t: libc::timeval| Duration::new(t.tv_sec.max(0) as u64, (t.tv_usec.max(0) as u32) * 1000);
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    Ok((code, tv(rusage.ru_utime) + tv(rusage.ru_stime), stderr))
+}
+
+/// What `--explore` measured, as kept in the run record and rendered in the reports.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Exploration {
+    /// The command every variant ran, from an empty target directory.
+    pub command: String,
+    pub rounds: usize,
+    /// The baseline first.
+    pub variants: Vec<ExploredVariant>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExploredVariant {
+    pub name: String,
+    /// The variables the variant set.
+    pub env: BTreeMap<String, String>,
+    /// Best wall time of its rounds; null when every round failed.
+    #[serde(with = "opt_secs")]
+    pub wall: Option<Duration>,
+    /// Least CPU time (user + system, whole process tree) of its rounds.
+    #[serde(with = "opt_secs")]
+    pub cpu: Option<Duration>,
+    /// Rounds that succeeded.
+    pub rounds_ok: usize,
+    pub error: Option<String>,
+}
+
+impl Exploration {
+    pub fn from_results(
+        command: &StageCommand,
+        rounds: usize,
+        results: &[VariantResult],
+    ) -> Exploration {
+        Exploration {
+            command: command.display(),
+            rounds: rounds.max(1),
+            variants: results
+                .iter()
+                .map(|r| ExploredVariant {
+                    name: r.variant.name.clone(),
+                    env: r.variant.env.iter().cloned().collect(),
+                    wall: r.best(),
+                    cpu: r.best_cpu(),
+                    rounds_ok: r.walls.len(),
+                    error: r.error.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The variant that saved the most wall time against the baseline, with the saving;
+    /// `None` when no variant beat it.
+    pub fn best_saving(&self) -> Option<(&ExploredVariant, Duration)> {
+        self.best_by(|v| v.wall)
+    }
+
+    /// The same for CPU time, the steadier measure on a loaded machine.
+    pub fn best_cpu_saving(&self) -> Option<(&ExploredVariant, Duration)> {
+        self.best_by(|v| v.cpu)
+    }
+
+    fn best_by(
+        &self,
+        time: impl Fn(&ExploredVariant) -> Option<Duration>,
+    ) -> Option<(&ExploredVariant, Duration)> {
+        let base = time(self.variants.first()?)?;
+        self.variants
+            .iter()
+            .skip(1)
+            .filter_map(|v| Some((v, base.checked_sub(time(v)?)?)))
+            .filter(|(_, saved)| !saved.is_zero())
+            .max_by_key(|(_, saved)| *saved)
+    }
+}
+
+/// `+1.2 s (+15%)`: what `value` saves against `base` (negative: it costs more).
+fn saving(value: Option<Duration>, base: Option<Duration>) -> String {
+    match (value, base) {
+        (Some(v), Some(b)) if !b.is_zero() => {
+            let saved = b.as_secs_f64() - v.as_secs_f64();
+            format!("{saved:+.1} s ({:+.0}%)", 100.0 * saved / b.as_secs_f64())
+        }
+        _ => "-".into(),
+    }
+}
+
+fn opt(d: Option<Duration>) -> String {
+    d.map(secs).unwrap_or_else(|| "-".into())
+}
+
+/// A markdown section: each variant's best wall and CPU time and its savings against the
+/// baseline (the first variant).
+pub fn render_markdown(e: &Exploration) -> String {
     let mut o = String::new();
     writeln!(o, "## Explored settings\n").unwrap();
     writeln!(
         o,
-        "`cargo {}` from an empty target directory, best of {rounds} interleaved round(s) per variant:\n",
-        cargo_args.join(" ")
+        "`{}` from an empty target directory, once per variant and round ({} round(s), \
+         interleaved); best wall time and least CPU time of the rounds:\n",
+        e.command, e.rounds
     )
     .unwrap();
-    writeln!(o, "| variant | best | saving vs baseline |").unwrap();
-    writeln!(o, "| --- | ---: | ---: |").unwrap();
-    let baseline = results.first().and_then(VariantResult::best);
-    for r in results {
-        let (best, saving) = match (r.best(), baseline, &r.error) {
-            (_, _, Some(e)) => ("failed".to_string(), e.clone()),
-            (Some(b), Some(base), None) => {
-                let saved = base.as_secs_f64() - b.as_secs_f64();
-                (secs(b), format!("{saved:+.1} s ({:+.0}%)", 100.0 * saved / base.as_secs_f64()))
-            }
-            (Some(b), None, None) => (secs(b), "-".into()),
-            (None, _, None) => ("-".into(), "-".into()),
+    writeln!(o, "| variant | wall | saved (wall) | CPU | saved (CPU) |").unwrap();
+    writeln!(o, "| --- | ---: | ---: | ---: | ---: |").unwrap();
+    let (base_wall, base_cpu) = e.variants.first().map(|b| (b.wall, b.cpu)).unwrap_or((None, None));
+    for (i, v) in e.variants.iter().enumerate() {
+        if let (Some(err), 0) = (&v.error, v.rounds_ok) {
+            writeln!(o, "| {} | failed | {} | | |", v.name, err.replace('|', "\\|")).unwrap();
+            continue;
+        }
+        let (sw, sc) = if i == 0 {
+            ("".to_string(), "".to_string())
+        } else {
+            (saving(v.wall, base_wall), saving(v.cpu, base_cpu))
         };
-        writeln!(o, "| {} | {best} | {saving} |", r.variant.name).unwrap();
+        writeln!(o, "| {} | {} | {sw} | {} | {sc} |", v.name, opt(v.wall), opt(v.cpu)).unwrap();
     }
+    let set_with = |v: &ExploredVariant| {
+        v.env.iter().map(|(k, val)| format!("`{k}={val}`")).collect::<Vec<_>>().join(" ")
+    };
+    o.push('\n');
+    for (what, best) in [("wall-time", e.best_saving()), ("CPU-time", e.best_cpu_saving())] {
+        match best {
+            Some((v, saved)) => writeln!(
+                o,
+                "- The largest measured {what} saving: `{}` ({}), set with {}.",
+                v.name,
+                secs(saved),
+                set_with(v)
+            )
+            .unwrap(),
+            None => writeln!(o, "- No variant saved {what} against the baseline.").unwrap(),
+        }
+    }
+    writeln!(
+        o,
+        "\nCold builds on a shared machine are noisy, wall time most: trust the CPU column \
+         more, and rerun (more rounds) before acting on a difference of a few percent."
+    )
+    .unwrap();
     o
+}
+
+/// One plain line per explored round, for the terminal.
+pub fn render_line(r: &VariantResult) -> String {
+    match (&r.error, r.walls.last(), r.cpus.last()) {
+        (Some(e), _, _) => format!("explore: {}: failed: {e}", r.variant.name),
+        (None, Some(w), Some(c)) => {
+            format!("explore: {}: {} wall, {} CPU", r.variant.name, secs(*w), secs(*c))
+        }
+        _ => format!("explore: {}: no result", r.variant.name),
+    }
 }
 
 /// The scratch directory `--explore` uses under the state directory.

@@ -1,6 +1,7 @@
 //! `report.html`: one self-contained page (inline SVG and CSS, nothing fetched) with a
 //! Gantt chart of stages and compile units, the critical path highlighted, CPU
-//! utilisation over time, target lines, and hover details in `<title>` elements.
+//! utilisation over time (the run's stages as an area, the machine's sampled use as a
+//! line), target lines, and hover details in `<title>` elements.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -117,6 +118,7 @@ svg text.note {{ fill: #777; }}
 .target {{ stroke: #d62728; stroke-dasharray: 6 3; }} .target.stretch {{ stroke: #ff7f0e; }}
 .stage-target {{ stroke: #000; stroke-width: 2; }}
 .cpu {{ fill: #6c8ebf; fill-opacity: 0.4; stroke: #6c8ebf; }}
+.cpu-sampled {{ fill: none; stroke: #e0119d; stroke-width: 2; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: 2px 8px; text-align: left; }}
 </style>
 </head>
@@ -350,6 +352,48 @@ fn cpu_chart(s: &mut String, record: &RunRecord, top: f64, scale: &Scale) {
     )
     .unwrap();
     writeln!(s, r#"<path class="cpu" d="{d}"><title>share of {} cores busy, from each stage's CPU time over its wall time</title></path>"#, record.cores).unwrap();
+    // The measured line over the estimate: where it runs above the area, something
+    // besides the run's stages kept the machine busy.
+    if let Some(first) = record.cpu_samples.first() {
+        let mut points = format!(
+            "{:.1},{:.1}",
+            scale.x(first.at.saturating_sub(crate::profile::CPU_SAMPLE_INTERVAL).as_secs_f64()),
+            bottom - first.busy * CPU_HEIGHT
+        );
+        for c in &record.cpu_samples {
+            write!(
+                points,
+                " {:.1},{:.1}",
+                scale.x(c.at.as_secs_f64()),
+                bottom - c.busy * CPU_HEIGHT
+            )
+            .unwrap();
+        }
+        let mean = record.cpu_samples.iter().map(|c| c.busy).sum::<f64>()
+            / record.cpu_samples.len() as f64;
+        writeln!(
+            s,
+            r#"<polyline class="cpu-sampled" data-samples="{}" points="{points}"><title>the machine's CPU use, sampled every {} ms from /proc/stat (all processes): mean {}</title></polyline>"#,
+            record.cpu_samples.len(),
+            crate::profile::CPU_SAMPLE_INTERVAL.as_millis(),
+            percent(mean, 1.0)
+        )
+        .unwrap();
+    } else {
+        writeln!(
+            s,
+            r#"<text class="note" x="{:.1}" y="{:.1}">no CPU samples in this record (only the estimate from stage CPU times)</text>"#,
+            LABEL + 4.0,
+            top + 12.0
+        )
+        .unwrap();
+    }
+    writeln!(
+        s,
+        r#"<text class="note" x="{LABEL}" y="{:.1}">area: the run's stages (CPU time over wall time); line: the whole machine, sampled</text>"#,
+        bottom + 14.0
+    )
+    .unwrap();
     writeln!(s, r#"<text x="4" y="{:.1}">100% of {} cores</text>"#, top + 10.0, record.cores)
         .unwrap();
     writeln!(s, r#"<text x="4" y="{bottom:.1}">0%</text>"#).unwrap();

@@ -36,6 +36,10 @@ pub fn render(record: &RunRecord, recommendations: &[Recommendation]) -> String 
     coverage(o, record);
     failures(o, record);
     recommend(o, recommendations);
+    if let Some(e) = &record.explore {
+        o.push('\n');
+        o.push_str(&crate::report::explore::render_markdown(e));
+    }
     out
 }
 

@@ -46,6 +46,10 @@ pub struct ProgressReporter {
     bars: BTreeMap<String, ProgressBar>,
     /// Compile units finished per stage.
     units: BTreeMap<String, usize>,
+    /// Tests (and retries) finished per stage.
+    tests_done: BTreeMap<String, usize>,
+    /// The machine's cores, for the CPU share on the total line.
+    cores: usize,
     /// The latest time any event carried: cached and skipped stages, which never ran,
     /// are reported at this time so plain lines stay in order.
     now: Duration,
@@ -68,6 +72,8 @@ impl ProgressReporter {
             total_bar: None,
             bars: BTreeMap::new(),
             units: BTreeMap::new(),
+            tests_done: BTreeMap::new(),
+            cores: crate::orchestrator::available_cores(),
             now: Duration::ZERO,
         };
         if mode == ProgressMode::Live {
@@ -105,6 +111,33 @@ impl ProgressReporter {
                 self.started(id, *at)
             }
             Event::StageOutput { .. } => {}
+            Event::CpuSampled(c) => {
+                if let Some(bar) = &self.total_bar {
+                    let t = &self.targets;
+                    bar.set_message(format!(
+                        "required {}, stretch {}, CPU {:.0}% of {} cores",
+                        secs(t.required),
+                        secs(t.stretch),
+                        100.0 * c.busy,
+                        self.cores
+                    ));
+                }
+            }
+            Event::TestFinished(t) => {
+                let n = {
+                    let n = self.tests_done.entry(t.stage.clone()).or_default();
+                    *n += 1;
+                    *n
+                };
+                if let Some(bar) = self.bars.get(&t.stage) {
+                    bar.set_message(format!(
+                        "{}{n} test(s) finished, last {} ({})",
+                        self.target_text(&t.stage),
+                        t.name,
+                        secs(t.duration)
+                    ));
+                }
+            }
             Event::CrateCompiled(c) => {
                 self.now = self.now.max(c.end);
                 let n = {
@@ -142,9 +175,8 @@ impl ProgressReporter {
 
     fn started(&mut self, id: &str, at: Duration) {
         match &self.multi {
-            Some(multi) => {
-                let bar = multi
-                    .insert_before(self.total_bar.as_ref().unwrap(), ProgressBar::new_spinner());
+            Some(_) => {
+                let bar = self.add_bar();
                 bar.set_style(style("{spinner:.green} {prefix:12} {elapsed:>4} {msg}"));
                 bar.set_prefix(id.to_string());
                 bar.set_message(format!("{}running", self.target_text(id)));
@@ -197,10 +229,9 @@ impl ProgressReporter {
                 bar.set_style(style(&format!("{mark} {{prefix:12}} {{msg}}")));
                 bar.finish_with_message(text);
             }
-            (Some(multi), None) => {
+            (Some(_), None) => {
                 // Cached and skipped stages never start: show them as finished lines.
-                let bar = multi
-                    .insert_before(self.total_bar.as_ref().unwrap(), ProgressBar::new_spinner());
+                let bar = self.add_bar();
                 bar.set_style(style("  {prefix:12} {msg}"));
                 bar.set_prefix(m.id.clone());
                 bar.finish_with_message(text);
@@ -210,6 +241,16 @@ impl ProgressReporter {
                 self.now = self.now.max(at);
                 self.line(&format!("[{:>7}] {}: {text}", secs(at), m.id))
             }
+        }
+    }
+
+    /// A new line above the run's total, or below everything once the run finished (the
+    /// naive sequence of `--against-naive` runs after ours).
+    fn add_bar(&self) -> ProgressBar {
+        let multi = self.multi.as_ref().expect("live mode has a MultiProgress");
+        match &self.total_bar {
+            Some(total) => multi.insert_before(total, ProgressBar::new_spinner()),
+            None => multi.add(ProgressBar::new_spinner()),
         }
     }
 
@@ -230,7 +271,24 @@ impl ProgressReporter {
                 bar.set_style(style("{prefix:.bold:12} {msg}"));
                 bar.finish_with_message(text);
             }
+            None if self.multi.is_some() => {
+                let bar = self.add_bar();
+                bar.set_style(style("{prefix:.bold:12} {msg}"));
+                bar.set_prefix("run");
+                bar.finish_with_message(text);
+            }
             None => self.line(&text),
+        }
+    }
+
+    /// A line of its own (work after the run, such as `--explore`): printed above the
+    /// bars in live mode so it does not tear them.
+    pub fn note(&mut self, text: &str) {
+        match &self.multi {
+            Some(multi) => {
+                let _ = multi.println(text);
+            }
+            None => self.line(text),
         }
     }
 

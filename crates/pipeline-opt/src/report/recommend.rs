@@ -390,16 +390,33 @@ fn debug_line_tables(record: &RunRecord, ctx: &RecommendContext, out: &mut Vec<R
     if compile < DEBUG_INFO_MIN_COMPILE {
         return;
     }
+    let mut evidence = format!(
+        "{}; this run spent {} compiling {} dev/test units with it",
+        debug.source,
+        secs(compile),
+        dev.len()
+    );
+    // `--explore` tried it: quote the measurement, whichever way it went.
+    if let Some(e) = &record.explore
+        && let Some(base) = e.variants.first()
+        && let Some(tried) = e.variants.iter().find(|v| v.name.contains("line-tables-only"))
+        && let (Some(bw), Some(bc), Some(tw), Some(tc)) =
+            (base.wall, base.cpu, tried.wall, tried.cpu)
+    {
+        evidence.push_str(&format!(
+            "; `--explore` measured a cold build at {} wall / {} CPU with it against {} / {} \
+             without",
+            secs(tw),
+            secs(tc),
+            secs(bw),
+            secs(bc)
+        ));
+    }
     out.push(Recommendation {
         kind: "debug-line-tables",
         action: "set `debug = \"line-tables-only\"` in `[profile.test]` (or `[profile.dev]`): \
                  backtraces keep files and lines, and far less debug info is generated and linked"
             .into(),
-        evidence: format!(
-            "{}; this run spent {} compiling {} dev/test units with it",
-            debug.source,
-            secs(compile),
-            dev.len()
-        ),
+        evidence,
     });
 }

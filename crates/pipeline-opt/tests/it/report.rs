@@ -12,9 +12,10 @@ use expect_test::{expect, expect_file};
 use pipeline_opt::PerformanceTargets;
 use pipeline_opt::plan::DroppedStage;
 use pipeline_opt::profile::{
-    CrateTiming, CriticalStep, Event, NaiveComparison, RunOutcome, RunRecord, SCHEMA_VERSION,
-    StageMetrics, StageStatus, TestTiming,
+    CpuSample, CrateTiming, CriticalStep, Event, NaiveComparison, RunOutcome, RunRecord,
+    SCHEMA_VERSION, StageMetrics, StageStatus, TestTiming,
 };
+use pipeline_opt::report::explore::{Exploration, ExploredVariant};
 use pipeline_opt::report::history::{self, HistoryEntry};
 use pipeline_opt::report::progress::ProgressReporter;
 use pipeline_opt::report::recommend::{
@@ -171,6 +172,35 @@ fn fixture_record() -> RunRecord {
         // 4 cores × 40 s minus 46.2 s of stage CPU.
         idle_cpu: s(113_800),
         cache: Default::default(),
+        // Every 4 s (a real run samples every 250 ms): fetch idles, build fills the
+        // machine, the failing test stage half of it.
+        cpu_samples: [0.1, 0.9, 0.95, 0.97, 0.92, 0.96, 0.9, 0.85, 0.55, 0.5]
+            .iter()
+            .enumerate()
+            .map(|(i, busy)| CpuSample { at: s(4_000 * (i as u64 + 1)), busy: *busy })
+            .collect(),
+        explore: Some(Exploration {
+            command: "cargo build --manifest-path /ws/Cargo.toml --offline --workspace --all-targets".into(),
+            rounds: 1,
+            variants: vec![
+                explored("baseline", &[], Some((30_000, 52_000))),
+                explored("debug = \"line-tables-only\"", &[("CARGO_PROFILE_DEV_DEBUG", "line-tables-only")], Some((26_500, 45_000))),
+                explored("incremental = false", &[("CARGO_INCREMENTAL", "0")], Some((30_400, 51_000))),
+                explored("bogus", &[("CARGO_PROFILE_DEV_DEBUG", "bogus")], None),
+            ],
+        }),
+    }
+}
+
+/// A variant as `--explore` reports it: best wall and CPU time in ms, or a failure.
+fn explored(name: &str, env: &[(&str, &str)], times: Option<(u64, u64)>) -> ExploredVariant {
+    ExploredVariant {
+        name: name.into(),
+        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        wall: times.map(|t| s(t.0)),
+        cpu: times.map(|t| s(t.1)),
+        rounds_ok: usize::from(times.is_some()),
+        error: times.is_none().then(|| "error: invalid value for `debug`".into()),
     }
 }
 
@@ -251,12 +281,13 @@ fn report_json_snapshot_matches_schema_and_round_trips() {
 
     // A record written before `tests` existed still reads.
     let mut old: serde_json::Value = serde_json::from_str(&text).unwrap();
-    for field in ["tests", "naive", "idle_cpu"] {
+    for field in ["tests", "naive", "idle_cpu", "cpu_samples"] {
         old.as_object_mut().unwrap().remove(field);
     }
     assert!(validator.is_valid(&old));
     let old = serde_json::from_value::<RunRecord>(old).unwrap();
     assert!(old.tests.is_empty() && old.naive.is_none() && old.idle_cpu.is_zero());
+    assert!(old.cpu_samples.is_empty());
 }
 
 fn history_of(totals: &[(u64, u64)]) -> Vec<HistoryEntry> {
@@ -374,6 +405,40 @@ fn report_html_renders_in_chromium() {
         drawn > 4 * blank,
         "the screenshot looks blank: {drawn} bytes of image data, an empty page {blank}"
     );
+
+    // The sampled CPU line is in the DOM with every sample, and its colour (used by
+    // nothing else on the page) is painted; a record without samples paints none.
+    assert!(dom.contains("class=\"cpu-sampled\" data-samples=\"10\""), "{dom}");
+    let magenta = magenta_pixels(&std::fs::read(dir.join("report.png")).unwrap());
+    // A 2 px line across 900 px of chart paints 600 to 700 pixels in the exact colour.
+    assert!(magenta > 300, "the sampled CPU line is not painted: {magenta} pixels");
+    let mut unsampled = record.clone();
+    unsampled.cpu_samples.clear();
+    let page = dir.join("unsampled.html");
+    std::fs::write(&page, html::render(&unsampled)).unwrap();
+    chromium_screenshot(&dir.join("unsampled.png"), &page);
+    let none = magenta_pixels(&std::fs::read(dir.join("unsampled.png")).unwrap());
+    assert_eq!(none, 0, "only the sampled line is magenta");
+}
+
+/// Pixels of the sampled CPU line's colour (#e0119d, give or take anti-aliasing).
+fn magenta_pixels(png_bytes: &[u8]) -> usize {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = match info.color_type {
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        other => panic!("unexpected screenshot colour type {other:?}"),
+    };
+    buf[..info.buffer_size()]
+        .chunks_exact(channels)
+        .filter(|p| {
+            p[0].abs_diff(0xe0) < 12 && p[1].abs_diff(0x11) < 12 && p[2].abs_diff(0x9d) < 12
+        })
+        .count()
 }
 
 fn chromium_args(profile: &std::path::Path) -> Vec<String> {
@@ -974,6 +1039,7 @@ fn report_interrupted_before_any_stage() {
     record.critical_path.clear();
     record.tests.clear();
     record.naive = None;
+    record.explore = None;
     record.idle_cpu = s(10_000);
     record.verdict = record.targets.verdict(record.total, &[]);
     let recs = recommend::recommend(&record, &RecommendContext::default());
@@ -1068,12 +1134,13 @@ fn report_html_packs_many_units_into_lanes() {
     }
 }
 
-/// `--explore` builds a real fixture once per variant from scratch and times it; a
-/// variant cargo rejects is reported as failed, not fatal.
+/// `--explore` builds a real fixture once per variant from scratch and times it (wall and
+/// CPU); a variant cargo rejects is reported as failed, not fatal, which also shows that
+/// the variant's variables reach cargo.
 #[test]
 fn report_explore_times_variants_on_a_fixture() {
     use pipeline_opt::fixture::FixtureWorkspace;
-    use pipeline_opt::report::explore::{self, ExploreOptions, Variant};
+    use pipeline_opt::report::explore::{self, Exploration, ExploreOptions, Variant};
     let (_dir, dir) = temp_dir();
     let manifest = FixtureWorkspace::chain(2).write(&dir.join("ws")).unwrap();
     let mut opts = ExploreOptions::new(manifest, dir.join("scratch"));
@@ -1082,20 +1149,81 @@ fn report_explore_times_variants_on_a_fixture() {
         explore::default_variants().remove(1),
         Variant::new("bogus", &[("CARGO_PROFILE_DEV_DEBUG", "bogus")]),
     ];
-    let results = explore::explore(&opts).unwrap();
+    let mut lines = Vec::new();
+    let results = explore::explore(&opts, &mut |r| lines.push(explore::render_line(r))).unwrap();
     assert_eq!(results.len(), 3);
     for r in &results[..2] {
         assert_eq!(r.error, None, "{r:?}");
-        assert_eq!(r.walls.len(), 1);
+        assert_eq!((r.walls.len(), r.cpus.len()), (1, 1));
         assert!(r.best().unwrap() > Duration::ZERO);
+        // rustc really ran: a cold build of two crates takes CPU time.
+        assert!(r.best_cpu().unwrap() > Duration::from_millis(50), "{r:?}");
     }
     assert!(results[2].walls.is_empty());
     assert!(results[2].error.as_deref().is_some_and(|e| e.contains("error")), "{:?}", results[2]);
-    let md = explore::render_markdown(&results, &opts.cargo_args, opts.rounds);
+    assert_eq!(lines.len(), 3);
+    assert!(lines[0].starts_with("explore: baseline: ") && lines[0].ends_with(" CPU"), "{lines:?}");
+    assert!(lines[2].starts_with("explore: bogus: failed: "), "{lines:?}");
+
+    let e = Exploration::from_results(&opts.command, opts.rounds, &results);
+    assert_eq!(e.variants[1].env["CARGO_PROFILE_TEST_DEBUG"], "line-tables-only");
+    let md = explore::render_markdown(&e);
+    assert!(md.contains("`cargo test --workspace --no-run --manifest-path "), "{md}");
     assert!(
         md.contains("| baseline | ") && md.contains("| debug = \"line-tables-only\" | "),
         "{md}"
     );
     assert!(md.contains("| bogus | failed | "), "{md}");
     assert!(!dir.join("scratch").exists(), "the scratch target directories are removed");
+}
+
+/// A real run of a fixture whose one test sleeps for seconds: nextest's per-test times
+/// reach the run record, and the report recommends splitting that test by name.
+#[test]
+fn report_slow_test_recommendation_from_a_real_nextest_run() {
+    use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
+    let nextest = Command::new("cargo")
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !nextest {
+        assert!(!under_ci(), "cargo-nextest is missing under CI=true");
+        eprintln!("SKIPPED: cargo-nextest is not installed (cargo install cargo-nextest)");
+        return;
+    }
+    let (_dir, dir) = temp_dir();
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("slowpoke").test(
+        "t",
+        "#[test] fn quick() {}\n\
+         #[test] fn sleeps() { std::thread::sleep(std::time::Duration::from_secs(4)); }\n",
+    )])
+    .config("disable = [\"bench-build\", \"doctest\"]");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let report = dir.join("report.md");
+    let options = pipeline_opt::OptimizeOptions {
+        manifest_path: Some(manifest),
+        report: Some(report.clone()),
+        ..Default::default()
+    };
+    let outcome = pipeline_opt::run_optimized_pipeline(&options, &mut |_| {}).unwrap();
+    let r = &outcome.record;
+    assert_eq!(r.outcome, RunOutcome::Succeeded, "{:#?}", r.stages);
+    let timed: Vec<(&str, &str)> =
+        r.tests.iter().map(|t| (t.stage.as_str(), t.name.as_str())).collect();
+    // The fixture's default library has a unit test of its own.
+    assert_eq!(timed.len(), 3, "{:#?}", r.tests);
+    assert!(timed.contains(&("test", "slowpoke::t quick")), "{timed:?}");
+    assert!(timed.contains(&("test", "slowpoke tests::value_is_positive")), "{timed:?}");
+    let sleeps = r.tests.iter().find(|t| t.name == "slowpoke::t sleeps").unwrap();
+    assert!(sleeps.passed && sleeps.duration >= Duration::from_secs(4), "{sleeps:?}");
+    // The machine's CPU was sampled every 250 ms along the run (half of them at least,
+    // on a loaded machine).
+    let expected = r.total.as_secs_f64() / 0.25;
+    let n = r.cpu_samples.len() as f64;
+    assert!(n >= expected / 2.0 && n <= expected + 1.0, "{n} samples in {:?}", r.total);
+    assert!(r.cpu_samples.windows(2).all(|w| w[0].at < w[1].at));
+    assert!(r.cpu_samples.iter().any(|c| c.busy > 0.0), "{:?}", r.cpu_samples);
+    let md = std::fs::read_to_string(&report).unwrap();
+    let recs = md.split("## Recommendations").nth(1).unwrap();
+    assert!(recs.contains("split `slowpoke::t sleeps` into smaller tests"), "{recs}");
 }
