@@ -12,6 +12,7 @@ mod docker;
 mod files;
 mod lease;
 mod process;
+mod refill;
 mod supervisor;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ pub use files::ProcessRecord;
 use files::{Layout, io_err, read_json, write_json};
 pub use lease::{Lease, lease, lease_from};
 pub use process::find_program;
+pub use refill::RefillStats;
 
 /// The environment variable that tells tests where the pool is.
 pub const POOL_ENV: &str = "PIPELINE_OPT_POOL";
@@ -119,6 +121,9 @@ pub(crate) struct ServiceSpec {
     pub name: String,
     pub kind: ServiceKind,
     pub size: usize,
+    /// PostgreSQL: checked databases kept cloned ahead beyond the `size` offered ones.
+    #[serde(default)]
+    pub spare: usize,
     pub command: Vec<String>,
     pub setup_sql: Option<PathBuf>,
     pub port: Option<u16>,
@@ -206,6 +211,9 @@ pub struct ServiceStatus {
     pub leased: usize,
     /// Milliseconds from spawn to ready for the current servers.
     pub start_ms: Vec<u64>,
+    /// PostgreSQL: what the current server's refill did so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refill: Option<RefillStats>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -312,6 +320,10 @@ impl ContainerPool {
                     name: name.clone(),
                     kind: s.kind,
                     size: s.size,
+                    spare: match s.kind {
+                        ServiceKind::Postgres => s.spare.unwrap_or(s.size),
+                        _ => 0,
+                    },
                     command: s.command.clone(),
                     setup_sql: s.setup_sql.as_ref().map(|p| root.join(p.as_std_path())),
                     port: s.port,

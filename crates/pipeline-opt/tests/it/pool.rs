@@ -32,7 +32,15 @@ fn servers_installed() -> bool {
 }
 
 fn service(kind: ServiceKind, size: usize) -> ServiceConfig {
-    ServiceConfig { kind, size, command: vec![], setup_sql: None, port: None, ready: None }
+    ServiceConfig {
+        kind,
+        size,
+        spare: None,
+        command: vec![],
+        setup_sql: None,
+        port: None,
+        ready: None,
+    }
 }
 
 /// A pool in a temp dir that stops with the test (and with this process, if it dies).
