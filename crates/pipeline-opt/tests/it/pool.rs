@@ -397,7 +397,8 @@ fn leases_in_a_row_from_a_small_pool_get_distinct_clean_databases() {
     let refill =
         status.services["postgres"].refill.expect("a PostgreSQL service reports its refill");
     assert_eq!(refill.drops, 12, "every returned database is dropped: {refill}");
-    assert!(refill.clones >= 12 + 1, "{refill}");
+    // The 12 leased plus the one on offer now.
+    assert!(refill.clones > 12, "{refill}");
     let ready = std::fs::read_dir(pool.pool.dir().join("run/slots/postgres/ready")).unwrap();
     for entry in ready.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
