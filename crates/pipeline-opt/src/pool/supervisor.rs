@@ -915,6 +915,24 @@ fn prepare_template(
             .map_err(err("connecting to the template database"))?;
         c.batch_execute(&sql).map_err(err(&format!("applying {}", path.display())))?;
     }
+    // A connection builds the database's relation cache file (`pg_internal.init`), and a
+    // FILE_COPY clone copies it along, as clones of `template1` always have: then neither
+    // the refill's check nor a test's first connection has to build it again.
+    pg_admin(server, "pool_template")
+        .and_then(|mut c| c.simple_query("SELECT 1"))
+        .map_err(err("connecting to the template database"))?;
+    // A clone waits in steps of 100 ms while a backend still has the template open, and
+    // a closed connection's backend exits a moment later.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let open = admin
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE datname = 'pool_template'", &[])
+            .map_err(err("waiting for the template's connections to close"))?;
+        if open.get::<_, i64>(0) == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     admin
         .batch_execute("ALTER DATABASE pool_template WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")
         .map_err(err("sealing the template database"))?;
