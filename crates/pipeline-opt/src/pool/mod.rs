@@ -36,7 +36,7 @@ pub const POOL_ENV: &str = "PIPELINE_OPT_POOL";
 /// Overrides the default lease timeout (a humantime duration such as `30s`).
 pub const TIMEOUT_ENV: &str = "PIPELINE_OPT_POOL_TIMEOUT";
 /// How many connections the supervisor clones and drops PostgreSQL databases with (read
-/// by the supervisor, which inherits it from `up`; default: one per core, 2 to 4).
+/// by the supervisor, which inherits it from `up`; default: two per core, 2 to 4).
 pub const REFILL_WORKERS_ENV: &str = "PIPELINE_OPT_POOL_REFILL_WORKERS";
 /// Set on a re-executed binary to make it the supervisor of the pool in this directory.
 pub const SUPERVISE_ENV: &str = "PIPELINE_OPT_POOL_SUPERVISE";

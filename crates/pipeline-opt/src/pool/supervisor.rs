@@ -184,13 +184,17 @@ struct Service {
 
 /// How many connections clone and drop PostgreSQL databases at once: a clone is mostly
 /// a file copy on one core, and concurrent clones share their checkpoints. By default
-/// one per core, 2 to 4; `PIPELINE_OPT_POOL_REFILL_WORKERS` overrides it.
+/// two per core, 2 to 4: on a 2-core machine shared with other builds, 4 connections
+/// kept up with a back-to-back client where 2 could not (docs/services.md).
+/// `PIPELINE_OPT_POOL_REFILL_WORKERS` overrides it.
 fn refill_workers() -> usize {
     std::env::var(super::REFILL_WORKERS_ENV)
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| *n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4))
+        .unwrap_or_else(|| {
+            (2 * std::thread::available_parallelism().map_or(1, |n| n.get())).clamp(2, 4)
+        })
 }
 
 /// The worker of one service (`services` holds exactly that one).
