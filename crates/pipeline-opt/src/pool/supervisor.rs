@@ -800,6 +800,13 @@ fn stop_server(mut server: Server) {
             // Only succeeds once the last instance of the pool is gone.
             let _ = std::fs::remove_dir(root);
         }
+        if dir.exists() {
+            // Backends orphaned by a killed server can go on copying a clone for a while
+            // (seen once under heavy load): keep the record, so that `down`'s clean
+            // removes the directory later.
+            log!("{} is still being written; `clean` removes it", dir.display());
+            return;
+        }
     }
     let _ = std::fs::remove_file(&server.record_path);
 }
