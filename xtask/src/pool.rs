@@ -99,5 +99,8 @@ fn print_status(status: &PoolStatus) {
             servers.join(", "),
             s.start_ms
         );
+        if let Some(refill) = &s.refill {
+            println!("    refill: {refill}");
+        }
     }
 }

@@ -100,6 +100,11 @@ pub struct ServiceConfig {
     /// How many instances the pool keeps.
     #[serde(default = "one")]
     pub size: usize,
+    /// For `kind = "postgres"`: how many checked databases the pool keeps cloned ahead
+    /// beyond the `size` it offers, so that a burst of leases never waits for a clone
+    /// (default: `size`; each costs a few MB of tmpfs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spare: Option<usize>,
     /// For `kind = "command"`: program and arguments.
     #[serde(default)]
     pub command: Vec<String>,
@@ -226,6 +231,12 @@ impl Config {
                 return Err(invalid(
                     "command",
                     "only services of kind \"command\" take a command; remove it",
+                ));
+            }
+            if service.spare.is_some() && service.kind != ServiceKind::Postgres {
+                return Err(invalid(
+                    "spare",
+                    "only services of kind \"postgres\" keep spare databases; remove it",
                 ));
             }
             if service.setup_sql.is_some() && service.kind != ServiceKind::Postgres {

@@ -12,6 +12,7 @@ mod docker;
 mod files;
 mod lease;
 mod process;
+mod refill;
 mod supervisor;
 
 use std::collections::BTreeMap;
@@ -28,11 +29,15 @@ pub use files::ProcessRecord;
 use files::{Layout, io_err, read_json, write_json};
 pub use lease::{Lease, lease, lease_from};
 pub use process::find_program;
+pub use refill::RefillStats;
 
 /// The environment variable that tells tests where the pool is.
 pub const POOL_ENV: &str = "PIPELINE_OPT_POOL";
 /// Overrides the default lease timeout (a humantime duration such as `30s`).
 pub const TIMEOUT_ENV: &str = "PIPELINE_OPT_POOL_TIMEOUT";
+/// How many connections the supervisor clones and drops PostgreSQL databases with (read
+/// by the supervisor, which inherits it from `up`; default: two per core, 2 to 4).
+pub const REFILL_WORKERS_ENV: &str = "PIPELINE_OPT_POOL_REFILL_WORKERS";
 /// Set on a re-executed binary to make it the supervisor of the pool in this directory.
 pub const SUPERVISE_ENV: &str = "PIPELINE_OPT_POOL_SUPERVISE";
 /// Set on a re-executed binary to make it the `services` stage of a run: bring up the
@@ -119,6 +124,9 @@ pub(crate) struct ServiceSpec {
     pub name: String,
     pub kind: ServiceKind,
     pub size: usize,
+    /// PostgreSQL: checked databases kept cloned ahead beyond the `size` offered ones.
+    #[serde(default)]
+    pub spare: usize,
     pub command: Vec<String>,
     pub setup_sql: Option<PathBuf>,
     pub port: Option<u16>,
@@ -206,6 +214,9 @@ pub struct ServiceStatus {
     pub leased: usize,
     /// Milliseconds from spawn to ready for the current servers.
     pub start_ms: Vec<u64>,
+    /// PostgreSQL: what the current server's refill did so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refill: Option<RefillStats>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -312,6 +323,10 @@ impl ContainerPool {
                     name: name.clone(),
                     kind: s.kind,
                     size: s.size,
+                    spare: match s.kind {
+                        ServiceKind::Postgres => s.spare.unwrap_or(s.size),
+                        _ => 0,
+                    },
                     command: s.command.clone(),
                     setup_sql: s.setup_sql.as_ref().map(|p| root.join(p.as_std_path())),
                     port: s.port,

@@ -3,7 +3,7 @@
 //! on `down` (SIGTERM), its owner's death, or the idle timeout. Servers are spawned from
 //! this process's main thread, so `PR_SET_PDEATHSIG` kills them when it exits.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::files::{self, Layout, ProcessRecord, io_err, read_json, write_json};
 use super::lease::Slot;
 use super::process::{self, PgBin, RunAs};
+use super::refill::{PgAddr, Refill};
 use super::{
     Backend, PoolError, PoolSpec, PoolStatus, ServerStatus, ServiceSpec, ServiceStatus,
     SupervisorState,
@@ -169,7 +170,6 @@ struct Server {
 
 enum Admin {
     None,
-    Postgres(Box<postgres::Client>),
     Redis(Box<redis::Connection>),
 }
 
@@ -177,18 +177,25 @@ struct Service {
     spec: ServiceSpec,
     servers: Vec<Server>,
     generation: u32,
-    next_id: u64,
     admin: Admin,
-    /// Returned PostgreSQL databases, dropped once the pool is full again: refilling
-    /// first keeps the next lease from waiting on a DROP.
-    to_drop: VecDeque<String>,
-    /// The last lease return or refill.
-    last_change: Instant,
+    /// PostgreSQL: the workers that clone databases ahead and drop returned ones.
+    refill: Option<Refill>,
 }
 
-/// Returned databases kept before drops run even while leases keep coming (each is a
-/// few MB of tmpfs).
-const MAX_DROP_BACKLOG: usize = 32;
+/// How many connections clone and drop PostgreSQL databases at once: a clone is mostly
+/// a file copy on one core, and concurrent clones share their checkpoints. By default
+/// two per core, 2 to 4: on a 2-core machine shared with other builds, 4 connections
+/// kept up with a back-to-back client where 2 could not (docs/services.md).
+/// `PIPELINE_OPT_POOL_REFILL_WORKERS` overrides it.
+fn refill_workers() -> usize {
+    std::env::var(super::REFILL_WORKERS_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| {
+            (2 * std::thread::available_parallelism().map_or(1, |n| n.get())).clamp(2, 4)
+        })
+}
 
 /// The worker of one service (`services` holds exactly that one).
 struct Supervisor {
@@ -213,10 +220,8 @@ impl Supervisor {
             spec: service,
             servers: Vec::new(),
             generation: 0,
-            next_id: 0,
             admin: Admin::None,
-            to_drop: VecDeque::new(),
-            last_change: Instant::now(),
+            refill: None,
         }];
         Supervisor { layout, spec, services, run_as: None, pg: None, data_root, shared }
     }
@@ -240,6 +245,7 @@ impl Supervisor {
     /// Ticks until the pool stops.
     fn work(&mut self, shared: &Shared) {
         let mut last_activity = Instant::now();
+        let mut last_publish = Instant::now();
         while !STOP.load(Ordering::SeqCst) {
             let changed = match self.tick(0) {
                 Ok(changed) => changed,
@@ -256,8 +262,10 @@ impl Supervisor {
                 last_activity = Instant::now();
                 *shared.last_activity.lock().unwrap() = Some(last_activity);
             }
-            if changed {
+            // The refill works in the background: its numbers change without a tick.
+            if changed || last_publish.elapsed() > Duration::from_millis(500) {
                 shared.publish(self.service_status());
+                last_publish = Instant::now();
             }
             // Poll fast while leases come and go, gently when the pool is quiet.
             let pause = match (changed, last_activity.elapsed() < Duration::from_secs(1)) {
@@ -265,7 +273,11 @@ impl Supervisor {
                 (false, true) => 2,
                 (false, false) => 10,
             };
-            std::thread::sleep(Duration::from_millis(pause));
+            match &self.services[0].refill {
+                // A slot waiting for a clone is offered as soon as one is on hand.
+                Some(refill) if pause > 0 => refill.wait_change(Duration::from_millis(pause)),
+                _ => std::thread::sleep(Duration::from_millis(pause)),
+            }
         }
     }
 
@@ -293,23 +305,6 @@ impl Supervisor {
             changed = true;
         }
         changed |= self.refill(i)?;
-        if changed {
-            self.services[i].last_change = Instant::now();
-        }
-        // Drops wait until the pool is full and quiet (or the backlog grows large), so
-        // that a burst of leases never waits behind them: a clone and a drop each force
-        // a checkpoint, and only the clone is on a lease's critical path.
-        let svc = &mut self.services[i];
-        let quiet = svc.last_change.elapsed() > Duration::from_millis(100);
-        if !quiet && svc.to_drop.len() < MAX_DROP_BACKLOG {
-            return Ok(changed);
-        }
-        if let (Some(db), Admin::Postgres(admin)) = (svc.to_drop.pop_front(), &mut svc.admin)
-            && let Err(e) =
-                admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
-        {
-            log!("dropping a returned database of `{}` failed: {e}", svc.spec.name);
-        }
         Ok(changed)
     }
 
@@ -320,8 +315,10 @@ impl Supervisor {
         match (svc.spec.kind, slot) {
             (ServiceKind::Postgres, Some(slot)) if current => {
                 let _ = std::fs::remove_file(path);
-                if let Some(db) = slot.database {
-                    svc.to_drop.push_back(db);
+                // Dropped by the refill workers when no clone is wanted: a returned
+                // database is never offered again.
+                if let (Some(db), Some(refill)) = (slot.database, &svc.refill) {
+                    refill.retire(db);
                 }
             }
             (ServiceKind::Redis, Some(slot)) if current => {
@@ -357,35 +354,19 @@ impl Supervisor {
         Ok(())
     }
 
-    /// PostgreSQL: clone databases until `size` slots exist (ready or leased).
+    /// PostgreSQL: offers databases the refill workers cloned ahead until `size` slots
+    /// exist (ready or leased), and tells the workers how many to keep on hand.
     fn refill(&mut self, i: usize) -> Result<bool, PoolError> {
-        let svc = &mut self.services[i];
-        if svc.spec.kind != ServiceKind::Postgres {
-            return Ok(false);
-        }
-        let name = svc.spec.name.clone();
+        let svc = &self.services[i];
+        let Some(refill) = &svc.refill else { return Ok(false) };
+        let name = &svc.spec.name;
+        let mut missing = svc.spec.size.saturating_sub(
+            files_in(&self.layout.ready(name)) + files_in(&self.layout.leased(name)),
+        );
         let mut changed = false;
-        while files_in(&self.layout.ready(&name)) + files_in(&self.layout.leased(&name))
-            < svc.spec.size
-        {
-            let db = format!("pool_{}_{}", svc.generation, svc.next_id);
-            svc.next_id += 1;
-            let Admin::Postgres(admin) = &mut svc.admin else { break };
-            let pg_err = |action: &str| {
-                let service = name.clone();
-                let action = action.to_string();
-                move |source| PoolError::Postgres { service, action, source }
-            };
-            admin
-                .batch_execute(&format!(
-                    "CREATE DATABASE \"{db}\" TEMPLATE pool_template STRATEGY FILE_COPY"
-                ))
-                .map_err(pg_err("cloning the template database"))?;
+        while missing > 0 {
+            let Some(db) = refill.take() else { break };
             let server = &svc.servers[0];
-            let mut check =
-                pg_admin(server, &db).map_err(pg_err("connecting to a new database"))?;
-            check.simple_query("SELECT 1").map_err(pg_err("checking a new database"))?;
-            drop(check);
             let slot = Slot {
                 service: name.clone(),
                 kind: ServiceKind::Postgres,
@@ -395,9 +376,11 @@ impl Supervisor {
                 server: server.process,
                 generation: svc.generation,
             };
-            publish(&self.layout, &name, &db, &slot)?;
+            publish(&self.layout, name, &db, &slot)?;
+            missing -= 1;
             changed = true;
         }
+        refill.set_want(svc.spec.spare + missing);
         Ok(changed)
     }
 
@@ -417,7 +400,10 @@ impl Supervisor {
         }
         let old = std::mem::take(&mut self.services[i].servers);
         self.services[i].admin = Admin::None;
-        self.services[i].to_drop.clear();
+        // The old server's clones and returned databases go with its data directory.
+        if let Some(refill) = self.services[i].refill.take() {
+            log!("`{name}` generation {} refill: {}", self.services[i].generation, refill.stop());
+        }
         for s in old {
             stop_server(s);
         }
@@ -442,7 +428,23 @@ impl Supervisor {
                         source,
                     })?;
                 prepare_template(&name, &mut admin, server, svc.spec.setup_sql.as_deref())?;
-                svc.admin = Admin::Postgres(Box::new(admin));
+                drop(admin);
+                // The first `size` clones are offered before the pool reports ready; the
+                // spares follow in the background.
+                let refill = Refill::start(
+                    server.pg_addr(),
+                    generation,
+                    refill_workers(),
+                    svc.spec.size + svc.spec.spare,
+                );
+                let filled = refill.wait_for(svc.spec.size, Duration::from_secs(60));
+                svc.refill = Some(refill);
+                if let Err(message) = filled {
+                    return Err(PoolError::Supervisor {
+                        message: format!("`{name}`: {message}"),
+                        log: self.layout.supervisor_log(),
+                    });
+                }
                 self.refill(i)?;
             }
             ServiceKind::Redis => {
@@ -643,6 +645,9 @@ impl Supervisor {
     fn stop_all(&mut self) {
         for svc in &mut self.services {
             svc.admin = Admin::None;
+            if let Some(refill) = svc.refill.take() {
+                log!("`{}` generation {} refill: {}", svc.spec.name, svc.generation, refill.stop());
+            }
             for s in std::mem::take(&mut svc.servers) {
                 stop_server(s);
             }
@@ -663,6 +668,7 @@ impl Supervisor {
             ready: 0,
             leased: 0,
             start_ms: s.servers.iter().map(|v| v.start_ms).collect(),
+            refill: s.refill.as_ref().map(Refill::stats),
         };
         (s.spec.name.clone(), status)
     }
@@ -794,34 +800,31 @@ fn stop_server(mut server: Server) {
             // Only succeeds once the last instance of the pool is gone.
             let _ = std::fs::remove_dir(root);
         }
+        if dir.exists() {
+            // Backends orphaned by a killed server can go on copying a clone for a while
+            // (seen once under heavy load): keep the record, so that `down`'s clean
+            // removes the directory later.
+            log!("{} is still being written; `clean` removes it", dir.display());
+            return;
+        }
     }
     let _ = std::fs::remove_file(&server.record_path);
 }
 
-fn pg_connect(port: u16, password: &str, db: &str) -> Result<postgres::Client, postgres::Error> {
-    postgres::Config::new()
-        .host("127.0.0.1")
-        .port(port)
-        .user("pool")
-        .password(password)
-        .dbname(db)
-        .connect_timeout(Duration::from_secs(2))
-        .connect(postgres::NoTls)
+impl Server {
+    fn pg_addr(&self) -> PgAddr {
+        PgAddr {
+            socket_dir: self.socket_dir.clone(),
+            port: self.port,
+            password: self.password.clone(),
+        }
+    }
 }
 
 /// The supervisor's own connection: over the private socket when there is one (no
 /// password round), else over TCP with the password.
 fn pg_admin(server: &Server, db: &str) -> Result<postgres::Client, postgres::Error> {
-    match &server.socket_dir {
-        Some(dir) => postgres::Config::new()
-            .host_path(dir)
-            .port(server.port)
-            .user("pool")
-            .dbname(db)
-            .connect_timeout(Duration::from_secs(2))
-            .connect(postgres::NoTls),
-        None => pg_connect(server.port, &server.password, db),
-    }
+    server.pg_addr().connect(db)
 }
 
 fn redis_connect(port: u16, password: &str, db: i64) -> redis::RedisResult<redis::Connection> {
@@ -927,6 +930,24 @@ fn prepare_template(
         let mut c = pg_admin(server, "pool_template")
             .map_err(err("connecting to the template database"))?;
         c.batch_execute(&sql).map_err(err(&format!("applying {}", path.display())))?;
+    }
+    // A connection builds the database's relation cache file (`pg_internal.init`), and a
+    // FILE_COPY clone copies it along, as clones of `template1` always have: then neither
+    // the refill's check nor a test's first connection has to build it again.
+    pg_admin(server, "pool_template")
+        .and_then(|mut c| c.simple_query("SELECT 1"))
+        .map_err(err("connecting to the template database"))?;
+    // A clone waits in steps of 100 ms while a backend still has the template open, and
+    // a closed connection's backend exits a moment later.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let open = admin
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE datname = 'pool_template'", &[])
+            .map_err(err("waiting for the template's connections to close"))?;
+        if open.get::<_, i64>(0) == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
     admin
         .batch_execute("ALTER DATABASE pool_template WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")

@@ -32,7 +32,15 @@ fn servers_installed() -> bool {
 }
 
 fn service(kind: ServiceKind, size: usize) -> ServiceConfig {
-    ServiceConfig { kind, size, command: vec![], setup_sql: None, port: None, ready: None }
+    ServiceConfig {
+        kind,
+        size,
+        spare: None,
+        command: vec![],
+        setup_sql: None,
+        port: None,
+        ready: None,
+    }
 }
 
 /// A pool in a temp dir that stops with the test (and with this process, if it dies).
@@ -349,6 +357,56 @@ fn setup_sql_is_applied_to_every_leased_database() {
 }
 
 #[test]
+fn leases_in_a_row_from_a_small_pool_get_distinct_clean_databases() {
+    if !servers_installed() {
+        return;
+    }
+    let mut pg = service(ServiceKind::Postgres, 1);
+    pg.spare = Some(2);
+    let pool = start(&[("postgres", pg)]);
+    // More leases than the pool ever holds at once (1 offered + 2 spare), back to back,
+    // so most come from clones made while the earlier ones were in use or returned.
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..12 {
+        let lease = pool.pool.lease("postgres", Duration::from_secs(10)).unwrap();
+        let name = lease.database().unwrap().to_string();
+        assert!(seen.insert(name.clone()), "lease {i} got {name} again");
+        let mut db = postgres::Client::connect(lease.url(), postgres::NoTls).unwrap();
+        let leftovers: i64 = db
+            .query_one(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'mark'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(leftovers, 0, "lease {i} ({name}) saw an earlier lease's table");
+        db.batch_execute("CREATE TABLE mark (lease int); INSERT INTO mark VALUES (1)").unwrap();
+    }
+    // Returned databases are dropped, never offered again: the server keeps only the
+    // template, the offered one, the spares and not-yet-dropped returned ones, none of
+    // which is offered.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = pool.pool.status();
+        let refill = status.services["postgres"].refill.unwrap_or_default();
+        if refill.drops >= 12 || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let refill =
+        status.services["postgres"].refill.expect("a PostgreSQL service reports its refill");
+    assert_eq!(refill.drops, 12, "every returned database is dropped: {refill}");
+    // The 12 leased plus the one on offer now.
+    assert!(refill.clones > 12, "{refill}");
+    let ready = std::fs::read_dir(pool.pool.dir().join("run/slots/postgres/ready")).unwrap();
+    for entry in ready.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(!seen.contains(&name), "returned database {name} is offered again");
+    }
+}
+
+#[test]
 fn a_command_service_is_probed_and_leased() {
     if !servers_installed() {
         return;
@@ -450,6 +508,10 @@ fn bad_service_config_is_a_clear_error() {
     check_config_error(
         serde_json::json!({ "cache": { "kind": "redis", "setup-sql": "x.sql" } }),
         "invalid `workspace.metadata.pipeline-opt.services.cache.setup-sql` in Cargo.toml: only services of kind \"postgres\" take setup SQL; remove it",
+    );
+    check_config_error(
+        serde_json::json!({ "cache": { "kind": "redis", "spare": 2 } }),
+        "invalid `workspace.metadata.pipeline-opt.services.cache.spare` in Cargo.toml: only services of kind \"postgres\" keep spare databases; remove it",
     );
     check_config_error(
         serde_json::json!({ "db": { "kind": "postgres", "port": 70000 } }),
