@@ -626,6 +626,14 @@ impl ParallelOrchestrator {
                 }
             }
         }
+        if stage.lock == LockUse::Brief && !stage.command.env.contains_key("NEXTEST_TEST_THREADS") {
+            // The share covers nextest's check that the build is fresh; once the tests
+            // start, the run gives that share to other stages (see `Starting` below).
+            // Test threads fixed at the share of that moment would keep a long suite at
+            // one thread for its whole length, so they get every core, as nextest's own
+            // default does.
+            cmd.env("NEXTEST_TEST_THREADS", opts.cpus.max(1).to_string());
+        }
         if let (Some(shim), "cargo") = (&opts.rustc_shim, stage.command.program.as_str()) {
             let existing = stage
                 .command
