@@ -22,8 +22,9 @@ pub struct Config {
     /// Optional built-in stages to add: `clippy`, `fmt`, `doc`.
     #[serde(default)]
     pub enable: Vec<String>,
-    /// How bench targets are proven: `check` (type-check in the bench profile, the
-    /// default) or `build` (a full `cargo bench --no-run`, as a naive CI does).
+    /// How bench targets are proven: `dev` (compiled by the dev build, the default),
+    /// `check` (also type-checked in the bench profile) or `build` (a full
+    /// `cargo bench --no-run`, as a naive CI does).
     #[serde(default)]
     pub bench_proof: BenchProof,
     /// Incremental compilation for the plan's cargo stages: `auto` (the default) turns
@@ -61,8 +62,14 @@ pub struct TargetsConfig {
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum BenchProof {
+    /// The dev build compiles and links the benches too (`--all-targets`); no
+    /// bench-profile stage. Cheapest where dependencies are heavy: no second
+    /// dependency graph is compiled or checked.
     #[default]
+    Dev,
+    /// Also type-check the benches in the bench profile, in a build directory of its own.
     Check,
+    /// `cargo bench --no-run`, as a naive CI does.
     Build,
 }
 

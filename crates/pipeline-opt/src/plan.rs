@@ -364,7 +364,12 @@ pub fn plan(
             t.kind == TargetKind::Bench && !unbuildable.contains(&(p.name.clone(), t.name.clone()))
         })
     });
-    let bench_proof = if options.strict { BenchProof::Build } else { config.bench_proof };
+    let bench_proof = match (options.strict, config.bench_proof) {
+        (true, _) => BenchProof::Build,
+        // Without a build stage nothing compiles the benches in the dev profile.
+        (false, BenchProof::Dev) if disabled("build") => BenchProof::Check,
+        (false, p) => p,
+    };
     // With bench-proof = "check", the bench-build stage type-checks the benches in the
     // bench profile; compiling and linking them a second time in the dev profile would
     // prove little more (only `cfg(debug_assertions)` code) for a full link per bench.
@@ -457,11 +462,14 @@ pub fn plan(
             } else {
                 "compiles every target but the benches (bench-build checks those) once; the test stages reuse its artifacts".into()
             },
-            proves: vec![
-                "build (dev)".into(),
+            proves: [
+                "build (dev)".to_string(),
                 dev_check_proof.into(),
-                "test binaries compile".into(),
-            ],
+            ]
+            .into_iter()
+            .chain((has_benches && bench_proof == BenchProof::Dev).then(|| "benches compile and link (dev profile)".to_string()))
+            .chain(["test binaries compile".to_string()])
+            .collect(),
             build_dir: Some(dev_dir.clone()),
             lock: LockUse::Exclusive,
             cpu_heavy: true,
@@ -665,10 +673,16 @@ pub fn plan(
             "the workspace has no bench targets"
         };
         dropped.push(DroppedStage { id: "bench-build".into(), reason: reason.into() });
+    } else if bench_proof == BenchProof::Dev {
+        dropped.push(DroppedStage {
+            id: "bench-build".into(),
+            reason: "bench-proof = \"dev\" (the default): the build stage compiles and links the benches in the dev profile; bench-proof = \"check\" also type-checks them in the bench profile, \"build\" or --strict builds them as `cargo bench --no-run` does".into(),
+        });
     } else {
         let proof = bench_proof;
         let bench_list = target_list(&[TargetKind::Bench], &["--benches"]);
         let (args, reason, proves) = match proof {
+            BenchProof::Dev => unreachable!("handled above"),
             BenchProof::Build => {
                 let mut args = cargo_args(&["bench", "--no-run"]);
                 args.extend(offline.clone());

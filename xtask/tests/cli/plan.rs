@@ -34,7 +34,9 @@ fn json_and_text_describe_the_same_stages() {
 fn plan_of_this_workspace_succeeds() {
     let out = xtask(&["plan"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("stage bench-build"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("stage build") && text.contains("stage test"), "{text}");
+    assert!(text.contains("bench-build: bench-proof = \"dev\""), "benches go with the build: {text}");
 }
 
 #[test]

@@ -63,10 +63,10 @@ fn default_plan_drops_check_and_runs_tests_with_nextest() {
               proves:     dependencies resolve and download
 
             stage build
-              command:    cargo build --manifest-path $ROOT/Cargo.toml --offline --workspace --lib --bins --tests --examples
+              command:    cargo build --manifest-path $ROOT/Cargo.toml --offline --workspace --all-targets
               depends on: fetch
-              why:        compiles every target but the benches (bench-build checks those) once; the test stages reuse its artifacts
-              proves:     build (dev); check --all-targets (dev) except the benches, which bench-build type-checks in the bench profile; test binaries compile
+              why:        compiles every target once; the test stages reuse its artifacts
+              proves:     build (dev); check --all-targets (dev); benches compile and link (dev profile); test binaries compile
               build dir:  $ROOT/target (holds its lock throughout)
 
             stage test
@@ -83,15 +83,9 @@ fn default_plan_drops_check_and_runs_tests_with_nextest() {
               proves:     doctests pass
               build dir:  $ROOT/target (holds its lock throughout)
 
-            stage bench-build
-              command:    CARGO_TARGET_DIR=$ROOT/target/pipeline-opt/bench-target cargo check --manifest-path $ROOT/Cargo.toml --offline --workspace --benches --profile bench
-              depends on: fetch
-              why:        type-checks the benchmarks in the bench profile (bench-proof = "check"; `--strict` or bench-proof = "build" compiles them fully)
-              proves:     check --benches (bench profile), not a full optimised build
-              build dir:  $ROOT/target/pipeline-opt/bench-target (holds its lock throughout)
-
             dropped
-              check: redundant: the build stage compiles every target but the benches, and bench-build type-checks those
+              check: redundant: a successful `build --all-targets` already proves `check --all-targets`
+              bench-build: bench-proof = "dev" (the default): the build stage compiles and links the benches in the dev profile; bench-proof = "check" also type-checks them in the bench profile, "build" or --strict builds them as `cargo bench --no-run` does
 
         "#]],
     );
@@ -326,14 +320,20 @@ fn empty_custom_command_is_an_error() {
 }
 
 #[test]
-fn plan_of_this_project_builds_tests_and_checks_benches() {
+fn plan_of_this_project_builds_every_target_once() {
     let manifest = camino::Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
     let inputs = pipeline_opt::inputs::Inputs::load(Some(&manifest)).unwrap();
     let p = inputs.plan(CargoArgs::default(), false).unwrap();
     let ids: Vec<&str> = p.stages.iter().map(|s| s.id.as_str()).collect();
-    assert_eq!(ids, ["fetch", "build", "test", "doctest", "bench-build"]);
-    let bench = p.stage("bench-build").unwrap();
-    assert_ne!(bench.build_dir, p.stage("build").unwrap().build_dir, "bench work overlaps dev");
+    assert_eq!(ids, ["fetch", "build", "test", "doctest"]);
+    assert!(p.stage("build").unwrap().command.args.contains(&"--all-targets".to_string()));
+    let strict = inputs.plan(CargoArgs::default(), true).unwrap();
+    let bench = strict.stage("bench-build").unwrap();
+    assert_ne!(
+        bench.build_dir,
+        strict.stage("build").unwrap().build_dir,
+        "bench work overlaps dev"
+    );
 }
 
 #[test]
@@ -388,19 +388,31 @@ fn a_cargo_profile_reaches_nextest_as_cargo_profile() {
 }
 
 #[test]
-fn strict_plan_builds_the_benches_in_the_dev_build_too() {
+fn each_bench_proof_splits_the_work_between_build_and_bench_build() {
     let ws = FixtureWorkspace::new(vec![FixtureCrate::new("a").bench("speed", "fn main() {}\n")]);
     let fx = Fixture::write(&ws);
     let w = fx.load();
-    let mut o = options(true);
-    let build = |o: &PlanOptions| {
-        plan(&w, &Config::default(), o).unwrap().stage("build").unwrap().command.args.join(" ")
+    let parse = |body: &str| {
+        let fx = Fixture::write(&FixtureWorkspace::chain(1).config(body));
+        Config::from_workspace_metadata(&fx.load().metadata).unwrap()
     };
-    assert!(build(&o).ends_with("--lib --bins --tests --examples"), "{}", build(&o));
-    o.strict = true;
-    assert!(build(&o).ends_with("--all-targets"), "{}", build(&o));
-    let strict = plan(&w, &Config::default(), &o).unwrap();
-    assert_eq!(strict.stage("bench-build").unwrap().command.args[..2], ["bench", "--no-run"]);
+    // (build's target selection, bench-build's first two arguments if it runs)
+    let shape = |config: &Config, strict: bool| {
+        let p = plan(&w, config, &PlanOptions { strict, ..options(true) }).unwrap();
+        let build = p.stage("build").unwrap().command.args.join(" ");
+        let bench = p.stage("bench-build").map(|s| s.command.args[..2].join(" "));
+        (build, bench)
+    };
+    let (build, bench) = shape(&Config::default(), false);
+    assert!(build.ends_with("--all-targets") && bench.is_none(), "dev: {build} {bench:?}");
+    let (build, bench) = shape(&parse("bench-proof = \"check\""), false);
+    assert!(build.ends_with("--lib --bins --tests --examples"), "check: {build}");
+    assert_eq!(bench.as_deref(), Some("check --manifest-path"));
+    for config in [Config::default(), parse("bench-proof = \"check\"")] {
+        let (build, bench) = shape(&config, true);
+        assert!(build.ends_with("--all-targets"), "strict: {build}");
+        assert_eq!(bench.as_deref(), Some("bench --no-run"));
+    }
 }
 
 #[test]
