@@ -700,24 +700,38 @@ impl ParallelOrchestrator {
         });
         let tx_wait = tx.clone();
         std::thread::spawn(move || {
-            let mut status = 0;
-            // SAFETY: rusage is plain data, fully written by wait4 on success.
-            let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
-            loop {
-                // SAFETY: pid is our own child; status and rusage are valid pointers.
-                let r = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
-                if r == pid {
-                    break;
-                }
-                if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                    status = -1;
-                    break;
-                }
-            }
+            // SAFETY: rusage is plain data; all zero is a valid value.
+            let (status, rusage) =
+                wait_with_rusage(pid).unwrap_or((-1, unsafe { std::mem::zeroed() }));
             let _ = tx_wait.send(Msg::Exited { idx, status, rusage });
         });
         Ok(pid)
     }
+}
+
+/// Reaps our child `pid` and returns its wait status with the rusage of its whole tree
+/// (every descendant it waited for). `pid` must be a child not reaped by anyone else.
+pub(crate) fn wait_with_rusage(pid: i32) -> std::io::Result<(i32, libc::rusage)> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data, fully written by wait4 on success.
+    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: status and rusage are valid pointers for wait4 to write.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
+        if r == pid {
+            return Ok((status, rusage));
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+/// A `timeval` from rusage as a duration (negative fields, which the kernel never
+/// writes, count as zero).
+pub(crate) fn timeval_duration(t: libc::timeval) -> Duration {
+    Duration::new(t.tv_sec.max(0) as u64, (t.tv_usec.max(0) as u32) * 1000)
 }
 
 fn rustc_log_path(log_dir: &Utf8Path, stage: &str) -> Utf8PathBuf {
@@ -812,8 +826,7 @@ fn finish_metrics(
         _ if exit_code == Some(0) => StageStatus::Succeeded,
         _ => StageStatus::Failed,
     };
-    let tv =
-        |t: libc::timeval| Duration::new(t.tv_sec.max(0) as u64, (t.tv_usec.max(0) as u32) * 1000);
+    let tv = timeval_duration;
     let (failed_tests, flaky_tests) = r.tests.results();
     StageMetrics {
         id: stage.id.clone(),

@@ -205,24 +205,9 @@ fn run_timed(mut cmd: std::process::Command) -> std::io::Result<(Option<i32>, Du
         let _ = pipe.read_to_end(&mut bytes);
         stderr = String::from_utf8_lossy(&bytes).into_owned();
     }
-    let pid = child.id() as i32;
-    let mut status = 0;
-    // SAFETY: rusage is plain data, fully written by wait4 on success.
-    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: pid is our own child, not yet reaped (`Child` is never waited on).
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
-        if r == pid {
-            break;
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EINTR) {
-            return Err(err);
-        }
-    }
-    drop(child);
-    let tv =
-        |t: libc::timeval| Duration::new(t.tv_sec.max(0) as u64, (t.tv_usec.max(0) as u32) * 1000);
+    let (status, rusage) = crate::orchestrator::wait_with_rusage(child.id() as i32)?;
+    drop(child); // reaped above; dropping a `Child` neither waits nor kills
+    let tv = crate::orchestrator::timeval_duration;
     let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
     Ok((code, tv(rusage.ru_utime) + tv(rusage.ru_stime), stderr))
 }
