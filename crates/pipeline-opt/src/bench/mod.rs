@@ -345,7 +345,6 @@ pub fn bench_compare(
         let checkout = worktree::checkout(
             &repo,
             &workspace.manifest_path,
-            &workspace.target_dir,
             &state_dir,
             &options.git_ref,
             &commit,
@@ -376,6 +375,12 @@ pub fn bench_compare(
             .map_err(|stop| build_error(Side::Head, stop))?;
     let mut sides = vec![prepare(Side::Head, head_build, &run_dir, &mut problems)];
     if let Some(checkout) = &base_checkout {
+        worktree::seed_target_dir(
+            &workspace.target_dir,
+            &checkout.target_dir,
+            &checkout.dir,
+            &mut notes,
+        );
         progress("building the base side's benchmarks");
         let base_dir = checkout.manifest.parent().unwrap_or(&checkout.dir).to_owned();
         match load_metadata_at(&checkout.manifest, &base_dir, Some(&checkout.target_dir)) {
