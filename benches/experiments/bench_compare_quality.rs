@@ -17,8 +17,9 @@ use pipeline_opt::bench::{BenchCompareOptions, Verdict, bench_compare};
 use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
 use serde::{Deserialize, Serialize};
 
-/// Benchmarks per suite; per run two get +5%, two get +10%, the rest stay identical.
-const BENCHES: usize = 10;
+/// Benchmarks per suite; per run two get +5%, two get +10%, the rest stay identical, so
+/// 10 runs give the 100 / 20 / 20 comparisons issue 7 asks for.
+const BENCHES: usize = 14;
 
 const LIB: &str = "pub fn work(n: u64) -> u64 {\n    let mut acc = 0u64;\n    for i in 0..n {\n        acc = acc.wrapping_mul(31).wrapping_add(i ^ (acc >> 3));\n    }\n    acc\n}\n";
 
@@ -144,11 +145,26 @@ fn run(runs: usize, out: &Utf8Path) {
         git_ref: "main".into(),
         ..BenchCompareOptions::default()
     };
-    let mut records = Vec::new();
-    let mut times = Vec::new();
+    let defaults = BenchCompareOptions::default();
+    let mut e = Experiment {
+        version: 2,
+        command: format!(
+            "cargo run -p pipeline-opt-benches --example bench_compare_quality -- run {runs} {out}"
+        ),
+        benches_per_suite: BENCHES,
+        rounds: defaults.rounds,
+        warm_up_secs: defaults.warm_up.as_secs_f64(),
+        measurement_secs: defaults.measurement.as_secs_f64(),
+        threshold: defaults.threshold,
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        records: Vec::new(),
+        runs: Vec::new(),
+        plain_cargo_bench_secs: None,
+        loadavg_after: String::new(),
+    };
     for run in 0..runs {
         // Rotate which benchmarks are slowed so no single benchmark decides the result.
-        let slowdown = move |i: usize| match (i + BENCHES - (2 * run) % BENCHES) % BENCHES {
+        let slowdown = move |i: usize| match (i + BENCHES * runs - 4 * run) % BENCHES {
             0 | 1 => 5,
             2 | 3 => 10,
             _ => 0,
@@ -158,7 +174,7 @@ fn run(runs: usize, out: &Utf8Path) {
         let c = bench_compare(&options, &mut |line| eprintln!("run {run}: {line}")).unwrap();
         for b in &c.benchmarks {
             let i: usize = b.id[1..].parse().unwrap();
-            records.push(Record {
+            e.records.push(Record {
                 run,
                 benchmark: b.id.clone(),
                 injected_percent: slowdown(i),
@@ -172,49 +188,38 @@ fn run(runs: usize, out: &Utf8Path) {
             });
         }
         eprintln!("run {run}: {:.1}s", c.elapsed_secs);
-        times.push(RunTime {
+        e.runs.push(RunTime {
             run,
             elapsed_secs: c.elapsed_secs,
             build_secs: c.build_secs,
             loadavg_before,
         });
+        if run == 0 {
+            // One plain `cargo bench` of each side, builds warm as in our runs; measured
+            // once, after the first run has created the base worktree.
+            e.plain_cargo_bench_secs = plain_both_sides(&root, &target);
+        }
+        // Written after every run so that a stopped experiment keeps what it measured.
+        e.loadavg_after = loadavg();
+        std::fs::write(out, serde_json::to_string_pretty(&e).unwrap()).unwrap();
     }
-
-    // One plain `cargo bench` of each side, builds warm as in our runs.
-    let plain = {
-        let worktrees = target.join("pipeline-opt/worktrees");
-        let base = std::fs::read_dir(&worktrees)
-            .unwrap()
-            .flatten()
-            .map(|e| Utf8PathBuf::from_path_buf(e.path()).unwrap())
-            .find(|p| {
-                p.is_dir() && p.extension().is_none() && p.file_name().unwrap().starts_with("main-")
-            })
-            .expect("the base worktree");
-        let started = Instant::now();
-        let head_ok = plain_cargo_bench(&root, None);
-        let base_ok = plain_cargo_bench(&base, Some(&Utf8PathBuf::from(format!("{base}.target"))));
-        (head_ok && base_ok).then(|| started.elapsed().as_secs_f64())
-    };
-    let defaults = BenchCompareOptions::default();
-    let e = Experiment {
-        version: 1,
-        command: format!(
-            "cargo run -p pipeline-opt-benches --example bench_compare_quality -- run {runs} {out}"
-        ),
-        benches_per_suite: BENCHES,
-        rounds: defaults.rounds,
-        warm_up_secs: defaults.warm_up.as_secs_f64(),
-        measurement_secs: defaults.measurement.as_secs_f64(),
-        threshold: defaults.threshold,
-        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        records,
-        runs: times,
-        plain_cargo_bench_secs: plain,
-        loadavg_after: loadavg(),
-    };
-    std::fs::write(out, serde_json::to_string_pretty(&e).unwrap()).unwrap();
     print!("{}", table(&e));
+}
+
+fn plain_both_sides(root: &Utf8Path, target: &Utf8Path) -> Option<f64> {
+    let worktrees = target.join("pipeline-opt/worktrees");
+    let base = std::fs::read_dir(&worktrees)
+        .unwrap()
+        .flatten()
+        .map(|e| Utf8PathBuf::from_path_buf(e.path()).unwrap())
+        .find(|p| {
+            p.is_dir() && p.extension().is_none() && p.file_name().unwrap().starts_with("main-")
+        })
+        .expect("the base worktree");
+    let started = Instant::now();
+    let head_ok = plain_cargo_bench(root, None);
+    let base_ok = plain_cargo_bench(&base, Some(&Utf8PathBuf::from(format!("{base}.target"))));
+    (head_ok && base_ok).then(|| started.elapsed().as_secs_f64())
 }
 
 fn plain_cargo_bench(dir: &Utf8Path, target_dir: Option<&Utf8Path>) -> bool {
@@ -255,6 +260,24 @@ fn table(e: &Experiment) -> String {
             floor * 100.0
         ));
     }
+    let count = |pct: u32, vs: &[Verdict]| {
+        let rs: Vec<&Record> = e.records.iter().filter(|r| r.injected_percent == pct).collect();
+        (rs.iter().filter(|r| vs.contains(&r.verdict)).count(), rs.len())
+    };
+    let (flagged, same) = count(0, &[Verdict::Regressed, Verdict::Improved]);
+    let (caught5, n5) = count(5, &[Verdict::Regressed]);
+    let (improved5, _) = count(5, &[Verdict::Improved]);
+    let (caught10, n10) = count(10, &[Verdict::Regressed]);
+    let mark = |ok: bool| if ok { "yes" } else { "**no**" };
+    out.push_str(&format!(
+        "\n| goal (issue 7) | measured | met? |\n|---|---|---|\n\
+         | identical: ≤ 1 flagged in 100 | {flagged} of {same} regressed or improved | {} |\n\
+         | +5%: caught ≥ 18 of 20, never improved | {caught5} of {n5} caught, {improved5} improved | {} |\n\
+         | +10%: caught every time | {caught10} of {n10} | {} |\n",
+        mark(same >= 100 && flagged * 100 <= same),
+        mark(n5 >= 20 && caught5 * 10 >= n5 * 9 && improved5 == 0),
+        mark(n10 >= 20 && caught10 == n10),
+    ));
     let mean_run = e.runs.iter().map(|r| r.elapsed_secs).sum::<f64>() / e.runs.len().max(1) as f64;
     out.push_str(&format!(
         "\nSuite of {} benchmarks, {} runs, {} rounds × ({}s warm-up + {}s measurement) per side, threshold {:.0}%, {} cores.\n",

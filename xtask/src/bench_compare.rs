@@ -19,11 +19,28 @@ impl flags::BenchCompare {
             },
             filter: self.filter,
             rounds: self.rounds.unwrap_or(defaults.rounds),
+            warm_up: match &self.warm_up {
+                Some(d) => bench::parse_duration("--warm-up", d)?,
+                None => defaults.warm_up,
+            },
+            measurement: match &self.measurement_time {
+                Some(d) => bench::parse_duration("--measurement-time", d)?,
+                None => defaults.measurement,
+            },
             save_baseline: self.save_baseline,
             baseline: self.baseline,
+            handle_signals: true,
             ..defaults
         };
-        let comparison = bench::bench_compare(&options, &mut |line| eprintln!("  {line}"))?;
+        let comparison = match bench::bench_compare(&options, &mut |line| eprintln!("  {line}")) {
+            Ok(c) => c,
+            // Ctrl-C is not an error of the input: 130, like `optimize`.
+            Err(e @ bench::BenchCompareError::Interrupted { .. }) => {
+                eprintln!("bench-compare: {e}");
+                return Ok(e.exit_code());
+            }
+            Err(e) => return Err(e.into()),
+        };
         print!("{}", output::render_terminal(&comparison));
         let markdown = output::render_markdown(&comparison);
         if let Some(path) = &self.markdown {

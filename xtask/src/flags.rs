@@ -97,8 +97,12 @@ xflags::xflags! {
             optional --threshold threshold: String
             /// Only benchmarks whose id contains this string.
             optional --filter filter: String
-            /// Paired rounds per side.
+            /// Paired rounds per side (default 20).
             optional --rounds rounds: usize
+            /// Criterion warm-up per benchmark and round, e.g. `50ms` (default 50ms).
+            optional --warm-up duration: String
+            /// Criterion measurement per benchmark and round, e.g. `200ms` (default 200ms).
+            optional --measurement-time duration: String
             optional --json path: PathBuf
             optional --markdown path: PathBuf
             /// Save head's results as a criterion baseline with this name.
@@ -221,6 +225,8 @@ pub struct BenchCompare {
     pub threshold: Option<String>,
     pub filter: Option<String>,
     pub rounds: Option<usize>,
+    pub warm_up: Option<String>,
+    pub measurement_time: Option<String>,
     pub json: Option<PathBuf>,
     pub markdown: Option<PathBuf>,
     pub save_baseline: Option<String>,

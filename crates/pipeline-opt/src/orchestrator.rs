@@ -173,7 +173,13 @@ extern "C" fn on_signal(sig: libc::c_int) {
     SIGNAL_COUNT.fetch_add(1, Ordering::SeqCst);
 }
 
-fn install_signal_handlers() {
+/// The signal that asked us to stop since [`install_signal_handlers`] (0 = none): for
+/// other long-running commands (bench-compare) that reuse the same handlers.
+pub(crate) fn pending_signal() -> i32 {
+    SIGNAL.load(Ordering::SeqCst)
+}
+
+pub(crate) fn install_signal_handlers() {
     SIGNAL.store(0, Ordering::SeqCst);
     SIGNAL_COUNT.store(0, Ordering::SeqCst);
     for sig in [libc::SIGINT, libc::SIGTERM] {

@@ -1,6 +1,7 @@
 //! The one integration-test binary of the xtask: the real `cargo xtask` binary run on
 //! generated fixture workspaces, checked for output, exit codes and clean errors.
 
+mod bench_compare;
 mod optimize;
 mod plan;
 mod services;

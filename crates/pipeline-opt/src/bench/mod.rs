@@ -43,6 +43,9 @@ pub struct BenchCompareOptions {
     pub save_baseline: Option<String>,
     /// Compare against this stored criterion baseline instead of building `git_ref`.
     pub baseline: Option<String>,
+    /// Stop on SIGINT/SIGTERM (the command line sets it): the children are stopped and
+    /// the comparison returns [`BenchCompareError::Interrupted`].
+    pub handle_signals: bool,
 }
 
 impl Default for BenchCompareOptions {
@@ -53,11 +56,15 @@ impl Default for BenchCompareOptions {
             threshold: 0.05,
             alpha: 0.05,
             filter: None,
-            rounds: 8,
-            warm_up: Duration::from_millis(100),
-            measurement: Duration::from_millis(300),
+            // Chosen from the per-round noise of the quality experiment (docs/bench-compare.md,
+            // "Choosing the defaults"): 20 short rounds beat 8 longer ones because each
+            // round is an independent draw of the machine's load.
+            rounds: 20,
+            warm_up: Duration::from_millis(50),
+            measurement: Duration::from_millis(200),
             save_baseline: None,
             baseline: None,
+            handle_signals: false,
         }
     }
 }
@@ -75,6 +82,20 @@ pub fn parse_threshold(s: &str) -> Result<f64, BenchCompareError> {
         return Err(bad());
     }
     Ok(fraction)
+}
+
+/// `--warm-up` / `--measurement-time`: a humantime duration (`300ms`, `1s`, `1.5s`).
+pub fn parse_duration(flag: &str, s: &str) -> Result<Duration, BenchCompareError> {
+    let bad = || BenchCompareError::BadDuration { flag: flag.to_string(), value: s.to_string() };
+    // humantime has no fractions; `1.5s` is spelled out as milliseconds.
+    let d = match s.trim().strip_suffix('s').and_then(|n| n.parse::<f64>().ok()) {
+        Some(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs),
+        _ => humantime::parse_duration(s.trim()).map_err(|_| bad())?,
+    };
+    if d.is_zero() {
+        return Err(bad());
+    }
+    Ok(d)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +126,12 @@ pub enum BenchCompareError {
     Run { message: String },
     #[error("invalid --threshold `{value}`: use a percentage such as `5%`")]
     BadThreshold { value: String },
+    #[error("invalid {flag} `{value}`: use a positive duration such as `300ms` or `1s`")]
+    BadDuration { flag: String, value: String },
+    #[error(
+        "interrupted by signal {signal}: the benchmark processes were stopped and nothing was compared"
+    )]
+    Interrupted { signal: i32 },
     #[error("invalid --rounds {rounds}: a paired comparison needs at least 2 rounds")]
     TooFewRounds { rounds: usize },
     #[error(
@@ -214,8 +241,32 @@ pub struct Comparison {
     pub benchmarks: Vec<BenchmarkResult>,
     pub problems: Vec<Problem>,
     pub notes: Vec<String>,
+    /// Criterion's warm-up and measurement time per benchmark and round.
+    #[serde(default)]
+    pub warm_up_secs: f64,
+    #[serde(default)]
+    pub measurement_secs: f64,
     pub elapsed_secs: f64,
     pub build_secs: f64,
+}
+
+impl BenchCompareError {
+    /// [`exit::INTERRUPTED`] for an interrupt, [`exit::ERROR`] otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            BenchCompareError::Interrupted { .. } => exit::INTERRUPTED,
+            _ => exit::ERROR,
+        }
+    }
+}
+
+impl From<runner::Stop> for BenchCompareError {
+    fn from(stop: runner::Stop) -> Self {
+        match stop {
+            runner::Stop::Interrupted(signal) => BenchCompareError::Interrupted { signal },
+            runner::Stop::Failed(message) => BenchCompareError::Run { message },
+        }
+    }
 }
 
 impl Comparison {
@@ -257,6 +308,7 @@ pub fn bench_compare(
         return Err(BenchCompareError::TooFewRounds { rounds: options.rounds });
     }
     let started = Instant::now();
+    let sup = runner::Supervisor::new(options.handle_signals);
     let head_metadata = load_metadata(options.manifest_path.as_deref())?;
     let workspace = Workspace::from_metadata(&head_metadata);
     // An invalid config is reported by the commands that use it; here only the state
@@ -293,7 +345,6 @@ pub fn bench_compare(
         let checkout = worktree::checkout(
             &repo,
             &workspace.manifest_path,
-            &workspace.target_dir,
             &state_dir,
             &options.git_ref,
             &commit,
@@ -318,22 +369,31 @@ pub fn bench_compare(
 
     let build_started = Instant::now();
     progress("building the head side's benchmarks");
-    let head_build = runner::build(&workspace.root, &workspace.manifest_path, None, &head_targets)
-        .map_err(|message| BenchCompareError::Build { side: Side::Head, message })?;
+    sup.check()?;
+    let head_build =
+        runner::build(&sup, &workspace.root, &workspace.manifest_path, None, &head_targets)
+            .map_err(|stop| build_error(Side::Head, stop))?;
     let mut sides = vec![prepare(Side::Head, head_build, &run_dir, &mut problems)];
     if let Some(checkout) = &base_checkout {
+        worktree::seed_target_dir(
+            &workspace.target_dir,
+            &checkout.target_dir,
+            &checkout.dir,
+            &mut notes,
+        );
         progress("building the base side's benchmarks");
         let base_dir = checkout.manifest.parent().unwrap_or(&checkout.dir).to_owned();
         match load_metadata_at(&checkout.manifest, &base_dir, Some(&checkout.target_dir)) {
             Ok(base_metadata) => {
                 let targets = runner::bench_targets(&base_metadata);
                 let build = runner::build(
+                    &sup,
                     &base_dir,
                     &checkout.manifest,
                     Some(&checkout.target_dir),
                     &targets,
                 )
-                .map_err(|message| BenchCompareError::Build { side: Side::Base, message })?;
+                .map_err(|stop| build_error(Side::Base, stop))?;
                 sides.insert(0, prepare(Side::Base, build, &run_dir, &mut problems));
             }
             Err(e) => notes.push(format!(
@@ -351,6 +411,7 @@ pub fn bench_compare(
     let mut values: BTreeMap<(Side, Key), Vec<Option<f64>>> = BTreeMap::new();
     let mut failed: Vec<(Side, String, String)> = Vec::new();
     for round in 0..rounds {
+        sup.check()?;
         progress(&format!("round {}/{rounds}", round + 1));
         let mut order: Vec<usize> = (0..sides.len()).collect();
         if round % 2 == 1 {
@@ -364,8 +425,7 @@ pub fn bench_compare(
                     continue;
                 }
                 let home = side.homes.join(format!("{}-{}", bin.package, bin.target));
-                let outcome = runner::run(bin, settings, options.filter.as_deref(), &home)
-                    .map_err(|message| BenchCompareError::Run { message })?;
+                let outcome = runner::run(&sup, bin, settings, options.filter.as_deref(), &home)?;
                 for m in outcome.measurements {
                     if options.filter.as_ref().is_some_and(|f| !m.id.contains(f.as_str())) {
                         continue;
@@ -417,9 +477,18 @@ pub fn bench_compare(
         benchmarks,
         problems,
         notes,
+        warm_up_secs: options.warm_up.as_secs_f64(),
+        measurement_secs: options.measurement.as_secs_f64(),
         elapsed_secs: started.elapsed().as_secs_f64(),
         build_secs,
     })
+}
+
+fn build_error(side: Side, stop: runner::Stop) -> BenchCompareError {
+    match stop {
+        runner::Stop::Interrupted(signal) => BenchCompareError::Interrupted { signal },
+        runner::Stop::Failed(message) => BenchCompareError::Build { side, message },
+    }
 }
 
 fn short(commit: &str) -> &str {

@@ -1,10 +1,12 @@
 //! Building one side's bench targets (`cargo bench --no-run --message-format=json`) and
 //! running one bench binary directly with criterion's own command line, in its own
 //! `CRITERION_HOME`, so that the two sides never write to the same result directory.
+//! Every child runs under a [`Supervisor`], which stops its whole process tree on Ctrl-C.
 
 use std::io::BufReader;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::os::unix::process::CommandExt;
+use std::process::{ChildStdout, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use cargo_metadata::Message;
@@ -43,6 +45,138 @@ pub struct BuildOutcome {
     pub failures: Vec<BuildFailure>,
 }
 
+/// Why a child did not give a result.
+#[derive(Debug)]
+pub enum Stop {
+    /// Could not start it, or a build could not be read: the message says what.
+    Failed(String),
+    /// SIGINT/SIGTERM arrived (the signal): the child's process tree was stopped.
+    Interrupted(i32),
+}
+
+impl From<String> for Stop {
+    fn from(message: String) -> Self {
+        Stop::Failed(message)
+    }
+}
+
+/// Every child of a comparison (cargo builds, bench binaries) runs in a process group of
+/// its own and carries the run's marker (as `optimize`'s stages do), so that Ctrl-C can
+/// stop the group and then anything else that carries the marker: no bench process
+/// outlives an interrupted comparison.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    pub run_id: String,
+    /// The marker list: outer runs' ids (when bench-compare runs inside `optimize`) and ours.
+    runs: String,
+    handle_signals: bool,
+}
+
+/// A child that ran to its end.
+pub struct Finished<T> {
+    pub status: ExitStatus,
+    pub stdout: T,
+    pub stderr: String,
+}
+
+impl Supervisor {
+    /// With `handle_signals`, installs the SIGINT/SIGTERM handlers `optimize` uses; the
+    /// comparison then checks for them between steps and while a child runs.
+    pub fn new(handle_signals: bool) -> Self {
+        use crate::orchestrator::{RUNS_VAR, new_run_id};
+        let run_id = new_run_id();
+        let runs = match std::env::var(RUNS_VAR) {
+            Ok(outer) if !outer.is_empty() => format!("{outer}:{run_id}"),
+            _ => run_id.clone(),
+        };
+        if handle_signals {
+            crate::orchestrator::install_signal_handlers();
+        }
+        Supervisor { run_id, runs, handle_signals }
+    }
+
+    /// The signal that asked us to stop, if any.
+    pub fn interrupted(&self) -> Option<i32> {
+        if !self.handle_signals {
+            return None;
+        }
+        match crate::orchestrator::pending_signal() {
+            0 => None,
+            sig => Some(sig),
+        }
+    }
+
+    pub fn check(&self) -> Result<(), Stop> {
+        self.interrupted().map_or(Ok(()), |sig| Err(Stop::Interrupted(sig)))
+    }
+
+    /// Runs `cmd` to its end: stdout goes to `read_stdout` on a thread, stderr is
+    /// collected. On an interrupt the child's process group gets SIGTERM, then SIGKILL
+    /// after a grace period, and so does any process still carrying our marker.
+    pub fn run<T: Send + 'static>(
+        &self,
+        cmd: &mut Command,
+        read_stdout: impl FnOnce(ChildStdout) -> T + Send + 'static,
+    ) -> Result<Finished<T>, Stop> {
+        use crate::orchestrator::{RUN_ID_VAR, RUNS_VAR};
+        self.check()?;
+        cmd.env(RUN_ID_VAR, &self.run_id)
+            .env(RUNS_VAR, &self.runs)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let mut child =
+            cmd.spawn().map_err(|e| Stop::Failed(format!("could not run {program}: {e}")))?;
+        let stdout = child.stdout.take().expect("piped");
+        let stdout = std::thread::spawn(move || read_stdout(stdout));
+        // Drained on a thread so a chatty child cannot block on a full pipe.
+        let stderr = child.stderr.take().expect("piped");
+        let stderr =
+            std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) => {}
+                Err(e) => return Err(Stop::Failed(format!("could not wait for {program}: {e}"))),
+            }
+            if let Some(sig) = self.interrupted() {
+                self.stop_group(child.id() as i32);
+                let _ = child.wait();
+                // The reader threads end when the last writer is gone; not joined, so a
+                // stray holder of the pipe cannot hang the interrupt.
+                return Err(Stop::Interrupted(sig));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stdout = stdout
+            .join()
+            .map_err(|_| Stop::Failed(format!("reading {program}'s output failed")))?;
+        Ok(Finished { status, stdout, stderr: stderr.join().unwrap_or_default() })
+    }
+
+    fn stop_group(&self, pgid: i32) {
+        // SAFETY: kill with a negative pid signals our child's process group.
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        // SAFETY: signal 0 only asks whether the group still exists.
+        while Instant::now() < deadline && unsafe { libc::kill(-pgid, 0) } == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+            // Reap the leader so that a zombie does not keep the group alive.
+            let mut status = 0;
+            // SAFETY: non-blocking waitpid on our own child.
+            unsafe { libc::waitpid(pgid, &mut status, libc::WNOHANG) };
+        }
+        // SAFETY: as above; harmless when the group is gone.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        for pid in crate::orchestrator::marked_processes(&self.run_id, None) {
+            // SAFETY: only processes that carry this run's marker.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
 /// The side's declared bench targets: (package, target, package dir).
 pub type BenchTargets = Vec<(String, String, Utf8PathBuf)>;
 
@@ -74,21 +208,23 @@ pub fn cargo(dir: &Utf8Path, target_dir: Option<&Utf8Path>) -> Command {
 /// Builds every bench target of the workspace at `dir`. When the whole build fails, each
 /// target is built on its own so that one broken target does not hide the others.
 pub fn build(
+    sup: &Supervisor,
     dir: &Utf8Path,
     manifest: &Utf8Path,
     target_dir: Option<&Utf8Path>,
     targets: &BenchTargets,
-) -> Result<BuildOutcome, String> {
+) -> Result<BuildOutcome, Stop> {
     if targets.is_empty() {
         return Ok(BuildOutcome::default());
     }
-    let all = build_once(dir, manifest, target_dir, &["--workspace", "--bench", "*"])?;
+    let all = build_once(sup, dir, manifest, target_dir, &["--workspace", "--bench", "*"])?;
     let mut outcome = BuildOutcome::default();
     if all.success {
         outcome.binaries = all.binaries;
     } else {
         for (package, target, _) in targets {
-            let one = build_once(dir, manifest, target_dir, &["-p", package, "--bench", target])?;
+            let one =
+                build_once(sup, dir, manifest, target_dir, &["-p", package, "--bench", target])?;
             match one.binaries.into_iter().find(|b| &b.target == target) {
                 Some(bin) if one.success => outcome.binaries.push(bin),
                 _ => outcome.failures.push(BuildFailure {
@@ -119,58 +255,57 @@ struct OneBuild {
 }
 
 fn build_once(
+    sup: &Supervisor,
     dir: &Utf8Path,
     manifest: &Utf8Path,
     target_dir: Option<&Utf8Path>,
     select: &[&str],
-) -> Result<OneBuild, String> {
+) -> Result<OneBuild, Stop> {
     let mut cmd = cargo(dir, target_dir);
     cmd.args(["bench", "--no-run", "--message-format=json", "--manifest-path", manifest.as_str()])
-        .args(select)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("could not run cargo: {e}"))?;
-    let stdout = child.stdout.take().expect("piped");
-    // Drain stderr on a thread so a chatty build cannot block on a full pipe.
-    let stderr = child.stderr.take().expect("piped");
-    let stderr = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    let mut binaries = Vec::new();
-    let mut first_error = None;
-    for message in Message::parse_stream(BufReader::new(stdout)).flatten() {
-        match message {
-            Message::CompilerArtifact(a) => {
-                if a.target.kind.iter().any(|k| k.to_string() == "bench")
-                    && let Some(exe) = a.executable
-                {
-                    binaries.push(BenchBinary {
-                        package: package_name(&a.package_id.repr),
-                        target: a.target.name.clone(),
-                        executable: exe,
-                        package_dir: dir.to_owned(),
-                        harness: Harness::Criterion,
-                    });
+        .args(select);
+    let owner = dir.to_owned();
+    let done = sup.run(&mut cmd, move |stdout| {
+        let mut binaries = Vec::new();
+        let mut first_error = None;
+        for message in Message::parse_stream(BufReader::new(stdout)).flatten() {
+            match message {
+                Message::CompilerArtifact(a) => {
+                    if a.target.kind.iter().any(|k| k.to_string() == "bench")
+                        && let Some(exe) = a.executable
+                    {
+                        binaries.push(BenchBinary {
+                            package: package_name(&a.package_id.repr),
+                            target: a.target.name.clone(),
+                            executable: exe,
+                            package_dir: owner.clone(),
+                            harness: Harness::Criterion,
+                        });
+                    }
                 }
+                Message::CompilerMessage(m)
+                    if first_error.is_none()
+                        && m.message.level
+                            == cargo_metadata::diagnostic::DiagnosticLevel::Error =>
+                {
+                    let text = m.message.rendered.clone().unwrap_or(m.message.message.clone());
+                    first_error = Some(text.trim_end().to_string());
+                }
+                _ => {}
             }
-            Message::CompilerMessage(m)
-                if first_error.is_none()
-                    && m.message.level == cargo_metadata::diagnostic::DiagnosticLevel::Error =>
-            {
-                let text = m.message.rendered.clone().unwrap_or(m.message.message.clone());
-                first_error = Some(text.trim_end().to_string());
-            }
-            _ => {}
         }
-    }
-    let status = child.wait().map_err(|e| format!("could not wait for cargo: {e}"))?;
-    let stderr = stderr.join().unwrap_or_default();
-    if first_error.is_none() && !status.success() {
-        first_error = stderr
+        (binaries, first_error)
+    })?;
+    let (binaries, mut first_error) = done.stdout;
+    if first_error.is_none() && !done.status.success() {
+        first_error = done
+            .stderr
             .lines()
             .find(|l| l.starts_with("error"))
             .map(str::to_string)
-            .or_else(|| stderr.lines().last().map(str::to_string));
+            .or_else(|| done.stderr.lines().last().map(str::to_string));
     }
-    Ok(OneBuild { success: status.success(), binaries, first_error })
+    Ok(OneBuild { success: done.status.success(), binaries, first_error })
 }
 
 /// `path+file:///x/crates/foo#0.1.0` or `path+file:///x/foo#name@0.1.0` → the package
@@ -214,11 +349,12 @@ pub struct RunOutcome {
 
 /// Runs `bin` once, its results going to a fresh `home`.
 pub fn run(
+    sup: &Supervisor,
     bin: &BenchBinary,
     settings: RunSettings,
     filter: Option<&str>,
     home: &Utf8Path,
-) -> Result<RunOutcome, String> {
+) -> Result<RunOutcome, Stop> {
     let _ = std::fs::remove_dir_all(home);
     std::fs::create_dir_all(home).map_err(|e| format!("could not create {home}: {e}"))?;
     let mut cmd = Command::new(&bin.executable);
@@ -243,9 +379,12 @@ pub fn run(
     if let Some(f) = filter {
         cmd.arg(regex_escape(f));
     }
-    let out = cmd.output().map_err(|e| format!("could not run {}: {e}", bin.executable))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = sup.run(&mut cmd, |mut stdout| {
+        let mut bytes = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })?;
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
     let mut outcome = RunOutcome::default();
     if bin.harness == Harness::Criterion {
         let (found, corrupt) = read_results(home, "new");
@@ -253,7 +392,7 @@ pub fn run(
         outcome.corrupt = corrupt;
     }
     if outcome.measurements.is_empty() && outcome.corrupt.is_empty() {
-        outcome.measurements = parse_text_output(&stdout);
+        outcome.measurements = parse_text_output(stdout);
     }
     if !out.status.success() {
         let panic = stderr

@@ -62,12 +62,11 @@ pub fn resolve_ref(repo: &Utf8Path, git_ref: &str) -> Result<String, BenchCompar
     })
 }
 
-/// Checks out `commit` in the worktree for `git_ref` (creating or moving it) and makes
-/// sure its target directory exists, seeded from `head_target` when new.
+/// Checks out `commit` in the worktree for `git_ref` (creating or moving it). Its target
+/// directory is seeded by [`seed_target_dir`] once the head side is built.
 pub fn checkout(
     repo: &Utf8Path,
     head_manifest: &Utf8Path,
-    head_target: &Utf8Path,
     state_dir: &Utf8Path,
     git_ref: &str,
     commit: &str,
@@ -104,14 +103,26 @@ pub fn checkout(
         });
     }
     let target_dir = worktrees.join(format!("{name}.target"));
-    seed_target_dir(head_target, &target_dir, notes);
     Ok(BaseCheckout { commit: commit.to_string(), dir, manifest, target_dir })
 }
 
 /// Copies the head's `release` directory (where `cargo bench` builds) into an empty
 /// base target dir, so the base build only recompiles what differs. `cp --reflink=auto`
 /// shares the blocks on filesystems that can. Best effort: a failed copy only costs time.
-fn seed_target_dir(head_target: &Utf8Path, target_dir: &Utf8Path, notes: &mut Vec<String>) {
+/// Called after the head build: on a cold machine the head's `release` only exists then,
+/// and seeding before it left the base to build every dependency a second time.
+///
+/// The copy holds the head's workspace crates too, under the same artifact names (cargo
+/// leaves the path out of a workspace member's hash) and newer than the worktree's
+/// sources: cargo would take them as fresh and benchmark head's code as the base. So
+/// every file of the worktree is touched after seeding, which makes the workspace crates
+/// rebuild from the base's sources while the dependencies stay fresh.
+pub fn seed_target_dir(
+    head_target: &Utf8Path,
+    target_dir: &Utf8Path,
+    worktree: &Utf8Path,
+    notes: &mut Vec<String>,
+) {
     let release = target_dir.join("release");
     if release.exists() {
         return;
@@ -128,6 +139,25 @@ fn seed_target_dir(head_target: &Utf8Path, target_dir: &Utf8Path, notes: &mut Ve
         notes.push(format!(
             "could not seed {release} from {source}; the base side builds from scratch"
         ));
+        let _ = std::fs::remove_dir_all(&release);
+        return;
+    }
+    touch_tree(worktree.as_std_path(), SystemTime::now());
+}
+
+/// Sets the modification time of every file under `dir` (not `.git`) to `now`.
+fn touch_tree(dir: &std::path::Path, now: SystemTime) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else { continue };
+        let path = entry.path();
+        if kind.is_dir() && entry.file_name() != ".git" {
+            touch_tree(&path, now);
+        } else if kind.is_file()
+            && let Ok(f) = std::fs::OpenOptions::new().append(true).open(&path)
+        {
+            let _ = f.set_modified(now);
+        }
     }
 }
 

@@ -13,10 +13,19 @@ use pipeline_opt::bench::{
 use pipeline_opt::exit;
 use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
 
-/// All fixtures share one target dir so criterion is compiled once, not per test.
+/// All fixtures share one target dir so criterion is compiled once, not per test (the
+/// quality experiment has its own, `bench-compare-fixtures`, built with the real release
+/// profile).
 fn shared_target() -> Utf8PathBuf {
-    Utf8PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-compare-fixtures")
+    Utf8PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-compare-tests")
 }
+
+/// The fixtures' `cargo bench` profile: opt-level 1 without debug info compiles the
+/// criterion bench binaries about twice as fast as release's opt-level 3 on this
+/// machine, and the code they time is still optimised, timed by real criterion runs.
+/// In `.cargo/config.toml`, which is committed, so the base worktree builds the same way.
+const FAST_BENCH_PROFILE: &str =
+    "[profile.bench]\nopt-level = 1\ndebug = false\nincremental = false\n";
 
 const LIB: &str = "pub fn work(n: u64) -> u64 {\n    let mut acc = 0u64;\n    for i in 0..n {\n        acc = acc.wrapping_mul(31).wrapping_add(i ^ (acc >> 3));\n    }\n    acc\n}\n";
 
@@ -55,8 +64,10 @@ impl Repo {
         for (name, src) in benches {
             krate = krate.bench(*name, src.clone());
         }
-        let config =
-            format!("[build]\ntarget-dir = \"{}\"\n\n[net]\noffline = true\n", shared_target());
+        let config = format!(
+            "[build]\ntarget-dir = \"{}\"\n\n[net]\noffline = true\n\n{FAST_BENCH_PROFILE}",
+            shared_target()
+        );
         FixtureWorkspace::new(vec![krate])
             .config(format!("cache = {{ dir = \"{}\" }}", base.join("state")))
             .file(".cargo/config.toml", config)
@@ -102,7 +113,11 @@ impl Repo {
     }
 
     fn compare(&self, options: &BenchCompareOptions) -> Comparison {
-        let c = bench_compare(options, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
+        let started = std::time::Instant::now();
+        let c = bench_compare(options, &mut |line| {
+            eprintln!("{:6.1}s {line}", started.elapsed().as_secs_f64())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
         // Every rendering works on every outcome.
         eprintln!("{}", output::render_terminal(&c));
         assert!(output::render_markdown(&c).contains("| benchmark |"));
@@ -178,6 +193,11 @@ fn bench_compare_bench_that_panics() {
     let c = repo.compare(&repo.options("main"));
     let problem = c.problems.iter().find(|p| p.kind == ProblemKind::Failed).expect("reported");
     assert_eq!(problem.side, Side::Head);
+    // The base ran its own (committed) code, not head's binary from the seeded target
+    // dir: only head panics.
+    let failed: Vec<Side> =
+        c.problems.iter().filter(|p| p.kind == ProblemKind::Failed).map(|p| p.side).collect();
+    assert_eq!(failed, [Side::Head], "{:?}", c.problems);
     assert!(problem.message.contains("the fixture bench panics"), "{}", problem.message);
     assert_eq!(c.exit_code(), exit::ERROR);
     assert!(output::render_terminal(&c).contains("error: head side, fx_panics bench `speed`"));
