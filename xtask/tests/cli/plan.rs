@@ -36,7 +36,10 @@ fn plan_of_this_workspace_succeeds() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("stage build") && text.contains("stage test"), "{text}");
-    assert!(text.contains("bench-build: bench-proof = \"dev\""), "benches go with the build: {text}");
+    assert!(
+        text.contains("bench-build: bench-proof = \"dev\""),
+        "benches go with the build: {text}"
+    );
 }
 
 #[test]
