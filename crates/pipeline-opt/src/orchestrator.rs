@@ -222,6 +222,9 @@ struct Running {
     tests: TestOutcomes,
     /// The stage's rustc shim log, read as it grows.
     rustc_log: crate::profile::RustcLogTail,
+    /// Holds the run's jobserver token that stands for this cargo process's own
+    /// implicit one; given back when the process exits.
+    token: bool,
 }
 
 enum State {
@@ -277,6 +280,12 @@ impl ParallelOrchestrator {
         }
         let priority = bottom_levels(plan, &index);
         let sh = xshell::Shell::new().ok();
+        // One jobserver for every cargo stage of the run, with a token per core: a cargo
+        // process takes a token to start (its implicit one) and further tokens for
+        // parallel rustc jobs, so cores that one stage leaves idle (a doctest that has
+        // finished, a build's serial tail) go to another stage's jobs at once instead
+        // of waiting for it to end, and the run never has more compiles than cores.
+        let jobserver = RunJobserver::create(&self.log_dir(), opts.cpus.max(1)).ok();
         let start = Instant::now();
         let started_at = SystemTime::now();
         let (tx, rx) = mpsc::channel::<Msg>();
@@ -416,10 +425,38 @@ impl ParallelOrchestrator {
                     } else {
                         0
                     };
+                    let uses_jobserver = stage.cpu_heavy && stage.command.program == "cargo";
+                    let token = match (&jobserver, uses_jobserver) {
+                        (Some(js), true) => {
+                            let held =
+                                states.iter().any(|s| matches!(s, State::Running(r) if r.token));
+                            if !js.try_acquire() {
+                                // Every core is compiling: start when a token comes
+                                // back. With no stage of ours holding one, tokens went
+                                // with a killed process: start rather than wait forever.
+                                if held {
+                                    continue;
+                                }
+                                false
+                            } else {
+                                true
+                            }
+                        }
+                        _ => false,
+                    };
                     let at = start.elapsed();
                     on_event(&Event::StageStarted { id: stage.id.clone(), at });
                     let log_path = log_dir.join(format!("{}.log", stage.id));
-                    match self.spawn(stage, i, share, &runs, &log_path, sh.as_ref(), &tx) {
+                    match self.spawn(
+                        stage,
+                        i,
+                        share,
+                        &runs,
+                        &log_path,
+                        sh.as_ref(),
+                        jobserver.as_ref().filter(|_| uses_jobserver),
+                        &tx,
+                    ) {
                         Ok(pid) => {
                             states[i] = State::Running(Box::new(Running {
                                 pid,
@@ -438,9 +475,13 @@ impl ParallelOrchestrator {
                                     &stage.id,
                                     started_at,
                                 ),
+                                token,
                             }));
                         }
                         Err(e) => {
+                            if token && let Some(js) = &jobserver {
+                                js.release();
+                            }
                             let mut m = skipped_metrics(stage, String::new());
                             m.status = StageStatus::Failed;
                             m.start = at;
@@ -497,6 +538,11 @@ impl ParallelOrchestrator {
                                 // with NEXTEST_TEST_THREADS and are rarely CPU-bound).
                                 r.holds_lock = false;
                                 r.share = 0;
+                                if std::mem::take(&mut r.token)
+                                    && let Some(js) = &jobserver
+                                {
+                                    js.release();
+                                }
                             }
                             if let Some((name, duration, passed)) = r.tests.observe(&line) {
                                 on_event(&Event::TestFinished(crate::profile::TestTiming {
@@ -522,6 +568,11 @@ impl ParallelOrchestrator {
                         if let State::Running(r) = &mut states[idx] {
                             r.exited = Some((status, rusage, Instant::now()));
                             r.holds_lock = false;
+                            if std::mem::take(&mut r.token)
+                                && let Some(js) = &jobserver
+                            {
+                                js.release();
+                            }
                         }
                     }
                 }
@@ -615,6 +666,7 @@ impl ParallelOrchestrator {
         runs: &str,
         log_path: &Utf8Path,
         sh: Option<&xshell::Shell>,
+        jobserver: Option<&RunJobserver>,
         tx: &mpsc::Sender<Msg>,
     ) -> std::io::Result<i32> {
         let opts = &self.options;
@@ -624,9 +676,19 @@ impl ParallelOrchestrator {
         };
         let mut cmd = stage.command.to_command(&sh);
         cmd.env(RUN_ID_VAR, &opts.run_id).env(RUNS_VAR, runs).env(STAGE_VAR, &stage.id);
+        if let Some(js) = jobserver {
+            // Cargo takes the jobserver it inherits, which sets its parallelism.
+            let flags = js.makeflags();
+            cmd.env("CARGO_MAKEFLAGS", &flags).env("MAKEFLAGS", &flags).env_remove("MFLAGS");
+        }
         if share > 0 {
             let share = share.to_string();
-            for var in ["CARGO_BUILD_JOBS", "NEXTEST_TEST_THREADS", "RUST_TEST_THREADS"] {
+            let vars: &[&str] = if jobserver.is_some() {
+                &["NEXTEST_TEST_THREADS", "RUST_TEST_THREADS"]
+            } else {
+                &["CARGO_BUILD_JOBS", "NEXTEST_TEST_THREADS", "RUST_TEST_THREADS"]
+            };
+            for var in vars.iter().copied() {
                 if !stage.command.env.contains_key(var) {
                     cmd.env(var, &share);
                 }
@@ -712,6 +774,64 @@ impl ParallelOrchestrator {
             let _ = tx_wait.send(Msg::Exited { idx, status, rusage });
         });
         Ok(pid)
+    }
+}
+
+/// The run's GNU make jobserver, as a named FIFO (`--jobserver-auth=fifo:PATH`) so
+/// that we can take tokens without blocking: the flag that makes our reads
+/// non-blocking belongs to our own open file, not to the children's, which an
+/// anonymous pipe would share with them.
+pub(crate) struct RunJobserver {
+    path: Utf8PathBuf,
+    fifo: File,
+}
+
+impl RunJobserver {
+    fn create(dir: &Utf8Path, tokens: usize) -> std::io::Result<RunJobserver> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("jobserver.fifo");
+        let _ = std::fs::remove_file(&path);
+        let c_path = std::ffi::CString::new(path.as_str()).map_err(std::io::Error::other)?;
+        // SAFETY: a valid NUL-terminated path.
+        if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // Read and write, so that opening never waits for a peer.
+        let mut fifo = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)?;
+        fifo.write_all(&vec![b'|'; tokens])?;
+        Ok(RunJobserver { path, fifo })
+    }
+
+    fn makeflags(&self) -> String {
+        format!("-j --jobserver-auth=fifo:{}", self.path)
+    }
+
+    /// Takes a token if one is free.
+    fn try_acquire(&self) -> bool {
+        use std::io::Read;
+        let mut byte = [0u8];
+        loop {
+            match (&self.fifo).read(&mut byte) {
+                Ok(1) => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                _ => return false,
+            }
+        }
+    }
+
+    fn release(&self) {
+        let _ = (&self.fifo).write_all(b"|");
+    }
+}
+
+impl Drop for RunJobserver {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
