@@ -512,12 +512,27 @@ fn fresh_plan(
     inputs.workspace.target_dir = dir.join("target");
     inputs.config.cache.dir = Some(dir.join("state"));
     let mut plan = inputs.plan(options.cargo.clone(), options.strict)?;
+    let target_dir = inputs.workspace.target_dir.to_string();
     for s in &mut plan.stages {
-        if s.command.program == "cargo" {
-            s.command
-                .env
-                .entry("CARGO_TARGET_DIR".into())
-                .or_insert_with(|| inputs.workspace.target_dir.to_string());
+        if s.command.program != "cargo" || s.command.env.contains_key("CARGO_TARGET_DIR") {
+            continue;
+        }
+        // A flag, not the CARGO_TARGET_DIR variable, for the stages that run tests: the
+        // variable would reach the tests, and a test that runs cargo on a fixture of its
+        // own would build into (and look for its output in) our scratch directory.
+        match s.kind {
+            StageKind::Build
+            | StageKind::Check
+            | StageKind::Test
+            | StageKind::CustomTests
+            | StageKind::Doctest => {
+                let at = if s.command.args.first().is_some_and(|a| a == "nextest") { 2 } else { 1 };
+                let at = at.min(s.command.args.len());
+                s.command.args.splice(at..at, ["--target-dir".to_string(), target_dir.clone()]);
+            }
+            _ => {
+                s.command.env.insert("CARGO_TARGET_DIR".into(), target_dir.clone());
+            }
         }
     }
     Ok(plan)
@@ -574,8 +589,12 @@ fn naive_plan(inputs: &Inputs, cargo: &CargoArgs, target_dir: &Utf8Path) -> Plan
             args.extend(["--target".to_string(), t.clone()]);
         }
         args.extend(common.clone());
-        let mut env = BTreeMap::new();
-        env.insert("CARGO_TARGET_DIR".to_string(), target_dir.to_string());
+        // As in `fresh_plan`: a flag, so that tests running cargo themselves do not
+        // inherit the directory. `cargo fetch` builds nothing and takes no such flag.
+        if id != "naive-fetch" {
+            args.extend(["--target-dir".to_string(), target_dir.to_string()]);
+        }
+        let env = BTreeMap::new();
         stages.push(Stage {
             id: id.into(),
             kind: StageKind::Custom,

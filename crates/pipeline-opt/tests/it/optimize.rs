@@ -103,3 +103,44 @@ fn optimize_runs_custom_harness_tests_outside_nextest() {
     let failing = run(&custom(3), "failing");
     assert_eq!(failing.exit_code, exit::STAGE_FAILED, "{:#?}", failing.record.stages);
 }
+
+/// `--against-naive` runs both sides for real, each from a fresh build directory that
+/// reaches cargo as `--target-dir`, never as CARGO_TARGET_DIR: a test that runs cargo
+/// itself (this workspace's own tests do) must not inherit it. Both totals, the ratio
+/// and the one coverage difference of the default plan are recorded.
+#[test]
+fn optimize_against_naive_compares_both_sides_without_leaking_the_target_dir() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![
+        FixtureCrate::new("a").bench("speed", "fn main() {}\n").test(
+            "env",
+            "#[test] fn no_target_dir_from_the_pipeline() {\n    assert_eq!(std::env::var(\"CARGO_TARGET_DIR\").ok(), None);\n}\n",
+        ),
+    ]);
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let options = OptimizeOptions {
+        manifest_path: Some(manifest),
+        against_naive: true,
+        ..OptimizeOptions::default()
+    };
+    let outcome = run_optimized_pipeline(&options, &mut |_| {}).unwrap();
+    assert_eq!(outcome.exit_code, exit::OK, "{:#?}", outcome.record.stages);
+    let n = outcome.record.naive.as_ref().expect("a naive comparison");
+    assert_eq!(n.naive_outcome, RunOutcome::Succeeded, "{:#?}", n.naive_stages);
+    assert_eq!(n.not_comparable(outcome.record.outcome), None);
+    assert!(n.naive_total > std::time::Duration::ZERO && n.ratio.is_finite() && n.ratio > 0.0);
+    assert_eq!(n.only_naive_proves, ["bench --no-run (bench profile)"]);
+    let ids: Vec<&str> = n.naive_stages.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["naive-fetch", "naive-build", "naive-check", "naive-test", "naive-bench"]);
+    // The fixture's own test checks the variable on both sides; the commands say how.
+    for s in outcome
+        .record
+        .stages
+        .iter()
+        .chain(&n.naive_stages)
+        .filter(|s| s.id != "naive-fetch" && s.id != "fetch")
+    {
+        assert!(s.command.contains("--target-dir"), "{}", s.command);
+        assert!(!s.command.contains("CARGO_TARGET_DIR="), "{}", s.command);
+    }
+}
