@@ -3,7 +3,10 @@
 //! cancels the whole process tree (grandchildren included) on Ctrl-C, SIGTERM, a failure
 //! or a timeout. It only emits [`Event`]s; profiling and reporting consume them.
 //!
-//! Linux first: process groups, `PR_SET_CHILD_SUBREAPER`, `PR_SET_PDEATHSIG`, `/proc`.
+//! Linux first: process groups, `PR_SET_CHILD_SUBREAPER`, `/proc`, and a watchdog
+//! process per run ([`watchdog`]) for when the orchestrator itself is killed.
+
+mod watchdog;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;
@@ -35,6 +38,8 @@ const TAIL_LINES: usize = 40;
 /// How long a finished stage's output pipe may stay open (held by a process the stage
 /// left running) before the stage is reported anyway.
 const DRAIN_WAIT: Duration = Duration::from_millis(300);
+/// How often the rustc shim logs of running stages are read for the live view.
+const RUSTC_LOG_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct OrchestratorOptions {
@@ -220,8 +225,8 @@ struct Running {
     reader_done: bool,
     tail: VecDeque<String>,
     tests: TestOutcomes,
-    /// The stage's rustc shim log, read as it grows.
-    rustc_log: crate::profile::RustcLogTail,
+    /// The stage's rustc shim log, read as it grows (cargo stages given the shim).
+    rustc_log: Option<crate::profile::RustcLogTail>,
     /// Holds the run's jobserver token that stands for this cargo process's own
     /// implicit one; given back when the process exits.
     token: bool,
@@ -271,6 +276,14 @@ impl ParallelOrchestrator {
         let log_dir = self.log_dir();
         std::fs::create_dir_all(&log_dir)
             .map_err(|source| RunError::LogDir { path: log_dir.clone(), source })?;
+        // Build directories exist before any stage starts. A cargo that finds its target
+        // directory missing creates it atomically (a temporary directory renamed into
+        // place), and a second cargo creating a directory nested in it at that moment
+        // fails with "failed to create directory" (seen with `bench-build`'s directory
+        // under `target/` and `build` starting within milliseconds of each other).
+        for dir in plan.stages.iter().filter_map(|s| s.build_dir.as_ref()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
         if opts.handle_signals {
             install_signal_handlers();
         }
@@ -279,6 +292,13 @@ impl ParallelOrchestrator {
             unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         }
         let priority = bottom_levels(plan, &index);
+        // Each stage's dependencies by position, looked up once rather than by name on
+        // every turn of the loop.
+        let deps: Vec<Vec<usize>> = plan
+            .stages
+            .iter()
+            .map(|s| s.depends_on.iter().map(|d| index[d.as_str()]).collect())
+            .collect();
         let sh = xshell::Shell::new().ok();
         // One jobserver for every cargo stage of the run, with a token per core: a cargo
         // process takes a token to start (its implicit one) and further tokens for
@@ -286,6 +306,9 @@ impl ParallelOrchestrator {
         // finished, a build's serial tail) go to another stage's jobs at once instead
         // of waiting for it to end, and the run never has more compiles than cores.
         let jobserver = RunJobserver::create(&self.log_dir(), opts.cpus.max(1)).ok();
+        // Stops the stages if we are killed before we can (best effort: a run without
+        // one still cleans up on every exit it gets to handle).
+        let watchdog = watchdog::Watchdog::start(plan.stages.len(), opts.grace).ok();
         let start = Instant::now();
         let started_at = SystemTime::now();
         let (tx, rx) = mpsc::channel::<Msg>();
@@ -296,6 +319,7 @@ impl ParallelOrchestrator {
         let mut interrupted: Option<i32> = None;
         let mut cpu = crate::profile::CpuSampler::new();
         let mut next_sample = start + crate::profile::CPU_SAMPLE_INTERVAL;
+        let mut next_rustc_poll = start;
         let runs = match std::env::var(RUNS_VAR) {
             Ok(outer) if !outer.is_empty() => format!("{outer}:{}", opts.run_id),
             _ => opts.run_id.clone(),
@@ -350,14 +374,11 @@ impl ParallelOrchestrator {
                         "not started: stage `{f}` failed (fail-fast; --keep-going runs what can still run)"
                     ))
                 } else {
-                    plan.stages[i].depends_on.iter().find_map(|d| {
-                        let j = index[d.as_str()];
-                        match &results[j] {
-                            Some(m) if !succeeded(&m.status) => {
-                                Some(format!("dependency `{d}` did not succeed"))
-                            }
-                            _ => None,
+                    deps[i].iter().find_map(|&j| match &results[j] {
+                        Some(m) if !succeeded(&m.status) => {
+                            Some(format!("dependency `{}` did not succeed", plan.stages[j].id))
                         }
+                        _ => None,
                     })
                 };
                 if let Some(reason) = reason {
@@ -372,16 +393,11 @@ impl ParallelOrchestrator {
             if interrupted.is_none() && (failed_first.is_none() || opts.keep_going) {
                 let mut ready: Vec<usize> = (0..n)
                     .filter(|&i| matches!(states[i], State::Pending))
-                    .filter(|&i| {
-                        plan.stages[i]
-                            .depends_on
-                            .iter()
-                            .all(|d| dependency_met(index[d.as_str()], &results, &states))
-                    })
+                    .filter(|&i| deps[i].iter().all(|&j| dependency_met(j, &results, &states)))
                     .collect();
                 ready.sort_by_key(|&i| (std::cmp::Reverse(priority[i]), i));
+                let mut running = states.iter().filter(|s| matches!(s, State::Running(_))).count();
                 for i in ready {
-                    let running = states.iter().filter(|s| matches!(s, State::Running(_))).count();
                     if running >= opts.jobs.max(1) {
                         break;
                     }
@@ -411,16 +427,14 @@ impl ParallelOrchestrator {
                         }
                         // Leave a core for each other heavy stage of the same priority
                         // that is ready now; lower priorities wait for free cores.
-                        let heavy_waiting =
-                            (0..n)
-                                .filter(|&j| j != i && matches!(states[j], State::Pending))
-                                .filter(|&j| plan.stages[j].cpu_heavy && priority[j] == priority[i])
-                                .filter(|&j| {
-                                    plan.stages[j].depends_on.iter().all(|d| {
-                                        dependency_met(index[d.as_str()], &results, &states)
-                                    }) && !lock_conflict(plan, &states, j, i)
-                                })
-                                .count();
+                        let heavy_waiting = (0..n)
+                            .filter(|&j| j != i && matches!(states[j], State::Pending))
+                            .filter(|&j| plan.stages[j].cpu_heavy && priority[j] == priority[i])
+                            .filter(|&j| {
+                                deps[j].iter().all(|&k| dependency_met(k, &results, &states))
+                                    && !lock_conflict(plan, &states, j, i)
+                            })
+                            .count();
                         (free / (heavy_waiting + 1).min(free)).max(1)
                     } else {
                         0
@@ -458,6 +472,10 @@ impl ParallelOrchestrator {
                         &tx,
                     ) {
                         Ok(pid) => {
+                            if let Some(w) = &watchdog {
+                                w.started(pid);
+                            }
+                            running += 1;
                             states[i] = State::Running(Box::new(Running {
                                 pid,
                                 started: Instant::now(),
@@ -470,11 +488,13 @@ impl ParallelOrchestrator {
                                 reader_done: false,
                                 tail: VecDeque::new(),
                                 tests: TestOutcomes::default(),
-                                rustc_log: crate::profile::RustcLogTail::new(
-                                    rustc_log_path(&log_dir, &stage.id),
-                                    &stage.id,
-                                    started_at,
-                                ),
+                                rustc_log: self.uses_shim(stage).then(|| {
+                                    crate::profile::RustcLogTail::new(
+                                        rustc_log_path(&log_dir, &stage.id),
+                                        &stage.id,
+                                        started_at,
+                                    )
+                                }),
                                 token,
                             }));
                         }
@@ -580,12 +600,19 @@ impl ParallelOrchestrator {
 
             // 5. Timeouts, grace periods, finished stages.
             let now = Instant::now();
+            // Compile units as they finish, for the live view: a tenth of a second is
+            // current enough, and spares the loop a file read per stage per message.
+            let poll_rustc_logs = now >= next_rustc_poll;
+            if poll_rustc_logs {
+                next_rustc_poll = now + RUSTC_LOG_POLL;
+            }
             for i in 0..n {
                 let State::Running(r) = &mut states[i] else { continue };
                 let stage = &plan.stages[i];
-                // Compile units as they finish, for the live view.
-                for c in r.rustc_log.read_new() {
-                    on_event(&Event::CrateCompiled(c));
+                if poll_rustc_logs && let Some(log) = &mut r.rustc_log {
+                    for c in log.read_new() {
+                        on_event(&Event::CrateCompiled(c));
+                    }
                 }
                 if r.exited.is_none() {
                     if r.stop.is_none() && r.deadline.is_some_and(|d| now >= d) {
@@ -616,6 +643,9 @@ impl ParallelOrchestrator {
                 let State::Running(mut r) = std::mem::replace(&mut states[i], State::Done) else {
                     unreachable!()
                 };
+                if let Some(w) = &watchdog {
+                    w.ended(r.pid);
+                }
                 let m = finish_metrics(stage, &r, status, &rusage, start, &log_dir);
                 if !succeeded(&m.status) && failed_first.is_none() && interrupted.is_none() {
                     failed_first = Some(stage.id.clone());
@@ -632,7 +662,7 @@ impl ParallelOrchestrator {
                         }
                     }
                 }
-                for c in r.rustc_log.read_new() {
+                for c in r.rustc_log.as_mut().map(|l| l.read_new()).unwrap_or_default() {
                     on_event(&Event::CrateCompiled(c));
                 }
                 on_event(&Event::StageFinished(m.clone()));
@@ -655,6 +685,11 @@ impl ParallelOrchestrator {
         };
         on_event(&Event::RunFinished { outcome, total });
         Ok(RunSummary { outcome, total, signal: interrupted, stages, killed_survivors, started_at })
+    }
+
+    /// Cargo stages run under the rustc shim when the run has one.
+    fn uses_shim(&self, stage: &Stage) -> bool {
+        self.options.rustc_shim.is_some() && stage.command.program == "cargo"
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -702,7 +737,7 @@ impl ParallelOrchestrator {
             // default does.
             cmd.env("NEXTEST_TEST_THREADS", opts.cpus.max(1).to_string());
         }
-        if let (Some(shim), "cargo") = (&opts.rustc_shim, stage.command.program.as_str()) {
+        if let Some(shim) = opts.rustc_shim.as_ref().filter(|_| self.uses_shim(stage)) {
             let existing = stage
                 .command
                 .env
@@ -718,21 +753,15 @@ impl ParallelOrchestrator {
             cmd.env("RUSTC_WRAPPER", shim)
                 .env(crate::profile::SHIM_LOG_VAR, rustc_log_path(&self.log_dir(), &stage.id));
         }
-        let log = File::create(log_path)?;
         let (read, write) = pipe()?;
         let write2 = write.try_clone()?;
         cmd.stdin(Stdio::null()).stdout(Stdio::from(write)).stderr(Stdio::from(write2));
         // Its own process group, so that signals reach the whole stage and Ctrl-C in
         // the terminal reaches only us (we forward it deliberately).
         cmd.process_group(0);
-        // SAFETY: prctl is async-signal-safe; no allocation happens in the closure.
-        unsafe {
-            cmd.pre_exec(|| {
-                // If we die without cleaning up, the stage's leader learns of it.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
-                Ok(())
-            });
-        }
+        // No `pre_exec` hook: without one `std` starts the stage with `posix_spawn`,
+        // which does not copy our page tables as fork does. The run's watchdog, not
+        // `PR_SET_PDEATHSIG`, stops the stage if we die.
         let child = cmd.spawn()?;
         drop(cmd); // closes our copies of the pipe's write end
         let pid = child.id() as i32;
@@ -741,10 +770,21 @@ impl ParallelOrchestrator {
         drop(child);
 
         let tx_out = tx.clone();
+        let log_path = log_path.to_owned();
         std::thread::spawn(move || {
-            // Unbuffered: one write per line, so the log on disk is current while the
-            // stage runs (and complete if we are killed).
-            let mut log = log;
+            // Created here rather than before the spawn: off the scheduling loop, while
+            // the pipe holds what the stage writes meanwhile. Unbuffered: one write per
+            // line, so the log on disk is current while the stage runs (and complete if
+            // we are killed).
+            let mut log = match File::create(&log_path) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    let line =
+                        format!("pipeline-opt: cannot write the stage's log {log_path}: {e}");
+                    let _ = tx_out.send(Msg::Line { idx, line });
+                    None
+                }
+            };
             let mut reader = BufReader::new(File::from(read));
             let mut buf = Vec::new();
             loop {
@@ -752,7 +792,9 @@ impl ParallelOrchestrator {
                 match reader.read_until(b'\n', &mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
-                        let _ = log.write_all(&buf);
+                        if let Some(log) = &mut log {
+                            let _ = log.write_all(&buf);
+                        }
                         let line = String::from_utf8_lossy(&buf)
                             .trim_end_matches(['\n', '\r'])
                             .to_string();
@@ -763,7 +805,9 @@ impl ParallelOrchestrator {
                     }
                 }
             }
-            let _ = log.flush();
+            if let Some(log) = &mut log {
+                let _ = log.flush();
+            }
             let _ = tx_out.send(Msg::ReaderDone { idx });
         });
         let tx_wait = tx.clone();

@@ -97,11 +97,9 @@ fn cli_failing_test_exits_100_and_names_it() {
     assert!(md.contains("fix::t broken"), "{md}");
 }
 
-/// SIGINT halfway: exit 130, the report says interrupted, and no process carrying the
-/// run's marker survives (the hung test runs in a process group of its own).
-#[test]
-fn cli_ctrl_c_stops_the_whole_tree() {
-    let (_t, dir) = temp();
+/// Starts `optimize` on a workspace whose one test hangs, and waits until that test
+/// runs. Returns the xtask process and the run's id (from the test's marker).
+fn optimize_until_test_hangs(dir: &Utf8Path) -> (std::process::Child, String) {
     let ws = FixtureWorkspace::new(vec![FixtureCrate::new("hang").test(
         "h",
         "#[test] fn hangs() { loop { std::thread::sleep(std::time::Duration::from_secs(1)); } }",
@@ -109,11 +107,10 @@ fn cli_ctrl_c_stops_the_whole_tree() {
     .config("disable = [\"bench-build\", \"doctest\"]");
     let manifest = ws.write(&dir.join("ws")).unwrap();
     let json = dir.join("run.json");
-    let mut child =
-        xtask(&["optimize", "--manifest-path", manifest.as_str(), "--json", json.as_str()])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+    let child = xtask(&["optimize", "--manifest-path", manifest.as_str(), "--json", json.as_str()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     // Wait until the hung test itself runs, found by its marker and name.
     let child_pid = child.id().to_string();
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -137,6 +134,15 @@ fn cli_ctrl_c_stops_the_whole_tree() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(!marked_processes(&run_id, None).is_empty());
+    (child, run_id)
+}
+
+/// SIGINT halfway: exit 130, the report says interrupted, and no process carrying the
+/// run's marker survives (the hung test runs in a process group of its own).
+#[test]
+fn cli_ctrl_c_stops_the_whole_tree() {
+    let (_t, dir) = temp();
+    let (mut child, run_id) = optimize_until_test_hangs(&dir);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
@@ -145,8 +151,28 @@ fn cli_ctrl_c_stops_the_whole_tree() {
     assert_eq!(status.code(), Some(130), "{stderr}");
     let left = marked_processes(&run_id, None);
     assert!(left.is_empty(), "processes of run {run_id} survived: {left:?}");
-    let r = record(&json);
+    let r = record(&dir.join("run.json"));
     assert_eq!(r.outcome, RunOutcome::Interrupted);
+}
+
+/// SIGKILL halfway gives the xtask no chance to clean up: the run's watchdog process
+/// stops the stages (cargo, nextest and, through nextest, the hung test in its own
+/// process group) within the grace period.
+#[test]
+fn cli_sigkill_of_the_orchestrator_leaves_no_process() {
+    let (_t, dir) = temp();
+    let (mut child, run_id) = optimize_until_test_hangs(&dir);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    // The default grace period is 5 s; nextest gives its tests its own after SIGTERM.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut left = marked_processes(&run_id, None);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        left = marked_processes(&run_id, None);
+    }
+    assert!(left.is_empty(), "processes of run {run_id} outlived the killed xtask: {left:?}");
 }
 
 /// `check` is the fast signal: only `cargo check` runs, its record and report land
