@@ -475,6 +475,11 @@ fn orchestrator_options(
         o.cpus = c.max(1);
     }
     o.keep_going = options.keep_going;
+    // Which ready stage starts first follows the durations of earlier runs; a history
+    // that cannot be read only loses that hint here (writing the report names it).
+    if let Ok(h) = crate::report::history::read(&state_dir.join(crate::report::HISTORY_FILE)) {
+        o.expected = h.expected_walls();
+    }
     o.handle_signals = options.handle_signals;
     o.subreaper = options.subreaper;
     o.cancel = options.cancel.clone();

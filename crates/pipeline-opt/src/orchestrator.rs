@@ -65,6 +65,11 @@ pub struct OrchestratorOptions {
     /// ([`crate::profile::run_rustc_shim_if_requested`]); cargo stages get it.
     pub rustc_shim: Option<Utf8PathBuf>,
     pub cancel: CancelToken,
+    /// How long stages are expected to take, by stage id (the run history gives these
+    /// to `cargo xtask optimize`). Of the stages ready at once, the one heading the
+    /// longest expected chain to the end of the run starts first; without expectations
+    /// the one with the most levels of dependants below it does.
+    pub expected: BTreeMap<String, Duration>,
 }
 
 impl OrchestratorOptions {
@@ -85,6 +90,7 @@ impl OrchestratorOptions {
             subreaper: false,
             rustc_shim: None,
             cancel: CancelToken::default(),
+            expected: BTreeMap::new(),
         }
     }
 }
@@ -291,7 +297,7 @@ impl ParallelOrchestrator {
             // SAFETY: plain prctl with integer arguments.
             unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         }
-        let priority = bottom_levels(plan, &index);
+        let n = plan.stages.len();
         // Each stage's dependencies by position, looked up once rather than by name on
         // every turn of the loop.
         let deps: Vec<Vec<usize>> = plan
@@ -299,6 +305,21 @@ impl ParallelOrchestrator {
             .iter()
             .map(|s| s.depends_on.iter().map(|d| index[d.as_str()]).collect())
             .collect();
+        let mut dependants: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, d) in deps.iter().enumerate() {
+            for &j in d {
+                dependants[j].push(i);
+            }
+        }
+        // Levels of dependants below each stage, itself included.
+        let priority = longest_chains(&dependants, &vec![1usize; n]);
+        // Expected time from each stage's start to the end of the run.
+        let own: Vec<Duration> = plan
+            .stages
+            .iter()
+            .map(|s| opts.expected.get(&s.id).copied().unwrap_or_default())
+            .collect();
+        let expected_chain = longest_chains(&dependants, &own);
         let sh = xshell::Shell::new().ok();
         // One jobserver for every cargo stage of the run, with a token per core: a cargo
         // process takes a token to start (its implicit one) and further tokens for
@@ -308,11 +329,10 @@ impl ParallelOrchestrator {
         let jobserver = RunJobserver::create(&self.log_dir(), opts.cpus.max(1)).ok();
         // Stops the stages if we are killed before we can (best effort: a run without
         // one still cleans up on every exit it gets to handle).
-        let watchdog = watchdog::Watchdog::start(plan.stages.len(), opts.grace).ok();
+        let watchdog = watchdog::Watchdog::start(n, opts.grace).ok();
         let start = Instant::now();
         let started_at = SystemTime::now();
         let (tx, rx) = mpsc::channel::<Msg>();
-        let n = plan.stages.len();
         let mut states: Vec<State> = (0..n).map(|_| State::Pending).collect();
         let mut results: Vec<Option<StageMetrics>> = vec![None; n];
         let mut failed_first: Option<String> = None;
@@ -395,7 +415,9 @@ impl ParallelOrchestrator {
                     .filter(|&i| matches!(states[i], State::Pending))
                     .filter(|&i| deps[i].iter().all(|&j| dependency_met(j, &results, &states)))
                     .collect();
-                ready.sort_by_key(|&i| (std::cmp::Reverse(priority[i]), i));
+                ready.sort_by_key(|&i| {
+                    (std::cmp::Reverse(expected_chain[i]), std::cmp::Reverse(priority[i]), i)
+                });
                 let mut running = states.iter().filter(|s| matches!(s, State::Running(_))).count();
                 for i in ready {
                     if running >= opts.jobs.max(1) {
@@ -941,32 +963,30 @@ fn succeeded(s: &StageStatus) -> bool {
     matches!(s, StageStatus::Succeeded | StageStatus::Cached { .. })
 }
 
-/// Longest chain of dependants below each stage (itself included): the scheduling
-/// priority, so the stages that gate the most work start first.
-fn bottom_levels(plan: &Plan, index: &BTreeMap<&str, usize>) -> Vec<usize> {
-    let n = plan.stages.len();
-    let mut dependants: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (i, s) in plan.stages.iter().enumerate() {
-        for d in &s.depends_on {
-            dependants[index[d.as_str()]].push(i);
+/// For each stage, the longest sum of `own` along a chain of dependants from it to the
+/// end of the run, itself included.
+fn longest_chains<T>(dependants: &[Vec<usize>], own: &[T]) -> Vec<T>
+where
+    T: Copy + Ord + Default + std::ops::Add<Output = T>,
+{
+    fn visit<T>(i: usize, dependants: &[Vec<usize>], own: &[T], chain: &mut [Option<T>]) -> T
+    where
+        T: Copy + Ord + Default + std::ops::Add<Output = T>,
+    {
+        if let Some(c) = chain[i] {
+            return c;
         }
+        let below = dependants[i]
+            .iter()
+            .map(|&j| visit(j, dependants, own, chain))
+            .max()
+            .unwrap_or_default();
+        let c = own[i] + below;
+        chain[i] = Some(c);
+        c
     }
-    let mut level = vec![0usize; n];
-    fn visit(i: usize, dependants: &[Vec<usize>], level: &mut [usize], seen: &mut [bool]) -> usize {
-        if seen[i] {
-            return level[i];
-        }
-        seen[i] = true;
-        let below =
-            dependants[i].iter().map(|&j| visit(j, dependants, level, seen)).max().unwrap_or(0);
-        level[i] = below + 1;
-        level[i]
-    }
-    let mut seen = vec![false; n];
-    for i in 0..n {
-        visit(i, &dependants, &mut level, &mut seen);
-    }
-    level
+    let mut chain = vec![None; own.len()];
+    (0..own.len()).map(|i| visit(i, dependants, own, &mut chain)).collect()
 }
 
 fn skipped_metrics(stage: &Stage, reason: String) -> StageMetrics {

@@ -91,6 +91,22 @@ pub fn read(path: &Utf8Path) -> Result<History, ReportError> {
     }
 }
 
+impl History {
+    /// Each stage's wall time in the latest run where it succeeded: what the next run
+    /// can expect of it ([`crate::orchestrator::OrchestratorOptions::expected`]).
+    pub fn expected_walls(&self) -> BTreeMap<String, Duration> {
+        let mut out = BTreeMap::new();
+        for e in self.entries.iter().rev() {
+            for (id, s) in &e.stages {
+                if s.status == "succeeded" {
+                    out.entry(id.clone()).or_insert(s.wall);
+                }
+            }
+        }
+        out
+    }
+}
+
 pub fn parse(text: &str) -> History {
     let mut h = History::default();
     for (i, line) in text.lines().enumerate() {

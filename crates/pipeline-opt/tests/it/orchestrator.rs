@@ -109,6 +109,44 @@ fn orchestrator_orders_by_dependencies_locks_and_job_limit() {
     assert!(log.is_ok(), "each stage keeps a log on disk");
 }
 
+/// Of the stages ready at once, the one heading the longest expected chain starts first
+/// when durations are known (from the run history), the one with the most levels of
+/// dependants below it otherwise.
+#[test]
+fn orchestrator_starts_the_longest_expected_chain_first() {
+    let (_t, dir) = temp();
+    let p = plan(
+        &dir,
+        vec![
+            stage("short", &["true"], &[], &dir),
+            stage("long", &["true"], &[], &dir),
+            stage("after-long", &["true"], &["long"], &dir),
+        ],
+    );
+    let starts = |expected: &[(&str, u64)]| {
+        let mut o = options(&dir);
+        o.jobs = 1;
+        o.expected =
+            expected.iter().map(|(id, s)| (id.to_string(), Duration::from_secs(*s))).collect();
+        let (summary, events) = run(o, &p);
+        assert_eq!(summary.outcome, RunOutcome::Succeeded);
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::StageStarted { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // Levels: `long` has a dependant, so it goes first.
+    assert_eq!(starts(&[]), ["long", "short", "after-long"]);
+    // Expected: `short` alone (9 s) outweighs `long` and its dependant (1 s + 1 s).
+    assert_eq!(
+        starts(&[("short", 9), ("long", 1), ("after-long", 1)]),
+        ["short", "long", "after-long"]
+    );
+}
+
 #[test]
 fn orchestrator_strips_this_workspaces_cargo_variables() {
     // Cargo runs this test with CARGO_MANIFEST_DIR and CARGO_PKG_NAME set for *our*

@@ -557,6 +557,23 @@ fn report_history_stays_bounded() {
     assert_eq!(h.entries.last().unwrap().run_id, "newest");
 }
 
+/// What the next run expects of a stage is its wall time in the latest run where it
+/// succeeded: a later failure (cut short) does not count.
+#[test]
+fn report_history_expected_walls_take_the_latest_success() {
+    let mut entries = history_of(&[(30_000, 20_000), (31_000, 22_000), (9_000, 1_000)]);
+    // `history_of` sets the second stage's wall.
+    let build = fixture_record().stages[1].id.clone();
+    entries[2].stages.get_mut(&build).unwrap().status = "failed".into();
+    let h = history::History { entries, warnings: vec![] };
+    let expected = h.expected_walls();
+    assert_eq!(expected[&build], s(22_000));
+    assert_eq!(
+        expected.len(),
+        h.entries[0].stages.values().filter(|s| s.status == "succeeded").count()
+    );
+}
+
 #[test]
 fn report_write_reports_writes_every_file() {
     let (_dir, dir) = temp_dir();
