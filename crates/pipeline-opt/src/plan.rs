@@ -664,13 +664,16 @@ pub fn plan(
     // build directory and overlaps the dev stages instead of waiting for their lock.
     let all_benches_unbuildable = !has_benches
         && selected.iter().any(|p| p.targets.iter().any(|t| t.kind == TargetKind::Bench));
+    // Without bench targets `cargo bench --no-run` still compiles the libraries' and
+    // binaries' unit tests in the bench profile (they are `bench = true` by default):
+    // the strict plan does the same, the others leave it out and say so.
     if disabled("bench-build") {
         dropped.push(disabled_stage("bench-build"));
-    } else if !has_benches {
+    } else if !has_benches && (all_benches_unbuildable || bench_proof != BenchProof::Build) {
         let reason = if all_benches_unbuildable {
             "every bench target needs a nightly compiler (see notes)"
         } else {
-            "the workspace has no bench targets"
+            "the workspace has no bench targets; `cargo bench --no-run` would still compile the libraries' and binaries' unit tests in the bench profile, which --strict (bench-proof = \"build\") does"
         };
         dropped.push(DroppedStage { id: "bench-build".into(), reason: reason.into() });
     } else if bench_proof == BenchProof::Dev {

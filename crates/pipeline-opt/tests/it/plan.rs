@@ -196,7 +196,10 @@ timeout = "90s"
                 "redundant: a successful `build --all-targets` already proves `check --all-targets`"
             ),
             ("doctest", "disabled in [workspace.metadata.pipeline-opt] `disable`"),
-            ("bench-build", "the workspace has no bench targets"),
+            (
+                "bench-build",
+                "the workspace has no bench targets; `cargo bench --no-run` would still compile the libraries' and binaries' unit tests in the bench profile, which --strict (bench-proof = \"build\") does"
+            ),
         ]
     );
     let custom = p.stage("lint-docs").unwrap();
@@ -413,6 +416,18 @@ fn each_bench_proof_splits_the_work_between_build_and_bench_build() {
         assert!(build.ends_with("--all-targets"), "strict: {build}");
         assert_eq!(bench.as_deref(), Some("bench --no-run"));
     }
+    // Without bench targets `cargo bench --no-run` still compiles the library's unit
+    // tests in the bench profile: strict does too, the default names what it leaves out.
+    let fx = Fixture::write(&FixtureWorkspace::chain(1));
+    let w = fx.load();
+    let strict = plan(&w, &Config::default(), &PlanOptions { strict: true, ..options(true) });
+    let bench = strict.unwrap().stage("bench-build").unwrap().command.args.clone();
+    assert_eq!(bench[..2], ["bench", "--no-run"]);
+    assert!(bench.contains(&"--benches".to_string()), "{bench:?}");
+    let default = plan(&w, &Config::default(), &options(true)).unwrap();
+    assert!(default.stage("bench-build").is_none());
+    let why = default.dropped.iter().find(|d| d.id == "bench-build").unwrap();
+    assert!(why.reason.contains("would still compile"), "{}", why.reason);
 }
 
 #[test]
