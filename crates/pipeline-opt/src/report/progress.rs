@@ -255,6 +255,8 @@ impl ProgressReporter {
     }
 
     fn run_finished(&mut self, outcome: RunOutcome, total: Duration) {
+        // A next run on this reporter (the naive sequence) counts from its own start.
+        self.now = Duration::ZERO;
         let t = &self.targets;
         let verdict = |limit: Duration| if total < limit { "met" } else { "missed" };
         let text = format!(

@@ -933,6 +933,20 @@ fn report_progress_plain_lines() {
     for e in progress_events() {
         p.handle(&e);
     }
+    // A second run on the same reporter (the naive sequence of `--against-naive`) has a
+    // clock of its own: its skipped stage is not stamped with the first run's 40 s.
+    let mut failed = stage("naive-check", "cargo check", StageStatus::Failed, 0, 2_000, 1_000);
+    failed.exit_code = Some(101);
+    let reason = "not started: stage `naive-check` failed".to_string();
+    let skipped = stage("naive-test", "cargo test", StageStatus::Skipped { reason }, 0, 0, 0);
+    for e in [
+        Event::StageStarted { id: "naive-check".into(), at: s(0) },
+        Event::StageFinished(failed),
+        Event::StageFinished(skipped),
+        Event::RunFinished { outcome: RunOutcome::StageFailed, total: s(2_000) },
+    ] {
+        p.handle(&e);
+    }
     drop(p);
     let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     expect![[r#"
@@ -947,6 +961,10 @@ fn report_progress_plain_lines() {
         [ 40.0 s] test: failed in 9.0 s (target 20.0 s: met), exit code 101, failed: app::tests::adds_up, log /ws/target/pipeline-opt/logs/test.log
         [ 40.0 s] bench-build: skipped: dependency `test` failed
         run a stage failed in 40.0 s (required 60.0 s: met, stretch 45.0 s: met)
+        [  0.0 s] naive-check: started
+        [  2.0 s] naive-check: failed in 2.0 s, exit code 101, log /ws/target/pipeline-opt/logs/naive-check.log
+        [  2.0 s] naive-test: skipped: not started: stage `naive-check` failed
+        run a stage failed in 2.0 s (required 60.0 s: met, stretch 45.0 s: met)
     "#]]
     .assert_eq(&text);
 }
