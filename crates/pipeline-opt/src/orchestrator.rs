@@ -419,6 +419,7 @@ impl ParallelOrchestrator {
                     (std::cmp::Reverse(expected_chain[i]), std::cmp::Reverse(priority[i]), i)
                 });
                 let mut running = states.iter().filter(|s| matches!(s, State::Running(_))).count();
+                let mut batch: Vec<(usize, Duration, bool)> = Vec::new();
                 for i in ready {
                     if running >= opts.jobs.max(1) {
                         break;
@@ -482,8 +483,44 @@ impl ParallelOrchestrator {
                     };
                     let at = start.elapsed();
                     on_event(&Event::StageStarted { id: stage.id.clone(), at });
+                    // Counted as running from here, so that the next decisions of this
+                    // turn see its share, token and lock; the pid comes with the spawn.
+                    running += 1;
+                    batch.push((i, at, uses_jobserver));
+                    states[i] = State::Running(Box::new(Running {
+                        pid: 0,
+                        started: Instant::now(),
+                        share,
+                        deadline: None,
+                        holds_lock: stage.build_dir.is_some(),
+                        stop: None,
+                        killed: false,
+                        exited: None,
+                        reader_done: false,
+                        tail: VecDeque::new(),
+                        tests: TestOutcomes::default(),
+                        rustc_log: self.uses_shim(stage).then(|| {
+                            crate::profile::RustcLogTail::new(
+                                rustc_log_path(&log_dir, &stage.id),
+                                &stage.id,
+                                started_at,
+                            )
+                        }),
+                        token,
+                    }));
+                }
+                // Stages that became ready together start together: a spawn waits for
+                // the child's exec, and one after another the last of them would wait
+                // for all the others' (one thread each beyond the first).
+                let spawn_one = |&(i, _, uses_jobserver): &(usize, Duration, bool),
+                                 sh: Option<xshell::Shell>| {
+                    let stage = &plan.stages[i];
+                    let share = match &states[i] {
+                        State::Running(r) => r.share,
+                        _ => 0,
+                    };
                     let log_path = log_dir.join(format!("{}.log", stage.id));
-                    match self.spawn(
+                    self.spawn(
                         stage,
                         i,
                         share,
@@ -492,36 +529,49 @@ impl ParallelOrchestrator {
                         sh.as_ref(),
                         jobserver.as_ref().filter(|_| uses_jobserver),
                         &tx,
-                    ) {
+                    )
+                };
+                let spawned: Vec<std::io::Result<i32>> = match batch.as_slice() {
+                    [] => Vec::new(),
+                    [one] => vec![spawn_one(one, sh.clone())],
+                    [first, rest @ ..] => std::thread::scope(|scope| {
+                        let others: Vec<_> = rest
+                            .iter()
+                            .map(|b| {
+                                let sh = sh.clone();
+                                scope.spawn(move || spawn_one(b, sh))
+                            })
+                            .collect();
+                        let mut all = vec![spawn_one(first, sh.clone())];
+                        all.extend(others.into_iter().map(|h| {
+                            h.join().unwrap_or_else(|_| {
+                                Err(std::io::Error::other("the spawning thread panicked"))
+                            })
+                        }));
+                        all
+                    }),
+                };
+                for ((i, at, _), result) in batch.drain(..).zip(spawned) {
+                    let stage = &plan.stages[i];
+                    match result {
                         Ok(pid) => {
                             if let Some(w) = &watchdog {
                                 w.started(pid);
                             }
-                            running += 1;
-                            states[i] = State::Running(Box::new(Running {
-                                pid,
-                                started: Instant::now(),
-                                share,
-                                deadline: stage.timeout.map(|t| Instant::now() + t),
-                                holds_lock: stage.build_dir.is_some(),
-                                stop: None,
-                                killed: false,
-                                exited: None,
-                                reader_done: false,
-                                tail: VecDeque::new(),
-                                tests: TestOutcomes::default(),
-                                rustc_log: self.uses_shim(stage).then(|| {
-                                    crate::profile::RustcLogTail::new(
-                                        rustc_log_path(&log_dir, &stage.id),
-                                        &stage.id,
-                                        started_at,
-                                    )
-                                }),
-                                token,
-                            }));
+                            if let State::Running(r) = &mut states[i] {
+                                r.pid = pid;
+                                r.started = Instant::now();
+                                r.deadline = stage.timeout.map(|t| r.started + t);
+                            }
                         }
                         Err(e) => {
-                            if token && let Some(js) = &jobserver {
+                            let State::Running(r) = std::mem::replace(&mut states[i], State::Done)
+                            else {
+                                unreachable!("started this turn")
+                            };
+                            if r.token
+                                && let Some(js) = &jobserver
+                            {
                                 js.release();
                             }
                             let mut m = skipped_metrics(stage, String::new());
@@ -529,13 +579,12 @@ impl ParallelOrchestrator {
                             m.start = at;
                             m.tail =
                                 vec![format!("could not start `{}`: {e}", stage.command.display())];
-                            m.log_path = Some(log_path);
+                            m.log_path = Some(log_dir.join(format!("{}.log", stage.id)));
                             if failed_first.is_none() {
                                 failed_first = Some(stage.id.clone());
                             }
                             on_event(&Event::StageFinished(m.clone()));
                             results[i] = Some(m);
-                            states[i] = State::Done;
                         }
                     }
                 }
