@@ -316,8 +316,18 @@ fn a_crashed_supervisor_takes_its_servers_along() {
     let status = pool.pool.status();
     let supervisor = status.supervisor.unwrap().pid;
     let servers: Vec<u32> = pids_of(&pool.pool).into_iter().filter(|p| *p != supervisor).collect();
+    assert_eq!(servers.len(), 2, "one PostgreSQL and one Redis server: {servers:?}");
     // SAFETY: the supervisor this test started.
     unsafe { libc::kill(supervisor as i32, libc::SIGKILL) };
+    // SIGKILL is delivered asynchronously, and the supervisor's threads exit one by one:
+    // the service thread that spawned the servers can be gone (firing their
+    // PR_SET_PDEATHSIG) while the main thread still holds the pool lock. Wait for the
+    // whole supervisor (a zombie has released its files), then give its servers 2 s.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while running(supervisor) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!running(supervisor), "the supervisor survived SIGKILL for 5 s");
     let deadline = Instant::now() + Duration::from_secs(2);
     while servers.iter().any(|p| running(*p)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
