@@ -555,6 +555,10 @@ pub fn run_rustc_shim_if_requested() {
             "test".to_string()
         } else if crate_name.starts_with("build_script_") {
             "build-script".to_string()
+        } else if value_of("--crate-type").is_none()
+            && std::env::var_os("CARGO_TARGET_TMPDIR").is_some()
+        {
+            harnessless_kind(crate_name).to_string()
         } else {
             value_of("--crate-type").cloned().unwrap_or_else(|| "bin".into())
         };
@@ -575,6 +579,22 @@ pub fn run_rustc_shim_if_requested() {
         }
     }
     std::process::exit(status.code().unwrap_or(1));
+}
+
+/// A `harness = false` test or bench: cargo passes neither `--test` nor `--crate-type`
+/// and sets `CARGO_TARGET_TMPDIR` for both, so the package's manifest, which must
+/// declare such a target, says which of the two it is.
+fn harnessless_kind(crate_name: &str) -> &'static str {
+    let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR") else { return "test" };
+    let Ok(manifest) = Utf8PathBuf::try_from(std::path::PathBuf::from(dir).join("Cargo.toml"))
+    else {
+        return "test";
+    };
+    let declared = crate::workspace::custom_harness_targets(&manifest);
+    let is_bench = declared.iter().any(|(kind, name)| {
+        *kind == crate::workspace::TargetKind::Bench && name.replace('-', "_") == crate_name
+    });
+    if is_bench { "bench" } else { "test" }
 }
 
 /// Copies the running executable to `<state_dir>/bin/pipeline-opt-rustc-shim` and

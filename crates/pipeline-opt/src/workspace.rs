@@ -430,7 +430,7 @@ fn model_target(t: &cargo_metadata::Target) -> Option<Target> {
 /// Targets declared with `harness = false`, as (kind, name). `[[test]]` and friends
 /// without a `name` take the package's name, with dashes as underscores for `[lib]`.
 /// An unreadable manifest yields nothing: cargo metadata has just read it.
-fn custom_harness_targets(manifest: &Utf8Path) -> Vec<(TargetKind, String)> {
+pub(crate) fn custom_harness_targets(manifest: &Utf8Path) -> Vec<(TargetKind, String)> {
     let Ok(text) = std::fs::read_to_string(manifest) else { return Vec::new() };
     let Ok(doc) = text.parse::<toml::Table>() else { return Vec::new() };
     let package =

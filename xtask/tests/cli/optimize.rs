@@ -33,11 +33,14 @@ fn record(path: &Utf8Path) -> RunRecord {
 #[test]
 fn cli_gate_impossible_target_exits_101_with_json() {
     let (_t, dir) = temp();
-    let ws = FixtureWorkspace::new(vec![
-        FixtureCrate::new("base"),
-        FixtureCrate::new("top").dep("base"),
-    ])
-    .config("disable = [\"bench-build\"]");
+    let mut top = FixtureCrate::new("top")
+        .dep("base")
+        .test("spec", "fn main() {}\n")
+        .test("unit", "#[test] fn fine() {}\n")
+        .bench("perf", "fn main() {}\n");
+    top.manifest_extra = "[[test]]\nname = \"spec\"\nharness = false\n".into();
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("base"), top])
+        .config("disable = [\"bench-build\"]");
     let manifest = ws.write(&dir.join("ws")).unwrap();
     let json = dir.join("run.json");
     let out = xtask(&[
@@ -62,6 +65,15 @@ fn cli_gate_impossible_target_exits_101_with_json() {
     assert_eq!(r.schema_version, pipeline_opt::profile::SCHEMA_VERSION);
     // The rustc shim timed the crates of the build.
     assert!(r.crates.iter().any(|c| c.package == "top" && c.stage == "build"), "{:#?}", r.crates);
+    // rustc sees a harness-less test or bench as a plain binary; the shim tells them
+    // apart by the manifest, so the timings name the kind the user declared.
+    let kind_of = |target: &str| {
+        let unit = r.crates.iter().find(|c| c.stage == "build" && c.target == target);
+        unit.map(|c| c.kind.as_str()).unwrap_or_else(|| panic!("{target}: {:#?}", r.crates))
+    };
+    assert_eq!(kind_of("spec"), "test");
+    assert_eq!(kind_of("unit"), "test");
+    assert_eq!(kind_of("perf"), "bench");
     assert!(r.critical_path.iter().any(|c| c.kind == "stage"));
 }
 
