@@ -101,6 +101,8 @@ pub struct FixtureWorkspace {
     pub config: Option<String>,
     /// Files at the workspace root, by relative path (`rust-toolchain.toml`, ...).
     pub files: Vec<(String, String)>,
+    /// TOML appended to the root manifest as written (`[profile.test]`, ...).
+    pub root_manifest_extra: String,
 }
 
 impl FixtureWorkspace {
@@ -192,6 +194,10 @@ impl FixtureWorkspace {
                     _ => writeln!(root, "{line}").unwrap(),
                 }
             }
+        }
+        if !self.root_manifest_extra.is_empty() {
+            root.push('\n');
+            root.push_str(&self.root_manifest_extra);
         }
         let manifest = dir.join("Cargo.toml");
         std::fs::write(&manifest, root)?;

@@ -61,6 +61,7 @@ impl Inputs {
             strict,
             ci: std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0"),
             cargo_incremental_set: std::env::var_os("CARGO_INCREMENTAL").is_some(),
+            test_profile_overrides: self.workspace.test_profile_overrides(),
         };
         crate::plan::plan(&self.workspace, &self.config, &options)
     }

@@ -173,6 +173,9 @@ pub struct PlanOptions {
     /// Whether the user set `CARGO_INCREMENTAL` themselves, which `incremental = "auto"`
     /// then leaves alone.
     pub cargo_incremental_set: bool,
+    /// Where the `test` profile is set apart from `dev` (see
+    /// [`Workspace::test_profile_overrides`]); empty when they are the same.
+    pub test_profile_overrides: Vec<String>,
 }
 
 /// Flags passed through to every cargo stage so that all of them use one feature set.
@@ -387,10 +390,24 @@ pub fn plan(
         all.extend(["--bins", "--tests", "--examples"]);
         (vec![TargetKind::Lib, TargetKind::Bin, TargetKind::Test, TargetKind::Example], all)
     };
+    // `cargo test` and nextest build everything in the test profile. When it differs
+    // from dev, a dev build would leave them to compile every crate again; building in
+    // the test profile lets them reuse the build. Only --strict keeps cargo build's dev.
+    let build_in_test_profile =
+        profile.is_none() && !options.strict && !options.test_profile_overrides.is_empty();
+    if build_in_test_profile {
+        notes.push(format!(
+            "the test profile differs from dev ({}): the build stage compiles in the test profile, which the test and doctest stages use, so they reuse its artifacts; `cargo build` in the dev profile is not run (--strict runs it)",
+            options.test_profile_overrides.join(", ")
+        ));
+    }
+    let build_profile = if build_in_test_profile { "test profile" } else { "dev" };
     let dev_check_proof = if benches_in_build {
-        "check --all-targets (dev)"
+        format!("check --all-targets ({build_profile})")
     } else {
-        "check --all-targets (dev) except the benches, which bench-build type-checks in the bench profile"
+        format!(
+            "check --all-targets ({build_profile}) except the benches, which bench-build type-checks in the bench profile"
+        )
     };
 
     let mut stages = Vec::new();
@@ -455,7 +472,10 @@ pub fn plan(
         stages.push(Stage {
             id: "build".into(),
             kind: StageKind::Build,
-            command: StageCommand::cargo(root, with_profile(args, None)),
+            command: StageCommand::cargo(
+                root,
+                with_profile(args, build_in_test_profile.then_some("test")),
+            ),
             depends_on: after_fetch(&[]),
             reason: if benches_in_build {
                 "compiles every target once; the test stages reuse its artifacts".into()
@@ -463,11 +483,11 @@ pub fn plan(
                 "compiles every target but the benches (bench-build checks those) once; the test stages reuse its artifacts".into()
             },
             proves: [
-                "build (dev)".to_string(),
-                dev_check_proof.into(),
+                format!("build ({build_profile})"),
+                dev_check_proof,
             ]
             .into_iter()
-            .chain((has_benches && bench_proof == BenchProof::Dev).then(|| "benches compile and link (dev profile)".to_string()))
+            .chain((has_benches && bench_proof == BenchProof::Dev).then(|| format!("benches compile and link ({build_profile}{})", if build_in_test_profile { "" } else { " profile" })))
             .chain(["test binaries compile".to_string()])
             .collect(),
             build_dir: Some(dev_dir.clone()),
@@ -679,7 +699,7 @@ pub fn plan(
     } else if bench_proof == BenchProof::Dev {
         dropped.push(DroppedStage {
             id: "bench-build".into(),
-            reason: "bench-proof = \"dev\" (the default): the build stage compiles and links the benches in the dev profile; bench-proof = \"check\" also type-checks them in the bench profile, \"build\" or --strict builds them as `cargo bench --no-run` does".into(),
+            reason: format!("bench-proof = \"dev\" (the default): the build stage compiles and links the benches in the {}; bench-proof = \"check\" also type-checks them in the bench profile, \"build\" or --strict builds them as `cargo bench --no-run` does", if build_in_test_profile { "test profile" } else { "dev profile" }),
         });
     } else {
         let proof = bench_proof;

@@ -2,7 +2,7 @@
 //! members, loaded once through `cargo metadata`. Everything downstream (config, plan,
 //! affected, cache) reads this plain data and never runs cargo itself.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
@@ -264,6 +264,48 @@ impl Workspace {
             Some(dir) => self.root.join(dir),
             None => self.target_dir.join("pipeline-opt"),
         }
+    }
+
+    /// Where the `test` profile, which `cargo test` and cargo-nextest build with, is set
+    /// apart from `dev`, which `cargo build` uses: `[profile.test]` in the workspace
+    /// manifest or a cargo config file that applies here, or `CARGO_PROFILE_TEST_*`
+    /// variables. Empty when the test profile is `dev` unchanged; then both build the
+    /// same artifacts. Unreadable files count as setting nothing.
+    pub fn test_profile_overrides(&self) -> Vec<String> {
+        let sets_test_profile = |path: &Utf8Path| {
+            std::fs::read_to_string(path)
+                .ok()
+                .and_then(|text| text.parse::<toml::Table>().ok())
+                .and_then(|doc| doc.get("profile")?.get("test")?.as_table().map(|t| !t.is_empty()))
+                .unwrap_or(false)
+        };
+        let mut found = Vec::new();
+        if sets_test_profile(&self.manifest_path) {
+            found.push(format!("[profile.test] in {}", self.manifest_path));
+        }
+        let cargo_home = std::env::var_os("CARGO_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")))
+            .and_then(|p| Utf8PathBuf::from_path_buf(p).ok());
+        let configs = self
+            .root
+            .ancestors()
+            .map(|d| d.join(".cargo"))
+            .chain(cargo_home)
+            .flat_map(|d| [d.join("config.toml"), d.join("config")]);
+        let mut seen = BTreeSet::new();
+        for path in configs {
+            if seen.insert(path.clone()) && sets_test_profile(&path) {
+                found.push(format!("[profile.test] in {path}"));
+            }
+        }
+        let mut vars: Vec<String> = std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .filter(|k| k.starts_with("CARGO_PROFILE_TEST_"))
+            .collect();
+        vars.sort();
+        found.extend(vars);
+        found
     }
 
     pub fn package(&self, name: &str) -> Option<PackageIdx> {

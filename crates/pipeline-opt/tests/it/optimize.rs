@@ -144,3 +144,28 @@ fn optimize_against_naive_compares_both_sides_without_leaking_the_target_dir() {
         assert!(!s.command.contains("CARGO_TARGET_DIR="), "{}", s.command);
     }
 }
+
+/// A workspace whose test profile differs from dev: the build stage compiles in the test
+/// profile, so neither the test stage nor the doctest stage compiles a crate again.
+#[test]
+fn optimize_with_a_test_profile_of_its_own_compiles_each_crate_once() {
+    let (_t, dir) = temp();
+    let mut ws = FixtureWorkspace::new(vec![
+        FixtureCrate::new("base"),
+        FixtureCrate::new("top").dep("base").test("t", "#[test] fn fine() {}\n"),
+    ])
+    .config("disable = [\"bench-build\"]");
+    ws.root_manifest_extra = "[profile.test]\ndebug = 0\n".into();
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let options = OptimizeOptions { manifest_path: Some(manifest), ..OptimizeOptions::default() };
+    let outcome = run_optimized_pipeline(&options, &mut |_| {}).unwrap();
+    assert_eq!(outcome.exit_code, exit::OK, "{:#?}", outcome.record.stages);
+    assert!(stage(&outcome.record, "build").command.contains("--profile test"));
+    for id in ["test", "doctest"] {
+        let s = stage(&outcome.record, id);
+        let log = std::fs::read_to_string(s.log_path.as_ref().unwrap()).unwrap();
+        let compiled: Vec<&str> =
+            log.lines().filter(|l| l.trim_start().starts_with("Compiling")).collect();
+        assert!(compiled.is_empty(), "{id} compiled again: {compiled:?}");
+    }
+}

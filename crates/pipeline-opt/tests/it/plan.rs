@@ -459,3 +459,41 @@ fn incremental_is_off_on_ci_unless_the_user_or_the_config_says_otherwise() {
     assert!(off(&parse("incremental = \"on\""), true, false).is_empty());
     assert!(!off(&parse("incremental = \"off\""), false, false).is_empty());
 }
+
+/// `cargo test` and nextest build in the test profile. When the workspace sets it apart
+/// from dev, the build stage builds in it too, so the test stages reuse its artifacts;
+/// --strict keeps `cargo build`'s dev profile. Where the difference comes from is found
+/// in the manifest and in cargo config files, and named in the plan.
+#[test]
+fn a_test_profile_apart_from_dev_moves_the_build_into_it() {
+    let plain = Fixture::write(&FixtureWorkspace::chain(1));
+    assert_eq!(plain.load().test_profile_overrides(), Vec::<String>::new());
+    let mut ws =
+        FixtureWorkspace::chain(1).file(".cargo/config.toml", "[profile.test]\nopt-level = 1\n");
+    ws.root_manifest_extra = "[profile.test]\ndebug = 2\n".into();
+    let fx = Fixture::write(&ws);
+    let w = fx.load();
+    let found = w.test_profile_overrides();
+    assert_eq!(
+        found.iter().map(|f| fx.redact(f)).collect::<Vec<_>>(),
+        ["[profile.test] in $ROOT/Cargo.toml", "[profile.test] in $ROOT/.cargo/config.toml"]
+    );
+    let build = |strict: bool| {
+        let o = PlanOptions { strict, test_profile_overrides: found.clone(), ..options(true) };
+        let p = plan(&w, &Config::default(), &o).unwrap();
+        let note = p.notes.iter().find(|n| n.contains("test profile differs")).cloned();
+        (p.stage("build").unwrap().clone(), note)
+    };
+    let (stage, note) = build(false);
+    assert!(
+        stage.command.args.ends_with(&["--profile".into(), "test".into()]),
+        "{:?}",
+        stage.command.args
+    );
+    assert!(stage.proves.contains(&"build (test profile)".to_string()), "{:?}", stage.proves);
+    assert!(note.is_some_and(|n| n.contains(&found[0]) && n.contains(&found[1])));
+    let (stage, note) = build(true);
+    assert!(!stage.command.args.contains(&"--profile".to_string()), "{:?}", stage.command.args);
+    assert!(stage.proves.contains(&"build (dev)".to_string()), "{:?}", stage.proves);
+    assert!(note.is_none());
+}
