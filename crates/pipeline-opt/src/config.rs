@@ -27,6 +27,12 @@ pub struct Config {
     /// `cargo bench --no-run`, as a naive CI does).
     #[serde(default)]
     pub bench_proof: BenchProof,
+    /// What runs the unit and integration tests: `nextest` (the default, when
+    /// installed: a process per test, retries for flaky ones) or `cargo` (`cargo test`:
+    /// each binary's tests as threads of one process, far cheaper for thousands of
+    /// tiny tests).
+    #[serde(default)]
+    pub test_runner: TestRunner,
     /// Incremental compilation for the plan's cargo stages: `auto` (the default) turns
     /// it off when the `CI` environment variable is set and `CARGO_INCREMENTAL` is not,
     /// `off` always, `on` leaves cargo's own default.
@@ -71,6 +77,16 @@ pub enum BenchProof {
     Check,
     /// `cargo bench --no-run`, as a naive CI does.
     Build,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TestRunner {
+    /// cargo-nextest when it is installed, `cargo test` otherwise.
+    #[default]
+    Nextest,
+    /// `cargo test`, even where cargo-nextest is installed.
+    Cargo,
 }
 
 /// Whether the plan's cargo stages compile incrementally. A CI job starts from a cold

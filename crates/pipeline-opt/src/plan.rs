@@ -12,7 +12,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 use xshell::{Shell, cmd};
 
-use crate::config::{BenchProof, Config, ConfigError, Incremental};
+use crate::config::{BenchProof, Config, ConfigError, Incremental, TestRunner};
 use crate::toolchain::Toolchain;
 use crate::workspace::{TargetKind, Workspace};
 
@@ -537,11 +537,10 @@ pub fn plan(
     // test
     let test_kinds = [TargetKind::Lib, TargetKind::Bin, TargetKind::Test];
     let nextest_list = target_list_without(&test_kinds, &[], &custom_harness);
-    let custom_tests = options.nextest
-        && !custom_harness.is_empty()
-        && !disabled("test")
-        && !disabled("custom-tests");
-    if options.nextest && !custom_harness.is_empty() && disabled("custom-tests") {
+    let nextest = options.nextest && config.test_runner == TestRunner::Nextest;
+    let custom_tests =
+        nextest && !custom_harness.is_empty() && !disabled("test") && !disabled("custom-tests");
+    if nextest && !custom_harness.is_empty() && disabled("custom-tests") {
         dropped.push(disabled_stage("custom-tests"));
     }
     if custom_tests && nextest_list.is_empty() {
@@ -554,7 +553,7 @@ pub fn plan(
     } else if !disabled("test") {
         let mut depends_on = Vec::new();
         after_build(&mut depends_on);
-        let (args, lock, reason) = if options.nextest {
+        let (args, lock, reason) = if nextest {
             let mut args = vec![
                 "nextest".to_string(),
                 "run".into(),
@@ -576,7 +575,13 @@ pub fn plan(
                     .to_string(),
             )
         } else {
-            notes.push("cargo-nextest is not installed: tests run with `cargo test`, one binary at a time (install it with `cargo install cargo-nextest --locked`)".into());
+            let why = if options.nextest {
+                notes.push("test-runner = \"cargo\": tests run with `cargo test`, each binary's tests as threads of one process, one binary at a time; flaky tests are not retried".into());
+                "test-runner = \"cargo\""
+            } else {
+                notes.push("cargo-nextest is not installed: tests run with `cargo test`, one binary at a time (install it with `cargo install cargo-nextest --locked`)".into());
+                "cargo-nextest is not installed"
+            };
             let mut args = cargo_args(&["test"]);
             args.extend(offline.clone());
             args.extend(selection.clone());
@@ -591,7 +596,7 @@ pub fn plan(
             (
                 with_profile(args, None),
                 LockUse::Exclusive,
-                "runs the tests with `cargo test` (cargo-nextest is not installed)".to_string(),
+                format!("runs the tests with `cargo test` ({why})"),
             )
         };
         stages.push(Stage {

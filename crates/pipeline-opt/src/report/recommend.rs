@@ -23,13 +23,17 @@ const LOW_CPU_SHARE: f64 = 0.5;
 const LOW_CPU_MIN_WALL: Duration = Duration::from_secs(5);
 /// Debug info is worth trimming once compiling takes this much time in a run.
 const DEBUG_INFO_MIN_COMPILE: Duration = Duration::from_secs(5);
+/// cargo-nextest starts a process per test. A stage that ran at least this many tests
+/// at under this much wall time per test spends its time starting them.
+const TINY_TESTS_MIN_COUNT: usize = 500;
+const TINY_TESTS_MAX_MEAN: Duration = Duration::from_millis(20);
 /// Shown at most per kind, so a report stays readable on a large workspace.
 const MAX_PER_KIND: usize = 3;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Recommendation {
     /// Stable identifier: `critical-crate`, `duplicate-versions`, `compiled-twice`,
-    /// `slow-test`, `low-cpu`, `debug-line-tables`, `nextest-missing`.
+    /// `slow-test`, `tiny-tests`, `low-cpu`, `debug-line-tables`, `nextest-missing`.
     pub kind: &'static str,
     /// What to change.
     pub action: String,
@@ -147,6 +151,7 @@ pub fn recommend(record: &RunRecord, ctx: &RecommendContext) -> Vec<Recommendati
     critical_crate(record, &mut out);
     low_cpu(record, &mut out);
     slow_test(record, &mut out);
+    tiny_tests(record, &mut out);
     nextest_missing(record, &mut out);
     compiled_twice(record, ctx, &mut out);
     duplicate_versions(record, ctx, &mut out);
@@ -268,6 +273,33 @@ fn slow_test(record: &RunRecord, out: &mut Vec<Recommendation>) {
                 stage.id,
                 secs(stage.wall),
                 percent(test.duration.as_secs_f64(), stage.wall.as_secs_f64())
+            ),
+        });
+    }
+}
+
+fn tiny_tests(record: &RunRecord, out: &mut Vec<Recommendation>) {
+    for stage in record.stages.iter().filter(|s| s.command.contains("nextest") && ran(&s.status)) {
+        let n = record.tests.iter().filter(|t| t.stage == stage.id).count();
+        if n < TINY_TESTS_MIN_COUNT {
+            continue;
+        }
+        let per_test = stage.wall.as_secs_f64() / n as f64;
+        if per_test >= TINY_TESTS_MAX_MEAN.as_secs_f64() {
+            continue;
+        }
+        out.push(Recommendation {
+            kind: "tiny-tests",
+            action: "try `test-runner = \"cargo\"` in `[workspace.metadata.pipeline-opt]` and \
+                     compare the next run's test stage: `cargo test` runs a binary's tests as \
+                     threads of one process, where cargo-nextest starts a process per test \
+                     (the price: no retries of flaky tests, no per-test isolation)"
+                .into(),
+            evidence: format!(
+                "cargo-nextest ran {n} tests in stage `{}`'s {}, {:.1} ms of wall time per test",
+                stage.id,
+                secs(stage.wall),
+                per_test * 1000.0
             ),
         });
     }

@@ -163,6 +163,30 @@ fn without_nextest_tests_run_with_cargo_test_and_a_note_says_how_to_install_it()
     assert!(p.notes.iter().any(|n| n.contains("cargo install cargo-nextest")), "{:?}", p.notes);
 }
 
+/// `test-runner = "cargo"` picks `cargo test` where nextest is installed, and says so;
+/// a runner the tool does not know is an error naming the key.
+#[test]
+fn test_runner_cargo_runs_tests_with_cargo_test_even_with_nextest() {
+    let fx = Fixture::write(&FixtureWorkspace::chain(2).config("test-runner = \"cargo\""));
+    let w = fx.load();
+    let config = Config::from_workspace_metadata(&w.metadata).unwrap();
+    let p = plan(&w, &config, &options(true)).unwrap();
+    let test = p.stage("test").unwrap();
+    assert_eq!(test.command.args[0], "test");
+    assert!(test.command.args.windows(3).any(|w| w == ["--lib", "--bins", "--tests"]));
+    assert!(test.reason.contains("test-runner"), "{}", test.reason);
+    assert!(p.notes.iter().any(|n| n.starts_with("test-runner = \"cargo\"")), "{:?}", p.notes);
+    assert!(!p.notes.iter().any(|n| n.contains("not installed")), "{:?}", p.notes);
+    let default = plan(&w, &Config::default(), &options(true)).unwrap();
+    assert_eq!(default.stage("test").unwrap().command.args[0], "nextest");
+    check_config_error(
+        "test-runner = \"pytest\"",
+        expect![[
+            r#"invalid `workspace.metadata.pipeline-opt.test-runner` in Cargo.toml: unknown variant `pytest`, expected `nextest` or `cargo`"#
+        ]],
+    );
+}
+
 #[test]
 fn config_disables_stages_and_adds_custom_ones() {
     let ws = FixtureWorkspace::chain(2).config(
@@ -267,7 +291,7 @@ fn unknown_key_names_the_key() {
     check_config_error(
         "tragets = {}",
         expect![
-            "invalid `workspace.metadata.pipeline-opt.tragets` in Cargo.toml: unknown field `tragets`, expected one of `targets`, `disable`, `enable`, `bench-proof`, `incremental`, `stage-timeout`, `stages`, `services`, `cache`"
+            "invalid `workspace.metadata.pipeline-opt.tragets` in Cargo.toml: unknown field `tragets`, expected one of `targets`, `disable`, `enable`, `bench-proof`, `test-runner`, `incremental`, `stage-timeout`, `stages`, `services`, `cache`"
         ],
     );
 }

@@ -815,6 +815,29 @@ fn report_recommendations_each_have_a_trigger_and_a_non_trigger() {
     r.notes = record.notes.clone();
     check_kinds(&r, &calm_ctx, &["nextest-missing"]);
 
+    // Thousands of tests at a few milliseconds of wall time each under nextest; the same
+    // count at 60 ms each, or under `cargo test`, is no sign of process overhead.
+    let mut r = calm.clone();
+    r.stages[2].command = "cargo nextest run --workspace".into();
+    r.stages[2].wall = s(9_000);
+    r.stages[2].cpu_user = s(27_000);
+    r.tests = (0..1_000)
+        .map(|i| TestTiming {
+            stage: "test".into(),
+            name: format!("t{i}"),
+            duration: s(5),
+            passed: true,
+        })
+        .collect();
+    check_kinds(&r, &calm_ctx, &["tiny-tests"]);
+    let mut slow = r.clone();
+    slow.stages[2].wall = s(60_000);
+    slow.stages[2].cpu_user = s(180_000);
+    check_kinds(&slow, &calm_ctx, &[]);
+    let mut cargo = r.clone();
+    cargo.stages[2].command = "cargo test --workspace".into();
+    check_kinds(&cargo, &calm_ctx, &[]);
+
     let mut r = calm.clone();
     r.crates.push(unit("b", "lib", "build", 3_000, 4_000));
     check_kinds(&r, &calm_ctx, &["compiled-twice"]);
