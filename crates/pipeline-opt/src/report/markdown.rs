@@ -195,23 +195,58 @@ fn critical_path(o: &mut String, r: &RunRecord) {
         return;
     }
     writeln!(o, "The chain of work that set the total time:\n").unwrap();
-    for (i, step) in r.critical_path.iter().enumerate() {
+    // On a few cores a cold build's chain runs through every unit that waited for a
+    // jobserver token: well over a hundred on a real workspace. Units under 1% of the
+    // run are folded into one line per stretch, so the ones that matter stay readable.
+    let total = r.total.as_secs_f64();
+    let minor = |step: &crate::profile::CriticalStep| {
+        step.kind == "crate"
+            && step.end.saturating_sub(step.start).as_secs_f64() < CRITICAL_STEP_MIN_SHARE * total
+    };
+    let mut n = 0;
+    let mut i = 0;
+    let steps = &r.critical_path;
+    while i < steps.len() {
+        n += 1;
+        if minor(&steps[i]) {
+            let run = steps[i..].iter().take_while(|s| minor(s)).count();
+            if run > 1 {
+                let part = &steps[i..i + run];
+                let busy: std::time::Duration =
+                    part.iter().map(|s| s.end.saturating_sub(s.start)).sum();
+                writeln!(
+                    o,
+                    "{n}. {run} shorter compile units, each under {:.0}% of the run: {} → {} ({} compiling)",
+                    CRITICAL_STEP_MIN_SHARE * 100.0,
+                    secs(part[0].start),
+                    secs(part[run - 1].end),
+                    secs(busy)
+                )
+                .unwrap();
+                i += run;
+                continue;
+            }
+        }
+        let step = &steps[i];
         let d = step.end.saturating_sub(step.start);
         writeln!(
             o,
-            "{}. {} `{}`: {} → {} ({}, {} of the run)",
-            i + 1,
+            "{n}. {} `{}`: {} → {} ({}, {} of the run)",
             step.kind,
             step.name,
             secs(step.start),
             secs(step.end),
             secs(d),
-            percent(d.as_secs_f64(), r.total.as_secs_f64())
+            percent(d.as_secs_f64(), total)
         )
         .unwrap();
+        i += 1;
     }
     o.push('\n');
 }
+
+/// Compile units on the critical path below this share of the run are folded together.
+const CRITICAL_STEP_MIN_SHARE: f64 = 0.01;
 
 fn slowest_crates(o: &mut String, r: &RunRecord) {
     writeln!(o, "## Slowest crates\n").unwrap();

@@ -253,6 +253,50 @@ fn report_markdown_snapshot() {
     expect_file!["snapshots/report.md"].assert_eq(&markdown::render(&record, &recs));
 }
 
+/// A cold build on few cores puts every unit that waited for a token on the critical
+/// path; those under 1% of the run are folded into one line per stretch, the rest keep
+/// their own lines, and a lone short unit is not folded.
+#[test]
+fn report_markdown_folds_short_critical_units() {
+    let mut record = fixture_record();
+    let step = |name: String, start: u64, end: u64| CriticalStep {
+        kind: "crate".into(),
+        name,
+        start: s(start),
+        end: s(end),
+    };
+    // 40 units of 0.1 s (0.25% of the run each) before `core`, one after it.
+    let at = record.critical_path.iter().position(|c| c.name.starts_with("core")).unwrap();
+    let tiny: Vec<CriticalStep> = (0..40)
+        .map(|i| step(format!("tiny{i} (lib tiny{i})"), 2_000 + i * 100, 2_100 + i * 100))
+        .collect();
+    record.critical_path.splice(at..at, tiny);
+    let at = record.critical_path.iter().position(|c| c.name.starts_with("core")).unwrap();
+    record.critical_path.insert(at + 1, step("lone (lib lone)".into(), 26_000, 26_100));
+    let md = markdown::render(&record, &[]);
+    let section: String = md
+        .split("## Critical path")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .unwrap()
+        .into();
+    assert!(
+        section.contains(
+            "40 shorter compile units, each under 1% of the run: 2.0 s → 6.0 s (4.0 s compiling)"
+        ),
+        "{section}"
+    );
+    assert!(!section.contains("tiny7"), "{section}");
+    assert!(
+        section.contains("`core (lib core)`") && section.contains("`lone (lib lone)`"),
+        "{section}"
+    );
+    let numbered = section
+        .lines()
+        .filter(|l| l.split_once(". ").is_some_and(|(n, _)| n.parse::<u32>().is_ok()));
+    assert_eq!(numbered.count(), fixture_record().critical_path.len() + 2, "{section}");
+}
+
 #[test]
 fn report_json_snapshot_matches_schema_and_round_trips() {
     let record = fixture_record();
