@@ -86,6 +86,8 @@ pub enum OptimizeError {
     Affected(#[from] crate::affected::AffectedError),
     #[error(transparent)]
     Explore(#[from] crate::report::explore::ExploreError),
+    #[error(transparent)]
+    TestSettings(#[from] crate::test_settings::TestSettingsError),
     #[error("could not find the running executable to start the services stage: {source}")]
     CurrentExe {
         #[source]
@@ -112,7 +114,9 @@ pub fn run_optimized_pipeline(
     let state_dir = inputs.workspace.state_dir(&inputs.config);
     let run_id = options.run_id.clone().unwrap_or_else(crate::orchestrator::new_run_id);
     let (mut plan, cargo) = affected_plan(&inputs, options, &state_dir)?;
-    add_retries(&mut plan, options.retries);
+    let retries_set = test_settings(&inputs, &plan)?.nextest_retries_set;
+    let retries = if retries_set { 0 } else { options.retries };
+    add_retries(&mut plan, retries);
     let command = command_line("optimize", options);
     let targets = PerformanceTargets::from_config(&inputs.config.targets);
     let mut progress = options.progress.map(|mode| ProgressReporter::new(mode, &targets));
@@ -131,7 +135,7 @@ pub fn run_optimized_pipeline(
         narrowed.cargo = cargo;
         plan = fresh_plan(&inputs, &narrowed, &fresh_root.join("optimized"))?;
         plan.notes = notes;
-        add_retries(&mut plan, options.retries);
+        add_retries(&mut plan, retries);
     }
 
     let mut record = if options.against_naive {
@@ -405,7 +409,9 @@ fn run_plan_skipping(
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<RunRecord, OptimizeError> {
     let state_dir = inputs.workspace.state_dir(&inputs.config);
-    let orch_options = orchestrator_options(options, &state_dir, run_id)?;
+    let mut orch_options = orchestrator_options(options, &state_dir, run_id)?;
+    orch_options.test_settings = test_settings(inputs, plan)?;
+    let settings = orch_options.test_settings.settings.clone();
     let cores = orch_options.cpus;
     let orch = ParallelOrchestrator::new(orch_options);
     let mut profiler = PipelineProfiler::new();
@@ -450,6 +456,7 @@ fn run_plan_skipping(
         cores,
         targets,
     });
+    record.test_settings = settings;
     if let Some(sig) = summary.signal {
         record.notes.push(format!("interrupted by signal {sig}; running stages were stopped"));
     }
@@ -494,8 +501,26 @@ fn orchestrator_options(
     Ok(o)
 }
 
+/// The test settings of `plan`'s test stages: which runners it starts decides which
+/// settings matter.
+fn test_settings(
+    inputs: &Inputs,
+    plan: &Plan,
+) -> Result<crate::test_settings::TestSettings, OptimizeError> {
+    let runs = |sub: &str| {
+        plan.stages.iter().any(|s| {
+            s.command.program == "cargo" && s.command.args.first().is_some_and(|a| a == sub)
+        })
+    };
+    Ok(crate::test_settings::TestSettings::resolve(
+        &inputs.workspace.root,
+        runs("nextest"),
+        runs("test"),
+    )?)
+}
+
 /// nextest retries failing tests so that a flaky one is reported as flaky, not as a
-/// failure that hides the rest.
+/// failure that hides the rest; not where the user set nextest's retries.
 fn add_retries(plan: &mut Plan, retries: u32) {
     if retries == 0 {
         return;

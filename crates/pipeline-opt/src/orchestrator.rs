@@ -70,6 +70,9 @@ pub struct OrchestratorOptions {
     /// longest expected chain to the end of the run starts first; without expectations
     /// the one with the most levels of dependants below it does.
     pub expected: BTreeMap<String, Duration>,
+    /// The test threads the user fixed (environment, nextest config), which the cores'
+    /// shares never override. Default: the environment only.
+    pub test_settings: crate::test_settings::TestSettings,
 }
 
 impl OrchestratorOptions {
@@ -91,6 +94,16 @@ impl OrchestratorOptions {
             rustc_shim: None,
             cancel: CancelToken::default(),
             expected: BTreeMap::new(),
+            test_settings: crate::test_settings::TestSettings::from_env(),
+        }
+    }
+
+    /// Whether the user fixed `var` for the stages, so the tool must not set it.
+    fn user_sets(&self, var: &str) -> bool {
+        match var {
+            "NEXTEST_TEST_THREADS" => self.test_settings.nextest_threads_set,
+            "RUST_TEST_THREADS" => self.test_settings.libtest_threads_set,
+            _ => false,
         }
     }
 }
@@ -160,7 +173,8 @@ pub struct RunSummary {
 /// ordered instead of blocking on cargo's file lock.
 ///
 /// Cores: each CPU-heavy stage takes a share of `cpus` when it starts and passes it as
-/// `CARGO_BUILD_JOBS`, `NEXTEST_TEST_THREADS` and `RUST_TEST_THREADS`; a heavy stage
+/// `CARGO_BUILD_JOBS`, `NEXTEST_TEST_THREADS` and `RUST_TEST_THREADS` (the test threads
+/// only where the user left them unset: [`OrchestratorOptions::test_settings`]); a heavy stage
 /// waits while no core is free. The free cores go to the ready heavy stages of the
 /// highest priority, split evenly: `build` (which gates the tests) gets every core
 /// rather than half of them beside `bench-build`, which runs when cores free up. A static split rather than one shared jobserver:
@@ -795,12 +809,15 @@ impl ParallelOrchestrator {
                 &["CARGO_BUILD_JOBS", "NEXTEST_TEST_THREADS", "RUST_TEST_THREADS"]
             };
             for var in vars.iter().copied() {
-                if !stage.command.env.contains_key(var) {
+                if !stage.command.env.contains_key(var) && !opts.user_sets(var) {
                     cmd.env(var, &share);
                 }
             }
         }
-        if stage.lock == LockUse::Brief && !stage.command.env.contains_key("NEXTEST_TEST_THREADS") {
+        if stage.lock == LockUse::Brief
+            && !stage.command.env.contains_key("NEXTEST_TEST_THREADS")
+            && !opts.user_sets("NEXTEST_TEST_THREADS")
+        {
             // The share covers nextest's check that the build is fresh; once the tests
             // start, the run gives that share to other stages (see `Starting` below).
             // Test threads fixed at the share of that moment would keep a long suite at

@@ -55,6 +55,10 @@ pub struct RunRecord {
     /// `--explore`: the profile-setting variants tried and their measured times.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explore: Option<crate::report::explore::Exploration>,
+    /// The test runners' settings (threads, nextest profile and retries) and where each
+    /// came from: the user's environment, the nextest config, or the tool's default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_settings: Vec<crate::test_settings::TestSetting>,
 }
 
 /// How busy the machine's cores were over the interval that ends at `at`: all
@@ -385,6 +389,7 @@ impl PipelineProfiler {
             cache: Default::default(),
             cpu_samples: self.cpu_samples,
             explore: None,
+            test_settings: Vec::new(),
         }
     }
 }

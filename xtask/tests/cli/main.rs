@@ -5,6 +5,7 @@ mod bench_compare;
 mod optimize;
 mod plan;
 mod services;
+mod test_settings;
 
 use std::process::{Command, Output};
 

@@ -738,6 +738,12 @@ impl<'a> Fingerprinter<'a> {
         for name in &env_names {
             insert_env(&mut fp, name, command);
         }
+        // The user's nextest profile decides which tests run and how (retries, timeouts).
+        if command.args.first().is_some_and(|a| a == "nextest")
+            && let Some(v) = crate::toolchain::passed_env("NEXTEST_PROFILE")
+        {
+            fp.insert("env:NEXTEST_PROFILE", v.as_encoded_bytes());
+        }
         fp.insert("toolchain", &self.toolchain.verbose_version);
         // The command proper: program, arguments, directory, and the variables it sets
         // that are not inputs of their own (CARGO_TARGET_DIR, ...).

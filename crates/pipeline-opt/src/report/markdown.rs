@@ -30,6 +30,7 @@ pub fn render(record: &RunRecord, recommendations: &[Recommendation]) -> String 
     totals(o, record);
     naive(o, record);
     stages(o, record);
+    test_settings(o, record);
     cache(o, record);
     critical_path(o, record);
     slowest_crates(o, record);
@@ -41,6 +42,18 @@ pub fn render(record: &RunRecord, recommendations: &[Recommendation]) -> String 
         o.push_str(&crate::report::explore::render_markdown(e));
     }
     out
+}
+
+/// Which test-runner value came from where: the user's, or the tool's default.
+fn test_settings(o: &mut String, r: &RunRecord) {
+    if r.test_settings.is_empty() {
+        return;
+    }
+    writeln!(o, "Test settings:\n").unwrap();
+    for s in &r.test_settings {
+        writeln!(o, "- {}", crate::test_settings::describe(s)).unwrap();
+    }
+    o.push('\n');
 }
 
 pub(crate) fn outcome_text(outcome: RunOutcome) -> &'static str {

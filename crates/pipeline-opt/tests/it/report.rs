@@ -179,6 +179,7 @@ fn fixture_record() -> RunRecord {
             .enumerate()
             .map(|(i, busy)| CpuSample { at: s(4_000 * (i as u64 + 1)), busy: *busy })
             .collect(),
+        test_settings: Vec::new(),
         explore: Some(Exploration {
             command: "cargo build --manifest-path /ws/Cargo.toml --offline --workspace --all-targets".into(),
             rounds: 1,
