@@ -96,9 +96,10 @@ fn finish(outcome: &OptimizeOutcome) -> i32 {
     eprintln!("report: {}", outcome.reports.markdown);
     eprintln!("json: {}", outcome.reports.json);
     eprintln!("timeline: {}", outcome.reports.html);
-    if outcome.exit_code == pipeline_opt::exit::TARGET_MISSED {
+    if let Some(gate) = r.verdict.gate.as_ref().filter(|g| !g.met) {
         eprintln!(
-            "performance target missed: total {:.1}s (exit {})",
+            "{} missed: total {:.1}s (exit {})",
+            gate.describe(),
             r.total.as_secs_f64(),
             outcome.exit_code
         );

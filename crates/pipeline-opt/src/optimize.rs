@@ -119,7 +119,8 @@ pub fn run_optimized_pipeline(
     add_retries(&mut plan, retries);
     let command = command_line("optimize", options);
     let targets = PerformanceTargets::from_config(&inputs.config.targets);
-    let mut progress = options.progress.map(|mode| ProgressReporter::new(mode, &targets));
+    let mut progress =
+        options.progress.map(|mode| ProgressReporter::new(mode, &targets).with_gate(options.gate));
     let on_event = &mut |ev: &Event| {
         if let Some(p) = &mut progress {
             p.handle(ev);
@@ -214,7 +215,8 @@ pub fn run_fast_validation(
     let run_id = options.run_id.clone().unwrap_or_else(crate::orchestrator::new_run_id);
     let command = command_line("check", options);
     let targets = PerformanceTargets::from_config(&inputs.config.targets);
-    let mut progress = options.progress.map(|mode| ProgressReporter::new(mode, &targets));
+    let mut progress =
+        options.progress.map(|mode| ProgressReporter::new(mode, &targets).with_gate(options.gate));
     let on_event = &mut |ev: &Event| {
         if let Some(p) = &mut progress {
             p.handle(ev);
@@ -228,10 +230,11 @@ pub fn run_fast_validation(
 /// Writes every report of a finished run (also a failed or interrupted one) and decides
 /// the exit code.
 fn report_and_decide(
-    record: RunRecord,
+    mut record: RunRecord,
     state_dir: Utf8PathBuf,
     options: &OptimizeOptions,
 ) -> Result<OptimizeOutcome, OptimizeError> {
+    record.verdict.gate = options.gate.map(|g| record.verdict.check(g));
     let reports = crate::report::write_reports(
         &record,
         &ReportOptions {

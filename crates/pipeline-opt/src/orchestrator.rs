@@ -512,7 +512,7 @@ impl ParallelOrchestrator {
                         exited: None,
                         reader_done: false,
                         tail: VecDeque::new(),
-                        tests: TestOutcomes::default(),
+                        tests: TestOutcomes::in_dir(&stage.command.cwd),
                         rustc_log: self.uses_shim(stage).then(|| {
                             crate::profile::RustcLogTail::new(
                                 rustc_log_path(&log_dir, &stage.id),
@@ -1210,11 +1210,17 @@ fn reap(pids: &[i32]) {
 
 /// Failed and flaky tests from nextest's or libtest's human output. When nextest runs,
 /// only its status lines count: the libtest lines it echoes from a failing test's
-/// captured output would name the test a second time.
+/// captured output would name the test a second time. Every test is named with its
+/// binary, nextest's way (`pkg::it name`), since two binaries may hold tests of the same
+/// name; `cargo test` names the binary in its `Running` lines.
 #[derive(Debug, Default, Clone)]
 pub struct TestOutcomes {
     nextest: Outcomes,
     libtest: Outcomes,
+    /// The binary whose libtest lines follow (from `cargo test`'s last `Running` line).
+    libtest_binary: Option<String>,
+    /// Where the stage runs: `cargo test` prints artifact paths relative to it.
+    dir: Option<Utf8PathBuf>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -1225,18 +1231,39 @@ struct Outcomes {
 }
 
 impl TestOutcomes {
+    /// Outcomes of a stage running in `dir`.
+    pub fn in_dir(dir: &Utf8Path) -> TestOutcomes {
+        TestOutcomes { dir: Some(dir.to_owned()), ..TestOutcomes::default() }
+    }
+
     /// Takes in one line of a test stage's output; a nextest status line that ends a
     /// test (or one try of it) also gives back its name, duration and whether it passed.
     /// The summary's repeats (`(───)` instead of a counter) give back nothing.
     pub fn observe(&mut self, line: &str) -> Option<(String, Duration, bool)> {
         let plain = strip_ansi(line);
         let l = plain.trim();
+        // cargo test: `Running tests/it.rs (target/debug/deps/it-0123abcd)`,
+        // `Doc-tests fix`.
+        if let Some(rest) = l.strip_prefix("Running ") {
+            self.libtest_binary = Some(libtest_binary_id(rest, self.dir.as_deref()));
+            return None;
+        }
+        if let Some(lib) = l.strip_prefix("Doc-tests ") {
+            self.libtest_binary = Some(format!("{lib}::doctest"));
+            return None;
+        }
         // libtest: `test tests::bad ... FAILED`
         if let Some(rest) = l.strip_prefix("test ") {
+            let named = |name: &str| match &self.libtest_binary {
+                Some(binary) => format!("{binary} {name}"),
+                None => name.to_string(),
+            };
             if let Some(name) = rest.strip_suffix(" ... FAILED") {
-                self.libtest.failed.insert(name.to_string());
+                let name = named(name);
+                self.libtest.failed.insert(name);
             } else if let Some(name) = rest.strip_suffix(" ... ok") {
-                self.libtest.passed.insert(name.to_string());
+                let name = named(name);
+                self.libtest.passed.insert(name);
             }
             return None;
         }
@@ -1288,21 +1315,75 @@ impl TestOutcomes {
         }
     }
 
-    /// (failed, flaky): a test that failed a try but passed a later one is flaky.
+    /// (failed, flaky): under nextest, a test that failed a try but passed a later one
+    /// is flaky. libtest never retries, so there nothing is flaky and a failure is one.
     pub fn results(&self) -> (Vec<String>, Vec<String>) {
-        let o = if self.nextest.failed.is_empty()
+        if self.nextest.failed.is_empty()
             && self.nextest.passed.is_empty()
             && self.nextest.flaky.is_empty()
         {
-            &self.libtest
-        } else {
-            &self.nextest
-        };
+            return (self.libtest.failed.iter().cloned().collect(), Vec::new());
+        }
+        let o = &self.nextest;
         let mut flaky = o.flaky.clone();
         flaky.extend(o.failed.intersection(&o.passed).cloned());
         let failed = o.failed.iter().filter(|t| !flaky.contains(*t)).cloned().collect();
         (failed, flaky.into_iter().collect())
     }
+}
+
+/// nextest's binary id (`pkg` for a library's unit tests, `pkg::bin/name`, `pkg::it`
+/// for an integration test) of the binary in a `cargo test` `Running` line, such as
+/// `unittests src/lib.rs (target/debug/deps/pkg-0123abcd)` or
+/// `tests/it.rs (target/debug/deps/it-0123abcd)`. The package comes from the binary's
+/// dep-info file (`<binary>.d`, relative paths from `dir`); without one, the binary's
+/// name without its hash stands in.
+pub fn libtest_binary_id(running: &str, dir: Option<&Utf8Path>) -> String {
+    let Some((what, path)) = running.rsplit_once(" (") else { return running.to_string() };
+    let path = Utf8Path::new(path.trim_end_matches(')'));
+    let file = path.file_name().unwrap_or(path.as_str());
+    let file = file.strip_suffix(".exe").unwrap_or(file);
+    let stem = match file.rsplit_once('-') {
+        Some((name, hash)) if !hash.is_empty() && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            name
+        }
+        _ => file,
+    };
+    let (unit, src) = match what.strip_prefix("unittests ") {
+        Some(src) => (true, src),
+        None => (false, what),
+    };
+    let artifact = match dir {
+        Some(d) if path.is_relative() => d.join(path),
+        _ => path.to_owned(),
+    };
+    let package = package_of(&artifact, src, dir);
+    let Some(package) = package else { return stem.to_string() };
+    let bin = src == "src/main.rs" || src.starts_with("src/bin/");
+    match (unit, bin) {
+        (true, false) => package,
+        (true, true) => format!("{package}::bin/{stem}"),
+        (false, _) => format!("{package}::{stem}"),
+    }
+}
+
+/// The package whose `src` (a path relative to the package root) `artifact` was built
+/// from: the dep-info file beside it names `src` (relative to the workspace root, `dir`,
+/// for members; absolute otherwise), whose package root holds the `Cargo.toml` with
+/// the name.
+fn package_of(artifact: &Utf8Path, src: &str, dir: Option<&Utf8Path>) -> Option<String> {
+    let dep_info = std::fs::read_to_string(format!("{artifact}.d")).ok()?;
+    let first = dep_info.lines().next()?;
+    let (_, deps) = first.split_once(": ")?;
+    let source = deps.split(' ').find(|d| *d == src || d.ends_with(&format!("/{src}")))?;
+    let root = Utf8Path::new(source.strip_suffix(src)?);
+    let root = match dir {
+        Some(d) if root.is_relative() => d.join(root),
+        _ => root.to_owned(),
+    };
+    let manifest: toml::Table =
+        std::fs::read_to_string(root.join("Cargo.toml")).ok()?.parse().ok()?;
+    Some(manifest.get("package")?.get("name")?.as_str()?.to_string())
 }
 
 /// `line` without ANSI escape sequences: a tool that decides to colour its output (an
@@ -1367,10 +1448,17 @@ mod tests {
         assert_eq!(flaky, vec!["fix tests::flaky"]);
 
         let mut t = TestOutcomes::default();
-        for l in ["test other::broken ... FAILED", "test other::fine ... ok"] {
+        for l in [
+            "     Running unittests src/lib.rs (target/debug/deps/one-0123abcd)",
+            "test other::broken ... FAILED",
+            "test other::fine ... ok",
+            "     Running unittests src/lib.rs (target/debug/deps/two-4567ef01)",
+            "test other::broken ... ok",
+        ] {
             // libtest on stable prints no durations.
             assert_eq!(t.observe(l), None);
         }
-        assert_eq!(t.results(), (vec!["other::broken".to_string()], vec![]));
+        // A same-named test passing in another binary does not make a failure flaky.
+        assert_eq!(t.results(), (vec!["one other::broken".to_string()], vec![]));
     }
 }

@@ -3,6 +3,7 @@
 
 mod bench_compare;
 mod optimize;
+mod outcomes;
 mod plan;
 mod services;
 mod test_settings;

@@ -83,6 +83,11 @@ fn totals(o: &mut String, r: &RunRecord) {
     .unwrap();
     writeln!(o, "| stretch | {} | {} | {} |", secs(v.stretch), secs(v.total), met(v.stretch_met))
         .unwrap();
+    match &v.gate {
+        Some(g) => writeln!(o, "\nThe run was held to the {}: {}.", g.describe(), met(g.met)),
+        None => writeln!(o, "\nNo `--gate`: the targets are information, not a verdict."),
+    }
+    .unwrap();
     let capacity = r.total.as_secs_f64() * r.cores.max(1) as f64;
     writeln!(
         o,

@@ -40,6 +40,8 @@ impl ProgressMode {
 pub struct ProgressReporter {
     mode: ProgressMode,
     targets: PerformanceTargets,
+    /// The `--gate` in force: the result line judges the run by it.
+    gate: Option<crate::targets::Gate>,
     out: Box<dyn Write + Send>,
     multi: Option<MultiProgress>,
     total_bar: Option<ProgressBar>,
@@ -67,6 +69,7 @@ impl ProgressReporter {
         let mut r = ProgressReporter {
             mode,
             targets: targets.clone(),
+            gate: None,
             out: Box::new(std::io::stdout()),
             multi: None,
             total_bar: None,
@@ -98,6 +101,13 @@ impl ProgressReporter {
         let mut r = ProgressReporter::new(ProgressMode::Plain, targets);
         r.out = out;
         r
+    }
+
+    /// Judges the run by `gate` in its result line (none: the targets are shown as
+    /// information).
+    pub fn with_gate(mut self, gate: Option<crate::targets::Gate>) -> ProgressReporter {
+        self.gate = gate;
+        self
     }
 
     pub fn mode(&self) -> ProgressMode {
@@ -259,15 +269,30 @@ impl ProgressReporter {
         self.now = Duration::ZERO;
         let t = &self.targets;
         let verdict = |limit: Duration| if total < limit { "met" } else { "missed" };
-        let text = format!(
-            "run {} in {} (required {}: {}, stretch {}: {})",
-            outcome_text(outcome),
-            secs(total),
-            secs(t.required),
-            verdict(t.required),
-            secs(t.stretch),
-            verdict(t.stretch)
-        );
+        let judged = match self.gate {
+            Some(gate) => {
+                // Only the total is known here; per-stage targets are in the reports.
+                let check = crate::targets::Verdict {
+                    total,
+                    required: t.required,
+                    stretch: t.stretch,
+                    required_met: total < t.required,
+                    stretch_met: total < t.stretch,
+                    stages: Vec::new(),
+                    gate: None,
+                }
+                .check(gate);
+                format!("{}: {}", check.describe(), verdict(check.limit))
+            }
+            None => format!(
+                "no --gate; required {}: {}, stretch {}: {}",
+                secs(t.required),
+                verdict(t.required),
+                secs(t.stretch),
+                verdict(t.stretch)
+            ),
+        };
+        let text = format!("run {} in {} ({judged})", outcome_text(outcome), secs(total));
         match self.total_bar.take() {
             Some(bar) => {
                 bar.set_style(style("{prefix:.bold:12} {msg}"));
