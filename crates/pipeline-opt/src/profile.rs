@@ -20,7 +20,12 @@ pub struct RunRecord {
     pub started_at: String,
     pub workspace_root: Utf8PathBuf,
     pub command: String,
+    /// Which command made the run: its reports and history are its own.
+    #[serde(default)]
+    pub kind: RunKind,
     pub outcome: RunOutcome,
+    /// The time the user waited: from the command's start (loading the workspace,
+    /// planning, fingerprints, the cache lock) to the end of its last stage.
     #[serde(with = "secs")]
     pub total: Duration,
     pub stages: Vec<StageMetrics>,
@@ -164,6 +169,33 @@ pub struct TestTiming {
     #[serde(with = "secs")]
     pub duration: Duration,
     pub passed: bool,
+}
+
+/// The command a run belongs to. `check` is a different pipeline from `optimize`, so
+/// its reports, history and metrics never mix with `optimize`'s.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunKind {
+    #[default]
+    Optimize,
+    Check,
+}
+
+impl RunKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunKind::Optimize => "optimize",
+            RunKind::Check => "check",
+        }
+    }
+
+    /// `report.html` for `optimize`, `check-report.html` for `check`.
+    pub fn file_name(self, base: &str) -> String {
+        match self {
+            RunKind::Optimize => base.to_string(),
+            RunKind::Check => format!("check-{base}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -373,6 +405,7 @@ impl PipelineProfiler {
             started_at: humantime::format_rfc3339_seconds(ctx.started_at).to_string(),
             workspace_root: ctx.workspace_root,
             command: ctx.command,
+            kind: RunKind::default(),
             outcome: self.outcome.unwrap_or(RunOutcome::Interrupted),
             total: self.total,
             stages,

@@ -27,7 +27,9 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 /// The metrics of `record` (the last run) and of `history` (every recorded run, the
 /// last one included): one histogram observation and one cache count per run.
 pub fn render(record: &RunRecord, history: &[HistoryEntry]) -> Result<String, std::fmt::Error> {
-    let mut registry = Registry::with_prefix("pipeline");
+    // Every metric says which command's runs it counts (`check` keeps its own history).
+    let command = ("command".into(), record.kind.name().into());
+    let mut registry = Registry::with_prefix_and_labels("pipeline", [command].into_iter());
 
     let duration = Histogram::new(DURATION_BUCKETS);
     let runs = Family::<ClassicCounter>::default();

@@ -10,5 +10,6 @@ mod optimize;
 mod orchestrator;
 mod plan;
 mod pool;
+mod records;
 mod report;
 mod workspace;

@@ -140,6 +140,7 @@ fn fixture_record() -> RunRecord {
         started_at: "2026-11-26T12:00:00Z".into(),
         workspace_root: "/ws".into(),
         command: "cargo xtask optimize".into(),
+        kind: Default::default(),
         outcome: RunOutcome::StageFailed,
         total,
         stages,
@@ -653,8 +654,11 @@ fn report_write_reports_writes_every_file() {
     report::write_reports_with(&record, &opts, &ctx).unwrap();
     assert_eq!(history::read(&written.history).unwrap().entries.len(), 2);
     let text = std::fs::read_to_string(&prom).unwrap();
-    assert!(text.contains("pipeline_duration_seconds_count 2"), "{text}");
-    assert!(text.contains("pipeline_runs_total{outcome=\"interrupted\"} 1"), "{text}");
+    assert!(text.contains("pipeline_duration_seconds_count{command=\"optimize\"} 2"), "{text}");
+    assert!(
+        text.contains("pipeline_runs_total{command=\"optimize\",outcome=\"interrupted\"} 1"),
+        "{text}"
+    );
     // Nothing but the reports and the history's lock file is left behind.
     let mut names: Vec<_> = std::fs::read_dir(&state)
         .unwrap()
@@ -1214,7 +1218,7 @@ fn report_interrupted_before_any_stage() {
     assert!(
         prometheus::render(&record, &[HistoryEntry::from_record(&record)])
             .unwrap()
-            .contains("pipeline_last_run_success 0")
+            .contains("pipeline_last_run_success{command=\"optimize\"} 0")
     );
     assert_eq!(github::annotations(&record), "");
 }
