@@ -60,7 +60,8 @@ fn temp() -> (tempfile::TempDir, Utf8PathBuf) {
 
 /// `test-threads = 1` in `.config/nextest.toml` passes under `cargo nextest run` and
 /// must under `optimize` (the tool set NEXTEST_TEST_THREADS over it); `NEXTEST_PROFILE=ci`
-/// reaches nextest (it was stripped), so the profile's JUnit file is written.
+/// reaches nextest (it was stripped), so the profile's JUnit file is written and its
+/// `retries` is not overridden by the tool's `--retries`.
 #[test]
 fn cli_nextest_config_and_profile_win_over_the_tools_threads() {
     let (_t, dir) = temp();
@@ -68,7 +69,7 @@ fn cli_nextest_config_and_profile_win_over_the_tools_threads() {
         .config("disable = [\"bench-build\", \"doctest\"]")
         .file(
             ".config/nextest.toml",
-            "[profile.default]\ntest-threads = 1\n\n[profile.ci.junit]\npath = \"junit.xml\"\n",
+            "[profile.default]\ntest-threads = 1\n\n[profile.ci]\nretries = 0\n\n[profile.ci.junit]\npath = \"junit.xml\"\n",
         );
     let manifest = ws.write(&dir.join("ws")).unwrap();
     let json = dir.join("run.json");
@@ -101,6 +102,11 @@ fn cli_nextest_config_and_profile_win_over_the_tools_threads() {
     let r = run(xtask(&args).env("NEXTEST_PROFILE", "ci"), &json);
     let profile = setting(&r, "nextest profile");
     assert_eq!((profile.value.as_str(), profile.source), ("ci", SettingSource::UserEnv));
+    // The profile's `retries` wins over the tool's `--retries`.
+    let retries = setting(&r, "nextest retries");
+    assert_eq!((retries.value.as_str(), retries.source), ("0", SettingSource::NextestConfig));
+    let test = r.stages.iter().find(|s| s.id == "test").unwrap();
+    assert!(!test.command.contains("--retries"), "{}", test.command);
     let junit = dir.join("ws/target/nextest/ci/junit.xml");
     let xml = std::fs::read_to_string(&junit).unwrap_or_else(|e| panic!("{junit}: {e}"));
     assert!(xml.contains("holds_the_lock_3"), "{xml}");
