@@ -351,3 +351,73 @@ fn cli_optimize_explore_measures_every_variant() {
     assert!(stderr.contains("| codegen-units = 16 | "), "the terminal shows the table: {stderr}");
     assert!(!dir.join("ws/target/pipeline-opt/explore").exists(), "scratch removed");
 }
+
+/// A test that runs cargo on a workspace of its own (as trybuild, escargot or fixture
+/// tests do) inherits the rustc shim with the rest of its environment. Its units are
+/// counted as "compiled by tests" and never named: not in the record's units, not in
+/// the report's tables or advice (it is built twice with different features, which
+/// would otherwise be `compiled-twice` advice about a crate the workspace lacks).
+#[test]
+fn cli_units_compiled_by_a_tests_own_cargo_are_not_the_workspaces() {
+    let (_t, dir) = temp();
+    let nested_test = r#"
+use std::path::Path;
+use std::process::Command;
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn builds_a_workspace_of_its_own() {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("nested-ws");
+    write(&root.join("Cargo.toml"), "[workspace]\nmembers = [\"phantom_leaf\"]\nresolver = \"2\"\n");
+    write(
+        &root.join("phantom_leaf/Cargo.toml"),
+        "[package]\nname = \"phantom_leaf\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[features]\nextra = []\n",
+    );
+    write(&root.join("phantom_leaf/src/lib.rs"), "pub fn leaf() -> u32 { 1 }\n");
+    for features in [&[][..], &["--features", "extra"][..]] {
+        let status = Command::new("cargo")
+            .args(["build", "--offline", "--manifest-path"])
+            .arg(root.join("Cargo.toml"))
+            .args(features)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+"#;
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("host").test("nested", nested_test)])
+        .config("disable = [\"bench-build\", \"doctest\"]");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let (json, report) = (dir.join("run.json"), dir.join("report.md"));
+    let out = xtask(&[
+        "optimize",
+        "--manifest-path",
+        manifest.as_str(),
+        "--json",
+        json.as_str(),
+        "--report",
+        report.as_str(),
+    ])
+    .env_remove("CI")
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let r = record(&json);
+    // The workspace's own units are still timed.
+    assert!(r.crates.iter().any(|c| c.package == "host"), "{:#?}", r.crates);
+    assert!(!r.crates.iter().any(|c| c.package.contains("phantom")), "{:#?}", r.crates);
+    let by_tests = r.compiled_by_tests.iter().find(|n| n.stage == "test");
+    assert!(by_tests.is_some_and(|n| n.units >= 2), "{:#?}", r.compiled_by_tests);
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(!md.contains("phantom"), "the report names a crate the workspace lacks:\n{md}");
+    assert!(md.contains("Compiled by tests: "), "{md}");
+    assert!(
+        stdout.contains("units compiled by tests"),
+        "the terminal summary counts them: {stdout}"
+    );
+}

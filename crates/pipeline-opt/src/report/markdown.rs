@@ -33,6 +33,7 @@ pub fn render(record: &RunRecord, recommendations: &[Recommendation]) -> String 
     cache(o, record);
     critical_path(o, record);
     slowest_crates(o, record);
+    compiled_by_tests(o, record);
     coverage(o, record);
     failures(o, record);
     recommend(o, recommendations);
@@ -284,6 +285,23 @@ fn slowest_crates(o: &mut String, r: &RunRecord) {
         writeln!(o, "\n{} more units in `run.json`.", crates.len() - SLOWEST_CRATES).unwrap();
     }
     o.push('\n');
+}
+
+/// Units the tests compiled in cargo runs of their own: counted, never named, since
+/// they are not crates of this workspace.
+fn compiled_by_tests(o: &mut String, r: &RunRecord) {
+    for n in &r.compiled_by_tests {
+        writeln!(
+            o,
+            "Compiled by tests: {} units ({} compiling) in stage `{}`, by cargo or rustc runs \
+             that its tests or build scripts started (another workspace or build directory); \
+             they are not this workspace's units, so no table or recommendation uses them.\n",
+            n.units,
+            secs(n.time),
+            n.stage
+        )
+        .unwrap();
+    }
 }
 
 fn coverage(o: &mut String, r: &RunRecord) {

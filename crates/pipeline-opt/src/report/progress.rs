@@ -46,6 +46,8 @@ pub struct ProgressReporter {
     bars: BTreeMap<String, ProgressBar>,
     /// Compile units finished per stage.
     units: BTreeMap<String, usize>,
+    /// Units that a stage's tests compiled in cargo runs of their own, per stage.
+    by_tests: BTreeMap<String, usize>,
     /// Tests (and retries) finished per stage.
     tests_done: BTreeMap<String, usize>,
     /// The machine's cores, for the CPU share on the total line.
@@ -72,6 +74,7 @@ impl ProgressReporter {
             total_bar: None,
             bars: BTreeMap::new(),
             units: BTreeMap::new(),
+            by_tests: BTreeMap::new(),
             tests_done: BTreeMap::new(),
             cores: crate::orchestrator::available_cores(),
             now: Duration::ZERO,
@@ -164,6 +167,7 @@ impl ProgressReporter {
                     )),
                 }
             }
+            Event::CompiledByTests(c) => *self.by_tests.entry(c.stage.clone()).or_default() += 1,
             Event::StageFinished(m) => self.finished(m),
             Event::RunFinished { outcome, total } => self.run_finished(*outcome, *total),
         }
@@ -210,6 +214,9 @@ impl ProgressReporter {
         }
         if let Some(n) = self.units.get(&m.id) {
             text.push_str(&format!(", {n} units compiled"));
+        }
+        if let Some(n) = self.by_tests.get(&m.id) {
+            text.push_str(&format!(", {n} units compiled by tests (not the workspace's)"));
         }
         if !m.failed_tests.is_empty() {
             text.push_str(&format!(", failed: {}", m.failed_tests.join(", ")));

@@ -12,8 +12,8 @@ use expect_test::{expect, expect_file};
 use pipeline_opt::PerformanceTargets;
 use pipeline_opt::plan::DroppedStage;
 use pipeline_opt::profile::{
-    CpuSample, CrateTiming, CriticalStep, Event, NaiveComparison, RunOutcome, RunRecord,
-    SCHEMA_VERSION, StageMetrics, StageStatus, TestTiming,
+    CompiledByTests, CpuSample, CrateTiming, CriticalStep, Event, NaiveComparison, RunOutcome,
+    RunRecord, SCHEMA_VERSION, StageMetrics, StageStatus, TestTiming,
 };
 use pipeline_opt::report::explore::{Exploration, ExploredVariant};
 use pipeline_opt::report::history::{self, HistoryEntry};
@@ -179,6 +179,8 @@ fn fixture_record() -> RunRecord {
             .enumerate()
             .map(|(i, busy)| CpuSample { at: s(4_000 * (i as u64 + 1)), busy: *busy })
             .collect(),
+        // A test of `app` built a workspace of its own with cargo.
+        compiled_by_tests: vec![CompiledByTests { stage: "test".into(), units: 3, time: s(2_400) }],
         explore: Some(Exploration {
             command: "cargo build --manifest-path /ws/Cargo.toml --offline --workspace --all-targets".into(),
             rounds: 1,
@@ -1174,6 +1176,8 @@ fn report_interrupted_before_any_stage() {
         ## Slowest crates
 
         No compile units were recorded (nothing compiled, or every stage was cached).
+
+        Compiled by tests: 3 units (2.4 s compiling) in stage `test`, by cargo or rustc runs that its tests or build scripts started (another workspace or build directory); they are not this workspace's units, so no table or recommendation uses them.
 
         ## Coverage
 
