@@ -278,6 +278,10 @@ pub enum StageStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CrateTiming {
     pub package: String,
+    /// The package's version, from the `CARGO_PKG_VERSION` cargo gives rustc; empty in
+    /// records written before it was recorded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
     pub target: String,
     /// `lib`, `bin`, `test`, `build-script`, ...
     pub kind: String,
@@ -532,6 +536,9 @@ pub struct RustcInvocation {
     /// The package, from the `CARGO_PKG_NAME` cargo gives rustc.
     #[serde(default)]
     pub package: String,
+    /// The package's version, from `CARGO_PKG_VERSION`.
+    #[serde(default)]
+    pub version: String,
     /// Seconds since the Unix epoch.
     pub start: f64,
     pub end: f64,
@@ -612,6 +619,7 @@ pub fn run_rustc_shim_if_requested() {
             crate_name: crate_name.clone(),
             kind,
             package: std::env::var("CARGO_PKG_NAME").unwrap_or_else(|_| crate_name.clone()),
+            version: std::env::var("CARGO_PKG_VERSION").unwrap_or_default(),
             start,
             end,
             exit_code: status.code(),
@@ -807,6 +815,7 @@ impl RustcLogTail {
                     } else {
                         inv.package
                     },
+                    version: inv.version,
                     target: inv.crate_name,
                     kind: inv.kind,
                     stage: self.stage.clone(),
@@ -924,6 +933,7 @@ mod tests {
         ];
         let crates = [CrateTiming {
             package: "a".into(),
+            version: "0.1.0".into(),
             target: "a".into(),
             kind: "lib".into(),
             stage: "build".into(),

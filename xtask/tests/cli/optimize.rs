@@ -421,3 +421,94 @@ fn builds_a_workspace_of_its_own() {
         "the terminal summary counts them: {stdout}"
     );
 }
+
+/// Writes a path package `name` at `version` under `dir`, with `deps` appended to its
+/// manifest.
+fn vendored(dir: &Utf8Path, name: &str, version: &str, deps: &str) {
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    let manifest = format!(
+        "[package]\nname = \"{name}\"\nversion = \"{version}\"\nedition = \"2021\"\n{deps}"
+    );
+    std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+    std::fs::write(dir.join("src/lib.rs"), "").unwrap();
+}
+
+/// The `cargo …` commands a markdown report's recommendations suggest, as argv.
+fn suggested_commands(md: &str) -> Vec<Vec<String>> {
+    let recs = md.split("## Recommendations").nth(1).unwrap_or_default();
+    let recs = recs.split("\n## ").next().unwrap_or_default();
+    recs.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|span| span.starts_with("cargo "))
+        .map(|span| span.split_whitespace().map(String::from).collect())
+        .collect()
+}
+
+/// Duplicate versions are advised on only where they cost something in this run and the
+/// workspace can act, and every command of the report's advice runs as pasted. Three
+/// duplicates of path packages, resolved by real cargo: `dup`, asked for by the member
+/// at 0.1.0 and by a dependency at 0.2.0 (advice); `pair`, both versions inside one
+/// dependency (out of reach); `wo`, whose 0.1.0 is a Windows-only dependency and never
+/// built here.
+#[test]
+fn cli_duplicate_version_advice_is_built_actionable_and_runs() {
+    let (_t, dir) = temp();
+    let vendor = dir.join("vendor");
+    for (name, version) in [
+        ("dup", "0.1.0"),
+        ("dup", "0.2.0"),
+        ("pair", "0.1.0"),
+        ("pair", "0.2.0"),
+        ("wo", "0.1.0"),
+        ("wo", "0.2.0"),
+    ] {
+        vendored(&vendor.join(format!("{name}-{version}")), name, version, "");
+    }
+    vendored(
+        &vendor.join("helper"),
+        "helper",
+        "0.1.0",
+        "[dependencies]\ndup = { path = \"../dup-0.2.0\" }\n\
+         pair_one = { package = \"pair\", path = \"../pair-0.1.0\" }\n\
+         pair_two = { package = \"pair\", path = \"../pair-0.2.0\" }\n",
+    );
+    let mut app = FixtureCrate::new("app").test("t", "#[test] fn fine() {}\n");
+    app.manifest_extra = "[dependencies.dup]\npath = \"../../../vendor/dup-0.1.0\"\n\n\
+         [dependencies.helper]\npath = \"../../../vendor/helper\"\n\n\
+         [dependencies.wo]\npath = \"../../../vendor/wo-0.2.0\"\n\n\
+         [target.'cfg(windows)'.dependencies.wo_old]\npackage = \"wo\"\npath = \"../../../vendor/wo-0.1.0\"\n"
+        .into();
+    let ws = FixtureWorkspace::new(vec![app]).config("disable = [\"bench-build\", \"doctest\"]");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let root = manifest.parent().unwrap();
+    let report = dir.join("report.md");
+    let out =
+        xtask(&["optimize", "--manifest-path", manifest.as_str(), "--report", report.as_str()])
+            .output()
+            .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let md = std::fs::read_to_string(&report).unwrap();
+    let recs = md.split("## Recommendations").nth(1).unwrap();
+    assert_eq!(recs.matches("(duplicate-versions)").count(), 1, "{recs}");
+    assert!(recs.contains("`cargo tree -i dup@0.1.0` and `cargo tree -i dup@0.2.0`"), "{recs}");
+    for absent in ["`pair", "pair@", "`wo", "wo@"] {
+        assert!(!recs.contains(absent), "no advice on `{absent}`: {recs}");
+    }
+    let commands = suggested_commands(&md);
+    assert!(commands.len() >= 2, "{recs}");
+    for argv in commands {
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]).current_dir(root);
+        for var in pipeline_opt::toolchain::inherited_cargo_vars() {
+            cmd.env_remove(var);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "`{}` failed as pasted: {}",
+            argv.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -265,6 +265,16 @@ fn slowest_crates(o: &mut String, r: &RunRecord) {
             .cmp(&a.end.saturating_sub(a.start))
             .then_with(|| a.package.cmp(&b.package))
     });
+    // A package built at several versions is named with its version, as `cargo tree`
+    // would need it.
+    let mut versions = std::collections::BTreeMap::<&str, std::collections::BTreeSet<&str>>::new();
+    for c in &r.crates {
+        versions.entry(&c.package).or_default().insert(&c.version);
+    }
+    let name = |c: &crate::profile::CrateTiming| match versions.get(c.package.as_str()) {
+        Some(v) if v.len() > 1 && !c.version.is_empty() => format!("{}@{}", c.package, c.version),
+        _ => c.package.clone(),
+    };
     writeln!(o, "| crate | target | kind | stage | time | critical path |").unwrap();
     writeln!(o, "| --- | --- | --- | --- | ---: | --- |").unwrap();
     for c in crates.iter().take(SLOWEST_CRATES) {
@@ -272,7 +282,7 @@ fn slowest_crates(o: &mut String, r: &RunRecord) {
         writeln!(
             o,
             "| `{}` | `{}` | {} | `{}` | {} | {} |",
-            c.package,
+            name(c),
             c.target,
             c.kind,
             c.stage,

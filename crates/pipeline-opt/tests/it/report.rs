@@ -56,12 +56,19 @@ fn stage(
 fn unit(package: &str, kind: &str, stage: &str, start: u64, end: u64) -> CrateTiming {
     CrateTiming {
         package: package.into(),
+        version: String::new(),
         target: package.replace('-', "_"),
         kind: kind.into(),
         stage: stage.into(),
         start: s(start),
         end: s(end),
     }
+}
+
+/// A unit of a package whose version the shim recorded.
+fn versioned(mut unit: CrateTiming, version: &str) -> CrateTiming {
+    unit.version = version.into();
+    unit
 }
 
 /// A failed run on 4 cores: fetch, a build whose `core` crate dominates the critical
@@ -110,6 +117,9 @@ fn fixture_record() -> RunRecord {
         unit("serde", "lib", "build", 1_500, 4_000),
         unit("serde", "lib", "build", 4_000, 6_200),
         unit("util", "lib", "build", 2_000, 5_000),
+        // `app` asks for syn 2, a dependency for syn 1: both are built.
+        versioned(unit("syn", "lib", "build", 1_200, 3_000), "1.0.109"),
+        versioned(unit("syn", "lib", "build", 3_000, 6_100), "2.0.90"),
         unit("core", "lib", "build", 6_200, 26_000),
         unit("app", "lib", "build", 26_000, 29_000),
         unit("app", "test", "build", 29_000, 31_000),
@@ -213,9 +223,20 @@ fn fixture_context() -> RecommendContext {
                 name: "serde".into(),
                 version: "1.0.200".into(),
                 features: vec!["derive".into(), "std".into()],
+                member_dep: true,
             },
-            ResolvedPackage { name: "syn".into(), version: "1.0.109".into(), features: vec![] },
-            ResolvedPackage { name: "syn".into(), version: "2.0.90".into(), features: vec![] },
+            ResolvedPackage {
+                name: "syn".into(),
+                version: "1.0.109".into(),
+                features: vec![],
+                member_dep: false,
+            },
+            ResolvedPackage {
+                name: "syn".into(),
+                version: "2.0.90".into(),
+                features: vec![],
+                member_dep: true,
+            },
         ],
         test_debug: Some(TestDebug {
             level: DebugLevel::Full,
@@ -888,11 +909,16 @@ fn report_recommendations_each_have_a_trigger_and_a_non_trigger() {
     r.crates.push(unit("b", "lib", "build", 3_000, 4_000));
     check_kinds(&r, &calm_ctx, &["compiled-twice"]);
 
-    check_kinds(
-        &calm,
-        &RecommendContext { test_debug: calm_ctx.test_debug.clone(), ..ctx.clone() },
-        &["duplicate-versions"],
-    );
+    // Two versions built, one asked for by a member: advice. Resolved but not built,
+    // or built but out of the workspace's reach (no member asks for either): none.
+    let dup_ctx = RecommendContext { test_debug: calm_ctx.test_debug.clone(), ..ctx.clone() };
+    check_kinds(&calm, &dup_ctx, &[]);
+    let mut r = calm.clone();
+    r.crates.extend(record.crates.iter().filter(|c| c.package == "syn").cloned());
+    check_kinds(&r, &dup_ctx, &["duplicate-versions"]);
+    let mut out_of_reach = dup_ctx.clone();
+    out_of_reach.packages.iter_mut().for_each(|p| p.member_dep = false);
+    check_kinds(&r, &out_of_reach, &[]);
 
     // Full debug info only matters once compiling takes time.
     let full = RecommendContext { test_debug: ctx.test_debug.clone(), ..calm_ctx.clone() };
@@ -952,12 +978,27 @@ fn report_duplicate_versions_from_cargo_metadata() {
         ctx.packages.iter().filter(|p| p.name == "dup").map(|p| p.version.as_str()).collect();
     dups.sort();
     assert_eq!(dups, ["0.1.0", "0.2.0"]);
-    let recs = recommend::recommend(&fixture_record(), &ctx);
+    // `app` depends on both directly, so the workspace can align them.
+    assert!(ctx.packages.iter().filter(|p| p.name == "dup").all(|p| p.member_dep));
+    assert!(!ctx.packages.iter().any(|p| p.name == "app" && p.member_dep));
+    let mut record = fixture_record();
+    record.crates.push(versioned(unit("dup", "lib", "build", 1_000, 2_000), "0.1.0"));
+    record.crates.push(versioned(unit("dup", "lib", "build", 2_000, 2_500), "0.2.0"));
+    let recs = recommend::recommend(&record, &ctx);
     let dup = recs
         .iter()
         .find(|r| r.kind == "duplicate-versions")
         .expect("a duplicate-versions recommendation");
-    assert_eq!(dup.evidence, "`dup` is resolved at 2 versions: 0.1.0, 0.2.0");
+    assert_eq!(
+        dup.evidence,
+        "`dup` was built at 2 versions in this run: 0.1.0 (1.0 s), 0.2.0 (0.5 s); building \
+         one would save at least 0.5 s of compiling"
+    );
+    assert!(
+        dup.action.contains("`cargo tree -i dup@0.1.0` and `cargo tree -i dup@0.2.0`"),
+        "{}",
+        dup.action
+    );
     // The profile lives in the member's manifest, not the root: cargo ignores it there,
     // and so do we (full debug info is the default).
     assert_eq!(ctx.test_debug.map(|d| d.level), Some(DebugLevel::Full));
@@ -1023,7 +1064,7 @@ fn report_progress_plain_lines() {
         [  1.0 s] fetch: succeeded in 1.0 s
         [  1.0 s] build: started (target 25.0 s)
         [  5.0 s] build: compiled util (lib `util`) in 3.0 s, 1 units so far
-        [ 26.0 s] build: compiled core (lib `core`) in 19.8 s, 2 units so far
+        [  3.0 s] build: compiled syn (lib `syn`) in 1.8 s, 2 units so far
         [ 31.0 s] build: succeeded in 30.0 s (target 25.0 s: missed), 2 units compiled
         [ 31.0 s] doctest: cached (run `run-0041`)
         [ 31.0 s] test: started (target 20.0 s)
