@@ -1295,7 +1295,7 @@ impl TestOutcomes {
 
 /// `line` without ANSI escape sequences: a tool that decides to colour its output (an
 /// inherited `CARGO_TERM_COLOR`, `CLICOLOR_FORCE`) must not hide its status words.
-fn strip_ansi(line: &str) -> String {
+pub(crate) fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars();
     while let Some(c) = chars.next() {

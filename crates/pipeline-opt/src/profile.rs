@@ -60,6 +60,76 @@ pub struct RunRecord {
     /// counted here, per stage, and kept out of `crates` and every recommendation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub compiled_by_tests: Vec<CompiledByTests>,
+    /// How many tests each test stage passed, failed and skipped, as its runner counted
+    /// them; stages that ran no test runner (or were cached) have no entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_counts: Vec<TestCounts>,
+}
+
+/// The tests of one stage by outcome. Failed counts a test that failed its last try
+/// (timed out and crashed included); a flaky test that passed a retry is passed;
+/// skipped counts ignored tests and those a filter left out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TestCounts {
+    pub stage: String,
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl TestCounts {
+    /// The counts a line of a test stage's output carries: nextest's closing
+    /// `Summary [ 1.2s] 5 tests run: 4 passed, 1 failed, 2 skipped`, or one of the
+    /// `test result: ok. 4 passed; 0 failed; 1 ignored; …` lines libtest prints per test
+    /// binary (and `cargo test --doc` per crate), which add up; ignored and filtered-out
+    /// tests are skipped, as nextest counts them. `None` for other lines.
+    pub fn in_line(line: &str) -> Option<(TestCountsKind, usize, usize, usize)> {
+        let plain = crate::orchestrator::strip_ansi(line);
+        let l = plain.trim();
+        let (kind, parts, sep) = if let Some(rest) = l.strip_prefix("test result: ") {
+            (TestCountsKind::PerBinary, rest.split_once(". ")?.1, ';')
+        } else if l.starts_with("Summary [") {
+            (TestCountsKind::Whole, l.split_once(" run: ")?.1, ',')
+        } else {
+            return None;
+        };
+        let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+        for part in parts.split(sep) {
+            let mut words = part.split_whitespace();
+            let Some(n) = words.next().and_then(|n| n.parse::<usize>().ok()) else { continue };
+            match words.next() {
+                Some("passed") => passed += n,
+                Some("failed" | "timed" | "exec") => failed += n,
+                Some("skipped" | "ignored" | "filtered") => skipped += n,
+                _ => {}
+            }
+        }
+        Some((kind, passed, failed, skipped))
+    }
+
+    /// Adds what [`TestCounts::in_line`] found in a line of this stage's output.
+    pub fn add(&mut self, (kind, passed, failed, skipped): (TestCountsKind, usize, usize, usize)) {
+        if kind == TestCountsKind::Whole {
+            // nextest's summary already covers every binary (and a second summary,
+            // from a rerun, replaces the first).
+            (self.passed, self.failed, self.skipped) = (0, 0, 0);
+        }
+        self.passed += passed;
+        self.failed += failed;
+        self.skipped += skipped;
+    }
+
+    /// `4 passed, 1 failed, 2 skipped`.
+    pub fn text(&self) -> String {
+        format!("{} passed, {} failed, {} skipped", self.passed, self.failed, self.skipped)
+    }
+}
+
+/// Whether a counts line covers the whole stage or one test binary of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestCountsKind {
+    Whole,
+    PerBinary,
 }
 
 /// Compile units of one stage that the stage's own cargo did not ask for: a test ran
@@ -337,6 +407,7 @@ pub struct PipelineProfiler {
     pub crates: Vec<CrateTiming>,
     pub compiled_by_tests: Vec<CompiledByTests>,
     pub tests: Vec<TestTiming>,
+    pub test_counts: Vec<TestCounts>,
     pub cpu_samples: Vec<CpuSample>,
     pub outcome: Option<RunOutcome>,
     pub total: Duration,
@@ -387,7 +458,19 @@ impl PipelineProfiler {
                 self.outcome = Some(*outcome);
                 self.total = *total;
             }
-            Event::StageStarted { .. } | Event::StageOutput { .. } => {}
+            Event::StageOutput { id, line } => {
+                if let Some(found) = TestCounts::in_line(line) {
+                    match self.test_counts.iter_mut().find(|c| c.stage == *id) {
+                        Some(c) => c.add(found),
+                        None => {
+                            let mut c = TestCounts { stage: id.clone(), ..Default::default() };
+                            c.add(found);
+                            self.test_counts.push(c);
+                        }
+                    }
+                }
+            }
+            Event::StageStarted { .. } => {}
         }
     }
 
@@ -425,6 +508,7 @@ impl PipelineProfiler {
             cpu_samples: self.cpu_samples,
             explore: None,
             compiled_by_tests: self.compiled_by_tests,
+            test_counts: self.test_counts,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! `pipeline-optimization-report.md`: totals against targets, the per-stage table, the
-//! critical path, the slowest crates, what each stage proved or why it was dropped,
+//! critical path, the slowest crates, test counts and the slowest tests, what each stage proved or why it was dropped,
 //! failures with their output, and recommendations with their evidence.
 
 use std::fmt::Write as _;
@@ -34,6 +34,7 @@ pub fn render(record: &RunRecord, recommendations: &[Recommendation]) -> String 
     critical_path(o, record);
     slowest_crates(o, record);
     compiled_by_tests(o, record);
+    tests(o, record);
     coverage(o, record);
     failures(o, record);
     recommend(o, recommendations);
@@ -293,6 +294,49 @@ fn slowest_crates(o: &mut String, r: &RunRecord) {
     }
     if crates.len() > SLOWEST_CRATES {
         writeln!(o, "\n{} more units in `run.json`.", crates.len() - SLOWEST_CRATES).unwrap();
+    }
+    o.push('\n');
+}
+
+/// Test counts per stage, then the slowest tests: a stage lasts about as long as its
+/// longest tests, so these name where a test stage's time goes.
+fn tests(o: &mut String, r: &RunRecord) {
+    writeln!(o, "## Tests\n").unwrap();
+    if r.test_counts.is_empty() && r.tests.is_empty() {
+        writeln!(o, "No test runner ran (no test stage, or every one was cached).\n").unwrap();
+        return;
+    }
+    if !r.test_counts.is_empty() {
+        writeln!(o, "| stage | passed | failed | skipped |").unwrap();
+        writeln!(o, "| --- | ---: | ---: | ---: |").unwrap();
+        for c in &r.test_counts {
+            writeln!(o, "| `{}` | {} | {} | {} |", c.stage, c.passed, c.failed, c.skipped).unwrap();
+        }
+        o.push('\n');
+    }
+    let slowest = crate::report::slowest_tests(r, crate::report::SLOWEST_TESTS);
+    if slowest.is_empty() {
+        writeln!(o, "The test runner reported no per-test times (`cargo test` does not).\n")
+            .unwrap();
+        return;
+    }
+    writeln!(o, "### Slowest tests\n").unwrap();
+    writeln!(o, "| binary | test | stage | time | share of stage |").unwrap();
+    writeln!(o, "| --- | --- | --- | ---: | ---: |").unwrap();
+    for t in &slowest {
+        let binary = if t.binary.is_empty() { "-".to_string() } else { format!("`{}`", t.binary) };
+        writeln!(
+            o,
+            "| {binary} | `{}` | `{}` | {} | {} |",
+            t.test,
+            t.stage,
+            secs(t.duration),
+            percent(t.share(), 1.0)
+        )
+        .unwrap();
+    }
+    if r.tests.len() > slowest.len() {
+        writeln!(o, "\n{} more tests in `run.json`.", r.tests.len() - slowest.len()).unwrap();
     }
     o.push('\n');
 }

@@ -14,8 +14,10 @@ use crate::report::{percent, secs};
 /// A compile unit on the critical path dominates when it takes this share of the run.
 const CRITICAL_CRATE_SHARE: f64 = 0.25;
 const CRITICAL_CRATE_MIN: Duration = Duration::from_secs(2);
-/// One test dominates its stage from this share of the stage's wall time.
-const SLOW_TEST_SHARE: f64 = 0.5;
+/// A few tests (at most [`MAX_PER_KIND`]) dominate their stage from this share of the
+/// stage's wall time together, each of them at least the second share and minimum.
+const SLOW_TESTS_SHARE: f64 = 0.5;
+const SLOW_TEST_SHARE_EACH: f64 = 0.2;
 const SLOW_TEST_MIN: Duration = Duration::from_secs(1);
 /// A compiling or testing stage that keeps fewer cores busy than this is serialized.
 const LOW_CPU_SHARE: f64 = 0.5;
@@ -258,33 +260,59 @@ fn low_cpu(record: &RunRecord, out: &mut Vec<Recommendation>) {
     out.extend(found.into_iter().take(MAX_PER_KIND).map(|(_, r)| r));
 }
 
+/// A few tests dominate a stage when together they take half its wall time, each of
+/// them a fifth at least: nextest runs tests side by side, so the stage lasts about as
+/// long as its longest tests, however many short ones run beside them.
 fn slow_test(record: &RunRecord, out: &mut Vec<Recommendation>) {
+    let all = crate::report::slowest_tests(record, usize::MAX);
     let mut n = 0;
-    for stage in &record.stages {
-        let slowest =
-            record.tests.iter().filter(|t| t.stage == stage.id).max_by_key(|t| t.duration);
-        let Some(test) = slowest else { continue };
-        let share = test.duration.as_secs_f64() / stage.wall.as_secs_f64().max(f64::EPSILON);
-        if test.duration < SLOW_TEST_MIN || share < SLOW_TEST_SHARE || n >= MAX_PER_KIND {
+    for stage in record.stages.iter().filter(|s| ran(&s.status)) {
+        let few: Vec<_> = all
+            .iter()
+            .filter(|t| t.stage == stage.id)
+            .filter(|t| t.duration >= SLOW_TEST_MIN && t.share() >= SLOW_TEST_SHARE_EACH)
+            .take(MAX_PER_KIND)
+            .collect();
+        let together: Duration = few.iter().map(|t| t.duration).sum();
+        if few.is_empty() || together.as_secs_f64() < SLOW_TESTS_SHARE * stage.wall.as_secs_f64() {
             continue;
         }
+        if n >= MAX_PER_KIND {
+            break;
+        }
         n += 1;
+        let names = few.iter().map(|t| t.named()).collect::<Vec<_>>();
+        let nextest = stage.command.contains("nextest");
+        let alone = match few[0].rerun_command(nextest) {
+            Some(cmd) if few.len() == 1 => format!("; run it alone with `{cmd}`"),
+            Some(cmd) => format!("; run the slowest alone with `{cmd}`"),
+            None => String::new(),
+        };
+        let each = few
+            .iter()
+            .map(|t| {
+                format!("{} ran for {} ({})", t.named(), secs(t.duration), percent(t.share(), 1.0))
+            })
+            .collect::<Vec<_>>();
         out.push(Recommendation {
             kind: "slow-test",
             action: format!(
-                "split `{}` into smaller tests (nextest runs each in its own process, so the \
-                 parts run on several cores) or make it cheaper",
-                test.name
+                "split {} into smaller tests (nextest runs each in its own process, so the \
+                 parts run on several cores) or make {} cheaper{alone}",
+                and_list(&names),
+                if few.len() == 1 { "it" } else { "them" }
             ),
-            evidence: format!(
-                "`{}` ran for {} of stage `{}`'s {} ({})",
-                test.name,
-                secs(test.duration),
-                stage.id,
-                secs(stage.wall),
-                percent(test.duration.as_secs_f64(), stage.wall.as_secs_f64())
-            ),
+            evidence: format!("{} of stage `{}`'s {}", and_list(&each), stage.id, secs(stage.wall)),
         });
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn and_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
     }
 }
 
