@@ -695,8 +695,8 @@ impl ParallelOrchestrator {
                 let State::Running(r) = &mut states[i] else { continue };
                 let stage = &plan.stages[i];
                 if poll_rustc_logs && let Some(log) = &mut r.rustc_log {
-                    for c in log.read_new() {
-                        on_event(&Event::CrateCompiled(c));
+                    for ev in log.read_events() {
+                        on_event(&ev);
                     }
                 }
                 if r.exited.is_none() {
@@ -747,8 +747,8 @@ impl ParallelOrchestrator {
                         }
                     }
                 }
-                for c in r.rustc_log.as_mut().map(|l| l.read_new()).unwrap_or_default() {
-                    on_event(&Event::CrateCompiled(c));
+                for ev in r.rustc_log.as_mut().map(|l| l.read_events()).unwrap_or_default() {
+                    on_event(&ev);
                 }
                 on_event(&Event::StageFinished(m.clone()));
                 results[i] = Some(m);
@@ -839,7 +839,12 @@ impl ParallelOrchestrator {
                 cmd.env(crate::profile::SHIM_CHAIN_VAR, existing);
             }
             cmd.env("RUSTC_WRAPPER", shim)
-                .env(crate::profile::SHIM_LOG_VAR, rustc_log_path(&self.log_dir(), &stage.id));
+                .env(crate::profile::SHIM_LOG_VAR, rustc_log_path(&self.log_dir(), &stage.id))
+                .env(crate::profile::SHIM_OWNER_VAR, std::process::id().to_string());
+            // Tells the stage's units from those of a test's own cargo run.
+            if let Some(dir) = &stage.build_dir {
+                cmd.env(crate::profile::SHIM_TARGET_DIR_VAR, dir);
+            }
         }
         let (read, write) = pipe()?;
         let write2 = write.try_clone()?;
@@ -1388,7 +1393,7 @@ fn package_of(artifact: &Utf8Path, src: &str, dir: Option<&Utf8Path>) -> Option<
 
 /// `line` without ANSI escape sequences: a tool that decides to colour its output (an
 /// inherited `CARGO_TERM_COLOR`, `CLICOLOR_FORCE`) must not hide its status words.
-fn strip_ansi(line: &str) -> String {
+pub(crate) fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars();
     while let Some(c) = chars.next() {

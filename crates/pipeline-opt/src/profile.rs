@@ -64,6 +64,93 @@ pub struct RunRecord {
     /// came from: the user's environment, the nextest config, or the tool's default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub test_settings: Vec<crate::test_settings::TestSetting>,
+    /// Compile units that processes started by a stage's tests (or build scripts)
+    /// compiled in cargo runs of their own: not units of the workspace, so they are
+    /// counted here, per stage, and kept out of `crates` and every recommendation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compiled_by_tests: Vec<CompiledByTests>,
+    /// How many tests each test stage passed, failed and skipped, as its runner counted
+    /// them; stages that ran no test runner (or were cached) have no entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_counts: Vec<TestCounts>,
+}
+
+/// The tests of one stage by outcome. Failed counts a test that failed its last try
+/// (timed out and crashed included); a flaky test that passed a retry is passed;
+/// skipped counts ignored tests and those a filter left out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TestCounts {
+    pub stage: String,
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl TestCounts {
+    /// The counts a line of a test stage's output carries: nextest's closing
+    /// `Summary [ 1.2s] 5 tests run: 4 passed, 1 failed, 2 skipped`, or one of the
+    /// `test result: ok. 4 passed; 0 failed; 1 ignored; …` lines libtest prints per test
+    /// binary (and `cargo test --doc` per crate), which add up; ignored and filtered-out
+    /// tests are skipped, as nextest counts them. `None` for other lines.
+    pub fn in_line(line: &str) -> Option<(TestCountsKind, usize, usize, usize)> {
+        let plain = crate::orchestrator::strip_ansi(line);
+        let l = plain.trim();
+        let (kind, parts, sep) = if let Some(rest) = l.strip_prefix("test result: ") {
+            (TestCountsKind::PerBinary, rest.split_once(". ")?.1, ';')
+        } else if l.starts_with("Summary [") {
+            (TestCountsKind::Whole, l.split_once(" run: ")?.1, ',')
+        } else {
+            return None;
+        };
+        let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+        for part in parts.split(sep) {
+            let mut words = part.split_whitespace();
+            let Some(n) = words.next().and_then(|n| n.parse::<usize>().ok()) else { continue };
+            match words.next() {
+                Some("passed") => passed += n,
+                Some("failed" | "timed" | "exec") => failed += n,
+                Some("skipped" | "ignored" | "filtered") => skipped += n,
+                _ => {}
+            }
+        }
+        Some((kind, passed, failed, skipped))
+    }
+
+    /// Adds what [`TestCounts::in_line`] found in a line of this stage's output.
+    pub fn add(&mut self, (kind, passed, failed, skipped): (TestCountsKind, usize, usize, usize)) {
+        if kind == TestCountsKind::Whole {
+            // nextest's summary already covers every binary (and a second summary,
+            // from a rerun, replaces the first).
+            (self.passed, self.failed, self.skipped) = (0, 0, 0);
+        }
+        self.passed += passed;
+        self.failed += failed;
+        self.skipped += skipped;
+    }
+
+    /// `4 passed, 1 failed, 2 skipped`.
+    pub fn text(&self) -> String {
+        format!("{} passed, {} failed, {} skipped", self.passed, self.failed, self.skipped)
+    }
+}
+
+/// Whether a counts line covers the whole stage or one test binary of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestCountsKind {
+    Whole,
+    PerBinary,
+}
+
+/// Compile units of one stage that the stage's own cargo did not ask for: a test ran
+/// cargo on a workspace of its own (trybuild, escargot, fixture tests), or a build
+/// script ran rustc. See [`run_rustc_shim_if_requested`] for how they are told apart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CompiledByTests {
+    pub stage: String,
+    pub units: usize,
+    /// Their compile times added up.
+    #[serde(with = "secs")]
+    pub time: Duration,
 }
 
 /// How busy the machine's cores were over the interval that ends at `at`: all
@@ -297,6 +384,10 @@ pub enum StageStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CrateTiming {
     pub package: String,
+    /// The package's version, from the `CARGO_PKG_VERSION` cargo gives rustc; empty in
+    /// records written before it was recorded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
     pub target: String,
     /// `lib`, `bin`, `test`, `build-script`, ...
     pub kind: String,
@@ -331,6 +422,9 @@ pub enum Event {
         line: String,
     },
     CrateCompiled(CrateTiming),
+    /// A unit compiled by a cargo (or rustc) run that a stage's tests or build scripts
+    /// started, not by the stage's own cargo: counted apart, never advised on.
+    CompiledByTests(CrateTiming),
     /// A test (or one try of a retried test) ended, as nextest reported it.
     TestFinished(TestTiming),
     /// The machine's CPU utilisation over the last [`CPU_SAMPLE_INTERVAL`].
@@ -347,7 +441,9 @@ pub enum Event {
 pub struct PipelineProfiler {
     pub stages: Vec<StageMetrics>,
     pub crates: Vec<CrateTiming>,
+    pub compiled_by_tests: Vec<CompiledByTests>,
     pub tests: Vec<TestTiming>,
+    pub test_counts: Vec<TestCounts>,
     pub cpu_samples: Vec<CpuSample>,
     pub outcome: Option<RunOutcome>,
     pub total: Duration,
@@ -374,6 +470,20 @@ impl PipelineProfiler {
         match ev {
             Event::StageFinished(m) => self.stages.push(m.clone()),
             Event::CrateCompiled(c) => self.crates.push(c.clone()),
+            Event::CompiledByTests(c) => {
+                let d = c.end.saturating_sub(c.start);
+                match self.compiled_by_tests.iter_mut().find(|n| n.stage == c.stage) {
+                    Some(n) => {
+                        n.units += 1;
+                        n.time += d;
+                    }
+                    None => self.compiled_by_tests.push(CompiledByTests {
+                        stage: c.stage.clone(),
+                        units: 1,
+                        time: d,
+                    }),
+                }
+            }
             Event::TestFinished(t) => {
                 // A retried test counts with its last try, which decided its outcome.
                 self.tests.retain(|o| !(o.stage == t.stage && o.name == t.name));
@@ -384,7 +494,19 @@ impl PipelineProfiler {
                 self.outcome = Some(*outcome);
                 self.total = *total;
             }
-            Event::StageStarted { .. } | Event::StageOutput { .. } => {}
+            Event::StageOutput { id, line } => {
+                if let Some(found) = TestCounts::in_line(line) {
+                    match self.test_counts.iter_mut().find(|c| c.stage == *id) {
+                        Some(c) => c.add(found),
+                        None => {
+                            let mut c = TestCounts { stage: id.clone(), ..Default::default() };
+                            c.add(found);
+                            self.test_counts.push(c);
+                        }
+                    }
+                }
+            }
+            Event::StageStarted { .. } => {}
         }
     }
 
@@ -423,6 +545,8 @@ impl PipelineProfiler {
             cpu_samples: self.cpu_samples,
             explore: None,
             test_settings: Vec::new(),
+            compiled_by_tests: self.compiled_by_tests,
+            test_counts: self.test_counts,
         }
     }
 }
@@ -518,6 +642,12 @@ pub fn critical_path(
 pub const SHIM_LOG_VAR: &str = "PIPELINE_OPT_RUSTC_SHIM_LOG";
 /// A `RUSTC_WRAPPER` the user already had (sccache, ...), which the shim runs in turn.
 pub const SHIM_CHAIN_VAR: &str = "PIPELINE_OPT_RUSTC_CHAINED_WRAPPER";
+/// The build directory of the stage the shim times: a unit whose `--out-dir` lies
+/// elsewhere belongs to another cargo run (a test's own workspace).
+pub const SHIM_TARGET_DIR_VAR: &str = "PIPELINE_OPT_RUSTC_SHIM_TARGET_DIR";
+/// The pid of the process that started the stage (the orchestrator): a unit is the
+/// stage's own when only cargo processes stand between the shim and it.
+pub const SHIM_OWNER_VAR: &str = "PIPELINE_OPT_RUSTC_SHIM_OWNER";
 
 /// One rustc invocation as the shim saw it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -528,10 +658,17 @@ pub struct RustcInvocation {
     /// The package, from the `CARGO_PKG_NAME` cargo gives rustc.
     #[serde(default)]
     pub package: String,
+    /// The package's version, from `CARGO_PKG_VERSION`.
+    #[serde(default)]
+    pub version: String,
     /// Seconds since the Unix epoch.
     pub start: f64,
     pub end: f64,
     pub exit_code: Option<i32>,
+    /// Compiled by a cargo or rustc run that a test or build script started, not by
+    /// the stage's own cargo ([`started_by_the_stage`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_tests: bool,
 }
 
 /// Call first thing in `main`: when cargo runs this binary as `RUSTC_WRAPPER` (the
@@ -604,9 +741,11 @@ pub fn run_rustc_shim_if_requested() {
             crate_name: crate_name.clone(),
             kind,
             package: std::env::var("CARGO_PKG_NAME").unwrap_or_else(|_| crate_name.clone()),
+            version: std::env::var("CARGO_PKG_VERSION").unwrap_or_default(),
             start,
             end,
             exit_code: status.code(),
+            by_tests: !started_by_the_stage(value_of("--out-dir").map(|s| s.as_str())),
         };
         if let Ok(line) = serde_json::to_string(&inv) {
             use std::io::Write as _;
@@ -617,6 +756,85 @@ pub fn run_rustc_shim_if_requested() {
         }
     }
     std::process::exit(status.code().unwrap_or(1));
+}
+
+/// Whether the stage's own cargo asked for this rustc run, rather than a cargo (or
+/// rustc) run that one of its tests or build scripts started: trybuild, escargot,
+/// snapbox or fixture tests inherit `RUSTC_WRAPPER` and our variables with the rest of
+/// the environment, so the shim sees their units too. Two signs, each enough:
+/// - the unit's `--out-dir` is not in the stage's build directory
+///   (`<dir>[/<triple>]/<profile>/{deps,examples,build/<unit>}`); a test's workspace
+///   under `target/tmp` or trybuild's `target/tests/trybuild` are deeper;
+/// - on Linux, a process other than cargo (a test binary, a build script, a shell)
+///   stands between the shim and the process that started the stage.
+///
+/// What cannot be read counts as the stage's own: a unit is never hidden on a guess.
+fn started_by_the_stage(out_dir: Option<&str>) -> bool {
+    if let (Some(dir), Some(out)) = (std::env::var_os(SHIM_TARGET_DIR_VAR), out_dir)
+        && !in_build_dir(std::path::Path::new(&dir), std::path::Path::new(out))
+    {
+        return false;
+    }
+    let Some(owner) = std::env::var(SHIM_OWNER_VAR).ok().and_then(|p| p.parse::<u32>().ok()) else {
+        return true;
+    };
+    let mut pid = std::os::unix::process::parent_id();
+    for _ in 0..64 {
+        if pid == owner {
+            return true;
+        }
+        let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
+        let Ok(exe) = std::fs::read_link(proc.join("exe")) else { return true };
+        if !is_cargo_process(&exe) {
+            return false;
+        }
+        // `pid (comm) state ppid ...`; the command name may hold spaces and parentheses.
+        let Ok(stat) = std::fs::read_to_string(proc.join("stat")) else { return true };
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            return true;
+        };
+        if ppid <= 1 {
+            // Reparented to init: whoever started it is gone, and it was not the stage.
+            return false;
+        }
+        pid = ppid;
+    }
+    true
+}
+
+/// `cargo`, `cargo-nextest`, `cargo-clippy`, the rustup proxy: the processes between a
+/// stage's command and its rustc. A test binary (`target/*/deps/name-hash`) never is,
+/// whatever its name.
+fn is_cargo_process(exe: &std::path::Path) -> bool {
+    let name = exe.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let in_deps = exe.parent().and_then(|p| p.file_name()).is_some_and(|d| d == "deps");
+    !in_deps && (name == "cargo" || name == "rustup" || name.starts_with("cargo-"))
+}
+
+/// `out` is a unit directory of the build directory `dir`: `<profile>/deps`,
+/// `<profile>/examples`, `<profile>/build/<unit>`, each optionally under a target
+/// triple's directory.
+fn in_build_dir(dir: &std::path::Path, out: &std::path::Path) -> bool {
+    let canon = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (dir, out) = (canon(dir), canon(out));
+    let Ok(rel) = out.strip_prefix(&dir) else { return false };
+    let mut parts: Vec<String> =
+        rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    match parts.len() {
+        n if n >= 3 && parts[n - 2] == "build" => parts.truncate(n - 2),
+        n if n >= 2 => parts.truncate(n - 1),
+        _ => return false,
+    }
+    // Left: the profile's directory, alone or under a target triple (which has dashes).
+    match parts.as_slice() {
+        [_profile] => true,
+        [triple, _profile] => triple.contains('-'),
+        _ => false,
+    }
 }
 
 /// A `harness = false` test or bench: cargo passes neither `--test` nor `--crate-type`
@@ -677,8 +895,21 @@ impl RustcLogTail {
         RustcLogTail { path, stage: stage.to_string(), base, offset: 0 }
     }
 
-    /// The units appended since the last call (none while the file does not exist).
+    /// The units appended since the last call (none while the file does not exist),
+    /// leaving out those compiled by tests ([`RustcLogTail::read_events`] has them).
     pub fn read_new(&mut self) -> Vec<CrateTiming> {
+        self.read_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::CrateCompiled(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The units appended since the last call, each as [`Event::CrateCompiled`], or as
+    /// [`Event::CompiledByTests`] when a test's own cargo run compiled it.
+    pub fn read_events(&mut self) -> Vec<Event> {
         use std::io::{Read as _, Seek as _};
         let Ok(mut file) = std::fs::File::open(&self.path) else { return Vec::new() };
         if file.metadata().map(|m| m.len() <= self.offset).unwrap_or(true) {
@@ -698,13 +929,22 @@ impl RustcLogTail {
         String::from_utf8_lossy(&bytes[..last_newline])
             .lines()
             .filter_map(|l| serde_json::from_str::<RustcInvocation>(l).ok())
-            .map(|inv| CrateTiming {
-                package: if inv.package.is_empty() { inv.crate_name.clone() } else { inv.package },
-                target: inv.crate_name,
-                kind: inv.kind,
-                stage: self.stage.clone(),
-                start: rel(inv.start),
-                end: rel(inv.end),
+            .map(|inv| {
+                let by_tests = inv.by_tests;
+                let unit = CrateTiming {
+                    package: if inv.package.is_empty() {
+                        inv.crate_name.clone()
+                    } else {
+                        inv.package
+                    },
+                    version: inv.version,
+                    target: inv.crate_name,
+                    kind: inv.kind,
+                    stage: self.stage.clone(),
+                    start: rel(inv.start),
+                    end: rel(inv.end),
+                };
+                if by_tests { Event::CompiledByTests(unit) } else { Event::CrateCompiled(unit) }
             })
             .collect()
     }
@@ -815,6 +1055,7 @@ mod tests {
         ];
         let crates = [CrateTiming {
             package: "a".into(),
+            version: "0.1.0".into(),
             target: "a".into(),
             kind: "lib".into(),
             stage: "build".into(),

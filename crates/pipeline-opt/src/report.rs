@@ -156,3 +156,75 @@ pub(crate) fn secs(d: Duration) -> String {
 pub(crate) fn percent(part: f64, whole: f64) -> String {
     if whole <= 0.0 { "0%".into() } else { format!("{:.0}%", 100.0 * part / whole) }
 }
+
+/// How many tests the "slowest tests" tables of the reports list.
+pub(crate) const SLOWEST_TESTS: usize = 10;
+
+/// One of a run's slowest tests, measured against the stage that ran it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlowTest<'a> {
+    /// The test binary as the runner names it (nextest's binary id, `app::t`); empty
+    /// when the runner named the test alone.
+    pub binary: &'a str,
+    pub test: &'a str,
+    pub stage: &'a str,
+    pub duration: Duration,
+    pub stage_wall: Duration,
+}
+
+impl SlowTest<'_> {
+    /// The test's share of its stage's wall time.
+    pub fn share(&self) -> f64 {
+        self.duration.as_secs_f64() / self.stage_wall.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// ``` `test` in `binary` ```, or the test alone, in backticks.
+    pub fn named(&self) -> String {
+        if self.binary.is_empty() {
+            format!("`{}`", self.test)
+        } else {
+            format!("`{}` in `{}`", self.test, self.binary)
+        }
+    }
+
+    /// A command that runs this test alone (with nextest, or `cargo test` for another
+    /// runner), when its binary id says which target holds it: `pkg` is the library,
+    /// `pkg::name` an integration test, `pkg::bin/name` a binary, and so on.
+    pub fn rerun_command(&self, nextest: bool) -> Option<String> {
+        let (package, target) = match self.binary.split_once("::") {
+            None if !self.binary.is_empty() => (self.binary, "--lib".to_string()),
+            None => return None,
+            Some((package, target)) => match target.split_once('/') {
+                None => (package, format!("--test {target}")),
+                Some((kind @ ("bin" | "example" | "bench"), name)) => {
+                    (package, format!("--{kind} {name}"))
+                }
+                Some(_) => return None,
+            },
+        };
+        let run = if nextest { "nextest run" } else { "test" };
+        Some(format!("cargo {run} -p {package} {target} -- --exact {}", self.test))
+    }
+}
+
+/// The `n` slowest tests of the stages that ran, slowest first.
+pub(crate) fn slowest_tests(record: &RunRecord, n: usize) -> Vec<SlowTest<'_>> {
+    let mut out: Vec<SlowTest<'_>> = record
+        .tests
+        .iter()
+        .filter_map(|t| {
+            let stage = record.stages.iter().find(|s| s.id == t.stage)?;
+            let (binary, test) = t.name.split_once(' ').unwrap_or(("", &t.name));
+            Some(SlowTest {
+                binary,
+                test,
+                stage: &stage.id,
+                duration: t.duration,
+                stage_wall: stage.wall,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| b.duration.cmp(&a.duration).then_with(|| a.test.cmp(b.test)));
+    out.truncate(n);
+    out
+}

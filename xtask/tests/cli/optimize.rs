@@ -351,3 +351,275 @@ fn cli_optimize_explore_measures_every_variant() {
     assert!(stderr.contains("| codegen-units = 16 | "), "the terminal shows the table: {stderr}");
     assert!(!dir.join("ws/target/pipeline-opt/explore").exists(), "scratch removed");
 }
+
+/// A test that runs cargo on a workspace of its own (as trybuild, escargot or fixture
+/// tests do) inherits the rustc shim with the rest of its environment. Its units are
+/// counted as "compiled by tests" and never named: not in the record's units, not in
+/// the report's tables or advice (it is built twice with different features, which
+/// would otherwise be `compiled-twice` advice about a crate the workspace lacks).
+#[test]
+fn cli_units_compiled_by_a_tests_own_cargo_are_not_the_workspaces() {
+    let (_t, dir) = temp();
+    let nested_test = r#"
+use std::path::Path;
+use std::process::Command;
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn builds_a_workspace_of_its_own() {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("nested-ws");
+    write(&root.join("Cargo.toml"), "[workspace]\nmembers = [\"phantom_leaf\"]\nresolver = \"2\"\n");
+    write(
+        &root.join("phantom_leaf/Cargo.toml"),
+        "[package]\nname = \"phantom_leaf\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[features]\nextra = []\n",
+    );
+    write(&root.join("phantom_leaf/src/lib.rs"), "pub fn leaf() -> u32 { 1 }\n");
+    for features in [&[][..], &["--features", "extra"][..]] {
+        let status = Command::new("cargo")
+            .args(["build", "--offline", "--manifest-path"])
+            .arg(root.join("Cargo.toml"))
+            .args(features)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+"#;
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("host").test("nested", nested_test)])
+        .config("disable = [\"bench-build\", \"doctest\"]");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let (json, report) = (dir.join("run.json"), dir.join("report.md"));
+    let out = xtask(&[
+        "optimize",
+        "--manifest-path",
+        manifest.as_str(),
+        "--json",
+        json.as_str(),
+        "--report",
+        report.as_str(),
+    ])
+    .env_remove("CI")
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let r = record(&json);
+    // The workspace's own units are still timed.
+    assert!(r.crates.iter().any(|c| c.package == "host"), "{:#?}", r.crates);
+    assert!(!r.crates.iter().any(|c| c.package.contains("phantom")), "{:#?}", r.crates);
+    let by_tests = r.compiled_by_tests.iter().find(|n| n.stage == "test");
+    assert!(by_tests.is_some_and(|n| n.units >= 2), "{:#?}", r.compiled_by_tests);
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(!md.contains("phantom"), "the report names a crate the workspace lacks:\n{md}");
+    assert!(md.contains("Compiled by tests: "), "{md}");
+    assert!(
+        stdout.contains("units compiled by tests"),
+        "the terminal summary counts them: {stdout}"
+    );
+}
+
+/// Writes a path package `name` at `version` under `dir`, with `deps` appended to its
+/// manifest.
+fn vendored(dir: &Utf8Path, name: &str, version: &str, deps: &str) {
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    let manifest = format!(
+        "[package]\nname = \"{name}\"\nversion = \"{version}\"\nedition = \"2021\"\n{deps}"
+    );
+    std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+    std::fs::write(dir.join("src/lib.rs"), "").unwrap();
+}
+
+/// The `cargo …` commands a markdown report's recommendations suggest, as argv.
+fn suggested_commands(md: &str) -> Vec<Vec<String>> {
+    let recs = md.split("## Recommendations").nth(1).unwrap_or_default();
+    let recs = recs.split("\n## ").next().unwrap_or_default();
+    recs.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|span| span.starts_with("cargo "))
+        .map(|span| span.split_whitespace().map(String::from).collect())
+        .collect()
+}
+
+/// Duplicate versions are advised on only where they cost something in this run and the
+/// workspace can act, and every command of the report's advice runs as pasted. Three
+/// duplicates of path packages, resolved by real cargo: `dup`, asked for by the member
+/// at 0.1.0 and by a dependency at 0.2.0 (advice); `pair`, both versions inside one
+/// dependency (out of reach); `wo`, whose 0.1.0 is a Windows-only dependency and never
+/// built here.
+#[test]
+fn cli_duplicate_version_advice_is_built_actionable_and_runs() {
+    let (_t, dir) = temp();
+    let vendor = dir.join("vendor");
+    for (name, version) in [
+        ("dup", "0.1.0"),
+        ("dup", "0.2.0"),
+        ("pair", "0.1.0"),
+        ("pair", "0.2.0"),
+        ("wo", "0.1.0"),
+        ("wo", "0.2.0"),
+    ] {
+        vendored(&vendor.join(format!("{name}-{version}")), name, version, "");
+    }
+    vendored(
+        &vendor.join("helper"),
+        "helper",
+        "0.1.0",
+        "[dependencies]\ndup = { path = \"../dup-0.2.0\" }\n\
+         pair_one = { package = \"pair\", path = \"../pair-0.1.0\" }\n\
+         pair_two = { package = \"pair\", path = \"../pair-0.2.0\" }\n",
+    );
+    let mut app = FixtureCrate::new("app").test("t", "#[test] fn fine() {}\n");
+    app.manifest_extra = "[dependencies.dup]\npath = \"../../../vendor/dup-0.1.0\"\n\n\
+         [dependencies.helper]\npath = \"../../../vendor/helper\"\n\n\
+         [dependencies.wo]\npath = \"../../../vendor/wo-0.2.0\"\n\n\
+         [target.'cfg(windows)'.dependencies.wo_old]\npackage = \"wo\"\npath = \"../../../vendor/wo-0.1.0\"\n"
+        .into();
+    let ws = FixtureWorkspace::new(vec![app]).config("disable = [\"bench-build\", \"doctest\"]");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let root = manifest.parent().unwrap();
+    let report = dir.join("report.md");
+    let out =
+        xtask(&["optimize", "--manifest-path", manifest.as_str(), "--report", report.as_str()])
+            .output()
+            .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let md = std::fs::read_to_string(&report).unwrap();
+    let recs = md.split("## Recommendations").nth(1).unwrap();
+    assert_eq!(recs.matches("(duplicate-versions)").count(), 1, "{recs}");
+    assert!(recs.contains("`cargo tree -i dup@0.1.0` and `cargo tree -i dup@0.2.0`"), "{recs}");
+    for absent in ["`pair", "pair@", "`wo", "wo@"] {
+        assert!(!recs.contains(absent), "no advice on `{absent}`: {recs}");
+    }
+    let commands = suggested_commands(&md);
+    assert!(commands.len() >= 2, "{recs}");
+    for argv in commands {
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]).current_dir(root);
+        for var in pipeline_opt::toolchain::inherited_cargo_vars() {
+            cmd.env_remove(var);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "`{}` failed as pasted: {}",
+            argv.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The files named `name` under `dir`, at any depth.
+fn files_named(dir: &Utf8Path, name: &str) -> Vec<Utf8PathBuf> {
+    let mut found = Vec::new();
+    for entry in dir.read_dir_utf8().into_iter().flatten().flatten() {
+        let path = entry.path().to_path_buf();
+        if path.is_dir() {
+            found.extend(files_named(&path, name));
+        } else if entry.file_name() == name {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// #13: two tests that together take most of the test stage, neither half of it alone
+/// (as 49 s and 46 s of a 109 s stage; a nextest test group runs the sleepers one at a
+/// time), are named by the slowest-tests table of the markdown and HTML reports and by
+/// a recommendation whose command runs; the terminal, run.json and both reports count
+/// the tests passed, failed and skipped (one test left out by the workspace's nextest
+/// default filter).
+#[test]
+fn cli_slowest_tests_are_named_counted_and_advised_on() {
+    let (_t, dir) = temp();
+    let sleep = |ms: u64| format!("std::thread::sleep(std::time::Duration::from_millis({ms}));");
+    let tests = format!(
+        "#[test] fn quick_one() {{}}\n\
+         #[test] fn quick_two() {{}}\n\
+         #[test] fn not_today() {{}}\n\
+         #[test] fn sleeps_longest() {{ {} }}\n\
+         #[test] fn sleeps_long() {{ {} }}\n\
+         #[test] fn sleeps_briefly() {{ {} }}\n",
+        sleep(4_000),
+        sleep(3_600),
+        sleep(1_500)
+    );
+    let nextest_config = "[test-groups]\nserial = { max-threads = 1 }\n\n\
+        [profile.default]\ndefault-filter = \"not test(=not_today)\"\n\n\
+        [[profile.default.overrides]]\nfilter = \"test(/^sleeps_/)\"\ntest-group = \"serial\"\n";
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("lag").test("t", tests)])
+        .config("disable = [\"bench-build\", \"doctest\"]")
+        .file(".config/nextest.toml", nextest_config);
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let root = manifest.parent().unwrap();
+    let (json, report) = (dir.join("run.json"), dir.join("report.md"));
+    let out = xtask(&[
+        "optimize",
+        "--manifest-path",
+        manifest.as_str(),
+        "--json",
+        json.as_str(),
+        "--report",
+        report.as_str(),
+    ])
+    .env_remove("CI")
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+
+    // The fixture's library has a unit test of its own: six pass, one is filtered out.
+    let r = record(&json);
+    let counts = r.test_counts.iter().find(|c| c.stage == "test");
+    assert_eq!(
+        counts.map(|c| (c.passed, c.failed, c.skipped)),
+        Some((6, 0, 1)),
+        "{:#?}",
+        r.test_counts
+    );
+    // The shape of #13: neither sleeper takes half the stage alone.
+    let wall = r.stages.iter().find(|s| s.id == "test").unwrap().wall;
+    for t in r.tests.iter().filter(|t| t.name.contains("sleeps_long")) {
+        assert!(t.duration * 2 < wall, "{t:?} of {wall:?}");
+    }
+    let counted = "tests: 6 passed, 0 failed, 1 skipped";
+    let stage_line = stdout.lines().find(|l| l.contains("] test: succeeded"));
+    assert!(stage_line.is_some_and(|l| l.contains(counted)), "{stdout}");
+    let run_line = stdout.lines().find(|l| l.starts_with("run succeeded"));
+    assert!(run_line.is_some_and(|l| l.contains(counted)), "{stdout}");
+
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(md.contains("| `test` | 6 | 0 | 1 |"), "{md}");
+    let slowest = md.split("### Slowest tests").nth(1).unwrap_or_else(|| panic!("{md}"));
+    let rows: Vec<&str> = slowest.lines().filter(|l| l.starts_with("| `")).take(2).collect();
+    assert!(rows[0].starts_with("| `lag::t` | `sleeps_longest` | `test` | "), "{slowest}");
+    assert!(rows[1].starts_with("| `lag::t` | `sleeps_long` | `test` | "), "{slowest}");
+    let recs = md.split("## Recommendations").nth(1).unwrap();
+    assert!(
+        recs.contains(
+            "split `sleeps_longest` in `lag::t` and `sleeps_long` in `lag::t` into smaller tests"
+        ),
+        "{recs}"
+    );
+    let html = files_named(&root.join("target"), "report.html");
+    assert_eq!(html.len(), 1, "{html:?}");
+    let html = std::fs::read_to_string(&html[0]).unwrap();
+    assert!(html.contains("<td>test</td><td>6</td><td>0</td><td>1</td>"), "{html}");
+    assert!(html.contains("<td>lag::t</td><td>sleeps_longest</td><td>test</td>"), "{html}");
+
+    let commands = suggested_commands(&md);
+    assert!(commands.iter().any(|c| c.join(" ").contains("--exact sleeps_longest")), "{recs}");
+    for argv in commands {
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]).current_dir(root);
+        for var in pipeline_opt::toolchain::inherited_cargo_vars() {
+            cmd.env_remove(var);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

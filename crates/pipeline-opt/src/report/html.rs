@@ -1,7 +1,8 @@
 //! `report.html`: one self-contained page (inline SVG and CSS, nothing fetched) with a
 //! Gantt chart of stages and compile units, the critical path highlighted, CPU
 //! utilisation over time (the run's stages as an area, the machine's sampled use as a
-//! line), target lines, and hover details in `<title>` elements.
+//! line), target lines, hover details in `<title>` elements, and tables of test counts
+//! and the slowest tests.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -127,9 +128,10 @@ table {{ border-collapse: collapse; }} td, th {{ padding: 2px 8px; text-align: l
 <p>{command} in <code>{root}</code>, started {started}: <strong>{outcome}</strong> in {total}.
 Required target {required}: {required_verdict}; stretch target {stretch}: {stretch_verdict}.
 {naive}Critical path outlined in black; hover a bar for details.</p>
-{svg}</body>
+{svg}{tests}</body>
 </html>
 "#,
+        tests = tests_html(record),
         command = esc(&record.command),
         root = esc(record.workspace_root.as_str()),
         started = esc(&record.started_at),
@@ -149,6 +151,54 @@ Required target {required}: {required_verdict}; stretch target {stretch}: {stret
             ))
             .unwrap_or_default(),
     )
+}
+
+/// Test counts per stage and the slowest tests, as the markdown report has them.
+fn tests_html(record: &RunRecord) -> String {
+    let mut s = String::new();
+    if record.test_counts.is_empty() && record.tests.is_empty() {
+        return s;
+    }
+    s.push_str("<h2>Tests</h2>\n");
+    if !record.test_counts.is_empty() {
+        s.push_str(
+            "<table id=\"test-counts\">\n<tr><th>stage</th><th>passed</th><th>failed</th>\
+             <th>skipped</th></tr>\n",
+        );
+        for c in &record.test_counts {
+            writeln!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&c.stage),
+                c.passed,
+                c.failed,
+                c.skipped
+            )
+            .unwrap();
+        }
+        s.push_str("</table>\n");
+    }
+    let slowest = crate::report::slowest_tests(record, crate::report::SLOWEST_TESTS);
+    if !slowest.is_empty() {
+        s.push_str(
+            "<h3>Slowest tests</h3>\n<table id=\"slowest-tests\">\n<tr><th>binary</th>\
+             <th>test</th><th>stage</th><th>time</th><th>share of stage</th></tr>\n",
+        );
+        for t in &slowest {
+            writeln!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(t.binary),
+                esc(t.test),
+                esc(t.stage),
+                secs(t.duration),
+                percent(t.share(), 1.0)
+            )
+            .unwrap();
+        }
+        s.push_str("</table>\n");
+    }
+    s
 }
 
 struct Scale {

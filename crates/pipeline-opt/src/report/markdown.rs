@@ -1,5 +1,5 @@
 //! `pipeline-optimization-report.md`: totals against targets, the per-stage table, the
-//! critical path, the slowest crates, what each stage proved or why it was dropped,
+//! critical path, the slowest crates, test counts and the slowest tests, what each stage proved or why it was dropped,
 //! failures with their output, and recommendations with their evidence.
 
 use std::fmt::Write as _;
@@ -34,6 +34,8 @@ pub fn render(record: &RunRecord, recommendations: &[Recommendation]) -> String 
     cache(o, record);
     critical_path(o, record);
     slowest_crates(o, record);
+    compiled_by_tests(o, record);
+    tests(o, record);
     coverage(o, record);
     failures(o, record);
     recommend(o, recommendations);
@@ -282,6 +284,16 @@ fn slowest_crates(o: &mut String, r: &RunRecord) {
             .cmp(&a.end.saturating_sub(a.start))
             .then_with(|| a.package.cmp(&b.package))
     });
+    // A package built at several versions is named with its version, as `cargo tree`
+    // would need it.
+    let mut versions = std::collections::BTreeMap::<&str, std::collections::BTreeSet<&str>>::new();
+    for c in &r.crates {
+        versions.entry(&c.package).or_default().insert(&c.version);
+    }
+    let name = |c: &crate::profile::CrateTiming| match versions.get(c.package.as_str()) {
+        Some(v) if v.len() > 1 && !c.version.is_empty() => format!("{}@{}", c.package, c.version),
+        _ => c.package.clone(),
+    };
     writeln!(o, "| crate | target | kind | stage | time | critical path |").unwrap();
     writeln!(o, "| --- | --- | --- | --- | ---: | --- |").unwrap();
     for c in crates.iter().take(SLOWEST_CRATES) {
@@ -289,7 +301,7 @@ fn slowest_crates(o: &mut String, r: &RunRecord) {
         writeln!(
             o,
             "| `{}` | `{}` | {} | `{}` | {} | {} |",
-            c.package,
+            name(c),
             c.target,
             c.kind,
             c.stage,
@@ -302,6 +314,66 @@ fn slowest_crates(o: &mut String, r: &RunRecord) {
         writeln!(o, "\n{} more units in `run.json`.", crates.len() - SLOWEST_CRATES).unwrap();
     }
     o.push('\n');
+}
+
+/// Test counts per stage, then the slowest tests: a stage lasts about as long as its
+/// longest tests, so these name where a test stage's time goes.
+fn tests(o: &mut String, r: &RunRecord) {
+    writeln!(o, "## Tests\n").unwrap();
+    if r.test_counts.is_empty() && r.tests.is_empty() {
+        writeln!(o, "No test runner ran (no test stage, or every one was cached).\n").unwrap();
+        return;
+    }
+    if !r.test_counts.is_empty() {
+        writeln!(o, "| stage | passed | failed | skipped |").unwrap();
+        writeln!(o, "| --- | ---: | ---: | ---: |").unwrap();
+        for c in &r.test_counts {
+            writeln!(o, "| `{}` | {} | {} | {} |", c.stage, c.passed, c.failed, c.skipped).unwrap();
+        }
+        o.push('\n');
+    }
+    let slowest = crate::report::slowest_tests(r, crate::report::SLOWEST_TESTS);
+    if slowest.is_empty() {
+        writeln!(o, "The test runner reported no per-test times (`cargo test` does not).\n")
+            .unwrap();
+        return;
+    }
+    writeln!(o, "### Slowest tests\n").unwrap();
+    writeln!(o, "| binary | test | stage | time | share of stage |").unwrap();
+    writeln!(o, "| --- | --- | --- | ---: | ---: |").unwrap();
+    for t in &slowest {
+        let binary = if t.binary.is_empty() { "-".to_string() } else { format!("`{}`", t.binary) };
+        writeln!(
+            o,
+            "| {binary} | `{}` | `{}` | {} | {} |",
+            t.test,
+            t.stage,
+            secs(t.duration),
+            percent(t.share(), 1.0)
+        )
+        .unwrap();
+    }
+    if r.tests.len() > slowest.len() {
+        writeln!(o, "\n{} more tests in `run.json`.", r.tests.len() - slowest.len()).unwrap();
+    }
+    o.push('\n');
+}
+
+/// Units the tests compiled in cargo runs of their own: counted, never named, since
+/// they are not crates of this workspace.
+fn compiled_by_tests(o: &mut String, r: &RunRecord) {
+    for n in &r.compiled_by_tests {
+        writeln!(
+            o,
+            "Compiled by tests: {} units ({} compiling) in stage `{}`, by cargo or rustc runs \
+             that its tests or build scripts started (another workspace or build directory); \
+             they are not this workspace's units, so no table or recommendation uses them.\n",
+            n.units,
+            secs(n.time),
+            n.stage
+        )
+        .unwrap();
+    }
 }
 
 fn coverage(o: &mut String, r: &RunRecord) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::profile::{Event, RunOutcome, StageMetrics, StageStatus};
+use crate::profile::{Event, RunOutcome, StageMetrics, StageStatus, TestCounts};
 use crate::report::markdown::{outcome_text, status_text};
 use crate::report::secs;
 use crate::targets::PerformanceTargets;
@@ -50,6 +50,11 @@ pub struct ProgressReporter {
     bars: BTreeMap<String, ProgressBar>,
     /// Compile units finished per stage.
     units: BTreeMap<String, usize>,
+    /// Units that a stage's tests compiled in cargo runs of their own, and their
+    /// compile time, per stage.
+    by_tests: BTreeMap<String, (usize, Duration)>,
+    /// Tests passed, failed and skipped per stage, as the runner's summary counts them.
+    test_counts: BTreeMap<String, TestCounts>,
     /// Tests (and retries) finished per stage.
     tests_done: BTreeMap<String, usize>,
     /// The machine's cores, for the CPU share on the total line.
@@ -78,6 +83,8 @@ impl ProgressReporter {
             total_bar: None,
             bars: BTreeMap::new(),
             units: BTreeMap::new(),
+            by_tests: BTreeMap::new(),
+            test_counts: BTreeMap::new(),
             tests_done: BTreeMap::new(),
             cores: crate::orchestrator::available_cores(),
             now: Duration::ZERO,
@@ -130,7 +137,11 @@ impl ProgressReporter {
                 self.now = self.now.max(*at);
                 self.started(id, *at)
             }
-            Event::StageOutput { .. } => {}
+            Event::StageOutput { id, line } => {
+                if let Some(found) = TestCounts::in_line(line) {
+                    self.test_counts.entry(id.clone()).or_default().add(found);
+                }
+            }
             Event::CpuSampled(c) => {
                 if let Some(bar) = &self.total_bar {
                     let t = &self.targets;
@@ -184,6 +195,11 @@ impl ProgressReporter {
                     )),
                 }
             }
+            Event::CompiledByTests(c) => {
+                let (n, time) = self.by_tests.entry(c.stage.clone()).or_default();
+                *n += 1;
+                *time += c.end.saturating_sub(c.start);
+            }
             Event::StageFinished(m) => self.finished(m),
             Event::RunFinished { outcome, total } => self.run_finished(*outcome, *total),
         }
@@ -230,6 +246,15 @@ impl ProgressReporter {
         }
         if let Some(n) = self.units.get(&m.id) {
             text.push_str(&format!(", {n} units compiled"));
+        }
+        if let Some((n, time)) = self.by_tests.get(&m.id) {
+            text.push_str(&format!(
+                ", {n} units compiled by tests in {} (not the workspace's)",
+                secs(*time)
+            ));
+        }
+        if let Some(c) = self.test_counts.get(&m.id) {
+            text.push_str(&format!(", tests: {}", c.text()));
         }
         if !m.failed_tests.is_empty() {
             text.push_str(&format!(", failed: {}", m.failed_tests.join(", ")));
@@ -303,7 +328,19 @@ impl ProgressReporter {
                 verdict(t.stretch)
             ),
         };
-        let text = format!("run {} in {} ({judged})", outcome_text(outcome), secs(total));
+        let mut text = format!("run {} in {} ({judged})", outcome_text(outcome), secs(total));
+        // The run's tests over all its stages; the next run (the naive sequence)
+        // counts its own.
+        let counts = std::mem::take(&mut self.test_counts);
+        if !counts.is_empty() {
+            let all = counts.values().fold(TestCounts::default(), |mut all, c| {
+                all.passed += c.passed;
+                all.failed += c.failed;
+                all.skipped += c.skipped;
+                all
+            });
+            text.push_str(&format!("; tests: {}", all.text()));
+        }
         match self.total_bar.take() {
             Some(bar) => {
                 bar.set_style(style("{prefix:.bold:12} {msg}"));

@@ -14,8 +14,10 @@ use crate::report::{percent, secs};
 /// A compile unit on the critical path dominates when it takes this share of the run.
 const CRITICAL_CRATE_SHARE: f64 = 0.25;
 const CRITICAL_CRATE_MIN: Duration = Duration::from_secs(2);
-/// One test dominates its stage from this share of the stage's wall time.
-const SLOW_TEST_SHARE: f64 = 0.5;
+/// A few tests (at most [`MAX_PER_KIND`]) dominate their stage from this share of the
+/// stage's wall time together, each of them at least the second share and minimum.
+const SLOW_TESTS_SHARE: f64 = 0.5;
+const SLOW_TEST_SHARE_EACH: f64 = 0.2;
 const SLOW_TEST_MIN: Duration = Duration::from_secs(1);
 /// A compiling or testing stage that keeps fewer cores busy than this is serialized.
 const LOW_CPU_SHARE: f64 = 0.5;
@@ -55,6 +57,9 @@ pub struct ResolvedPackage {
     pub name: String,
     pub version: String,
     pub features: Vec<String>,
+    /// A workspace member depends on this package (this version) directly, so the
+    /// workspace can change which version it asks for.
+    pub member_dep: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +103,12 @@ impl RecommendContext {
     pub fn from_metadata(metadata: &cargo_metadata::Metadata) -> RecommendContext {
         let Some(resolve) = &metadata.resolve else { return RecommendContext::default() };
         let by_id: BTreeMap<_, _> = metadata.packages.iter().map(|p| (&p.id, p)).collect();
+        let member_deps: std::collections::BTreeSet<_> = resolve
+            .nodes
+            .iter()
+            .filter(|node| metadata.workspace_members.contains(&node.id))
+            .flat_map(|node| node.deps.iter().map(|d| &d.pkg))
+            .collect();
         let packages = resolve
             .nodes
             .iter()
@@ -107,6 +118,7 @@ impl RecommendContext {
                     name: p.name.to_string(),
                     version: p.version.to_string(),
                     features: node.features.iter().map(|f| f.to_string()).collect(),
+                    member_dep: member_deps.contains(&node.id),
                 })
             })
             .collect();
@@ -248,33 +260,59 @@ fn low_cpu(record: &RunRecord, out: &mut Vec<Recommendation>) {
     out.extend(found.into_iter().take(MAX_PER_KIND).map(|(_, r)| r));
 }
 
+/// A few tests dominate a stage when together they take half its wall time, each of
+/// them a fifth at least: nextest runs tests side by side, so the stage lasts about as
+/// long as its longest tests, however many short ones run beside them.
 fn slow_test(record: &RunRecord, out: &mut Vec<Recommendation>) {
+    let all = crate::report::slowest_tests(record, usize::MAX);
     let mut n = 0;
-    for stage in &record.stages {
-        let slowest =
-            record.tests.iter().filter(|t| t.stage == stage.id).max_by_key(|t| t.duration);
-        let Some(test) = slowest else { continue };
-        let share = test.duration.as_secs_f64() / stage.wall.as_secs_f64().max(f64::EPSILON);
-        if test.duration < SLOW_TEST_MIN || share < SLOW_TEST_SHARE || n >= MAX_PER_KIND {
+    for stage in record.stages.iter().filter(|s| ran(&s.status)) {
+        let few: Vec<_> = all
+            .iter()
+            .filter(|t| t.stage == stage.id)
+            .filter(|t| t.duration >= SLOW_TEST_MIN && t.share() >= SLOW_TEST_SHARE_EACH)
+            .take(MAX_PER_KIND)
+            .collect();
+        let together: Duration = few.iter().map(|t| t.duration).sum();
+        if few.is_empty() || together.as_secs_f64() < SLOW_TESTS_SHARE * stage.wall.as_secs_f64() {
             continue;
         }
+        if n >= MAX_PER_KIND {
+            break;
+        }
         n += 1;
+        let names = few.iter().map(|t| t.named()).collect::<Vec<_>>();
+        let nextest = stage.command.contains("nextest");
+        let alone = match few[0].rerun_command(nextest) {
+            Some(cmd) if few.len() == 1 => format!("; run it alone with `{cmd}`"),
+            Some(cmd) => format!("; run the slowest alone with `{cmd}`"),
+            None => String::new(),
+        };
+        let each = few
+            .iter()
+            .map(|t| {
+                format!("{} ran for {} ({})", t.named(), secs(t.duration), percent(t.share(), 1.0))
+            })
+            .collect::<Vec<_>>();
         out.push(Recommendation {
             kind: "slow-test",
             action: format!(
-                "split `{}` into smaller tests (nextest runs each in its own process, so the \
-                 parts run on several cores) or make it cheaper",
-                test.name
+                "split {} into smaller tests (nextest runs each in its own process, so the \
+                 parts run on several cores) or make {} cheaper{alone}",
+                and_list(&names),
+                if few.len() == 1 { "it" } else { "them" }
             ),
-            evidence: format!(
-                "`{}` ran for {} of stage `{}`'s {} ({})",
-                test.name,
-                secs(test.duration),
-                stage.id,
-                secs(stage.wall),
-                percent(test.duration.as_secs_f64(), stage.wall.as_secs_f64())
-            ),
+            evidence: format!("{} of stage `{}`'s {}", and_list(&each), stage.id, secs(stage.wall)),
         });
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn and_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
     }
 }
 
@@ -331,72 +369,101 @@ fn nextest_missing(record: &RunRecord, out: &mut Vec<Recommendation>) {
     });
 }
 
+/// `name@version` when the version is known: what `cargo tree -i` needs to pick one
+/// package when the graph holds several versions of it (a bare name is ambiguous then).
+fn package_spec(name: &str, version: &str) -> String {
+    if version.is_empty() { name.to_string() } else { format!("{name}@{version}") }
+}
+
 fn compiled_twice(record: &RunRecord, ctx: &RecommendContext, out: &mut Vec<Recommendation>) {
-    let mut units: BTreeMap<(&str, &str, &str, &str), Vec<Duration>> = BTreeMap::new();
+    type Unit<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
+    let mut units: BTreeMap<Unit<'_>, Vec<Duration>> = BTreeMap::new();
     for c in &record.crates {
         // A build script is compiled once and run once: two entries, one build.
         if c.kind.contains("build") {
             continue;
         }
-        units
-            .entry((c.stage.as_str(), c.package.as_str(), c.target.as_str(), c.kind.as_str()))
-            .or_default()
-            .push(c.end.saturating_sub(c.start));
+        // Two versions of a package are two packages (`duplicate-versions`), not one
+        // compiled twice.
+        let key = (&*c.stage, &*c.package, &*c.version, &*c.target, &*c.kind);
+        units.entry(key).or_default().push(c.end.saturating_sub(c.start));
     }
     let mut found: Vec<_> = units.into_iter().filter(|(_, times)| times.len() > 1).collect();
     found.sort_by_key(|(_, times)| std::cmp::Reverse(times.iter().sum::<Duration>()));
-    for ((stage, package, target, kind), times) in found.into_iter().take(MAX_PER_KIND) {
+    for ((stage, package, version, target, kind), times) in found.into_iter().take(MAX_PER_KIND) {
         let each: Vec<String> = times.iter().map(|d| secs(*d)).collect();
         let mut evidence = format!(
             "`{package}` ({kind} `{target}`) was compiled {} times in stage `{stage}`: {}",
             times.len(),
             each.join(" + ")
         );
-        if let Some(p) = ctx.packages.iter().find(|p| p.name == package) {
+        let resolved = ctx
+            .packages
+            .iter()
+            .find(|p| p.name == package && (version.is_empty() || p.version == version));
+        if let Some(p) = resolved {
             evidence.push_str(&format!("; the resolve enables [{}]", p.features.join(", ")));
         }
+        let spec = package_spec(package, version);
         out.push(Recommendation {
             kind: "compiled-twice",
             action: format!(
                 "ask for the same features of `{package}` everywhere (e.g. in \
                  `[workspace.dependencies]`), also from build-dependencies and proc-macros; \
-                 `cargo tree -e features -i {package}` shows who asks for which"
+                 `cargo tree -e features -i {spec}` shows who asks for which"
             ),
             evidence,
         });
     }
 }
 
+/// Packages built at several versions in this run, where a workspace member asks for
+/// one of the versions directly (else only a dependency could align them), ranked by
+/// the compile time that building one version would save: every version's units but
+/// the most expensive one's.
 fn duplicate_versions(record: &RunRecord, ctx: &RecommendContext, out: &mut Vec<Recommendation>) {
-    let mut versions: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for p in &ctx.packages {
-        let v = versions.entry(p.name.as_str()).or_default();
-        if !v.contains(&p.version.as_str()) {
-            v.push(&p.version);
-        }
+    let mut built: BTreeMap<&str, BTreeMap<&str, Duration>> = BTreeMap::new();
+    for c in record.crates.iter().filter(|c| !c.version.is_empty()) {
+        *built.entry(&c.package).or_default().entry(&c.version).or_default() +=
+            c.end.saturating_sub(c.start);
     }
-    let dups = versions.into_iter().filter(|(_, v)| v.len() > 1).take(MAX_PER_KIND);
-    for (name, mut vs) in dups {
-        vs.sort();
-        let compile: Duration = record
-            .crates
-            .iter()
-            .filter(|c| c.package == name)
-            .map(|c| c.end.saturating_sub(c.start))
-            .sum();
-        let mut evidence =
-            format!("`{name}` is resolved at {} versions: {}", vs.len(), vs.join(", "));
-        if !compile.is_zero() {
-            evidence
-                .push_str(&format!("; its units took {} to compile in this run", secs(compile)));
+    let mut found = Vec::new();
+    for (name, versions) in built.into_iter().filter(|(_, v)| v.len() > 1) {
+        let asked: Vec<&str> = versions
+            .keys()
+            .copied()
+            .filter(|v| {
+                ctx.packages.iter().any(|p| p.name == name && p.version == *v && p.member_dep)
+            })
+            .collect();
+        if asked.is_empty() {
+            continue;
         }
+        let total: Duration = versions.values().sum();
+        let saving = total.saturating_sub(versions.values().max().copied().unwrap_or_default());
+        found.push((saving, name, versions, asked));
+    }
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
+    for (saving, name, versions, asked) in found.into_iter().take(MAX_PER_KIND) {
+        let trees: Vec<String> =
+            versions.keys().map(|v| format!("`cargo tree -i {}`", package_spec(name, v))).collect();
+        let each: Vec<String> =
+            versions.iter().map(|(v, d)| format!("{v} ({})", secs(*d))).collect();
         out.push(Recommendation {
             kind: "duplicate-versions",
             action: format!(
-                "align the version requirements on `{name}` so one version is built \
-                 (`cargo tree -d -i {name}` shows who needs which)"
+                "align the version requirements on `{name}` so one version is built: the \
+                 workspace asks for {} directly ({} show who needs which)",
+                asked.join(" and "),
+                trees.join(" and ")
             ),
-            evidence,
+            evidence: format!(
+                "`{name}` was built at {} versions in this run: {}; building one would save at \
+                 least {} of compiling",
+                versions.len(),
+                each.join(", "),
+                secs(saving)
+            ),
         });
     }
 }
