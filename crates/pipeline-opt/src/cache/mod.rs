@@ -180,7 +180,7 @@ impl StageCache {
                     let mut why: Vec<Explanation> = Vec::new();
                     for &p in &packages {
                         let name = workspace.packages[p].name.clone();
-                        let f = fp.fingerprint(&[p], true, &stage.command);
+                        let f = fp.stage_fingerprint(stage.kind, &[p], &stage.command);
                         let (d, recorded_at) = decide(self.store.test_records(&name), &f);
                         if let Some(at) = recorded_at
                             && let Decision::Cached { from_run } = &d
@@ -211,7 +211,7 @@ impl StageCache {
                 }
                 _ => {
                     let packages = stage_packages(stage, workspace);
-                    let f = fp.fingerprint(&packages, true, &stage.command);
+                    let f = fp.stage_fingerprint(stage.kind, &packages, &stage.command);
                     let (d, _) = decide(self.store.stage_records(&stage.id), &f);
                     pending.insert(stage.id.clone(), (fp.closure(&packages, true), f));
                     decisions.insert(stage.id.clone(), d);

@@ -1,0 +1,83 @@
+//! The stage cache through the real `cargo xtask optimize`: what a fingerprint covers
+//! (never a false green) on fixture workspaces in real git repositories.
+
+use std::process::Output;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
+
+use crate::xtask;
+
+fn temp() -> (tempfile::TempDir, Utf8PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
+    (dir, path)
+}
+
+fn git(root: &Utf8Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Writes `ws` under `dir` as a committed git repository; returns the manifest path.
+fn repo(ws: FixtureWorkspace, dir: &Utf8Path) -> Utf8PathBuf {
+    let manifest = ws.file(".gitignore", "/target\n").write(dir).unwrap();
+    git(dir, &["init", "-q", "-b", "main"]);
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", "init"]);
+    manifest
+}
+
+fn optimize(manifest: &Utf8Path, extra: &[&str]) -> Output {
+    let mut args = vec!["optimize", "--manifest-path", manifest.as_str(), "--explain"];
+    args.extend(extra);
+    xtask(&args)
+}
+
+#[track_caller]
+fn assert_exit(out: &Output, code: i32) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
+    stderr
+}
+
+/// A test reads a workspace-level file at run time (no dep-info names it) and is
+/// limited by `.config/nextest.toml`: changing either reruns the test, which then
+/// fails, and `--explain` names the file. Before the fix both said `test: cached`.
+#[test]
+fn cli_test_inputs_outside_the_package_are_fingerprinted() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("reader").test(
+        "data",
+        "#[test]\nfn reads_testdata() {\n    let text = std::fs::read_to_string(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/../../testdata/x.txt\")).unwrap();\n    assert_eq!(text.trim(), \"good\");\n}\n\
+         #[test]\nfn takes_a_while() {\n    std::thread::sleep(std::time::Duration::from_millis(1500));\n}\n",
+    )])
+    .file("testdata/x.txt", "good\n")
+    .file(".config/nextest.toml", "[profile.default]\nslow-timeout = \"60s\"\n")
+    .config("disable = [\"bench-build\", \"doctest\"]");
+    let manifest = repo(ws, &dir);
+    assert_exit(&optimize(&manifest, &[]), 0);
+
+    std::fs::write(dir.join("testdata/x.txt"), "bad\n").unwrap();
+    let stderr = assert_exit(&optimize(&manifest, &[]), 100);
+    assert!(stderr.contains("explain: test: testdata/x.txt changed"), "{stderr}");
+
+    std::fs::write(dir.join("testdata/x.txt"), "good\n").unwrap();
+    let stderr = assert_exit(&optimize(&manifest, &[]), 0);
+    assert!(stderr.contains("explain: test: cached from run"), "{stderr}");
+
+    // A test that needs 1.5 s, killed after 0.5 s: the edit alone makes it fail.
+    std::fs::write(
+        dir.join(".config/nextest.toml"),
+        "[profile.default]\nslow-timeout = { period = \"500ms\", terminate-after = 1 }\n",
+    )
+    .unwrap();
+    let stderr = assert_exit(&optimize(&manifest, &[]), 100);
+    assert!(stderr.contains("explain: test: .config/nextest.toml changed"), "{stderr}");
+}
