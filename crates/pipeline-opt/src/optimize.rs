@@ -325,11 +325,13 @@ fn run_with_cache(
         targets,
         on_event,
     )?;
+    let mut not_recorded = Vec::new();
     for m in &record.stages {
         if m.status == StageStatus::Succeeded {
-            cache.record_success(&cached, &m.id, run_id, ws, tc)?;
+            not_recorded.extend(cache.record_success(&cached, &m.id, run_id, ws, tc)?);
         }
     }
+    record.notes.extend(not_recorded.into_iter().map(|n| format!("cache: {n}")));
     for (id, d) in &cached.decisions {
         let line = match d {
             Decision::Cached { .. } if !skip.contains_key(id) => {

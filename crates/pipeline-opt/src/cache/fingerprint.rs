@@ -301,7 +301,7 @@ struct StatEntry {
 
 /// Entries whose mtime is this close to the moment of hashing are not trusted later:
 /// a write in the same clock tick would leave size and mtime unchanged.
-const RACY_WINDOW: Duration = Duration::from_secs(2);
+pub(crate) const RACY_WINDOW: Duration = Duration::from_secs(2);
 
 impl FileHasher {
     /// The content hash of `path`, or `missing` when it cannot be read.
@@ -834,12 +834,15 @@ impl<'a> Fingerprinter<'a> {
             let dirs = package_dirs(self.workspace);
             let members: Vec<Utf8PathBuf> =
                 dirs.iter().map(|(d, _)| d.clone()).filter(|d| d != root).collect();
-            let listed = git_listed_files(root)
-                .unwrap_or_else(|| walk_files(root, &self.skip_dirs, &members));
+            // A state directory at the root (`cache.dir = "."`) must not hide everything.
+            let skip: Vec<Utf8PathBuf> =
+                self.skip_dirs.iter().filter(|s| normalize(s) != *root).cloned().collect();
+            let listed =
+                git_listed_files(root).unwrap_or_else(|| walk_files(root, &skip, &members));
             let files = listed
                 .into_iter()
                 .filter(|f| !members.iter().any(|m| f.starts_with(m)))
-                .filter(|f| !self.skip_dirs.iter().any(|s| f.starts_with(s)))
+                .filter(|f| !skip.iter().any(|s| f.starts_with(s)))
                 .collect();
             self.workspace_files = Some(files);
         }

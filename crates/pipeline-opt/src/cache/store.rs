@@ -206,6 +206,15 @@ impl Store {
         }
     }
 
+    /// The stat cache as saved, for a second look at the inputs within one run; a
+    /// corrupt one (already warned about when the run loaded it) hashes every file.
+    pub fn peek_hasher(&self) -> FileHasher {
+        read_json::<FileHasher>(&self.dir.join("stat-cache.json"))
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
     /// Saves the stat cache if it changed. It is only a cache: it skips the fsync, and a
     /// file torn by a crash is read as empty (every file hashed again), never trusted.
     pub fn save_hasher(&self, hasher: &FileHasher) -> Result<(), CacheError> {
