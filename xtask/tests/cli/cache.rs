@@ -81,3 +81,65 @@ fn cli_test_inputs_outside_the_package_are_fingerprinted() {
     let stderr = assert_exit(&optimize(&manifest, &[]), 100);
     assert!(stderr.contains("explain: test: .config/nextest.toml changed"), "{stderr}");
 }
+
+/// `cache.exclude` narrows the fingerprint (an excluded file the test reads is the
+/// user's own false green), `--verify-cache` finds exactly that, `--no-cache` runs the
+/// test anyway, and `cache.inputs` adds a git-ignored file the default leaves out.
+#[test]
+fn cli_cache_inputs_exclude_no_cache_and_verify_cache() {
+    let (_t, dir) = temp();
+    let read = |path: &str| {
+        format!(
+            "std::fs::read_to_string(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/../../{path}\")).unwrap().trim().to_string()"
+        )
+    };
+    let test = format!(
+        "#[test]\nfn excluded_data() {{\n    assert_eq!({}, \"good\");\n}}\n#[test]\nfn declared_data() {{\n    assert_eq!({}, \"good\");\n}}\n",
+        read("testdata/x.txt"),
+        read("ignored/y.txt"),
+    );
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("reader").test("data", test)])
+        .file("testdata/x.txt", "good\n")
+        .file("ignored/y.txt", "good\n")
+        .config("disable = [\"bench-build\", \"doctest\"]\n[cache]\nexclude = [\"testdata\"]\ninputs = [\"ignored/*.txt\"]");
+    let manifest = repo(ws.file(".git/info/exclude", "/ignored\n"), &dir);
+    // git ignores it, so only `cache.inputs` makes it an input.
+    git(&dir, &["check-ignore", "-q", "ignored/y.txt"]);
+    assert_exit(&optimize(&manifest, &[]), 0);
+
+    std::fs::write(dir.join("testdata/x.txt"), "bad\n").unwrap();
+    let stderr = assert_exit(&optimize(&manifest, &[]), 0);
+    assert!(stderr.contains("explain: test: cached from run"), "excluded: {stderr}");
+
+    let stderr = assert_exit(&optimize(&manifest, &["--verify-cache"]), 100);
+    assert!(
+        stderr.contains(
+            "error: verify-cache: result differs from the cache: the tests of `reader` failed"
+        ),
+        "{stderr}"
+    );
+    let stderr = assert_exit(&optimize(&manifest, &["--no-cache"]), 100);
+    assert!(stderr.contains("explain: test: ran anyway (no cache)"), "{stderr}");
+    assert!(!stderr.contains("verify-cache"), "{stderr}");
+
+    std::fs::write(dir.join("testdata/x.txt"), "good\n").unwrap();
+    assert_exit(&optimize(&manifest, &[]), 0);
+    std::fs::write(dir.join("ignored/y.txt"), "bad\n").unwrap();
+    let stderr = assert_exit(&optimize(&manifest, &[]), 100);
+    assert!(stderr.contains("explain: test: ignored/y.txt changed"), "{stderr}");
+}
+
+/// A glob the cache settings cannot take is one line naming the key.
+#[test]
+fn cli_a_bad_cache_glob_names_the_key() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("one")])
+        .config("[cache]\nexclude = [\"docs/**\", \"../elsewhere\"]");
+    let manifest = ws.write(&dir).unwrap();
+    let out = xtask(&["plan", "--manifest-path", manifest.as_str()]);
+    crate::assert_clean_error(
+        &out,
+        1,
+        "invalid `workspace.metadata.pipeline-opt.cache.exclude[1]` in Cargo.toml: `../elsewhere` leaves the workspace root",
+    );
+}

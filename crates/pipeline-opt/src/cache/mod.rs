@@ -67,6 +67,10 @@ pub struct CachedPlan {
     planned_at: SystemTime,
     /// The config the fingerprints were taken with, to take them again after a stage.
     config: Config,
+    /// The plan before the test stage was narrowed, for [`CachedPlan::run_everything`].
+    unnarrowed: Plan,
+    /// Every stage and package runs (`--no-cache`, `--verify-cache`).
+    forced: bool,
 }
 
 /// What a stage (or one package's tests) was planned to run on.
@@ -95,6 +99,14 @@ impl CachedPlan {
     /// Packages whose tests run in this plan.
     pub fn tests_to_run(&self) -> Vec<String> {
         self.tests.iter().filter(|(_, d)| !d.is_cached()).map(|(p, _)| p.clone()).collect()
+    }
+
+    /// Runs every stage and every package's tests, cached or not (`--no-cache`,
+    /// `--verify-cache`); the decisions stay, to report and to compare with, and every
+    /// success is still recorded.
+    pub fn run_everything(&mut self) {
+        self.plan = self.unnarrowed.clone();
+        self.forced = true;
     }
 
     /// `--explain`: one line per stage.
@@ -163,6 +175,7 @@ impl StageCache {
         let mut tests = BTreeMap::new();
         let mut pending = BTreeMap::new();
         let mut pending_tests = BTreeMap::new();
+        let unnarrowed = plan.clone();
         for stage in &mut plan.stages {
             match stage.kind {
                 StageKind::Services | StageKind::Custom => {
@@ -254,6 +267,8 @@ impl StageCache {
             target_dirs,
             planned_at,
             config: config.clone(),
+            unnarrowed,
+            forced: false,
         })
     }
 
@@ -284,7 +299,9 @@ impl StageCache {
             StageKind::Test => cached
                 .pending_tests
                 .iter()
-                .filter(|(package, _)| !cached.tests.get(*package).is_some_and(Decision::is_cached))
+                .filter(|(package, _)| {
+                    cached.forced || !cached.tests.get(*package).is_some_and(Decision::is_cached)
+                })
                 .map(|(package, p)| (package.as_str(), p))
                 .collect(),
             _ => cached.pending.get(stage).map(|p| (stage, p)).into_iter().collect(),
