@@ -132,6 +132,9 @@ xflags::xflags! {
             optional --manifest-path path: PathBuf
             /// With `clean`: only entries older than this age, e.g. `7d`.
             optional --older-than age: String
+            /// With `clean`: also clean a state directory at the workspace root or outside
+            /// the target directory (only what pipeline-opt created there is removed).
+            optional --force
         }
 
         /// Trend of total and per-stage times across recorded runs.
@@ -254,6 +257,7 @@ pub struct Cache {
 
     pub manifest_path: Option<PathBuf>,
     pub older_than: Option<String>,
+    pub force: bool,
 }
 
 #[derive(Debug)]

@@ -471,6 +471,7 @@ fn run_plan_skipping(
     let orch = ParallelOrchestrator::new(orch_options);
     let mut profiler = PipelineProfiler::new();
     let mut to_run = plan.clone();
+    crate::cache::maintain::claim_plan_dirs(plan, &state_dir, &inputs.workspace.target_dir)?;
     services_as_this_binary(&mut to_run, &inputs.workspace.manifest_path)?;
     to_run.stages.retain(|s| !cached.contains_key(&s.id));
     for s in &mut to_run.stages {

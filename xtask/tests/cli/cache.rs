@@ -143,3 +143,34 @@ fn cli_a_bad_cache_glob_names_the_key() {
         "invalid `workspace.metadata.pipeline-opt.cache.exclude[1]` in Cargo.toml: `../elsewhere` leaves the workspace root",
     );
 }
+
+/// #14 defect 5: with `cache.dir = "."`, `cache clean` deleted every directory named
+/// `*-target` in the workspace root, the user's own among them. It now refuses a state
+/// directory at the root unless forced, and even then removes only the build
+/// directories pipeline-opt created (they carry its marker), whatever their names.
+#[test]
+fn cli_cache_clean_never_removes_a_users_directory() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("one")])
+        .file("my-target/notes.txt", "mine\n")
+        .config(
+            "enable = [\"clippy\"]\ndisable = [\"bench-build\", \"doctest\"]\n[cache]\ndir = \".\"",
+        );
+    let manifest = ws.write(&dir).unwrap();
+    assert_exit(&optimize(&manifest, &[]), 0);
+    let owned = dir.join("clippy-target");
+    assert!(owned.join(pipeline_opt::cache::maintain::OWNED_MARKER).is_file(), "{owned}");
+
+    let out = xtask(&["cache", "clean", "--manifest-path", manifest.as_str()]);
+    crate::assert_clean_error(&out, 1, "it is the workspace root");
+    crate::assert_clean_error(&out, 1, "cargo xtask cache clean --force");
+    assert!(dir.join("my-target/notes.txt").is_file());
+    assert!(owned.is_dir(), "nothing removed when refused");
+
+    let out = xtask(&["cache", "clean", "--force", "--manifest-path", manifest.as_str()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_exit(&out, 0);
+    assert_eq!(std::fs::read_to_string(dir.join("my-target/notes.txt")).unwrap(), "mine\n");
+    assert!(!owned.exists(), "the tool's own build directory is removed: {stdout}");
+    assert!(!stdout.contains("my-target"), "{stdout}");
+}

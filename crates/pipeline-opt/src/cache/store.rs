@@ -38,6 +38,10 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "refusing to clean the state directory {dir}: {reason}, where directories of your own may live; move `cache.dir` under the target directory, or run `cargo xtask cache clean --force` to remove only what pipeline-opt created there"
+    )]
+    UnsafeClean { dir: Utf8PathBuf, reason: String },
     #[error("could not remove {path}: {source}")]
     Remove {
         path: Utf8PathBuf,

@@ -396,6 +396,7 @@ fn status_clean_and_budget() {
         cache.store.record_hits("run-1", 0, 3).unwrap();
         cache.store.record_hits("run-2", 3, 1).unwrap();
     }
+    maintain::claim_dir(&state.join("bench-target"), true).unwrap();
     std::fs::create_dir_all(state.join("bench-target/debug")).unwrap();
     std::fs::write(state.join("bench-target/debug/big"), vec![0u8; 200_000]).unwrap();
 
