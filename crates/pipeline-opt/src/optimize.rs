@@ -336,7 +336,12 @@ fn run_with_cache(
     let mut not_recorded = Vec::new();
     for m in &record.stages {
         if m.status == StageStatus::Succeeded {
-            not_recorded.extend(cache.record_success(&cached, &m.id, run_id, ws, tc)?);
+            // A record that cannot be written costs a rerun next time; it must not
+            // turn this run's result (a failed stage's exit 100) into an error.
+            match cache.record_success(&cached, &m.id, run_id, ws, tc) {
+                Ok(notes) => not_recorded.extend(notes),
+                Err(e) => not_recorded.push(format!("stage `{}` not recorded: {e}", m.id)),
+            }
         }
     }
     record.notes.extend(not_recorded.into_iter().map(|n| format!("cache: {n}")));
@@ -541,6 +546,9 @@ fn orchestrator_options(
     // that cannot be read only loses that hint here (writing the report names it).
     if let Ok(h) = crate::report::history::read(&state_dir.join(crate::report::HISTORY_FILE)) {
         o.expected = h.expected_walls();
+        for w in h.warnings.iter().filter(|w| w.starts_with("set aside")) {
+            eprintln!("warning: {w}");
+        }
     }
     o.handle_signals = options.handle_signals;
     o.subreaper = options.subreaper;

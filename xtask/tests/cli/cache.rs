@@ -174,3 +174,64 @@ fn cli_cache_clean_never_removes_a_users_directory() {
     assert!(!owned.exists(), "the tool's own build directory is removed: {stdout}");
     assert!(!stdout.contains("my-target"), "{stdout}");
 }
+
+/// #14 defect 8: a history that is not UTF-8, a stat cache replaced by a directory and
+/// garbled hit counts stopped every run with exit 1, hiding a failing stage's exit
+/// 100. Each is now set aside (renamed, never deleted) with a warning, and the run goes
+/// on to its own result.
+#[test]
+fn cli_unreadable_state_is_set_aside_and_the_run_goes_on() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![
+        FixtureCrate::new("fails").test("t", "#[test]\nfn broken() {\n    assert_eq!(1, 2);\n}\n"),
+    ])
+    .config("disable = [\"bench-build\", \"doctest\"]");
+    let manifest = ws.write(&dir).unwrap();
+    assert_exit(&optimize(&manifest, &[]), 100);
+    let state = dir.join("target/pipeline-opt");
+    let history = state.join(pipeline_opt::report::HISTORY_FILE);
+    let stat_cache = state.join("cache/stat-cache.json");
+    let hits = state.join("cache/hits.json");
+    for f in [&history, &stat_cache, &hits] {
+        assert!(f.is_file(), "the first run wrote {f}");
+    }
+    std::fs::write(&history, b"\xff\xfe not utf-8\n").unwrap();
+    std::fs::remove_file(&stat_cache).unwrap();
+    std::fs::create_dir_all(stat_cache.join("oops")).unwrap();
+    std::fs::write(&hits, "{{{ garbled").unwrap();
+
+    let out = optimize(&manifest, &[]);
+    let stderr = assert_exit(&out, 100);
+    assert!(stderr.contains("warning: set aside the unreadable run history"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for (f, kind) in [(&history, "history"), (&stat_cache, "stat cache"), (&hits, "hit counts")] {
+        let name = f.file_name().unwrap();
+        let aside: Vec<String> = std::fs::read_dir(f.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("{name}.corrupt-")))
+            .collect();
+        assert_eq!(aside.len(), 1, "the {kind} is set aside once: {aside:?}");
+        assert!(f.is_file(), "a fresh {kind} was written at {f}");
+    }
+    let kept = std::fs::read_dir(&state).unwrap().flatten().find(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .starts_with(&format!("{}.corrupt-", pipeline_opt::report::HISTORY_FILE))
+    });
+    assert_eq!(
+        std::fs::read(kept.unwrap().path()).unwrap(),
+        b"\xff\xfe not utf-8\n",
+        "never deleted"
+    );
+    let history_text = std::fs::read_to_string(&history).unwrap();
+    assert_eq!(history_text.lines().count(), 1, "a new history with this run: {history_text}");
+
+    // The history's lock cannot be taken: the error names the lock, not the history.
+    let lock = Utf8PathBuf::from(format!("{history}.lock"));
+    std::fs::remove_file(&lock).unwrap();
+    std::fs::create_dir(&lock).unwrap();
+    let stderr = assert_exit(&optimize(&manifest, &[]), 1);
+    assert!(stderr.contains(&format!("{lock}: ")), "{stderr}");
+}

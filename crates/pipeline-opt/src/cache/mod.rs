@@ -254,9 +254,15 @@ impl StageCache {
                 }
             }
         }
-        self.store.save_hasher(&fp.into_hasher())?;
+        // Both are auxiliary: failing to keep them costs time, never correctness, so
+        // they never stop a run.
+        if let Err(e) = self.store.save_hasher(&fp.into_hasher()) {
+            self.store.warnings.push(format!("{e}; every file is hashed again next time"));
+        }
         let hits = decisions.values().filter(|d| d.is_cached()).count();
-        self.store.record_hits(run_id, hits, decisions.len() - hits)?;
+        if let Err(e) = self.store.record_hits(run_id, hits, decisions.len() - hits) {
+            self.store.warnings.push(e.to_string());
+        }
         Ok(CachedPlan {
             plan,
             decisions,
