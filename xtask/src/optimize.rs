@@ -27,11 +27,18 @@ impl crate::flags::Optimize {
             retries: 2,
             since: self.since,
             explore: self.explore,
+            no_cache: self.no_cache,
+            verify_cache: self.verify_cache,
             ..cli_defaults()
         };
         let outcome = run_optimized_pipeline(&options, &mut |_| {})?;
         if self.explain {
             print_explanations(&outcome.record);
+        }
+        for note in &outcome.record.notes {
+            if note.starts_with(pipeline_opt::optimize::VERIFY_CACHE_NOTE) {
+                eprintln!("error: {note}");
+            }
         }
         Ok(finish(&outcome))
     }

@@ -185,6 +185,14 @@ pub struct CacheConfig {
     /// read at run time by tests, for example).
     #[serde(default)]
     pub env: Vec<String>,
+    /// Globs (relative to the workspace root) of further files every cacheable stage's
+    /// fingerprint includes, e.g. git-ignored test data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
+    /// Globs (relative to the workspace root) of files no fingerprint includes, for
+    /// finer reuse than the conservative default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -307,8 +315,75 @@ impl Config {
                 ));
             }
         }
+        self.validate_cache_globs()
+    }
+
+    fn validate_cache_globs(&self) -> Result<(), ConfigError> {
+        for (field, globs) in [("inputs", &self.cache.inputs), ("exclude", &self.cache.exclude)] {
+            for (i, g) in globs.iter().enumerate() {
+                check_glob(g).map_err(|message| ConfigError::Invalid {
+                    key: format!("{TABLE}.cache.{field}[{i}]"),
+                    message,
+                })?;
+            }
+        }
         Ok(())
     }
+}
+
+/// Why `pattern` is not a glob the cache settings accept: relative to the workspace
+/// root, `/`-separated, with `*` (within a path component), `**` (any number of
+/// components) and `?` as the only wildcards.
+fn check_glob(pattern: &str) -> Result<(), String> {
+    let fix = "write a path relative to the workspace root, with `*`, `**` and `?` as wildcards, e.g. \"testdata/**\"";
+    if pattern.trim().is_empty() {
+        return Err(format!("the glob is empty; {fix}"));
+    }
+    if pattern.starts_with('/') || pattern.contains('\\') {
+        return Err(format!("`{pattern}` is not relative to the workspace root; {fix}"));
+    }
+    if pattern.split('/').any(|c| c == "..") {
+        return Err(format!("`{pattern}` leaves the workspace root (`..`); {fix}"));
+    }
+    if let Some(c) = pattern.chars().find(|c| matches!(c, '[' | ']' | '{' | '}' | '!')) {
+        return Err(format!("`{pattern}`: `{c}` is not supported; {fix}"));
+    }
+    if pattern.split('/').any(|c| c.contains("**") && c != "**") {
+        return Err(format!("`{pattern}`: `**` must be a whole path component; {fix}"));
+    }
+    Ok(())
+}
+
+/// Whether `path` (relative to the workspace root, `/`-separated) matches a glob that
+/// [`check_glob`] accepted. A pattern naming a directory matches everything under it.
+pub fn glob_matches(pattern: &str, path: &str) -> bool {
+    fn components(pat: &[&str], path: &[&str]) -> bool {
+        match (pat.first(), path.first()) {
+            (None, None) => true,
+            (None, Some(_)) => false,
+            (Some(&"**"), _) => {
+                components(&pat[1..], path) || (!path.is_empty() && components(pat, &path[1..]))
+            }
+            (Some(_), None) => false,
+            (Some(p), Some(c)) => {
+                component(p.as_bytes(), c.as_bytes()) && components(&pat[1..], &path[1..])
+            }
+        }
+    }
+    fn component(p: &[u8], c: &[u8]) -> bool {
+        match (p.first(), c.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => component(&p[1..], c) || (!c.is_empty() && component(p, &c[1..])),
+            (Some(b'?'), Some(_)) => component(&p[1..], &c[1..]),
+            (Some(a), Some(b)) if a == b => component(&p[1..], &c[1..]),
+            _ => false,
+        }
+    }
+    let pat: Vec<&str> =
+        pattern.trim_end_matches('/').split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let path: Vec<&str> = path.split('/').collect();
+    // A directory pattern covers its contents: `testdata` is `testdata/**`.
+    (1..=path.len()).any(|n| components(&pat, &path[..n]))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -358,4 +433,32 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 fn opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let s = String::deserialize(d)?;
     parse_bytes(&s).map(Some).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_globs_match_paths_and_directories() {
+        let cases = [
+            ("testdata/**", "testdata/a/b.txt", true),
+            ("testdata", "testdata/x.txt", true),
+            ("*.md", "README.md", true),
+            ("*.md", "docs/a.md", false),
+            ("**/*.md", "docs/a.md", true),
+            ("docs/?.md", "docs/a.md", true),
+            ("docs/?.md", "docs/ab.md", false),
+            ("crates/*/fixtures", "crates/foo/fixtures/x", true),
+            ("testdata/**", "testdatax/a", false),
+        ];
+        for (pattern, path, expect) in cases {
+            assert_eq!(glob_matches(pattern, path), expect, "{pattern} on {path}");
+        }
+        assert!(check_glob("/abs").unwrap_err().contains("not relative"));
+        assert!(check_glob("../x").unwrap_err().contains("leaves the workspace root"));
+        assert!(check_glob("a/[ab]").unwrap_err().contains("not supported"));
+        assert!(check_glob("a**").unwrap_err().contains("whole path component"));
+        assert!(check_glob("").unwrap_err().contains("empty"));
+    }
 }

@@ -54,6 +54,10 @@ pub struct OptimizeOptions {
     /// Run every stage even when the stage cache has proven its inputs (the cache is
     /// still updated). `--against-naive` always does.
     pub no_cache: bool,
+    /// Run the stages the cache has proven anyway (as `no_cache`) and report, in the
+    /// record's notes and as exit 100, each whose result differs from the cached
+    /// success: a sign that its fingerprint misses an input.
+    pub verify_cache: bool,
     /// Show the run in the terminal as it goes (live bars, or plain lines; see
     /// [`ProgressMode::detect`]), besides passing every event to the caller.
     pub progress: Option<ProgressMode>,
@@ -343,9 +347,13 @@ fn run_with_cache(
     })?;
     let ws = &inputs.workspace;
     let tc = &inputs.toolchain;
-    let cached = cache.adjust_plan(plan, ws, tc, &inputs.config, run_id)?;
+    let mut cached = cache.adjust_plan(plan, ws, tc, &inputs.config, run_id)?;
+    let forced = options.no_cache || options.verify_cache;
+    if forced {
+        cached.run_everything();
+    }
     let mut skip: BTreeMap<String, String> = BTreeMap::new();
-    if !options.no_cache {
+    if !forced {
         for s in &cached.plan.stages {
             if let Some(from) = cached.cached_from(&s.id) {
                 skip.insert(s.id.clone(), from.to_string());
@@ -362,10 +370,22 @@ fn run_with_cache(
         targets,
         on_event,
     )?;
+    let mut not_recorded = Vec::new();
     for m in &record.stages {
         if m.status == StageStatus::Succeeded {
-            cache.record_success(&cached, &m.id, run_id, ws, tc)?;
+            // A record that cannot be written costs a rerun next time; it must not
+            // turn this run's result (a failed stage's exit 100) into an error.
+            match cache.record_success(&cached, &m.id, run_id, ws, tc) {
+                Ok(notes) => not_recorded.extend(notes),
+                Err(e) => not_recorded.push(format!("stage `{}` not recorded: {e}", m.id)),
+            }
         }
+    }
+    record.notes.extend(not_recorded.into_iter().map(|n| format!("cache: {n}")));
+    if options.verify_cache {
+        // A mismatch is a failed stage, so the run already exits 100.
+        let mismatches = cache_mismatches(&cached, &record);
+        record.notes.extend(mismatches);
     }
     for (id, d) in &cached.decisions {
         let line = match d {
@@ -394,6 +414,52 @@ fn run_with_cache(
         }
     }
     Ok(record)
+}
+
+/// `--verify-cache`: the stages (and packages' tests) the cache would have served as
+/// succeeded that failed when run, each as one note starting with
+/// [`VERIFY_CACHE_NOTE`].
+fn cache_mismatches(cached: &crate::cache::CachedPlan, record: &RunRecord) -> Vec<String> {
+    let mut out = Vec::new();
+    let fix = "an input is missing from its fingerprint: declare it with `cache.inputs` or `cache.env` (docs/caching.md)";
+    for m in record.stages.iter().filter(|m| m.status != StageStatus::Succeeded) {
+        if cached.plan.stage(&m.id).is_some_and(|s| s.kind == StageKind::Test) {
+            let failed_cached: Vec<&String> = cached
+                .tests
+                .iter()
+                .filter(|(p, d)| {
+                    d.is_cached() && m.failed_tests.iter().any(|t| test_package(t) == p.as_str())
+                })
+                .map(|(p, _)| p)
+                .collect();
+            for p in &failed_cached {
+                let from = cached.tests[*p].summary();
+                out.push(format!(
+                    "{VERIFY_CACHE_NOTE} the tests of `{p}` failed on the inputs the cache holds a success for ({from}); {fix}"
+                ));
+            }
+            if !failed_cached.is_empty() {
+                continue;
+            }
+        }
+        if let Some(from) = cached.cached_from(&m.id) {
+            out.push(format!(
+                "{VERIFY_CACHE_NOTE} stage `{}` failed on the inputs the cache holds a success for (run {from}); {fix}",
+                m.id
+            ));
+        }
+    }
+    out
+}
+
+/// How `--verify-cache` notes begin, so a front-end can show them as errors.
+pub const VERIFY_CACHE_NOTE: &str = "verify-cache: result differs from the cache:";
+
+/// The package of a failed test as the report names it: `pkg::binary name` (nextest)
+/// or `pkg name`.
+fn test_package(test: &str) -> &str {
+    let binary = test.split(' ').next().unwrap_or(test);
+    binary.split("::").next().unwrap_or(binary)
 }
 
 fn run_plan(
@@ -449,6 +515,7 @@ fn run_plan_skipping(
     let orch = ParallelOrchestrator::new(orch_options);
     let mut profiler = PipelineProfiler::new();
     let mut to_run = plan.clone();
+    crate::cache::maintain::claim_plan_dirs(plan, &state_dir, &inputs.workspace.target_dir)?;
     services_as_this_binary(&mut to_run, &inputs.workspace.manifest_path)?;
     to_run.stages.retain(|s| !cached.contains_key(&s.id));
     for s in &mut to_run.stages {
@@ -519,6 +586,9 @@ fn orchestrator_options(
     // that cannot be read only loses that hint here (writing the report names it).
     if let Ok(h) = crate::report::history::read(&state_dir.join(crate::report::HISTORY_FILE)) {
         o.expected = h.expected_walls();
+        for w in h.warnings.iter().filter(|w| w.starts_with("set aside")) {
+            eprintln!("warning: {w}");
+        }
     }
     o.handle_signals = options.handle_signals;
     o.subreaper = options.subreaper;
