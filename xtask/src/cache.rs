@@ -32,9 +32,9 @@ impl crate::flags::Cache {
         };
         match action {
             "status" => {
-                print!("{}", maintain::status(&state_dir, config.cache.budget).render_text())
+                out!("{}", maintain::status(&state_dir, config.cache.budget).render_text())
             }
-            _ => print!("{}", maintain::clean(&state_dir, older_than, wait)?.render_text()),
+            _ => out!("{}", maintain::clean(&state_dir, older_than, wait)?.render_text()),
         }
         Ok(exit::OK)
     }

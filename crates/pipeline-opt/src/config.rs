@@ -311,9 +311,21 @@ impl Config {
     }
 }
 
+/// The range every duration in the config must fall in: a timeout or target beyond it
+/// would overflow the clock arithmetic of a run (`Instant + timeout`), and no CI stage
+/// is meant to run for longer.
+pub const DURATION_RANGE: (Duration, Duration) =
+    (Duration::from_millis(1), Duration::from_secs(30 * 24 * 3600));
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a duration ({e}); write it like \"45s\" or \"2m 30s\""))
+    let d = humantime::parse_duration(s).map_err(|e| {
+        format!("`{s}` is not a duration ({e}); write it like \"45s\" or \"2m 30s\"")
+    })?;
+    let (min, max) = DURATION_RANGE;
+    if d < min || d > max {
+        return Err(format!("`{s}` is out of range; give a duration between 1ms and 30days"));
+    }
+    Ok(d)
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {

@@ -561,7 +561,7 @@ impl ParallelOrchestrator {
                             if let State::Running(r) = &mut states[i] {
                                 r.pid = pid;
                                 r.started = Instant::now();
-                                r.deadline = stage.timeout.map(|t| r.started + t);
+                                r.deadline = stage.timeout.and_then(|t| r.started.checked_add(t));
                             }
                         }
                         Err(e) => {
@@ -1008,19 +1008,36 @@ fn dependency_met(j: usize, results: &[Option<StageMetrics>], states: &[State]) 
     }
 }
 
+trait SaturatingAdd {
+    fn saturating_plus(self, other: Self) -> Self;
+}
+
+impl SaturatingAdd for usize {
+    fn saturating_plus(self, other: usize) -> usize {
+        self.saturating_add(other)
+    }
+}
+
+impl SaturatingAdd for Duration {
+    fn saturating_plus(self, other: Duration) -> Duration {
+        self.saturating_add(other)
+    }
+}
+
 fn succeeded(s: &StageStatus) -> bool {
     matches!(s, StageStatus::Succeeded | StageStatus::Cached { .. })
 }
 
 /// For each stage, the longest sum of `own` along a chain of dependants from it to the
-/// end of the run, itself included.
+/// end of the run, itself included. Sums saturate: the expected times come from the
+/// history file on disk, which may hold any value.
 fn longest_chains<T>(dependants: &[Vec<usize>], own: &[T]) -> Vec<T>
 where
-    T: Copy + Ord + Default + std::ops::Add<Output = T>,
+    T: Copy + Ord + Default + SaturatingAdd,
 {
     fn visit<T>(i: usize, dependants: &[Vec<usize>], own: &[T], chain: &mut [Option<T>]) -> T
     where
-        T: Copy + Ord + Default + std::ops::Add<Output = T>,
+        T: Copy + Ord + Default + SaturatingAdd,
     {
         if let Some(c) = chain[i] {
             return c;
@@ -1030,7 +1047,7 @@ where
             .map(|&j| visit(j, dependants, own, chain))
             .max()
             .unwrap_or_default();
-        let c = own[i] + below;
+        let c = own[i].saturating_plus(below);
         chain[i] = Some(c);
         c
     }

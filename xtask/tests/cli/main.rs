@@ -2,6 +2,7 @@
 //! generated fixture workspaces, checked for output, exit codes and clean errors.
 
 mod bench_compare;
+mod faults;
 mod optimize;
 mod plan;
 mod services;

@@ -6,6 +6,7 @@ mod support;
 mod affected;
 mod bench_compare;
 mod cache;
+mod faults;
 mod optimize;
 mod orchestrator;
 mod plan;
