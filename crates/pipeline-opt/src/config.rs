@@ -217,6 +217,17 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         for (name, stage) in &self.stages {
+            // A stage's name becomes its log file's name and a Prometheus label value:
+            // `../../x` wrote above the workspace, a `/` lost the log.
+            if !valid_stage_name(name) {
+                return Err(ConfigError::Invalid {
+                    key: format!("{TABLE}.stages"),
+                    message: format!(
+                        "stage name \"{}\" is not allowed; use 1 to {MAX_STAGE_NAME} characters from a-z A-Z 0-9 - _, starting with a letter or digit",
+                        name.escape_debug()
+                    ),
+                });
+            }
             if stage.command.is_empty() || stage.command[0].trim().is_empty() {
                 return Err(ConfigError::Invalid {
                     key: format!("{TABLE}.stages.{name}.command"),
@@ -309,6 +320,18 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The longest custom stage name.
+pub const MAX_STAGE_NAME: usize = 64;
+
+/// Whether `name` can name a custom stage: ASCII letters, digits, `-` and `_`, starting
+/// with a letter or digit, so that it is a safe file name and label value as it is.
+pub fn valid_stage_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= MAX_STAGE_NAME
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// The range every duration in the config must fall in: a timeout or target beyond it

@@ -73,3 +73,50 @@ fn a_closed_stdout_is_a_normal_end() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
     }
 }
+
+/// #14.6: custom stage names become file names (the stage's log) and label values, so
+/// names outside a small charset are refused when the config loads, in one line that
+/// names the key and the charset, even where the name holds a newline.
+#[test]
+fn stage_names_outside_the_charset_are_refused() {
+    let long = "a".repeat(65);
+    let names = ["../../x", "a/b", "a\\\"b\\nc", "", "-lead", "sp ace", "é", long.as_str()];
+    for name in names {
+        let config = format!("[stages.\"{name}\"]\ncommand = [\"true\"]\nuses-build-dir = false");
+        let (_dir, manifest) = fixture(&FixtureWorkspace::chain(1).config(&config));
+        let out = xtask(&["plan", "--manifest-path", &manifest]);
+        assert_clean_error(&out, 1, "workspace.metadata.pipeline-opt.stages");
+        assert_clean_error(&out, 1, "a-z A-Z 0-9 - _");
+    }
+}
+
+/// #14.6: `optimize` with a stage named `../../x` writes nothing outside its state
+/// directory (it wrote `x.log` there before names were checked).
+#[test]
+fn a_stage_name_with_dot_dot_writes_no_log_outside_the_state_dir() {
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("a")]).config(
+        "disable = [\"fetch\", \"build\", \"test\", \"doctest\", \"bench-build\"]\n\
+         [stages.\"../../x\"]\ncommand = [\"true\"]\nuses-build-dir = false",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let root = Utf8Path::from_path(dir.path()).unwrap();
+    let manifest = ws.write(&root.join("ws")).unwrap();
+    let out = xtask(&["optimize", "--manifest-path", manifest.as_str()]);
+    assert_clean_error(&out, 1, "stage name \"../../x\" is not allowed");
+    let mut stray = Vec::new();
+    let mut todo = vec![root.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = camino::Utf8PathBuf::from_path_buf(e.path()).unwrap();
+            if path.starts_with(root.join("ws/target/pipeline-opt")) {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                todo.push(path);
+            } else if path.file_name() == Some("x.log") {
+                stray.push(path);
+            }
+        }
+    }
+    assert!(stray.is_empty(), "logs written outside the state directory: {stray:?}");
+}
