@@ -326,10 +326,12 @@ impl ParallelOrchestrator {
         // parallel rustc jobs, so cores that one stage leaves idle (a doctest that has
         // finished, a build's serial tail) go to another stage's jobs at once instead
         // of waiting for it to end, and the run never has more compiles than cores.
-        let jobserver = RunJobserver::create(&self.log_dir(), opts.cpus.max(1)).ok();
+        let jobserver = RunJobserver::create(opts.cpus.max(1)).ok();
         // Stops the stages if we are killed before we can (best effort: a run without
         // one still cleans up on every exit it gets to handle).
-        let watchdog = watchdog::Watchdog::start(n, opts.grace).ok();
+        let leftovers: Vec<&std::path::Path> =
+            jobserver.iter().flat_map(|j| j.paths()).map(|p| p.as_std_path()).collect();
+        let watchdog = watchdog::Watchdog::start(n, opts.grace, &leftovers).ok();
         let start = Instant::now();
         let started_at = SystemTime::now();
         let (tx, rx) = mpsc::channel::<Msg>();
@@ -899,14 +901,20 @@ impl ParallelOrchestrator {
 pub(crate) struct RunJobserver {
     path: Utf8PathBuf,
     fifo: File,
+    /// The FIFO's private directory, removed with it.
+    _dir: tempfile::TempDir,
 }
 
 impl RunJobserver {
-    fn create(dir: &Utf8Path, tokens: usize) -> std::io::Result<RunJobserver> {
+    /// A FIFO with `tokens` tokens in a fresh private directory under [`fifo_base`].
+    fn create(tokens: usize) -> std::io::Result<RunJobserver> {
         use std::os::unix::fs::OpenOptionsExt;
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join("jobserver.fifo");
-        let _ = std::fs::remove_file(&path);
+        let base = fifo_base().ok_or_else(|| {
+            std::io::Error::other("no temp directory without whitespace for the jobserver")
+        })?;
+        let dir = tempfile::Builder::new().prefix("pipeline-opt-jobserver-").tempdir_in(base)?;
+        let path = Utf8PathBuf::from_path_buf(dir.path().join("jobserver.fifo"))
+            .map_err(|_| std::io::Error::other("the temp directory is not UTF-8"))?;
         let c_path = std::ffi::CString::new(path.as_str()).map_err(std::io::Error::other)?;
         // SAFETY: a valid NUL-terminated path.
         if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
@@ -919,7 +927,12 @@ impl RunJobserver {
             .custom_flags(libc::O_NONBLOCK)
             .open(&path)?;
         fifo.write_all(&vec![b'|'; tokens])?;
-        Ok(RunJobserver { path, fifo })
+        Ok(RunJobserver { path, fifo, _dir: dir })
+    }
+
+    /// The FIFO and its directory, for the watchdog to remove if we die.
+    pub(crate) fn paths(&self) -> [&Utf8Path; 2] {
+        [&self.path, self.path.parent().expect("the FIFO is in a directory")]
     }
 
     fn makeflags(&self) -> String {
@@ -944,10 +957,15 @@ impl RunJobserver {
     }
 }
 
-impl Drop for RunJobserver {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
+/// Where the jobserver FIFO goes. Its path travels in `CARGO_MAKEFLAGS`, which cargo and
+/// rustc split at whitespace without any quoting, so it must not contain a space (a
+/// workspace under `/home/me/My Projects` would otherwise lose the jobserver: every
+/// cargo stage warns and falls back to a `-j` of its own). `/dev/shm` first: a FIFO
+/// there never touches a disk.
+fn fifo_base() -> Option<std::path::PathBuf> {
+    [std::path::PathBuf::from("/dev/shm"), std::env::temp_dir(), std::path::PathBuf::from("/tmp")]
+        .into_iter()
+        .find(|p| p.to_str().is_some_and(|s| !s.contains(char::is_whitespace)) && p.is_dir())
 }
 
 /// Reaps our child `pid` and returns its wait status with the rusage of its whole tree

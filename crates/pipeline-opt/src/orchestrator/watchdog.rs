@@ -11,9 +11,13 @@
 //! The protocol is one `i32` per message on a `SOCK_SEQPACKET` socket pair: `pgid > 0` a
 //! stage started, `-pgid` it ended, `0` the run ended cleanly. End of file without a `0`
 //! means the orchestrator is gone: every group still registered gets SIGTERM, then,
-//! after the grace period, SIGKILL.
+//! after the grace period, SIGKILL, and the files the run would have removed on its way
+//! out (the jobserver FIFO and its directory) are removed.
 
+use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::time::Duration;
 
 pub(crate) struct Watchdog {
@@ -24,8 +28,15 @@ pub(crate) struct Watchdog {
 impl Watchdog {
     /// Forks the watchdog. `stages` bounds how many groups it can hold (each stage starts
     /// once per run); its memory is allocated here, before the fork, because the child
-    /// of a multi-threaded process may not allocate.
-    pub(crate) fn start(stages: usize, grace: Duration) -> std::io::Result<Watchdog> {
+    /// of a multi-threaded process may not allocate. `leftovers` are files, then the
+    /// (by then empty) directories, to remove if the orchestrator dies.
+    pub(crate) fn start(
+        stages: usize,
+        grace: Duration,
+        leftovers: &[&Path],
+    ) -> std::io::Result<Watchdog> {
+        let leftovers: Vec<CString> =
+            leftovers.iter().filter_map(|p| CString::new(p.as_os_str().as_bytes()).ok()).collect();
         let mut fds = [0; 2];
         // SAFETY: fds is a valid array of two ints.
         let r = unsafe {
@@ -55,7 +66,9 @@ impl Watchdog {
         }
         if pid == 0 {
             // SAFETY: see above; `groups` has `capacity()` writable slots.
-            unsafe { watch(theirs.as_raw_fd(), groups.as_mut_ptr(), groups.capacity(), grace) }
+            unsafe {
+                watch(theirs.as_raw_fd(), groups.as_mut_ptr(), groups.capacity(), grace, &leftovers)
+            }
         }
         drop(theirs);
         Ok(Watchdog { sock: ours, pid })
@@ -89,7 +102,13 @@ impl Drop for Watchdog {
 }
 
 /// The watchdog's whole life. Raw system calls only (see [`Watchdog::start`]).
-unsafe fn watch(fd: i32, groups: *mut i32, cap: usize, grace: libc::timespec) -> ! {
+unsafe fn watch(
+    fd: i32,
+    groups: *mut i32,
+    cap: usize,
+    grace: libc::timespec,
+    leftovers: &[CString],
+) -> ! {
     // SAFETY (whole body): async-signal-safe calls on our own descriptors and memory;
     // `groups[..len]` stays within the `cap` slots allocated before the fork.
     unsafe {
@@ -148,6 +167,11 @@ unsafe fn watch(fd: i32, groups: *mut i32, cap: usize, grace: libc::timespec) ->
         }
         for i in 0..len {
             libc::kill(-*groups.add(i), libc::SIGKILL);
+        }
+        for path in leftovers {
+            if libc::unlink(path.as_ptr()) != 0 {
+                libc::rmdir(path.as_ptr());
+            }
         }
         libc::_exit(0)
     }
