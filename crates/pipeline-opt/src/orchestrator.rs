@@ -331,7 +331,7 @@ impl ParallelOrchestrator {
         // one still cleans up on every exit it gets to handle).
         let leftovers: Vec<&std::path::Path> =
             jobserver.iter().flat_map(|j| j.paths()).map(|p| p.as_std_path()).collect();
-        let watchdog = watchdog::Watchdog::start(n, opts.grace, &leftovers).ok();
+        let watchdog = watchdog::Watchdog::start(n, opts.grace, &leftovers, &opts.run_id).ok();
         let start = Instant::now();
         let started_at = SystemTime::now();
         let (tx, rx) = mpsc::channel::<Msg>();

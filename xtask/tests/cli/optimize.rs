@@ -110,11 +110,17 @@ fn cli_failing_test_exits_100_and_names_it() {
 }
 
 /// Starts `optimize` on a workspace whose one test hangs, and waits until that test
-/// runs. Returns the xtask process and the run's id (from the test's marker).
+/// runs. Returns the xtask process and the run's id (from the test's marker). The test
+/// first starts a child in a process group of its own (as a test that starts a daemon
+/// does), which no signal to the stages' groups reaches.
 fn optimize_until_test_hangs(dir: &Utf8Path) -> (std::process::Child, String) {
     let ws = FixtureWorkspace::new(vec![FixtureCrate::new("hang").test(
         "h",
-        "#[test] fn hangs() { loop { std::thread::sleep(std::time::Duration::from_secs(1)); } }",
+        "use std::os::unix::process::CommandExt;\n\
+         #[test] fn hangs() {\n\
+             std::process::Command::new(\"sleep\").arg(\"600\").process_group(0).spawn().unwrap();\n\
+             loop { std::thread::sleep(std::time::Duration::from_secs(1)); }\n\
+         }\n",
     )])
     .config("disable = [\"bench-build\", \"doctest\"]");
     let manifest = ws.write(&dir.join("ws")).unwrap();
