@@ -56,6 +56,12 @@ fn main() -> ExitCode {
     let flags = flags::Xtask::from_env_or_exit();
     match run(flags) {
         Ok(code) => ExitCode::from(code as u8),
+        // A Ctrl-C reaches the whole foreground group, so a tool the command was running
+        // (cargo metadata) may fail from the same signal: that is an interrupt, 130.
+        Err(err) if pipeline_opt::orchestrator::pending_signal() != 0 => {
+            eprintln!("error: interrupted ({err:#})");
+            ExitCode::from(exit::INTERRUPTED as u8)
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(exit::ERROR as u8)

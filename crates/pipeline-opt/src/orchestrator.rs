@@ -185,12 +185,30 @@ extern "C" fn on_signal(sig: libc::c_int) {
 }
 
 /// The signal that asked us to stop since [`install_signal_handlers`] (0 = none): for
-/// other long-running commands (bench-compare) that reuse the same handlers.
-pub(crate) fn pending_signal() -> i32 {
+/// other long-running commands (bench-compare) that reuse the same handlers, and for
+/// the parts of a run outside the orchestrator (start-up, the wait for another run's
+/// lock, an all-cached run).
+pub fn pending_signal() -> i32 {
     SIGNAL.load(Ordering::SeqCst)
 }
 
+/// Whether [`install_signal_handlers_for_command`] has run: the handlers then stay, and
+/// a signal that arrived before the orchestrator started is kept, not reset.
+static HANDLERS_FOR_COMMAND: AtomicBool = AtomicBool::new(false);
+
+/// Installs the SIGINT/SIGTERM handlers for the whole command, first thing (the xtask's
+/// `optimize` and `check` do): a signal during start-up (metadata, fingerprints), while
+/// waiting for another run's lock or during an all-cached run then ends the run as
+/// interrupted, with a record and exit 130, instead of killing the process silently.
+pub fn install_signal_handlers_for_command() {
+    install_signal_handlers();
+    HANDLERS_FOR_COMMAND.store(true, Ordering::SeqCst);
+}
+
 pub(crate) fn install_signal_handlers() {
+    if HANDLERS_FOR_COMMAND.load(Ordering::SeqCst) {
+        return;
+    }
     SIGNAL.store(0, Ordering::SeqCst);
     SIGNAL_COUNT.store(0, Ordering::SeqCst);
     for sig in [libc::SIGINT, libc::SIGTERM] {

@@ -120,3 +120,140 @@ fn a_stage_name_with_dot_dot_writes_no_log_outside_the_state_dir() {
     }
     assert!(stray.is_empty(), "logs written outside the state directory: {stray:?}");
 }
+
+/// A workspace whose plan is two custom stages that take `secs` each, no cargo stage:
+/// runs in well under a second, and the stage cache serves both on a second run.
+fn custom_stages_only(secs: u32) -> FixtureWorkspace {
+    FixtureWorkspace::new(vec![FixtureCrate::new("a")]).config(format!(
+        "disable = [\"fetch\", \"build\", \"test\", \"doctest\", \"bench-build\"]\n\
+         [stages.first]\ncommand = [\"sleep\", \"{secs}\"]\nuses-build-dir = false\n\
+         [stages.second]\ncommand = [\"sleep\", \"{secs}\"]\ndepends-on = [\"first\"]\nuses-build-dir = false\n",
+    ))
+}
+
+fn optimize_cmd(manifest: &Utf8Path, json: &Utf8Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(["optimize", "--manifest-path", manifest.as_str(), "--json", json.as_str()]);
+    for var in pipeline_opt::toolchain::inherited_cargo_vars() {
+        cmd.env_remove(var);
+    }
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd
+}
+
+/// The command lines of `pid`'s children.
+fn children(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        // `pid (comm) state ppid …`; comm may hold spaces, so split after the last `)`.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        if rest.split_whitespace().nth(1) == Some(&pid.to_string()) {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            out.push(String::from_utf8_lossy(&cmd).replace('\0', " "));
+        }
+    }
+    out
+}
+
+/// Waits (up to 60 s) until `ready` holds, polling every 5 ms.
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Signals `child`, waits, and returns its exit code and stderr.
+fn signal_and_wait(child: &mut std::process::Child, sig: i32) -> (Option<i32>, String) {
+    // SAFETY: signalling our own child, which has not been reaped yet.
+    unsafe { libc::kill(child.id() as i32, sig) };
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    (status.code(), stderr)
+}
+
+fn outcome(json: &Utf8Path) -> String {
+    let text = std::fs::read_to_string(json).unwrap_or_else(|e| panic!("no record at {json}: {e}"));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["outcome"].as_str().unwrap().to_string()
+}
+
+/// #14.2: SIGINT while `cargo metadata` runs (start-up, before any stage): exit 130 and
+/// a record marked interrupted. The handlers used to be installed by the orchestrator
+/// only, so the signal killed the process without a report.
+#[test]
+fn sigint_during_start_up_is_an_interrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Utf8Path::from_path(dir.path()).unwrap();
+    let manifest = custom_stages_only(0).write(&root.join("ws")).unwrap();
+    let json = root.join("run.json");
+    let mut child = optimize_cmd(&manifest, &json).spawn().unwrap();
+    let pid = child.id();
+    wait_for("cargo metadata", || children(pid).iter().any(|c| c.contains("metadata")));
+    let (code, stderr) = signal_and_wait(&mut child, libc::SIGINT);
+    assert_eq!(code, Some(130), "{stderr}");
+    assert_eq!(outcome(&json), "interrupted");
+}
+
+/// #14.2: SIGTERM while waiting for another run's lock: the wait ends, exit 130 and a
+/// record marked interrupted (the wait was a blocking flock that a signal only killed).
+#[test]
+fn sigterm_while_waiting_for_the_lock_is_an_interrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Utf8Path::from_path(dir.path()).unwrap();
+    let manifest = custom_stages_only(0).write(&root.join("ws")).unwrap();
+    let cache = root.join("ws/target/pipeline-opt/cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let lock = std::fs::File::create(cache.join("lock")).unwrap();
+    lock.lock().unwrap();
+    let json = root.join("run.json");
+    let mut child = optimize_cmd(&manifest, &json).spawn().unwrap();
+    // The run says it waits on stderr; read it until then, keep the rest for later.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("waiting for another pipeline-opt run") {
+        let n = std::io::BufRead::read_line(&mut stderr, &mut seen).unwrap();
+        assert!(n > 0, "the run never waited for the lock: {seen}");
+    }
+    // SAFETY: signalling our own child, which has not been reaped yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    std::io::Read::read_to_string(&mut stderr, &mut seen).unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert_eq!(outcome(&json), "interrupted");
+    drop(lock);
+}
+
+/// #14.2: SIGINT during a run whose stages are all cached (no orchestrator runs): exit
+/// 130 and a record marked interrupted; the next run is served from the cache and passes.
+#[test]
+fn sigint_during_an_all_cached_run_is_an_interrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Utf8Path::from_path(dir.path()).unwrap();
+    // A plan of `check` alone, which the stage cache serves on the second run.
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("a")])
+        .config("disable = [\"fetch\", \"build\", \"test\", \"doctest\", \"bench-build\"]");
+    let manifest = ws.write(&root.join("ws")).unwrap();
+    let json = root.join("run.json");
+    let first = optimize_cmd(&manifest, &json).output().unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
+    let mut child = optimize_cmd(&manifest, &json).spawn().unwrap();
+    let pid = child.id();
+    wait_for("cargo metadata", || children(pid).iter().any(|c| c.contains("metadata")));
+    let (code, stderr) = signal_and_wait(&mut child, libc::SIGINT);
+    assert_eq!(code, Some(130), "{stderr}");
+    assert_eq!(outcome(&json), "interrupted");
+    let next = optimize_cmd(&manifest, &json).output().unwrap();
+    assert_eq!(next.status.code(), Some(0), "{}", String::from_utf8_lossy(&next.stderr));
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(record["outcome"], "succeeded");
+    let stages = record["stages"].as_array().unwrap();
+    assert!(
+        !stages.is_empty() && stages.iter().all(|s| s["status"]["state"] == "cached"),
+        "every stage served from the cache: {stages:?}"
+    );
+}
