@@ -2,6 +2,7 @@
 //! generated fixture workspaces, checked for output, exit codes and clean errors.
 
 mod bench_compare;
+mod campaign;
 mod faults;
 mod optimize;
 mod plan;
