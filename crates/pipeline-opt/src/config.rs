@@ -209,7 +209,9 @@ impl Config {
             let path = err.path().to_string();
             let key = if path == "." { TABLE.to_string() } else { format!("{TABLE}.{path}") };
             let message = err.into_inner().to_string();
-            ConfigError::Invalid { key, message }
+            // Keys and values come from the manifest as they are: a key holding a
+            // newline would split the one-line error.
+            ConfigError::Invalid { key: one_line(&key), message: one_line(&message) }
         })?;
         config.validate()?;
         Ok(config)
@@ -339,6 +341,13 @@ pub fn valid_stage_name(name: &str) -> bool {
 /// is meant to run for longer.
 pub const DURATION_RANGE: (Duration, Duration) =
     (Duration::from_millis(1), Duration::from_secs(30 * 24 * 3600));
+
+/// `s` with control characters (newlines, tabs, escapes) written as Rust escapes.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
+}
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| {

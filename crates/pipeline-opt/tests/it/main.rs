@@ -9,6 +9,7 @@ mod cache;
 mod faults;
 mod optimize;
 mod orchestrator;
+mod parse_props;
 mod plan;
 mod pool;
 mod report;
