@@ -344,7 +344,7 @@ impl ParallelOrchestrator {
         // parallel rustc jobs, so cores that one stage leaves idle (a doctest that has
         // finished, a build's serial tail) go to another stage's jobs at once instead
         // of waiting for it to end, and the run never has more compiles than cores.
-        let jobserver = RunJobserver::create(opts.cpus.max(1)).ok();
+        let jobserver = RunJobserver::create(&self.log_dir(), opts.cpus.max(1)).ok();
         // Stops the stages if we are killed before we can (best effort: a run without
         // one still cleans up on every exit it gets to handle).
         let leftovers: Vec<&std::path::Path> =
@@ -924,13 +924,20 @@ pub(crate) struct RunJobserver {
 }
 
 impl RunJobserver {
-    /// A FIFO with `tokens` tokens in a fresh private directory under [`fifo_base`].
-    fn create(tokens: usize) -> std::io::Result<RunJobserver> {
+    /// A FIFO with `tokens` tokens in a fresh private directory under the first of
+    /// [`fifo_bases`] that takes one.
+    fn create(log_dir: &Utf8Path, tokens: usize) -> std::io::Result<RunJobserver> {
         use std::os::unix::fs::OpenOptionsExt;
-        let base = fifo_base().ok_or_else(|| {
-            std::io::Error::other("no temp directory without whitespace for the jobserver")
-        })?;
-        let dir = tempfile::Builder::new().prefix("pipeline-opt-jobserver-").tempdir_in(base)?;
+        let mut dir = Err(std::io::Error::other(
+            "no directory without whitespace in its path for the jobserver FIFO",
+        ));
+        for base in fifo_bases(log_dir) {
+            dir = tempfile::Builder::new().prefix("pipeline-opt-jobserver-").tempdir_in(base);
+            if dir.is_ok() {
+                break;
+            }
+        }
+        let dir = dir?;
         let path = Utf8PathBuf::from_path_buf(dir.path().join("jobserver.fifo"))
             .map_err(|_| std::io::Error::other("the temp directory is not UTF-8"))?;
         let c_path = std::ffi::CString::new(path.as_str()).map_err(std::io::Error::other)?;
@@ -979,11 +986,18 @@ impl RunJobserver {
 /// rustc split at whitespace without any quoting, so it must not contain a space (a
 /// workspace under `/home/me/My Projects` would otherwise lose the jobserver: every
 /// cargo stage warns and falls back to a `-j` of its own). `/dev/shm` first: a FIFO
-/// there never touches a disk.
-fn fifo_base() -> Option<std::path::PathBuf> {
-    [std::path::PathBuf::from("/dev/shm"), std::env::temp_dir(), std::path::PathBuf::from("/tmp")]
-        .into_iter()
-        .find(|p| p.to_str().is_some_and(|s| !s.contains(char::is_whitespace)) && p.is_dir())
+/// there never touches a disk; the run's log directory last (where a container has
+/// neither a writable `/dev/shm` nor a temp directory).
+fn fifo_bases(log_dir: &Utf8Path) -> impl Iterator<Item = std::path::PathBuf> {
+    let _ = std::fs::create_dir_all(log_dir);
+    [
+        std::path::PathBuf::from("/dev/shm"),
+        std::env::temp_dir(),
+        std::path::PathBuf::from("/tmp"),
+        log_dir.as_std_path().to_path_buf(),
+    ]
+    .into_iter()
+    .filter(|p| p.to_str().is_some_and(|s| !s.contains(char::is_whitespace)) && p.is_dir())
 }
 
 /// Reaps our child `pid` and returns its wait status with the rusage of its whole tree
