@@ -1,6 +1,7 @@
 //! The one integration-test binary of the xtask: the real `cargo xtask` binary run on
 //! generated fixture workspaces, checked for output, exit codes and clean errors.
 
+mod bad_input;
 mod bench_compare;
 mod campaign;
 mod faults;
