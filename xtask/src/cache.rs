@@ -35,13 +35,13 @@ impl crate::flags::Cache {
         };
         match action {
             "status" => {
-                print!("{}", maintain::status(&state_dir, config.cache.budget).render_text())
+                out!("{}", maintain::status(&state_dir, config.cache.budget).render_text())
             }
             _ => {
                 let root = &workspace.root;
                 match maintain::clean_location_problem(&state_dir, root, &workspace.target_dir) {
                     Some(problem) if !self.force => return Err(problem.into()),
-                    _ => print!("{}", maintain::clean(&state_dir, older_than, wait)?.render_text()),
+                    _ => out!("{}", maintain::clean(&state_dir, older_than, wait)?.render_text()),
                 }
             }
         }

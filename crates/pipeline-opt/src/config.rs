@@ -217,7 +217,9 @@ impl Config {
             let path = err.path().to_string();
             let key = if path == "." { TABLE.to_string() } else { format!("{TABLE}.{path}") };
             let message = err.into_inner().to_string();
-            ConfigError::Invalid { key, message }
+            // Keys and values come from the manifest as they are: a key holding a
+            // newline would split the one-line error.
+            ConfigError::Invalid { key: one_line(&key), message: one_line(&message) }
         })?;
         config.validate()?;
         Ok(config)
@@ -225,6 +227,17 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         for (name, stage) in &self.stages {
+            // A stage's name becomes its log file's name and a Prometheus label value:
+            // `../../x` wrote above the workspace, a `/` lost the log.
+            if !valid_stage_name(name) {
+                return Err(ConfigError::Invalid {
+                    key: format!("{TABLE}.stages"),
+                    message: format!(
+                        "stage name \"{}\" is not allowed; use 1 to {MAX_STAGE_NAME} characters from a-z A-Z 0-9 - _, starting with a letter or digit",
+                        name.escape_debug()
+                    ),
+                });
+            }
             if stage.command.is_empty() || stage.command[0].trim().is_empty() {
                 return Err(ConfigError::Invalid {
                     key: format!("{TABLE}.stages.{name}.command"),
@@ -386,9 +399,40 @@ pub fn glob_matches(pattern: &str, path: &str) -> bool {
     (1..=path.len()).any(|n| components(&pat, &path[..n]))
 }
 
+/// The longest custom stage name.
+pub const MAX_STAGE_NAME: usize = 64;
+
+/// Whether `name` can name a custom stage: ASCII letters, digits, `-` and `_`, starting
+/// with a letter or digit, so that it is a safe file name and label value as it is.
+pub fn valid_stage_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= MAX_STAGE_NAME
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// The range every duration in the config must fall in: a timeout or target beyond it
+/// would overflow the clock arithmetic of a run (`Instant + timeout`), and no CI stage
+/// is meant to run for longer.
+pub const DURATION_RANGE: (Duration, Duration) =
+    (Duration::from_millis(1), Duration::from_secs(30 * 24 * 3600));
+
+/// `s` with control characters (newlines, tabs, escapes) written as Rust escapes.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a duration ({e}); write it like \"45s\" or \"2m 30s\""))
+    let d = humantime::parse_duration(s).map_err(|e| {
+        format!("`{s}` is not a duration ({e}); write it like \"45s\" or \"2m 30s\"")
+    })?;
+    let (min, max) = DURATION_RANGE;
+    if d < min || d > max {
+        return Err(format!("`{s}` is out of range; give a duration between 1ms and 30days"));
+    }
+    Ok(d)
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {

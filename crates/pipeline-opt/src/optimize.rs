@@ -269,6 +269,14 @@ fn report_and_decide(
     options: &OptimizeOptions,
 ) -> Result<OptimizeOutcome, OptimizeError> {
     record.verdict.gate = options.gate.map(|g| record.verdict.check(g));
+    // A signal after the stages ended (recording cache successes, planning the reports)
+    // still makes this an interrupted run: the user asked it to stop.
+    if record.outcome != RunOutcome::Interrupted
+        && let Some(sig) = interrupt_signal(options)
+    {
+        record.outcome = RunOutcome::Interrupted;
+        record.notes.push(format!("interrupted by signal {sig} after the stages had ended"));
+    }
     let reports = crate::report::write_reports(
         &record,
         &ReportOptions {
@@ -340,11 +348,19 @@ fn run_with_cache(
 ) -> Result<RunRecord, OptimizeError> {
     use crate::cache::{Decision, StageCache};
     let state_dir = inputs.workspace.state_dir(&inputs.config);
-    let mut cache = StageCache::open(&state_dir, |lock| {
+    let opened = StageCache::open(&state_dir, |lock| {
         eprintln!(
             "waiting for another pipeline-opt run on this workspace to finish (it holds {lock})"
         )
-    })?;
+    });
+    let mut cache = match opened {
+        // Interrupted while waiting: the orchestrator sees the pending signal first thing
+        // and starts nothing, so the run ends with an interrupted record of its plan.
+        Err(crate::cache::CacheError::Interrupted { .. }) => {
+            return run_plan(inputs, options, &plan, run_id, command, targets, on_event);
+        }
+        opened => opened?,
+    };
     let ws = &inputs.workspace;
     let tc = &inputs.toolchain;
     let mut cached = cache.adjust_plan(plan, ws, tc, &inputs.config, run_id)?;
@@ -528,11 +544,13 @@ fn run_plan_skipping(
         on_event(&ev);
     }
     let summary = if to_run.stages.is_empty() && !plan.stages.is_empty() {
-        // Everything was served from the cache: nothing to start, wait for or reap.
+        // Everything was served from the cache: nothing to start, wait for or reap. An
+        // interrupt that came during start-up or fingerprinting still ends it as one.
+        let signal = interrupt_signal(options);
         let summary = crate::orchestrator::RunSummary {
-            outcome: RunOutcome::Succeeded,
+            outcome: if signal.is_some() { RunOutcome::Interrupted } else { RunOutcome::Succeeded },
             total: Duration::ZERO,
-            signal: None,
+            signal,
             stages: Vec::new(),
             killed_survivors: 0,
             started_at: std::time::SystemTime::now(),
@@ -567,6 +585,17 @@ fn run_plan_skipping(
         ));
     }
     Ok(record)
+}
+
+/// The signal (or a cancelled token, as SIGINT) that asked this run to stop, outside the
+/// orchestrator, which watches for them itself while it runs.
+fn interrupt_signal(options: &OptimizeOptions) -> Option<i32> {
+    let sig = if options.handle_signals { crate::orchestrator::pending_signal() } else { 0 };
+    match (sig, options.cancel.is_cancelled()) {
+        (0, false) => None,
+        (0, true) => Some(libc::SIGINT),
+        (sig, _) => Some(sig),
+    }
 }
 
 fn orchestrator_options(

@@ -199,12 +199,30 @@ extern "C" fn on_signal(sig: libc::c_int) {
 }
 
 /// The signal that asked us to stop since [`install_signal_handlers`] (0 = none): for
-/// other long-running commands (bench-compare) that reuse the same handlers.
-pub(crate) fn pending_signal() -> i32 {
+/// other long-running commands (bench-compare) that reuse the same handlers, and for
+/// the parts of a run outside the orchestrator (start-up, the wait for another run's
+/// lock, an all-cached run).
+pub fn pending_signal() -> i32 {
     SIGNAL.load(Ordering::SeqCst)
 }
 
+/// Whether [`install_signal_handlers_for_command`] has run: the handlers then stay, and
+/// a signal that arrived before the orchestrator started is kept, not reset.
+static HANDLERS_FOR_COMMAND: AtomicBool = AtomicBool::new(false);
+
+/// Installs the SIGINT/SIGTERM handlers for the whole command, first thing (the xtask's
+/// `optimize` and `check` do): a signal during start-up (metadata, fingerprints), while
+/// waiting for another run's lock or during an all-cached run then ends the run as
+/// interrupted, with a record and exit 130, instead of killing the process silently.
+pub fn install_signal_handlers_for_command() {
+    install_signal_handlers();
+    HANDLERS_FOR_COMMAND.store(true, Ordering::SeqCst);
+}
+
 pub(crate) fn install_signal_handlers() {
+    if HANDLERS_FOR_COMMAND.load(Ordering::SeqCst) {
+        return;
+    }
     SIGNAL.store(0, Ordering::SeqCst);
     SIGNAL_COUNT.store(0, Ordering::SeqCst);
     for sig in [libc::SIGINT, libc::SIGTERM] {
@@ -343,7 +361,9 @@ impl ParallelOrchestrator {
         let jobserver = RunJobserver::create(&self.log_dir(), opts.cpus.max(1)).ok();
         // Stops the stages if we are killed before we can (best effort: a run without
         // one still cleans up on every exit it gets to handle).
-        let watchdog = watchdog::Watchdog::start(n, opts.grace).ok();
+        let leftovers: Vec<&std::path::Path> =
+            jobserver.iter().flat_map(|j| j.paths()).map(|p| p.as_std_path()).collect();
+        let watchdog = watchdog::Watchdog::start(n, opts.grace, &leftovers, &opts.run_id).ok();
         let start = Instant::now();
         let started_at = SystemTime::now();
         let (tx, rx) = mpsc::channel::<Msg>();
@@ -575,7 +595,7 @@ impl ParallelOrchestrator {
                             if let State::Running(r) = &mut states[i] {
                                 r.pid = pid;
                                 r.started = Instant::now();
-                                r.deadline = stage.timeout.map(|t| r.started + t);
+                                r.deadline = stage.timeout.and_then(|t| r.started.checked_add(t));
                             }
                         }
                         Err(e) => {
@@ -921,14 +941,27 @@ impl ParallelOrchestrator {
 pub(crate) struct RunJobserver {
     path: Utf8PathBuf,
     fifo: File,
+    /// The FIFO's private directory, removed with it.
+    _dir: tempfile::TempDir,
 }
 
 impl RunJobserver {
-    fn create(dir: &Utf8Path, tokens: usize) -> std::io::Result<RunJobserver> {
+    /// A FIFO with `tokens` tokens in a fresh private directory under the first of
+    /// [`fifo_bases`] that takes one.
+    fn create(log_dir: &Utf8Path, tokens: usize) -> std::io::Result<RunJobserver> {
         use std::os::unix::fs::OpenOptionsExt;
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join("jobserver.fifo");
-        let _ = std::fs::remove_file(&path);
+        let mut dir = Err(std::io::Error::other(
+            "no directory without whitespace in its path for the jobserver FIFO",
+        ));
+        for base in fifo_bases(log_dir) {
+            dir = tempfile::Builder::new().prefix("pipeline-opt-jobserver-").tempdir_in(base);
+            if dir.is_ok() {
+                break;
+            }
+        }
+        let dir = dir?;
+        let path = Utf8PathBuf::from_path_buf(dir.path().join("jobserver.fifo"))
+            .map_err(|_| std::io::Error::other("the temp directory is not UTF-8"))?;
         let c_path = std::ffi::CString::new(path.as_str()).map_err(std::io::Error::other)?;
         // SAFETY: a valid NUL-terminated path.
         if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
@@ -941,7 +974,12 @@ impl RunJobserver {
             .custom_flags(libc::O_NONBLOCK)
             .open(&path)?;
         fifo.write_all(&vec![b'|'; tokens])?;
-        Ok(RunJobserver { path, fifo })
+        Ok(RunJobserver { path, fifo, _dir: dir })
+    }
+
+    /// The FIFO and its directory, for the watchdog to remove if we die.
+    pub(crate) fn paths(&self) -> [&Utf8Path; 2] {
+        [&self.path, self.path.parent().expect("the FIFO is in a directory")]
     }
 
     fn makeflags(&self) -> String {
@@ -966,10 +1004,22 @@ impl RunJobserver {
     }
 }
 
-impl Drop for RunJobserver {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
+/// Where the jobserver FIFO goes. Its path travels in `CARGO_MAKEFLAGS`, which cargo and
+/// rustc split at whitespace without any quoting, so it must not contain a space (a
+/// workspace under `/home/me/My Projects` would otherwise lose the jobserver: every
+/// cargo stage warns and falls back to a `-j` of its own). `/dev/shm` first: a FIFO
+/// there never touches a disk; the run's log directory last (where a container has
+/// neither a writable `/dev/shm` nor a temp directory).
+fn fifo_bases(log_dir: &Utf8Path) -> impl Iterator<Item = std::path::PathBuf> {
+    let _ = std::fs::create_dir_all(log_dir);
+    [
+        std::path::PathBuf::from("/dev/shm"),
+        std::env::temp_dir(),
+        std::path::PathBuf::from("/tmp"),
+        log_dir.as_std_path().to_path_buf(),
+    ]
+    .into_iter()
+    .filter(|p| p.to_str().is_some_and(|s| !s.contains(char::is_whitespace)) && p.is_dir())
 }
 
 /// Reaps our child `pid` and returns its wait status with the rusage of its whole tree
@@ -1030,19 +1080,36 @@ fn dependency_met(j: usize, results: &[Option<StageMetrics>], states: &[State]) 
     }
 }
 
+trait SaturatingAdd {
+    fn saturating_plus(self, other: Self) -> Self;
+}
+
+impl SaturatingAdd for usize {
+    fn saturating_plus(self, other: usize) -> usize {
+        self.saturating_add(other)
+    }
+}
+
+impl SaturatingAdd for Duration {
+    fn saturating_plus(self, other: Duration) -> Duration {
+        self.saturating_add(other)
+    }
+}
+
 fn succeeded(s: &StageStatus) -> bool {
     matches!(s, StageStatus::Succeeded | StageStatus::Cached { .. })
 }
 
 /// For each stage, the longest sum of `own` along a chain of dependants from it to the
-/// end of the run, itself included.
+/// end of the run, itself included. Sums saturate: the expected times come from the
+/// history file on disk, which may hold any value.
 fn longest_chains<T>(dependants: &[Vec<usize>], own: &[T]) -> Vec<T>
 where
-    T: Copy + Ord + Default + std::ops::Add<Output = T>,
+    T: Copy + Ord + Default + SaturatingAdd,
 {
     fn visit<T>(i: usize, dependants: &[Vec<usize>], own: &[T], chain: &mut [Option<T>]) -> T
     where
-        T: Copy + Ord + Default + std::ops::Add<Output = T>,
+        T: Copy + Ord + Default + SaturatingAdd,
     {
         if let Some(c) = chain[i] {
             return c;
@@ -1052,7 +1119,7 @@ where
             .map(|&j| visit(j, dependants, own, chain))
             .max()
             .unwrap_or_default();
-        let c = own[i] + below;
+        let c = own[i].saturating_plus(below);
         chain[i] = Some(c);
         c
     }

@@ -32,6 +32,8 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
+    #[error("interrupted while waiting for {path}, held by another run")]
+    Interrupted { path: Utf8PathBuf },
     #[error("could not lock {path}: {source}")]
     Lock {
         path: Utf8PathBuf,
@@ -132,8 +134,21 @@ impl Store {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 on_wait(&lock_path);
-                lock.lock()
-                    .map_err(|source| CacheError::Lock { path: lock_path.clone(), source })?;
+                // Polled rather than a blocking flock, which SA_RESTART would resume
+                // after a Ctrl-C: an interrupt ends the wait.
+                loop {
+                    match lock.try_lock() {
+                        Ok(()) => break,
+                        Err(std::fs::TryLockError::WouldBlock) => {}
+                        Err(std::fs::TryLockError::Error(source)) => {
+                            return Err(CacheError::Lock { path: lock_path, source });
+                        }
+                    }
+                    if crate::orchestrator::pending_signal() != 0 {
+                        return Err(CacheError::Interrupted { path: lock_path });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
             }
             Err(std::fs::TryLockError::Error(source)) => {
                 return Err(CacheError::Lock { path: lock_path, source });
