@@ -118,8 +118,11 @@ fn cli_cache_inputs_exclude_no_cache_and_verify_cache() {
         ),
         "{stderr}"
     );
+    // The success that no longer holds is forgotten: a plain run runs the test.
+    let stderr = assert_exit(&optimize(&manifest, &[]), 100);
+    assert!(stderr.contains("explain: test: no earlier success"), "{stderr}");
     let stderr = assert_exit(&optimize(&manifest, &["--no-cache"]), 100);
-    assert!(stderr.contains("explain: test: ran anyway (no cache)"), "{stderr}");
+    assert!(stderr.contains("explain: build: ran anyway (no cache)"), "{stderr}");
     assert!(!stderr.contains("verify-cache"), "{stderr}");
 
     std::fs::write(dir.join("testdata/x.txt"), "good\n").unwrap();
