@@ -368,7 +368,7 @@ fn check_glob(pattern: &str) -> Result<(), String> {
 }
 
 /// Whether `path` (relative to the workspace root, `/`-separated) matches a glob that
-/// [`check_glob`] accepted. A pattern naming a directory matches everything under it.
+/// `check_glob` accepted. A pattern naming a directory matches everything under it.
 pub fn glob_matches(pattern: &str, path: &str) -> bool {
     fn components(pat: &[&str], path: &[&str]) -> bool {
         match (pat.first(), path.first()) {

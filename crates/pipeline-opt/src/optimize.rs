@@ -399,9 +399,14 @@ fn run_with_cache(
     }
     record.notes.extend(not_recorded.into_iter().map(|n| format!("cache: {n}")));
     if options.verify_cache {
-        // A mismatch is a failed stage, so the run already exits 100.
-        let mismatches = cache_mismatches(&cached, &record);
-        record.notes.extend(mismatches);
+        // A mismatch is a failed stage, so the run already exits 100. The success that
+        // no longer holds is forgotten, so later runs do not serve it either.
+        for (stage, package, note) in cache_mismatches(&cached, &record) {
+            if let Err(e) = cache.store.forget(&stage, package.as_deref()) {
+                record.notes.push(format!("cache: {e}"));
+            }
+            record.notes.push(note);
+        }
     }
     for (id, d) in &cached.decisions {
         let line = match d {
@@ -433,9 +438,12 @@ fn run_with_cache(
 }
 
 /// `--verify-cache`: the stages (and packages' tests) the cache would have served as
-/// succeeded that failed when run, each as one note starting with
-/// [`VERIFY_CACHE_NOTE`].
-fn cache_mismatches(cached: &crate::cache::CachedPlan, record: &RunRecord) -> Vec<String> {
+/// succeeded that failed when run: (stage, package, one note starting with
+/// [`VERIFY_CACHE_NOTE`]).
+fn cache_mismatches(
+    cached: &crate::cache::CachedPlan,
+    record: &RunRecord,
+) -> Vec<(String, Option<String>, String)> {
     let mut out = Vec::new();
     let fix = "an input is missing from its fingerprint: declare it with `cache.inputs` or `cache.env` (docs/caching.md)";
     for m in record.stages.iter().filter(|m| m.status != StageStatus::Succeeded) {
@@ -450,19 +458,21 @@ fn cache_mismatches(cached: &crate::cache::CachedPlan, record: &RunRecord) -> Ve
                 .collect();
             for p in &failed_cached {
                 let from = cached.tests[*p].summary();
-                out.push(format!(
+                let note = format!(
                     "{VERIFY_CACHE_NOTE} the tests of `{p}` failed on the inputs the cache holds a success for ({from}); {fix}"
-                ));
+                );
+                out.push((m.id.clone(), Some(p.to_string()), note));
             }
             if !failed_cached.is_empty() {
                 continue;
             }
         }
         if let Some(from) = cached.cached_from(&m.id) {
-            out.push(format!(
+            let note = format!(
                 "{VERIFY_CACHE_NOTE} stage `{}` failed on the inputs the cache holds a success for (run {from}); {fix}",
                 m.id
-            ));
+            );
+            out.push((m.id.clone(), None, note));
         }
     }
     out

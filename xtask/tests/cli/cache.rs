@@ -118,8 +118,11 @@ fn cli_cache_inputs_exclude_no_cache_and_verify_cache() {
         ),
         "{stderr}"
     );
+    // The success that no longer holds is forgotten: a plain run runs the test.
+    let stderr = assert_exit(&optimize(&manifest, &[]), 100);
+    assert!(stderr.contains("explain: test: no earlier success"), "{stderr}");
     let stderr = assert_exit(&optimize(&manifest, &["--no-cache"]), 100);
-    assert!(stderr.contains("explain: test: ran anyway (no cache)"), "{stderr}");
+    assert!(stderr.contains("explain: build: ran anyway (no cache)"), "{stderr}");
     assert!(!stderr.contains("verify-cache"), "{stderr}");
 
     std::fs::write(dir.join("testdata/x.txt"), "good\n").unwrap();
@@ -234,4 +237,37 @@ fn cli_unreadable_state_is_set_aside_and_the_run_goes_on() {
     std::fs::create_dir(&lock).unwrap();
     let stderr = assert_exit(&optimize(&manifest, &[]), 1);
     assert!(stderr.contains(&format!("{lock}: ")), "{stderr}");
+}
+
+/// The user's nextest profile (or thread count) decides whether tests that share a
+/// port pass: switching it reruns the tests instead of serving them from the cache.
+#[test]
+fn cli_the_users_test_settings_are_test_inputs() {
+    let (_t, dir) = temp();
+    let ws =
+        FixtureWorkspace::new(vec![FixtureCrate::new("one").test("t", "#[test]\nfn fine() {}\n")])
+            .file(".config/nextest.toml", "[profile.ci]\nretries = 1\n")
+            .config("disable = [\"bench-build\", \"doctest\"]");
+    let manifest = repo(ws, &dir);
+    let run = |profile: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"));
+        cmd.args(["optimize", "--manifest-path", manifest.as_str(), "--explain"]);
+        for var in pipeline_opt::toolchain::inherited_cargo_vars() {
+            cmd.env_remove(var);
+        }
+        cmd.env_remove("NEXTEST_PROFILE");
+        if let Some(p) = profile {
+            cmd.env("NEXTEST_PROFILE", p);
+        }
+        cmd.output().unwrap()
+    };
+    assert_exit(&run(None), 0);
+    let stderr = assert_exit(&run(None), 0);
+    assert!(stderr.contains("explain: test: cached from run"), "{stderr}");
+    let stderr = assert_exit(&run(Some("ci")), 0);
+    assert!(stderr.contains("explain: test: NEXTEST_PROFILE changed"), "{stderr}");
+    assert!(
+        stderr.contains("explain: build: cached from run"),
+        "builds are not affected: {stderr}"
+    );
 }

@@ -31,6 +31,17 @@ pub const RELEVANT_ENV: &[&str] = &[
     "CARGO_BUILD_RUSTFLAGS",
     "CARGO_BUILD_RUSTDOCFLAGS",
 ];
+/// Variables that change how tests run (and so whether they pass) without changing
+/// what is built: the user's nextest profile and settings, libtest's thread count. Test
+/// and doctest fingerprints include them; the run's own `NEXTEST_*` bookkeeping (run
+/// ids, slots) stays out.
+pub const TEST_ENV: &[&str] = &[
+    "NEXTEST_PROFILE",
+    "NEXTEST_TEST_THREADS",
+    "NEXTEST_RETRIES",
+    "NEXTEST_RUN_IGNORED",
+    "RUST_TEST_THREADS",
+];
 /// Prefixes of cargo's configuration-by-environment that change artifacts.
 const RELEVANT_ENV_PREFIXES: &[&str] = &["CARGO_PROFILE_", "CARGO_TARGET_", "CARGO_FEATURE_"];
 
@@ -784,13 +795,17 @@ impl<'a> Fingerprinter<'a> {
         let mut extra = self.tool_configs(kind);
         if matches!(kind, StageKind::Test | StageKind::Doctest) {
             extra.extend(self.workspace_level_files().iter().cloned());
+            for name in TEST_ENV {
+                if !fp.inputs.contains_key(&format!("env:{name}")) {
+                    insert_env(&mut fp, name, command);
+                }
+            }
         }
         extra.extend(self.declared_files().iter().cloned());
         for path in extra {
             let key = file_key(&root, &path);
-            if !fp.inputs.contains_key(&key) {
-                let h = self.hasher.hash(&path);
-                fp.inputs.insert(key, h);
+            if let std::collections::btree_map::Entry::Vacant(slot) = fp.inputs.entry(key) {
+                slot.insert(self.hasher.hash(&path));
                 self.seen_files.insert(path);
             }
         }

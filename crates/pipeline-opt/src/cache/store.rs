@@ -215,6 +215,21 @@ impl Store {
         add_record(&self.test_path(package), record(package, run_id, fp))
     }
 
+    /// Forgets every recorded success of `stage` (or, with `package`, of that
+    /// package's tests): `--verify-cache` found one that no longer holds.
+    pub fn forget(&self, stage: &str, package: Option<&str>) -> Result<(), CacheError> {
+        let path = match package {
+            Some(p) => self.test_path(p),
+            None => self.stage_path(stage),
+        };
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(CacheError::Remove { path, source: e })
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub fn load_hasher(&mut self) -> FileHasher {
         let path = self.dir.join("stat-cache.json");
         match read_json::<FileHasher>(&path) {
