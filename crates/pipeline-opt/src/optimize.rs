@@ -116,6 +116,7 @@ pub fn run_optimized_pipeline(
 ) -> Result<OptimizeOutcome, OptimizeError> {
     let waited = Waited::start();
     let inputs = Inputs::load(options.manifest_path.as_deref())?;
+    start_signal_handling(options);
     let state_dir = inputs.workspace.state_dir(&inputs.config);
     let run_id = options.run_id.clone().unwrap_or_else(crate::orchestrator::new_run_id);
     let (mut plan, cargo) = affected_plan(&inputs, options, &state_dir)?;
@@ -215,6 +216,7 @@ pub fn run_fast_validation(
 ) -> Result<OptimizeOutcome, OptimizeError> {
     let waited = Waited::start();
     let mut inputs = Inputs::load(options.manifest_path.as_deref())?;
+    start_signal_handling(options);
     let state_dir = inputs.workspace.state_dir(&inputs.config);
     let config = &mut inputs.config;
     config.disable = ["build", "test", "doctest", "bench-build"].map(String::from).to_vec();
@@ -595,6 +597,17 @@ fn run_plan_skipping(
         ));
     }
     Ok(record)
+}
+
+/// With `handle_signals`, installs the handlers for this run (a no-op when the command
+/// installed them first thing, see
+/// [`crate::orchestrator::install_signal_handlers_for_command`]), which also forgets a
+/// signal left over from an earlier run in the same process: the all-cached path and
+/// [`report_and_decide`] read it.
+fn start_signal_handling(options: &OptimizeOptions) {
+    if options.handle_signals {
+        crate::orchestrator::install_signal_handlers();
+    }
 }
 
 /// The signal (or a cancelled token, as SIGINT) that asked this run to stop, outside the

@@ -26,7 +26,7 @@ fn leaves_a_child_behind() {
 
 #[derive(Debug, Clone, Copy)]
 enum Moment {
-    /// While `cargo metadata` runs, before any stage.
+    /// While `cargo metadata` or `rustc -vV` runs, before any stage.
     StartUp,
     /// After a source edit, so the build and the test run again.
     MidRun,
@@ -114,7 +114,7 @@ fn interrupt_once(
     let pid = child.id();
     if matches!(moment, Moment::StartUp) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !has_child_running(pid, "metadata") {
+        while !has_child_running(pid, "metadata") && !has_child_running(pid, "-vV") {
             if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
                 return Err("never saw `cargo metadata` run".into());
             }

@@ -192,7 +192,9 @@ fn sigint_during_start_up_is_an_interrupted_run() {
     let json = root.join("run.json");
     let mut child = optimize_cmd(&manifest, &json).spawn().unwrap();
     let pid = child.id();
-    wait_for("cargo metadata", || children(pid).iter().any(|c| c.contains("metadata")));
+    wait_for("cargo metadata", || {
+        children(pid).iter().any(|c| c.contains("metadata") || c.contains("-vV"))
+    });
     let (code, stderr) = signal_and_wait(&mut child, libc::SIGINT);
     assert_eq!(code, Some(130), "{stderr}");
     assert_eq!(outcome(&json), "interrupted");
@@ -242,7 +244,9 @@ fn sigint_during_an_all_cached_run_is_an_interrupted_run() {
     assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
     let mut child = optimize_cmd(&manifest, &json).spawn().unwrap();
     let pid = child.id();
-    wait_for("cargo metadata", || children(pid).iter().any(|c| c.contains("metadata")));
+    wait_for("cargo metadata", || {
+        children(pid).iter().any(|c| c.contains("metadata") || c.contains("-vV"))
+    });
     let (code, stderr) = signal_and_wait(&mut child, libc::SIGINT);
     assert_eq!(code, Some(130), "{stderr}");
     assert_eq!(outcome(&json), "interrupted");

@@ -88,3 +88,33 @@ fn prometheus_label_values_are_escaped() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// #14.2: a library caller that runs twice with `handle_signals` (no command-wide
+/// handlers): a SIGINT that ended or came after the first run does not mark the second,
+/// all-cached run as interrupted.
+#[test]
+fn a_signal_from_an_earlier_run_does_not_interrupt_the_next() {
+    let (_t, dir) = temp();
+    // `check` alone, which the stage cache serves on the second run.
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("a")])
+        .config("disable = [\"fetch\", \"build\", \"test\", \"doctest\", \"bench-build\"]");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let options = OptimizeOptions {
+        manifest_path: Some(manifest),
+        handle_signals: true,
+        ..OptimizeOptions::default()
+    };
+    let first = run_optimized_pipeline(&options, &mut |_| {}).unwrap();
+    assert_eq!(first.exit_code, exit::OK, "{:#?}", first.record.stages);
+    // The first run left its handler installed; this process is the test's own.
+    // SAFETY: raising a signal whose handler only stores atomics.
+    assert_eq!(unsafe { libc::raise(libc::SIGINT) }, 0);
+    let second = run_optimized_pipeline(&options, &mut |_| {}).unwrap();
+    let cached = second
+        .record
+        .stages
+        .iter()
+        .all(|s| matches!(s.status, pipeline_opt::profile::StageStatus::Cached { .. }));
+    assert!(cached, "{:#?}", second.record.stages);
+    assert_eq!(second.exit_code, exit::OK, "{:#?}", second.record.notes);
+}
