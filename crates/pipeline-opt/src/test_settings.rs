@@ -42,7 +42,8 @@ pub struct TestSettings {
     /// The user set `RUST_TEST_THREADS`: the tool must not set it.
     pub libtest_threads_set: bool,
     /// The user set nextest's retries (`NEXTEST_RETRIES` or `retries` in the profile):
-    /// the tool passes no `--retries`.
+    /// the tool passes no retries of its own. (A per-test override's `retries` needs no
+    /// flag: the tool's come in a tool config, which nextest ranks below overrides.)
     pub nextest_retries_set: bool,
     pub settings: Vec<TestSetting>,
 }
@@ -126,7 +127,7 @@ impl TestSettings {
                         setting: "nextest retries".into(),
                         value: "as --retries".into(),
                         source: SettingSource::ToolDefault,
-                        origin: "`--retries` passed by pipeline-opt".into(),
+                        origin: "pipeline-opt's nextest tool config, below the workspace's config and its per-test overrides".into(),
                     },
                 },
             };

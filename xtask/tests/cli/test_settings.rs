@@ -107,9 +107,54 @@ fn cli_nextest_config_and_profile_win_over_the_tools_threads() {
     assert_eq!((retries.value.as_str(), retries.source), ("0", SettingSource::NextestConfig));
     let test = r.stages.iter().find(|s| s.id == "test").unwrap();
     assert!(!test.command.contains("--retries"), "{}", test.command);
+    assert!(!test.command.contains("--tool-config-file"), "{}", test.command);
     let junit = dir.join("ws/target/nextest/ci/junit.xml");
     let xml = std::fs::read_to_string(&junit).unwrap_or_else(|e| panic!("{junit}: {e}"));
     assert!(xml.contains("holds_the_lock_3"), "{xml}");
+}
+
+/// A test that fails its first `fails` tries and passes every later one.
+fn fails_first(name: &str, fails: u32) -> String {
+    format!(
+        "#[test] fn {name}() {{\n\
+         let p = std::path::Path::new(env!(\"CARGO_TARGET_TMPDIR\")).join(\"{name}.tries\");\n\
+         let n: u32 = std::fs::read_to_string(&p).ok().and_then(|s| s.parse().ok()).unwrap_or(0);\n\
+         std::fs::write(&p, (n + 1).to_string()).unwrap();\n\
+         assert!(n >= {fails}, \"try {{}} of {name} fails\", n + 1);\n}}\n"
+    )
+}
+
+/// A per-test override's `retries` (`retries = 3` for a test that passes on its fourth
+/// try) wins over the tool's retries, as under `cargo nextest run`, which passes it; the
+/// tool's `--retries 2` overrode it (nextest ranks the command line above overrides).
+/// The tests it does not cover still get the tool's retries.
+#[test]
+fn cli_per_test_override_retries_win_over_the_tools() {
+    let (_t, dir) = temp();
+    let tests = fails_first("needs_four_tries", 3) + &fails_first("needs_two_tries", 1);
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("retried").test("tries", tests)])
+        .config("disable = [\"bench-build\", \"doctest\"]")
+        .file(
+            ".config/nextest.toml",
+            "[[profile.default.overrides]]\nfilter = \"test(needs_four_tries)\"\nretries = 3\n",
+        );
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let json = dir.join("run.json");
+    let r = run(
+        &mut xtask(&["optimize", "--manifest-path", manifest.as_str(), "--json", json.as_str()]),
+        &json,
+    );
+    let test = r.stages.iter().find(|s| s.id == "test").unwrap();
+    let mut flaky = test.flaky_tests.clone();
+    flaky.sort();
+    assert_eq!(
+        flaky,
+        ["retried::tries needs_four_tries", "retried::tries needs_two_tries"],
+        "{}",
+        test.command
+    );
+    let retries = setting(&r, "nextest retries");
+    assert_eq!(retries.source, SettingSource::ToolDefault, "{retries:?}");
 }
 
 /// With `test-runner = "cargo"`, the user's `RUST_TEST_THREADS=1` reaches libtest.
