@@ -176,3 +176,26 @@ fn cli_user_rust_test_threads_wins_with_the_cargo_runner() {
         ("1", SettingSource::UserEnv, "RUST_TEST_THREADS")
     );
 }
+
+/// `RUST_TEST_THREADS = "1"` in `.cargo/config.toml`'s `[env]` passes under `cargo test`
+/// and must under `optimize`: cargo's `[env]` gives way to a variable already set, and
+/// the tool set RUST_TEST_THREADS (its share of the cores) over it.
+#[test]
+fn cli_cargo_config_env_test_threads_win_with_the_cargo_runner() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![serial_tests()])
+        .config("test-runner = \"cargo\"\ndisable = [\"bench-build\", \"doctest\"]")
+        .file(".cargo/config.toml", "[env]\nRUST_TEST_THREADS = \"1\"\n");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let json = dir.join("run.json");
+    let r = run(
+        &mut xtask(&["optimize", "--manifest-path", manifest.as_str(), "--json", json.as_str()]),
+        &json,
+    );
+    let threads = setting(&r, "libtest threads");
+    assert_eq!(threads.source, SettingSource::CargoConfig, "{threads:?}");
+    assert_eq!(
+        (threads.value.as_str(), threads.origin.as_str()),
+        ("1", ".cargo/config.toml [env]")
+    );
+}
