@@ -123,9 +123,10 @@ pub fn run_optimized_pipeline(
     let state_dir = inputs.workspace.state_dir(&inputs.config);
     let run_id = options.run_id.clone().unwrap_or_else(crate::orchestrator::new_run_id);
     let (mut plan, cargo) = affected_plan(&inputs, options, &state_dir)?;
-    let retries_set = test_settings(&inputs, &plan)?.nextest_retries_set;
-    let retries = if retries_set { 0 } else { options.retries };
+    let settings = test_settings(&inputs, &plan)?;
+    let retries = if settings.nextest_retries_set { 0 } else { options.retries };
     add_retries(&mut plan, retries, &state_dir)?;
+    keep_fail_fast(&mut plan, &settings);
     let command = command_line("optimize", options);
     let targets = PerformanceTargets::from_config(&inputs.config.targets);
     let mut progress = options.progress.map(|mode| {
@@ -147,6 +148,7 @@ pub fn run_optimized_pipeline(
         plan = fresh_plan(&inputs, &narrowed, &fresh_root.join("optimized"))?;
         plan.notes = notes;
         add_retries(&mut plan, retries, &state_dir)?;
+        keep_fail_fast(&mut plan, &settings);
     }
 
     let mut record = if options.against_naive {
@@ -589,6 +591,19 @@ fn add_retries(plan: &mut Plan, retries: u32, state_dir: &Utf8Path) -> Result<()
         s.command.args.extend(["--tool-config-file".to_string(), format!("pipeline-opt:{path}")]);
     }
     Ok(())
+}
+
+/// The tool runs every test (`--no-fail-fast`) unless the user's nextest profile says
+/// otherwise (`fail-fast`): the command line would override it.
+fn keep_fail_fast(plan: &mut Plan, settings: &crate::test_settings::TestSettings) {
+    if !settings.nextest_fail_fast_set {
+        return;
+    }
+    for s in &mut plan.stages {
+        if s.kind == StageKind::Test && s.command.args.first().is_some_and(|a| a == "nextest") {
+            s.command.args.retain(|a| a != "--no-fail-fast");
+        }
+    }
 }
 
 /// The plan again, with every build directory moved under `dir`.

@@ -48,6 +48,8 @@ pub struct TestSettings {
     /// the tool passes no retries of its own. (A per-test override's `retries` needs no
     /// flag: the tool's come in a tool config, which nextest ranks below overrides.)
     pub nextest_retries_set: bool,
+    /// The selected profile sets `fail-fast`: the tool drops its `--no-fail-fast`.
+    pub nextest_fail_fast_set: bool,
     pub settings: Vec<TestSetting>,
 }
 
@@ -67,6 +69,7 @@ impl TestSettings {
             nextest_threads_set: passed_env("NEXTEST_TEST_THREADS").is_some(),
             libtest_threads_set: passed_env("RUST_TEST_THREADS").is_some(),
             nextest_retries_set: passed_env("NEXTEST_RETRIES").is_some(),
+            nextest_fail_fast_set: false,
             settings: Vec::new(),
         }
     }
@@ -136,6 +139,17 @@ impl TestSettings {
             };
             s.nextest_retries_set = retries.source != SettingSource::ToolDefault;
             s.settings.push(retries);
+            let fail_fast = match from_config("fail-fast") {
+                Some(t) => TestSetting { setting: "nextest fail-fast".into(), ..t },
+                None => TestSetting {
+                    setting: "nextest fail-fast".into(),
+                    value: "false".into(),
+                    source: SettingSource::ToolDefault,
+                    origin: "`--no-fail-fast` passed by pipeline-opt".into(),
+                },
+            };
+            s.nextest_fail_fast_set = fail_fast.source != SettingSource::ToolDefault;
+            s.settings.push(fail_fast);
         }
         if libtest {
             let threads = match env("RUST_TEST_THREADS") {

@@ -199,3 +199,32 @@ fn cli_cargo_config_env_test_threads_win_with_the_cargo_runner() {
         ("1", ".cargo/config.toml [env]")
     );
 }
+
+/// `fail-fast = true` in the selected nextest profile stops the run at the first failure,
+/// as under `cargo nextest run`; the tool's `--no-fail-fast` overrode it.
+#[test]
+fn cli_nextest_profile_fail_fast_wins_over_the_tools_no_fail_fast() {
+    let (_t, dir) = temp();
+    let failing =
+        "#[test] fn fails_a() { panic!(\"a\") }\n#[test] fn fails_b() { panic!(\"b\") }\n";
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("ff").test("two", failing)])
+        .config("disable = [\"bench-build\", \"doctest\"]")
+        .file(
+            ".config/nextest.toml",
+            "[profile.default]\ntest-threads = 1\nfail-fast = true\nretries = 0\n",
+        );
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let json = dir.join("run.json");
+    let args = ["optimize", "--manifest-path", manifest.as_str(), "--json", json.as_str()];
+    let out = xtask(&args).output().unwrap();
+    assert_eq!(out.status.code(), Some(100), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: RunRecord = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let test = r.stages.iter().find(|s| s.id == "test").unwrap();
+    assert!(!test.command.contains("--no-fail-fast"), "{}", test.command);
+    assert_eq!(test.failed_tests.len(), 1, "the run stops at the first failure: {test:#?}");
+    let fail_fast = setting(&r, "nextest fail-fast");
+    assert_eq!(
+        (fail_fast.value.as_str(), fail_fast.source),
+        ("true", SettingSource::NextestConfig)
+    );
+}
