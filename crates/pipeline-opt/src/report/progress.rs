@@ -187,10 +187,7 @@ impl ProgressReporter {
                     )),
                 }
             }
-            Event::StageFinished(m) => {
-                self.finished_stages.push(m.clone());
-                self.finished(m)
-            }
+            Event::StageFinished(m) => self.finished(m),
             Event::RunFinished { outcome, total } => self.run_finished(*outcome, *total),
         }
     }
@@ -219,6 +216,7 @@ impl ProgressReporter {
     }
 
     fn finished(&mut self, m: &StageMetrics) {
+        self.finished_stages.push(m.clone());
         let mut text = status_text(&m.status);
         let ran = matches!(
             m.status,
