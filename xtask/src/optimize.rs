@@ -106,10 +106,12 @@ fn finish(outcome: &OptimizeOutcome) -> i32 {
     eprintln!("json: {}", outcome.reports.json);
     eprintln!("timeline: {}", outcome.reports.html);
     if let Some(gate) = r.verdict.gate.as_ref().filter(|g| !g.met) {
+        let stages = r.verdict.missed_stages(gate.gate);
         eprintln!(
-            "{} missed: total {:.1}s (exit {})",
+            "{} missed: total {:.1}s{}{stages} (exit {})",
             gate.describe(),
             r.total.as_secs_f64(),
+            if stages.is_empty() { "" } else { ", " },
             outcome.exit_code
         );
     }

@@ -92,6 +92,14 @@ pub enum OptimizeError {
     Explore(#[from] crate::report::explore::ExploreError),
     #[error(transparent)]
     TestSettings(#[from] crate::test_settings::TestSettingsError),
+    #[error(
+        "could not write nextest's tool config {path}: {source}; check that the state directory is writable"
+    )]
+    ToolConfig {
+        path: Utf8PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("could not find the running executable to start the services stage: {source}")]
     CurrentExe {
         #[source]
@@ -120,9 +128,10 @@ pub fn run_optimized_pipeline(
     let state_dir = inputs.workspace.state_dir(&inputs.config);
     let run_id = options.run_id.clone().unwrap_or_else(crate::orchestrator::new_run_id);
     let (mut plan, cargo) = affected_plan(&inputs, options, &state_dir)?;
-    let retries_set = test_settings(&inputs, &plan)?.nextest_retries_set;
-    let retries = if retries_set { 0 } else { options.retries };
-    add_retries(&mut plan, retries);
+    let settings = test_settings(&inputs, &plan)?;
+    let retries = if settings.nextest_retries_set { 0 } else { options.retries };
+    add_retries(&mut plan, retries, &state_dir)?;
+    keep_fail_fast(&mut plan, &settings);
     let command = command_line("optimize", options);
     let targets = PerformanceTargets::from_config(&inputs.config.targets);
     let mut progress = options.progress.map(|mode| {
@@ -143,7 +152,8 @@ pub fn run_optimized_pipeline(
         narrowed.cargo = cargo;
         plan = fresh_plan(&inputs, &narrowed, &fresh_root.join("optimized"))?;
         plan.notes = notes;
-        add_retries(&mut plan, retries);
+        add_retries(&mut plan, retries, &state_dir)?;
+        keep_fail_fast(&mut plan, &settings);
     }
 
     let mut record = if options.against_naive {
@@ -675,14 +685,45 @@ fn test_settings(
 }
 
 /// nextest retries failing tests so that a flaky one is reported as flaky, not as a
-/// failure that hides the rest; not where the user set nextest's retries.
-fn add_retries(plan: &mut Plan, retries: u32) {
-    if retries == 0 {
+/// failure that hides the rest; not where the user set nextest's retries. The retries
+/// come as a nextest *tool config* (`--tool-config-file`), which nextest ranks below the
+/// workspace's own config: `--retries` would override a per-test override's `retries`.
+fn add_retries(plan: &mut Plan, retries: u32, state_dir: &Utf8Path) -> Result<(), OptimizeError> {
+    let nextest = |s: &Stage| {
+        s.kind == StageKind::Test && s.command.args.first().is_some_and(|a| a == "nextest")
+    };
+    if retries == 0 || !plan.stages.iter().any(nextest) {
+        return Ok(());
+    }
+    // One file per value: the path is part of the stage's command, and so of its
+    // fingerprint.
+    let path = state_dir.join(format!("nextest-retries-{retries}.toml"));
+    let text = format!("[profile.default]\nretries = {retries}\n");
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        // Renamed into place: a concurrent run's nextest never reads half a file.
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(state_dir)?;
+            let tmp = state_dir.join(format!(".nextest-retries.{}", std::process::id()));
+            std::fs::write(&tmp, &text)?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|source| OptimizeError::ToolConfig { path: path.clone(), source })?;
+    }
+    for s in plan.stages.iter_mut().filter(|s| nextest(s)) {
+        s.command.args.extend(["--tool-config-file".to_string(), format!("pipeline-opt:{path}")]);
+    }
+    Ok(())
+}
+
+/// The tool runs every test (`--no-fail-fast`) unless the user's nextest profile says
+/// otherwise (`fail-fast`): the command line would override it.
+fn keep_fail_fast(plan: &mut Plan, settings: &crate::test_settings::TestSettings) {
+    if !settings.nextest_fail_fast_set {
         return;
     }
     for s in &mut plan.stages {
         if s.kind == StageKind::Test && s.command.args.first().is_some_and(|a| a == "nextest") {
-            s.command.args.extend(["--retries".to_string(), retries.to_string()]);
+            s.command.args.retain(|a| a != "--no-fail-fast");
         }
     }
 }

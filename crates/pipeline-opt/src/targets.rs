@@ -192,6 +192,19 @@ impl Verdict {
         }
     }
 
+    /// Why `gate` was missed beyond the total, for the result lines: under `required`
+    /// and `stretch`, `stage build over its 1ms target, ...`; empty when none was.
+    pub fn missed_stages(&self, gate: Gate) -> String {
+        if matches!(gate, Gate::Custom(_)) {
+            return String::new();
+        }
+        let missed = self.stages.iter().filter(|c| !c.met);
+        let each = missed.map(|c| {
+            format!("stage {} over its {} target", c.id, humantime::format_duration(c.target))
+        });
+        each.collect::<Vec<_>>().join(", ")
+    }
+
     /// The verdict of `gate`, to keep in the record.
     pub fn check(&self, gate: Gate) -> GateCheck {
         let limit = match gate {

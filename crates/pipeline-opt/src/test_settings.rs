@@ -18,6 +18,8 @@ pub enum SettingSource {
     UserEnv,
     /// The workspace's nextest config, in the selected profile or the default profile.
     NextestConfig,
+    /// `[env]` in a cargo config file (`.cargo/config.toml`), which cargo gives the tests.
+    CargoConfig,
     /// Nobody set it: the tool (or the runner's own default) decides.
     ToolDefault,
 }
@@ -39,11 +41,15 @@ pub struct TestSettings {
     /// The user fixed nextest's test threads (`NEXTEST_TEST_THREADS` or `test-threads`
     /// in the selected profile): the tool must not set `NEXTEST_TEST_THREADS`.
     pub nextest_threads_set: bool,
-    /// The user set `RUST_TEST_THREADS`: the tool must not set it.
+    /// The user set `RUST_TEST_THREADS` (environment, or `[env]` in a cargo config): the
+    /// tool must not set it.
     pub libtest_threads_set: bool,
     /// The user set nextest's retries (`NEXTEST_RETRIES` or `retries` in the profile):
-    /// the tool passes no `--retries`.
+    /// the tool passes no retries of its own. (A per-test override's `retries` needs no
+    /// flag: the tool's come in a tool config, which nextest ranks below overrides.)
     pub nextest_retries_set: bool,
+    /// The selected profile sets `fail-fast`: the tool drops its `--no-fail-fast`.
+    pub nextest_fail_fast_set: bool,
     pub settings: Vec<TestSetting>,
 }
 
@@ -63,6 +69,7 @@ impl TestSettings {
             nextest_threads_set: passed_env("NEXTEST_TEST_THREADS").is_some(),
             libtest_threads_set: passed_env("RUST_TEST_THREADS").is_some(),
             nextest_retries_set: passed_env("NEXTEST_RETRIES").is_some(),
+            nextest_fail_fast_set: false,
             settings: Vec::new(),
         }
     }
@@ -126,26 +133,76 @@ impl TestSettings {
                         setting: "nextest retries".into(),
                         value: "as --retries".into(),
                         source: SettingSource::ToolDefault,
-                        origin: "`--retries` passed by pipeline-opt".into(),
+                        origin: "pipeline-opt's nextest tool config, below the workspace's config and its per-test overrides".into(),
                     },
                 },
             };
             s.nextest_retries_set = retries.source != SettingSource::ToolDefault;
             s.settings.push(retries);
+            let fail_fast = match from_config("fail-fast") {
+                Some(t) => TestSetting { setting: "nextest fail-fast".into(), ..t },
+                None => TestSetting {
+                    setting: "nextest fail-fast".into(),
+                    value: "false".into(),
+                    source: SettingSource::ToolDefault,
+                    origin: "`--no-fail-fast` passed by pipeline-opt".into(),
+                },
+            };
+            s.nextest_fail_fast_set = fail_fast.source != SettingSource::ToolDefault;
+            s.settings.push(fail_fast);
         }
         if libtest {
-            s.settings.push(match env("RUST_TEST_THREADS") {
+            let threads = match env("RUST_TEST_THREADS") {
                 Some(v) => user("libtest threads", "RUST_TEST_THREADS", v),
-                None => TestSetting {
-                    setting: "libtest threads".into(),
-                    value: "a share of the run's cores".into(),
-                    source: SettingSource::ToolDefault,
-                    origin: "RUST_TEST_THREADS set by pipeline-opt".into(),
+                None => match cargo_config_env(root, "RUST_TEST_THREADS") {
+                    Some((file, value)) => TestSetting {
+                        setting: "libtest threads".into(),
+                        value,
+                        source: SettingSource::CargoConfig,
+                        origin: format!("{file} [env]"),
+                    },
+                    None => TestSetting {
+                        setting: "libtest threads".into(),
+                        value: "a share of the run's cores".into(),
+                        source: SettingSource::ToolDefault,
+                        origin: "RUST_TEST_THREADS set by pipeline-opt".into(),
+                    },
                 },
-            });
+            };
+            s.libtest_threads_set = threads.source != SettingSource::ToolDefault;
+            s.settings.push(threads);
         }
         Ok(s)
     }
+}
+
+/// `name` in the `[env]` of the cargo config files cargo reads for a run in `root`, the
+/// nearest first: `.cargo/config` and `.cargo/config.toml` in `root` and each directory
+/// above it, then in `$CARGO_HOME`; with the file that set it (relative to `root` when
+/// inside it). cargo gives that value to the tests unless the variable is already set,
+/// so the tool must not set it. A file that does not parse is cargo's error to report.
+fn cargo_config_env(root: &Utf8Path, name: &str) -> Option<(Utf8PathBuf, String)> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")))
+        .and_then(|h| Utf8PathBuf::from_path_buf(h).ok());
+    let dirs = root.ancestors().map(|d| d.join(".cargo")).chain(home);
+    for file in dirs.flat_map(|d| [d.join("config"), d.join("config.toml")]) {
+        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+        let Ok(doc) = text.parse::<toml::Table>() else { continue };
+        let value = match doc.get("env").and_then(|e| e.get(name)) {
+            Some(toml::Value::String(v)) => v.clone(),
+            // `{ value = "1", force = true }`
+            Some(toml::Value::Table(t)) => match t.get("value") {
+                Some(toml::Value::String(v)) => v.clone(),
+                _ => continue,
+            },
+            _ => continue,
+        };
+        let shown = file.strip_prefix(root).map_or(file.clone(), |f| f.to_owned());
+        return Some((shown, value));
+    }
+    None
 }
 
 /// The parts of a nextest config the tool must not override: the profiles.
@@ -206,6 +263,7 @@ pub fn describe(s: &TestSetting) -> String {
     let source = match s.source {
         SettingSource::UserEnv => "user environment",
         SettingSource::NextestConfig => "nextest config",
+        SettingSource::CargoConfig => "cargo config",
         SettingSource::ToolDefault => "tool default",
     };
     format!("{} {} ({source}: {})", s.setting, s.value, s.origin)
@@ -214,6 +272,24 @@ pub fn describe(s: &TestSetting) -> String {
 #[cfg(test)]
 mod tests {
     use super::NextestConfig;
+
+    /// The nearest cargo config wins, and `[env]` values may be tables with `force`.
+    #[test]
+    fn cargo_config_env_takes_the_nearest_file_and_both_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = camino::Utf8Path::from_path(dir.path()).unwrap();
+        let member = root.join("ws");
+        for (d, body) in [
+            (root.join(".cargo"), "[env]\nRUST_TEST_THREADS = \"4\"\nOTHER = \"x\"\n"),
+            (member.join(".cargo"), "[env]\nRUST_TEST_THREADS = { value = \"1\", force = true }\n"),
+        ] {
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("config.toml"), body).unwrap();
+        }
+        let get = |name: &str| super::cargo_config_env(&member, name);
+        assert_eq!(get("RUST_TEST_THREADS"), Some((".cargo/config.toml".into(), "1".into())));
+        assert_eq!(get("OTHER"), Some((root.join(".cargo/config.toml"), "x".into())));
+    }
 
     #[test]
     fn profiles_inherit_from_default_and_named_parents() {

@@ -104,3 +104,27 @@ fn cli_targets_judge_only_under_the_gate_in_force() {
     let gate = record(&json).verdict.gate.expect("the gate is in the record");
     assert!(!gate.met, "{gate:?}");
 }
+
+/// Under `--gate required`, a missed per-stage target fails the run (exit 101) although
+/// the total is well under the required 60 s: the result line must say the gate was
+/// missed, and why, where it said "gate required (60.0 s): met".
+#[test]
+fn cli_result_line_names_a_missed_stage_target_of_the_gate() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("a")])
+        .config("disable = [\"bench-build\", \"doctest\"]\n[targets.stages]\nbuild = \"1ms\"");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let json = dir.join("run.json");
+    let args = ["optimize", "--manifest-path", manifest.as_str(), "--json", json.as_str()];
+    let out = xtask(&[&args[..], &["--gate", "required"]].concat()).output().unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(101), "{all}");
+    let r = record(&json);
+    assert!(r.total.as_secs_f64() < 60.0 && !r.verdict.gate.unwrap().met, "{all}");
+    assert!(!all.contains("(gate required (60.0 s): met)"), "the result line: {all}");
+    assert!(
+        all.contains("(gate required (60.0 s): missed: stage build over its 1ms target)"),
+        "the result line: {all}"
+    );
+    assert!(all.contains(", stage build over its 1ms target (exit 101)"), "{all}");
+}

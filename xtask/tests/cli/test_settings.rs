@@ -107,9 +107,54 @@ fn cli_nextest_config_and_profile_win_over_the_tools_threads() {
     assert_eq!((retries.value.as_str(), retries.source), ("0", SettingSource::NextestConfig));
     let test = r.stages.iter().find(|s| s.id == "test").unwrap();
     assert!(!test.command.contains("--retries"), "{}", test.command);
+    assert!(!test.command.contains("--tool-config-file"), "{}", test.command);
     let junit = dir.join("ws/target/nextest/ci/junit.xml");
     let xml = std::fs::read_to_string(&junit).unwrap_or_else(|e| panic!("{junit}: {e}"));
     assert!(xml.contains("holds_the_lock_3"), "{xml}");
+}
+
+/// A test that fails its first `fails` tries and passes every later one.
+fn fails_first(name: &str, fails: u32) -> String {
+    format!(
+        "#[test] fn {name}() {{\n\
+         let p = std::path::Path::new(env!(\"CARGO_TARGET_TMPDIR\")).join(\"{name}.tries\");\n\
+         let n: u32 = std::fs::read_to_string(&p).ok().and_then(|s| s.parse().ok()).unwrap_or(0);\n\
+         std::fs::write(&p, (n + 1).to_string()).unwrap();\n\
+         assert!(n >= {fails}, \"try {{}} of {name} fails\", n + 1);\n}}\n"
+    )
+}
+
+/// A per-test override's `retries` (`retries = 3` for a test that passes on its fourth
+/// try) wins over the tool's retries, as under `cargo nextest run`, which passes it; the
+/// tool's `--retries 2` overrode it (nextest ranks the command line above overrides).
+/// The tests it does not cover still get the tool's retries.
+#[test]
+fn cli_per_test_override_retries_win_over_the_tools() {
+    let (_t, dir) = temp();
+    let tests = fails_first("needs_four_tries", 3) + &fails_first("needs_two_tries", 1);
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("retried").test("tries", tests)])
+        .config("disable = [\"bench-build\", \"doctest\"]")
+        .file(
+            ".config/nextest.toml",
+            "[[profile.default.overrides]]\nfilter = \"test(needs_four_tries)\"\nretries = 3\n",
+        );
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let json = dir.join("run.json");
+    let r = run(
+        &mut xtask(&["optimize", "--manifest-path", manifest.as_str(), "--json", json.as_str()]),
+        &json,
+    );
+    let test = r.stages.iter().find(|s| s.id == "test").unwrap();
+    let mut flaky = test.flaky_tests.clone();
+    flaky.sort();
+    assert_eq!(
+        flaky,
+        ["retried::tries needs_four_tries", "retried::tries needs_two_tries"],
+        "{}",
+        test.command
+    );
+    let retries = setting(&r, "nextest retries");
+    assert_eq!(retries.source, SettingSource::ToolDefault, "{retries:?}");
 }
 
 /// With `test-runner = "cargo"`, the user's `RUST_TEST_THREADS=1` reaches libtest.
@@ -129,5 +174,57 @@ fn cli_user_rust_test_threads_wins_with_the_cargo_runner() {
     assert_eq!(
         (threads.value.as_str(), threads.source, threads.origin.as_str()),
         ("1", SettingSource::UserEnv, "RUST_TEST_THREADS")
+    );
+}
+
+/// `RUST_TEST_THREADS = "1"` in `.cargo/config.toml`'s `[env]` passes under `cargo test`
+/// and must under `optimize`: cargo's `[env]` gives way to a variable already set, and
+/// the tool set RUST_TEST_THREADS (its share of the cores) over it.
+#[test]
+fn cli_cargo_config_env_test_threads_win_with_the_cargo_runner() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![serial_tests()])
+        .config("test-runner = \"cargo\"\ndisable = [\"bench-build\", \"doctest\"]")
+        .file(".cargo/config.toml", "[env]\nRUST_TEST_THREADS = \"1\"\n");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let json = dir.join("run.json");
+    let r = run(
+        &mut xtask(&["optimize", "--manifest-path", manifest.as_str(), "--json", json.as_str()]),
+        &json,
+    );
+    let threads = setting(&r, "libtest threads");
+    assert_eq!(threads.source, SettingSource::CargoConfig, "{threads:?}");
+    assert_eq!(
+        (threads.value.as_str(), threads.origin.as_str()),
+        ("1", ".cargo/config.toml [env]")
+    );
+}
+
+/// `fail-fast = true` in the selected nextest profile stops the run at the first failure,
+/// as under `cargo nextest run`; the tool's `--no-fail-fast` overrode it.
+#[test]
+fn cli_nextest_profile_fail_fast_wins_over_the_tools_no_fail_fast() {
+    let (_t, dir) = temp();
+    let failing =
+        "#[test] fn fails_a() { panic!(\"a\") }\n#[test] fn fails_b() { panic!(\"b\") }\n";
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("ff").test("two", failing)])
+        .config("disable = [\"bench-build\", \"doctest\"]")
+        .file(
+            ".config/nextest.toml",
+            "[profile.default]\ntest-threads = 1\nfail-fast = true\nretries = 0\n",
+        );
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let json = dir.join("run.json");
+    let args = ["optimize", "--manifest-path", manifest.as_str(), "--json", json.as_str()];
+    let out = xtask(&args).output().unwrap();
+    assert_eq!(out.status.code(), Some(100), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: RunRecord = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let test = r.stages.iter().find(|s| s.id == "test").unwrap();
+    assert!(!test.command.contains("--no-fail-fast"), "{}", test.command);
+    assert_eq!(test.failed_tests.len(), 1, "the run stops at the first failure: {test:#?}");
+    let fail_fast = setting(&r, "nextest fail-fast");
+    assert_eq!(
+        (fail_fast.value.as_str(), fail_fast.source),
+        ("true", SettingSource::NextestConfig)
     );
 }

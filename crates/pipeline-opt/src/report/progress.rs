@@ -44,6 +44,8 @@ pub struct ProgressReporter {
     gate: Option<crate::targets::Gate>,
     /// When the command started: the first run's total counts from here.
     command_start: Option<std::time::Instant>,
+    /// The run's finished stages, whose targets the gate judges too.
+    finished_stages: Vec<StageMetrics>,
     out: Box<dyn Write + Send>,
     multi: Option<MultiProgress>,
     total_bar: Option<ProgressBar>,
@@ -78,6 +80,7 @@ impl ProgressReporter {
             targets: targets.clone(),
             gate: None,
             command_start: None,
+            finished_stages: Vec::new(),
             out: Box::new(std::io::stdout()),
             multi: None,
             total_bar: None,
@@ -229,6 +232,7 @@ impl ProgressReporter {
     }
 
     fn finished(&mut self, m: &StageMetrics) {
+        self.finished_stages.push(m.clone());
         let mut text = status_text(&m.status);
         let ran = matches!(
             m.status,
@@ -305,20 +309,21 @@ impl ProgressReporter {
         let total = self.command_start.take().map_or(total, |s| total.max(s.elapsed()));
         let t = &self.targets;
         let verdict = |limit: Duration| if total < limit { "met" } else { "missed" };
+        // The record's verdict, from the same total and stages.
+        let v = t.verdict(total, &std::mem::take(&mut self.finished_stages));
         let judged = match self.gate {
             Some(gate) => {
-                // Only the total is known here; per-stage targets are in the reports.
-                let check = crate::targets::Verdict {
-                    total,
-                    required: t.required,
-                    stretch: t.stretch,
-                    required_met: total < t.required,
-                    stretch_met: total < t.stretch,
-                    stages: Vec::new(),
-                    gate: None,
+                let check = v.check(gate);
+                match v.missed_stages(gate) {
+                    why if check.met || why.is_empty() => {
+                        format!(
+                            "{}: {}",
+                            check.describe(),
+                            if check.met { "met" } else { "missed" }
+                        )
+                    }
+                    why => format!("{}: missed: {why}", check.describe()),
                 }
-                .check(gate);
-                format!("{}: {}", check.describe(), verdict(check.limit))
             }
             None => format!(
                 "no --gate; required {}: {}, stretch {}: {}",

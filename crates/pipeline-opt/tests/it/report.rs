@@ -678,7 +678,10 @@ fn report_write_reports_writes_every_file() {
     report::write_reports_with(&record, &opts, &ctx).unwrap();
     assert_eq!(history::read(&written.history).unwrap().entries.len(), 2);
     let text = std::fs::read_to_string(&prom).unwrap();
-    assert!(text.contains("pipeline_duration_seconds_count{command=\"optimize\"} 2"), "{text}");
+    assert!(
+        text.contains("pipeline_duration_seconds_count{command=\"optimize\",cached=\"some\"} 2"),
+        "{text}"
+    );
     assert!(
         text.contains("pipeline_runs_total{command=\"optimize\",outcome=\"interrupted\"} 1"),
         "{text}"
