@@ -78,11 +78,12 @@ fn is_relevant_prefixed(name: &str) -> bool {
     name != "CARGO_TARGET_DIR" && RELEVANT_ENV_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
-/// The value a stage's process sees: the stage's own setting, else ours.
+/// The value a stage's process sees: the stage's own setting, else what we pass on.
 fn insert_env(fp: &mut Fingerprint, name: &str, command: &StageCommand) {
     let value = match command.env.get(name) {
         Some(v) => Some(std::ffi::OsString::from(v)),
-        None => std::env::var_os(name),
+        // What reaches the stage: an outer nextest run's own variables do not.
+        None => crate::toolchain::passed_env(name),
     };
     if let Some(v) = value {
         fp.insert(format!("env:{name}"), v.as_encoded_bytes());
@@ -754,12 +755,6 @@ impl<'a> Fingerprinter<'a> {
         }
         for name in &env_names {
             insert_env(&mut fp, name, command);
-        }
-        // The user's nextest profile decides which tests run and how (retries, timeouts).
-        if command.args.first().is_some_and(|a| a == "nextest")
-            && let Some(v) = crate::toolchain::passed_env("NEXTEST_PROFILE")
-        {
-            fp.insert("env:NEXTEST_PROFILE", v.as_encoded_bytes());
         }
         fp.insert("toolchain", &self.toolchain.verbose_version);
         // The command proper: program, arguments, directory, and the variables it sets
