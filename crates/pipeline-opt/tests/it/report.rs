@@ -1242,7 +1242,7 @@ fn report_interrupted_before_any_stage() {
         | required | 60.0 s | 2.5 s | met |
         | stretch | 45.0 s | 2.5 s | met |
 
-        CPU left idle: 10.0 s of 10 core-seconds (100%).
+        CPU left idle by this run: 10.0 s of 10 core-seconds (100%). The machine's cores were 76% busy over the run (all processes, sampled every 250 ms), so 24% of them were idle.
 
         The run was interrupted: the total is the time until the interrupt.
 
@@ -1478,4 +1478,13 @@ fn report_no_low_cpu_advice_when_the_machine_was_busy() {
     let md = std::fs::read_to_string(&report).unwrap();
     let recs = md.split("## Recommendations").nth(1).unwrap();
     assert!(!recs.contains("(low-cpu)"), "{recs}");
+    // The totals do not call the cores the run did not use idle.
+    let totals = md.split("## Totals").nth(1).unwrap().split("\n## ").next().unwrap();
+    assert!(totals.contains("CPU left idle by this run: "), "{totals}");
+    let machine = totals
+        .split("The machine's cores were ")
+        .nth(1)
+        .and_then(|t| t.split('%').next())
+        .and_then(|p| p.parse::<u32>().ok());
+    assert!(machine.is_some_and(|p| p >= 80), "{totals}");
 }
