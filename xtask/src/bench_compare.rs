@@ -41,7 +41,7 @@ impl flags::BenchCompare {
             }
             Err(e) => return Err(e.into()),
         };
-        print!("{}", output::render_terminal(&comparison));
+        out!("{}", output::render_terminal(&comparison));
         let markdown = output::render_markdown(&comparison);
         if let Some(path) = &self.markdown {
             std::fs::write(path, &markdown)

@@ -21,6 +21,9 @@ impl crate::flags::Cache {
             })?),
             (None, _) => None,
         };
+        if self.force && action != "clean" {
+            bail!("--force applies to `clean` only");
+        }
         let manifest = crate::utf8(self.manifest_path.as_ref())?;
         let workspace = Workspace::load(manifest.as_deref())?;
         let config = Config::from_workspace_metadata(&workspace.metadata)?;
@@ -32,9 +35,15 @@ impl crate::flags::Cache {
         };
         match action {
             "status" => {
-                print!("{}", maintain::status(&state_dir, config.cache.budget).render_text())
+                out!("{}", maintain::status(&state_dir, config.cache.budget).render_text())
             }
-            _ => print!("{}", maintain::clean(&state_dir, older_than, wait)?.render_text()),
+            _ => {
+                let root = &workspace.root;
+                match maintain::clean_location_problem(&state_dir, root, &workspace.target_dir) {
+                    Some(problem) if !self.force => return Err(problem.into()),
+                    _ => out!("{}", maintain::clean(&state_dir, older_than, wait)?.render_text()),
+                }
+            }
         }
         Ok(exit::OK)
     }

@@ -50,6 +50,12 @@ xflags::xflags! {
             optional --strict
             /// Say why each stage ran instead of being served from the cache.
             optional --explain
+            /// Run every stage, also those the cache has proven (successes are still
+            /// recorded).
+            optional --no-cache
+            /// Run the stages the cache has proven anyway and fail (exit 100) naming each
+            /// whose result differs from the cached success.
+            optional --verify-cache
             /// Only build and test packages affected by changes since this git ref.
             optional --since git_ref: String
             /// Try profile-setting variants in a scratch target directory.
@@ -126,6 +132,9 @@ xflags::xflags! {
             optional --manifest-path path: PathBuf
             /// With `clean`: only entries older than this age, e.g. `7d`.
             optional --older-than age: String
+            /// With `clean`: also clean a state directory at the workspace root or outside
+            /// the target directory (only what pipeline-opt created there is removed).
+            optional --force
         }
 
         /// Trend of total and per-stage times across recorded runs.
@@ -186,6 +195,8 @@ pub struct Optimize {
     pub against_naive: bool,
     pub strict: bool,
     pub explain: bool,
+    pub no_cache: bool,
+    pub verify_cache: bool,
     pub since: Option<String>,
     pub explore: bool,
     pub jobs: Option<usize>,
@@ -246,6 +257,7 @@ pub struct Cache {
 
     pub manifest_path: Option<PathBuf>,
     pub older_than: Option<String>,
+    pub force: bool,
 }
 
 #[derive(Debug)]

@@ -18,7 +18,7 @@ impl crate::flags::History {
         for w in &h.warnings {
             eprintln!("warning: {path}: {w}");
         }
-        print!("{}", history::render_trend(&h));
+        out!("{}", history::render_trend(&h));
         if let Some(csv) = crate::utf8(self.csv.as_ref())? {
             report::write_atomic(&csv, history::to_csv(&h.entries).as_bytes())
                 .with_context(|| format!("cannot export the history to {csv}"))?;
@@ -30,7 +30,7 @@ impl crate::flags::History {
 
 impl crate::flags::CiWorkflow {
     pub(crate) fn run(self) -> Result<i32> {
-        print!("{}", report::github::workflow());
+        out!("{}", report::github::workflow());
         Ok(exit::OK)
     }
 }

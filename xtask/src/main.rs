@@ -21,6 +21,18 @@ macro_rules! cargo_args {
     };
 }
 
+/// `print!` for command output: a reader that went away (`| head`, `| true`) ends the
+/// command normally instead of panicking as `print!` does on a closed pipe.
+macro_rules! out {
+    ($($t:tt)*) => { crate::write_stdout(format_args!($($t)*)) };
+}
+
+/// `println!` for command output; see [`out!`].
+macro_rules! outln {
+    () => { crate::write_stdout(format_args!("\n")) };
+    ($($t:tt)*) => { crate::write_stdout(format_args!("{}\n", format_args!($($t)*))) };
+}
+
 mod flags;
 
 mod bench_compare;
@@ -44,10 +56,30 @@ fn main() -> ExitCode {
     let flags = flags::Xtask::from_env_or_exit();
     match run(flags) {
         Ok(code) => ExitCode::from(code as u8),
+        // A Ctrl-C reaches the whole foreground group, so a tool the command was running
+        // (cargo metadata) may fail from the same signal: that is an interrupt, 130.
+        Err(err) if pipeline_opt::orchestrator::pending_signal() != 0 => {
+            eprintln!("error: interrupted ({err:#})");
+            ExitCode::from(exit::INTERRUPTED as u8)
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(exit::ERROR as u8)
         }
+    }
+}
+
+/// Writes command output to stdout. A closed stdout (EPIPE) means the reader has all it
+/// wanted, so the command ends with exit 0; any other write error ends it with exit 1.
+fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(exit::OK);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(exit::ERROR);
     }
 }
 
@@ -78,8 +110,8 @@ impl flags::Plan {
         let cargo = cargo_args!(self);
         let plan = inputs.plan(cargo, strict)?;
         match format {
-            "json" => println!("{}", serde_json::to_string_pretty(&plan)?),
-            _ => print!("{}", plan.render_text()),
+            "json" => outln!("{}", serde_json::to_string_pretty(&plan)?),
+            _ => out!("{}", plan.render_text()),
         }
         Ok(exit::OK)
     }

@@ -12,6 +12,7 @@ use crate::utf8;
 
 impl crate::flags::Optimize {
     pub(crate) fn run(self) -> Result<i32> {
+        pipeline_opt::orchestrator::install_signal_handlers_for_command();
         let gate = self.gate.as_deref().map(str::parse::<Gate>).transpose()?;
         let options = OptimizeOptions {
             manifest_path: utf8(self.manifest_path.as_ref())?,
@@ -27,11 +28,18 @@ impl crate::flags::Optimize {
             retries: 2,
             since: self.since,
             explore: self.explore,
+            no_cache: self.no_cache,
+            verify_cache: self.verify_cache,
             ..cli_defaults()
         };
         let outcome = run_optimized_pipeline(&options, &mut |_| {})?;
         if self.explain {
             print_explanations(&outcome.record);
+        }
+        for note in &outcome.record.notes {
+            if note.starts_with(pipeline_opt::optimize::VERIFY_CACHE_NOTE) {
+                eprintln!("error: {note}");
+            }
         }
         Ok(finish(&outcome))
     }
@@ -39,6 +47,7 @@ impl crate::flags::Optimize {
 
 impl crate::flags::Check {
     pub(crate) fn run(self) -> Result<i32> {
+        pipeline_opt::orchestrator::install_signal_handlers_for_command();
         let options = OptimizeOptions {
             manifest_path: utf8(self.manifest_path.as_ref())?,
             cargo: cargo_args!(self),
@@ -96,12 +105,18 @@ fn finish(outcome: &OptimizeOutcome) -> i32 {
     eprintln!("report: {}", outcome.reports.markdown);
     eprintln!("json: {}", outcome.reports.json);
     eprintln!("timeline: {}", outcome.reports.html);
-    if outcome.exit_code == pipeline_opt::exit::TARGET_MISSED {
+    if let Some(gate) = r.verdict.gate.as_ref().filter(|g| !g.met) {
         eprintln!(
-            "performance target missed: total {:.1}s (exit {})",
+            "{} missed: total {:.1}s (exit {})",
+            gate.describe(),
             r.total.as_secs_f64(),
             outcome.exit_code
         );
+    }
+    if pipeline_opt::orchestrator::pending_signal() != 0 {
+        // The signal came while the reports were written: the record stands as it
+        // was, but the command was interrupted.
+        return pipeline_opt::exit::INTERRUPTED;
     }
     outcome.exit_code
 }

@@ -32,21 +32,21 @@ impl crate::flags::Pool {
                     eprintln!("note: {note}");
                 }
                 let verb = if handle.started { "started" } else { "already running" };
-                println!("pool {verb} at {}", handle.dir.display());
+                outln!("pool {verb} at {}", handle.dir.display());
                 print_status(&handle.status);
                 let (var, value) = handle.env();
-                println!("export {var}={}", value.to_string_lossy());
+                outln!("export {var}={}", value.to_string_lossy());
             }
             "status" => {
                 let status = pool.status();
-                println!("pool at {}", pool.dir().display());
+                outln!("pool at {}", pool.dir().display());
                 print_status(&status);
             }
             "down" => {
                 let report = pool.down()?;
                 match (report.supervisor_stopped, report.leftovers_stopped.len()) {
-                    (false, 0) => println!("no pool was running at {}", pool.dir().display()),
-                    (stopped, left) => println!(
+                    (false, 0) => outln!("no pool was running at {}", pool.dir().display()),
+                    (stopped, left) => outln!(
                         "pool stopped{}{}",
                         if stopped { "" } else { " (no supervisor was running)" },
                         if left > 0 {
@@ -60,11 +60,11 @@ impl crate::flags::Pool {
             "clean" => {
                 let report = pool.clean()?;
                 if let Some(pid) = report.running_supervisor {
-                    println!(
+                    outln!(
                         "a live supervisor (pid {pid}) owns the pool; nothing to clean (stop it with `cargo xtask pool down`)"
                     );
                 } else {
-                    println!(
+                    outln!(
                         "cleaned {}: {} leftover server(s) stopped",
                         pool.dir().display(),
                         report.leftovers_stopped.len()
@@ -79,9 +79,9 @@ impl crate::flags::Pool {
 
 fn print_status(status: &PoolStatus) {
     let supervisor = status.supervisor.map(|s| s.pid.to_string()).unwrap_or_else(|| "-".into());
-    println!("state: {:?} (supervisor pid {supervisor})", status.state);
+    outln!("state: {:?} (supervisor pid {supervisor})", status.state);
     if let Some(message) = &status.message {
-        println!("message: {message}");
+        outln!("message: {message}");
     }
     for (name, s) in &status.services {
         let servers: Vec<String> = s
@@ -89,7 +89,7 @@ fn print_status(status: &PoolStatus) {
             .iter()
             .map(|v| format!("pid {} port {}", v.pid.map_or("-".into(), |p| p.to_string()), v.port))
             .collect();
-        println!(
+        outln!(
             "  {name}: {:?}, size {}, {} ready, {} leased, generation {}, servers [{}], started in {:?} ms",
             s.kind.unwrap_or(pipeline_opt::config::ServiceKind::Command),
             s.size,
@@ -100,7 +100,7 @@ fn print_status(status: &PoolStatus) {
             s.start_ms
         );
         if let Some(refill) = &s.refill {
-            println!("    refill: {refill}");
+            outln!("    refill: {refill}");
         }
     }
 }

@@ -185,6 +185,14 @@ pub struct CacheConfig {
     /// read at run time by tests, for example).
     #[serde(default)]
     pub env: Vec<String>,
+    /// Globs (relative to the workspace root) of further files every cacheable stage's
+    /// fingerprint includes, e.g. git-ignored test data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
+    /// Globs (relative to the workspace root) of files no fingerprint includes, for
+    /// finer reuse than the conservative default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -209,7 +217,9 @@ impl Config {
             let path = err.path().to_string();
             let key = if path == "." { TABLE.to_string() } else { format!("{TABLE}.{path}") };
             let message = err.into_inner().to_string();
-            ConfigError::Invalid { key, message }
+            // Keys and values come from the manifest as they are: a key holding a
+            // newline would split the one-line error.
+            ConfigError::Invalid { key: one_line(&key), message: one_line(&message) }
         })?;
         config.validate()?;
         Ok(config)
@@ -217,6 +227,17 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         for (name, stage) in &self.stages {
+            // A stage's name becomes its log file's name and a Prometheus label value:
+            // `../../x` wrote above the workspace, a `/` lost the log.
+            if !valid_stage_name(name) {
+                return Err(ConfigError::Invalid {
+                    key: format!("{TABLE}.stages"),
+                    message: format!(
+                        "stage name \"{}\" is not allowed; use 1 to {MAX_STAGE_NAME} characters from a-z A-Z 0-9 - _, starting with a letter or digit",
+                        name.escape_debug()
+                    ),
+                });
+            }
             if stage.command.is_empty() || stage.command[0].trim().is_empty() {
                 return Err(ConfigError::Invalid {
                     key: format!("{TABLE}.stages.{name}.command"),
@@ -307,13 +328,111 @@ impl Config {
                 ));
             }
         }
+        self.validate_cache_globs()
+    }
+
+    fn validate_cache_globs(&self) -> Result<(), ConfigError> {
+        for (field, globs) in [("inputs", &self.cache.inputs), ("exclude", &self.cache.exclude)] {
+            for (i, g) in globs.iter().enumerate() {
+                check_glob(g).map_err(|message| ConfigError::Invalid {
+                    key: format!("{TABLE}.cache.{field}[{i}]"),
+                    message,
+                })?;
+            }
+        }
         Ok(())
     }
 }
 
+/// Why `pattern` is not a glob the cache settings accept: relative to the workspace
+/// root, `/`-separated, with `*` (within a path component), `**` (any number of
+/// components) and `?` as the only wildcards.
+fn check_glob(pattern: &str) -> Result<(), String> {
+    let fix = "write a path relative to the workspace root, with `*`, `**` and `?` as wildcards, e.g. \"testdata/**\"";
+    if pattern.trim().is_empty() {
+        return Err(format!("the glob is empty; {fix}"));
+    }
+    if pattern.starts_with('/') || pattern.contains('\\') {
+        return Err(format!("`{pattern}` is not relative to the workspace root; {fix}"));
+    }
+    if pattern.split('/').any(|c| c == "..") {
+        return Err(format!("`{pattern}` leaves the workspace root (`..`); {fix}"));
+    }
+    if let Some(c) = pattern.chars().find(|c| matches!(c, '[' | ']' | '{' | '}' | '!')) {
+        return Err(format!("`{pattern}`: `{c}` is not supported; {fix}"));
+    }
+    if pattern.split('/').any(|c| c.contains("**") && c != "**") {
+        return Err(format!("`{pattern}`: `**` must be a whole path component; {fix}"));
+    }
+    Ok(())
+}
+
+/// Whether `path` (relative to the workspace root, `/`-separated) matches a glob that
+/// [`check_glob`] accepted. A pattern naming a directory matches everything under it.
+pub fn glob_matches(pattern: &str, path: &str) -> bool {
+    fn components(pat: &[&str], path: &[&str]) -> bool {
+        match (pat.first(), path.first()) {
+            (None, None) => true,
+            (None, Some(_)) => false,
+            (Some(&"**"), _) => {
+                components(&pat[1..], path) || (!path.is_empty() && components(pat, &path[1..]))
+            }
+            (Some(_), None) => false,
+            (Some(p), Some(c)) => {
+                component(p.as_bytes(), c.as_bytes()) && components(&pat[1..], &path[1..])
+            }
+        }
+    }
+    fn component(p: &[u8], c: &[u8]) -> bool {
+        match (p.first(), c.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => component(&p[1..], c) || (!c.is_empty() && component(p, &c[1..])),
+            (Some(b'?'), Some(_)) => component(&p[1..], &c[1..]),
+            (Some(a), Some(b)) if a == b => component(&p[1..], &c[1..]),
+            _ => false,
+        }
+    }
+    let pat: Vec<&str> =
+        pattern.trim_end_matches('/').split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let path: Vec<&str> = path.split('/').collect();
+    // A directory pattern covers its contents: `testdata` is `testdata/**`.
+    (1..=path.len()).any(|n| components(&pat, &path[..n]))
+}
+
+/// The longest custom stage name.
+pub const MAX_STAGE_NAME: usize = 64;
+
+/// Whether `name` can name a custom stage: ASCII letters, digits, `-` and `_`, starting
+/// with a letter or digit, so that it is a safe file name and label value as it is.
+pub fn valid_stage_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= MAX_STAGE_NAME
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// The range every duration in the config must fall in: a timeout or target beyond it
+/// would overflow the clock arithmetic of a run (`Instant + timeout`), and no CI stage
+/// is meant to run for longer.
+pub const DURATION_RANGE: (Duration, Duration) =
+    (Duration::from_millis(1), Duration::from_secs(30 * 24 * 3600));
+
+/// `s` with control characters (newlines, tabs, escapes) written as Rust escapes.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a duration ({e}); write it like \"45s\" or \"2m 30s\""))
+    let d = humantime::parse_duration(s).map_err(|e| {
+        format!("`{s}` is not a duration ({e}); write it like \"45s\" or \"2m 30s\"")
+    })?;
+    let (min, max) = DURATION_RANGE;
+    if d < min || d > max {
+        return Err(format!("`{s}` is out of range; give a duration between 1ms and 30days"));
+    }
+    Ok(d)
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -358,4 +477,32 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 fn opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let s = String::deserialize(d)?;
     parse_bytes(&s).map(Some).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_globs_match_paths_and_directories() {
+        let cases = [
+            ("testdata/**", "testdata/a/b.txt", true),
+            ("testdata", "testdata/x.txt", true),
+            ("*.md", "README.md", true),
+            ("*.md", "docs/a.md", false),
+            ("**/*.md", "docs/a.md", true),
+            ("docs/?.md", "docs/a.md", true),
+            ("docs/?.md", "docs/ab.md", false),
+            ("crates/*/fixtures", "crates/foo/fixtures/x", true),
+            ("testdata/**", "testdatax/a", false),
+        ];
+        for (pattern, path, expect) in cases {
+            assert_eq!(glob_matches(pattern, path), expect, "{pattern} on {path}");
+        }
+        assert!(check_glob("/abs").unwrap_err().contains("not relative"));
+        assert!(check_glob("../x").unwrap_err().contains("leaves the workspace root"));
+        assert!(check_glob("a/[ab]").unwrap_err().contains("not supported"));
+        assert!(check_glob("a**").unwrap_err().contains("whole path component"));
+        assert!(check_glob("").unwrap_err().contains("empty"));
+    }
 }

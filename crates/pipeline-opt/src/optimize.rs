@@ -54,6 +54,10 @@ pub struct OptimizeOptions {
     /// Run every stage even when the stage cache has proven its inputs (the cache is
     /// still updated). `--against-naive` always does.
     pub no_cache: bool,
+    /// Run the stages the cache has proven anyway (as `no_cache`) and report, in the
+    /// record's notes and as exit 100, each whose result differs from the cached
+    /// success: a sign that its fingerprint misses an input.
+    pub verify_cache: bool,
     /// Show the run in the terminal as it goes (live bars, or plain lines; see
     /// [`ProgressMode::detect`]), besides passing every event to the caller.
     pub progress: Option<ProgressMode>,
@@ -86,6 +90,8 @@ pub enum OptimizeError {
     Affected(#[from] crate::affected::AffectedError),
     #[error(transparent)]
     Explore(#[from] crate::report::explore::ExploreError),
+    #[error(transparent)]
+    TestSettings(#[from] crate::test_settings::TestSettingsError),
     #[error("could not find the running executable to start the services stage: {source}")]
     CurrentExe {
         #[source]
@@ -108,14 +114,19 @@ pub fn run_optimized_pipeline(
     options: &OptimizeOptions,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<OptimizeOutcome, OptimizeError> {
+    let waited = Waited::start();
     let inputs = Inputs::load(options.manifest_path.as_deref())?;
     let state_dir = inputs.workspace.state_dir(&inputs.config);
     let run_id = options.run_id.clone().unwrap_or_else(crate::orchestrator::new_run_id);
     let (mut plan, cargo) = affected_plan(&inputs, options, &state_dir)?;
-    add_retries(&mut plan, options.retries);
+    let retries_set = test_settings(&inputs, &plan)?.nextest_retries_set;
+    let retries = if retries_set { 0 } else { options.retries };
+    add_retries(&mut plan, retries);
     let command = command_line("optimize", options);
     let targets = PerformanceTargets::from_config(&inputs.config.targets);
-    let mut progress = options.progress.map(|mode| ProgressReporter::new(mode, &targets));
+    let mut progress = options.progress.map(|mode| {
+        ProgressReporter::new(mode, &targets).with_gate(options.gate).since(waited.start)
+    });
     let on_event = &mut |ev: &Event| {
         if let Some(p) = &mut progress {
             p.handle(ev);
@@ -131,7 +142,7 @@ pub fn run_optimized_pipeline(
         narrowed.cargo = cargo;
         plan = fresh_plan(&inputs, &narrowed, &fresh_root.join("optimized"))?;
         plan.notes = notes;
-        add_retries(&mut plan, options.retries);
+        add_retries(&mut plan, retries);
     }
 
     let mut record = if options.against_naive {
@@ -140,9 +151,12 @@ pub fn run_optimized_pipeline(
     } else {
         run_with_cache(&inputs, options, plan.clone(), &run_id, &command, targets, on_event)?
     };
+    // The naive side is compared with our stages' time, as it has no planning of its own.
+    let stages_total = record.total;
+    waited.apply(&mut record);
     if options.against_naive && record.outcome != RunOutcome::Interrupted {
         let naive =
-            run_naive(&inputs, options, &plan, &run_id, &fresh_root, record.total, on_event)?;
+            run_naive(&inputs, options, &plan, &run_id, &fresh_root, stages_total, on_event)?;
         record.naive = Some(naive);
     }
     if options.against_naive {
@@ -199,6 +213,7 @@ pub fn run_fast_validation(
     options: &OptimizeOptions,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<OptimizeOutcome, OptimizeError> {
+    let waited = Waited::start();
     let mut inputs = Inputs::load(options.manifest_path.as_deref())?;
     let state_dir = inputs.workspace.state_dir(&inputs.config);
     let config = &mut inputs.config;
@@ -210,24 +225,58 @@ pub fn run_fast_validation(
     let run_id = options.run_id.clone().unwrap_or_else(crate::orchestrator::new_run_id);
     let command = command_line("check", options);
     let targets = PerformanceTargets::from_config(&inputs.config.targets);
-    let mut progress = options.progress.map(|mode| ProgressReporter::new(mode, &targets));
+    let mut progress = options.progress.map(|mode| {
+        ProgressReporter::new(mode, &targets).with_gate(options.gate).since(waited.start)
+    });
     let on_event = &mut |ev: &Event| {
         if let Some(p) = &mut progress {
             p.handle(ev);
         }
         on_event(ev);
     };
-    let record = run_plan(&inputs, options, &plan, &run_id, &command, targets, on_event)?;
+    let mut record = run_plan(&inputs, options, &plan, &run_id, &command, targets, on_event)?;
+    record.kind = crate::profile::RunKind::Check;
+    waited.apply(&mut record);
     report_and_decide(record, state_dir, options)
+}
+
+/// The time the user waits for a command, from its very start: loading the workspace,
+/// planning, fingerprints and the cache lock count, not only the stages (a run served
+/// entirely from the cache took 0.0 s of stages and 0.2 s of the user's time).
+struct Waited {
+    start: std::time::Instant,
+    started_at: std::time::SystemTime,
+}
+
+impl Waited {
+    fn start() -> Waited {
+        Waited { start: std::time::Instant::now(), started_at: std::time::SystemTime::now() }
+    }
+
+    /// Sets the record's start and total to the command's, and judges that total.
+    fn apply(&self, record: &mut RunRecord) {
+        record.started_at = humantime::format_rfc3339_seconds(self.started_at).to_string();
+        record.total = record.total.max(self.start.elapsed());
+        record.verdict = record.targets.verdict(record.total, &record.stages);
+    }
 }
 
 /// Writes every report of a finished run (also a failed or interrupted one) and decides
 /// the exit code.
 fn report_and_decide(
-    record: RunRecord,
+    mut record: RunRecord,
     state_dir: Utf8PathBuf,
     options: &OptimizeOptions,
 ) -> Result<OptimizeOutcome, OptimizeError> {
+    record.verdict.gate = options.gate.map(|g| record.verdict.check(g));
+    // A signal after the stages ended (recording cache successes, planning the reports)
+    // still makes this an interrupted run: the user asked it to stop.
+    if record.outcome != RunOutcome::Interrupted
+        && let Some(sig) = interrupt_signal(options)
+    {
+        record.outcome = RunOutcome::Interrupted;
+        record.notes.push(format!("interrupted by signal {sig} after the stages had ended"));
+    }
     let reports = crate::report::write_reports(
         &record,
         &ReportOptions {
@@ -299,16 +348,28 @@ fn run_with_cache(
 ) -> Result<RunRecord, OptimizeError> {
     use crate::cache::{Decision, StageCache};
     let state_dir = inputs.workspace.state_dir(&inputs.config);
-    let mut cache = StageCache::open(&state_dir, |lock| {
+    let opened = StageCache::open(&state_dir, |lock| {
         eprintln!(
             "waiting for another pipeline-opt run on this workspace to finish (it holds {lock})"
         )
-    })?;
+    });
+    let mut cache = match opened {
+        // Interrupted while waiting: the orchestrator sees the pending signal first thing
+        // and starts nothing, so the run ends with an interrupted record of its plan.
+        Err(crate::cache::CacheError::Interrupted { .. }) => {
+            return run_plan(inputs, options, &plan, run_id, command, targets, on_event);
+        }
+        opened => opened?,
+    };
     let ws = &inputs.workspace;
     let tc = &inputs.toolchain;
-    let cached = cache.adjust_plan(plan, ws, tc, &inputs.config, run_id)?;
+    let mut cached = cache.adjust_plan(plan, ws, tc, &inputs.config, run_id)?;
+    let forced = options.no_cache || options.verify_cache;
+    if forced {
+        cached.run_everything();
+    }
     let mut skip: BTreeMap<String, String> = BTreeMap::new();
-    if !options.no_cache {
+    if !forced {
         for s in &cached.plan.stages {
             if let Some(from) = cached.cached_from(&s.id) {
                 skip.insert(s.id.clone(), from.to_string());
@@ -325,10 +386,22 @@ fn run_with_cache(
         targets,
         on_event,
     )?;
+    let mut not_recorded = Vec::new();
     for m in &record.stages {
         if m.status == StageStatus::Succeeded {
-            cache.record_success(&cached, &m.id, run_id, ws, tc)?;
+            // A record that cannot be written costs a rerun next time; it must not
+            // turn this run's result (a failed stage's exit 100) into an error.
+            match cache.record_success(&cached, &m.id, run_id, ws, tc) {
+                Ok(notes) => not_recorded.extend(notes),
+                Err(e) => not_recorded.push(format!("stage `{}` not recorded: {e}", m.id)),
+            }
         }
+    }
+    record.notes.extend(not_recorded.into_iter().map(|n| format!("cache: {n}")));
+    if options.verify_cache {
+        // A mismatch is a failed stage, so the run already exits 100.
+        let mismatches = cache_mismatches(&cached, &record);
+        record.notes.extend(mismatches);
     }
     for (id, d) in &cached.decisions {
         let line = match d {
@@ -357,6 +430,52 @@ fn run_with_cache(
         }
     }
     Ok(record)
+}
+
+/// `--verify-cache`: the stages (and packages' tests) the cache would have served as
+/// succeeded that failed when run, each as one note starting with
+/// [`VERIFY_CACHE_NOTE`].
+fn cache_mismatches(cached: &crate::cache::CachedPlan, record: &RunRecord) -> Vec<String> {
+    let mut out = Vec::new();
+    let fix = "an input is missing from its fingerprint: declare it with `cache.inputs` or `cache.env` (docs/caching.md)";
+    for m in record.stages.iter().filter(|m| m.status != StageStatus::Succeeded) {
+        if cached.plan.stage(&m.id).is_some_and(|s| s.kind == StageKind::Test) {
+            let failed_cached: Vec<&String> = cached
+                .tests
+                .iter()
+                .filter(|(p, d)| {
+                    d.is_cached() && m.failed_tests.iter().any(|t| test_package(t) == p.as_str())
+                })
+                .map(|(p, _)| p)
+                .collect();
+            for p in &failed_cached {
+                let from = cached.tests[*p].summary();
+                out.push(format!(
+                    "{VERIFY_CACHE_NOTE} the tests of `{p}` failed on the inputs the cache holds a success for ({from}); {fix}"
+                ));
+            }
+            if !failed_cached.is_empty() {
+                continue;
+            }
+        }
+        if let Some(from) = cached.cached_from(&m.id) {
+            out.push(format!(
+                "{VERIFY_CACHE_NOTE} stage `{}` failed on the inputs the cache holds a success for (run {from}); {fix}",
+                m.id
+            ));
+        }
+    }
+    out
+}
+
+/// How `--verify-cache` notes begin, so a front-end can show them as errors.
+pub const VERIFY_CACHE_NOTE: &str = "verify-cache: result differs from the cache:";
+
+/// The package of a failed test as the report names it: `pkg::binary name` (nextest)
+/// or `pkg name`.
+fn test_package(test: &str) -> &str {
+    let binary = test.split(' ').next().unwrap_or(test);
+    binary.split("::").next().unwrap_or(binary)
 }
 
 fn run_plan(
@@ -405,11 +524,14 @@ fn run_plan_skipping(
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<RunRecord, OptimizeError> {
     let state_dir = inputs.workspace.state_dir(&inputs.config);
-    let orch_options = orchestrator_options(options, &state_dir, run_id)?;
+    let mut orch_options = orchestrator_options(options, &state_dir, run_id)?;
+    orch_options.test_settings = test_settings(inputs, plan)?;
+    let settings = orch_options.test_settings.settings.clone();
     let cores = orch_options.cpus;
     let orch = ParallelOrchestrator::new(orch_options);
     let mut profiler = PipelineProfiler::new();
     let mut to_run = plan.clone();
+    crate::cache::maintain::claim_plan_dirs(plan, &state_dir, &inputs.workspace.target_dir)?;
     services_as_this_binary(&mut to_run, &inputs.workspace.manifest_path)?;
     to_run.stages.retain(|s| !cached.contains_key(&s.id));
     for s in &mut to_run.stages {
@@ -422,11 +544,13 @@ fn run_plan_skipping(
         on_event(&ev);
     }
     let summary = if to_run.stages.is_empty() && !plan.stages.is_empty() {
-        // Everything was served from the cache: nothing to start, wait for or reap.
+        // Everything was served from the cache: nothing to start, wait for or reap. An
+        // interrupt that came during start-up or fingerprinting still ends it as one.
+        let signal = interrupt_signal(options);
         let summary = crate::orchestrator::RunSummary {
-            outcome: RunOutcome::Succeeded,
+            outcome: if signal.is_some() { RunOutcome::Interrupted } else { RunOutcome::Succeeded },
             total: Duration::ZERO,
-            signal: None,
+            signal,
             stages: Vec::new(),
             killed_survivors: 0,
             started_at: std::time::SystemTime::now(),
@@ -450,6 +574,7 @@ fn run_plan_skipping(
         cores,
         targets,
     });
+    record.test_settings = settings;
     if let Some(sig) = summary.signal {
         record.notes.push(format!("interrupted by signal {sig}; running stages were stopped"));
     }
@@ -460,6 +585,17 @@ fn run_plan_skipping(
         ));
     }
     Ok(record)
+}
+
+/// The signal (or a cancelled token, as SIGINT) that asked this run to stop, outside the
+/// orchestrator, which watches for them itself while it runs.
+fn interrupt_signal(options: &OptimizeOptions) -> Option<i32> {
+    let sig = if options.handle_signals { crate::orchestrator::pending_signal() } else { 0 };
+    match (sig, options.cancel.is_cancelled()) {
+        (0, false) => None,
+        (0, true) => Some(libc::SIGINT),
+        (sig, _) => Some(sig),
+    }
 }
 
 fn orchestrator_options(
@@ -479,6 +615,9 @@ fn orchestrator_options(
     // that cannot be read only loses that hint here (writing the report names it).
     if let Ok(h) = crate::report::history::read(&state_dir.join(crate::report::HISTORY_FILE)) {
         o.expected = h.expected_walls();
+        for w in h.warnings.iter().filter(|w| w.starts_with("set aside")) {
+            eprintln!("warning: {w}");
+        }
     }
     o.handle_signals = options.handle_signals;
     o.subreaper = options.subreaper;
@@ -494,8 +633,26 @@ fn orchestrator_options(
     Ok(o)
 }
 
+/// The test settings of `plan`'s test stages: which runners it starts decides which
+/// settings matter.
+fn test_settings(
+    inputs: &Inputs,
+    plan: &Plan,
+) -> Result<crate::test_settings::TestSettings, OptimizeError> {
+    let runs = |sub: &str| {
+        plan.stages.iter().any(|s| {
+            s.command.program == "cargo" && s.command.args.first().is_some_and(|a| a == sub)
+        })
+    };
+    Ok(crate::test_settings::TestSettings::resolve(
+        &inputs.workspace.root,
+        runs("nextest"),
+        runs("test"),
+    )?)
+}
+
 /// nextest retries failing tests so that a flaky one is reported as flaky, not as a
-/// failure that hides the rest.
+/// failure that hides the rest; not where the user set nextest's retries.
 fn add_retries(plan: &mut Plan, retries: u32) {
     if retries == 0 {
         return;

@@ -20,7 +20,12 @@ pub struct RunRecord {
     pub started_at: String,
     pub workspace_root: Utf8PathBuf,
     pub command: String,
+    /// Which command made the run: its reports and history are its own.
+    #[serde(default)]
+    pub kind: RunKind,
     pub outcome: RunOutcome,
+    /// The time the user waited: from the command's start (loading the workspace,
+    /// planning, fingerprints, the cache lock) to the end of its last stage.
     #[serde(with = "secs")]
     pub total: Duration,
     pub stages: Vec<StageMetrics>,
@@ -55,6 +60,10 @@ pub struct RunRecord {
     /// `--explore`: the profile-setting variants tried and their measured times.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explore: Option<crate::report::explore::Exploration>,
+    /// The test runners' settings (threads, nextest profile and retries) and where each
+    /// came from: the user's environment, the nextest config, or the tool's default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_settings: Vec<crate::test_settings::TestSetting>,
     /// Compile units that processes started by a stage's tests (or build scripts)
     /// compiled in cargo runs of their own: not units of the workspace, so they are
     /// counted here, per stage, and kept out of `crates` and every recommendation.
@@ -247,6 +256,33 @@ pub struct TestTiming {
     #[serde(with = "secs")]
     pub duration: Duration,
     pub passed: bool,
+}
+
+/// The command a run belongs to. `check` is a different pipeline from `optimize`, so
+/// its reports, history and metrics never mix with `optimize`'s.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunKind {
+    #[default]
+    Optimize,
+    Check,
+}
+
+impl RunKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunKind::Optimize => "optimize",
+            RunKind::Check => "check",
+        }
+    }
+
+    /// `report.html` for `optimize`, `check-report.html` for `check`.
+    pub fn file_name(self, base: &str) -> String {
+        match self {
+            RunKind::Optimize => base.to_string(),
+            RunKind::Check => format!("check-{base}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -491,6 +527,7 @@ impl PipelineProfiler {
             started_at: humantime::format_rfc3339_seconds(ctx.started_at).to_string(),
             workspace_root: ctx.workspace_root,
             command: ctx.command,
+            kind: RunKind::default(),
             outcome: self.outcome.unwrap_or(RunOutcome::Interrupted),
             total: self.total,
             stages,
@@ -507,6 +544,7 @@ impl PipelineProfiler {
             cache: Default::default(),
             cpu_samples: self.cpu_samples,
             explore: None,
+            test_settings: Vec::new(),
             compiled_by_tests: self.compiled_by_tests,
             test_counts: self.test_counts,
         }

@@ -94,17 +94,20 @@ pub fn write_reports_with(
     let recommendations = recommend::recommend(record, ctx);
     let md = markdown::render(record, &recommendations);
 
-    let markdown_path = opts.markdown.clone().unwrap_or_else(|| state.join(MARKDOWN_FILE));
+    // Each command has its own files: a `check` never overwrites `optimize`'s reports,
+    // nor do its runs enter `optimize`'s history, trends and metrics.
+    let own = |base: &str| state.join(record.kind.file_name(base));
+    let markdown_path = opts.markdown.clone().unwrap_or_else(|| own(MARKDOWN_FILE));
     write_atomic(&markdown_path, md.as_bytes())?;
 
-    let json_path = opts.json.clone().unwrap_or_else(|| state.join(JSON_FILE));
+    let json_path = opts.json.clone().unwrap_or_else(|| own(JSON_FILE));
     write_atomic(&json_path, json::render(record)?.as_bytes())?;
 
-    let html_path = state.join(HTML_FILE);
+    let html_path = own(HTML_FILE);
     write_atomic(&html_path, html::render(record).as_bytes())?;
 
     // The history first, so the histogram below counts this run too.
-    let history_path = state.join(HISTORY_FILE);
+    let history_path = own(HISTORY_FILE);
     let entries = history::append(&history_path, &history::HistoryEntry::from_record(record))?;
 
     let prometheus_path = match &opts.prometheus {

@@ -115,6 +115,7 @@ impl PerformanceTargets {
             required_met: total < self.required,
             stretch_met: total < self.stretch,
             stages: stage_checks,
+            gate: None,
         }
     }
 }
@@ -130,6 +131,43 @@ pub struct Verdict {
     pub required_met: bool,
     pub stretch_met: bool,
     pub stages: Vec<StageCheck>,
+    /// The `--gate` the run was held to, if any: only then does a missed target fail
+    /// the run (exit 101) or annotate it as an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateCheck>,
+}
+
+/// A run against its `--gate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateCheck {
+    pub gate: Gate,
+    /// The total the gate allows.
+    #[serde(with = "crate::profile::secs")]
+    pub limit: Duration,
+    /// The total under the limit and, for `required` and `stretch`, every per-stage
+    /// target met.
+    pub met: bool,
+}
+
+impl GateCheck {
+    /// `gate`, `required gate` or `stretch gate`: the annotation's title.
+    pub fn gate_name(&self) -> &'static str {
+        match self.gate {
+            Gate::Required => "required gate",
+            Gate::Stretch => "stretch gate",
+            Gate::Custom(_) => "gate",
+        }
+    }
+
+    /// `gate 1ms` (as given) or `gate required (60.0 s)`, as the result lines name it.
+    pub fn describe(&self) -> String {
+        let limit = format!("{:.1} s", self.limit.as_secs_f64());
+        match self.gate {
+            Gate::Required => format!("gate required ({limit})"),
+            Gate::Stretch => format!("gate stretch ({limit})"),
+            Gate::Custom(l) => format!("gate {}", humantime::format_duration(l)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +190,16 @@ impl Verdict {
             Gate::Stretch => self.stretch_met && stages_ok,
             Gate::Custom(limit) => self.total < limit,
         }
+    }
+
+    /// The verdict of `gate`, to keep in the record.
+    pub fn check(&self, gate: Gate) -> GateCheck {
+        let limit = match gate {
+            Gate::Required => self.required,
+            Gate::Stretch => self.stretch,
+            Gate::Custom(limit) => limit,
+        };
+        GateCheck { gate, limit, met: self.passes(gate) }
     }
 }
 

@@ -1,10 +1,16 @@
 //! The one integration-test binary of the xtask: the real `cargo xtask` binary run on
 //! generated fixture workspaces, checked for output, exit codes and clean errors.
 
+mod bad_input;
 mod bench_compare;
+mod cache;
+mod campaign;
+mod faults;
 mod optimize;
+mod outcomes;
 mod plan;
 mod services;
+mod test_settings;
 
 use std::process::{Command, Output};
 

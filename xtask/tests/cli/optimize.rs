@@ -110,11 +110,17 @@ fn cli_failing_test_exits_100_and_names_it() {
 }
 
 /// Starts `optimize` on a workspace whose one test hangs, and waits until that test
-/// runs. Returns the xtask process and the run's id (from the test's marker).
+/// runs. Returns the xtask process and the run's id (from the test's marker). The test
+/// first starts a child in a process group of its own (as a test that starts a daemon
+/// does), which no signal to the stages' groups reaches.
 fn optimize_until_test_hangs(dir: &Utf8Path) -> (std::process::Child, String) {
     let ws = FixtureWorkspace::new(vec![FixtureCrate::new("hang").test(
         "h",
-        "#[test] fn hangs() { loop { std::thread::sleep(std::time::Duration::from_secs(1)); } }",
+        "use std::os::unix::process::CommandExt;\n\
+         #[test] fn hangs() {\n\
+             std::process::Command::new(\"sleep\").arg(\"600\").process_group(0).spawn().unwrap();\n\
+             loop { std::thread::sleep(std::time::Duration::from_secs(1)); }\n\
+         }\n",
     )])
     .config("disable = [\"bench-build\", \"doctest\"]");
     let manifest = ws.write(&dir.join("ws")).unwrap();
@@ -174,17 +180,34 @@ fn cli_ctrl_c_stops_the_whole_tree() {
 fn cli_sigkill_of_the_orchestrator_leaves_no_process() {
     let (_t, dir) = temp();
     let (mut child, run_id) = optimize_until_test_hangs(&dir);
+    let fifo = jobserver_fifo(&run_id);
+    assert!(fifo.exists(), "the run's jobserver FIFO {fifo:?} exists while it runs");
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
     // The default grace period is 5 s; nextest gives its tests its own after SIGTERM.
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut left = marked_processes(&run_id, None);
-    while !left.is_empty() && Instant::now() < deadline {
+    while (!left.is_empty() || fifo.parent().unwrap().exists()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
         left = marked_processes(&run_id, None);
     }
     assert!(left.is_empty(), "processes of run {run_id} outlived the killed xtask: {left:?}");
+    assert!(!fifo.parent().unwrap().exists(), "the killed run left its jobserver FIFO {fifo:?}");
+}
+
+/// The jobserver FIFO of run `run_id`, from a marked process's `CARGO_MAKEFLAGS`.
+fn jobserver_fifo(run_id: &str) -> std::path::PathBuf {
+    marked_processes(run_id, None)
+        .into_iter()
+        .find_map(|pid| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let env = String::from_utf8_lossy(&env).into_owned();
+            let flags = env.split('\0').find_map(|v| v.strip_prefix("CARGO_MAKEFLAGS="))?;
+            let path = flags.split_once("--jobserver-auth=fifo:")?.1;
+            Some(std::path::PathBuf::from(path.split_whitespace().next()?))
+        })
+        .expect("a stage of the run carries CARGO_MAKEFLAGS with the jobserver FIFO")
 }
 
 /// `check` is the fast signal: only `cargo check` runs, its record and report land

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
-use crate::plan::StageCommand;
+use crate::config::{Config, glob_matches};
+use crate::plan::{StageCommand, StageKind};
 use crate::toolchain::Toolchain;
 use crate::workspace::{PackageIdx, Workspace};
 
@@ -301,7 +301,7 @@ struct StatEntry {
 
 /// Entries whose mtime is this close to the moment of hashing are not trusted later:
 /// a write in the same clock tick would leave size and mtime unchanged.
-const RACY_WINDOW: Duration = Duration::from_secs(2);
+pub(crate) const RACY_WINDOW: Duration = Duration::from_secs(2);
 
 impl FileHasher {
     /// The content hash of `path`, or `missing` when it cannot be read.
@@ -582,6 +582,10 @@ pub struct Fingerprinter<'a> {
     package_files: Vec<Option<Vec<(String, String)>>>,
     /// Root inputs hashed so far (package files are in `package_files`).
     seen_files: BTreeSet<Utf8PathBuf>,
+    /// Files outside every member package (but the root one), listed once.
+    workspace_files: Option<Vec<Utf8PathBuf>>,
+    /// Files matched by `cache.inputs`, listed once.
+    declared_files: Option<Vec<Utf8PathBuf>>,
 }
 
 impl<'a> Fingerprinter<'a> {
@@ -607,6 +611,8 @@ impl<'a> Fingerprinter<'a> {
             skip_dirs,
             package_files: vec![None; workspace.packages.len()],
             seen_files: BTreeSet::new(),
+            workspace_files: None,
+            declared_files: None,
         }
     }
 
@@ -738,6 +744,12 @@ impl<'a> Fingerprinter<'a> {
         for name in &env_names {
             insert_env(&mut fp, name, command);
         }
+        // The user's nextest profile decides which tests run and how (retries, timeouts).
+        if command.args.first().is_some_and(|a| a == "nextest")
+            && let Some(v) = crate::toolchain::passed_env("NEXTEST_PROFILE")
+        {
+            fp.insert("env:NEXTEST_PROFILE", v.as_encoded_bytes());
+        }
         fp.insert("toolchain", &self.toolchain.verbose_version);
         // The command proper: program, arguments, directory, and the variables it sets
         // that are not inputs of their own (CARGO_TARGET_DIR, ...).
@@ -751,6 +763,117 @@ impl<'a> Fingerprinter<'a> {
         fp.insert("command", cmd);
         fp.insert("config", config_identity(self.config));
         fp
+    }
+
+    /// The fingerprint of a planned stage of `kind` over `packages`: [`Self::fingerprint`]
+    /// plus the files a test can read at run time without dep-info ever naming them, and
+    /// the configs of the tools that run it; then `cache.inputs` added and
+    /// `cache.exclude` taken out.
+    ///
+    /// Tests and doctests cover every file git lists (tracked, or untracked and not
+    /// ignored; every file outside git) that is not inside another member package: a
+    /// test may read `../../testdata/x.txt` at run time, which no dep-info names.
+    pub fn stage_fingerprint(
+        &mut self,
+        kind: StageKind,
+        packages: &[PackageIdx],
+        command: &StageCommand,
+    ) -> Fingerprint {
+        let mut fp = self.fingerprint(packages, true, command);
+        let root = self.workspace.root.clone();
+        let mut extra = self.tool_configs(kind);
+        if matches!(kind, StageKind::Test | StageKind::Doctest) {
+            extra.extend(self.workspace_level_files().iter().cloned());
+        }
+        extra.extend(self.declared_files().iter().cloned());
+        for path in extra {
+            let key = file_key(&root, &path);
+            if !fp.inputs.contains_key(&key) {
+                let h = self.hasher.hash(&path);
+                fp.inputs.insert(key, h);
+                self.seen_files.insert(path);
+            }
+        }
+        let exclude = &self.config.cache.exclude;
+        if !exclude.is_empty() {
+            fp.inputs.retain(|k, _| match k.strip_prefix("file:") {
+                Some(rel) => !exclude.iter().any(|g| glob_matches(g, rel)),
+                None => true,
+            });
+        }
+        fp
+    }
+
+    /// The configs that change how cargo, rustup, nextest or clippy behave: cargo reads
+    /// `.cargo/config*` in every directory above the workspace and in `CARGO_HOME`,
+    /// rustup looks for `rust-toolchain*` upwards, clippy for `clippy.toml`.
+    fn tool_configs(&self, kind: StageKind) -> Vec<Utf8PathBuf> {
+        let root = &self.workspace.root;
+        let mut names =
+            vec![".cargo/config.toml", ".cargo/config", "rust-toolchain", "rust-toolchain.toml"];
+        if kind == StageKind::Clippy {
+            names.extend(["clippy.toml", ".clippy.toml"]);
+        }
+        let mut out: Vec<Utf8PathBuf> =
+            root.ancestors().flat_map(|d| names.iter().map(move |n| d.join(n))).collect();
+        let cargo_home = std::env::var("CARGO_HOME")
+            .map(Utf8PathBuf::from)
+            .ok()
+            .or_else(|| std::env::var("HOME").ok().map(|h| Utf8PathBuf::from(h).join(".cargo")));
+        if let Some(home) = cargo_home {
+            out.extend([home.join("config.toml"), home.join("config")]);
+        }
+        if kind == StageKind::Test {
+            out.push(root.join(".config/nextest.toml"));
+        }
+        out.retain(|p| p.is_file());
+        out.dedup();
+        out
+    }
+
+    /// Files outside every member package but the root one: what git lists (tracked,
+    /// or untracked and not ignored), or outside git every file, minus build output,
+    /// `.git` and the state directory.
+    fn workspace_level_files(&mut self) -> &[Utf8PathBuf] {
+        if self.workspace_files.is_none() {
+            let root = &self.workspace.root;
+            let dirs = package_dirs(self.workspace);
+            let members: Vec<Utf8PathBuf> =
+                dirs.iter().map(|(d, _)| d.clone()).filter(|d| d != root).collect();
+            // A state directory at the root (`cache.dir = "."`) must not hide everything.
+            let skip: Vec<Utf8PathBuf> =
+                self.skip_dirs.iter().filter(|s| normalize(s) != *root).cloned().collect();
+            let listed =
+                git_listed_files(root).unwrap_or_else(|| walk_files(root, &skip, &members));
+            let files = listed
+                .into_iter()
+                .filter(|f| !members.iter().any(|m| f.starts_with(m)))
+                .filter(|f| !skip.iter().any(|s| f.starts_with(s)))
+                .collect();
+            self.workspace_files = Some(files);
+        }
+        self.workspace_files.as_deref().unwrap_or_default()
+    }
+
+    /// Files matching `cache.inputs`, wherever they are (ignored by git or not).
+    fn declared_files(&mut self) -> &[Utf8PathBuf] {
+        if self.declared_files.is_none() {
+            let globs = &self.config.cache.inputs;
+            let root = &self.workspace.root;
+            let files = if globs.is_empty() {
+                Vec::new()
+            } else {
+                walk_files(root, &self.skip_dirs, &[])
+                    .into_iter()
+                    .filter(|f| {
+                        let rel = f.strip_prefix(root).map_or(f.as_str(), |r| r.as_str());
+                        globs.iter().any(|g| glob_matches(g, rel))
+                    })
+                    .collect()
+            };
+            self.declared_files = Some(files);
+        }
+        self.declared_files.as_deref().unwrap_or_default()
     }
 
     /// Drops stat-cache entries for files this fingerprinter never looked at and hands
@@ -767,6 +890,50 @@ impl<'a> Fingerprinter<'a> {
         self.hasher.retain(&seen);
         self.hasher
     }
+}
+
+/// What `git ls-files` lists under `root`: tracked files and untracked ones that are
+/// not ignored. `None` outside a git repository (or without git).
+fn git_listed_files(root: &Utf8Path) -> Option<Vec<Utf8PathBuf>> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let mut files: Vec<Utf8PathBuf> = out
+        .stdout
+        .split(|&b| b == 0)
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| std::str::from_utf8(p).ok())
+        .map(|p| root.join(p))
+        .collect();
+    files.dedup();
+    Some(files)
+}
+
+/// Every file under `root` except `.git`, directories named `target`, `skip` and
+/// `prune` (each with its contents).
+fn walk_files(root: &Utf8Path, skip: &[Utf8PathBuf], prune: &[Utf8PathBuf]) -> Vec<Utf8PathBuf> {
+    let walk = walkdir::WalkDir::new(root).sort_by_file_name().into_iter();
+    walk.filter_entry(|e| {
+        let p = e.path();
+        if !e.file_type().is_dir() || e.depth() == 0 {
+            return true;
+        }
+        let name = e.file_name().to_string_lossy();
+        name != ".git"
+            && name != "target"
+            && !skip.iter().chain(prune).any(|s| p == s.as_std_path())
+    })
+    .filter_map(Result::ok)
+    .filter(|e| e.file_type().is_file())
+    .filter_map(|e| Utf8PathBuf::from_path_buf(e.into_path()).ok())
+    .collect()
 }
 
 /// One listed file: absolute path, content hash, and what the stat cache must learn.

@@ -1,7 +1,8 @@
 //! Looking after the cache on disk: `cache status` (size, entries, hit rate of recent
 //! runs), `cache clean` (all, or entries older than an age) and the disk budget, which
 //! covers the cache and the extra target directories the plan creates under the state
-//! directory (`bench-target`, `clippy-target`, `doc-target`).
+//! directory (`bench-target`, `clippy-target`, `doc-target`). Only what the tool
+//! created and marked as its own ([`OWNED_MARKER`]) is ever removed, never by name.
 
 use std::time::{Duration, SystemTime};
 
@@ -92,7 +93,80 @@ impl CleanReport {
     }
 }
 
-/// The extra build directories the plan keeps in the state directory: `*-target`.
+/// The file that marks a directory as created by pipeline-opt: only such directories
+/// are ever removed by `clean` or the budget, whatever their name.
+pub const OWNED_MARKER: &str = ".pipeline-opt-owned";
+
+/// Makes `dir` a build directory of the tool's own: creates it with the marker when it
+/// does not exist yet. An existing directory without the marker is claimed only when
+/// `inside_target_dir` (under the workspace's target directory nothing is the user's);
+/// elsewhere it may be the user's, and stays out of `clean` and the budget.
+pub fn claim_dir(dir: &Utf8Path, inside_target_dir: bool) -> Result<(), CacheError> {
+    let marker = dir.join(OWNED_MARKER);
+    if marker.is_file() || (dir.exists() && !inside_target_dir) {
+        return Ok(());
+    }
+    let create = |path: &Utf8Path, source| CacheError::CreateDir { path: path.to_owned(), source };
+    std::fs::create_dir_all(dir).map_err(|e| create(dir, e))?;
+    std::fs::write(
+        &marker,
+        "created by pipeline-opt; `cargo xtask cache clean` and the cache budget may remove this directory\n",
+    )
+    .map_err(|e| create(&marker, e))
+}
+
+/// Claims the build directories `plan` gives stages inside the state directory (see
+/// [`claim_dir`]); call it before running the plan.
+pub fn claim_plan_dirs(
+    plan: &crate::plan::Plan,
+    state_dir: &Utf8Path,
+    target_dir: &Utf8Path,
+) -> Result<(), CacheError> {
+    let inside = super::fingerprint::normalize(state_dir).starts_with(target_dir);
+    for s in &plan.stages {
+        let env_dir = s.command.env.get("CARGO_TARGET_DIR").map(Utf8PathBuf::from);
+        for dir in s.build_dir.iter().cloned().chain(env_dir) {
+            if dir.starts_with(state_dir) && dir != state_dir {
+                claim_dir(&dir, inside)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why `clean` refuses `state_dir` without `--force`: it is the workspace root, or
+/// outside the target directory, where directories of the user's may live.
+pub fn clean_location_problem(
+    state_dir: &Utf8Path,
+    workspace_root: &Utf8Path,
+    target_dir: &Utf8Path,
+) -> Option<CacheError> {
+    let dir = super::fingerprint::normalize(state_dir);
+    let reason = if dir == workspace_root {
+        "it is the workspace root"
+    } else if !dir.starts_with(target_dir) {
+        "it is outside the target directory"
+    } else {
+        return None;
+    };
+    Some(CacheError::UnsafeClean { dir, reason: reason.into() })
+}
+
+/// The build directories the tool created in the state directory (they hold
+/// [`OWNED_MARKER`]): what `status` counts and `clean` and the budget may remove.
+pub fn owned_target_dirs(state_dir: &Utf8Path) -> Vec<Utf8PathBuf> {
+    let Ok(rd) = std::fs::read_dir(state_dir) else { return Vec::new() };
+    let mut dirs: Vec<Utf8PathBuf> = rd
+        .flatten()
+        .filter_map(|e| Utf8PathBuf::from_path_buf(e.path()).ok())
+        .filter(|p| p.is_dir() && p.join(OWNED_MARKER).is_file())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// The extra build directories the plan may have used in the state directory
+/// (`*-target`), for reading their dep-info only: never to remove.
 pub fn extra_target_dirs(state_dir: &Utf8Path) -> Vec<Utf8PathBuf> {
     let Ok(rd) = std::fs::read_dir(state_dir) else { return Vec::new() };
     let mut dirs: Vec<Utf8PathBuf> = rd
@@ -124,7 +198,7 @@ pub fn status(state_dir: &Utf8Path, budget: Option<u64>) -> CacheStatus {
         cache_bytes: dir_size(&cache_dir),
         cache_dir,
         entries,
-        target_dirs: extra_target_dirs(state_dir)
+        target_dirs: owned_target_dirs(state_dir)
             .into_iter()
             .map(|d| {
                 let s = dir_size(&d);
@@ -161,7 +235,7 @@ pub fn clean(
             }
         }
     }
-    for dir in extra_target_dirs(state_dir) {
+    for dir in owned_target_dirs(state_dir) {
         if old_enough(age_of_tree(&dir)) {
             let bytes = dir_size(&dir);
             remove(&dir, bytes, &mut report)?;
@@ -181,7 +255,7 @@ pub fn enforce_budget(
     let mut report = CleanReport::default();
     let mut total = status(state_dir, None).total_bytes();
     let mut dirs: Vec<(Duration, Utf8PathBuf)> =
-        extra_target_dirs(state_dir).into_iter().map(|d| (age_of_tree(&d), d)).collect();
+        owned_target_dirs(state_dir).into_iter().map(|d| (age_of_tree(&d), d)).collect();
     dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
     for (_, dir) in dirs {
         if total <= budget {

@@ -19,7 +19,7 @@ pub use fingerprint::{Explanation, Fingerprint, Fingerprinter};
 pub use store::{CacheError, Store};
 
 use crate::config::Config;
-use crate::plan::{Plan, Stage, StageKind};
+use crate::plan::{Plan, Stage, StageCommand, StageKind};
 use crate::toolchain::Toolchain;
 use crate::workspace::{PackageIdx, Workspace};
 
@@ -61,10 +61,26 @@ pub struct CachedPlan {
     pub warnings: Vec<String>,
     /// The fingerprints stages run with, and the packages they cover, to record on
     /// success.
-    pending: BTreeMap<String, (BTreeSet<PackageIdx>, Fingerprint)>,
-    pending_tests: BTreeMap<String, (BTreeSet<PackageIdx>, Fingerprint)>,
+    pending: BTreeMap<String, Pending>,
+    pending_tests: BTreeMap<String, Pending>,
     target_dirs: Vec<Utf8PathBuf>,
     planned_at: SystemTime,
+    /// The config the fingerprints were taken with, to take them again after a stage.
+    config: Config,
+    /// The plan before the test stage was narrowed, for [`CachedPlan::run_everything`].
+    unnarrowed: Plan,
+    /// Every stage and package runs (`--no-cache`, `--verify-cache`).
+    forced: bool,
+}
+
+/// What a stage (or one package's tests) was planned to run on.
+#[derive(Debug, Clone)]
+struct Pending {
+    kind: StageKind,
+    packages: Vec<PackageIdx>,
+    closure: BTreeSet<PackageIdx>,
+    command: StageCommand,
+    fingerprint: Fingerprint,
 }
 
 impl CachedPlan {
@@ -83,6 +99,14 @@ impl CachedPlan {
     /// Packages whose tests run in this plan.
     pub fn tests_to_run(&self) -> Vec<String> {
         self.tests.iter().filter(|(_, d)| !d.is_cached()).map(|(p, _)| p.clone()).collect()
+    }
+
+    /// Runs every stage and every package's tests, cached or not (`--no-cache`,
+    /// `--verify-cache`); the decisions stay, to report and to compare with, and every
+    /// success is still recorded.
+    pub fn run_everything(&mut self) {
+        self.plan = self.unnarrowed.clone();
+        self.forced = true;
     }
 
     /// `--explain`: one line per stage.
@@ -151,6 +175,7 @@ impl StageCache {
         let mut tests = BTreeMap::new();
         let mut pending = BTreeMap::new();
         let mut pending_tests = BTreeMap::new();
+        let unnarrowed = plan.clone();
         for stage in &mut plan.stages {
             match stage.kind {
                 StageKind::Services | StageKind::Custom => {
@@ -180,7 +205,7 @@ impl StageCache {
                     let mut why: Vec<Explanation> = Vec::new();
                     for &p in &packages {
                         let name = workspace.packages[p].name.clone();
-                        let f = fp.fingerprint(&[p], true, &stage.command);
+                        let f = fp.stage_fingerprint(stage.kind, &[p], &stage.command);
                         let (d, recorded_at) = decide(self.store.test_records(&name), &f);
                         if let Some(at) = recorded_at
                             && let Decision::Cached { from_run } = &d
@@ -196,7 +221,14 @@ impl StageCache {
                                 }
                             }
                         }
-                        pending_tests.insert(name.clone(), (fp.closure(&[p], true), f));
+                        let pending = Pending {
+                            kind: stage.kind,
+                            packages: vec![p],
+                            closure: fp.closure(&[p], true),
+                            command: stage.command.clone(),
+                            fingerprint: f,
+                        };
+                        pending_tests.insert(name.clone(), pending);
                         tests.insert(name, d);
                     }
                     let decision = if rerun.is_empty() && !packages.is_empty() {
@@ -211,16 +243,26 @@ impl StageCache {
                 }
                 _ => {
                     let packages = stage_packages(stage, workspace);
-                    let f = fp.fingerprint(&packages, true, &stage.command);
+                    let f = fp.stage_fingerprint(stage.kind, &packages, &stage.command);
                     let (d, _) = decide(self.store.stage_records(&stage.id), &f);
-                    pending.insert(stage.id.clone(), (fp.closure(&packages, true), f));
                     decisions.insert(stage.id.clone(), d);
+                    let closure = fp.closure(&packages, true);
+                    let command = stage.command.clone();
+                    let p =
+                        Pending { kind: stage.kind, packages, closure, command, fingerprint: f };
+                    pending.insert(stage.id.clone(), p);
                 }
             }
         }
-        self.store.save_hasher(&fp.into_hasher())?;
+        // Both are auxiliary: failing to keep them costs time, never correctness, so
+        // they never stop a run.
+        if let Err(e) = self.store.save_hasher(&fp.into_hasher()) {
+            self.store.warnings.push(format!("{e}; every file is hashed again next time"));
+        }
         let hits = decisions.values().filter(|d| d.is_cached()).count();
-        self.store.record_hits(run_id, hits, decisions.len() - hits)?;
+        if let Err(e) = self.store.record_hits(run_id, hits, decisions.len() - hits) {
+            self.store.warnings.push(e.to_string());
+        }
         Ok(CachedPlan {
             plan,
             decisions,
@@ -230,11 +272,18 @@ impl StageCache {
             pending_tests,
             target_dirs,
             planned_at,
+            config: config.clone(),
+            unnarrowed,
+            forced: false,
         })
     }
 
     /// Records that `stage` succeeded in `run_id` with the inputs it was planned with.
-    /// Call it only for a stage that ran and succeeded.
+    /// Call it only for a stage that ran and succeeded, after it finished.
+    ///
+    /// The inputs are fingerprinted again first: when they moved while the stage ran
+    /// (an edit during the run), nobody knows which content the stage saw, so nothing
+    /// is recorded and the returned note says so; the next run runs the stage again.
     pub fn record_success(
         &self,
         cached: &CachedPlan,
@@ -242,34 +291,88 @@ impl StageCache {
         run_id: &str,
         workspace: &Workspace,
         toolchain: &Toolchain,
-    ) -> Result<(), CacheError> {
-        let Some(s) = cached.plan.stage(stage) else { return Ok(()) };
-        match s.kind {
-            StageKind::Fetch => DependencyCache::open(&self.state_dir).record_fetched_in(
-                workspace,
-                toolchain,
-                Some(run_id),
-            ),
-            StageKind::Test => {
-                for (package, (closure, f)) in &cached.pending_tests {
-                    if !cached.tests.get(package).is_some_and(Decision::is_cached) {
-                        let mut f = f.clone();
-                        cached.augment(&mut f, workspace, closure, &s.command);
-                        self.store.record_test(package, run_id, &f)?;
-                    }
-                }
-                Ok(())
+    ) -> Result<Vec<String>, CacheError> {
+        let Some(s) = cached.plan.stage(stage) else { return Ok(Vec::new()) };
+        let todo: Vec<(&str, &Pending)> = match s.kind {
+            StageKind::Fetch => {
+                DependencyCache::open(&self.state_dir).record_fetched_in(
+                    workspace,
+                    toolchain,
+                    Some(run_id),
+                )?;
+                return Ok(Vec::new());
             }
-            _ => match cached.pending.get(stage) {
-                Some((closure, f)) => {
-                    let mut f = f.clone();
-                    cached.augment(&mut f, workspace, closure, &s.command);
-                    self.store.record_stage(stage, run_id, &f)
-                }
-                None => Ok(()),
-            },
+            StageKind::Test => cached
+                .pending_tests
+                .iter()
+                .filter(|(package, _)| {
+                    cached.forced || !cached.tests.get(*package).is_some_and(Decision::is_cached)
+                })
+                .map(|(package, p)| (package.as_str(), p))
+                .collect(),
+            _ => cached.pending.get(stage).map(|p| (stage, p)).into_iter().collect(),
+        };
+        if todo.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hasher = self.store.peek_hasher();
+        let mut fp =
+            Fingerprinter::new(workspace, toolchain, &cached.config, &cached.target_dirs, hasher);
+        let mut notes = Vec::new();
+        for (name, p) in todo {
+            let now = fp.stage_fingerprint(p.kind, &p.packages, &p.command);
+            let moved = moved_inputs(&p.fingerprint, &now, &workspace.root, cached.planned_at);
+            if !moved.is_empty() {
+                let what = if s.kind == StageKind::Test {
+                    format!("the tests of `{name}`")
+                } else {
+                    format!("stage `{name}`")
+                };
+                notes.push(format!(
+                    "{what} not recorded: inputs changed while it ran ({}); the next run runs it again",
+                    moved.join(", ")
+                ));
+                continue;
+            }
+            let mut f = p.fingerprint.clone();
+            cached.augment(&mut f, workspace, &p.closure, &p.command);
+            if s.kind == StageKind::Test {
+                self.store.record_test(name, run_id, &f)?;
+            } else {
+                self.store.record_stage(name, run_id, &f)?;
+            }
+        }
+        Ok(notes)
+    }
+}
+
+/// The inputs of `planned` that differ now (`now` is the same stage fingerprinted
+/// again). A file only `now` has is a move unless it is older than the plan: then a
+/// build just revealed it in dep-info and [`fingerprint::augment_after_success`] adds
+/// it; a variable only `now` has was revealed the same way (our environment is fixed).
+fn moved_inputs(
+    planned: &Fingerprint,
+    now: &Fingerprint,
+    root: &Utf8Path,
+    planned_at: SystemTime,
+) -> Vec<String> {
+    let name = |k: &str| k.strip_prefix("file:").unwrap_or(k).to_string();
+    let mut moved: Vec<String> = planned
+        .inputs
+        .iter()
+        .filter(|(k, v)| now.inputs.get(*k) != Some(*v))
+        .map(|(k, _)| name(k))
+        .collect();
+    for k in now.inputs.keys().filter(|k| !planned.inputs.contains_key(*k)) {
+        let Some(path) = k.strip_prefix("file:") else { continue };
+        let older = std::fs::metadata(root.join(path))
+            .and_then(|m| m.modified())
+            .is_ok_and(|m| m + fingerprint::RACY_WINDOW < planned_at);
+        if !older {
+            moved.push(name(k));
         }
     }
+    moved
 }
 
 impl CachedPlan {
@@ -278,7 +381,7 @@ impl CachedPlan {
         f: &mut Fingerprint,
         workspace: &Workspace,
         closure: &BTreeSet<PackageIdx>,
-        command: &crate::plan::StageCommand,
+        command: &StageCommand,
     ) {
         fingerprint::augment_after_success(
             f,

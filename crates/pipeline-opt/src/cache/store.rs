@@ -32,12 +32,18 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
+    #[error("interrupted while waiting for {path}, held by another run")]
+    Interrupted { path: Utf8PathBuf },
     #[error("could not lock {path}: {source}")]
     Lock {
         path: Utf8PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "refusing to clean the state directory {dir}: {reason}, where directories of your own may live; move `cache.dir` under the target directory, or run `cargo xtask cache clean --force` to remove only what pipeline-opt created there"
+    )]
+    UnsafeClean { dir: Utf8PathBuf, reason: String },
     #[error("could not remove {path}: {source}")]
     Remove {
         path: Utf8PathBuf,
@@ -128,8 +134,21 @@ impl Store {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 on_wait(&lock_path);
-                lock.lock()
-                    .map_err(|source| CacheError::Lock { path: lock_path.clone(), source })?;
+                // Polled rather than a blocking flock, which SA_RESTART would resume
+                // after a Ctrl-C: an interrupt ends the wait.
+                loop {
+                    match lock.try_lock() {
+                        Ok(()) => break,
+                        Err(std::fs::TryLockError::WouldBlock) => {}
+                        Err(std::fs::TryLockError::Error(source)) => {
+                            return Err(CacheError::Lock { path: lock_path, source });
+                        }
+                    }
+                    if crate::orchestrator::pending_signal() != 0 {
+                        return Err(CacheError::Interrupted { path: lock_path });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
             }
             Err(std::fs::TryLockError::Error(source)) => {
                 return Err(CacheError::Lock { path: lock_path, source });
@@ -167,8 +186,11 @@ impl Store {
             }
             Ok(None) => Ok(Vec::new()),
             Err(message) => {
-                self.warnings.push(format!(
-                    "ignoring the corrupt cache file {path} ({message}); the stage runs again"
+                self.warnings.push(set_aside_warning(
+                    path,
+                    "cache file",
+                    &message,
+                    "the stage runs again",
                 ));
                 Err(message)
             }
@@ -198,12 +220,24 @@ impl Store {
         match read_json::<FileHasher>(&path) {
             Ok(h) => h.unwrap_or_default(),
             Err(message) => {
-                self.warnings.push(format!(
-                    "ignoring the corrupt stat cache {path} ({message}); every file is hashed again"
+                self.warnings.push(set_aside_warning(
+                    &path,
+                    "stat cache",
+                    &message,
+                    "every file is hashed again",
                 ));
                 FileHasher::default()
             }
         }
+    }
+
+    /// The stat cache as saved, for a second look at the inputs within one run; a
+    /// corrupt one (already warned about when the run loaded it) hashes every file.
+    pub fn peek_hasher(&self) -> FileHasher {
+        read_json::<FileHasher>(&self.dir.join("stat-cache.json"))
+            .ok()
+            .flatten()
+            .unwrap_or_default()
     }
 
     /// Saves the stat cache if it changed. It is only a cache: it skips the fsync, and a
@@ -226,7 +260,12 @@ impl Store {
         let mut file = match read_json::<HitsFile>(&path) {
             Ok(f) => f.unwrap_or_default(),
             Err(message) => {
-                self.warnings.push(format!("ignoring the corrupt {path} ({message})"));
+                self.warnings.push(set_aside_warning(
+                    &path,
+                    "hit counts",
+                    &message,
+                    "`cache status` counts from this run on",
+                ));
                 HitsFile::default()
             }
         };
@@ -285,6 +324,35 @@ fn file_safe(name: &str) -> String {
     name.chars()
         .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
         .collect()
+}
+
+/// Moves an unreadable state file (or whatever took its place: a directory, a symlink)
+/// out of the way as `<name>.corrupt-<unix seconds>`, never deleting it, so the next
+/// write starts afresh and the user can still look at it. Returns the new path.
+pub fn set_aside(path: &Utf8Path) -> std::io::Result<Utf8PathBuf> {
+    let name = path.file_name().unwrap_or("state");
+    let base = path.with_file_name(format!("{name}.corrupt-{}", now_secs()));
+    let mut aside = base.clone();
+    let mut n = 1;
+    while std::fs::symlink_metadata(&aside).is_ok() {
+        aside = Utf8PathBuf::from(format!("{base}-{n}"));
+        n += 1;
+    }
+    std::fs::rename(path, &aside)?;
+    Ok(aside)
+}
+
+/// The warning for a state file read as unusable: set aside (see [`set_aside`]) when
+/// possible, with what happens next.
+fn set_aside_warning(path: &Utf8Path, what: &str, message: &str, next: &str) -> String {
+    match set_aside(path) {
+        Ok(aside) => {
+            format!("set aside the unreadable {what} {path} as {aside} ({message}); {next}")
+        }
+        Err(e) => format!(
+            "ignoring the unreadable {what} {path} ({message}; could not set it aside: {e}); {next}"
+        ),
+    }
 }
 
 /// `Ok(None)` when the file does not exist; `Err` with the reason when it exists but is

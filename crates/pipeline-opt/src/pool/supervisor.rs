@@ -581,12 +581,14 @@ impl Supervisor {
                         process::postgres_template(&self.spec.template_cache, &bin, run_as)?;
                     self.pg = Some((bin, template, pw));
                 }
-                let (bin, template, pw) = self.pg.as_ref().unwrap();
+                let (bin, template, _) = self.pg.as_ref().unwrap();
                 // The once-per-machine initdb is not part of a server's start time.
                 started = Instant::now();
                 let dir = process::instance_dir(&self.data_root, &instance, run_as)?;
                 let (data, sock) = process::postgres_instance(template, &dir, run_as)?;
-                (process::postgres_command(bin, &data, &sock, port), dir, run_as, pw.clone())
+                // The template's password is on disk in the cache and shared by every
+                // server made from it: each server gets its own (`set_own_password`).
+                (process::postgres_command(bin, &data, &sock, port), dir, run_as, password)
             }
             ServiceKind::Redis => {
                 let bin = process::redis_bin()?;
@@ -628,7 +630,12 @@ impl Supervisor {
             start_ms: 0,
             checked: Instant::now(),
         };
-        if let Err(err) = wait_ready(&spec, &mut server) {
+        if let Err(err) = wait_ready(&spec, &mut server).and_then(|()| {
+            if spec.kind == ServiceKind::Postgres {
+                set_own_password(&spec, &server)?;
+            }
+            Ok(())
+        }) {
             stop_server(server);
             return Err(err);
         }
@@ -825,6 +832,24 @@ impl Server {
 /// password round), else over TCP with the password.
 fn pg_admin(server: &Server, db: &str) -> Result<postgres::Client, postgres::Error> {
     server.pg_addr().connect(db)
+}
+
+/// Replaces the password a PostgreSQL server inherited from the cached template with
+/// the server's own random one, over the trusted private socket, before any URL with a
+/// password is written: the template's password outlives every pool.
+fn set_own_password(spec: &ServiceSpec, server: &Server) -> Result<(), PoolError> {
+    // Hex from the kernel: nothing to quote in SQL.
+    debug_assert!(server.password.chars().all(|c| c.is_ascii_hexdigit()));
+    pg_admin(server, "postgres")
+        .and_then(|mut c| {
+            c.simple_query(&format!("ALTER ROLE pool PASSWORD '{}'", server.password))
+        })
+        .map(drop)
+        .map_err(|e| PoolError::ServiceStart {
+            service: spec.name.clone(),
+            message: format!("cannot set the server's password: {e}"),
+            log: server.log.clone(),
+        })
 }
 
 fn redis_connect(port: u16, password: &str, db: i64) -> redis::RedisResult<redis::Connection> {

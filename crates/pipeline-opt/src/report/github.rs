@@ -7,6 +7,7 @@ use std::io::Write as _;
 
 use crate::profile::{RunRecord, StageStatus};
 use crate::report::{ReportError, secs};
+use crate::targets::Gate;
 
 /// Appends `markdown` to `$GITHUB_STEP_SUMMARY` when it is set, and prints the
 /// annotations of `record` when running under GitHub Actions.
@@ -36,8 +37,8 @@ pub fn append_summary(path: &std::path::Path, markdown: &str) -> Result<(), Repo
     f.write_all(text.as_bytes()).map_err(err)
 }
 
-/// Workflow commands: an error per failed or timed-out stage, a warning per missed
-/// target (an error when the required total was missed).
+/// Workflow commands: an error per failed or timed-out stage and, under `--gate`, per
+/// missed target of the gate; without a gate, targets annotate nothing.
 pub fn annotations(record: &RunRecord) -> String {
     let mut o = String::new();
     for s in &record.stages {
@@ -66,45 +67,35 @@ pub fn annotations(record: &RunRecord) -> String {
         )
         .unwrap();
     }
+    // Targets are a verdict only under `--gate`; without one they are information,
+    // which the reports show, not a failure to annotate.
     let v = &record.verdict;
-    if !v.required_met {
+    let Some(gate) = &v.gate else { return o };
+    if !gate.met && v.total >= gate.limit {
         writeln!(
             o,
             "::error title={}::{}",
-            property("required target missed"),
-            data(&format!(
-                "the pipeline took {}, over the required {}",
-                secs(v.total),
-                secs(v.required)
-            ))
-        )
-        .unwrap();
-    } else if !v.stretch_met {
-        writeln!(
-            o,
-            "::warning title={}::{}",
-            property("stretch target missed"),
-            data(&format!(
-                "the pipeline took {}, over the stretch target {}",
-                secs(v.total),
-                secs(v.stretch)
-            ))
+            property(&format!("{} missed", gate.gate_name())),
+            data(&format!("the pipeline took {}, over the {}", secs(v.total), gate.describe()))
         )
         .unwrap();
     }
-    for c in v.stages.iter().filter(|c| !c.met) {
-        writeln!(
-            o,
-            "::warning title={}::{}",
-            property(&format!("stage {} over its target", c.id)),
-            data(&format!(
-                "stage `{}` took {}, over its target {}",
-                c.id,
-                secs(c.actual),
-                secs(c.target)
-            ))
-        )
-        .unwrap();
+    if matches!(gate.gate, Gate::Required | Gate::Stretch) {
+        for c in v.stages.iter().filter(|c| !c.met) {
+            writeln!(
+                o,
+                "::error title={}::{}",
+                property(&format!("stage {} over its target", c.id)),
+                data(&format!(
+                    "stage `{}` took {}, over its target {} ({})",
+                    c.id,
+                    secs(c.actual),
+                    secs(c.target),
+                    gate.describe()
+                ))
+            )
+            .unwrap();
+        }
     }
     o
 }

@@ -87,7 +87,17 @@ pub fn read(path: &Utf8Path) -> Result<History, ReportError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(parse(&text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(History::default()),
-        Err(source) => Err(ReportError::ReadHistory { path: path.to_owned(), source }),
+        // Invalid UTF-8, a directory in its place: set it aside and start a new history
+        // rather than stop every run until someone removes it by hand.
+        Err(source) => match crate::cache::store::set_aside(path) {
+            Ok(aside) => Ok(History {
+                warnings: vec![format!(
+                    "set aside the unreadable run history {path} as {aside} ({source}); a new history starts"
+                )],
+                ..History::default()
+            }),
+            Err(_) => Err(ReportError::ReadHistory { path: path.to_owned(), source }),
+        },
     }
 }
 
@@ -139,8 +149,8 @@ pub fn append(path: &Utf8Path, entry: &HistoryEntry) -> Result<Vec<HistoryEntry>
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(write_err)?;
-    lock.lock().map_err(write_err)?;
+        .map_err(|source| ReportError::Write { path: lock_path.clone().into(), source })?;
+    lock.lock().map_err(|source| ReportError::Write { path: lock_path.clone().into(), source })?;
 
     let mut entries = read(path)?.entries;
     entries.push(entry.clone());

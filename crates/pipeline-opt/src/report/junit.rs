@@ -30,13 +30,19 @@ enum Outcome {
 /// a CI log shows them) into a JUnit XML document: one `testsuite` per test binary or
 /// doctest run, failure output attached to its test case.
 pub fn from_libtest_output(output: &str) -> String {
+    from_libtest_output_in(output, None)
+}
+
+/// [`from_libtest_output`] of a `cargo test` that ran in `dir`, whose test binaries (and
+/// their dep-info files) are still there: suites are named by package and target.
+pub fn from_libtest_output_in(output: &str, dir: Option<&camino::Utf8Path>) -> String {
     let mut suites: Vec<Suite> = Vec::new();
     // Which test a `---- name stdout ----` block belongs to while reading it.
     let mut capturing: Option<(usize, usize)> = None;
     for line in output.lines() {
         let trimmed = line.trim();
         if let Some(rest) = trimmed.strip_prefix("Running ") {
-            suites.push(Suite { name: suite_name(rest), cases: Vec::new() });
+            suites.push(Suite { name: suite_name(rest, dir), cases: Vec::new() });
             capturing = None;
             continue;
         }
@@ -89,16 +95,13 @@ fn parse_test_line(line: &str) -> Option<(&str, Outcome)> {
     Some((name, outcome))
 }
 
-/// `unittests src/lib.rs (target/debug/deps/foo-0123abcd)` → `foo unittests src/lib.rs`:
-/// the hash changes with every build and would make reports of two runs incomparable.
-fn suite_name(running: &str) -> String {
-    let Some((what, path)) = running.rsplit_once(" (") else { return running.to_string() };
-    let file = path.trim_end_matches(')').rsplit(['/', '\\']).next().unwrap_or(path);
-    let stem = file.strip_suffix(".exe").unwrap_or(file);
-    let binary = match stem.rsplit_once('-') {
-        Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name,
-        _ => stem,
-    };
+/// `unittests src/lib.rs (target/debug/deps/foo-0123abcd)` → `foo unittests src/lib.rs`,
+/// with the binary named as nextest names it (`pkg::it`) where its dep-info file is
+/// found from `dir`: the hash changes with every build and would make reports of two
+/// runs incomparable, and two packages' `tests/it.rs` must not share a suite.
+fn suite_name(running: &str, dir: Option<&camino::Utf8Path>) -> String {
+    let Some((what, _)) = running.rsplit_once(" (") else { return running.to_string() };
+    let binary = crate::orchestrator::libtest_binary_id(running, dir);
     format!("{binary} {what}")
 }
 

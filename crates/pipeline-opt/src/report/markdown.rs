@@ -30,6 +30,7 @@ pub fn render(record: &RunRecord, recommendations: &[Recommendation]) -> String 
     totals(o, record);
     naive(o, record);
     stages(o, record);
+    test_settings(o, record);
     cache(o, record);
     critical_path(o, record);
     slowest_crates(o, record);
@@ -43,6 +44,18 @@ pub fn render(record: &RunRecord, recommendations: &[Recommendation]) -> String 
         o.push_str(&crate::report::explore::render_markdown(e));
     }
     out
+}
+
+/// Which test-runner value came from where: the user's, or the tool's default.
+fn test_settings(o: &mut String, r: &RunRecord) {
+    if r.test_settings.is_empty() {
+        return;
+    }
+    writeln!(o, "Test settings:\n").unwrap();
+    for s in &r.test_settings {
+        writeln!(o, "- {}", crate::test_settings::describe(s)).unwrap();
+    }
+    o.push('\n');
 }
 
 pub(crate) fn outcome_text(outcome: RunOutcome) -> &'static str {
@@ -72,6 +85,11 @@ fn totals(o: &mut String, r: &RunRecord) {
     .unwrap();
     writeln!(o, "| stretch | {} | {} | {} |", secs(v.stretch), secs(v.total), met(v.stretch_met))
         .unwrap();
+    match &v.gate {
+        Some(g) => writeln!(o, "\nThe run was held to the {}: {}.", g.describe(), met(g.met)),
+        None => writeln!(o, "\nNo `--gate`: the targets are information, not a verdict."),
+    }
+    .unwrap();
     let capacity = r.total.as_secs_f64() * r.cores.max(1) as f64;
     write!(
         o,

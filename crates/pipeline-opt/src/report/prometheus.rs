@@ -27,7 +27,9 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 /// The metrics of `record` (the last run) and of `history` (every recorded run, the
 /// last one included): one histogram observation and one cache count per run.
 pub fn render(record: &RunRecord, history: &[HistoryEntry]) -> Result<String, std::fmt::Error> {
-    let mut registry = Registry::with_prefix("pipeline");
+    // Every metric says which command's runs it counts (`check` keeps its own history).
+    let command = ("command".into(), record.kind.name().into());
+    let mut registry = Registry::with_prefix_and_labels("pipeline", [command].into_iter());
 
     let duration = Histogram::new(DURATION_BUCKETS);
     let runs = Family::<ClassicCounter>::default();
@@ -140,6 +142,21 @@ fn outcome_label(e: &HistoryEntry) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// `value` escaped as the text format requires inside a label's quotes: backslash,
+/// double quote and line feed.
+pub fn escape_label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A labelled family encoded in label order. `prometheus_client`'s own `Family` keeps a
 /// hash map, whose order changes between runs; a textfile should not change when its
 /// values do not.
@@ -164,7 +181,12 @@ impl<M: Default + Clone> Family<M> {
 impl<M: EncodeMetric + TypedMetric + std::fmt::Debug + Send + Sync> EncodeMetric for Family<M> {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         for (labels, m) in self.members.lock().unwrap().iter() {
-            m.encode(encoder.encode_family(labels)?)?;
+            // prometheus-client writes label values as they are; a `"` or a newline in
+            // a stage id (from a record or history line on disk) would end the value
+            // and start a metric line of its own.
+            let escaped: Labels =
+                labels.iter().map(|(k, v)| (k.clone(), escape_label_value(v))).collect();
+            m.encode(encoder.encode_family(&escaped)?)?;
         }
         Ok(())
     }

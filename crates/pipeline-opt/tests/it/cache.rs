@@ -217,7 +217,9 @@ fn editing_an_include_str_file_invalidates() {
             explanations: vec![Explanation::FileChanged { path: "shared/data.txt".into() }]
         })
     );
-    assert_eq!(third.tests_to_run(), vec!["reader".to_string()]);
+    // Tests may read any file outside the member packages at run time, so by default
+    // every package's tests cover it, not only the one whose dep-info names it.
+    assert_eq!(third.tests_to_run(), vec!["other".to_string(), "reader".to_string()]);
 }
 
 #[test]
@@ -394,6 +396,7 @@ fn status_clean_and_budget() {
         cache.store.record_hits("run-1", 0, 3).unwrap();
         cache.store.record_hits("run-2", 3, 1).unwrap();
     }
+    maintain::claim_dir(&state.join("bench-target"), true).unwrap();
     std::fs::create_dir_all(state.join("bench-target/debug")).unwrap();
     std::fs::write(state.join("bench-target/debug/big"), vec![0u8; 200_000]).unwrap();
 
@@ -487,4 +490,60 @@ fn optimize_serves_a_rerun_from_the_cache_and_since_narrows_it() {
         "{:?}",
         fourth.record.cache
     );
+}
+
+/// #14 defect 1: break a crate, plan the run, fix the crate while the run goes on
+/// (after fetch, before build: the hook is this test, between two stages), let the run
+/// pass, break the crate again: the next run must not serve the broken crate's tests
+/// from the cache. Before the fix the success was recorded under the fingerprint taken
+/// at planning time, that of the broken crate, and the test stage was cached.
+#[test]
+fn an_edit_during_the_run_is_not_recorded() {
+    const BROKEN: &str = "pub fn answer() -> u32 {\n    2\n}\n";
+    const FIXED: &str = "pub fn answer() -> u32 {\n    1\n}\n";
+    let ws = FixtureWorkspace::new(vec![
+        FixtureCrate::new("flip")
+            .lib(BROKEN)
+            .test("t", "#[test]\nfn answer_is_one() {\n    assert_eq!(flip::answer(), 1);\n}\n"),
+    ])
+    .config("disable = [\"doctest\", \"bench-build\"]");
+    let repo = Repo::new(ws);
+    let inputs = Inputs::load(Some(&repo.manifest())).unwrap();
+    let plan = inputs.plan(CargoArgs::default(), false).unwrap();
+    let state_dir = inputs.workspace.state_dir(&inputs.config);
+    let mut cache = StageCache::open(&state_dir, |_| {}).unwrap();
+    let cached = cache
+        .adjust_plan(plan, &inputs.workspace, &inputs.toolchain, &inputs.config, "run-1")
+        .unwrap();
+    let sh = Shell::new().unwrap();
+    let mut notes = Vec::new();
+    for stage in &cached.plan.stages {
+        if stage.id == "build" {
+            repo.write("crates/flip/src/lib.rs", FIXED);
+        }
+        let out = stage.command.to_cmd(&sh).ignore_status().output().unwrap();
+        assert!(out.status.success(), "{}: {}", stage.id, String::from_utf8_lossy(&out.stderr));
+        notes.extend(
+            cache
+                .record_success(&cached, &stage.id, "run-1", &inputs.workspace, &inputs.toolchain)
+                .unwrap(),
+        );
+    }
+    assert!(
+        notes.iter().any(|n| n.contains("the tests of `flip` not recorded")
+            && n.contains("crates/flip/src/lib.rs")),
+        "{notes:?}"
+    );
+    drop(cache);
+
+    repo.write("crates/flip/src/lib.rs", BROKEN);
+    let inputs = Inputs::load(Some(&repo.manifest())).unwrap();
+    let plan = inputs.plan(CargoArgs::default(), false).unwrap();
+    let mut cache = StageCache::open(&state_dir, |_| {}).unwrap();
+    let next = cache
+        .adjust_plan(plan, &inputs.workspace, &inputs.toolchain, &inputs.config, "run-2")
+        .unwrap();
+    assert!(!next.decision("test").unwrap().is_cached(), "{:?}", decisions(&next));
+    assert!(!next.decision("build").unwrap().is_cached(), "{:?}", decisions(&next));
+    assert_eq!(next.tests_to_run(), vec!["flip".to_string()]);
 }

@@ -169,3 +169,29 @@ fn optimize_with_a_test_profile_of_its_own_compiles_each_crate_once() {
         assert!(compiled.is_empty(), "{id} compiled again: {compiled:?}");
     }
 }
+
+/// A workspace under a directory with a space: the jobserver FIFO's path travels
+/// unquoted in `CARGO_MAKEFLAGS`, so it must not be under the workspace, or every cargo
+/// stage warns that it cannot connect and runs with a `-j` of its own.
+#[test]
+fn optimize_keeps_the_jobserver_under_a_path_with_a_space() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![
+        FixtureCrate::new("a")
+            .lib("/// ```\n/// assert_eq!(a::one(), 1);\n/// ```\npub fn one() -> u32 { 1 }\n")
+            .test("t", "#[test] fn one() { assert_eq!(a::one(), 1) }\n"),
+    ])
+    .config("disable = [\"bench-build\"]");
+    let manifest = ws.write(&dir.join("my projects/ws")).unwrap();
+    let options = OptimizeOptions { manifest_path: Some(manifest), ..OptimizeOptions::default() };
+    let outcome = run_optimized_pipeline(&options, &mut |_| {}).unwrap();
+    assert_eq!(outcome.exit_code, exit::OK, "{:#?}", outcome.record.stages);
+    let mut logs = 0;
+    for s in &outcome.record.stages {
+        let Some(log) = &s.log_path else { continue };
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(!text.contains("failed to connect to jobserver"), "stage {}: {text}", s.id);
+        logs += 1;
+    }
+    assert!(logs >= 3, "the cargo stages wrote logs: {:#?}", outcome.record.stages);
+}

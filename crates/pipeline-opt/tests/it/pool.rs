@@ -551,3 +551,36 @@ fn the_plan_starts_services_beside_compilation_and_tests_wait_for_them() {
     let pool_dir = workspace.state_dir(&config).join("pool");
     assert_eq!(test.command.env.get(pool::POOL_ENV), Some(&pool_dir.to_string()));
 }
+
+/// The password in a lease URL (`postgres://pool:PASSWORD@…`).
+fn url_password(url: &str) -> String {
+    let rest = url.split_once("://pool:").expect("a URL with a password").1;
+    rest.split_once('@').unwrap().0.to_string()
+}
+
+#[test]
+fn every_postgres_server_has_its_own_password() {
+    if !servers_installed() {
+        return;
+    }
+    // Two pools one after the other, from the same cached initdb template.
+    let mut passwords = Vec::new();
+    for _ in 0..2 {
+        let pool = start(&[("postgres", service(ServiceKind::Postgres, 1))]);
+        let lease = pool.pool.lease("postgres", Duration::from_secs(10)).unwrap();
+        let mut db = postgres::Client::connect(lease.url(), postgres::NoTls).unwrap();
+        db.simple_query("SELECT 1").unwrap();
+        passwords.push(url_password(lease.url()));
+    }
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pool-template");
+    let template: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("password")).ok())
+        .map(|p| p.trim().to_string())
+        .collect();
+    assert!(!template.is_empty(), "the template cache holds its password in {cache:?}");
+    assert_ne!(passwords[0], passwords[1], "a password survived `pool down`");
+    for p in &passwords {
+        assert!(!template.contains(p), "a server kept the template's password {p}");
+    }
+}

@@ -22,6 +22,7 @@ use pipeline_opt::report::recommend::{
     self, DebugLevel, RecommendContext, ResolvedPackage, TestDebug,
 };
 use pipeline_opt::report::{self, ReportOptions, github, html, json, junit, markdown, prometheus};
+use pipeline_opt::targets::Gate;
 
 fn s(ms: u64) -> Duration {
     Duration::from_millis(ms)
@@ -149,6 +150,7 @@ fn fixture_record() -> RunRecord {
         started_at: "2026-11-26T12:00:00Z".into(),
         workspace_root: "/ws".into(),
         command: "cargo xtask optimize".into(),
+        kind: Default::default(),
         outcome: RunOutcome::StageFailed,
         total,
         stages,
@@ -189,6 +191,7 @@ fn fixture_record() -> RunRecord {
             .enumerate()
             .map(|(i, busy)| CpuSample { at: s(4_000 * (i as u64 + 1)), busy: *busy })
             .collect(),
+        test_settings: Vec::new(),
         // A test of `app` built a workspace of its own with cargo.
         compiled_by_tests: vec![CompiledByTests { stage: "test".into(), units: 3, time: s(2_400) }],
         test_counts: vec![TestCounts { stage: "test".into(), passed: 1, failed: 1, skipped: 1 }],
@@ -675,8 +678,11 @@ fn report_write_reports_writes_every_file() {
     report::write_reports_with(&record, &opts, &ctx).unwrap();
     assert_eq!(history::read(&written.history).unwrap().entries.len(), 2);
     let text = std::fs::read_to_string(&prom).unwrap();
-    assert!(text.contains("pipeline_duration_seconds_count 2"), "{text}");
-    assert!(text.contains("pipeline_runs_total{outcome=\"interrupted\"} 1"), "{text}");
+    assert!(text.contains("pipeline_duration_seconds_count{command=\"optimize\"} 2"), "{text}");
+    assert!(
+        text.contains("pipeline_runs_total{command=\"optimize\",outcome=\"interrupted\"} 1"),
+        "{text}"
+    );
     // Nothing but the reports and the history's lock file is left behind.
     let mut names: Vec<_> = std::fs::read_dir(&state)
         .unwrap()
@@ -700,17 +706,30 @@ fn report_github_annotations_and_summary() {
     let record = fixture_record();
     expect![[r#"
         ::error title=stage test failed::`cargo test --workspace` failed with exit code 101; failed tests: app::tests::adds_up; full log: /ws/target/pipeline-opt/logs/test.log%0Atest result: FAILED. 3 passed; 1 failed; 0 ignored
-        ::warning title=stage build over its target::stage `build` took 30.0 s, over its target 25.0 s
     "#]]
     .assert_eq(&github::annotations(&record));
+    // Under `--gate required` the missed stage target fails the gate.
+    let mut gated = record.clone();
+    gated.verdict.gate = Some(gated.verdict.check(Gate::Required));
+    expect![[r#"
+        ::error title=stage test failed::`cargo test --workspace` failed with exit code 101; failed tests: app::tests::adds_up; full log: /ws/target/pipeline-opt/logs/test.log%0Atest result: FAILED. 3 passed; 1 failed; 0 ignored
+        ::error title=stage build over its target::stage `build` took 30.0 s, over its target 25.0 s (gate required (60.0 s))
+    "#]]
+    .assert_eq(&github::annotations(&gated));
 
+    // Over the required total but not gated: nothing to annotate; gated: an error.
     let mut slow = record.clone();
     slow.stages.clear();
     slow.verdict = slow.targets.verdict(s(61_000), &[]);
+    assert_eq!(github::annotations(&slow), "");
+    slow.verdict.gate = Some(slow.verdict.check(Gate::Required));
     expect![[r#"
-        ::error title=required target missed::the pipeline took 61.0 s, over the required 60.0 s
+        ::error title=required gate missed::the pipeline took 61.0 s, over the gate required (60.0 s)
     "#]]
     .assert_eq(&github::annotations(&slow));
+    // A custom gate judges the total by its own limit, whatever the required target.
+    slow.verdict.gate = Some(slow.verdict.check(Gate::Custom(s(90_000))));
+    assert_eq!(github::annotations(&slow), "");
 
     let (_dir, dir) = temp_dir();
     let summary = dir.join("summary.md");
@@ -1111,11 +1130,11 @@ fn report_progress_plain_lines() {
         [ 31.0 s] test: started (target 20.0 s)
         [ 40.0 s] test: failed in 9.0 s (target 20.0 s: met), exit code 101, failed: app::tests::adds_up, log /ws/target/pipeline-opt/logs/test.log
         [ 40.0 s] bench-build: skipped: dependency `test` failed
-        run a stage failed in 40.0 s (required 60.0 s: met, stretch 45.0 s: met)
+        run a stage failed in 40.0 s (no --gate; required 60.0 s: met, stretch 45.0 s: met)
         [  0.0 s] naive-check: started
         [  2.0 s] naive-check: failed in 2.0 s, exit code 101, log /ws/target/pipeline-opt/logs/naive-check.log
         [  2.0 s] naive-test: skipped: not started: stage `naive-check` failed
-        run a stage failed in 2.0 s (required 60.0 s: met, stretch 45.0 s: met)
+        run a stage failed in 2.0 s (no --gate; required 60.0 s: met, stretch 45.0 s: met)
     "#]]
     .assert_eq(&text);
 }
@@ -1187,6 +1206,7 @@ fn report_write_reports_publishes_to_github() {
     if let Some(state) = std::env::var_os(CHILD) {
         let mut record = fixture_record();
         record.workspace_root = "/nonexistent-workspace".into();
+        record.verdict.gate = Some(record.verdict.check(Gate::Required));
         let opts = ReportOptions {
             state_dir: Utf8PathBuf::from(state.into_string().unwrap()),
             markdown: None,
@@ -1211,7 +1231,7 @@ fn report_write_reports_publishes_to_github() {
     let text = std::fs::read_to_string(&summary).unwrap();
     assert!(text.starts_with("## earlier step\n# Pipeline optimization report\n"), "{text}");
     assert!(stdout.contains("::error title=stage test failed::"), "{stdout}");
-    assert!(stdout.contains("::warning title=stage build over its target::"), "{stdout}");
+    assert!(stdout.contains("::error title=stage build over its target::"), "{stdout}");
 }
 
 /// A run interrupted before any stage finished still renders every report.
@@ -1241,6 +1261,8 @@ fn report_interrupted_before_any_stage() {
         | --- | ---: | ---: | --- |
         | required | 60.0 s | 2.5 s | met |
         | stretch | 45.0 s | 2.5 s | met |
+
+        No `--gate`: the targets are information, not a verdict.
 
         CPU left idle by this run: 10.0 s of 10 core-seconds (100%). The machine's cores were 76% busy over the run (all processes, sampled every 250 ms), so 24% of them were idle.
 
@@ -1290,7 +1312,7 @@ fn report_interrupted_before_any_stage() {
     assert!(
         prometheus::render(&record, &[HistoryEntry::from_record(&record)])
             .unwrap()
-            .contains("pipeline_last_run_success 0")
+            .contains("pipeline_last_run_success{command=\"optimize\"} 0")
     );
     assert_eq!(github::annotations(&record), "");
 }

@@ -1,0 +1,241 @@
+//! The test runners' settings of a run and where each came from: the user's
+//! environment, the workspace's nextest config (`.config/nextest.toml`, the profile
+//! nextest will select), or the tool's default. What the user set always wins; the tool
+//! only fills in what was left unset, and the report names the source of every value.
+
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::{Deserialize, Serialize};
+
+use crate::toolchain::passed_env;
+
+/// Where nextest looks for a workspace's config, relative to the workspace root.
+pub const NEXTEST_CONFIG: &str = ".config/nextest.toml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SettingSource {
+    /// A variable in the environment the tool was started with.
+    UserEnv,
+    /// The workspace's nextest config, in the selected profile or the default profile.
+    NextestConfig,
+    /// Nobody set it: the tool (or the runner's own default) decides.
+    ToolDefault,
+}
+
+/// One setting as the run used it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestSetting {
+    /// `nextest profile`, `nextest test threads`, `nextest retries`, `libtest threads`.
+    pub setting: String,
+    pub value: String,
+    pub source: SettingSource,
+    /// The variable, or the config file and table, or what the tool does.
+    pub origin: String,
+}
+
+/// What a run's test stages get, resolved once before the run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TestSettings {
+    /// The user fixed nextest's test threads (`NEXTEST_TEST_THREADS` or `test-threads`
+    /// in the selected profile): the tool must not set `NEXTEST_TEST_THREADS`.
+    pub nextest_threads_set: bool,
+    /// The user set `RUST_TEST_THREADS`: the tool must not set it.
+    pub libtest_threads_set: bool,
+    /// The user set nextest's retries (`NEXTEST_RETRIES` or `retries` in the profile):
+    /// the tool passes no `--retries`.
+    pub nextest_retries_set: bool,
+    pub settings: Vec<TestSetting>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestSettingsError {
+    #[error(
+        "cannot read the nextest config {path}: {message}; fix it (`cargo nextest show-config test-groups` checks it) or remove it"
+    )]
+    NextestConfig { path: Utf8PathBuf, message: String },
+}
+
+impl TestSettings {
+    /// Only the user's environment: what an embedding program that starts the
+    /// orchestrator itself gets unless it resolves more.
+    pub fn from_env() -> TestSettings {
+        TestSettings {
+            nextest_threads_set: passed_env("NEXTEST_TEST_THREADS").is_some(),
+            libtest_threads_set: passed_env("RUST_TEST_THREADS").is_some(),
+            nextest_retries_set: passed_env("NEXTEST_RETRIES").is_some(),
+            settings: Vec::new(),
+        }
+    }
+
+    /// Resolves the settings of a run in `root` whose plan runs nextest and/or libtest
+    /// (`cargo test`) stages, the way nextest itself does: environment first, then the
+    /// selected profile (`NEXTEST_PROFILE`, else `default`), then the default profile.
+    pub fn resolve(
+        root: &Utf8Path,
+        nextest: bool,
+        libtest: bool,
+    ) -> Result<TestSettings, TestSettingsError> {
+        let mut s = TestSettings::from_env();
+        let env = |name: &str| passed_env(name).map(|v| v.to_string_lossy().into_owned());
+        let user = |setting: &str, var: &str, value: String| TestSetting {
+            setting: setting.into(),
+            value,
+            source: SettingSource::UserEnv,
+            origin: var.into(),
+        };
+        if nextest {
+            let config = NextestConfig::load(root)?;
+            let profile = env("NEXTEST_PROFILE");
+            let selected = profile.clone().unwrap_or_else(|| "default".into());
+            s.settings.push(match &profile {
+                Some(p) => user("nextest profile", "NEXTEST_PROFILE", p.clone()),
+                None => TestSetting {
+                    setting: "nextest profile".into(),
+                    value: "default".into(),
+                    source: SettingSource::ToolDefault,
+                    origin: "nextest's default profile".into(),
+                },
+            });
+            let from_config = |key: &str| {
+                config.lookup(&selected, key).map(|(table, value)| TestSetting {
+                    setting: String::new(),
+                    value,
+                    source: SettingSource::NextestConfig,
+                    origin: format!("{NEXTEST_CONFIG} [{table}]"),
+                })
+            };
+            let threads = match env("NEXTEST_TEST_THREADS") {
+                Some(v) => user("nextest test threads", "NEXTEST_TEST_THREADS", v),
+                None => match from_config("test-threads") {
+                    Some(t) => TestSetting { setting: "nextest test threads".into(), ..t },
+                    None => TestSetting {
+                        setting: "nextest test threads".into(),
+                        value: "the run's cores".into(),
+                        source: SettingSource::ToolDefault,
+                        origin: "NEXTEST_TEST_THREADS set by pipeline-opt".into(),
+                    },
+                },
+            };
+            s.nextest_threads_set = threads.source != SettingSource::ToolDefault;
+            s.settings.push(threads);
+            let retries = match env("NEXTEST_RETRIES") {
+                Some(v) => user("nextest retries", "NEXTEST_RETRIES", v),
+                None => match from_config("retries") {
+                    Some(t) => TestSetting { setting: "nextest retries".into(), ..t },
+                    None => TestSetting {
+                        setting: "nextest retries".into(),
+                        value: "as --retries".into(),
+                        source: SettingSource::ToolDefault,
+                        origin: "`--retries` passed by pipeline-opt".into(),
+                    },
+                },
+            };
+            s.nextest_retries_set = retries.source != SettingSource::ToolDefault;
+            s.settings.push(retries);
+        }
+        if libtest {
+            s.settings.push(match env("RUST_TEST_THREADS") {
+                Some(v) => user("libtest threads", "RUST_TEST_THREADS", v),
+                None => TestSetting {
+                    setting: "libtest threads".into(),
+                    value: "a share of the run's cores".into(),
+                    source: SettingSource::ToolDefault,
+                    origin: "RUST_TEST_THREADS set by pipeline-opt".into(),
+                },
+            });
+        }
+        Ok(s)
+    }
+}
+
+/// The parts of a nextest config the tool must not override: the profiles.
+#[derive(Debug, Default)]
+struct NextestConfig {
+    profiles: toml::Table,
+}
+
+impl NextestConfig {
+    fn load(root: &Utf8Path) -> Result<NextestConfig, TestSettingsError> {
+        let path = root.join(NEXTEST_CONFIG);
+        let err =
+            |message: String| TestSettingsError::NextestConfig { path: path.clone(), message };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(err(e.to_string())),
+        };
+        let doc: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| err(e.message().to_string()))?;
+        let profiles = match doc.get("profile") {
+            None => toml::Table::new(),
+            Some(toml::Value::Table(t)) => t.clone(),
+            Some(_) => return Err(err("`profile` is not a table".into())),
+        };
+        Ok(NextestConfig { profiles })
+    }
+
+    /// `key` in `profile`, else in the profiles it inherits from (`inherits`, then
+    /// `default`), with the table that set it.
+    fn lookup(&self, profile: &str, key: &str) -> Option<(String, String)> {
+        let mut name = profile.to_string();
+        // A bounded walk: an `inherits` cycle is nextest's error to report.
+        for _ in 0..8 {
+            let table = self.profiles.get(&name).and_then(|v| v.as_table());
+            if let Some(v) = table.and_then(|t| t.get(key)) {
+                let value = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                return Some((format!("profile.{name}"), value));
+            }
+            if name == "default" {
+                return None;
+            }
+            name = table
+                .and_then(|t| t.get("inherits"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("default")
+                .to_string();
+        }
+        None
+    }
+}
+
+/// `value (source: origin)` for the reports.
+pub fn describe(s: &TestSetting) -> String {
+    let source = match s.source {
+        SettingSource::UserEnv => "user environment",
+        SettingSource::NextestConfig => "nextest config",
+        SettingSource::ToolDefault => "tool default",
+    };
+    format!("{} {} ({source}: {})", s.setting, s.value, s.origin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NextestConfig;
+
+    #[test]
+    fn profiles_inherit_from_default_and_named_parents() {
+        let profiles = r#"
+            [default]
+            test-threads = 1
+            [ci]
+            retries = 3
+            [nightly]
+            inherits = "ci"
+            test-threads = "num-cpus"
+        "#
+        .parse()
+        .unwrap();
+        let c = NextestConfig { profiles };
+        let get = |p: &str, k: &str| c.lookup(p, k);
+        assert_eq!(get("ci", "test-threads"), Some(("profile.default".into(), "1".into())));
+        assert_eq!(get("nightly", "retries"), Some(("profile.ci".into(), "3".into())));
+        assert_eq!(
+            get("nightly", "test-threads"),
+            Some(("profile.nightly".into(), "num-cpus".into()))
+        );
+        assert_eq!(get("default", "retries"), None);
+    }
+}

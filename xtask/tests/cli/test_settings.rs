@@ -1,0 +1,133 @@
+//! The user's test settings win: a nextest config's `test-threads`, `NEXTEST_PROFILE`,
+//! `RUST_TEST_THREADS` reach the test runners unchanged, and the record says which
+//! value came from where.
+
+use std::process::Command;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
+use pipeline_opt::profile::RunRecord;
+use pipeline_opt::test_settings::SettingSource;
+
+/// Three tests that fail when any two run at once: each holds a lock file (a shared
+/// port or database, in a real workspace) for half a second.
+fn serial_tests() -> FixtureCrate {
+    let test = |n: u32| {
+        format!(
+            "#[test] fn holds_the_lock_{n}() {{\n\
+             let lock = std::path::Path::new(env!(\"CARGO_TARGET_TMPDIR\")).join(\"serial.lock\");\n\
+             std::fs::OpenOptions::new().write(true).create_new(true).open(&lock)\n\
+             .expect(\"another test holds the lock: these tests must run one at a time\");\n\
+             std::thread::sleep(std::time::Duration::from_millis(500));\n\
+             std::fs::remove_file(&lock).unwrap();\n}}\n"
+        )
+    };
+    FixtureCrate::new("serial").test("lock", (1..=3).map(test).collect::<String>())
+}
+
+fn xtask(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    c.args(args);
+    // This test runs under nextest, whose NEXTEST_* variables describe this test, not
+    // a user's settings; the variables each case sets stand for the user's.
+    for var in pipeline_opt::toolchain::inherited_cargo_vars() {
+        c.env_remove(var);
+    }
+    c.env_remove("RUST_TEST_THREADS");
+    c
+}
+
+fn run(c: &mut Command, json: &Utf8Path) -> RunRecord {
+    let out = c.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+}
+
+fn setting<'a>(r: &'a RunRecord, name: &str) -> &'a pipeline_opt::test_settings::TestSetting {
+    r.test_settings
+        .iter()
+        .find(|s| s.setting == name)
+        .unwrap_or_else(|| panic!("{name} in {:#?}", r.test_settings))
+}
+
+fn temp() -> (tempfile::TempDir, Utf8PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
+    (dir, path)
+}
+
+/// `test-threads = 1` in `.config/nextest.toml` passes under `cargo nextest run` and
+/// must under `optimize` (the tool set NEXTEST_TEST_THREADS over it); `NEXTEST_PROFILE=ci`
+/// reaches nextest (it was stripped), so the profile's JUnit file is written and its
+/// `retries` is not overridden by the tool's `--retries`.
+#[test]
+fn cli_nextest_config_and_profile_win_over_the_tools_threads() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![serial_tests()])
+        .config("disable = [\"bench-build\", \"doctest\"]")
+        .file(
+            ".config/nextest.toml",
+            "[profile.default]\ntest-threads = 1\n\n[profile.ci]\nretries = 0\n\n[profile.ci.junit]\npath = \"junit.xml\"\n",
+        );
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let json = dir.join("run.json");
+    let report = dir.join("report.md");
+    let args = [
+        "optimize",
+        "--manifest-path",
+        manifest.as_str(),
+        "--json",
+        json.as_str(),
+        "--report",
+        report.as_str(),
+    ];
+    let r = run(&mut xtask(&args), &json);
+    let threads = setting(&r, "nextest test threads");
+    assert_eq!(threads.source, SettingSource::NextestConfig, "{threads:?}");
+    assert_eq!(
+        (threads.value.as_str(), threads.origin.as_str()),
+        ("1", ".config/nextest.toml [profile.default]")
+    );
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        md.contains(
+            "nextest test threads 1 (nextest config: .config/nextest.toml [profile.default])"
+        ),
+        "{md}"
+    );
+
+    // The profile is an input of the test stage: the run does not come from the cache.
+    let r = run(xtask(&args).env("NEXTEST_PROFILE", "ci"), &json);
+    let profile = setting(&r, "nextest profile");
+    assert_eq!((profile.value.as_str(), profile.source), ("ci", SettingSource::UserEnv));
+    // The profile's `retries` wins over the tool's `--retries`.
+    let retries = setting(&r, "nextest retries");
+    assert_eq!((retries.value.as_str(), retries.source), ("0", SettingSource::NextestConfig));
+    let test = r.stages.iter().find(|s| s.id == "test").unwrap();
+    assert!(!test.command.contains("--retries"), "{}", test.command);
+    let junit = dir.join("ws/target/nextest/ci/junit.xml");
+    let xml = std::fs::read_to_string(&junit).unwrap_or_else(|e| panic!("{junit}: {e}"));
+    assert!(xml.contains("holds_the_lock_3"), "{xml}");
+}
+
+/// With `test-runner = "cargo"`, the user's `RUST_TEST_THREADS=1` reaches libtest.
+#[test]
+fn cli_user_rust_test_threads_wins_with_the_cargo_runner() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![serial_tests()])
+        .config("test-runner = \"cargo\"\ndisable = [\"bench-build\", \"doctest\"]");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let json = dir.join("run.json");
+    let r = run(
+        xtask(&["optimize", "--manifest-path", manifest.as_str(), "--json", json.as_str()])
+            .env("RUST_TEST_THREADS", "1"),
+        &json,
+    );
+    let threads = setting(&r, "libtest threads");
+    assert_eq!(
+        (threads.value.as_str(), threads.source, threads.origin.as_str()),
+        ("1", SettingSource::UserEnv, "RUST_TEST_THREADS")
+    );
+}
