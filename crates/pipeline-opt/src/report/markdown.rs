@@ -91,14 +91,29 @@ fn totals(o: &mut String, r: &RunRecord) {
     }
     .unwrap();
     let capacity = r.total.as_secs_f64() * r.cores.max(1) as f64;
-    writeln!(
+    write!(
         o,
-        "\nCPU left idle: {} of {} core-seconds ({}).",
+        "\nCPU left idle by this run: {} of {} core-seconds ({}).",
         secs(r.idle_cpu),
         capacity.round(),
         percent(r.idle_cpu.as_secs_f64(), capacity)
     )
     .unwrap();
+    // On a shared machine what the run left idle may have gone to other programs:
+    // the sampled use of all processes tells.
+    if !r.cpu_samples.is_empty() {
+        let machine =
+            r.cpu_samples.iter().map(|c| c.busy).sum::<f64>() / r.cpu_samples.len() as f64;
+        write!(
+            o,
+            " The machine's cores were {} busy over the run (all processes, sampled every \
+             250 ms), so {} of them were idle.",
+            percent(machine, 1.0),
+            percent(1.0 - machine, 1.0)
+        )
+        .unwrap();
+    }
+    o.push('\n');
     if r.outcome == RunOutcome::Interrupted {
         writeln!(o, "\nThe run was interrupted: the total is the time until the interrupt.")
             .unwrap();

@@ -21,6 +21,11 @@ const SLOW_TEST_SHARE_EACH: f64 = 0.2;
 const SLOW_TEST_MIN: Duration = Duration::from_secs(1);
 /// A compiling or testing stage that keeps fewer cores busy than this is serialized.
 const LOW_CPU_SHARE: f64 = 0.5;
+/// The cores a stage left unused were idle only if the machine left them idle: when its
+/// sampled use over the stage reaches this share, other work (another stage of the run,
+/// another program on a shared machine) had them, and splitting or overlapping more
+/// would not make the stage faster.
+const LOW_CPU_MACHINE_BUSY: f64 = 0.8;
 /// Short stages have too little time to fill the cores; judging them is noise.
 const LOW_CPU_MIN_WALL: Duration = Duration::from_secs(5);
 /// Debug info is worth trimming once compiling takes this much time in a run.
@@ -226,6 +231,21 @@ fn low_cpu(record: &RunRecord, out: &mut Vec<Recommendation>) {
         if busy / cores >= LOW_CPU_SHARE {
             continue;
         }
+        let samples: Vec<f64> = record
+            .cpu_samples
+            .iter()
+            .filter(|c| c.at > s.start && c.at <= s.start + s.wall)
+            .map(|c| c.busy)
+            .collect();
+        let machine =
+            (!samples.is_empty()).then(|| samples.iter().sum::<f64>() / samples.len() as f64);
+        if machine.is_some_and(|m| m >= LOW_CPU_MACHINE_BUSY) {
+            continue;
+        }
+        let machine = match machine {
+            Some(m) => format!("; the machine's cores were {} busy", percent(m, 1.0)),
+            None => String::new(),
+        };
         let action = if is_test_command(&s.command) {
             format!(
                 "stage `{}` waits on a few long tests or binaries: split them, or run another \
@@ -245,7 +265,7 @@ fn low_cpu(record: &RunRecord, out: &mut Vec<Recommendation>) {
                 kind: "low-cpu",
                 action,
                 evidence: format!(
-                    "stage `{}` kept {:.1} of {} cores busy ({}) over {} ({} of CPU time)",
+                    "stage `{}` kept {:.1} of {} cores busy ({}) over {} ({} of CPU time){machine}",
                     s.id,
                     busy,
                     record.cores,

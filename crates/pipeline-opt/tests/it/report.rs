@@ -897,8 +897,19 @@ fn report_recommendations_each_have_a_trigger_and_a_non_trigger() {
     });
     check_kinds(&r, &calm_ctx, &["critical-crate"]);
 
+    // A stage that keeps a third of the cores busy while the machine idles; the same
+    // stage on a machine whose cores other work kept busy left none idle.
     let mut r = calm.clone();
     r.stages[1].cpu_user = s(20_000);
+    for c in &mut r.cpu_samples {
+        c.busy = 0.35;
+    }
+    check_kinds(&r, &calm_ctx, &["low-cpu"]);
+    for c in &mut r.cpu_samples {
+        c.busy = 0.95;
+    }
+    check_kinds(&r, &calm_ctx, &[]);
+    r.cpu_samples.clear();
     check_kinds(&r, &calm_ctx, &["low-cpu"]);
 
     let mut r = calm.clone();
@@ -1256,7 +1267,7 @@ fn report_interrupted_before_any_stage() {
 
         No `--gate`: the targets are information, not a verdict.
 
-        CPU left idle: 10.0 s of 10 core-seconds (100%).
+        CPU left idle by this run: 10.0 s of 10 core-seconds (100%). The machine's cores were 76% busy over the run (all processes, sampled every 250 ms), so 24% of them were idle.
 
         The run was interrupted: the total is the time until the interrupt.
 
@@ -1436,4 +1447,69 @@ fn report_slow_test_recommendation_from_a_real_nextest_run() {
     let md = std::fs::read_to_string(&report).unwrap();
     let recs = md.split("## Recommendations").nth(1).unwrap();
     assert!(recs.contains("split `sleeps` in `slowpoke::t` into smaller tests"), "{recs}");
+}
+
+/// #13: on a machine whose cores other programs keep busy (here threads spinning in
+/// this test's process, as other jobs on a shared CI runner), a test stage that sleeps
+/// leaves no core idle, so no low-cpu advice may tell the user to split it or to run
+/// another stage beside it; the record's samples show the machine was busy.
+#[test]
+fn report_no_low_cpu_advice_when_the_machine_was_busy() {
+    use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (_dir, dir) = temp_dir();
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("idler").test(
+        "t",
+        "#[test] fn waits() { std::thread::sleep(std::time::Duration::from_secs(6)); }\n",
+    )])
+    .config("disable = [\"bench-build\", \"doctest\"]");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let report = dir.join("report.md");
+    let options = pipeline_opt::OptimizeOptions {
+        manifest_path: Some(manifest),
+        report: Some(report.clone()),
+        ..Default::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let spinners: Vec<_> = (0..cores)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    let outcome = pipeline_opt::run_optimized_pipeline(&options, &mut |_| {});
+    stop.store(true, Ordering::Relaxed);
+    spinners.into_iter().for_each(|t| t.join().unwrap());
+    let r = outcome.unwrap().record;
+    assert_eq!(r.outcome, RunOutcome::Succeeded, "{:#?}", r.stages);
+    let test = r.stages.iter().find(|s| s.id == "test").unwrap();
+    let busy: Vec<f64> = r
+        .cpu_samples
+        .iter()
+        .filter(|c| c.at > test.start && c.at <= test.start + test.wall)
+        .map(|c| c.busy)
+        .collect();
+    let mean = busy.iter().sum::<f64>() / busy.len().max(1) as f64;
+    assert!(mean >= 0.9, "the spinning threads kept the machine busy: {busy:?}");
+    let own = (test.cpu_user + test.cpu_system).as_secs_f64() / test.wall.as_secs_f64();
+    assert!(test.wall >= Duration::from_secs(6) && own < 0.5, "{test:#?}");
+    let md = std::fs::read_to_string(&report).unwrap();
+    let recs = md.split("## Recommendations").nth(1).unwrap();
+    assert!(!recs.contains("(low-cpu)"), "{recs}");
+    // The totals do not call the cores the run did not use idle.
+    let totals = md.split("## Totals").nth(1).unwrap().split("\n## ").next().unwrap();
+    assert!(totals.contains("CPU left idle by this run: "), "{totals}");
+    let machine = totals
+        .split("The machine's cores were ")
+        .nth(1)
+        .and_then(|t| t.split('%').next())
+        .and_then(|p| p.parse::<u32>().ok());
+    assert!(machine.is_some_and(|p| p >= 80), "{totals}");
 }
