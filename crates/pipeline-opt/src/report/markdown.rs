@@ -90,7 +90,10 @@ fn totals(o: &mut String, r: &RunRecord) {
         None => writeln!(o, "\nNo `--gate`: the targets are information, not a verdict."),
     }
     .unwrap();
-    let capacity = r.total.as_secs_f64() * r.cores.max(1) as f64;
+    // `idle_cpu` is counted over the stages' span (cores × span − the stages' CPU), which
+    // is shorter than `total` (planning and fingerprints come first): the same span here.
+    let stage_cpu: f64 = r.stages.iter().map(|s| (s.cpu_user + s.cpu_system).as_secs_f64()).sum();
+    let capacity = r.idle_cpu.as_secs_f64() + stage_cpu;
     write!(
         o,
         "\nCPU left idle by this run: {} of {} core-seconds ({}).",
