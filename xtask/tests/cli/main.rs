@@ -5,6 +5,7 @@ mod bad_input;
 mod bench_compare;
 mod cache;
 mod campaign;
+mod concurrency;
 mod faults;
 mod optimize;
 mod outcomes;
