@@ -7,7 +7,8 @@
 //! touched.
 //!
 //! The edit-during-run case is `cache::an_edit_during_the_run_is_not_recorded` (it).
-//! Bounded: runs only with `PIPELINE_OPT_SLOW_TESTS` (CI sets it).
+//! Cases: 3 by default (two runs at once, clean during a run, beside check), all 7 with
+//! `PIPELINE_OPT_SLOW_TESTS` (CI sets it).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -332,28 +333,30 @@ fn optimize_beside_check(f: &mut Fixture) -> Result<(), String> {
 
 #[test]
 fn runs_at_once_and_clean_during_a_run_keep_history_and_cache_whole() {
-    if std::env::var_os("PIPELINE_OPT_SLOW_TESTS").is_none() {
-        eprintln!("skipped: set PIPELINE_OPT_SLOW_TESTS=1 to run the concurrency campaign");
-        return;
-    }
+    let slow = std::env::var_os("PIPELINE_OPT_SLOW_TESTS").is_some();
     let started = Instant::now();
     let mut f = Fixture::new();
     // Warm once: the first run compiles everything.
     let warm = finish(f.optimize(&f.out.join("run.json")).spawn().unwrap());
     assert_eq!(warm.code, Some(0), "{}", warm.stderr);
 
-    type Case = (&'static str, fn(&mut Fixture) -> Result<(), String>);
-    let cases: [Case; 7] = [
-        ("two runs at once", |f| runs_at_once(f, 2, true)),
-        ("three runs at once", |f| runs_at_once(f, 3, true)),
-        ("two runs at once, tests failing", |f| runs_at_once(f, 2, false)),
-        ("three runs at once, tests failing", |f| runs_at_once(f, 3, false)),
-        ("cache clean during a run", |f| clean_during_run(f, true)),
-        ("cache clean during a failing run", |f| clean_during_run(f, false)),
-        ("optimize beside check", optimize_beside_check),
+    type Case = (&'static str, bool, fn(&mut Fixture) -> Result<(), String>);
+    // (name, in the default subset, case)
+    let all: [Case; 7] = [
+        ("two runs at once", true, |f| runs_at_once(f, 2, true)),
+        ("three runs at once", false, |f| runs_at_once(f, 3, true)),
+        ("two runs at once, tests failing", false, |f| runs_at_once(f, 2, false)),
+        ("three runs at once, tests failing", false, |f| runs_at_once(f, 3, false)),
+        ("cache clean during a run", true, |f| clean_during_run(f, true)),
+        ("cache clean during a failing run", false, |f| clean_during_run(f, false)),
+        ("optimize beside check", true, optimize_beside_check),
     ];
+    let cases: Vec<Case> = all.into_iter().filter(|c| slow || c.1).collect();
+    if !slow {
+        eprintln!("note: {} of 7 cases; PIPELINE_OPT_SLOW_TESTS=1 runs all", cases.len());
+    }
     let mut failures = Vec::new();
-    for (name, case) in cases {
+    for &(name, _, case) in &cases {
         let t = Instant::now();
         let result = case(&mut f);
         eprintln!("case `{name}` ({:.1} s): {result:?}", t.elapsed().as_secs_f64());
