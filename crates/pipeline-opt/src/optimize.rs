@@ -435,9 +435,11 @@ fn run_with_cache(
         }
     }
     record.notes.extend(cached.warnings.iter().map(|w| format!("cache: {w}")));
-    drop(cache);
+    // Still under the lock: taking it again after letting go could mean waiting for a
+    // whole later run (and an interrupt there would lose this run's record).
     if let Some(budget) = inputs.config.cache.budget {
-        let freed = crate::cache::maintain::enforce_budget(&state_dir, budget, |_| {})?;
+        let freed =
+            crate::cache::maintain::enforce_budget_locked(&cache.store, &state_dir, budget)?;
         if !freed.removed.is_empty() {
             record.notes.push(format!(
                 "cache budget: removed {} item(s) to stay under {}",
@@ -446,6 +448,7 @@ fn run_with_cache(
             ));
         }
     }
+    drop(cache);
     Ok(record)
 }
 

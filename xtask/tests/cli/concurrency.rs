@@ -7,7 +7,7 @@
 //! touched.
 //!
 //! The edit-during-run case is `cache::an_edit_during_the_run_is_not_recorded` (it).
-//! Cases: 3 by default (two runs at once, clean during a run, beside check), all 7 with
+//! Cases: 3 by default (two runs at once, clean during a run, beside check), all 8 with
 //! `PIPELINE_OPT_SLOW_TESTS` (CI sets it).
 
 use std::collections::BTreeMap;
@@ -50,7 +50,8 @@ impl Fixture {
             FixtureCrate::new("a").lib("pub fn value() -> u64 { 0 }\n").test("t", TEST_SRC),
         ])
         .file("notes/keep.txt", "the user's own file\n")
-        .config("disable = [\"doctest\", \"bench-build\"]");
+        // A budget far above the fixture's size: every run checks it, nothing goes.
+        .config("disable = [\"doctest\", \"bench-build\"]\n[cache]\nbudget = \"100GiB\"");
         let manifest = fixture.write(&ws).unwrap();
         let state = ws.join("target/pipeline-opt");
         let out = ws.parent().unwrap().join("out");
@@ -215,38 +216,7 @@ fn clean_during_run(f: &mut Fixture, good: bool) -> Result<(), String> {
     let json = f.out.join("run.json");
     // Output piped: the run shows plain progress lines (`[  0.4 s] test: started`).
     let mut run = f.optimize(&json).spawn().unwrap();
-    // Read the run's output as it comes until a stage has started.
-    let (tx, rx) = mpsc::channel();
-    let mut streams: Vec<Box<dyn std::io::Read + Send>> =
-        vec![Box::new(run.stderr.take().unwrap()), Box::new(run.stdout.take().unwrap())];
-    let readers: Vec<_> = streams
-        .drain(..)
-        .map(|s| {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut text = String::new();
-                for line in BufReader::new(s).lines().map_while(Result::ok) {
-                    let _ = tx.send(line.clone());
-                    text.push_str(&line);
-                    text.push('\n');
-                }
-                text
-            })
-        })
-        .collect();
-    drop(tx);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut inside = false;
-    while Instant::now() < deadline {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) if line.contains("test: started") || line.contains("build: started") => {
-                inside = true;
-                break;
-            }
-            Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-    }
+    let (inside, readers) = until_a_stage_starts(&mut run);
     let clean = f.command(&["cache", "clean"]).spawn().unwrap();
     let status = run.wait().unwrap();
     let mut out = readers.into_iter().map(|r| r.join().unwrap());
@@ -286,6 +256,90 @@ fn clean_during_run(f: &mut Fixture, good: bool) -> Result<(), String> {
         return Err("the run after clean was served from the cache".into());
     }
     Ok(())
+}
+
+/// Reads `run`'s output as it comes until a stage has started; the readers give back
+/// its stderr and stdout.
+fn until_a_stage_starts(run: &mut Child) -> (bool, Vec<std::thread::JoinHandle<String>>) {
+    let (tx, rx) = mpsc::channel();
+    let mut streams: Vec<Box<dyn std::io::Read + Send>> =
+        vec![Box::new(run.stderr.take().unwrap()), Box::new(run.stdout.take().unwrap())];
+    let readers: Vec<_> = streams
+        .drain(..)
+        .map(|s| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                for line in BufReader::new(s).lines().map_while(Result::ok) {
+                    let _ = tx.send(line.clone());
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+                text
+            })
+        })
+        .collect();
+    drop(tx);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut inside = false;
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) if line.contains("test: started") || line.contains("build: started") => {
+                inside = true;
+                break;
+            }
+            Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    (inside, readers)
+}
+
+/// A run whose stages end while a later run waits for the lock: with a cache budget it
+/// checks the budget before it lets go of the lock, so it does not wait for the later
+/// run (`--no-cache`, a second of tests) to end.
+fn run_ends_before_a_later_one(f: &mut Fixture) -> Result<(), String> {
+    f.edit(true);
+    let before = f.history(HISTORY_FILE)?.len();
+    let (first_json, later_json) = (f.out.join("first.json"), f.out.join("later.json"));
+    let mut first = f.optimize(&first_json).spawn().unwrap();
+    let (inside, readers) = until_a_stage_starts(&mut first);
+    let mut later = f.command(&["optimize", "--no-cache", "--json", later_json.as_str()]);
+    let mut later = later.spawn().unwrap();
+    let status = first.wait().unwrap();
+    let later_still_running = later.try_wait().unwrap().is_none();
+    let mut out = readers.into_iter().map(|r| r.join().unwrap());
+    let (stderr, stdout) = (out.next().unwrap(), out.next().unwrap());
+    let first = Done { code: status.code(), stdout, stderr };
+    let later = finish(later);
+    if !inside {
+        return Err(format!("never saw a stage start: {}{}", first.stdout, first.stderr));
+    }
+    no_panic("the first run", &first)?;
+    no_panic("the later run", &later)?;
+    if first.code != Some(0) || later.code != Some(0) {
+        return Err(format!(
+            "exits {:?} and {:?}: {}\n{}",
+            first.code, later.code, first.stderr, later.stderr
+        ));
+    }
+    if !later.stderr.contains(WAITING) {
+        return Err(format!("the later run did not wait: {}", later.stderr));
+    }
+    if !later_still_running {
+        return Err("the first run waited for the later run to end before it exited".into());
+    }
+    for j in [&first_json, &later_json] {
+        let (outcome, _) = record(j)?;
+        if outcome != "succeeded" {
+            return Err(format!("{j}: {outcome}"));
+        }
+    }
+    let after = f.history(HISTORY_FILE)?.len();
+    if after != before + 2 {
+        return Err(format!("history: {after} lines after {before}, not {}", before + 2));
+    }
+    next_run_is_right(f, true).map(|_| ())
 }
 
 /// `optimize` and `check` at once: each writes its own files and history only.
@@ -342,7 +396,7 @@ fn runs_at_once_and_clean_during_a_run_keep_history_and_cache_whole() {
 
     type Case = (&'static str, bool, fn(&mut Fixture) -> Result<(), String>);
     // (name, in the default subset, case)
-    let all: [Case; 7] = [
+    let all: [Case; 8] = [
         ("two runs at once", true, |f| runs_at_once(f, 2, true)),
         ("three runs at once", false, |f| runs_at_once(f, 3, true)),
         ("two runs at once, tests failing", false, |f| runs_at_once(f, 2, false)),
@@ -350,10 +404,11 @@ fn runs_at_once_and_clean_during_a_run_keep_history_and_cache_whole() {
         ("cache clean during a run", true, |f| clean_during_run(f, true)),
         ("cache clean during a failing run", false, |f| clean_during_run(f, false)),
         ("optimize beside check", true, optimize_beside_check),
+        ("a run ends while a later one holds the lock", false, run_ends_before_a_later_one),
     ];
     let cases: Vec<Case> = all.into_iter().filter(|c| slow || c.1).collect();
     if !slow {
-        eprintln!("note: {} of 7 cases; PIPELINE_OPT_SLOW_TESTS=1 runs all", cases.len());
+        eprintln!("note: {} of 8 cases; PIPELINE_OPT_SLOW_TESTS=1 runs all", cases.len());
     }
     let mut failures = Vec::new();
     for &(name, _, case) in &cases {

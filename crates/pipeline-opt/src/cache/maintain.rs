@@ -252,6 +252,16 @@ pub fn enforce_budget(
     on_wait: impl FnOnce(&Utf8Path),
 ) -> Result<CleanReport, CacheError> {
     let store = Store::open(state_dir, on_wait)?;
+    enforce_budget_locked(&store, state_dir, budget)
+}
+
+/// [`enforce_budget`] with the lock already held through `store`: a run checks its
+/// budget before it lets go of the lock, so it never waits for a later run to end.
+pub fn enforce_budget_locked(
+    store: &Store,
+    state_dir: &Utf8Path,
+    budget: u64,
+) -> Result<CleanReport, CacheError> {
     let mut report = CleanReport::default();
     let mut total = status(state_dir, None).total_bytes();
     let mut dirs: Vec<(Duration, Utf8PathBuf)> =
