@@ -5,6 +5,7 @@ mod bad_input;
 mod bench_compare;
 mod cache;
 mod campaign;
+mod corruption;
 mod faults;
 mod optimize;
 mod outcomes;
