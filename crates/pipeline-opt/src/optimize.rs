@@ -724,12 +724,12 @@ fn add_retries(plan: &mut Plan, retries: u32, state_dir: &Utf8Path) -> Result<()
         };
         // Something else in its place (a directory): set it aside and write it again.
         if let Err(first) = write() {
-            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-                if let Ok(aside) = crate::cache::store::set_aside(&path) {
-                    eprintln!(
-                        "warning: set aside {path}, which was in the way of nextest's tool config, as {aside} ({first})"
-                    );
-                }
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir())
+                && let Ok(aside) = crate::cache::store::set_aside(&path)
+            {
+                eprintln!(
+                    "warning: set aside {path}, which was in the way of nextest's tool config, as {aside} ({first})"
+                );
             }
             write().map_err(|source| OptimizeError::ToolConfig { path: path.clone(), source })?;
         }
