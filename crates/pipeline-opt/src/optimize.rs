@@ -434,6 +434,11 @@ fn run_with_cache(
             record.cache.insert(format!("test {p}"), d.summary());
         }
     }
+    // A state file set aside or ignored is said where it happens, not only in the record
+    // (and under `--explain`): the user may want to look at what was in it.
+    for w in &cached.warnings {
+        eprintln!("warning: {w}");
+    }
     record.notes.extend(cached.warnings.iter().map(|w| format!("cache: {w}")));
     // Still under the lock: taking it again after letting go could mean waiting for a
     // whole later run (and an interrupt there would lose this run's record).
@@ -649,10 +654,20 @@ fn orchestrator_options(
     o.keep_going = options.keep_going;
     // Which ready stage starts first follows the durations of earlier runs; a history
     // that cannot be read only loses that hint here (writing the report names it).
-    if let Ok(h) = crate::report::history::read(&state_dir.join(crate::report::HISTORY_FILE)) {
+    let history = state_dir.join(crate::report::HISTORY_FILE);
+    if let Ok(h) = crate::report::history::read(&history) {
         o.expected = h.expected_walls();
-        for w in h.warnings.iter().filter(|w| w.starts_with("set aside")) {
+        let (aside, lines): (Vec<_>, Vec<_>) =
+            h.warnings.iter().partition(|w| w.starts_with("set aside"));
+        for w in aside {
             eprintln!("warning: {w}");
+        }
+        // Lines torn by a crash or edited by hand: one line for all of them.
+        if let Some(first) = lines.first() {
+            eprintln!(
+                "warning: skipped {} unreadable line(s) of the run history {history} ({first}); they are dropped when this run is added",
+                lines.len()
+            );
         }
     }
     o.handle_signals = options.handle_signals;
@@ -710,7 +725,17 @@ fn add_retries(plan: &mut Plan, retries: u32, state_dir: &Utf8Path) -> Result<()
             std::fs::write(&tmp, &text)?;
             std::fs::rename(&tmp, &path)
         };
-        write().map_err(|source| OptimizeError::ToolConfig { path: path.clone(), source })?;
+        // Something else in its place (a directory): set it aside and write it again.
+        if let Err(first) = write() {
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir())
+                && let Ok(aside) = crate::cache::store::set_aside(&path)
+            {
+                eprintln!(
+                    "warning: set aside {path}, which was in the way of nextest's tool config, as {aside} ({first})"
+                );
+            }
+            write().map_err(|source| OptimizeError::ToolConfig { path: path.clone(), source })?;
+        }
     }
     for s in plan.stages.iter_mut().filter(|s| nextest(s)) {
         s.command.args.extend(["--tool-config-file".to_string(), format!("pipeline-opt:{path}")]);

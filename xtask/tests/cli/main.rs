@@ -6,6 +6,7 @@ mod bench_compare;
 mod cache;
 mod campaign;
 mod concurrency;
+mod corruption;
 mod faults;
 mod optimize;
 mod outcomes;

@@ -81,7 +81,20 @@ impl DependencyCache {
             Ok(Some(r)) => {
                 r.schema_version != CACHE_SCHEMA_VERSION || r.key != Self::key(workspace, toolchain)
             }
-            _ => true,
+            Ok(None) => true,
+            Err(message) => {
+                // Only costs a fetch, but say so rather than rewrite it silently.
+                eprintln!(
+                    "warning: {}",
+                    super::store::set_aside_warning(
+                        &self.path,
+                        "dependency record",
+                        &message,
+                        "dependencies are fetched again",
+                    )
+                );
+                true
+            }
         }
     }
 

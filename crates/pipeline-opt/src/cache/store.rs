@@ -359,7 +359,7 @@ pub fn set_aside(path: &Utf8Path) -> std::io::Result<Utf8PathBuf> {
 
 /// The warning for a state file read as unusable: set aside (see [`set_aside`]) when
 /// possible, with what happens next.
-fn set_aside_warning(path: &Utf8Path, what: &str, message: &str, next: &str) -> String {
+pub(crate) fn set_aside_warning(path: &Utf8Path, what: &str, message: &str, next: &str) -> String {
     match set_aside(path) {
         Ok(aside) => {
             format!("set aside the unreadable {what} {path} as {aside} ({message}); {next}")
@@ -370,12 +370,21 @@ fn set_aside_warning(path: &Utf8Path, what: &str, message: &str, next: &str) -> 
     }
 }
 
+/// Whether `path` itself is a symlink (dangling or not).
+pub fn is_symlink(path: &Utf8Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
 /// `Ok(None)` when the file does not exist; `Err` with the reason when it exists but is
 /// not valid (truncated, hand-edited, another schema).
 pub fn read_json<T: DeserializeOwned>(path: &Utf8Path) -> Result<Option<T>, String> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // A symlink to nothing is something in the file's place, not a missing file:
+        // read as "missing", it would be replaced without a word.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !is_symlink(path) => {
+            return Ok(None);
+        }
         Err(e) => return Err(e.to_string()),
     };
     serde_json::from_slice(&bytes).map(Some).map_err(|e| e.to_string())

@@ -86,7 +86,12 @@ pub struct History {
 pub fn read(path: &Utf8Path) -> Result<History, ReportError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(parse(&text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(History::default()),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && !crate::cache::store::is_symlink(path) =>
+        {
+            Ok(History::default())
+        }
         // Invalid UTF-8, a directory in its place: set it aside and start a new history
         // rather than stop every run until someone removes it by hand.
         Err(source) => match crate::cache::store::set_aside(path) {
