@@ -124,6 +124,7 @@ impl Store {
         std::fs::create_dir_all(&dir)
             .map_err(|source| CacheError::CreateDir { path: dir.clone(), source })?;
         let lock_path = dir.join("lock");
+        let warnings: Vec<String> = set_aside_unusable_lock(&lock_path).into_iter().collect();
         let lock = File::options()
             .create(true)
             .truncate(false)
@@ -154,7 +155,7 @@ impl Store {
                 return Err(CacheError::Lock { path: lock_path, source });
             }
         }
-        Ok(Store { dir, _lock: lock, warnings: Vec::new() })
+        Ok(Store { dir, _lock: lock, warnings })
     }
 
     fn stage_path(&self, stage: &str) -> Utf8PathBuf {
@@ -368,6 +369,23 @@ pub(crate) fn set_aside_warning(path: &Utf8Path, what: &str, message: &str, next
             "ignoring the unreadable {what} {path} ({message}; could not set it aside: {e}); {next}"
         ),
     }
+}
+
+/// Sets aside what stands where the lock file `path` belongs but cannot be opened as
+/// one (a directory, a link to one, a link to nothing), and says so. No invocation can
+/// be holding a lock on it, since opening it for writing fails, so moving it takes no
+/// lock away; without this every run would stop at the lock.
+pub(crate) fn set_aside_unusable_lock(path: &Utf8Path) -> Option<String> {
+    let present = std::fs::symlink_metadata(path).is_ok();
+    let unusable = std::fs::metadata(path).map_or(true, |m| m.is_dir());
+    (present && unusable).then(|| {
+        set_aside_warning(
+            path,
+            "lock",
+            "a directory or a dangling link where the lock file belongs",
+            "a new lock file is made",
+        )
+    })
 }
 
 /// Whether `path` itself is a symlink (dangling or not).

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use camino::Utf8Path;
+use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::profile::{RunOutcome, RunRecord};
@@ -84,6 +84,18 @@ pub struct History {
 /// Reads `path`; a missing file is an empty history, unreadable lines are skipped with
 /// a warning.
 pub fn read(path: &Utf8Path) -> Result<History, ReportError> {
+    let lock_warning = crate::cache::store::set_aside_unusable_lock(&lock_path(path));
+    let mut history = read_entries(path)?;
+    history.warnings.extend(lock_warning);
+    Ok(history)
+}
+
+/// The lock that [`append`] holds while it rewrites the history at `path`.
+fn lock_path(path: &Utf8Path) -> Utf8PathBuf {
+    Utf8PathBuf::from(format!("{path}.lock"))
+}
+
+fn read_entries(path: &Utf8Path) -> Result<History, ReportError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(parse(&text)),
         Err(e)
@@ -148,14 +160,14 @@ pub fn append(path: &Utf8Path, entry: &HistoryEntry) -> Result<Vec<HistoryEntry>
     if let Some(dir) = path.parent().filter(|d| !d.as_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(write_err)?;
     }
-    let lock_path = format!("{path}.lock");
+    let lock_path = lock_path(path);
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|source| ReportError::Write { path: lock_path.clone().into(), source })?;
-    lock.lock().map_err(|source| ReportError::Write { path: lock_path.clone().into(), source })?;
+        .map_err(|source| ReportError::Write { path: lock_path.clone(), source })?;
+    lock.lock().map_err(|source| ReportError::Write { path: lock_path.clone(), source })?;
 
     let mut entries = read(path)?.entries;
     entries.push(entry.clone());
