@@ -6,6 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::xtask_command as xtask;
 use camino::{Utf8Path, Utf8PathBuf};
 use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
 use pipeline_opt::orchestrator::marked_processes;
@@ -31,15 +32,6 @@ fn repo(package: &str, name: &str, bench: &str) -> (tempfile::TempDir, Utf8PathB
     git(&root, &["add", "-A"]);
     git(&root, &["commit", "--quiet", "-m", "fixture"]);
     (tmp, manifest)
-}
-
-fn xtask(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    c.args(args);
-    for var in pipeline_opt::toolchain::inherited_cargo_vars() {
-        c.env_remove(var);
-    }
-    c
 }
 
 /// `--rounds`, `--warm-up` and `--measurement-time` land in the comparison (its JSON

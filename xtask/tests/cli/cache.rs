@@ -6,13 +6,8 @@ use std::process::Output;
 use camino::{Utf8Path, Utf8PathBuf};
 use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
 
+use crate::temp;
 use crate::xtask;
-
-fn temp() -> (tempfile::TempDir, Utf8PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
-    (dir, path)
-}
 
 fn git(root: &Utf8Path, args: &[&str]) {
     let out = std::process::Command::new("git")

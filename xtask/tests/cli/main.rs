@@ -16,14 +16,35 @@ mod test_settings;
 
 use std::process::{Command, Output};
 
-/// Runs the xtask binary with `args`, without the cargo variables of this test run.
-pub fn xtask(args: &[&str]) -> Output {
+use camino::{Utf8Path, Utf8PathBuf};
+use pipeline_opt::profile::RunRecord;
+
+/// The xtask binary with `args`, without the cargo variables of this test run.
+pub fn xtask_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
     cmd.args(args);
     for var in pipeline_opt::toolchain::inherited_cargo_vars() {
         cmd.env_remove(var);
     }
-    cmd.output().expect("xtask runs")
+    cmd
+}
+
+/// Runs the xtask binary with `args`, without the cargo variables of this test run.
+pub fn xtask(args: &[&str]) -> Output {
+    xtask_command(args).output().expect("xtask runs")
+}
+
+/// A temporary directory and its path (the directory lives as long as the guard).
+pub fn temp() -> (tempfile::TempDir, Utf8PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
+    (dir, path)
+}
+
+/// The run record at `path`.
+pub fn record(path: &Utf8Path) -> RunRecord {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} does not parse: {e}\n{text}"))
 }
 
 /// Asserts a failure with `code` and a single-line `error:` message containing `needle`.

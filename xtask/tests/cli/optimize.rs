@@ -7,27 +7,9 @@ use std::time::{Duration, Instant};
 use camino::{Utf8Path, Utf8PathBuf};
 use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
 use pipeline_opt::orchestrator::marked_processes;
-use pipeline_opt::profile::{RunOutcome, RunRecord};
 
-fn temp() -> (tempfile::TempDir, Utf8PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
-    (dir, path)
-}
-
-fn xtask(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    c.args(args);
-    for var in pipeline_opt::toolchain::inherited_cargo_vars() {
-        c.env_remove(var);
-    }
-    c
-}
-
-fn record(path: &Utf8Path) -> RunRecord {
-    let text = std::fs::read_to_string(path).unwrap();
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} does not parse: {e}\n{text}"))
-}
+use super::{record, temp, xtask_command as xtask};
+use pipeline_opt::profile::RunOutcome;
 
 /// A passing run held to an impossible total: exit 101, and the JSON record parses.
 #[test]

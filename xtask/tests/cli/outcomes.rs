@@ -4,29 +4,15 @@
 
 use std::process::{Command, Output};
 
-use camino::{Utf8Path, Utf8PathBuf};
 use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
-use pipeline_opt::profile::RunRecord;
 
-fn temp() -> (tempfile::TempDir, Utf8PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
-    (dir, path)
-}
+use super::{record, temp};
 
 fn xtask(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    c.args(args);
-    for var in pipeline_opt::toolchain::inherited_cargo_vars() {
-        c.env_remove(var);
-    }
+    let mut c = super::xtask_command(args);
     // Annotations go to this test's stdout, never to a real job's summary.
     c.env_remove("GITHUB_STEP_SUMMARY").env("GITHUB_ACTIONS", "true");
     c
-}
-
-fn record(path: &Utf8Path) -> RunRecord {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn text(out: &Output) -> String {

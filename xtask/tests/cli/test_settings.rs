@@ -4,10 +4,12 @@
 
 use std::process::Command;
 
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
 use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
 use pipeline_opt::profile::RunRecord;
 use pipeline_opt::test_settings::SettingSource;
+
+use super::temp;
 
 /// Three tests that fail when any two run at once: each holds a lock file (a shared
 /// port or database, in a real workspace) for half a second.
@@ -26,13 +28,10 @@ fn serial_tests() -> FixtureCrate {
 }
 
 fn xtask(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    c.args(args);
     // This test runs under nextest, whose NEXTEST_* variables describe this test, not
-    // a user's settings; the variables each case sets stand for the user's.
-    for var in pipeline_opt::toolchain::inherited_cargo_vars() {
-        c.env_remove(var);
-    }
+    // a user's settings (the common helper removes them); the variables each case sets
+    // stand for the user's.
+    let mut c = super::xtask_command(args);
     c.env_remove("RUST_TEST_THREADS");
     c
 }
@@ -50,12 +49,6 @@ fn setting<'a>(r: &'a RunRecord, name: &str) -> &'a pipeline_opt::test_settings:
         .iter()
         .find(|s| s.setting == name)
         .unwrap_or_else(|| panic!("{name} in {:#?}", r.test_settings))
-}
-
-fn temp() -> (tempfile::TempDir, Utf8PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
-    (dir, path)
 }
 
 /// `test-threads = 1` in `.config/nextest.toml` passes under `cargo nextest run` and
