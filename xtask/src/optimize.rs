@@ -84,6 +84,10 @@ fn print_explanations(record: &pipeline_opt::profile::RunRecord) {
 }
 
 fn finish(outcome: &OptimizeOutcome) -> i32 {
+    // Workflow commands are read from stdout, and only GitHub Actions reads them.
+    if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+        out!("{}", outcome.reports.annotations);
+    }
     let r = &outcome.record;
     if let Some(n) = &r.naive {
         eprintln!(

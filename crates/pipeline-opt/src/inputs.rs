@@ -1,10 +1,12 @@
 //! Everything a plan is made from, loaded once: the workspace model, its config, the
-//! active toolchain and which tools are installed. The only module before the planner
-//! that runs commands (`cargo metadata`, `rustc -vV`, `cargo nextest --version`).
+//! active toolchain, which tools are installed and the workspace facts the reports need.
+//! The only module before the planner that runs commands (`cargo metadata`, `rustc -vV`,
+//! `cargo nextest --version`).
 
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::config::{Config, ConfigError};
+use crate::facts::WorkspaceFacts;
 use crate::plan::{CargoArgs, Plan, PlanError, PlanOptions};
 use crate::toolchain::{Toolchain, ToolchainError};
 use crate::workspace::{LoadWorkspaceError, Workspace};
@@ -16,6 +18,8 @@ pub struct Inputs {
     pub toolchain: Toolchain,
     /// Whether `cargo nextest` runs in this workspace.
     pub nextest: bool,
+    /// What the recommendations need beyond the measurements, saved in the run record.
+    pub facts: WorkspaceFacts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,16 +45,21 @@ impl Inputs {
                 .to_owned(),
             None => Utf8PathBuf::from("."),
         };
-        let (workspace, toolchain) = std::thread::scope(|s| {
+        let (metadata, toolchain) = std::thread::scope(|s| {
             let toolchain = s.spawn(|| Toolchain::detect(&toolchain_dir));
-            let workspace = Workspace::load(manifest_path);
-            (workspace, toolchain.join().expect("the toolchain probe does not panic"))
+            let metadata = Workspace::metadata(manifest_path);
+            (metadata, toolchain.join().expect("the toolchain probe does not panic"))
         });
-        let workspace = workspace?;
+        let metadata = metadata?;
+        let workspace = Workspace::from_metadata(&metadata);
+        // The reports' facts come from the same resolve, so a saved record renders the
+        // same recommendations without cargo; an unreadable manifest means no debug advice.
+        let root_manifest = std::fs::read_to_string(&workspace.manifest_path).ok();
+        let facts = WorkspaceFacts::new(&metadata, root_manifest.as_deref());
         let toolchain = toolchain?;
         let config = Config::from_workspace_metadata(&workspace.metadata)?;
         let nextest = nextest_installed();
-        Ok(Inputs { workspace, config, toolchain, nextest })
+        Ok(Inputs { workspace, config, toolchain, nextest, facts })
     }
 
     pub fn plan(&self, cargo: CargoArgs, strict: bool) -> Result<Plan, PlanError> {

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cache;
 pub mod config;
 pub mod exit;
+pub mod facts;
 pub mod fixture;
 pub mod inputs;
 pub mod optimize;

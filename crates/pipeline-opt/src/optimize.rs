@@ -177,7 +177,7 @@ pub fn run_optimized_pipeline(
     if options.explore {
         explore_settings(&inputs, &plan, &state_dir, &mut record, &mut progress)?;
     }
-    report_and_decide(record, state_dir.clone(), options)
+    report_and_decide(record, &inputs, options)
 }
 
 /// `--explore`: the plan's build stage (or `cargo test --no-run` where it has none) from
@@ -227,7 +227,6 @@ pub fn run_fast_validation(
     let waited = Waited::start();
     let mut inputs = Inputs::load(options.manifest_path.as_deref())?;
     start_signal_handling(options);
-    let state_dir = inputs.workspace.state_dir(&inputs.config);
     let config = &mut inputs.config;
     config.disable = ["build", "test", "doctest", "bench-build"].map(String::from).to_vec();
     config.enable.clear();
@@ -249,7 +248,7 @@ pub fn run_fast_validation(
     let mut record = run_plan(&inputs, options, &plan, &run_id, &command, targets, on_event)?;
     record.kind = crate::profile::RunKind::Check;
     waited.apply(&mut record);
-    report_and_decide(record, state_dir, options)
+    report_and_decide(record, &inputs, options)
 }
 
 /// The time the user waits for a command, from its very start: loading the workspace,
@@ -274,12 +273,14 @@ impl Waited {
 }
 
 /// Writes every report of a finished run (also a failed or interrupted one) and decides
-/// the exit code.
+/// the exit code. The record gets the workspace facts its recommendations need, so that
+/// the saved run.json renders the same reports.
 fn report_and_decide(
     mut record: RunRecord,
-    state_dir: Utf8PathBuf,
+    inputs: &Inputs,
     options: &OptimizeOptions,
 ) -> Result<OptimizeOutcome, OptimizeError> {
+    record.workspace_facts = inputs.facts.clone();
     record.verdict.gate = options.gate.map(|g| record.verdict.check(g));
     // A signal after the stages ended (recording cache successes, planning the reports)
     // still makes this an interrupted run: the user asked it to stop.
@@ -292,14 +293,21 @@ fn report_and_decide(
     let reports = crate::report::write_reports(
         &record,
         &ReportOptions {
-            state_dir,
+            state_dir: inputs.workspace.state_dir(&inputs.config),
             markdown: options.report.clone(),
             json: options.json.clone(),
             prometheus: options.prometheus.clone(),
+            step_summary: github_step_summary(),
         },
     )?;
     let exit_code = exit_code(&record, options.gate);
     Ok(OptimizeOutcome { record, reports, exit_code })
+}
+
+/// The step summary file GitHub Actions gives a job step, if any: the markdown report
+/// is appended to it, so the job's page shows the run.
+fn github_step_summary() -> Option<std::path::PathBuf> {
+    std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()).map(Into::into)
 }
 
 /// The exit code a run earns: an interrupt beats a failure, which beats a missed gate.

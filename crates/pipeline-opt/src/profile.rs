@@ -73,6 +73,10 @@ pub struct RunRecord {
     /// them; stages that ran no test runner (or were cached) have no entry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub test_counts: Vec<TestCounts>,
+    /// What the recommendations need to know about the workspace, measured
+    /// when the run loaded it, so that the saved record renders the same reports.
+    #[serde(default, skip_serializing_if = "crate::facts::WorkspaceFacts::is_empty")]
+    pub workspace_facts: crate::facts::WorkspaceFacts,
 }
 
 /// The tests of one stage by outcome. Failed counts a test that failed its last try
@@ -547,6 +551,7 @@ impl PipelineProfiler {
             test_settings: Vec::new(),
             compiled_by_tests: self.compiled_by_tests,
             test_counts: self.test_counts,
+            workspace_facts: Default::default(),
         }
     }
 }

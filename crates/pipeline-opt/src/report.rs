@@ -1,6 +1,8 @@
 //! Renderers of a finished [`RunRecord`]: markdown, JSON, a self-contained HTML timeline,
 //! Prometheus text metrics, GitHub step summaries and annotations, and the run history.
-//! They only read plain data; [`write_reports`] is the one entry point that touches disk.
+//! They read the record and nothing else (no command, no environment, no clock), so a
+//! saved run.json renders the same reports; [`write_reports`] and [`rerender`] are the
+//! entry points that touch disk, and only to write their files (and the history's).
 
 pub mod explore;
 pub mod github;
@@ -19,7 +21,6 @@ use std::time::Duration;
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::profile::RunRecord;
-use recommend::RecommendContext;
 
 /// Where to write the reports of one run. `None` means the default under `state_dir`.
 #[derive(Debug, Clone)]
@@ -28,6 +29,10 @@ pub struct ReportOptions {
     pub markdown: Option<Utf8PathBuf>,
     pub json: Option<Utf8PathBuf>,
     pub prometheus: Option<Utf8PathBuf>,
+    /// GitHub Actions' step summary (`$GITHUB_STEP_SUMMARY`), which gets the markdown
+    /// report appended; `None` outside GitHub Actions and in tests of a tool that itself
+    /// runs in CI, which must not write to the job's summary.
+    pub step_summary: Option<std::path::PathBuf>,
 }
 
 /// The paths every report of a run went to, so the caller can print them.
@@ -38,6 +43,9 @@ pub struct WrittenReports {
     pub html: Utf8PathBuf,
     pub prometheus: Option<Utf8PathBuf>,
     pub history: Utf8PathBuf,
+    /// GitHub Actions workflow commands (`::error …`), one a line, for the caller to
+    /// print under GitHub Actions: the library prints nothing to stdout.
+    pub annotations: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,46 +73,24 @@ pub const JSON_FILE: &str = "run.json";
 pub const HTML_FILE: &str = "report.html";
 pub const HISTORY_FILE: &str = "history.jsonl";
 
-/// Writes every report of `record`: markdown, JSON, HTML, the history line, and the
-/// Prometheus file when asked for; under GitHub Actions also the step summary and the
-/// annotations. Recommendations that need the workspace's resolved dependencies or
-/// profile settings read them from `record.workspace_root`, best effort: a run whose
-/// workspace no longer loads still gets its reports.
+/// Writes every report of `record`: markdown, JSON, HTML, the history line, the
+/// Prometheus file when asked for and the step summary when given, and returns the
+/// GitHub annotations. A run whose workspace no longer loads still gets its reports:
+/// the workspace facts the recommendations need are in the record.
 pub fn write_reports(
     record: &RunRecord,
     opts: &ReportOptions,
 ) -> Result<WrittenReports, ReportError> {
-    let ctx = RecommendContext::load(&record.workspace_root);
-    let written = write_reports_with(record, opts, &ctx)?;
-    let markdown = std::fs::read_to_string(&written.markdown)
-        .map_err(|source| ReportError::Write { path: written.markdown.clone(), source })?;
-    github::publish(record, &markdown)?;
-    Ok(written)
-}
-
-/// The files of [`write_reports`], with the workspace facts given by the caller and
-/// nothing published to GitHub (tests of a tool that itself runs in CI must not
-/// annotate the job they run in).
-pub fn write_reports_with(
-    record: &RunRecord,
-    opts: &ReportOptions,
-    ctx: &RecommendContext,
-) -> Result<WrittenReports, ReportError> {
-    let state = &opts.state_dir;
-    let recommendations = recommend::recommend(record, ctx);
-    let md = markdown::render(record, &recommendations);
-
+    let rendered = Rendered::render(record)?;
     // Each command has its own files: a `check` never overwrites `optimize`'s reports,
     // nor do its runs enter `optimize`'s history, trends and metrics.
-    let own = |base: &str| state.join(record.kind.file_name(base));
+    let own = |base: &str| opts.state_dir.join(record.kind.file_name(base));
     let markdown_path = opts.markdown.clone().unwrap_or_else(|| own(MARKDOWN_FILE));
-    write_atomic(&markdown_path, md.as_bytes())?;
-
+    write_atomic(&markdown_path, rendered.markdown.as_bytes())?;
     let json_path = opts.json.clone().unwrap_or_else(|| own(JSON_FILE));
-    write_atomic(&json_path, json::render(record)?.as_bytes())?;
-
+    write_atomic(&json_path, rendered.json.as_bytes())?;
     let html_path = own(HTML_FILE);
-    write_atomic(&html_path, html::render(record).as_bytes())?;
+    write_atomic(&html_path, rendered.html.as_bytes())?;
 
     // The history first, so the histogram below counts this run too.
     let history_path = own(HISTORY_FILE);
@@ -118,6 +104,9 @@ pub fn write_reports_with(
         }
         None => None,
     };
+    if let Some(summary) = &opts.step_summary {
+        github::append_summary(summary, &rendered.markdown)?;
+    }
 
     Ok(WrittenReports {
         markdown: markdown_path,
@@ -125,7 +114,46 @@ pub fn write_reports_with(
         html: html_path,
         prometheus: prometheus_path,
         history: history_path,
+        annotations: github::annotations(record),
     })
+}
+
+/// `cargo xtask report --from`: the reports that are a function of the record alone
+/// (markdown, JSON, HTML) written again into `dir` under the names the run gave them.
+/// The history and the Prometheus file also depend on the runs before, so they are left
+/// alone: rendering a run twice must not count it twice.
+pub fn rerender(record: &RunRecord, dir: &Utf8Path) -> Result<Vec<Utf8PathBuf>, ReportError> {
+    let rendered = Rendered::render(record)?;
+    let files = [
+        (MARKDOWN_FILE, &rendered.markdown),
+        (JSON_FILE, &rendered.json),
+        (HTML_FILE, &rendered.html),
+    ];
+    let mut written = Vec::new();
+    for (base, text) in files {
+        let path = dir.join(record.kind.file_name(base));
+        write_atomic(&path, text.as_bytes())?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The reports that are a function of the record alone.
+struct Rendered {
+    markdown: String,
+    json: String,
+    html: String,
+}
+
+impl Rendered {
+    fn render(record: &RunRecord) -> Result<Rendered, ReportError> {
+        let recommendations = recommend::recommend(record, &record.workspace_facts);
+        Ok(Rendered {
+            markdown: markdown::render(record, &recommendations),
+            json: json::render(record)?,
+            html: html::render(record),
+        })
+    }
 }
 
 /// Writes `contents` to a temporary file beside `path` and renames it into place, so a

@@ -134,6 +134,14 @@ impl Workspace {
     /// is run with the inherited environment minus what `cargo xtask` set for this
     /// workspace, so that the target's own toolchain file applies.
     pub fn load(manifest_path: Option<&Utf8Path>) -> Result<Workspace, LoadWorkspaceError> {
+        Ok(Workspace::from_metadata(&Workspace::metadata(manifest_path)?))
+    }
+
+    /// The `cargo metadata` that [`Workspace::load`] models, for callers that also need
+    /// facts the model leaves out (the whole resolved graph).
+    pub fn metadata(
+        manifest_path: Option<&Utf8Path>,
+    ) -> Result<cargo_metadata::Metadata, LoadWorkspaceError> {
         let mut cmd = cargo_metadata::MetadataCommand::new();
         if let Some(path) = manifest_path {
             if !path.is_file() {
@@ -144,7 +152,7 @@ impl Workspace {
         for var in crate::toolchain::inherited_cargo_vars() {
             cmd.env_remove(var);
         }
-        let metadata = cmd.exec().map_err(|err| match err {
+        cmd.exec().map_err(|err| match err {
             cargo_metadata::Error::Io(source) => LoadWorkspaceError::Spawn { source },
             cargo_metadata::Error::CargoMetadata { stderr } => LoadWorkspaceError::Metadata {
                 path: manifest_path.map(Utf8Path::to_owned).unwrap_or_else(|| "Cargo.toml".into()),
@@ -154,8 +162,7 @@ impl Workspace {
                 path: manifest_path.map(Utf8Path::to_owned).unwrap_or_else(|| "Cargo.toml".into()),
                 message: other.to_string(),
             },
-        })?;
-        Ok(Workspace::from_metadata(&metadata))
+        })
     }
 
     /// Builds the model from metadata that was already loaded (benchmarks and tests use

@@ -9,18 +9,6 @@ use crate::profile::{RunRecord, StageStatus};
 use crate::report::{ReportError, secs};
 use crate::targets::Gate;
 
-/// Appends `markdown` to `$GITHUB_STEP_SUMMARY` when it is set, and prints the
-/// annotations of `record` when running under GitHub Actions.
-pub fn publish(record: &RunRecord, markdown: &str) -> Result<(), ReportError> {
-    if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
-        append_summary(std::path::Path::new(&path), markdown)?;
-    }
-    if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
-        print!("{}", annotations(record));
-    }
-    Ok(())
-}
-
 /// Appends to the step summary file; GitHub renders everything appended to it.
 pub fn append_summary(path: &std::path::Path, markdown: &str) -> Result<(), ReportError> {
     let err = |source| ReportError::Write {

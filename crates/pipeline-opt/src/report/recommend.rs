@@ -1,13 +1,13 @@
-//! Recommendations derived from measurements: a pure function of a [`RunRecord`] and a
-//! few facts about the workspace ([`RecommendContext`]: its resolved dependency graph
+//! Recommendations derived from measurements: a pure function of a [`RunRecord`] and the
+//! facts about the workspace it saved ([`WorkspaceFacts`]: its resolved dependency graph
 //! and the debug setting of its test profile). Each recommendation names its evidence.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use camino::Utf8Path;
 use serde::Serialize;
 
+use crate::facts::{DebugLevel, WorkspaceFacts};
 use crate::profile::{RunRecord, StageStatus};
 use crate::report::{percent, secs};
 
@@ -48,122 +48,8 @@ pub struct Recommendation {
     pub evidence: String,
 }
 
-/// What recommendations know about the workspace beyond the run record.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RecommendContext {
-    /// Every package of the resolved dependency graph; empty when it could not be loaded.
-    pub packages: Vec<ResolvedPackage>,
-    /// The `debug` setting test builds use; `None` when the manifest could not be read.
-    pub test_debug: Option<TestDebug>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ResolvedPackage {
-    pub name: String,
-    pub version: String,
-    pub features: Vec<String>,
-    /// A workspace member depends on this package (this version) directly, so the
-    /// workspace can change which version it asks for.
-    pub member_dep: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct TestDebug {
-    pub level: DebugLevel,
-    /// Where the setting comes from, e.g. `[profile.dev] debug = 2`.
-    pub source: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DebugLevel {
-    None,
-    LineDirectivesOnly,
-    LineTablesOnly,
-    Limited,
-    Full,
-}
-
-impl RecommendContext {
-    /// Reads the resolved graph (`cargo metadata --offline`) and the root manifest's
-    /// profiles. Best effort: what cannot be read is left empty, and the
-    /// recommendations that need it are not made.
-    pub fn load(workspace_root: &Utf8Path) -> RecommendContext {
-        let manifest = workspace_root.join("Cargo.toml");
-        let mut cmd = cargo_metadata::MetadataCommand::new();
-        cmd.manifest_path(&manifest).other_options(vec!["--offline".to_string()]);
-        for var in crate::toolchain::inherited_cargo_vars() {
-            cmd.env_remove(var);
-        }
-        let mut ctx = match cmd.exec() {
-            Ok(metadata) => RecommendContext::from_metadata(&metadata),
-            Err(_) => RecommendContext::default(),
-        };
-        ctx.test_debug = std::fs::read_to_string(&manifest)
-            .ok()
-            .and_then(|text| test_debug_from_manifest(&text));
-        ctx
-    }
-
-    /// The packages of `metadata`'s resolve with the features each is built with.
-    pub fn from_metadata(metadata: &cargo_metadata::Metadata) -> RecommendContext {
-        let Some(resolve) = &metadata.resolve else { return RecommendContext::default() };
-        let by_id: BTreeMap<_, _> = metadata.packages.iter().map(|p| (&p.id, p)).collect();
-        let member_deps: std::collections::BTreeSet<_> = resolve
-            .nodes
-            .iter()
-            .filter(|node| metadata.workspace_members.contains(&node.id))
-            .flat_map(|node| node.deps.iter().map(|d| &d.pkg))
-            .collect();
-        let packages = resolve
-            .nodes
-            .iter()
-            .filter_map(|node| {
-                let p = by_id.get(&node.id)?;
-                Some(ResolvedPackage {
-                    name: p.name.to_string(),
-                    version: p.version.to_string(),
-                    features: node.features.iter().map(|f| f.to_string()).collect(),
-                    member_dep: member_deps.contains(&node.id),
-                })
-            })
-            .collect();
-        RecommendContext { packages, test_debug: None }
-    }
-}
-
-/// The `debug` setting of the profile `cargo test` builds with: `[profile.test]`, which
-/// inherits `[profile.dev]`, whose default is full debug info.
-pub fn test_debug_from_manifest(manifest: &str) -> Option<TestDebug> {
-    let doc: toml::Table = manifest.parse().ok()?;
-    let profile = doc.get("profile").and_then(|p| p.as_table());
-    for name in ["test", "dev"] {
-        let Some(value) = profile.and_then(|p| p.get(name)).and_then(|t| t.get("debug")) else {
-            continue;
-        };
-        let level = match value {
-            toml::Value::Boolean(true) | toml::Value::Integer(2) => DebugLevel::Full,
-            toml::Value::Boolean(false) | toml::Value::Integer(0) => DebugLevel::None,
-            toml::Value::Integer(1) => DebugLevel::Limited,
-            toml::Value::String(s) => match s.as_str() {
-                "full" => DebugLevel::Full,
-                "limited" => DebugLevel::Limited,
-                "line-tables-only" => DebugLevel::LineTablesOnly,
-                "line-directives-only" => DebugLevel::LineDirectivesOnly,
-                "none" => DebugLevel::None,
-                _ => return None,
-            },
-            _ => return None,
-        };
-        return Some(TestDebug { level, source: format!("[profile.{name}] debug = {value}") });
-    }
-    Some(TestDebug {
-        level: DebugLevel::Full,
-        source: "[profile.dev] debug is unset, and cargo's default is full debug info".into(),
-    })
-}
-
 /// Every recommendation `record` and `ctx` support, most important kinds first.
-pub fn recommend(record: &RunRecord, ctx: &RecommendContext) -> Vec<Recommendation> {
+pub fn recommend(record: &RunRecord, ctx: &WorkspaceFacts) -> Vec<Recommendation> {
     let mut out = Vec::new();
     critical_crate(record, &mut out);
     low_cpu(record, &mut out);
@@ -395,7 +281,7 @@ fn package_spec(name: &str, version: &str) -> String {
     if version.is_empty() { name.to_string() } else { format!("{name}@{version}") }
 }
 
-fn compiled_twice(record: &RunRecord, ctx: &RecommendContext, out: &mut Vec<Recommendation>) {
+fn compiled_twice(record: &RunRecord, ctx: &WorkspaceFacts, out: &mut Vec<Recommendation>) {
     type Unit<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
     let mut units: BTreeMap<Unit<'_>, Vec<Duration>> = BTreeMap::new();
     for c in &record.crates {
@@ -441,7 +327,7 @@ fn compiled_twice(record: &RunRecord, ctx: &RecommendContext, out: &mut Vec<Reco
 /// one of the versions directly (else only a dependency could align them), ranked by
 /// the compile time that building one version would save: every version's units but
 /// the most expensive one's.
-fn duplicate_versions(record: &RunRecord, ctx: &RecommendContext, out: &mut Vec<Recommendation>) {
+fn duplicate_versions(record: &RunRecord, ctx: &WorkspaceFacts, out: &mut Vec<Recommendation>) {
     let mut built: BTreeMap<&str, BTreeMap<&str, Duration>> = BTreeMap::new();
     for c in record.crates.iter().filter(|c| !c.version.is_empty()) {
         *built.entry(&c.package).or_default().entry(&c.version).or_default() +=
@@ -488,7 +374,7 @@ fn duplicate_versions(record: &RunRecord, ctx: &RecommendContext, out: &mut Vec<
     }
 }
 
-fn debug_line_tables(record: &RunRecord, ctx: &RecommendContext, out: &mut Vec<Recommendation>) {
+fn debug_line_tables(record: &RunRecord, ctx: &WorkspaceFacts, out: &mut Vec<Recommendation>) {
     let Some(debug) = &ctx.test_debug else { return };
     if !matches!(debug.level, DebugLevel::Full | DebugLevel::Limited) {
         return;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use camino::{Utf8Path, Utf8PathBuf};
 use expect_test::{expect, expect_file};
 use pipeline_opt::PerformanceTargets;
+use pipeline_opt::facts::{self, DebugLevel, ResolvedPackage, TestDebug, WorkspaceFacts};
 use pipeline_opt::plan::DroppedStage;
 use pipeline_opt::profile::{
     CompiledByTests, CpuSample, CrateTiming, CriticalStep, Event, NaiveComparison, RunOutcome,
@@ -18,9 +19,7 @@ use pipeline_opt::profile::{
 use pipeline_opt::report::explore::{Exploration, ExploredVariant};
 use pipeline_opt::report::history::{self, HistoryEntry};
 use pipeline_opt::report::progress::ProgressReporter;
-use pipeline_opt::report::recommend::{
-    self, DebugLevel, RecommendContext, ResolvedPackage, TestDebug,
-};
+use pipeline_opt::report::recommend;
 use pipeline_opt::report::{self, ReportOptions, github, html, json, junit, markdown, prometheus};
 use pipeline_opt::targets::Gate;
 
@@ -205,6 +204,7 @@ fn fixture_record() -> RunRecord {
                 explored("bogus", &[("CARGO_PROFILE_DEV_DEBUG", "bogus")], None),
             ],
         }),
+        workspace_facts: fixture_context(),
     }
 }
 
@@ -220,8 +220,8 @@ fn explored(name: &str, env: &[(&str, &str)], times: Option<(u64, u64)>) -> Expl
     }
 }
 
-fn fixture_context() -> RecommendContext {
-    RecommendContext {
+fn fixture_context() -> WorkspaceFacts {
+    WorkspaceFacts {
         packages: vec![
             ResolvedPackage {
                 name: "serde".into(),
@@ -352,13 +352,13 @@ fn report_json_snapshot_matches_schema_and_round_trips() {
 
     // A record written before `tests` existed still reads.
     let mut old: serde_json::Value = serde_json::from_str(&text).unwrap();
-    for field in ["tests", "naive", "idle_cpu", "cpu_samples"] {
+    for field in ["tests", "naive", "idle_cpu", "cpu_samples", "workspace_facts"] {
         old.as_object_mut().unwrap().remove(field);
     }
     assert!(validator.is_valid(&old));
     let old = serde_json::from_value::<RunRecord>(old).unwrap();
     assert!(old.tests.is_empty() && old.naive.is_none() && old.idle_cpu.is_zero());
-    assert!(old.cpu_samples.is_empty());
+    assert!(old.cpu_samples.is_empty() && old.workspace_facts.is_empty());
 }
 
 fn history_of(totals: &[(u64, u64)]) -> Vec<HistoryEntry> {
@@ -655,13 +655,12 @@ fn report_write_reports_writes_every_file() {
         markdown: None,
         json: None,
         prometheus: Some(prom.clone()),
+        step_summary: None,
     };
     let mut record = fixture_record();
-    // A workspace that does not exist: reports are still written, without its facts.
+    // A workspace that does not exist: reports are still written.
     record.workspace_root = dir.join("gone");
-    let ctx = RecommendContext::load(&record.workspace_root);
-    assert_eq!(ctx, RecommendContext::default());
-    let written = report::write_reports_with(&record, &opts, &ctx).unwrap();
+    let written = report::write_reports(&record, &opts).unwrap();
     assert_eq!(written.markdown, state.join("pipeline-optimization-report.md"));
     assert_eq!(written.json, state.join("run.json"));
     assert_eq!(written.html, state.join("report.html"));
@@ -675,7 +674,7 @@ fn report_write_reports_writes_every_file() {
     // The interrupted run of the same workspace adds a second history line, and the
     // histogram counts both.
     record.outcome = RunOutcome::Interrupted;
-    report::write_reports_with(&record, &opts, &ctx).unwrap();
+    report::write_reports(&record, &opts).unwrap();
     assert_eq!(history::read(&written.history).unwrap().entries.len(), 2);
     let text = std::fs::read_to_string(&prom).unwrap();
     assert!(
@@ -843,7 +842,7 @@ fn report_junit_from_real_cargo_test() {
 
 /// Which recommendation kinds a record and context produce.
 #[track_caller]
-fn check_kinds(record: &RunRecord, ctx: &RecommendContext, expect: &[&str]) {
+fn check_kinds(record: &RunRecord, ctx: &WorkspaceFacts, expect: &[&str]) {
     let mut kinds: Vec<_> = recommend::recommend(record, ctx).iter().map(|r| r.kind).collect();
     kinds.sort();
     kinds.dedup();
@@ -974,7 +973,7 @@ fn report_recommendations_each_have_a_trigger_and_a_non_trigger() {
 
     // Two versions built, one asked for by a member: advice. Resolved but not built,
     // or built but out of the workspace's reach (no member asks for either): none.
-    let dup_ctx = RecommendContext { test_debug: calm_ctx.test_debug.clone(), ..ctx.clone() };
+    let dup_ctx = WorkspaceFacts { test_debug: calm_ctx.test_debug.clone(), ..ctx.clone() };
     check_kinds(&calm, &dup_ctx, &[]);
     let mut r = calm.clone();
     r.crates.extend(record.crates.iter().filter(|c| c.package == "syn").cloned());
@@ -984,7 +983,7 @@ fn report_recommendations_each_have_a_trigger_and_a_non_trigger() {
     check_kinds(&r, &out_of_reach, &[]);
 
     // Full debug info only matters once compiling takes time.
-    let full = RecommendContext { test_debug: ctx.test_debug.clone(), ..calm_ctx.clone() };
+    let full = WorkspaceFacts { test_debug: ctx.test_debug.clone(), ..calm_ctx.clone() };
     check_kinds(&calm, &full, &[]);
     let mut r = calm.clone();
     r.crates.push(unit("c", "lib", "build", 3_000, 8_000));
@@ -998,7 +997,7 @@ fn report_recommendations_each_have_a_trigger_and_a_non_trigger() {
 
 #[test]
 fn report_profile_debug_setting_from_manifest() {
-    let level = |toml: &str| recommend::test_debug_from_manifest(toml).map(|d| d.level);
+    let level = |toml: &str| facts::test_debug_from_manifest(toml).map(|d| d.level);
     assert_eq!(level("[workspace]\n"), Some(DebugLevel::Full));
     assert_eq!(
         level("[profile.dev]\ndebug = \"line-tables-only\"\n"),
@@ -1035,8 +1034,7 @@ fn report_duplicate_versions_from_cargo_metadata() {
          [profile.dev]\ndebug = \"line-tables-only\"\n"
             .into();
     let manifest = FixtureWorkspace::new(vec![app]).write(&dir.join("ws")).unwrap();
-    let root = manifest.parent().unwrap();
-    let ctx = RecommendContext::load(root);
+    let ctx = pipeline_opt::inputs::Inputs::load(Some(&manifest)).unwrap().facts;
     let mut dups: Vec<_> =
         ctx.packages.iter().filter(|p| p.name == "dup").map(|p| p.version.as_str()).collect();
     dups.sort();
@@ -1201,40 +1199,29 @@ fn report_progress_under_a_terminal() {
     assert!(piped.contains("[ 40.0 s] test: failed in 9.0 s"), "{piped}");
 }
 
-/// Under GitHub Actions, `write_reports` appends the markdown to the step summary and
-/// prints annotations. The child is this test binary, re-run with the job's variables.
+/// Given GitHub Actions' step summary, `write_reports` appends the markdown to it, and
+/// it returns the annotations for the caller to print instead of printing them.
 #[test]
 fn report_write_reports_publishes_to_github() {
-    const CHILD: &str = "PIPELINE_OPT_GITHUB_CHILD";
-    if let Some(state) = std::env::var_os(CHILD) {
-        let mut record = fixture_record();
-        record.workspace_root = "/nonexistent-workspace".into();
-        record.verdict.gate = Some(record.verdict.check(Gate::Required));
-        let opts = ReportOptions {
-            state_dir: Utf8PathBuf::from(state.into_string().unwrap()),
-            markdown: None,
-            json: None,
-            prometheus: None,
-        };
-        report::write_reports(&record, &opts).unwrap();
-        return;
-    }
     let (_dir, dir) = temp_dir();
     let summary = dir.join("step-summary.md");
     std::fs::write(&summary, "## earlier step\n").unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "report::report_write_reports_publishes_to_github", "--nocapture"])
-        .env(CHILD, dir.join("state"))
-        .env("GITHUB_ACTIONS", "true")
-        .env("GITHUB_STEP_SUMMARY", &summary)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let mut record = fixture_record();
+    record.workspace_root = "/nonexistent-workspace".into();
+    record.verdict.gate = Some(record.verdict.check(Gate::Required));
+    let opts = ReportOptions {
+        state_dir: dir.join("state"),
+        markdown: None,
+        json: None,
+        prometheus: None,
+        step_summary: Some(summary.clone().into()),
+    };
+    let written = report::write_reports(&record, &opts).unwrap();
     let text = std::fs::read_to_string(&summary).unwrap();
     assert!(text.starts_with("## earlier step\n# Pipeline optimization report\n"), "{text}");
-    assert!(stdout.contains("::error title=stage test failed::"), "{stdout}");
-    assert!(stdout.contains("::error title=stage build over its target::"), "{stdout}");
+    let annotations = &written.annotations;
+    assert!(annotations.contains("::error title=stage test failed::"), "{annotations}");
+    assert!(annotations.contains("::error title=stage build over its target::"), "{annotations}");
 }
 
 /// A run interrupted before any stage finished still renders every report.
@@ -1251,7 +1238,7 @@ fn report_interrupted_before_any_stage() {
     record.explore = None;
     record.idle_cpu = s(10_000);
     record.verdict = record.targets.verdict(record.total, &[]);
-    let recs = recommend::recommend(&record, &RecommendContext::default());
+    let recs = recommend::recommend(&record, &WorkspaceFacts::default());
     assert_eq!(recs, []);
     expect![[r#"
         # Pipeline optimization report

@@ -1,0 +1,118 @@
+//! Facts about the workspace that the reports need beyond the measurements: its resolved
+//! dependency graph and the debug setting of its test profile. Measured when a run loads
+//! its inputs and saved in the run record, so that a saved record renders the same
+//! reports without cargo. Plain data and pure functions; nothing here reads a file.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// What the recommendations know about the workspace beyond the measurements.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WorkspaceFacts {
+    /// Every package of the resolved dependency graph; empty when it could not be loaded.
+    pub packages: Vec<ResolvedPackage>,
+    /// The `debug` setting test builds use; `None` when the manifest could not be read.
+    pub test_debug: Option<TestDebug>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedPackage {
+    pub name: String,
+    pub version: String,
+    pub features: Vec<String>,
+    /// A workspace member depends on this package (this version) directly, so the
+    /// workspace can change which version it asks for.
+    pub member_dep: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestDebug {
+    pub level: DebugLevel,
+    /// Where the setting comes from, e.g. `[profile.dev] debug = 2`.
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DebugLevel {
+    None,
+    LineDirectivesOnly,
+    LineTablesOnly,
+    Limited,
+    Full,
+}
+
+impl WorkspaceFacts {
+    /// The packages of `metadata`'s resolve with the features each is built with, and
+    /// the test profile's debug setting from the root manifest's text (`None` when it
+    /// could not be read). Best effort: what is missing is left empty, and the
+    /// recommendations that need it are not made.
+    pub fn new(metadata: &cargo_metadata::Metadata, root_manifest: Option<&str>) -> WorkspaceFacts {
+        let test_debug = root_manifest.and_then(test_debug_from_manifest);
+        WorkspaceFacts { packages: resolved_packages(metadata), test_debug }
+    }
+
+    /// Whether nothing is known: a record of an older version, or a workspace whose
+    /// metadata had no resolve and whose manifest could not be read.
+    pub fn is_empty(&self) -> bool {
+        self.packages.is_empty() && self.test_debug.is_none()
+    }
+}
+
+/// The packages of `metadata`'s resolve with the features each is built with.
+fn resolved_packages(metadata: &cargo_metadata::Metadata) -> Vec<ResolvedPackage> {
+    let Some(resolve) = &metadata.resolve else { return Vec::new() };
+    let by_id: BTreeMap<_, _> = metadata.packages.iter().map(|p| (&p.id, p)).collect();
+    let member_deps: BTreeSet<_> = resolve
+        .nodes
+        .iter()
+        .filter(|node| metadata.workspace_members.contains(&node.id))
+        .flat_map(|node| node.deps.iter().map(|d| &d.pkg))
+        .collect();
+    resolve
+        .nodes
+        .iter()
+        .filter_map(|node| {
+            let p = by_id.get(&node.id)?;
+            Some(ResolvedPackage {
+                name: p.name.to_string(),
+                version: p.version.to_string(),
+                features: node.features.iter().map(|f| f.to_string()).collect(),
+                member_dep: member_deps.contains(&node.id),
+            })
+        })
+        .collect()
+}
+
+/// The `debug` setting of the profile `cargo test` builds with: `[profile.test]`, which
+/// inherits `[profile.dev]`, whose default is full debug info.
+pub fn test_debug_from_manifest(manifest: &str) -> Option<TestDebug> {
+    let doc: toml::Table = manifest.parse().ok()?;
+    let profile = doc.get("profile").and_then(|p| p.as_table());
+    for name in ["test", "dev"] {
+        let Some(value) = profile.and_then(|p| p.get(name)).and_then(|t| t.get("debug")) else {
+            continue;
+        };
+        let level = match value {
+            toml::Value::Boolean(true) | toml::Value::Integer(2) => DebugLevel::Full,
+            toml::Value::Boolean(false) | toml::Value::Integer(0) => DebugLevel::None,
+            toml::Value::Integer(1) => DebugLevel::Limited,
+            toml::Value::String(s) => match s.as_str() {
+                "full" => DebugLevel::Full,
+                "limited" => DebugLevel::Limited,
+                "line-tables-only" => DebugLevel::LineTablesOnly,
+                "line-directives-only" => DebugLevel::LineDirectivesOnly,
+                "none" => DebugLevel::None,
+                _ => return None,
+            },
+            _ => return None,
+        };
+        return Some(TestDebug { level, source: format!("[profile.{name}] debug = {value}") });
+    }
+    Some(TestDebug {
+        level: DebugLevel::Full,
+        source: "[profile.dev] debug is unset, and cargo's default is full debug info".into(),
+    })
+}
