@@ -144,6 +144,15 @@ xflags::xflags! {
             optional --csv path: PathBuf
         }
 
+        /// Render the reports (markdown, JSON, HTML) of a saved run record again,
+        /// without cargo or the workspace.
+        cmd report {
+            /// The run record: a run.json that `optimize` or `check` wrote.
+            required --from path: PathBuf
+            /// The directory to write the reports to, under the names the run used.
+            required --out dir: PathBuf
+        }
+
         /// Print a GitHub Actions workflow that calls these xtask commands.
         cmd ci-workflow {}
     }
@@ -166,6 +175,7 @@ pub enum XtaskCmd {
     Pool(Pool),
     Cache(Cache),
     History(History),
+    Report(Report),
     CiWorkflow(CiWorkflow),
 }
 
@@ -264,6 +274,12 @@ pub struct Cache {
 pub struct History {
     pub manifest_path: Option<PathBuf>,
     pub csv: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub from: PathBuf,
+    pub out: PathBuf,
 }
 
 #[derive(Debug)]

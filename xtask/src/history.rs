@@ -1,6 +1,7 @@
-//! `cargo xtask history` (the trend of recorded runs, optionally as CSV) and
+//! `cargo xtask history` (the trend of recorded runs, optionally as CSV),
+//! `cargo xtask report` (the reports of a saved run record, rendered again) and
 //! `cargo xtask ci-workflow` (a GitHub Actions workflow that calls these commands).
-//! Both only call `pipeline_opt::report`.
+//! All only call `pipeline_opt::report`.
 
 use anyhow::{Context, Result};
 use pipeline_opt::config::Config;
@@ -23,6 +24,17 @@ impl crate::flags::History {
             report::write_atomic(&csv, history::to_csv(&h.entries).as_bytes())
                 .with_context(|| format!("cannot export the history to {csv}"))?;
             eprintln!("wrote {} runs to {csv}", h.entries.len());
+        }
+        Ok(exit::OK)
+    }
+}
+
+impl crate::flags::Report {
+    pub(crate) fn run(self) -> Result<i32> {
+        let record = report::json::read(&crate::utf8_path(&self.from)?)?;
+        let out = crate::utf8_path(&self.out)?;
+        for path in report::rerender(&record, &out)? {
+            eprintln!("wrote {path}");
         }
         Ok(exit::OK)
     }

@@ -94,6 +94,7 @@ fn run(flags: flags::Xtask) -> Result<i32> {
         flags::XtaskCmd::Pool(cmd) => cmd.run(&sh),
         flags::XtaskCmd::Cache(cmd) => cmd.run(),
         flags::XtaskCmd::History(cmd) => cmd.run(),
+        flags::XtaskCmd::Report(cmd) => cmd.run(),
         flags::XtaskCmd::CiWorkflow(cmd) => cmd.run(),
     }
 }
@@ -118,15 +119,14 @@ impl flags::Plan {
 }
 
 pub(crate) fn utf8(path: Option<&std::path::PathBuf>) -> Result<Option<Utf8PathBuf>> {
-    path.map(|p| {
-        Utf8PathBuf::from_path_buf(p.clone()).map_err(|p| {
-            anyhow::anyhow!(
-                "the path {} is not UTF-8; move the workspace to a UTF-8 path",
-                p.display()
-            )
-        })
+    path.map(utf8_path).transpose()
+}
+
+/// The path of a required flag as UTF-8, which every path the library keeps is.
+pub(crate) fn utf8_path(path: &std::path::PathBuf) -> Result<Utf8PathBuf> {
+    Utf8PathBuf::from_path_buf(path.clone()).map_err(|p| {
+        anyhow::anyhow!("the path {} is not UTF-8; move the workspace to a UTF-8 path", p.display())
     })
-    .transpose()
 }
 
 /// `--features a,b --features c` and `"a b"` both name features, as cargo accepts.

@@ -11,6 +11,7 @@ mod faults;
 mod optimize;
 mod outcomes;
 mod plan;
+mod report;
 mod services;
 mod test_settings;
 
