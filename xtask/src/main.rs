@@ -119,12 +119,12 @@ impl flags::Plan {
 }
 
 pub(crate) fn utf8(path: Option<&std::path::PathBuf>) -> Result<Option<Utf8PathBuf>> {
-    path.map(utf8_path).transpose()
+    path.map(std::path::PathBuf::as_path).map(utf8_path).transpose()
 }
 
 /// The path of a required flag as UTF-8, which every path the library keeps is.
-pub(crate) fn utf8_path(path: &std::path::PathBuf) -> Result<Utf8PathBuf> {
-    Utf8PathBuf::from_path_buf(path.clone()).map_err(|p| {
+pub(crate) fn utf8_path(path: &std::path::Path) -> Result<Utf8PathBuf> {
+    Utf8PathBuf::from_path_buf(path.to_path_buf()).map_err(|p| {
         anyhow::anyhow!("the path {} is not UTF-8; move the workspace to a UTF-8 path", p.display())
     })
 }
