@@ -14,7 +14,7 @@ impl crate::flags::History {
         let manifest = crate::utf8(self.manifest_path.as_ref())?;
         let workspace = Workspace::load(manifest.as_deref())?;
         let config = Config::from_workspace_metadata(&workspace.metadata)?;
-        let path = workspace.state_dir(&config).join(report::HISTORY_FILE);
+        let path = workspace.state_dir(&config).report(report::HISTORY_FILE);
         let h = history::read(&path)?;
         for w in &h.warnings {
             eprintln!("warning: {path}: {w}");

@@ -16,6 +16,7 @@ pub mod plan;
 pub mod pool;
 pub mod profile;
 pub mod report;
+pub mod state;
 pub mod targets;
 pub mod test_settings;
 pub mod toolchain;

@@ -16,6 +16,7 @@ use crate::profile::{
 };
 use crate::report::progress::{ProgressMode, ProgressReporter};
 use crate::report::{ReportError, ReportOptions, WrittenReports};
+use crate::state::StateDir;
 use crate::targets::{Gate, PerformanceTargets};
 
 #[derive(Debug, Clone, Default)]
@@ -144,7 +145,7 @@ pub fn run_optimized_pipeline(
         on_event(ev);
     };
 
-    let fresh_root = state_dir.join("compare").join(&run_id);
+    let fresh_root = state_dir.compare(&run_id);
     if options.against_naive {
         // Our side starts from its own fresh target directory too.
         let notes = plan.notes.clone();
@@ -187,7 +188,7 @@ pub fn run_optimized_pipeline(
 fn explore_settings(
     inputs: &Inputs,
     plan: &Plan,
-    state_dir: &Utf8Path,
+    state_dir: &StateDir,
     record: &mut RunRecord,
     progress: &mut Option<ProgressReporter>,
 ) -> Result<(), OptimizeError> {
@@ -196,7 +197,7 @@ fn explore_settings(
         record.notes.push("--explore was skipped: it runs only after a successful run".into());
         return Ok(());
     }
-    let scratch = explore::scratch_dir(state_dir);
+    let scratch = state_dir.explore_scratch();
     let opts = match plan.stages.iter().find(|s| s.kind == StageKind::Build) {
         Some(build) => ExploreOptions::for_command(build.command.clone(), scratch),
         None => ExploreOptions::new(inputs.workspace.manifest_path.clone(), scratch),
@@ -327,7 +328,7 @@ pub fn exit_code(record: &RunRecord, gate: Option<Gate>) -> i32 {
 fn affected_plan(
     inputs: &Inputs,
     options: &OptimizeOptions,
-    state_dir: &Utf8Path,
+    state_dir: &StateDir,
 ) -> Result<(Plan, CargoArgs), OptimizeError> {
     let Some(git_ref) = &options.since else {
         return Ok((inputs.plan(options.cargo.clone(), options.strict)?, options.cargo.clone()));
@@ -649,10 +650,10 @@ fn interrupt_signal(options: &OptimizeOptions) -> Option<i32> {
 
 fn orchestrator_options(
     options: &OptimizeOptions,
-    state_dir: &Utf8Path,
+    state_dir: &StateDir,
     run_id: &str,
 ) -> Result<OrchestratorOptions, OptimizeError> {
-    let mut o = OrchestratorOptions::new(state_dir.to_owned(), run_id.to_string());
+    let mut o = OrchestratorOptions::new(state_dir.clone(), run_id.to_string());
     if let Some(j) = options.jobs {
         o.jobs = j.max(1);
     }
@@ -662,7 +663,7 @@ fn orchestrator_options(
     o.keep_going = options.keep_going;
     // Which ready stage starts first follows the durations of earlier runs; a history
     // that cannot be read only loses that hint here (writing the report names it).
-    let history = state_dir.join(crate::report::HISTORY_FILE);
+    let history = state_dir.report(crate::report::HISTORY_FILE);
     if let Ok(h) = crate::report::history::read(&history) {
         o.expected = h.expected_walls();
         let (aside, lines): (Vec<_>, Vec<_>) =
@@ -686,7 +687,7 @@ fn orchestrator_options(
     }
     if options.rustc_shim {
         let shim = crate::profile::install_rustc_shim(state_dir)
-            .map_err(|source| OptimizeError::Shim { dir: state_dir.join("bin"), source })?;
+            .map_err(|source| OptimizeError::Shim { dir: state_dir.bin(), source })?;
         o.rustc_shim = Some(shim);
     }
     Ok(o)
@@ -714,7 +715,7 @@ fn test_settings(
 /// failure that hides the rest; not where the user set nextest's retries. The retries
 /// come as a nextest *tool config* (`--tool-config-file`), which nextest ranks below the
 /// workspace's own config: `--retries` would override a per-test override's `retries`.
-fn add_retries(plan: &mut Plan, retries: u32, state_dir: &Utf8Path) -> Result<(), OptimizeError> {
+fn add_retries(plan: &mut Plan, retries: u32, state_dir: &StateDir) -> Result<(), OptimizeError> {
     let nextest = |s: &Stage| {
         s.kind == StageKind::Test && s.command.args.first().is_some_and(|a| a == "nextest")
     };
@@ -723,13 +724,13 @@ fn add_retries(plan: &mut Plan, retries: u32, state_dir: &Utf8Path) -> Result<()
     }
     // One file per value: the path is part of the stage's command, and so of its
     // fingerprint.
-    let path = state_dir.join(format!("nextest-retries-{retries}.toml"));
+    let path = state_dir.nextest_retries_config(retries);
     let text = format!("[profile.default]\nretries = {retries}\n");
     if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
         // Renamed into place: a concurrent run's nextest never reads half a file.
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(state_dir)?;
-            let tmp = state_dir.join(format!(".nextest-retries.{}", std::process::id()));
+            let tmp = state_dir.nextest_retries_config_tmp();
             std::fs::write(&tmp, &text)?;
             std::fs::rename(&tmp, &path)
         };

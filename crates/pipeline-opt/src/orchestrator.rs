@@ -23,6 +23,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::plan::{LockUse, Plan, Stage};
 use crate::profile::{Event, RunOutcome, StageMetrics, StageStatus};
+use crate::state::StateDir;
 
 /// Every child carries `PIPELINE_OPT_RUN_ID=<run id>` in its environment.
 pub const RUN_ID_VAR: &str = "PIPELINE_OPT_RUN_ID";
@@ -50,7 +51,7 @@ pub struct OrchestratorOptions {
     /// Run every stage that can still run after a failure.
     pub keep_going: bool,
     /// Logs go to `<state_dir>/logs/<run_id>/<stage>.log`.
-    pub state_dir: Utf8PathBuf,
+    pub state_dir: StateDir,
     pub run_id: String,
     /// Between the polite signal and SIGKILL.
     pub grace: Duration,
@@ -76,7 +77,7 @@ pub struct OrchestratorOptions {
 }
 
 impl OrchestratorOptions {
-    pub fn new(state_dir: Utf8PathBuf, run_id: String) -> OrchestratorOptions {
+    pub fn new(state_dir: impl Into<StateDir>, run_id: String) -> OrchestratorOptions {
         let cores = available_cores();
         OrchestratorOptions {
             // Cores are budgeted separately (the shares of CPU-heavy stages), so the
@@ -86,7 +87,7 @@ impl OrchestratorOptions {
             jobs: cores * 2,
             cpus: cores,
             keep_going: false,
-            state_dir,
+            state_dir: state_dir.into(),
             run_id,
             grace: Duration::from_secs(5),
             handle_signals: false,
@@ -287,7 +288,7 @@ impl ParallelOrchestrator {
 
     /// The directory that holds this run's stage logs.
     pub fn log_dir(&self) -> Utf8PathBuf {
-        self.options.state_dir.join("logs").join(&self.options.run_id)
+        self.options.state_dir.logs(&self.options.run_id)
     }
 
     /// Runs every stage of `plan` that can run, emitting events to `on_event`; returns

@@ -262,7 +262,7 @@ pub fn plan(
     let offline = if options.cargo.frozen { Vec::new() } else { vec!["--offline".to_string()] };
     let profile = options.cargo.profile.clone();
     let dev_dir = workspace.target_dir.clone();
-    let bench_dir = workspace.state_dir(config).join("bench-target");
+    let bench_dir = workspace.state_dir(config).bench_target();
 
     let selected: Vec<&crate::workspace::Package> = workspace
         .packages
@@ -764,7 +764,7 @@ pub fn plan(
                     a,
                     "lints every target with clippy (enabled in config)",
                     "clippy --all-targets",
-                    Some(workspace.state_dir(config).join("clippy-target")),
+                    Some(workspace.state_dir(config).clippy_target()),
                 )
             }
             "fmt" => {
@@ -792,7 +792,7 @@ pub fn plan(
                     a,
                     "builds the documentation (enabled in config)",
                     "cargo doc --no-deps",
-                    Some(workspace.state_dir(config).join("doc-target")),
+                    Some(workspace.state_dir(config).doc_target()),
                 )
             }
             _ => unreachable!("check_stage_names accepts only optional stage names"),
@@ -885,10 +885,10 @@ pub fn plan(
         }
     }
     // Stages that wait for the services learn where the pool is.
-    let pool_dir = crate::pool::pool_dir(&workspace.state_dir(config));
+    let pool_dir = workspace.state_dir(config).pool();
     for s in &mut stages {
         if s.depends_on.iter().any(|d| d == "services") {
-            s.command.env.insert(crate::pool::POOL_ENV.into(), pool_dir.to_string());
+            s.command.env.insert(crate::state::POOL_ENV.into(), pool_dir.to_string());
         }
     }
     if let Some(cycle) = find_cycle(&stages) {

@@ -861,9 +861,9 @@ fn harnessless_kind(crate_name: &str) -> &'static str {
 /// Copies the running executable to `<state_dir>/bin/pipeline-opt-rustc-shim` and
 /// returns its path, so that cargo can use it as `RUSTC_WRAPPER` even while a build of
 /// this very workspace replaces the original.
-pub fn install_rustc_shim(state_dir: &camino::Utf8Path) -> std::io::Result<Utf8PathBuf> {
+pub fn install_rustc_shim(state_dir: &crate::state::StateDir) -> std::io::Result<Utf8PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = state_dir.join("bin");
+    let dir = state_dir.bin();
     std::fs::create_dir_all(&dir)?;
     let dest = dir.join("pipeline-opt-rustc-shim");
     let tmp = dir.join(format!(".pipeline-opt-rustc-shim.{}", std::process::id()));

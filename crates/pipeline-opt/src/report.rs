@@ -21,11 +21,12 @@ use std::time::Duration;
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::profile::RunRecord;
+use crate::state::StateDir;
 
 /// Where to write the reports of one run. `None` means the default under `state_dir`.
 #[derive(Debug, Clone)]
 pub struct ReportOptions {
-    pub state_dir: Utf8PathBuf,
+    pub state_dir: StateDir,
     pub markdown: Option<Utf8PathBuf>,
     pub json: Option<Utf8PathBuf>,
     pub prometheus: Option<Utf8PathBuf>,
@@ -84,7 +85,7 @@ pub fn write_reports(
     let rendered = Rendered::render(record)?;
     // Each command has its own files: a `check` never overwrites `optimize`'s reports,
     // nor do its runs enter `optimize`'s history, trends and metrics.
-    let own = |base: &str| opts.state_dir.join(record.kind.file_name(base));
+    let own = |base: &str| opts.state_dir.report(&record.kind.file_name(base));
     let markdown_path = opts.markdown.clone().unwrap_or_else(|| own(MARKDOWN_FILE));
     write_atomic(&markdown_path, rendered.markdown.as_bytes())?;
     let json_path = opts.json.clone().unwrap_or_else(|| own(JSON_FILE));

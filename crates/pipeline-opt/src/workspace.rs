@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
+use crate::state::StateDir;
 use crate::toolchain::Toolchain;
 
 /// Index of a package in [`Workspace::packages`].
@@ -265,12 +266,12 @@ impl Workspace {
     /// Where the tool keeps everything (cache, logs, reports, worktrees, pool state):
     /// `<target-dir>/pipeline-opt` unless the config moves it, so `cargo clean` resets
     /// it and nothing lands in the source tree.
-    pub fn state_dir(&self, config: &crate::config::Config) -> Utf8PathBuf {
-        match &config.cache.dir {
+    pub fn state_dir(&self, config: &crate::config::Config) -> StateDir {
+        StateDir::new(match &config.cache.dir {
             Some(dir) if dir.is_absolute() => dir.clone(),
             Some(dir) => self.root.join(dir),
-            None => self.target_dir.join("pipeline-opt"),
-        }
+            None => return StateDir::in_target_dir(&self.target_dir),
+        })
     }
 
     /// Where the `test` profile, which `cargo test` and cargo-nextest build with, is set

@@ -315,9 +315,8 @@ pub fn bench_compare(
     // dir matters, so fall back to the default rather than refuse to compare.
     let config = Config::from_workspace_metadata(&workspace.metadata).unwrap_or_default();
     let state_dir = workspace.state_dir(&config);
-    let run_dir = state_dir
-        .join("bench-compare")
-        .join(format!("{:08x}", worktree::fnv(workspace.root.as_str()) as u32));
+    let run_dir =
+        state_dir.bench_compare(&format!("{:08x}", worktree::fnv(workspace.root.as_str()) as u32));
 
     let mut problems = Vec::new();
     let mut notes = Vec::new();

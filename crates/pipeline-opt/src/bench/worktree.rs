@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use super::BenchCompareError;
+use crate::state::StateDir;
 
 /// Worktrees nobody used for this long are removed at the start of a run.
 const STALE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -67,12 +68,12 @@ pub fn resolve_ref(repo: &Utf8Path, git_ref: &str) -> Result<String, BenchCompar
 pub fn checkout(
     repo: &Utf8Path,
     head_manifest: &Utf8Path,
-    state_dir: &Utf8Path,
+    state_dir: &StateDir,
     git_ref: &str,
     commit: &str,
     notes: &mut Vec<String>,
 ) -> Result<BaseCheckout, BenchCompareError> {
-    let worktrees = state_dir.join("worktrees");
+    let worktrees = state_dir.worktrees();
     std::fs::create_dir_all(&worktrees)
         .map_err(|e| BenchCompareError::Io { path: worktrees.clone(), source: e })?;
     prune_stale(repo, &worktrees, notes);

@@ -5,11 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8PathBuf;
 use serde::{Deserialize, Serialize};
 use xshell::{Shell, cmd};
 
 use super::store::{CACHE_SCHEMA_VERSION, CacheError, now_secs, read_json, write_json_atomic};
+use crate::state::StateDir;
 use crate::toolchain::Toolchain;
 use crate::workspace::Workspace;
 
@@ -57,8 +58,8 @@ pub enum FetchError {
 
 impl DependencyCache {
     /// The record lives at `<state_dir>/cache/deps.json`.
-    pub fn open(state_dir: &Utf8Path) -> DependencyCache {
-        DependencyCache { path: state_dir.join("cache").join("deps.json") }
+    pub fn open(state_dir: &StateDir) -> DependencyCache {
+        DependencyCache { path: state_dir.deps_record() }
     }
 
     /// What identifies one fetch: the lock file's content and the toolchain.

@@ -613,7 +613,7 @@ impl<'a> Fingerprinter<'a> {
         let dep_info = DepInfo::load(workspace, target_dirs);
         let mut skip_dirs = target_dirs.to_vec();
         skip_dirs.push(workspace.target_dir.clone());
-        skip_dirs.push(workspace.state_dir(config));
+        skip_dirs.push(workspace.state_dir(config).path().to_owned());
         Fingerprinter {
             workspace,
             toolchain,

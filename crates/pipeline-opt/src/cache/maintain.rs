@@ -10,6 +10,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
 use super::store::{CacheError, RunHits, Store, dir_size, human_bytes};
+use crate::state::StateDir;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CacheStatus {
@@ -119,14 +120,14 @@ pub fn claim_dir(dir: &Utf8Path, inside_target_dir: bool) -> Result<(), CacheErr
 /// [`claim_dir`]); call it before running the plan.
 pub fn claim_plan_dirs(
     plan: &crate::plan::Plan,
-    state_dir: &Utf8Path,
+    state_dir: &StateDir,
     target_dir: &Utf8Path,
 ) -> Result<(), CacheError> {
     let inside = super::fingerprint::normalize(state_dir).starts_with(target_dir);
     for s in &plan.stages {
         let env_dir = s.command.env.get("CARGO_TARGET_DIR").map(Utf8PathBuf::from);
         for dir in s.build_dir.iter().cloned().chain(env_dir) {
-            if dir.starts_with(state_dir) && dir != state_dir {
+            if dir.starts_with(state_dir) && dir != state_dir.path() {
                 claim_dir(&dir, inside)?;
             }
         }
@@ -137,7 +138,7 @@ pub fn claim_plan_dirs(
 /// Why `clean` refuses `state_dir` without `--force`: it is the workspace root, or
 /// outside the target directory, where directories of the user's may live.
 pub fn clean_location_problem(
-    state_dir: &Utf8Path,
+    state_dir: &StateDir,
     workspace_root: &Utf8Path,
     target_dir: &Utf8Path,
 ) -> Option<CacheError> {
@@ -154,7 +155,7 @@ pub fn clean_location_problem(
 
 /// The build directories the tool created in the state directory (they hold
 /// [`OWNED_MARKER`]): what `status` counts and `clean` and the budget may remove.
-pub fn owned_target_dirs(state_dir: &Utf8Path) -> Vec<Utf8PathBuf> {
+pub fn owned_target_dirs(state_dir: &StateDir) -> Vec<Utf8PathBuf> {
     let Ok(rd) = std::fs::read_dir(state_dir) else { return Vec::new() };
     let mut dirs: Vec<Utf8PathBuf> = rd
         .flatten()
@@ -167,7 +168,7 @@ pub fn owned_target_dirs(state_dir: &Utf8Path) -> Vec<Utf8PathBuf> {
 
 /// The extra build directories the plan may have used in the state directory
 /// (`*-target`), for reading their dep-info only: never to remove.
-pub fn extra_target_dirs(state_dir: &Utf8Path) -> Vec<Utf8PathBuf> {
+pub fn extra_target_dirs(state_dir: &StateDir) -> Vec<Utf8PathBuf> {
     let Ok(rd) = std::fs::read_dir(state_dir) else { return Vec::new() };
     let mut dirs: Vec<Utf8PathBuf> = rd
         .flatten()
@@ -179,15 +180,15 @@ pub fn extra_target_dirs(state_dir: &Utf8Path) -> Vec<Utf8PathBuf> {
 }
 
 /// Reads sizes and hit counts; takes no lock (it only reads).
-pub fn status(state_dir: &Utf8Path, budget: Option<u64>) -> CacheStatus {
-    let cache_dir = state_dir.join("cache");
-    let entries = ["stages", "tests"]
+pub fn status(state_dir: &StateDir, budget: Option<u64>) -> CacheStatus {
+    let cache_dir = state_dir.cache();
+    let entries = [state_dir.cache_stage_records(), state_dir.cache_test_records()]
         .iter()
-        .filter_map(|s| std::fs::read_dir(cache_dir.join(s)).ok())
+        .filter_map(|records| std::fs::read_dir(records).ok())
         .map(|rd| rd.flatten().count())
         .sum();
     let recent_runs: Vec<RunHits> =
-        super::store::read_json::<serde_json::Value>(&cache_dir.join("hits.json"))
+        super::store::read_json::<serde_json::Value>(&state_dir.cache_hits())
             .ok()
             .flatten()
             .and_then(|v| serde_json::from_value(v.get("runs")?.clone()).ok())
@@ -214,7 +215,7 @@ pub fn status(state_dir: &Utf8Path, budget: Option<u64>) -> CacheStatus {
 /// Removes every entry and extra target directory, or with `older_than` only those
 /// untouched for that long. Holds the cache lock while it works.
 pub fn clean(
-    state_dir: &Utf8Path,
+    state_dir: &StateDir,
     older_than: Option<Duration>,
     on_wait: impl FnOnce(&Utf8Path),
 ) -> Result<CleanReport, CacheError> {
@@ -227,8 +228,7 @@ pub fn clean(
         }
     }
     if older_than.is_none() {
-        for name in ["stat-cache.json", "hits.json", "deps.json"] {
-            let p = store.dir.join(name);
+        for p in [state_dir.stat_cache(), state_dir.cache_hits(), state_dir.deps_record()] {
             if p.exists() {
                 let bytes = dir_size(&p);
                 remove(&p, bytes, &mut report)?;
@@ -247,7 +247,7 @@ pub fn clean(
 /// Removes the least recently used extra target directories, then the oldest entries,
 /// until the cache and those directories fit in `budget` bytes.
 pub fn enforce_budget(
-    state_dir: &Utf8Path,
+    state_dir: &StateDir,
     budget: u64,
     on_wait: impl FnOnce(&Utf8Path),
 ) -> Result<CleanReport, CacheError> {
@@ -259,7 +259,7 @@ pub fn enforce_budget(
 /// budget before it lets go of the lock, so it never waits for a later run to end.
 pub fn enforce_budget_locked(
     store: &Store,
-    state_dir: &Utf8Path,
+    state_dir: &StateDir,
     budget: u64,
 ) -> Result<CleanReport, CacheError> {
     let mut report = CleanReport::default();

@@ -20,6 +20,7 @@ pub use store::{CacheError, Store};
 
 use crate::config::Config;
 use crate::plan::{Plan, Stage, StageCommand, StageKind};
+use crate::state::StateDir;
 use crate::toolchain::Toolchain;
 use crate::workspace::{PackageIdx, Workspace};
 
@@ -133,17 +134,17 @@ impl CachedPlan {
 #[derive(Debug)]
 pub struct StageCache {
     pub store: Store,
-    state_dir: Utf8PathBuf,
+    state_dir: StateDir,
 }
 
 impl StageCache {
     /// Opens `<state_dir>/cache`, waiting (after calling `on_wait`) while another
     /// invocation holds the lock.
     pub fn open(
-        state_dir: &Utf8Path,
+        state_dir: &StateDir,
         on_wait: impl FnOnce(&Utf8Path),
     ) -> Result<StageCache, CacheError> {
-        Ok(StageCache { store: Store::open(state_dir, on_wait)?, state_dir: state_dir.to_owned() })
+        Ok(StageCache { store: Store::open(state_dir, on_wait)?, state_dir: state_dir.clone() })
     }
 
     /// Decides which stages of `plan` the cache serves. Pure apart from reading the

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::fingerprint::{FileHasher, Fingerprint};
+use crate::state::StateDir;
 
 /// Bumped on every incompatible change of the files below; older files are misses.
 pub const CACHE_SCHEMA_VERSION: u32 = 1;
@@ -107,7 +108,7 @@ pub const RECENT_RUNS: usize = 20;
 /// The cache directory of one workspace. Holding a `Store` holds its lock.
 #[derive(Debug)]
 pub struct Store {
-    pub dir: Utf8PathBuf,
+    state: StateDir,
     _lock: File,
     /// Problems met while reading (corrupt files); each was treated as a miss.
     pub warnings: Vec<String>,
@@ -117,13 +118,13 @@ impl Store {
     /// Opens (creating) `<state_dir>/cache` and takes its lock, calling `on_wait` once
     /// if another invocation holds it, then waiting for it.
     pub fn open(
-        state_dir: &Utf8Path,
+        state_dir: &StateDir,
         on_wait: impl FnOnce(&Utf8Path),
     ) -> Result<Store, CacheError> {
-        let dir = state_dir.join("cache");
+        let dir = state_dir.cache();
         std::fs::create_dir_all(&dir)
             .map_err(|source| CacheError::CreateDir { path: dir.clone(), source })?;
-        let lock_path = dir.join("lock");
+        let lock_path = state_dir.cache_lock();
         let warnings: Vec<String> = set_aside_unusable_lock(&lock_path).into_iter().collect();
         let lock = File::options()
             .create(true)
@@ -155,15 +156,15 @@ impl Store {
                 return Err(CacheError::Lock { path: lock_path, source });
             }
         }
-        Ok(Store { dir, _lock: lock, warnings })
+        Ok(Store { state: state_dir.clone(), _lock: lock, warnings })
     }
 
     fn stage_path(&self, stage: &str) -> Utf8PathBuf {
-        self.dir.join("stages").join(format!("{}.json", file_safe(stage)))
+        self.state.cache_stage_records().join(format!("{}.json", file_safe(stage)))
     }
 
     fn test_path(&self, package: &str) -> Utf8PathBuf {
-        self.dir.join("tests").join(format!("{}.json", file_safe(package)))
+        self.state.cache_test_records().join(format!("{}.json", file_safe(package)))
     }
 
     /// The last success of `stage`; `Err` carries why an existing record was unusable.
@@ -232,7 +233,7 @@ impl Store {
     }
 
     pub fn load_hasher(&mut self) -> FileHasher {
-        let path = self.dir.join("stat-cache.json");
+        let path = self.state.stat_cache();
         match read_json::<FileHasher>(&path) {
             Ok(h) => h.unwrap_or_default(),
             Err(message) => {
@@ -250,10 +251,7 @@ impl Store {
     /// The stat cache as saved, for a second look at the inputs within one run; a
     /// corrupt one (already warned about when the run loaded it) hashes every file.
     pub fn peek_hasher(&self) -> FileHasher {
-        read_json::<FileHasher>(&self.dir.join("stat-cache.json"))
-            .ok()
-            .flatten()
-            .unwrap_or_default()
+        read_json::<FileHasher>(&self.state.stat_cache()).ok().flatten().unwrap_or_default()
     }
 
     /// Saves the stat cache if it changed. It is only a cache: it skips the fsync, and a
@@ -262,7 +260,7 @@ impl Store {
         if !hasher.dirty {
             return Ok(());
         }
-        write_json(&self.dir.join("stat-cache.json"), hasher, false)
+        write_json(&self.state.stat_cache(), hasher, false)
     }
 
     /// Appends one run's hit counts, keeping the most recent runs only.
@@ -272,7 +270,7 @@ impl Store {
         hits: usize,
         misses: usize,
     ) -> Result<(), CacheError> {
-        let path = self.dir.join("hits.json");
+        let path = self.state.cache_hits();
         let mut file = match read_json::<HitsFile>(&path) {
             Ok(f) => f.unwrap_or_default(),
             Err(message) => {
@@ -293,7 +291,7 @@ impl Store {
     }
 
     pub fn recent_hits(&self) -> Vec<RunHits> {
-        read_json::<HitsFile>(&self.dir.join("hits.json"))
+        read_json::<HitsFile>(&self.state.cache_hits())
             .ok()
             .flatten()
             .map(|f| f.runs)
@@ -303,8 +301,8 @@ impl Store {
     /// Every record file (stage and test entries) with its age.
     pub fn entries(&self) -> Vec<(Utf8PathBuf, u64, Duration)> {
         let mut out = Vec::new();
-        for sub in ["stages", "tests"] {
-            let Ok(rd) = std::fs::read_dir(self.dir.join(sub)) else { continue };
+        for records in [self.state.cache_stage_records(), self.state.cache_test_records()] {
+            let Ok(rd) = std::fs::read_dir(records) else { continue };
             for e in rd.flatten() {
                 let Ok(p) = Utf8PathBuf::from_path_buf(e.path()) else { continue };
                 let Ok(meta) = e.metadata() else { continue };

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::files::{self, Layout, read_json};
 use super::{POOL_ENV, PoolError, PoolSpec, TIMEOUT_ENV};
 use crate::config::ServiceKind;
+use crate::state::StateDir;
 
 /// What a slot file holds. The URL carries the password: slot files are mode 0600 and
 /// the URL is never printed (see [`Lease`]'s `Debug`).
@@ -94,8 +95,9 @@ pub fn lease(service: &str) -> Result<Lease, PoolError> {
 
 fn find_pool_dir() -> Result<PathBuf, PoolError> {
     let cwd = std::env::current_dir().unwrap_or_default();
-    for dir in cwd.ancestors() {
-        let candidate = dir.join("target/pipeline-opt/pool");
+    // Only a UTF-8 path can hold a state directory: the tool keeps no other.
+    for dir in cwd.ancestors().filter_map(camino::Utf8Path::from_path) {
+        let candidate = StateDir::in_target_dir(&dir.join("target")).pool().into_std_path_buf();
         if candidate.join("run/spec.json").exists() {
             return Ok(candidate);
         }

@@ -31,8 +31,7 @@ pub use lease::{Lease, lease, lease_from};
 pub use process::find_program;
 pub use refill::RefillStats;
 
-/// The environment variable that tells tests where the pool is.
-pub const POOL_ENV: &str = "PIPELINE_OPT_POOL";
+pub use crate::state::POOL_ENV;
 /// Overrides the default lease timeout (a humantime duration such as `30s`).
 pub const TIMEOUT_ENV: &str = "PIPELINE_OPT_POOL_TIMEOUT";
 /// How many connections the supervisor clones and drops PostgreSQL databases with (read
@@ -276,18 +275,13 @@ pub fn services_up(
     pool.up(workspace.root.as_std_path(), &config.services, options)
 }
 
-/// The pool directory of a state directory: `<state-dir>/pool`.
-pub fn pool_dir(state_dir: &camino::Utf8Path) -> camino::Utf8PathBuf {
-    state_dir.join("pool")
-}
-
 impl ContainerPool {
     pub fn at(dir: &Path) -> ContainerPool {
         ContainerPool { dir: dir.to_path_buf() }
     }
 
     pub fn for_workspace(workspace: &Workspace, config: &Config) -> ContainerPool {
-        ContainerPool::at(pool_dir(&workspace.state_dir(config)).as_std_path())
+        ContainerPool::at(workspace.state_dir(config).pool().as_std_path())
     }
 
     pub fn dir(&self) -> &Path {

@@ -364,8 +364,3 @@ pub fn render_line(r: &VariantResult) -> String {
         _ => format!("explore: {}: no result", r.variant.name),
     }
 }
-
-/// The scratch directory `--explore` uses under the state directory.
-pub fn scratch_dir(state_dir: &Utf8Path) -> Utf8PathBuf {
-    state_dir.join("explore")
-}

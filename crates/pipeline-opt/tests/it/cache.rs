@@ -14,6 +14,7 @@ use pipeline_opt::cache::{
 use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
 use pipeline_opt::inputs::Inputs;
 use pipeline_opt::plan::CargoArgs;
+use pipeline_opt::state::StateDir;
 use xshell::{Shell, cmd};
 
 /// A fixture workspace in a git repository, with its own target dir.
@@ -336,7 +337,7 @@ fn a_corrupted_cache_file_is_a_miss_with_a_warning() {
 #[test]
 fn two_invocations_at_once_wait_for_the_lock() {
     let tmp = tempfile::tempdir().unwrap();
-    let state = Utf8Path::from_path(tmp.path()).unwrap().to_owned();
+    let state = StateDir::new(Utf8Path::from_path(tmp.path()).unwrap());
     let first = StageCache::open(&state, |_| panic!("nobody holds the lock yet")).unwrap();
     let waited = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
@@ -388,7 +389,7 @@ fn one_leaf_change_reruns_only_the_leaf_and_its_dependents() {
 fn status_clean_and_budget() {
     use pipeline_opt::cache::maintain;
     let tmp = tempfile::tempdir().unwrap();
-    let state = Utf8Path::from_path(tmp.path()).unwrap().to_owned();
+    let state = StateDir::new(Utf8Path::from_path(tmp.path()).unwrap());
     {
         let mut cache = StageCache::open(&state, |_| {}).unwrap();
         cache.store.record_stage("build", "run-1", &Default::default()).unwrap();

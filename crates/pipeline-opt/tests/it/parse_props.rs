@@ -213,7 +213,7 @@ proptest! {
         let state = Utf8Path::from_path(dir.path()).unwrap();
         std::fs::create_dir_all(state.join("cache/stages")).unwrap();
         std::fs::write(state.join("cache/stages/build.json"), &bytes).unwrap();
-        let mut store = Store::open(state, |_| {}).unwrap();
+        let mut store = Store::open(&state.into(), |_| {}).unwrap();
         match store.stage_records("build") {
             // Only a well-formed file of the right shape gives records.
             Ok(_) => prop_assert!(serde_json::from_slice::<Value>(&bytes).is_ok()),

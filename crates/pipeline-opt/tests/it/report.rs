@@ -651,7 +651,7 @@ fn report_write_reports_writes_every_file() {
     let state = dir.join("state");
     let prom = dir.join("metrics/pipeline.prom");
     let opts = ReportOptions {
-        state_dir: state.clone(),
+        state_dir: state.clone().into(),
         markdown: None,
         json: None,
         prometheus: Some(prom.clone()),
@@ -1210,7 +1210,7 @@ fn report_write_reports_publishes_to_github() {
     record.workspace_root = "/nonexistent-workspace".into();
     record.verdict.gate = Some(record.verdict.check(Gate::Required));
     let opts = ReportOptions {
-        state_dir: dir.join("state"),
+        state_dir: dir.join("state").into(),
         markdown: None,
         json: None,
         prometheus: None,
