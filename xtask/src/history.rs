@@ -1,7 +1,7 @@
 //! `cargo xtask history` (the trend of recorded runs, optionally as CSV),
 //! `cargo xtask report` (the reports of a saved run record, rendered again) and
 //! `cargo xtask ci-workflow` (a GitHub Actions workflow that calls these commands).
-//! All only call `pipeline_opt::report`.
+//! All only call the library (`pipeline_opt::report`, `pipeline_opt::workflow`).
 
 use anyhow::{Context, Result};
 use pipeline_opt::config::Config;
@@ -42,7 +42,7 @@ impl crate::flags::Report {
 
 impl crate::flags::CiWorkflow {
     pub(crate) fn run(self) -> Result<i32> {
-        out!("{}", report::github::workflow());
+        out!("{}", pipeline_opt::workflow::github_actions());
         Ok(exit::OK)
     }
 }
@@ -53,7 +53,7 @@ mod tests {
     /// so the workflow cannot drift from the command line.
     #[test]
     fn workflow_calls_existing_commands() {
-        let wf = pipeline_opt::report::github::workflow();
+        let wf = pipeline_opt::workflow::github_actions();
         let calls: Vec<&str> =
             wf.lines().filter_map(|l| l.split("run: cargo xtask ").nth(1)).collect();
         assert!(calls.len() >= 3, "{wf}");

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cache;
 pub mod config;
 pub mod exit;
+pub mod explore;
 pub mod facts;
 pub mod fixture;
 pub mod inputs;
@@ -20,6 +21,7 @@ pub mod state;
 pub mod targets;
 pub mod test_settings;
 pub mod toolchain;
+pub mod workflow;
 pub mod workspace;
 
 pub use cache::DependencyCache;

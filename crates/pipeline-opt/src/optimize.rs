@@ -90,7 +90,7 @@ pub enum OptimizeError {
     #[error(transparent)]
     Affected(#[from] crate::affected::AffectedError),
     #[error(transparent)]
-    Explore(#[from] crate::report::explore::ExploreError),
+    Explore(#[from] crate::explore::ExploreError),
     #[error(transparent)]
     TestSettings(#[from] crate::test_settings::TestSettingsError),
     #[error(
@@ -192,7 +192,8 @@ fn explore_settings(
     record: &mut RunRecord,
     progress: &mut Option<ProgressReporter>,
 ) -> Result<(), OptimizeError> {
-    use crate::report::explore::{self, Exploration, ExploreOptions};
+    use crate::explore::{self, ExploreOptions};
+    use crate::report::explore::Exploration;
     if record.outcome != RunOutcome::Succeeded {
         record.notes.push("--explore was skipped: it runs only after a successful run".into());
         return Ok(());

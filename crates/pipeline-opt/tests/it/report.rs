@@ -739,7 +739,7 @@ fn report_github_annotations_and_summary() {
     github::append_summary(summary.as_std_path(), "# Pipeline").unwrap();
     assert_eq!(std::fs::read_to_string(&summary).unwrap(), "earlier step\n# Pipeline\n");
 
-    let wf = github::workflow();
+    let wf = pipeline_opt::workflow::github_actions();
     assert!(
         wf.contains("hashFiles('**/Cargo.lock')") && wf.contains("steps.toolchain.outputs.rustc")
     );
@@ -1347,8 +1347,9 @@ fn report_html_packs_many_units_into_lanes() {
 /// the variant's variables reach cargo.
 #[test]
 fn report_explore_times_variants_on_a_fixture() {
+    use pipeline_opt::explore::{self, ExploreOptions, Variant};
     use pipeline_opt::fixture::FixtureWorkspace;
-    use pipeline_opt::report::explore::{self, Exploration, ExploreOptions, Variant};
+    use pipeline_opt::report::explore::Exploration;
     let (_dir, dir) = temp_dir();
     let manifest = FixtureWorkspace::chain(2).write(&dir.join("ws")).unwrap();
     let mut opts = ExploreOptions::new(manifest, dir.join("scratch"));
@@ -1375,7 +1376,7 @@ fn report_explore_times_variants_on_a_fixture() {
 
     let e = Exploration::from_results(&opts.command, opts.rounds, &results);
     assert_eq!(e.variants[1].env["CARGO_PROFILE_TEST_DEBUG"], "line-tables-only");
-    let md = explore::render_markdown(&e);
+    let md = pipeline_opt::report::explore::render_markdown(&e);
     assert!(md.contains("`cargo test --workspace --no-run --manifest-path "), "{md}");
     assert!(
         md.contains("| baseline | ") && md.contains("| debug = \"line-tables-only\" | "),
