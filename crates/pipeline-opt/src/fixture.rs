@@ -249,3 +249,24 @@ fn write_file(path: &Utf8Path, contents: &str) -> io::Result<()> {
     }
     std::fs::write(path, contents)
 }
+
+/// An `app` crate that builds two versions of one package: `dup` 0.1.0 and 0.2.0, path
+/// packages written under `dir/vendor`, outside the workspace, which must be written to
+/// `dir/ws` (the crate's paths to them are relative). Duplicate-version advice needs it.
+pub fn duplicate_versions_app(dir: &Utf8Path) -> io::Result<FixtureCrate> {
+    for (folder, version) in [("dup-one", "0.1.0"), ("dup-two", "0.2.0")] {
+        let d = dir.join("vendor").join(folder);
+        std::fs::create_dir_all(d.join("src"))?;
+        std::fs::write(
+            d.join("Cargo.toml"),
+            format!("[package]\nname = \"dup\"\nversion = \"{version}\"\nedition = \"2021\"\n"),
+        )?;
+        std::fs::write(d.join("src/lib.rs"), "")?;
+    }
+    let mut app = FixtureCrate::new("app");
+    app.manifest_extra =
+        "[dependencies.dup1]\npackage = \"dup\"\npath = \"../../../vendor/dup-one\"\n\n\
+         [dependencies.dup2]\npackage = \"dup\"\npath = \"../../../vendor/dup-two\"\n"
+            .into();
+    Ok(app)
+}

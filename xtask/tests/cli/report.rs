@@ -3,32 +3,18 @@
 //! corrupt record is one clean error.
 
 use camino::Utf8Path;
-use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
+use pipeline_opt::fixture::FixtureWorkspace;
 
 use super::{assert_clean_error, temp, xtask, xtask_command};
 
 /// The report files a run of `optimize` writes into its state directory.
 const REPORTS: [&str; 3] = ["pipeline-optimization-report.md", "run.json", "report.html"];
 
-/// A workspace whose member builds two versions of `dup` (path packages outside the
-/// workspace), so the markdown carries a duplicate-versions recommendation, which needs
-/// the resolved graph that only `cargo metadata` knew.
+/// A workspace whose member builds two versions of `dup`, so the markdown carries a
+/// duplicate-versions recommendation, which needs the resolved graph that only
+/// `cargo metadata` knew.
 fn write_duplicate_versions_workspace(dir: &Utf8Path) -> camino::Utf8PathBuf {
-    for (folder, version) in [("dup-one", "0.1.0"), ("dup-two", "0.2.0")] {
-        let d = dir.join("vendor").join(folder);
-        std::fs::create_dir_all(d.join("src")).unwrap();
-        std::fs::write(
-            d.join("Cargo.toml"),
-            format!("[package]\nname = \"dup\"\nversion = \"{version}\"\nedition = \"2021\"\n"),
-        )
-        .unwrap();
-        std::fs::write(d.join("src/lib.rs"), "").unwrap();
-    }
-    let mut app = FixtureCrate::new("app");
-    app.manifest_extra =
-        "[dependencies.dup1]\npackage = \"dup\"\npath = \"../../../vendor/dup-one\"\n\n\
-         [dependencies.dup2]\npackage = \"dup\"\npath = \"../../../vendor/dup-two\"\n"
-            .into();
+    let app = pipeline_opt::fixture::duplicate_versions_app(dir).unwrap();
     FixtureWorkspace::new(vec![app])
         .config("disable = [\"bench-build\", \"doctest\"]")
         .write(&dir.join("ws"))

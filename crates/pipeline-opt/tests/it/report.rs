@@ -1015,24 +1015,10 @@ fn report_profile_debug_setting_from_manifest() {
 /// `dup` at different versions, both used by one member.
 #[test]
 fn report_duplicate_versions_from_cargo_metadata() {
-    use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
+    use pipeline_opt::fixture::{FixtureWorkspace, duplicate_versions_app};
     let (_dir, dir) = temp_dir();
-    for (folder, version) in [("dup-one", "0.1.0"), ("dup-two", "0.2.0")] {
-        let d = dir.join("vendor").join(folder);
-        std::fs::create_dir_all(d.join("src")).unwrap();
-        std::fs::write(
-            d.join("Cargo.toml"),
-            format!("[package]\nname = \"dup\"\nversion = \"{version}\"\nedition = \"2021\"\n"),
-        )
-        .unwrap();
-        std::fs::write(d.join("src/lib.rs"), "").unwrap();
-    }
-    let mut app = FixtureCrate::new("app");
-    app.manifest_extra =
-        "[dependencies.dup1]\npackage = \"dup\"\npath = \"../../../vendor/dup-one\"\n\n\
-         [dependencies.dup2]\npackage = \"dup\"\npath = \"../../../vendor/dup-two\"\n\n\
-         [profile.dev]\ndebug = \"line-tables-only\"\n"
-            .into();
+    let mut app = duplicate_versions_app(&dir).unwrap();
+    app.manifest_extra.push_str("\n[profile.dev]\ndebug = \"line-tables-only\"\n");
     let manifest = FixtureWorkspace::new(vec![app]).write(&dir.join("ws")).unwrap();
     let ctx = pipeline_opt::inputs::Inputs::load(Some(&manifest)).unwrap().facts;
     let mut dups: Vec<_> =
