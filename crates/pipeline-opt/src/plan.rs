@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use xshell::{Shell, cmd};
 
 use crate::config::{BenchProof, Config, ConfigError, Incremental, TestRunner};
+pub use crate::record::DroppedStage;
 use crate::toolchain::Toolchain;
 use crate::workspace::{TargetKind, Workspace};
 
@@ -88,7 +89,7 @@ pub struct Stage {
     /// Compiles or otherwise keeps every core busy; the orchestrator splits `-j` among
     /// concurrent CPU-heavy stages.
     pub cpu_heavy: bool,
-    #[serde(with = "crate::profile::opt_secs")]
+    #[serde(with = "crate::record::opt_secs")]
     pub timeout: Option<Duration>,
 }
 
@@ -151,12 +152,6 @@ fn quote(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct DroppedStage {
-    pub id: String,
-    pub reason: String,
 }
 
 /// What the caller knows about the machine and what the user passed on the command line.

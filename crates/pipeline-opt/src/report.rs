@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::profile::RunRecord;
+use crate::record::RunRecord;
 use recommend::RecommendContext;
 
 /// Where to write the reports of one run. `None` means the default under `state_dir`.

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::profile::{CrateTiming, RunRecord, StageMetrics, StageStatus};
+use crate::record::{CrateTiming, RunRecord, StageMetrics, StageStatus};
 use crate::report::markdown::{outcome_text, status_text};
 use crate::report::{percent, secs};
 
@@ -407,7 +407,7 @@ fn cpu_chart(s: &mut String, record: &RunRecord, top: f64, scale: &Scale) {
     if let Some(first) = record.cpu_samples.first() {
         let mut points = format!(
             "{:.1},{:.1}",
-            scale.x(first.at.saturating_sub(crate::profile::CPU_SAMPLE_INTERVAL).as_secs_f64()),
+            scale.x(first.at.saturating_sub(crate::cpu_sampler::CPU_SAMPLE_INTERVAL).as_secs_f64()),
             bottom - first.busy * CPU_HEIGHT
         );
         for c in &record.cpu_samples {
@@ -425,7 +425,7 @@ fn cpu_chart(s: &mut String, record: &RunRecord, top: f64, scale: &Scale) {
             s,
             r#"<polyline class="cpu-sampled" data-samples="{}" points="{points}"><title>the machine's CPU use, sampled every {} ms from /proc/stat (all processes): mean {}</title></polyline>"#,
             record.cpu_samples.len(),
-            crate::profile::CPU_SAMPLE_INTERVAL.as_millis(),
+            crate::cpu_sampler::CPU_SAMPLE_INTERVAL.as_millis(),
             percent(mean, 1.0)
         )
         .unwrap();

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::profile::{RunOutcome, RunRecord, StageMetrics, StageStatus};
+use crate::record::{RunOutcome, RunRecord, StageMetrics, StageStatus};
 use crate::report::recommend::Recommendation;
 use crate::report::{percent, secs};
 
@@ -237,7 +237,7 @@ fn critical_path(o: &mut String, r: &RunRecord) {
     // jobserver token: well over a hundred on a real workspace. Units under 1% of the
     // run are folded into one line per stretch, so the ones that matter stay readable.
     let total = r.total.as_secs_f64();
-    let minor = |step: &crate::profile::CriticalStep| {
+    let minor = |step: &crate::record::CriticalStep| {
         step.kind == "crate"
             && step.end.saturating_sub(step.start).as_secs_f64() < CRITICAL_STEP_MIN_SHARE * total
     };
@@ -308,7 +308,7 @@ fn slowest_crates(o: &mut String, r: &RunRecord) {
     for c in &r.crates {
         versions.entry(&c.package).or_default().insert(&c.version);
     }
-    let name = |c: &crate::profile::CrateTiming| match versions.get(c.package.as_str()) {
+    let name = |c: &crate::record::CrateTiming| match versions.get(c.package.as_str()) {
         Some(v) if v.len() > 1 && !c.version.is_empty() => format!("{}@{}", c.package, c.version),
         _ => c.package.clone(),
     };

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::profile::{Event, RunOutcome, StageMetrics, StageStatus, TestCounts};
+use crate::record::{Event, RunOutcome, StageMetrics, StageStatus, TestCounts};
 use crate::report::markdown::{outcome_text, status_text};
 use crate::report::secs;
 use crate::targets::PerformanceTargets;

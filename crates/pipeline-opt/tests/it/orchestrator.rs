@@ -14,7 +14,7 @@ use pipeline_opt::orchestrator::{
     CancelToken, OrchestratorOptions, ParallelOrchestrator, marked_processes,
 };
 use pipeline_opt::plan::{CargoArgs, LockUse, Plan, Stage, StageCommand, StageKind};
-use pipeline_opt::profile::{Event, RunOutcome, StageMetrics, StageStatus};
+use pipeline_opt::record::{Event, RunOutcome, StageMetrics, StageStatus};
 
 fn temp() -> (tempfile::TempDir, Utf8PathBuf) {
     let dir = tempfile::tempdir().unwrap();
