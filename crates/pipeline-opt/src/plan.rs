@@ -12,25 +12,11 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 use xshell::{Shell, cmd};
 
-use crate::config::{BenchProof, Config, ConfigError, Incremental, TestRunner};
+use crate::config::{BUILTIN_STAGES, BenchProof, Config, ConfigError, Incremental, TestRunner};
 pub use crate::record::DroppedStage;
 use crate::toolchain::Toolchain;
 use crate::workspace::{TargetKind, Workspace};
 
-/// Ids of the stages the planner can produce by itself.
-pub const BUILTIN_STAGES: &[&str] = &[
-    "fetch",
-    "build",
-    "check",
-    "test",
-    "custom-tests",
-    "doctest",
-    "bench-build",
-    "clippy",
-    "fmt",
-    "doc",
-    "services",
-];
 /// Built-in stages that run only when `enable` names them.
 pub const OPTIONAL_STAGES: &[&str] = &["clippy", "fmt", "doc"];
 

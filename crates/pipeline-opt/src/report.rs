@@ -12,6 +12,7 @@ pub mod markdown;
 pub mod progress;
 pub mod prometheus;
 pub mod recommend;
+mod text;
 
 use std::io::Write as _;
 use std::time::Duration;

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use crate::record::{RunOutcome, RunRecord, StageMetrics, StageStatus};
 use crate::report::recommend::Recommendation;
+use crate::report::text::{on_critical_path, outcome_text, status_text};
 use crate::report::{percent, secs};
 
 /// How many crates the "slowest crates" table lists.
@@ -56,14 +57,6 @@ fn test_settings(o: &mut String, r: &RunRecord) {
         writeln!(o, "- {}", crate::test_settings::describe(s)).unwrap();
     }
     o.push('\n');
-}
-
-pub(crate) fn outcome_text(outcome: RunOutcome) -> &'static str {
-    match outcome {
-        RunOutcome::Succeeded => "succeeded",
-        RunOutcome::StageFailed => "a stage failed",
-        RunOutcome::Interrupted => "interrupted",
-    }
 }
 
 fn met(ok: bool) -> &'static str {
@@ -151,18 +144,6 @@ fn naive(o: &mut String, r: &RunRecord) {
     };
     writeln!(o, "Only the naive sequence proves: {}.", list(&n.only_naive_proves)).unwrap();
     writeln!(o, "Only our plan proves: {}.\n", list(&n.only_optimized_proves)).unwrap();
-}
-
-/// The words a stage's status is shown with in every report.
-pub(crate) fn status_text(status: &StageStatus) -> String {
-    match status {
-        StageStatus::Succeeded => "succeeded".into(),
-        StageStatus::Failed => "failed".into(),
-        StageStatus::TimedOut => "timed out".into(),
-        StageStatus::Cancelled => "cancelled".into(),
-        StageStatus::Skipped { reason } => format!("skipped: {reason}"),
-        StageStatus::Cached { from_run } => format!("cached (run `{from_run}`)"),
-    }
 }
 
 /// Why each stage ran instead of being served from the stage cache.
@@ -315,7 +296,7 @@ fn slowest_crates(o: &mut String, r: &RunRecord) {
     writeln!(o, "| crate | target | kind | stage | time | critical path |").unwrap();
     writeln!(o, "| --- | --- | --- | --- | ---: | --- |").unwrap();
     for c in crates.iter().take(SLOWEST_CRATES) {
-        let critical = crate::report::html::on_critical_path(r, c);
+        let critical = on_critical_path(r, c);
         writeln!(
             o,
             "| `{}` | `{}` | {} | `{}` | {} | {} |",

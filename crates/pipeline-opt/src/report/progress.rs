@@ -9,8 +9,8 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::record::{Event, RunOutcome, StageMetrics, StageStatus, TestCounts};
-use crate::report::markdown::{outcome_text, status_text};
 use crate::report::secs;
+use crate::report::text::{outcome_text, status_text};
 use crate::targets::PerformanceTargets;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
