@@ -314,6 +314,11 @@ impl ParallelOrchestrator {
         let log_dir = self.log_dir();
         std::fs::create_dir_all(&log_dir)
             .map_err(|source| RunError::LogDir { path: log_dir.clone(), source })?;
+        on_event(&Event::RunStarted {
+            run_id: opts.run_id.clone(),
+            cores: available_cores(),
+            stages: plan.stages.iter().map(|s| s.id.clone()).collect(),
+        });
         // Build directories exist before any stage starts. A cargo that finds its target
         // directory missing creates it atomically (a temporary directory renamed into
         // place), and a second cargo creating a directory nested in it at that moment

@@ -82,7 +82,7 @@ impl PipelineProfiler {
                     }
                 }
             }
-            Event::StageStarted { .. } => {}
+            Event::RunStarted { .. } | Event::StageStarted { .. } => {}
         }
     }
 

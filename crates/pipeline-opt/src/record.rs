@@ -370,6 +370,15 @@ pub struct CriticalStep {
 /// these; they never look inside the orchestrator.
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// The orchestrator emits this before anything else, so a consumer (the live view)
+    /// learns what the run has from the run, not by asking the machine itself.
+    RunStarted {
+        run_id: String,
+        /// The machine's logical cores: what a [`CpuSample`]'s busy share is a share of.
+        cores: usize,
+        /// The ids of the stages the orchestrator was given, in plan order.
+        stages: Vec<String>,
+    },
     StageStarted {
         id: String,
         at: Duration,
