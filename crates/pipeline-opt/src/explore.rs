@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::plan::StageCommand;
-use crate::report::explore::{Exploration, ExploredVariant};
+use crate::record::{Exploration, ExploredVariant};
 use crate::report::secs;
 
 /// One set of settings to try, given as cargo's `CARGO_PROFILE_*` / `CARGO_*` variables so
@@ -163,7 +163,7 @@ pub fn explore(
             // No wrapper: sccache would serve the cold build from its cache, and an outer
             // run's rustc shim would record the variant's crates into that run.
             cmd.env_remove("RUSTC_WRAPPER")
-                .env_remove(crate::profile::SHIM_LOG_VAR)
+                .env_remove(crate::rustc_shim::SHIM_LOG_VAR)
                 .env("CARGO_TARGET_DIR", &dir)
                 .env("CARGO_TERM_COLOR", "never")
                 .envs(result.variant.env.iter().map(|(k, v)| (k, v)))

@@ -1,49 +1,13 @@
 //! Facts about the workspace that the reports need beyond the measurements: its resolved
-//! dependency graph and the debug setting of its test profile. Measured when a run loads
-//! its inputs and saved in the run record, so that a saved record renders the same
-//! reports without cargo. Plain data and pure functions; nothing here reads a file.
+//! dependency graph and the debug setting of its test profile, measured when a run loads
+//! its inputs and saved in the run record ([`WorkspaceFacts`]), so that a saved record
+//! renders the same reports without cargo. Pure functions; nothing here reads a file.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
+pub use crate::record::{DebugLevel, ResolvedPackage, TestDebug, WorkspaceFacts};
 
-/// What the recommendations know about the workspace beyond the measurements.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct WorkspaceFacts {
-    /// Every package of the resolved dependency graph; empty when it could not be loaded.
-    pub packages: Vec<ResolvedPackage>,
-    /// The `debug` setting test builds use; `None` when the manifest could not be read.
-    pub test_debug: Option<TestDebug>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ResolvedPackage {
-    pub name: String,
-    pub version: String,
-    pub features: Vec<String>,
-    /// A workspace member depends on this package (this version) directly, so the
-    /// workspace can change which version it asks for.
-    pub member_dep: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TestDebug {
-    pub level: DebugLevel,
-    /// Where the setting comes from, e.g. `[profile.dev] debug = 2`.
-    pub source: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DebugLevel {
-    None,
-    LineDirectivesOnly,
-    LineTablesOnly,
-    Limited,
-    Full,
-}
-
+// The record keeps the types; measuring them is this module's.
 impl WorkspaceFacts {
     /// The packages of `metadata`'s resolve with the features each is built with, and
     /// the test profile's debug setting from the root manifest's text (`None` when it
@@ -52,12 +16,6 @@ impl WorkspaceFacts {
     pub fn new(metadata: &cargo_metadata::Metadata, root_manifest: Option<&str>) -> WorkspaceFacts {
         let test_debug = root_manifest.and_then(test_debug_from_manifest);
         WorkspaceFacts { packages: resolved_packages(metadata), test_debug }
-    }
-
-    /// Whether nothing is known: a record of an older version, or a workspace whose
-    /// metadata had no resolve and whose manifest could not be read.
-    pub fn is_empty(&self) -> bool {
-        self.packages.is_empty() && self.test_debug.is_none()
     }
 }
 

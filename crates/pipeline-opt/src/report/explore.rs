@@ -1,40 +1,11 @@
 //! The `--explore` section of the reports: what each profile-setting variant measured,
 //! as kept in the run record, and its markdown rendering against the baseline.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use crate::profile::opt_secs;
+pub use crate::record::{Exploration, ExploredVariant};
 use crate::report::secs;
-
-/// What `--explore` measured, as kept in the run record and rendered in the reports.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Exploration {
-    /// The command every variant ran, from an empty target directory.
-    pub command: String,
-    pub rounds: usize,
-    /// The baseline first.
-    pub variants: Vec<ExploredVariant>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ExploredVariant {
-    pub name: String,
-    /// The variables the variant set.
-    pub env: BTreeMap<String, String>,
-    /// Best wall time of its rounds; null when every round failed.
-    #[serde(with = "opt_secs")]
-    pub wall: Option<Duration>,
-    /// Least CPU time (user + system, whole process tree) of its rounds.
-    #[serde(with = "opt_secs")]
-    pub cpu: Option<Duration>,
-    /// Rounds that succeeded.
-    pub rounds_ok: usize,
-    pub error: Option<String>,
-}
 
 impl Exploration {
     /// The variant that saved the most wall time against the baseline, with the saving;

@@ -3,7 +3,7 @@
 
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::profile::RunRecord;
+use crate::record::RunRecord;
 
 /// The JSON Schema the output of [`render`] follows (draft 2020-12).
 pub const SCHEMA: &str = include_str!("../../../../docs/run-record.schema.json");
