@@ -359,6 +359,14 @@ fn report_json_snapshot_matches_schema_and_round_trips() {
     let old = serde_json::from_value::<RunRecord>(old).unwrap();
     assert!(old.tests.is_empty() && old.naive.is_none() && old.idle_cpu.is_zero());
     assert!(old.cpu_samples.is_empty() && old.workspace_facts.is_empty());
+
+    // Numbers read back exactly, so a saved run.json renders the same bytes again: a
+    // measured CPU share that serde_json's default (approximate) float parser reads
+    // one unit in the last place off.
+    let mut measured = record;
+    measured.cpu_samples[0].busy = 0.9473684210526315;
+    let text = json::render(&measured).unwrap();
+    assert_eq!(json::render(&json::parse(&text).unwrap()).unwrap(), text);
 }
 
 fn history_of(totals: &[(u64, u64)]) -> Vec<HistoryEntry> {
