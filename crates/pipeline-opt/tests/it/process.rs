@@ -41,46 +41,47 @@ fn reaped(child: &mut Child) -> bool {
     child.try_wait().is_err()
 }
 
-#[test]
-fn stop_group_returns_before_the_grace_when_the_group_leaves_at_sigterm() {
-    let mut child = spawn_group("sleep 300 & wait", &[]);
+/// Stops `child`'s group with `grace`; checks that nothing of it runs afterwards and
+/// that its leader was reaped. Returns whether it went within the grace, and how long
+/// the stop took.
+#[track_caller]
+fn stop_and_check(mut child: Child, grace: Duration) -> (bool, Duration) {
     let pgid = child.id() as i32;
     let start = Instant::now();
-    let within_grace = process::stop_group(pgid, Duration::from_secs(10));
-    assert!(within_grace, "the group left at SIGTERM");
-    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
-    assert_eq!(live_members(pgid), Vec::<i32>::new());
+    let within_grace = process::stop_group(pgid, grace);
+    let took = start.elapsed();
+    assert_eq!(live_members(pgid), Vec::<i32>::new(), "the whole group is gone");
     assert!(reaped(&mut child), "the leader is reaped");
+    (within_grace, took)
+}
+
+#[test]
+fn stop_group_returns_before_the_grace_when_the_group_leaves_at_sigterm() {
+    let child = spawn_group("sleep 300 & wait", &[]);
+    let (within_grace, took) = stop_and_check(child, Duration::from_secs(10));
+    assert!(within_grace, "the group left at SIGTERM");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
 #[test]
 fn stop_group_kills_a_group_that_ignores_sigterm_after_the_grace() {
-    let mut child = spawn_group("trap '' TERM; sleep 300 & wait", &[]);
-    let pgid = child.id() as i32;
+    let child = spawn_group("trap '' TERM; sleep 300 & wait", &[]);
     let grace = Duration::from_millis(500);
-    let start = Instant::now();
-    let within_grace = process::stop_group(pgid, grace);
-    let took = start.elapsed();
+    let (within_grace, took) = stop_and_check(child, grace);
     assert!(!within_grace, "it took SIGKILL");
     assert!(took >= grace, "SIGKILL came before the grace was over: {took:?}");
     assert!(took < grace + Duration::from_secs(3), "took {took:?}");
-    assert_eq!(live_members(pgid), Vec::<i32>::new());
-    assert!(reaped(&mut child), "the leader is reaped");
 }
 
 #[test]
 fn stop_group_waits_for_the_whole_group_not_only_its_leader() {
     // The leader leaves at SIGTERM; its child, in the same group, ignores it.
-    let mut child = spawn_group("sh -c \"trap '' TERM; exec sleep 300\" & wait", &[]);
-    let pgid = child.id() as i32;
-    assert_eq!(live_members(pgid).len(), 2, "the leader and its child run");
+    let child = spawn_group("sh -c \"trap '' TERM; exec sleep 300\" & wait", &[]);
+    assert_eq!(live_members(child.id() as i32).len(), 2, "the leader and its child run");
     let grace = Duration::from_millis(500);
-    let start = Instant::now();
-    let within_grace = process::stop_group(pgid, grace);
+    let (within_grace, took) = stop_and_check(child, grace);
     assert!(!within_grace, "the child outlived SIGTERM");
-    assert!(start.elapsed() >= grace, "took {:?}", start.elapsed());
-    assert_eq!(live_members(pgid), Vec::<i32>::new(), "the child was killed too");
-    assert!(reaped(&mut child), "the leader is reaped");
+    assert!(took >= grace, "took {took:?}");
 }
 
 #[test]
