@@ -44,8 +44,6 @@ pub fn run_markers(run_id: &str) -> String {
 pub fn marked_processes(run_id: &str, stage: Option<&str>) -> Vec<i32> {
     let me = std::process::id() as i32;
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let run_entry = format!("{RUN_ID_VAR}={run_id}");
-    let stage_entry = stage.map(|s| format!("{STAGE_VAR}={s}"));
     let mut out = Vec::new();
     for e in dir.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
@@ -55,23 +53,10 @@ pub fn marked_processes(run_id: &str, stage: Option<&str>) -> Vec<i32> {
             continue;
         }
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
-        let mut has_run = false;
-        let mut has_stage = stage_entry.is_none();
-        for var in env.split(|&b| b == 0) {
-            let var = String::from_utf8_lossy(var);
-            if var == run_entry
-                || var
-                    .strip_prefix(RUNS_VAR)
-                    .and_then(|v| v.strip_prefix('='))
-                    .is_some_and(|v| v.split(':').any(|id| id == run_id))
-            {
-                has_run = true;
-            }
-            if stage_entry.as_deref() == Some(&*var) {
-                has_stage = true;
-            }
-        }
-        if has_run && has_stage {
+        let in_stage = |stage: &str| {
+            env.split(|&b| b == 0).any(|e| entry_value(e, STAGE_VAR) == Some(stage.as_bytes()))
+        };
+        if environ_marks_run(&env, run_id.as_bytes()) && stage.is_none_or(in_stage) {
             out.push(pid);
         }
     }
@@ -105,6 +90,22 @@ pub fn kill_marked(run_id: &str, stage: Option<&str>, grace: Duration) -> usize 
     found.len()
 }
 
+/// Whether an environment block (`/proc/PID/environ`, entries ending in NUL) marks a
+/// process of run `run_id`: as [`RUN_ID_VAR`] or in [`RUNS_VAR`]'s list. Allocation-free,
+/// for the watchdog's sweep too.
+fn environ_marks_run(environ: &[u8], run_id: &[u8]) -> bool {
+    environ.split(|&b| b == 0).any(|entry| {
+        entry_value(entry, RUN_ID_VAR) == Some(run_id)
+            || entry_value(entry, RUNS_VAR)
+                .is_some_and(|runs| runs.split(|&b| b == b':').any(|id| id == run_id))
+    })
+}
+
+/// The value of an environment entry `VAR=value` for `var`.
+fn entry_value<'a>(entry: &'a [u8], var: &str) -> Option<&'a [u8]> {
+    entry.strip_prefix(var.as_bytes())?.strip_prefix(b"=")
+}
+
 /// Reaps those of `pids` that are our (possibly adopted) children and have exited.
 fn reap(pids: &[i32]) {
     for &pid in pids {
@@ -117,10 +118,6 @@ fn reap(pids: &[i32]) {
 /// The marker sweep for a forked child of a multi-threaded process (the run's watchdog),
 /// which may not allocate: raw system calls into buffers allocated before the fork.
 pub(crate) struct MarkerSweep {
-    /// `PIPELINE_OPT_RUN_ID=<id>`.
-    run_entry: Vec<u8>,
-    /// `PIPELINE_OPT_RUNS=`, whose value lists the ids of the runs a process is nested in.
-    runs_prefix: Vec<u8>,
     run_id: Vec<u8>,
     dirents: Vec<u8>,
     environ: Vec<u8>,
@@ -130,8 +127,6 @@ impl MarkerSweep {
     /// Allocates the sweep's buffers (before the fork).
     pub(crate) fn new(run_id: &str) -> MarkerSweep {
         MarkerSweep {
-            run_entry: format!("{RUN_ID_VAR}={run_id}").into_bytes(),
-            runs_prefix: format!("{RUNS_VAR}=").into_bytes(),
             run_id: run_id.as_bytes().to_vec(),
             dirents: vec![0u8; 32 * 1024],
             environ: vec![0u8; 256 * 1024],
@@ -217,12 +212,7 @@ impl MarkerSweep {
             libc::close(fd);
             n
         };
-        self.environ[..n].split(|&b| b == 0).any(|entry| {
-            entry == self.run_entry.as_slice()
-                || entry.strip_prefix(self.runs_prefix.as_slice()).is_some_and(|runs| {
-                    runs.split(|&b| b == b':').any(|id| id == self.run_id.as_slice())
-                })
-        })
+        environ_marks_run(&self.environ[..n], &self.run_id)
     }
 }
 
