@@ -20,8 +20,8 @@ pub const RUNS_VAR: &str = "PIPELINE_OPT_RUNS";
 /// The id of the stage a process belongs to.
 pub const STAGE_VAR: &str = "PIPELINE_OPT_STAGE";
 
-/// How often a stop looks again whether what it stops is gone.
-const POLL: Duration = Duration::from_millis(10);
+/// How often a stop looks again whether what it stops is gone, unless its caller says.
+const POLL: Duration = Duration::from_millis(20);
 /// How long a stop waits for what it killed with SIGKILL to be gone and reaped: the
 /// kernel ends it at once unless it is stuck in uninterruptible sleep.
 const KILL_WAIT: Duration = Duration::from_secs(2);
@@ -338,12 +338,20 @@ pub struct GroupStop<'a> {
     grace: Duration,
     leader_alive: Option<&'a dyn Fn() -> bool>,
     others: Option<&'a mut dyn FnMut(i32) -> usize>,
+    poll: Duration,
 }
 
 impl<'a> GroupStop<'a> {
     /// SIGTERM, `grace`, then SIGKILL, waiting for the whole group.
     pub fn new(grace: Duration) -> GroupStop<'a> {
-        GroupStop { signal: SIGTERM, grace, leader_alive: None, others: None }
+        GroupStop { signal: SIGTERM, grace, leader_alive: None, others: None, poll: POLL }
+    }
+
+    /// Looks whether the processes are gone every `poll` (a quick server's stop is
+    /// waited for closely; a sweep of all of `/proc` is not repeated so often).
+    pub fn poll(mut self, poll: Duration) -> GroupStop<'a> {
+        self.poll = poll;
+        self
     }
 
     /// Another polite signal than SIGTERM (PostgreSQL's immediate shutdown is SIGQUIT).
@@ -384,7 +392,7 @@ impl<'a> GroupStop<'a> {
             if !others_left && self.killed_gone(pgids) || Instant::now() >= deadline {
                 return false;
             }
-            std::thread::sleep(POLL);
+            std::thread::sleep(self.poll);
         }
     }
 
@@ -424,7 +432,7 @@ impl<'a> GroupStop<'a> {
             if Instant::now() >= deadline {
                 return false;
             }
-            std::thread::sleep(POLL);
+            std::thread::sleep(self.poll);
         }
     }
 

@@ -157,6 +157,7 @@ unsafe fn watch(
         let mut marked = |sig| sweep.signal(sig);
         GroupStop::new(grace)
             .with_others(&mut marked)
+            .poll(Duration::from_millis(50))
             .stop(std::slice::from_raw_parts(groups, len));
         for path in leftovers {
             if libc::unlink(path.as_ptr()) != 0 {

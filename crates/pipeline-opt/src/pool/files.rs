@@ -147,6 +147,7 @@ pub(crate) fn stop_record(record: &ProcessRecord, signal: i32, grace: std::time:
     crate::process::GroupStop::new(grace)
         .signal(signal)
         .until_leader_gone(&alive)
+        .poll(std::time::Duration::from_millis(5))
         .stop(&[record.pid as i32]);
 }
 
