@@ -381,7 +381,7 @@ impl<'a> GroupStop<'a> {
     /// period, i.e. without SIGKILL.
     pub fn stop(mut self, pgids: &[i32]) -> bool {
         self.send(pgids, self.signal);
-        if self.wait_gone(pgids, self.grace) {
+        if self.gone_within_grace(pgids) {
             return true;
         }
         self.send(pgids, SIGKILL);
@@ -389,7 +389,7 @@ impl<'a> GroupStop<'a> {
         loop {
             // A process may have started one more while it was being stopped.
             let others_left = self.others.as_mut().is_some_and(|o| o(SIGKILL) > 0);
-            if !others_left && self.killed_gone(pgids) || Instant::now() >= deadline {
+            if (!others_left && self.killed_gone(pgids)) || Instant::now() >= deadline {
                 return false;
             }
             std::thread::sleep(self.poll);
@@ -413,9 +413,9 @@ impl<'a> GroupStop<'a> {
         }
     }
 
-    /// Waits up to `limit` for the groups (or leaders) and the others to go.
-    fn wait_gone(&mut self, pgids: &[i32], limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
+    /// Waits up to the grace period for the groups (or leaders) and the others to go.
+    fn gone_within_grace(&mut self, pgids: &[i32]) -> bool {
+        let deadline = Instant::now() + self.grace;
         loop {
             let left = match self.leader_alive {
                 Some(alive) => alive(),
