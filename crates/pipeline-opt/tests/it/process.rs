@@ -85,6 +85,26 @@ fn stop_group_waits_for_the_whole_group_not_only_its_leader() {
 }
 
 #[test]
+fn a_stop_until_the_leader_is_gone_neither_waits_for_the_group_nor_reaps() {
+    // The pool's way: its servers are reaped by their own thread, and a pid file's
+    // process is checked by its start time. Here the leader leaves at the polite
+    // signal; its child ignores it and is left for the caller.
+    let mut child = spawn_group("sh -c \"trap '' QUIT; exec sleep 300\" & wait", &[]);
+    let pgid = child.id() as i32;
+    let leader_runs = || live_members(pgid).contains(&pgid);
+    let start = Instant::now();
+    let within_grace = process::GroupStop::new(Duration::from_secs(10))
+        .signal(process::SIGQUIT)
+        .until_leader_gone(&leader_runs)
+        .stop(&[pgid]);
+    assert!(within_grace, "the leader left at SIGQUIT");
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    assert!(matches!(child.try_wait(), Ok(Some(_))), "the leader was left for us to reap");
+    assert_eq!(live_members(pgid).len(), 1, "its child still runs");
+    process::signal_group(pgid, process::SIGKILL);
+}
+
+#[test]
 fn kill_marked_stops_marked_processes_and_leaves_an_unmarked_one() {
     let run_id = format!("process-test-{}", std::process::id());
     let nested = format!("outer-run:{run_id}");
