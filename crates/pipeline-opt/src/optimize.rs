@@ -11,9 +11,8 @@ use crate::exit;
 use crate::inputs::{Inputs, LoadInputsError};
 use crate::orchestrator::{CancelToken, OrchestratorOptions, ParallelOrchestrator, RunError};
 use crate::plan::{CargoArgs, LockUse, Plan, PlanError, Stage, StageCommand, StageKind};
-use crate::profile::{
-    Event, NaiveComparison, PipelineProfiler, RunContext, RunOutcome, RunRecord, StageStatus,
-};
+use crate::profile::{PipelineProfiler, RunContext};
+use crate::record::{Event, NaiveComparison, RunOutcome, RunRecord, StageMetrics, StageStatus};
 use crate::report::progress::{ProgressMode, ProgressReporter};
 use crate::report::{ReportError, ReportOptions, WrittenReports};
 use crate::targets::{Gate, PerformanceTargets};
@@ -38,7 +37,7 @@ pub struct OptimizeOptions {
     /// nextest `--retries`: a test that fails and then passes is reported as flaky.
     pub retries: u32,
     /// Record per-crate compile times through a `RUSTC_WRAPPER` copy of the running
-    /// executable, which must call [`crate::profile::run_rustc_shim_if_requested`] first
+    /// executable, which must call [`crate::rustc_shim::run_rustc_shim_if_requested`] first
     /// thing in `main` (the xtask does).
     pub rustc_shim: bool,
     pub handle_signals: bool,
@@ -247,7 +246,7 @@ pub fn run_fast_validation(
         on_event(ev);
     };
     let mut record = run_plan(&inputs, options, &plan, &run_id, &command, targets, on_event)?;
-    record.kind = crate::profile::RunKind::Check;
+    record.kind = crate::record::RunKind::Check;
     waited.apply(&mut record);
     report_and_decide(record, state_dir, options)
 }
@@ -568,8 +567,13 @@ fn run_plan_skipping(
         s.depends_on.retain(|d| !cached.contains_key(d));
     }
     for s in plan.stages.iter().filter(|s| cached.contains_key(&s.id)) {
-        let ev =
-            Event::StageFinished(crate::profile::StageMetrics::cached(s, cached[&s.id].clone()));
+        let status = StageStatus::Cached { from_run: cached[&s.id].clone() };
+        let ev = Event::StageFinished(StageMetrics::not_run(
+            &s.id,
+            s.command.display(),
+            &s.proves,
+            status,
+        ));
         profiler.observe(&ev);
         on_event(&ev);
     }
@@ -673,7 +677,7 @@ fn orchestrator_options(
         o.grace = g;
     }
     if options.rustc_shim {
-        let shim = crate::profile::install_rustc_shim(state_dir)
+        let shim = crate::rustc_shim::install_rustc_shim(state_dir)
             .map_err(|source| OptimizeError::Shim { dir: state_dir.join("bin"), source })?;
         o.rustc_shim = Some(shim);
     }

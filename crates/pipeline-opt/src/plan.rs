@@ -12,24 +12,11 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 use xshell::{Shell, cmd};
 
-use crate::config::{BenchProof, Config, ConfigError, Incremental, TestRunner};
+use crate::config::{BUILTIN_STAGES, BenchProof, Config, ConfigError, Incremental, TestRunner};
+pub use crate::record::DroppedStage;
 use crate::toolchain::Toolchain;
 use crate::workspace::{TargetKind, Workspace};
 
-/// Ids of the stages the planner can produce by itself.
-pub const BUILTIN_STAGES: &[&str] = &[
-    "fetch",
-    "build",
-    "check",
-    "test",
-    "custom-tests",
-    "doctest",
-    "bench-build",
-    "clippy",
-    "fmt",
-    "doc",
-    "services",
-];
 /// Built-in stages that run only when `enable` names them.
 pub const OPTIONAL_STAGES: &[&str] = &["clippy", "fmt", "doc"];
 
@@ -88,7 +75,7 @@ pub struct Stage {
     /// Compiles or otherwise keeps every core busy; the orchestrator splits `-j` among
     /// concurrent CPU-heavy stages.
     pub cpu_heavy: bool,
-    #[serde(with = "crate::profile::opt_secs")]
+    #[serde(with = "crate::record::opt_secs")]
     pub timeout: Option<Duration>,
 }
 
@@ -151,12 +138,6 @@ fn quote(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct DroppedStage {
-    pub id: String,
-    pub reason: String,
 }
 
 /// What the caller knows about the machine and what the user passed on the command line.

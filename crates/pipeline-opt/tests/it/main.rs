@@ -15,4 +15,5 @@ mod pool;
 mod process;
 mod records;
 mod report;
+mod tidy;
 mod workspace;
