@@ -7,8 +7,14 @@
 use anyhow::{Context, Result};
 use xshell::{Shell, cmd};
 
-impl crate::flags::Ci {
-    pub(crate) fn run(self, sh: &Shell) -> Result<i32> {
+/// `cargo xtask ci`, which takes no arguments.
+pub(crate) fn run(args: Vec<std::ffi::OsString>) -> Result<i32> {
+    if let Some(arg) = args.first() {
+        eprintln!("Unknown flag: `{}`. `ci` takes no arguments", arg.to_string_lossy());
+        return Ok(pipeline_opt::exit::USAGE);
+    }
+    {
+        let sh = Shell::new()?;
         let root = project_root();
         let sh = sh.with_current_dir(&root);
         ensure_nextest(&sh)?;

@@ -1,10 +1,13 @@
 //! pipeline-opt plans a Cargo workspace's CI pipeline from its own metadata, runs it as a
 //! graph of stages, profiles every stage and crate, and checks the result against
-//! performance targets. The `xtask` binary is a thin command line over this library.
+//! performance targets. [`cli::main`] is the whole command line, run by the
+//! `cargo-pipeline-opt` binary and by any xtask built on this library.
 
 pub mod affected;
 pub mod bench;
 pub mod cache;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod config;
 pub mod cpu_sampler;
 pub mod exit;

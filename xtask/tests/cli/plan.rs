@@ -73,9 +73,9 @@ fn missing_manifest_exits_1() {
 }
 
 #[test]
-fn unknown_format_exits_1() {
+fn unknown_format_is_a_usage_error() {
     let out = xtask(&["plan", "--format", "yaml"]);
-    assert_clean_error(&out, 1, "use `text` or `json`");
+    assert_clean_error(&out, 2, "use `text` or `json`");
 }
 
 #[test]

@@ -1,14 +1,14 @@
 //! `cargo xtask bench-compare REF`: parses the flags into library options, prints the
 //! progress and the table, writes the requested markdown/JSON and returns the gate's
-//! exit code. The comparison itself lives in `pipeline_opt::bench`.
+//! exit code. The comparison itself lives in `crate::bench`.
 
+use crate::bench::{self, BenchCompareOptions, output};
 use anyhow::{Context, Result};
-use pipeline_opt::bench::{self, BenchCompareOptions, output};
 
-use crate::{flags, utf8};
+use super::{flags, utf8};
 
 impl flags::BenchCompare {
-    pub(crate) fn run(self, _sh: &xshell::Shell) -> Result<i32> {
+    pub(crate) fn run(self) -> Result<i32> {
         let defaults = BenchCompareOptions::default();
         let options = BenchCompareOptions {
             manifest_path: utf8(self.manifest_path.as_ref())?,

@@ -1,30 +1,29 @@
 //! `cargo xtask cache status|clean`: the stage cache's size, entries and hit rate, and
 //! removing entries (all, or older than an age). The work is in
-//! `pipeline_opt::cache::maintain`.
+//! `crate::cache::maintain`.
 
+use crate::cache::maintain;
+use crate::config::Config;
+use crate::exit;
+use crate::workspace::Workspace;
 use anyhow::{Context, Result, bail};
-use pipeline_opt::cache::maintain;
-use pipeline_opt::config::Config;
-use pipeline_opt::exit;
-use pipeline_opt::workspace::Workspace;
 
-impl crate::flags::Cache {
+use super::flags::CacheAction;
+
+impl super::flags::Cache {
     pub(crate) fn run(self) -> Result<i32> {
-        let action = self.action.as_str();
-        if !matches!(action, "status" | "clean") {
-            bail!("unknown cache action `{action}`: use `status` or `clean`");
-        }
+        let action = self.action;
         let older_than = match (&self.older_than, action) {
-            (Some(_), "status") => bail!("--older-than applies to `clean` only"),
+            (Some(_), CacheAction::Status) => bail!("--older-than applies to `clean` only"),
             (Some(age), _) => Some(humantime::parse_duration(age).with_context(|| {
                 format!("--older-than `{age}` is not an age; write it like `7d` or `12h`")
             })?),
             (None, _) => None,
         };
-        if self.force && action != "clean" {
+        if self.force && action != CacheAction::Clean {
             bail!("--force applies to `clean` only");
         }
-        let manifest = crate::utf8(self.manifest_path.as_ref())?;
+        let manifest = super::utf8(self.manifest_path.as_ref())?;
         let workspace = Workspace::load(manifest.as_deref())?;
         let config = Config::from_workspace_metadata(&workspace.metadata)?;
         let state_dir = workspace.state_dir(&config);
@@ -34,10 +33,10 @@ impl crate::flags::Cache {
             )
         };
         match action {
-            "status" => {
+            CacheAction::Status => {
                 out!("{}", maintain::status(&state_dir, config.cache.budget).render_text())
             }
-            _ => {
+            CacheAction::Clean => {
                 let root = &workspace.root;
                 match maintain::clean_location_problem(&state_dir, root, &workspace.target_dir) {
                     Some(problem) if !self.force => return Err(problem.into()),

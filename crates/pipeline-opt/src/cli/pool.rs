@@ -1,29 +1,27 @@
 //! `cargo xtask pool <up|status|down|clean>`: the service pool's lifecycle, as calls into
-//! `pipeline_opt::pool`. Output names ports and pids, never credentials.
+//! `crate::pool`. Output names ports and pids, never credentials.
 
+use crate::exit;
+use crate::inputs::Inputs;
+use crate::pool::{ContainerPool, PoolOptions, PoolStatus};
 use anyhow::{Result, bail};
-use pipeline_opt::exit;
-use pipeline_opt::inputs::Inputs;
-use pipeline_opt::pool::{ContainerPool, PoolOptions, PoolStatus};
 
-impl crate::flags::Pool {
-    pub(crate) fn run(self, _sh: &xshell::Shell) -> Result<i32> {
-        let action = self.action.as_str();
-        if !matches!(action, "up" | "status" | "down" | "clean") {
-            bail!("unknown pool action `{action}`: use `up`, `status`, `down` or `clean`");
-        }
-        let manifest = crate::utf8(self.manifest_path.as_ref())?;
+use super::flags::PoolAction;
+
+impl super::flags::Pool {
+    pub(crate) fn run(self) -> Result<i32> {
+        let manifest = super::utf8(self.manifest_path.as_ref())?;
         let inputs = Inputs::load(manifest.as_deref())?;
         let pool = ContainerPool::for_workspace(&inputs.workspace, &inputs.config);
-        match action {
-            "up" => {
+        match self.action {
+            PoolAction::Up => {
                 if inputs.config.services.is_empty() {
                     bail!(
                         "no services are declared; add one under [workspace.metadata.pipeline-opt.services.<name>] (see docs/services.md)"
                     );
                 }
                 // No owner: the pool outlives this command until `down` or the idle timeout.
-                let handle = pipeline_opt::pool::services_up(
+                let handle = crate::pool::services_up(
                     &inputs.workspace,
                     &inputs.config,
                     &PoolOptions::default(),
@@ -37,12 +35,12 @@ impl crate::flags::Pool {
                 let (var, value) = handle.env();
                 outln!("export {var}={}", value.to_string_lossy());
             }
-            "status" => {
+            PoolAction::Status => {
                 let status = pool.status();
                 outln!("pool at {}", pool.dir().display());
                 print_status(&status);
             }
-            "down" => {
+            PoolAction::Down => {
                 let report = pool.down()?;
                 match (report.supervisor_stopped, report.leftovers_stopped.len()) {
                     (false, 0) => outln!("no pool was running at {}", pool.dir().display()),
@@ -57,7 +55,7 @@ impl crate::flags::Pool {
                     ),
                 }
             }
-            "clean" => {
+            PoolAction::Clean => {
                 let report = pool.clean()?;
                 if let Some(pid) = report.running_supervisor {
                     outln!(
@@ -71,7 +69,6 @@ impl crate::flags::Pool {
                     );
                 }
             }
-            _ => unreachable!("validated above"),
         }
         Ok(exit::OK)
     }
@@ -91,7 +88,7 @@ fn print_status(status: &PoolStatus) {
             .collect();
         outln!(
             "  {name}: {:?}, size {}, {} ready, {} leased, generation {}, servers [{}], started in {:?} ms",
-            s.kind.unwrap_or(pipeline_opt::config::ServiceKind::Command),
+            s.kind.unwrap_or(crate::config::ServiceKind::Command),
             s.size,
             s.ready,
             s.leased,

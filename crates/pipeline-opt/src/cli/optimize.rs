@@ -1,18 +1,18 @@
 //! `cargo xtask optimize` and `cargo xtask check`: flags to
-//! [`pipeline_opt::OptimizeOptions`] (the library draws the live view of the run), and
+//! [`crate::OptimizeOptions`] (the library draws the live view of the run), and
 //! the exit code the library decided.
 
+use crate::optimize::OptimizeOutcome;
+use crate::report::progress::ProgressMode;
+use crate::targets::Gate;
+use crate::{OptimizeOptions, run_fast_validation, run_optimized_pipeline};
 use anyhow::Result;
-use pipeline_opt::optimize::OptimizeOutcome;
-use pipeline_opt::report::progress::ProgressMode;
-use pipeline_opt::targets::Gate;
-use pipeline_opt::{OptimizeOptions, run_fast_validation, run_optimized_pipeline};
 
-use crate::utf8;
+use super::utf8;
 
-impl crate::flags::Optimize {
+impl super::flags::Optimize {
     pub(crate) fn run(self) -> Result<i32> {
-        pipeline_opt::process::install_signal_handlers_for_command();
+        crate::process::install_signal_handlers_for_command();
         let gate = self.gate.as_deref().map(str::parse::<Gate>).transpose()?;
         let options = OptimizeOptions {
             manifest_path: utf8(self.manifest_path.as_ref())?,
@@ -37,7 +37,7 @@ impl crate::flags::Optimize {
             print_explanations(&outcome.record);
         }
         for note in &outcome.record.notes {
-            if note.starts_with(pipeline_opt::optimize::VERIFY_CACHE_NOTE) {
+            if note.starts_with(crate::optimize::VERIFY_CACHE_NOTE) {
                 eprintln!("error: {note}");
             }
         }
@@ -45,9 +45,9 @@ impl crate::flags::Optimize {
     }
 }
 
-impl crate::flags::Check {
+impl super::flags::Check {
     pub(crate) fn run(self) -> Result<i32> {
-        pipeline_opt::process::install_signal_handlers_for_command();
+        crate::process::install_signal_handlers_for_command();
         let options = OptimizeOptions {
             manifest_path: utf8(self.manifest_path.as_ref())?,
             cargo: cargo_args!(self),
@@ -74,7 +74,7 @@ fn cli_defaults() -> OptimizeOptions {
 }
 
 /// `--explain`: why each stage ran, or which run it was cached from.
-fn print_explanations(record: &pipeline_opt::record::RunRecord) {
+fn print_explanations(record: &crate::record::RunRecord) {
     if record.cache.is_empty() {
         eprintln!("explain: the stage cache was not used in this run");
     }
@@ -104,7 +104,7 @@ fn finish(outcome: &OptimizeOutcome) -> i32 {
         }
     }
     if let Some(e) = &r.explore {
-        eprintln!("{}", pipeline_opt::report::explore::render_markdown(e));
+        eprintln!("{}", crate::report::explore::render_markdown(e));
     }
     eprintln!("report: {}", outcome.reports.markdown);
     eprintln!("json: {}", outcome.reports.json);
@@ -119,10 +119,10 @@ fn finish(outcome: &OptimizeOutcome) -> i32 {
             outcome.exit_code
         );
     }
-    if pipeline_opt::process::received_signal().is_some() {
+    if crate::process::received_signal().is_some() {
         // The signal came while the reports were written: the record stands as it
         // was, but the command was interrupted.
-        return pipeline_opt::exit::INTERRUPTED;
+        return crate::exit::INTERRUPTED;
     }
     outcome.exit_code
 }

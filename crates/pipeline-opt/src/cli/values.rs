@@ -1,0 +1,64 @@
+//! The closed sets of values the command line takes (`plan --format`, the `pool` and
+//! `cache` actions), parsed by xflags through `FromStr`, so a value outside the set is a
+//! usage error (exit 2) that names the values there are.
+
+use std::str::FromStr;
+
+/// `plan --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PlanFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl FromStr for PlanFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("unknown --format `{s}`: use `text` or `json`")),
+        }
+    }
+}
+
+/// `pool ACTION`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolAction {
+    Up,
+    Status,
+    Down,
+    Clean,
+}
+
+impl FromStr for PoolAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "up" => Ok(Self::Up),
+            "status" => Ok(Self::Status),
+            "down" => Ok(Self::Down),
+            "clean" => Ok(Self::Clean),
+            _ => Err(format!("unknown pool action `{s}`: use `up`, `status`, `down` or `clean`")),
+        }
+    }
+}
+
+/// `cache ACTION`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheAction {
+    Status,
+    Clean,
+}
+
+impl FromStr for CacheAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "status" => Ok(Self::Status),
+            "clean" => Ok(Self::Clean),
+            _ => Err(format!("unknown cache action `{s}`: use `status` or `clean`")),
+        }
+    }
+}
