@@ -6,6 +6,7 @@ mod support;
 mod affected;
 mod bench_compare;
 mod cache;
+mod cli;
 mod faults;
 mod optimize;
 mod orchestrator;

@@ -1,0 +1,105 @@
+//! The command line as users meet it: the `cargo-pipeline-opt` binary run by real cargo
+//! as `cargo pipeline-opt …` (PATH pointing at the built binary) on fixture workspaces,
+//! and the argument forms rewritten before xflags parses them.
+
+use std::ffi::OsString;
+use std::process::{Command, Output};
+
+use camino::Utf8Path;
+use pipeline_opt::cli::normalise_args;
+use pipeline_opt::fixture::FixtureWorkspace;
+
+use crate::support::Fixture;
+
+/// `cargo pipeline-opt ARGS` in `dir`, found by cargo on PATH as an external subcommand,
+/// without the cargo variables of this test run.
+fn cargo_pipeline_opt(dir: &Utf8Path, args: &[&str]) -> Output {
+    let bin = Utf8Path::new(env!("CARGO_BIN_EXE_cargo-pipeline-opt"));
+    let path = std::env::join_paths(
+        std::iter::once(bin.parent().unwrap().as_std_path().to_owned())
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )
+    .unwrap();
+    let mut cmd = Command::new("cargo");
+    cmd.arg("pipeline-opt").args(args).current_dir(dir).env("PATH", path);
+    for var in pipeline_opt::toolchain::inherited_cargo_vars() {
+        cmd.env_remove(var);
+    }
+    cmd.output().expect("cargo runs")
+}
+
+#[track_caller]
+fn success(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[track_caller]
+fn check_normalised(args: &[&str], expect: &[&str]) {
+    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+    let expect: Vec<OsString> = expect.iter().map(OsString::from).collect();
+    assert_eq!(normalise_args(args), expect);
+}
+
+#[test]
+fn cli_normalises_glued_values() {
+    check_normalised(&["plan", "--format=json"], &["plan", "--format", "json"]);
+    check_normalised(&["optimize", "-pcore", "-p=app"], &["optimize", "-p", "core", "-p", "app"]);
+    check_normalised(&["check", "-Fa,b", "-j4"], &["check", "-F", "a,b", "-j", "4"]);
+    check_normalised(&["optimize", "--features=a=b"], &["optimize", "--features", "a=b"]);
+    // Already in xflags' form, a lone short flag, and anything after `--`: unchanged.
+    check_normalised(&["plan", "--format", "json", "-p"], &["plan", "--format", "json", "-p"]);
+    check_normalised(&["x", "--", "--a=b", "-pc"], &["x", "--", "--a=b", "-pc"]);
+    check_normalised(&["-h", "--strict"], &["-h", "--strict"]);
+}
+
+#[test]
+fn cli_cargo_subcommand_prints_its_version() {
+    let dir = Utf8Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = success(&cargo_pipeline_opt(dir, &["--version"]));
+    assert_eq!(out, format!("pipeline-opt {}\n", env!("CARGO_PKG_VERSION")));
+    let out = success(&cargo_pipeline_opt(dir, &["plan", "--version"]));
+    assert_eq!(out, format!("pipeline-opt {}\n", env!("CARGO_PKG_VERSION")));
+}
+
+/// Run from a member's directory without `--manifest-path`, the subcommand plans the
+/// enclosing workspace, as cargo would find it; `--format=json` and `-pNAME` parse.
+#[test]
+fn cli_cargo_subcommand_plans_the_workspace_of_its_directory() {
+    let fx = Fixture::write(&FixtureWorkspace::chain(2));
+    let out = success(&cargo_pipeline_opt(
+        &fx.root.join("crates/c1"),
+        &["plan", "--format=json", "-pc1"],
+    ));
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan["workspace_root"], fx.root.as_str(), "{out}");
+    let build = plan["stages"].as_array().unwrap().iter().find(|s| s["id"] == "build").unwrap();
+    let args: Vec<&str> =
+        build["command"]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(args.windows(2).any(|w| w == ["--package", "c1"] || w == ["-p", "c1"]), "{args:?}");
+    assert!(!args.contains(&"--workspace"), "{args:?}");
+}
+
+/// A bad value of a closed set is a usage error through the subcommand too.
+#[test]
+fn cli_cargo_subcommand_rejects_an_unknown_format_as_usage() {
+    let fx = Fixture::write(&FixtureWorkspace::chain(1));
+    let out = cargo_pipeline_opt(&fx.root, &["plan", "--format=yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("use `text` or `json`"), "{stderr}");
+}
+
+/// The main job, from the fixture's directory: it runs the pipeline and writes the
+/// report under that workspace's target directory.
+#[test]
+fn cli_cargo_subcommand_optimizes_the_workspace_of_its_directory() {
+    let fx = Fixture::write(&FixtureWorkspace::chain(2));
+    let out = cargo_pipeline_opt(&fx.root, &["optimize"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report = fx.root.join("target/pipeline-opt/pipeline-optimization-report.md");
+    assert!(stderr.contains(&format!("report: {report}")), "{stderr}");
+    assert!(report.is_file(), "{stderr}");
+}
