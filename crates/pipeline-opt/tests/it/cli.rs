@@ -103,3 +103,111 @@ fn cli_cargo_subcommand_optimizes_the_workspace_of_its_directory() {
     assert!(stderr.contains(&format!("report: {report}")), "{stderr}");
     assert!(report.is_file(), "{stderr}");
 }
+
+/// The crate's own directory, as `init-xtask --path` takes it.
+fn this_crate() -> &'static str {
+    env!("CARGO_MANIFEST_DIR")
+}
+
+/// `init-xtask` on a workspace with a cargo config of the user's: the xtask crate, the
+/// alias merged into the config, `xtask` among the members, the user's lines kept; a
+/// second run changes nothing; then (in CI, with PIPELINE_OPT_SLOW_TESTS) `cargo xtask
+/// plan` builds that xtask against this crate and plans the workspace.
+#[test]
+fn cli_init_xtask_sets_up_a_workspace_once() {
+    let ws = FixtureWorkspace::chain(1)
+        .file(".cargo/config.toml", "# the user's own\n[build]\nincremental = true\n");
+    let fx = Fixture::write(&ws);
+    let out = success(&cargo_pipeline_opt(&fx.root, &["init-xtask", "--path", this_crate()]));
+    assert!(out.contains("wrote xtask/src/main.rs"), "{out}");
+    let manifest = std::fs::read_to_string(&fx.manifest).unwrap();
+    assert!(manifest.contains(r#"members = ["crates/c0", "xtask"]"#), "{manifest}");
+    assert!(manifest.contains("resolver = \"2\""), "{manifest}");
+    let config = std::fs::read_to_string(fx.root.join(".cargo/config.toml")).unwrap();
+    assert!(config.starts_with("# the user's own\n[build]\nincremental = true\n"), "{config}");
+    assert!(config.contains("xtask = \"run --quiet --package xtask --\""), "{config}");
+    let main_rs = std::fs::read_to_string(fx.root.join("xtask/src/main.rs")).unwrap();
+    assert!(main_rs.contains("pipeline_opt::cli::main()"), "{main_rs}");
+
+    let files = ["Cargo.toml", ".cargo/config.toml", "xtask/Cargo.toml", "xtask/src/main.rs"];
+    let before: Vec<String> =
+        files.iter().map(|f| std::fs::read_to_string(fx.root.join(f)).unwrap()).collect();
+    let again = success(&cargo_pipeline_opt(&fx.root, &["init-xtask", "--path", this_crate()]));
+    assert!(again.starts_with("nothing to change"), "{again}");
+    let after: Vec<String> =
+        files.iter().map(|f| std::fs::read_to_string(fx.root.join(f)).unwrap()).collect();
+    assert_eq!(before, after);
+
+    if std::env::var_os("PIPELINE_OPT_SLOW_TESTS").is_none() {
+        eprintln!(
+            "note: `cargo xtask plan` in the set-up workspace runs with PIPELINE_OPT_SLOW_TESTS=1"
+        );
+        return;
+    }
+    // This workspace's lock file, so the xtask builds offline from the registry cache
+    // with the versions this crate is tested with; a target directory kept between runs.
+    std::fs::copy(Utf8Path::new(this_crate()).join("../../Cargo.lock"), fx.root.join("Cargo.lock"))
+        .unwrap();
+    let target = Utf8Path::new(env!("CARGO_TARGET_TMPDIR")).join("init-xtask-target");
+    let mut cmd = Command::new("cargo");
+    cmd.args(["xtask", "plan", "--format=json"])
+        .current_dir(&fx.root)
+        .env("CARGO_NET_OFFLINE", "true")
+        .env("CARGO_TARGET_DIR", &target);
+    for var in pipeline_opt::toolchain::inherited_cargo_vars() {
+        cmd.env_remove(var);
+    }
+    let plan = success(&cmd.output().unwrap());
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    assert_eq!(plan["workspace_root"], fx.root.as_str());
+}
+
+/// A file of the user's that differs is never overwritten, and nothing else is written
+/// either: the error names the file, in one line.
+#[test]
+fn cli_init_xtask_refuses_to_overwrite_a_differing_file() {
+    let ws = FixtureWorkspace::chain(1).file("xtask/src/main.rs", "fn main() {}\n");
+    let fx = Fixture::write(&ws);
+    let manifest = std::fs::read_to_string(&fx.manifest).unwrap();
+    let out = cargo_pipeline_opt(&fx.root, &["init-xtask", "--path", this_crate()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: ") && stderr.contains("xtask/src/main.rs"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(fx.root.join("xtask/src/main.rs")).unwrap(),
+        "fn main() {}\n"
+    );
+    assert_eq!(std::fs::read_to_string(&fx.manifest).unwrap(), manifest);
+    assert!(!fx.root.join("xtask/Cargo.toml").exists());
+    assert!(!fx.root.join(".cargo/config.toml").exists());
+}
+
+/// A single-package root becomes a workspace of itself and the xtask, which cargo reads.
+#[test]
+fn cli_init_xtask_makes_a_single_package_a_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Utf8Path::from_path(dir.path()).unwrap();
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    std::fs::write(
+        root.join("Cargo.toml"),
+        "[package]\nname = \"solo\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("src/lib.rs"), "").unwrap();
+    success(&cargo_pipeline_opt(root, &["init-xtask", "--path", this_crate()]));
+    let out = Command::new("cargo")
+        .args(["metadata", "--no-deps", "--format-version=1", "--offline"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let metadata: serde_json::Value = serde_json::from_str(&success(&out)).unwrap();
+    let mut names: Vec<&str> = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["solo", "xtask"]);
+}
