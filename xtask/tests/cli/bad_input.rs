@@ -228,6 +228,7 @@ fn corpus() -> Vec<Case> {
         case(None, &["optimize", "--frobnicate"], 2, "frobnicate"),
         case(None, &[], 2, ""),
         case(None, &["deploy"], 2, "deploy"),
+        case(None, &["ci", "--frobnicate"], 2, "frobnicate"),
         case(None, &["pool", "frobnicate", "--manifest-path", "$M"], 2, "unknown pool action"),
         case(None, &["cache", "frobnicate", "--manifest-path", "$M"], 2, "frobnicate"),
         case(None, &["optimize", "--manifest-path", "$M", "--package", "nope"], 1, "nope"),
@@ -345,4 +346,18 @@ fn bad_input_corpus_gives_one_line_errors_and_writes_nothing() {
         corpus.len() - failures.len()
     );
     assert!(failures.is_empty(), "{} failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// `ci` is this repository's own command, added by the xtask to the library's command
+/// line: `--help` lists it beside the library's commands.
+#[test]
+fn help_lists_the_xtask_own_ci_command() {
+    let out = crate::xtask(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.contains("  optimize "), "{help}");
+    assert!(
+        help.lines().any(|l| l.trim_start().starts_with("ci ") && l.contains("checks and tests")),
+        "{help}"
+    );
 }
