@@ -496,7 +496,7 @@ impl ParallelOrchestrator {
                     } else {
                         0
                     };
-                    let uses_jobserver = stage.cpu_heavy && stage.command.program == "cargo";
+                    let uses_jobserver = stage.cpu_heavy && stage.command.is_cargo();
                     let token = match (&jobserver, uses_jobserver) {
                         (Some(js), true) => {
                             let held =
@@ -794,7 +794,7 @@ impl ParallelOrchestrator {
 
     /// Cargo stages run under the rustc shim when the run has one.
     fn uses_shim(&self, stage: &Stage) -> bool {
-        self.options.rustc_shim.is_some() && stage.command.program == "cargo"
+        self.options.rustc_shim.is_some() && stage.command.is_cargo()
     }
 
     #[allow(clippy::too_many_arguments)]
