@@ -10,7 +10,9 @@ use camino::{Utf8Path, Utf8PathBuf};
 use crate::exit;
 use crate::inputs::{Inputs, LoadInputsError};
 use crate::orchestrator::{CancelToken, OrchestratorOptions, ParallelOrchestrator, RunError};
-use crate::plan::{CargoArgs, DropReason, Plan, PlanError, StageKind, TestRunnerCommand};
+use crate::plan::{
+    CargoArgs, DropReason, NextestRetries, Plan, PlanError, StageKind, TestRunnerCommand,
+};
 use crate::profile::{
     Event, NaiveComparison, PipelineProfiler, RunContext, RunOutcome, RunRecord, StageStatus,
 };
@@ -128,6 +130,7 @@ pub fn run_optimized_pipeline(
     let state_dir = inputs.workspace.state_dir(&inputs.config);
     let run_id = options.run_id.clone().unwrap_or_else(crate::orchestrator::new_run_id);
     let (mut plan, cargo) = pipeline_plan(&inputs, options)?;
+    write_retries_config(&plan)?;
     let command = command_line("optimize", options);
     let targets = PerformanceTargets::from_config(&inputs.config.targets);
     let mut progress = options.progress.map(|mode| {
@@ -149,6 +152,7 @@ pub fn run_optimized_pipeline(
         plan = fresh_plan(&inputs, &narrowed, &fresh_root.join("optimized"))?;
         plan.notes = notes;
         apply_test_settings(&inputs, &mut plan, options.retries, &state_dir)?;
+        write_retries_config(&plan)?;
     }
 
     let mut record = if options.against_naive {
@@ -702,7 +706,7 @@ fn apply_test_settings(
     let settings = test_settings(inputs, plan)?;
     let retries = if settings.nextest_retries_set { 0 } else { retries };
     if retries > 0 && plan.tests_with_nextest() {
-        plan.retry_flaky_tests(&write_retries_config(retries, state_dir)?);
+        plan.retry_flaky_tests(&NextestRetries::in_state_dir(state_dir, retries));
     }
     if settings.nextest_fail_fast_set {
         plan.keep_nextest_fail_fast();
@@ -710,11 +714,13 @@ fn apply_test_settings(
     Ok(())
 }
 
-/// nextest's tool config that sets `retries`, written once per value: the path is part
-/// of the test stage's command, and so of its fingerprint.
-fn write_retries_config(retries: u32, state_dir: &Utf8Path) -> Result<Utf8PathBuf, OptimizeError> {
-    let path = state_dir.join(format!("nextest-retries-{retries}.toml"));
-    let text = format!("[profile.default]\nretries = {retries}\n");
+/// Writes the nextest tool config that the plan's test stage names, if any: planning
+/// (also for `cargo xtask plan`) only names it.
+fn write_retries_config(plan: &Plan) -> Result<(), OptimizeError> {
+    let Some(retries) = plan.nextest_retries() else { return Ok(()) };
+    let path = &retries.config;
+    let Some(state_dir) = path.parent() else { return Ok(()) };
+    let text = retries.config_text();
     if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
         // Renamed into place: a concurrent run's nextest never reads half a file.
         let write = || -> std::io::Result<()> {
@@ -735,7 +741,7 @@ fn write_retries_config(retries: u32, state_dir: &Utf8Path) -> Result<Utf8PathBu
             write().map_err(|source| OptimizeError::ToolConfig { path: path.clone(), source })?;
         }
     }
-    Ok(path)
+    Ok(())
 }
 
 /// The plan again, building from nothing under `dir`.

@@ -19,7 +19,7 @@ mod command;
 mod naive;
 
 use command::{CargoInvocation, Selection, Subcommand, TargetSelector};
-pub use command::{StageCommand, TestRunnerCommand};
+pub use command::{NextestRetries, StageCommand, TestRunnerCommand};
 pub use naive::naive;
 
 /// Ids of the stages the planner can produce by itself.
@@ -1193,13 +1193,16 @@ impl Plan {
     }
 
     /// nextest retries failing tests so that a flaky one is reported as flaky, not as a
-    /// failure that hides the rest. The retries come as a nextest *tool config*
-    /// (`tool_config`), which nextest ranks below the workspace's own config:
-    /// `--retries` would override a per-test override's `retries`.
-    pub fn retry_flaky_tests(&mut self, tool_config: &Utf8Path) {
+    /// failure that hides the rest.
+    pub fn retry_flaky_tests(&mut self, retries: &NextestRetries) {
         for c in self.nextest_stages() {
-            c.retries_config = Some(tool_config.to_owned());
+            c.retries = Some(retries.clone());
         }
+    }
+
+    /// The retries a test stage runs with, whose tool config must exist when it starts.
+    pub fn nextest_retries(&self) -> Option<&NextestRetries> {
+        self.stages.iter().find_map(|s| s.command.retries())
     }
 
     /// Leaves nextest's fail-fast to the user's nextest profile, which sets it: the

@@ -45,8 +45,8 @@ pub(super) struct CargoInvocation {
     pub(super) no_fail_fast: bool,
     /// Cargo's profile; nextest takes it as `--cargo-profile`.
     pub(super) profile: Option<String>,
-    /// nextest's tool config that sets the retries of flaky tests.
-    pub(super) retries_config: Option<Utf8PathBuf>,
+    /// nextest retries flaky tests, as its tool config sets.
+    pub(super) retries: Option<NextestRetries>,
     /// Only these packages' tests run (the cache proved the others').
     pub(super) narrowed_to: Option<Vec<String>>,
 }
@@ -90,6 +90,31 @@ pub(super) enum Layout {
     Naive,
 }
 
+/// Retries of flaky tests, set in a nextest *tool config* file, which nextest ranks below
+/// the workspace's own config: `--retries` would override a per-test override's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextestRetries {
+    pub retries: u32,
+    /// The tool config file, which a run writes before the tests start.
+    pub config: Utf8PathBuf,
+}
+
+impl NextestRetries {
+    /// One file per value under the state directory: the path is part of the test
+    /// stage's command, and so of its fingerprint.
+    pub fn in_state_dir(state_dir: &Utf8Path, retries: u32) -> NextestRetries {
+        NextestRetries {
+            retries,
+            config: state_dir.join(format!("nextest-retries-{retries}.toml")),
+        }
+    }
+
+    /// The tool config's text.
+    pub fn config_text(&self) -> String {
+        format!("[profile.default]\nretries = {}\n", self.retries)
+    }
+}
+
 /// Which packages, features and platform; one feature set across stages so that cargo
 /// never recompiles a dependency.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -125,7 +150,7 @@ impl CargoInvocation {
             doc: false,
             no_fail_fast: false,
             profile: None,
-            retries_config: None,
+            retries: None,
             narrowed_to: None,
         }
     }
@@ -151,8 +176,11 @@ impl CargoInvocation {
                     a.push("--no-fail-fast".into());
                 }
                 self.render_profile(&mut a);
-                if let Some(path) = &self.retries_config {
-                    a.extend(["--tool-config-file".to_string(), format!("pipeline-opt:{path}")]);
+                if let Some(r) = &self.retries {
+                    a.extend([
+                        "--tool-config-file".to_string(),
+                        format!("pipeline-opt:{}", r.config),
+                    ]);
                 }
                 self.render_narrowing(&mut a);
             }
@@ -321,6 +349,14 @@ impl StageCommand {
         }
     }
 
+    /// The flaky-test retries of a nextest command.
+    pub fn retries(&self) -> Option<&NextestRetries> {
+        match &self.invocation {
+            Invocation::Cargo(c) => c.retries.as_ref(),
+            Invocation::Argv { .. } => None,
+        }
+    }
+
     /// The packages the command selects with `--package`; empty for the whole workspace
     /// or a command that selects none.
     pub fn selected_packages(&self) -> &[String] {
@@ -441,7 +477,7 @@ mod tests {
     fn a_scratch_target_dir_follows_the_subcommand_and_retries_come_last() {
         let mut c = test_command(Subcommand::NextestRun, vec![]);
         c.target_dir = Some("/scratch".into());
-        c.retries_config = Some("/s/nextest-retries-2.toml".into());
+        c.retries = Some(NextestRetries::in_state_dir("/s".into(), 2));
         assert_eq!(
             c.render().join(" "),
             "nextest run --target-dir /scratch --manifest-path /w/Cargo.toml --offline --workspace --no-fail-fast --tool-config-file pipeline-opt:/s/nextest-retries-2.toml"
