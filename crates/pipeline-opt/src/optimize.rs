@@ -721,24 +721,24 @@ fn write_retries_config(plan: &Plan) -> Result<(), OptimizeError> {
     let path = &retries.config;
     let Some(state_dir) = path.parent() else { return Ok(()) };
     let text = retries.config_text();
-    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+    if std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
         // Renamed into place: a concurrent run's nextest never reads half a file.
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(state_dir)?;
             let tmp = state_dir.join(format!(".nextest-retries.{}", std::process::id()));
             std::fs::write(&tmp, &text)?;
-            std::fs::rename(&tmp, &path)
+            std::fs::rename(&tmp, path)
         };
         // Something else in its place (a directory): set it aside and write it again.
         if let Err(first) = write() {
-            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir())
-                && let Ok(aside) = crate::cache::store::set_aside(&path)
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+                && let Ok(aside) = crate::cache::store::set_aside(path)
             {
                 eprintln!(
                     "warning: set aside {path}, which was in the way of nextest's tool config, as {aside} ({first})"
                 );
             }
-            write().map_err(|source| OptimizeError::ToolConfig { path: path.clone(), source })?;
+            write().map_err(|source| OptimizeError::ToolConfig { path: path.to_owned(), source })?;
         }
     }
     Ok(())
