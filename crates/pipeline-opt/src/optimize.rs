@@ -11,7 +11,7 @@ use crate::exit;
 use crate::inputs::{Inputs, LoadInputsError};
 use crate::orchestrator::{CancelToken, OrchestratorOptions, ParallelOrchestrator, RunError};
 use crate::plan::{
-    CargoArgs, DropReason, NextestRetries, Plan, PlanError, StageKind, TestRunnerCommand,
+    CargoArgs, DropReason, NextestRetries, Plan, PlanError, Proof, StageKind, TestRunnerCommand,
 };
 use crate::profile::{
     Event, NaiveComparison, PipelineProfiler, RunContext, RunOutcome, RunRecord, StageStatus,
@@ -738,7 +738,8 @@ fn write_retries_config(plan: &Plan) -> Result<(), OptimizeError> {
                     "warning: set aside {path}, which was in the way of nextest's tool config, as {aside} ({first})"
                 );
             }
-            write().map_err(|source| OptimizeError::ToolConfig { path: path.to_owned(), source })?;
+            write()
+                .map_err(|source| OptimizeError::ToolConfig { path: path.to_owned(), source })?;
         }
     }
     Ok(())
@@ -781,26 +782,26 @@ fn run_naive(
         PerformanceTargets::default(),
         on_event,
     )?;
-    let ours_proves: Vec<String> = ours.stages.iter().flat_map(|s| s.proves.clone()).collect();
+    let ours_proves: Vec<Proof> = ours.stages.iter().flat_map(|s| s.proves.clone()).collect();
     // The naive doctests prove nothing where there is no library, nor its
     // `bench --no-run` where every bench target needs nightly (it cannot succeed on
     // this toolchain); the plan says so in `dropped`. Without bench targets at all,
     // `bench --no-run` still compiles the libraries' unit tests in the bench profile.
-    let not_applicable = |p: &str| {
-        (p.starts_with("doctests") && ours.dropped_for("doctest", &DropReason::NoDoctests))
-            || (p.starts_with("bench")
+    let not_applicable = |p: &Proof| {
+        (*p == Proof::DoctestsPass && ours.dropped_for("doctest", &DropReason::NoDoctests))
+            || (*p == Proof::BenchNoRun
                 && ours.dropped_for("bench-build", &DropReason::BenchesNeedNightly))
     };
-    let naive_proves: Vec<String> = plan.stages.iter().flat_map(|s| s.proves.clone()).collect();
+    let naive_proves: Vec<Proof> = plan.stages.iter().flat_map(|s| s.proves.clone()).collect();
     let only_naive_proves = naive_proves
         .iter()
         .filter(|p| !ours_proves.contains(p) && !not_applicable(p))
-        .cloned()
+        .map(Proof::to_string)
         .collect();
     let only_optimized_proves = ours_proves
         .iter()
-        .filter(|p| !naive_proves.contains(p) && *p != "test binaries compile")
-        .cloned()
+        .filter(|p| !naive_proves.contains(p) && **p != Proof::TestBinariesCompile)
+        .map(Proof::to_string)
         .collect();
     let naive_total = record.total;
     let ratio = if naive_total.is_zero() {

@@ -1170,7 +1170,7 @@ fn finish_metrics(
         tail: r.tail.iter().cloned().collect(),
         failed_tests,
         flaky_tests,
-        proves: stage.proves.clone(),
+        proves: stage.proves.iter().map(ToString::to_string).collect(),
     }
 }
 

@@ -87,7 +87,7 @@ pub struct Stage {
     /// Why the stage exists.
     pub reason: String,
     /// What a success proves, e.g. `check --all-targets (dev)`.
-    pub proves: Vec<String>,
+    pub proves: Vec<Proof>,
     /// The build directory whose lock the stage takes, if any.
     pub build_dir: Option<Utf8PathBuf>,
     pub lock: LockUse,
@@ -127,7 +127,6 @@ pub struct DroppedStage {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Dropped {
     pub id: String,
-    #[serde(serialize_with = "serialize_display")]
     pub reason: DropReason,
 }
 
@@ -188,11 +187,96 @@ impl std::fmt::Display for DropReason {
     }
 }
 
-fn serialize_display<S: serde::Serializer>(
-    value: &impl std::fmt::Display,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(value)
+/// Saved and printed as its text.
+impl Serialize for DropReason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// What a stage's success proves. Code compares variants (`--against-naive`'s
+/// coverage); the text is for people and for the run record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proof {
+    DependenciesResolve,
+    Build(BuildProfile),
+    /// `except_benches`: bench-build type-checks those in the bench profile.
+    CheckAllTargets {
+        profile: BuildProfile,
+        except_benches: bool,
+    },
+    BenchesLink(BuildProfile),
+    TestBinariesCompile,
+    TestsPass,
+    CustomHarnessTestsPass,
+    DoctestsPass,
+    BenchNoRun,
+    CheckBenches,
+    Clippy,
+    Fmt,
+    Doc,
+    ServicesAnswer,
+    /// A custom stage's command, as written in the config.
+    Custom(String),
+}
+
+/// The profile the build stage compiles in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildProfile {
+    Dev,
+    /// The `test` profile, set apart from dev: the test stages reuse the build.
+    Test,
+}
+
+impl std::fmt::Display for BuildProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BuildProfile::Dev => "dev",
+            BuildProfile::Test => "test profile",
+        })
+    }
+}
+
+impl std::fmt::Display for Proof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Proof::DependenciesResolve => f.write_str("dependencies resolve and download"),
+            Proof::Build(p) => write!(f, "build ({p})"),
+            Proof::CheckAllTargets { profile, except_benches: false } => {
+                write!(f, "check --all-targets ({profile})")
+            }
+            Proof::CheckAllTargets { profile, except_benches: true } => write!(
+                f,
+                "check --all-targets ({profile}) except the benches, which bench-build type-checks in the bench profile"
+            ),
+            Proof::BenchesLink(BuildProfile::Dev) => {
+                f.write_str("benches compile and link (dev profile)")
+            }
+            Proof::BenchesLink(BuildProfile::Test) => {
+                f.write_str("benches compile and link (test profile)")
+            }
+            Proof::TestBinariesCompile => f.write_str("test binaries compile"),
+            Proof::TestsPass => f.write_str("unit and integration tests pass"),
+            Proof::CustomHarnessTestsPass => f.write_str("custom-harness tests pass"),
+            Proof::DoctestsPass => f.write_str("doctests pass"),
+            Proof::BenchNoRun => f.write_str("bench --no-run (bench profile)"),
+            Proof::CheckBenches => {
+                f.write_str("check --benches (bench profile), not a full optimised build")
+            }
+            Proof::Clippy => f.write_str("clippy --all-targets"),
+            Proof::Fmt => f.write_str("cargo fmt --check"),
+            Proof::Doc => f.write_str("cargo doc --no-deps"),
+            Proof::ServicesAnswer => f.write_str("services start and answer"),
+            Proof::Custom(command) => write!(f, "custom: {command}"),
+        }
+    }
+}
+
+/// Saved and printed as its text.
+impl Serialize for Proof {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 impl Dropped {
@@ -531,8 +615,8 @@ impl<'a> Planner<'a> {
         self.target_list_without(kinds, all, &BTreeSet::new())
     }
 
-    fn build_profile(&self) -> &'static str {
-        if self.build_in_test_profile { "test profile" } else { "dev" }
+    fn build_profile(&self) -> BuildProfile {
+        if self.build_in_test_profile { BuildProfile::Test } else { BuildProfile::Dev }
     }
 
     /// fetch: downloads once, so that everything after it runs offline.
@@ -553,7 +637,7 @@ impl<'a> Planner<'a> {
                     reason:
                         "downloads every dependency once so that all later stages run --offline"
                             .into(),
-                    proves: vec!["dependencies resolve and download".into()],
+                    proves: vec![Proof::DependenciesResolve],
                     ..StageShape::default()
                 },
             );
@@ -577,7 +661,10 @@ impl<'a> Planner<'a> {
                 let shape = StageShape {
                     depends_on: self.after_fetch(),
                     reason: "the build stage is disabled, so check all targets instead".into(),
-                    proves: vec!["check --all-targets (dev)".into()],
+                    proves: vec![Proof::CheckAllTargets {
+                        profile: BuildProfile::Dev,
+                        except_benches: false,
+                    }],
                     ..StageShape::compiling(&self.dev_dir)
                 };
                 let command = self.command(c);
@@ -601,19 +688,12 @@ impl<'a> Planner<'a> {
         let mut c = self.compiling(Subcommand::Build);
         c.targets = self.target_list_without(&kinds, &all, &BTreeSet::new());
         c.profile = self.profile_or(self.build_in_test_profile.then_some("test"));
-        let check_proof = if self.benches_in_build {
-            format!("check --all-targets ({build_profile})")
-        } else {
-            format!(
-                "check --all-targets ({build_profile}) except the benches, which bench-build type-checks in the bench profile"
-            )
+        let check_proof = Proof::CheckAllTargets {
+            profile: build_profile,
+            except_benches: !self.benches_in_build,
         };
-        let bench_proof = (self.has_benches && self.bench_proof == BenchProof::Dev).then(|| {
-            format!(
-                "benches compile and link ({build_profile}{})",
-                if self.build_in_test_profile { "" } else { " profile" }
-            )
-        });
+        let bench_proof = (self.has_benches && self.bench_proof == BenchProof::Dev)
+            .then_some(Proof::BenchesLink(build_profile));
         let shape = StageShape {
             depends_on: self.after_fetch(),
             reason: if self.benches_in_build {
@@ -621,10 +701,10 @@ impl<'a> Planner<'a> {
             } else {
                 "compiles every target but the benches (bench-build checks those) once; the test stages reuse its artifacts".into()
             },
-            proves: [format!("build ({build_profile})"), check_proof]
+            proves: [Proof::Build(build_profile), check_proof]
                 .into_iter()
                 .chain(bench_proof)
-                .chain(["test binaries compile".to_string()])
+                .chain([Proof::TestBinariesCompile])
                 .collect(),
             ..StageShape::compiling(&self.dev_dir)
         };
@@ -667,7 +747,7 @@ impl<'a> Planner<'a> {
             depends_on: self.after_build(),
             reason: "runs the tests with cargo-nextest, reusing the build stage's test binaries"
                 .into(),
-            proves: vec!["unit and integration tests pass".into()],
+            proves: vec![Proof::TestsPass],
             lock: if self.build_enabled { LockUse::Brief } else { LockUse::Exclusive },
             ..StageShape::compiling(&self.dev_dir)
         };
@@ -694,7 +774,7 @@ impl<'a> Planner<'a> {
         let shape = StageShape {
             depends_on: self.after_build(),
             reason: format!("runs the tests with `cargo test` ({why})"),
-            proves: vec!["unit and integration tests pass".into()],
+            proves: vec![Proof::TestsPass],
             ..StageShape::compiling(&self.dev_dir)
         };
         let command = self.command(c);
@@ -717,7 +797,7 @@ impl<'a> Planner<'a> {
                 "runs the test targets with `harness = false` ({}) with `cargo test`: cargo-nextest needs libtest's `--list`, which their own main need not support",
                 names.join(", ")
             ),
-            proves: vec!["custom-harness tests pass".into()],
+            proves: vec![Proof::CustomHarnessTestsPass],
             ..StageShape::compiling(&self.dev_dir)
         };
         let command = self.command(c);
@@ -748,7 +828,7 @@ impl<'a> Planner<'a> {
         let shape = StageShape {
             depends_on: self.after_build(),
             reason: "runs documentation tests, which nextest does not run".into(),
-            proves: vec!["doctests pass".into()],
+            proves: vec![Proof::DoctestsPass],
             ..StageShape::compiling(&self.dev_dir)
         };
         let command = self.command(c);
@@ -790,7 +870,7 @@ impl<'a> Planner<'a> {
                 (
                     c,
                     "compiles the benchmarks in the bench profile, as `cargo bench --no-run` does",
-                    "bench --no-run (bench profile)",
+                    Proof::BenchNoRun,
                 )
             }
             BenchProof::Check => {
@@ -800,7 +880,7 @@ impl<'a> Planner<'a> {
                 (
                     c,
                     "type-checks the benchmarks in the bench profile (bench-proof = \"check\"; `--strict` or bench-proof = \"build\" compiles them fully)",
-                    "check --benches (bench profile), not a full optimised build",
+                    Proof::CheckBenches,
                 )
             }
         };
@@ -810,7 +890,7 @@ impl<'a> Planner<'a> {
         let shape = StageShape {
             depends_on: self.after_fetch(),
             reason: reason.into(),
-            proves: vec![proves.into()],
+            proves: vec![proves],
             ..StageShape::compiling(&bench_dir)
         };
         self.push("bench-build", StageKind::BenchBuild, command, shape);
@@ -828,7 +908,7 @@ impl<'a> Planner<'a> {
                         StageKind::Clippy,
                         c,
                         "lints every target with clippy (enabled in config)",
-                        "clippy --all-targets",
+                        Proof::Clippy,
                         Some(state_dir.join("clippy-target")),
                     )
                 }
@@ -836,14 +916,14 @@ impl<'a> Planner<'a> {
                     StageKind::Fmt,
                     self.cargo(Subcommand::Fmt),
                     "checks formatting (enabled in config)",
-                    "cargo fmt --check",
+                    Proof::Fmt,
                     None,
                 ),
                 "doc" => (
                     StageKind::Doc,
                     self.compiling(Subcommand::Doc),
                     "builds the documentation (enabled in config)",
-                    "cargo doc --no-deps",
+                    Proof::Doc,
                     Some(state_dir.join("doc-target")),
                 ),
                 _ => unreachable!("check_stage_names accepts only optional stage names"),
@@ -855,7 +935,7 @@ impl<'a> Planner<'a> {
             let shape = StageShape {
                 depends_on: if kind == StageKind::Fmt { vec![] } else { self.after_fetch() },
                 reason: reason.into(),
-                proves: vec![proves.into()],
+                proves: vec![proves],
                 cpu_heavy: kind != StageKind::Fmt,
                 build_dir: dir,
                 ..StageShape::default()
@@ -880,7 +960,7 @@ impl<'a> Planner<'a> {
                 "starts the service pool ({}) while the code compiles; the test stages lease from it",
                 self.config.services.keys().cloned().collect::<Vec<_>>().join(", ")
             ),
-            proves: vec!["services start and answer".into()],
+            proves: vec![Proof::ServicesAnswer],
             lock: LockUse::Brief,
             ..StageShape::default()
         };
@@ -901,7 +981,7 @@ impl<'a> Planner<'a> {
                 ),
                 depends_on: custom.depends_on.clone(),
                 reason: format!("custom stage `{name}` from [{}.stages]", crate::config::TABLE),
-                proves: vec![format!("custom: {}", custom.command.join(" "))],
+                proves: vec![Proof::Custom(custom.command.join(" "))],
                 build_dir: uses_build_dir.then(|| self.dev_dir.clone()),
                 lock: LockUse::Exclusive,
                 cpu_heavy: uses_build_dir,
@@ -1006,7 +1086,7 @@ fn name_target_dir(s: &mut Stage, dir: &Utf8Path) {
 struct StageShape {
     depends_on: Vec<String>,
     reason: String,
-    proves: Vec<String>,
+    proves: Vec<Proof>,
     build_dir: Option<Utf8PathBuf>,
     lock: LockUse,
     cpu_heavy: bool,
@@ -1276,7 +1356,10 @@ impl Plan {
             };
             out.push_str(&format!("  depends on: {deps}\n"));
             out.push_str(&format!("  why:        {}\n", s.reason));
-            out.push_str(&format!("  proves:     {}\n", s.proves.join("; ")));
+            out.push_str(&format!(
+                "  proves:     {}\n",
+                s.proves.iter().map(Proof::to_string).collect::<Vec<_>>().join("; ")
+            ));
             if let Some(dir) = &s.build_dir {
                 let lock = match s.lock {
                     LockUse::Exclusive => "holds its lock throughout",

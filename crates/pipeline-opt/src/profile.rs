@@ -358,7 +358,7 @@ impl StageMetrics {
             tail: Vec::new(),
             failed_tests: Vec::new(),
             flaky_tests: Vec::new(),
-            proves: stage.proves.clone(),
+            proves: stage.proves.iter().map(ToString::to_string).collect(),
         }
     }
 }

@@ -4,57 +4,45 @@
 use camino::Utf8Path;
 
 use super::command::{CargoInvocation, Layout, Selection, Subcommand, TargetSelector};
-use super::{CargoArgs, LockUse, Plan, Stage, StageCommand, StageKind};
+use super::{BuildProfile, CargoArgs, LockUse, Plan, Proof, Stage, StageCommand, StageKind};
 use crate::config::Config;
 use crate::workspace::Workspace;
 
 /// One step of the sequence: its id, command, whether it compiles the selection, and
-/// what its success proves (`; `-separated).
+/// what its success proves.
 struct Step {
     id: &'static str,
     subcommand: Subcommand,
     all_targets: bool,
     compiles: bool,
-    proves: &'static str,
+    proves: Vec<Proof>,
 }
 
-const STEPS: [Step; 5] = [
-    Step {
-        id: "naive-fetch",
-        subcommand: Subcommand::Fetch,
+fn steps() -> [Step; 5] {
+    let step = |id, subcommand, compiles, proves| Step {
+        id,
+        subcommand,
         all_targets: false,
-        compiles: false,
-        proves: "dependencies resolve and download",
-    },
-    Step {
-        id: "naive-build",
-        subcommand: Subcommand::Build,
-        all_targets: false,
-        compiles: true,
-        proves: "build (dev)",
-    },
-    Step {
-        id: "naive-check",
-        subcommand: Subcommand::Check,
-        all_targets: true,
-        compiles: true,
-        proves: "check --all-targets (dev)",
-    },
-    Step {
-        id: "naive-test",
-        subcommand: Subcommand::Test,
-        all_targets: false,
-        compiles: true,
-        proves: "unit and integration tests pass; doctests pass",
-    },
-    Step {
-        id: "naive-bench",
-        subcommand: Subcommand::BenchNoRun,
-        all_targets: false,
-        compiles: true,
-        proves: "bench --no-run (bench profile)",
-    },
-];
+        compiles,
+        proves,
+    };
+    let dev = BuildProfile::Dev;
+    [
+        step("naive-fetch", Subcommand::Fetch, false, vec![Proof::DependenciesResolve]),
+        step("naive-build", Subcommand::Build, true, vec![Proof::Build(dev)]),
+        Step {
+            all_targets: true,
+            ..step(
+                "naive-check",
+                Subcommand::Check,
+                true,
+                vec![Proof::CheckAllTargets { profile: dev, except_benches: false }],
+            )
+        },
+        step("naive-test", Subcommand::Test, true, vec![Proof::TestsPass, Proof::DoctestsPass]),
+        step("naive-bench", Subcommand::BenchNoRun, true, vec![Proof::BenchNoRun]),
+    ]
+}
 
 /// The naive sequence for `workspace` with the user's cargo flags, building in
 /// `target_dir`.
@@ -66,15 +54,15 @@ pub fn naive(
 ) -> Plan {
     let root = &workspace.root;
     let mut stages: Vec<Stage> = Vec::new();
-    for step in &STEPS {
-        let command = StageCommand::cargo(root, step_command(step, workspace, cargo, target_dir));
+    for step in steps() {
+        let command = StageCommand::cargo(root, step_command(&step, workspace, cargo, target_dir));
         stages.push(Stage {
             id: step.id.into(),
             kind: StageKind::Custom,
             command,
             depends_on: stages.last().map(|s| s.id.clone()).into_iter().collect(),
             reason: "the naive sequence".into(),
-            proves: step.proves.split("; ").map(String::from).collect(),
+            proves: step.proves,
             build_dir: Some(target_dir.to_owned()),
             lock: LockUse::Exclusive,
             cpu_heavy: step.compiles,

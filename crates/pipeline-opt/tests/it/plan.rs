@@ -515,10 +515,39 @@ fn a_test_profile_apart_from_dev_moves_the_build_into_it() {
         "{:?}",
         stage.command.args()
     );
-    assert!(stage.proves.contains(&"build (test profile)".to_string()), "{:?}", stage.proves);
+    assert!(
+        stage.proves.iter().any(|p| p.to_string() == "build (test profile)"),
+        "{:?}",
+        stage.proves
+    );
     assert!(note.is_some_and(|n| n.contains(&found[0]) && n.contains(&found[1])));
     let (stage, note) = build(true);
     assert!(!stage.command.args().contains(&"--profile".to_string()), "{:?}", stage.command.args());
-    assert!(stage.proves.contains(&"build (dev)".to_string()), "{:?}", stage.proves);
+    assert!(stage.proves.iter().any(|p| p.to_string() == "build (dev)"), "{:?}", stage.proves);
     assert!(note.is_none());
+}
+
+/// The naive sequence writes its flags where the usual CI commands have them, the
+/// user's cargo flags included, and builds in the directory it is given.
+#[test]
+fn naive_sequence_runs_the_usual_commands_with_the_users_flags() {
+    let fx = Fixture::write(&FixtureWorkspace::diamond());
+    let w = fx.load();
+    let cargo = CargoArgs {
+        locked: true,
+        features: vec!["a".into()],
+        profile: Some("release".into()),
+        packages: vec!["left".into()],
+        ..CargoArgs::default()
+    };
+    let p = pipeline_opt::plan::naive(&w, &Config::default(), &cargo, "/scratch/target".into());
+    let commands: Vec<String> =
+        p.stages.iter().map(|s| format!("{}: {}", s.id, s.command.display())).collect();
+    expect![[r#"
+        naive-fetch: cargo fetch --manifest-path $ROOT/Cargo.toml --locked
+        naive-build: cargo build --manifest-path $ROOT/Cargo.toml --package left --features a --profile release --locked --target-dir /scratch/target
+        naive-check: cargo check --all-targets --manifest-path $ROOT/Cargo.toml --package left --features a --profile release --locked --target-dir /scratch/target
+        naive-test: cargo test --manifest-path $ROOT/Cargo.toml --package left --features a --profile release --locked --target-dir /scratch/target
+        naive-bench: cargo bench --no-run --manifest-path $ROOT/Cargo.toml --package left --features a --locked --target-dir /scratch/target"#]]
+    .assert_eq(&fx.redact(&commands.join("\n")));
 }
