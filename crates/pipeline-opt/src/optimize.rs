@@ -537,7 +537,13 @@ fn services_as_this_binary(plan: &mut Plan, manifest: &Utf8Path) -> Result<(), O
         return Ok(());
     }
     let exe = std::env::current_exe().map_err(|source| OptimizeError::CurrentExe { source })?;
-    plan.run_services_as(&exe.to_string_lossy(), manifest, std::process::id());
+    plan.run_services_as(
+        &exe.to_string_lossy(),
+        [
+            (crate::pool::SERVICES_UP_ENV, manifest.to_string()),
+            (crate::pool::SERVICES_OWNER_ENV, std::process::id().to_string()),
+        ],
+    );
     Ok(())
 }
 

@@ -1308,18 +1308,16 @@ impl Plan {
             .filter(|c| c.subcommand == Subcommand::NextestRun)
     }
 
-    /// Runs the services stage as `exe` in services mode instead of `cargo xtask pool
-    /// up`, so that it works on workspaces without an xtask and the pool belongs to the
-    /// process `owner`.
-    pub fn run_services_as(&mut self, exe: &str, manifest: &Utf8Path, owner: u32) {
+    /// Runs the services stage as `exe` with `env` added (a program that starts the
+    /// pool itself) instead of `cargo xtask pool up`, which needs the user's xtask.
+    pub fn run_services_as(&mut self, exe: &str, env: [(&str, String); 2]) {
         let Some(stage) = self.stages.iter_mut().find(|s| s.kind == StageKind::Services) else {
             return;
         };
-        let env = std::mem::take(&mut stage.command.env);
-        stage.command = StageCommand::argv(exe, Vec::new(), stage.command.cwd.clone());
-        stage.command.env = env;
-        stage.command.env.insert(crate::pool::SERVICES_UP_ENV.into(), manifest.to_string());
-        stage.command.env.insert(crate::pool::SERVICES_OWNER_ENV.into(), owner.to_string());
+        let mut command = StageCommand::argv(exe, Vec::new(), stage.command.cwd.clone());
+        command.env = std::mem::take(&mut stage.command.env);
+        command.env.extend(env.map(|(k, v)| (k.to_string(), v)));
+        stage.command = command;
     }
 
     /// Leaves out the stages in `cached` (served from the cache); their dependents no
