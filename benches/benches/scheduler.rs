@@ -148,6 +148,6 @@ fn run(
     o.jobs = WIDTH;
     o.expected = expected.clone();
     let summary = ParallelOrchestrator::new(o).run(plan, &mut |_| {}).unwrap();
-    assert_eq!(summary.outcome, pipeline_opt::profile::RunOutcome::Succeeded);
+    assert_eq!(summary.outcome, pipeline_opt::record::RunOutcome::Succeeded);
     summary
 }

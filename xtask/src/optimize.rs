@@ -74,7 +74,7 @@ fn cli_defaults() -> OptimizeOptions {
 }
 
 /// `--explain`: why each stage ran, or which run it was cached from.
-fn print_explanations(record: &pipeline_opt::profile::RunRecord) {
+fn print_explanations(record: &pipeline_opt::record::RunRecord) {
     if record.cache.is_empty() {
         eprintln!("explain: the stage cache was not used in this run");
     }

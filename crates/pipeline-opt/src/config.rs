@@ -11,6 +11,22 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// The table path users write, for error messages.
 pub const TABLE: &str = "workspace.metadata.pipeline-opt";
 
+/// Ids of the stages the planner can produce by itself. Here, below the planner,
+/// because the config refuses them as custom stage names.
+pub const BUILTIN_STAGES: &[&str] = &[
+    "fetch",
+    "build",
+    "check",
+    "test",
+    "custom-tests",
+    "doctest",
+    "bench-build",
+    "clippy",
+    "fmt",
+    "doc",
+    "services",
+];
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
@@ -244,7 +260,7 @@ impl Config {
                     message: "the command is empty; give the program and its arguments as a list, e.g. [\"cargo\", \"doc\"]".into(),
                 });
             }
-            if crate::plan::BUILTIN_STAGES.contains(&name.as_str()) {
+            if BUILTIN_STAGES.contains(&name.as_str()) {
                 return Err(ConfigError::Invalid {
                     key: format!("{TABLE}.stages.{name}"),
                     message: format!(

@@ -6,6 +6,7 @@ pub mod affected;
 pub mod bench;
 pub mod cache;
 pub mod config;
+pub mod cpu_sampler;
 pub mod exit;
 pub mod fixture;
 pub mod inputs;
@@ -14,7 +15,9 @@ pub mod orchestrator;
 pub mod plan;
 pub mod pool;
 pub mod profile;
+pub mod record;
 pub mod report;
+pub mod rustc_shim;
 pub mod targets;
 pub mod test_settings;
 pub mod toolchain;
@@ -24,7 +27,8 @@ pub use cache::DependencyCache;
 pub use optimize::{OptimizeOptions, OptimizeOutcome, run_fast_validation, run_optimized_pipeline};
 pub use orchestrator::{OrchestratorOptions, ParallelOrchestrator};
 pub use pool::ContainerPool;
-pub use profile::{PipelineProfiler, StageMetrics};
+pub use profile::PipelineProfiler;
+pub use record::StageMetrics;
 pub use targets::PerformanceTargets;
 
 /// Call first thing in the `main` of any binary that runs pipelines (the xtask does):
@@ -32,7 +36,7 @@ pub use targets::PerformanceTargets;
 /// timings), as the service pool's supervisor, and as the `services` stage. In each of
 /// those modes this never returns; otherwise it returns at once.
 pub fn run_helper_modes_if_requested() {
-    profile::run_rustc_shim_if_requested();
+    rustc_shim::run_rustc_shim_if_requested();
     pool::supervise_if_requested();
     pool::services_up_if_requested();
 }

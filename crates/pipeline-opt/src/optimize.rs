@@ -13,9 +13,8 @@ use crate::orchestrator::{CancelToken, OrchestratorOptions, ParallelOrchestrator
 use crate::plan::{
     CargoArgs, DropReason, NextestRetries, Plan, PlanError, Proof, StageKind, TestRunnerCommand,
 };
-use crate::profile::{
-    Event, NaiveComparison, PipelineProfiler, RunContext, RunOutcome, RunRecord, StageStatus,
-};
+use crate::profile::{PipelineProfiler, RunContext};
+use crate::record::{Event, NaiveComparison, RunOutcome, RunRecord, StageMetrics, StageStatus};
 use crate::report::progress::{ProgressMode, ProgressReporter};
 use crate::report::{ReportError, ReportOptions, WrittenReports};
 use crate::targets::{Gate, PerformanceTargets};
@@ -40,7 +39,7 @@ pub struct OptimizeOptions {
     /// nextest `--retries`: a test that fails and then passes is reported as flaky.
     pub retries: u32,
     /// Record per-crate compile times through a `RUSTC_WRAPPER` copy of the running
-    /// executable, which must call [`crate::profile::run_rustc_shim_if_requested`] first
+    /// executable, which must call [`crate::rustc_shim::run_rustc_shim_if_requested`] first
     /// thing in `main` (the xtask does).
     pub rustc_shim: bool,
     pub handle_signals: bool,
@@ -246,7 +245,7 @@ pub fn run_fast_validation(
         on_event(ev);
     };
     let mut record = run_plan(&inputs, options, &plan, &run_id, &command, targets, on_event)?;
-    record.kind = crate::profile::RunKind::Check;
+    record.kind = crate::record::RunKind::Check;
     waited.apply(&mut record);
     report_and_decide(record, state_dir, options)
 }
@@ -572,8 +571,13 @@ fn run_plan_skipping(
     services_as_this_binary(&mut to_run, &inputs.workspace.manifest_path)?;
     to_run.skip_cached(cached);
     for s in plan.stages.iter().filter(|s| cached.contains_key(&s.id)) {
-        let ev =
-            Event::StageFinished(crate::profile::StageMetrics::cached(s, cached[&s.id].clone()));
+        let status = StageStatus::Cached { from_run: cached[&s.id].clone() };
+        let ev = Event::StageFinished(StageMetrics::not_run(
+            &s.id,
+            s.command.display(),
+            &s.proves_text(),
+            status,
+        ));
         profiler.observe(&ev);
         on_event(&ev);
     }
@@ -681,7 +685,7 @@ fn orchestrator_options(
         o.grace = g;
     }
     if options.rustc_shim {
-        let shim = crate::profile::install_rustc_shim(state_dir)
+        let shim = crate::rustc_shim::install_rustc_shim(state_dir)
             .map_err(|source| OptimizeError::Shim { dir: state_dir.join("bin"), source })?;
         o.rustc_shim = Some(shim);
     }

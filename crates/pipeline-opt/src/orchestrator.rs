@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::plan::{LockUse, Plan, Stage};
-use crate::profile::{Event, RunOutcome, StageMetrics, StageStatus};
+use crate::record::{Event, RunOutcome, StageMetrics, StageStatus, strip_ansi};
 
 /// Every child carries `PIPELINE_OPT_RUN_ID=<run id>` in its environment.
 pub const RUN_ID_VAR: &str = "PIPELINE_OPT_RUN_ID";
@@ -62,7 +62,7 @@ pub struct OrchestratorOptions {
     /// program that owns its process, like the xtask).
     pub subreaper: bool,
     /// A `RUSTC_WRAPPER` that records each rustc invocation
-    /// ([`crate::profile::run_rustc_shim_if_requested`]); cargo stages get it.
+    /// ([`crate::rustc_shim::run_rustc_shim_if_requested`]); cargo stages get it.
     pub rustc_shim: Option<Utf8PathBuf>,
     pub cancel: CancelToken,
     /// How long stages are expected to take, by stage id (the run history gives these
@@ -264,7 +264,7 @@ struct Running {
     tail: VecDeque<String>,
     tests: TestOutcomes,
     /// The stage's rustc shim log, read as it grows (cargo stages given the shim).
-    rustc_log: Option<crate::profile::RustcLogTail>,
+    rustc_log: Option<crate::rustc_shim::RustcLogTail>,
     /// Holds the run's jobserver token that stands for this cargo process's own
     /// implicit one; given back when the process exits.
     token: bool,
@@ -314,6 +314,11 @@ impl ParallelOrchestrator {
         let log_dir = self.log_dir();
         std::fs::create_dir_all(&log_dir)
             .map_err(|source| RunError::LogDir { path: log_dir.clone(), source })?;
+        on_event(&Event::RunStarted {
+            run_id: opts.run_id.clone(),
+            cores: available_cores(),
+            stages: plan.stages.iter().map(|s| s.id.clone()).collect(),
+        });
         // Build directories exist before any stage starts. A cargo that finds its target
         // directory missing creates it atomically (a temporary directory renamed into
         // place), and a second cargo creating a directory nested in it at that moment
@@ -371,8 +376,8 @@ impl ParallelOrchestrator {
         let mut results: Vec<Option<StageMetrics>> = vec![None; n];
         let mut failed_first: Option<String> = None;
         let mut interrupted: Option<i32> = None;
-        let mut cpu = crate::profile::CpuSampler::new();
-        let mut next_sample = start + crate::profile::CPU_SAMPLE_INTERVAL;
+        let mut cpu = crate::cpu_sampler::CpuSampler::new();
+        let mut next_sample = start + crate::cpu_sampler::CPU_SAMPLE_INTERVAL;
         let mut next_rustc_poll = start;
         let runs = match std::env::var(RUNS_VAR) {
             Ok(outer) if !outer.is_empty() => format!("{outer}:{}", opts.run_id),
@@ -387,7 +392,7 @@ impl ParallelOrchestrator {
                 if let Some(sample) = sampler.sample(start.elapsed()) {
                     on_event(&Event::CpuSampled(sample));
                 }
-                next_sample = Instant::now() + crate::profile::CPU_SAMPLE_INTERVAL;
+                next_sample = Instant::now() + crate::cpu_sampler::CPU_SAMPLE_INTERVAL;
             }
 
             // 1. Interrupts.
@@ -534,7 +539,7 @@ impl ParallelOrchestrator {
                         tail: VecDeque::new(),
                         tests: TestOutcomes::in_dir(&stage.command.cwd),
                         rustc_log: self.uses_shim(stage).then(|| {
-                            crate::profile::RustcLogTail::new(
+                            crate::rustc_shim::RustcLogTail::new(
                                 rustc_log_path(&log_dir, &stage.id),
                                 &stage.id,
                                 started_at,
@@ -670,7 +675,7 @@ impl ParallelOrchestrator {
                                 }
                             }
                             if let Some((name, duration, passed)) = r.tests.observe(&line) {
-                                on_event(&Event::TestFinished(crate::profile::TestTiming {
+                                on_event(&Event::TestFinished(crate::record::TestTiming {
                                     stage: plan.stages[idx].id.clone(),
                                     name,
                                     duration,
@@ -856,14 +861,14 @@ impl ParallelOrchestrator {
                 // into the outer run and, chained by itself, never end.
                 .filter(|w| !w.is_empty() && !w.ends_with("pipeline-opt-rustc-shim"));
             if let Some(existing) = existing {
-                cmd.env(crate::profile::SHIM_CHAIN_VAR, existing);
+                cmd.env(crate::rustc_shim::SHIM_CHAIN_VAR, existing);
             }
             cmd.env("RUSTC_WRAPPER", shim)
-                .env(crate::profile::SHIM_LOG_VAR, rustc_log_path(&self.log_dir(), &stage.id))
-                .env(crate::profile::SHIM_OWNER_VAR, std::process::id().to_string());
+                .env(crate::rustc_shim::SHIM_LOG_VAR, rustc_log_path(&self.log_dir(), &stage.id))
+                .env(crate::rustc_shim::SHIM_OWNER_VAR, std::process::id().to_string());
             // Tells the stage's units from those of a test's own cargo run.
             if let Some(dir) = &stage.build_dir {
-                cmd.env(crate::profile::SHIM_TARGET_DIR_VAR, dir);
+                cmd.env(crate::rustc_shim::SHIM_TARGET_DIR_VAR, dir);
             }
         }
         let (read, write) = pipe()?;
@@ -1128,7 +1133,12 @@ where
 }
 
 fn skipped_metrics(stage: &Stage, reason: String) -> StageMetrics {
-    StageMetrics::not_run(stage, StageStatus::Skipped { reason })
+    StageMetrics::not_run(
+        &stage.id,
+        stage.command.display(),
+        &stage.proves_text(),
+        StageStatus::Skipped { reason },
+    )
 }
 
 fn finish_metrics(
@@ -1170,7 +1180,7 @@ fn finish_metrics(
         tail: r.tail.iter().cloned().collect(),
         failed_tests,
         flaky_tests,
-        proves: stage.proves.iter().map(ToString::to_string).collect(),
+        proves: stage.proves_text(),
     }
 }
 
@@ -1456,28 +1466,6 @@ fn package_of(artifact: &Utf8Path, src: &str, dir: Option<&Utf8Path>) -> Option<
     let manifest: toml::Table =
         std::fs::read_to_string(root.join("Cargo.toml")).ok()?.parse().ok()?;
     Some(manifest.get("package")?.get("name")?.as_str()?.to_string())
-}
-
-/// `line` without ANSI escape sequences: a tool that decides to colour its output (an
-/// inherited `CARGO_TERM_COLOR`, `CLICOLOR_FORCE`) must not hide its status words.
-pub(crate) fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ ... final byte in @..~
-            if chars.next() == Some('[') {
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use std::time::Duration;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{BenchProof, Config, ConfigError, Incremental, TestRunner};
+use crate::config::{BUILTIN_STAGES, BenchProof, Config, ConfigError, Incremental, TestRunner};
+pub use crate::record::DroppedStage;
 use crate::toolchain::Toolchain;
 use crate::workspace::{Package, PackageIdx, TargetKind, Workspace};
 
@@ -22,20 +23,6 @@ use command::{CargoInvocation, Selection, Subcommand, TargetSelector};
 pub use command::{NextestRetries, StageCommand, TestRunnerCommand};
 pub use naive::naive;
 
-/// Ids of the stages the planner can produce by itself.
-pub const BUILTIN_STAGES: &[&str] = &[
-    "fetch",
-    "build",
-    "check",
-    "test",
-    "custom-tests",
-    "doctest",
-    "bench-build",
-    "clippy",
-    "fmt",
-    "doc",
-    "services",
-];
 /// Built-in stages that run only when `enable` names them.
 pub const OPTIONAL_STAGES: &[&str] = &["clippy", "fmt", "doc"];
 
@@ -94,7 +81,7 @@ pub struct Stage {
     /// Compiles or otherwise keeps every core busy; the orchestrator splits `-j` among
     /// concurrent CPU-heavy stages.
     pub cpu_heavy: bool,
-    #[serde(with = "crate::profile::opt_secs")]
+    #[serde(with = "crate::record::opt_secs")]
     pub timeout: Option<Duration>,
 }
 
@@ -106,6 +93,11 @@ impl Stage {
         if named.is_empty() { (0..workspace.packages.len()).collect() } else { named }
     }
 
+    /// What a success proves, as the run record keeps it.
+    pub fn proves_text(&self) -> Vec<String> {
+        self.proves.iter().map(Proof::to_string).collect()
+    }
+
     /// Runs only `packages`' tests (the cache proved the others'): one nextest run with
     /// a filterset, or `cargo test` with `--package` flags. The build and the feature set
     /// stay those of the whole selection, so nothing recompiles.
@@ -114,13 +106,6 @@ impl Stage {
             c.narrowed_to = Some(packages.to_vec());
         }
     }
-}
-
-/// A dropped stage as a run record keeps it: the reason as the plan rendered it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct DroppedStage {
-    pub id: String,
-    pub reason: String,
 }
 
 /// A stage of the usual CI sequence that the plan does not run.
@@ -1354,10 +1339,7 @@ impl Plan {
             };
             out.push_str(&format!("  depends on: {deps}\n"));
             out.push_str(&format!("  why:        {}\n", s.reason));
-            out.push_str(&format!(
-                "  proves:     {}\n",
-                s.proves.iter().map(Proof::to_string).collect::<Vec<_>>().join("; ")
-            ));
+            out.push_str(&format!("  proves:     {}\n", s.proves_text().join("; ")));
             if let Some(dir) = &s.build_dir {
                 let lock = match s.lock {
                     LockUse::Exclusive => "holds its lock throughout",

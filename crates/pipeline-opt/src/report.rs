@@ -12,13 +12,14 @@ pub mod markdown;
 pub mod progress;
 pub mod prometheus;
 pub mod recommend;
+mod text;
 
 use std::io::Write as _;
 use std::time::Duration;
 
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::profile::RunRecord;
+use crate::record::RunRecord;
 use recommend::RecommendContext;
 
 /// Where to write the reports of one run. `None` means the default under `state_dir`.

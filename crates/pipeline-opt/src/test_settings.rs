@@ -4,36 +4,12 @@
 //! only fills in what was left unset, and the report names the source of every value.
 
 use camino::{Utf8Path, Utf8PathBuf};
-use serde::{Deserialize, Serialize};
 
+pub use crate::record::{SettingSource, TestSetting};
 use crate::toolchain::passed_env;
 
 /// Where nextest looks for a workspace's config, relative to the workspace root.
 pub const NEXTEST_CONFIG: &str = ".config/nextest.toml";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SettingSource {
-    /// A variable in the environment the tool was started with.
-    UserEnv,
-    /// The workspace's nextest config, in the selected profile or the default profile.
-    NextestConfig,
-    /// `[env]` in a cargo config file (`.cargo/config.toml`), which cargo gives the tests.
-    CargoConfig,
-    /// Nobody set it: the tool (or the runner's own default) decides.
-    ToolDefault,
-}
-
-/// One setting as the run used it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TestSetting {
-    /// `nextest profile`, `nextest test threads`, `nextest retries`, `libtest threads`.
-    pub setting: String,
-    pub value: String,
-    pub source: SettingSource,
-    /// The variable, or the config file and table, or what the tool does.
-    pub origin: String,
-}
 
 /// What a run's test stages get, resolved once before the run.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -17,7 +17,7 @@ mod test_settings;
 use std::process::{Command, Output};
 
 use camino::{Utf8Path, Utf8PathBuf};
-use pipeline_opt::profile::RunRecord;
+use pipeline_opt::record::RunRecord;
 
 /// The xtask binary with `args`, without the cargo variables of this test run.
 pub fn xtask_command(args: &[&str]) -> Command {

@@ -9,7 +9,7 @@ use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
 use pipeline_opt::orchestrator::marked_processes;
 
 use super::{record, temp, xtask_command as xtask};
-use pipeline_opt::profile::RunOutcome;
+use pipeline_opt::record::RunOutcome;
 
 /// A passing run held to an impossible total: exit 101, and the JSON record parses.
 #[test]
@@ -44,7 +44,7 @@ fn cli_gate_impossible_target_exits_101_with_json() {
     );
     let r = record(&json);
     assert_eq!(r.outcome, RunOutcome::Succeeded);
-    assert_eq!(r.schema_version, pipeline_opt::profile::SCHEMA_VERSION);
+    assert_eq!(r.schema_version, pipeline_opt::record::SCHEMA_VERSION);
     // The rustc shim timed the crates of the build.
     assert!(r.crates.iter().any(|c| c.package == "top" && c.stage == "build"), "{:#?}", r.crates);
     // rustc sees a harness-less test or bench as a plain binary; the shim tells them

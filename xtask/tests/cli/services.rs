@@ -3,7 +3,7 @@
 
 use camino::Utf8PathBuf;
 use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
-use pipeline_opt::profile::{RunRecord, StageStatus};
+use pipeline_opt::record::{RunRecord, StageStatus};
 
 use crate::xtask;
 

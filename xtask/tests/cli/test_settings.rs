@@ -6,7 +6,7 @@ use std::process::Command;
 
 use camino::Utf8Path;
 use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
-use pipeline_opt::profile::RunRecord;
+use pipeline_opt::record::RunRecord;
 use pipeline_opt::test_settings::SettingSource;
 
 use super::temp;

@@ -140,7 +140,7 @@ pub(crate) struct PoolSpec {
     pub template_cache: PathBuf,
     /// The supervisor stops within 2 s of this process's death.
     pub owner: Option<ProcessRecord>,
-    #[serde(with = "crate::profile::opt_secs")]
+    #[serde(with = "crate::record::opt_secs")]
     pub idle_timeout: Option<Duration>,
     pub backend: Backend,
 }

@@ -3,16 +3,14 @@
 //! round, each in its own scratch target directory, and reports the measured wall and CPU
 //! time against the baseline. The user's manifest and target directory are never touched.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Read as _;
 use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
-use serde::{Deserialize, Serialize};
 
 use crate::plan::StageCommand;
-use crate::profile::opt_secs;
+pub use crate::record::{Exploration, ExploredVariant};
 use crate::report::secs;
 
 /// One set of settings to try, given as cargo's `CARGO_PROFILE_*` / `CARGO_*` variables so
@@ -161,7 +159,7 @@ pub fn explore(
             // No wrapper: sccache would serve the cold build from its cache, and an outer
             // run's rustc shim would record the variant's crates into that run.
             cmd.env_remove("RUSTC_WRAPPER")
-                .env_remove(crate::profile::SHIM_LOG_VAR)
+                .env_remove(crate::rustc_shim::SHIM_LOG_VAR)
                 .env("CARGO_TARGET_DIR", &dir)
                 .env("CARGO_TERM_COLOR", "never")
                 .envs(result.variant.env.iter().map(|(k, v)| (k, v)))
@@ -209,32 +207,7 @@ fn run_timed(mut cmd: std::process::Command) -> std::io::Result<(Option<i32>, Du
     Ok((code, tv(rusage.ru_utime) + tv(rusage.ru_stime), stderr))
 }
 
-/// What `--explore` measured, as kept in the run record and rendered in the reports.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Exploration {
-    /// The command every variant ran, from an empty target directory.
-    pub command: String,
-    pub rounds: usize,
-    /// The baseline first.
-    pub variants: Vec<ExploredVariant>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ExploredVariant {
-    pub name: String,
-    /// The variables the variant set.
-    pub env: BTreeMap<String, String>,
-    /// Best wall time of its rounds; null when every round failed.
-    #[serde(with = "opt_secs")]
-    pub wall: Option<Duration>,
-    /// Least CPU time (user + system, whole process tree) of its rounds.
-    #[serde(with = "opt_secs")]
-    pub cpu: Option<Duration>,
-    /// Rounds that succeeded.
-    pub rounds_ok: usize,
-    pub error: Option<String>,
-}
-
+// The record keeps the types; building them from measured results is this module's.
 impl Exploration {
     pub fn from_results(
         command: &StageCommand,

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use crate::profile::{RunRecord, StageStatus};
+use crate::record::{RunRecord, StageStatus};
 use crate::report::{ReportError, secs};
 use crate::targets::Gate;
 

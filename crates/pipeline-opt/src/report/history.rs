@@ -9,7 +9,7 @@ use std::time::Duration;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use crate::profile::{RunOutcome, RunRecord};
+use crate::record::{RunOutcome, RunRecord};
 use crate::report::{ReportError, secs, write_atomic};
 
 /// Bumped on every incompatible change of [`HistoryEntry`].
@@ -28,7 +28,7 @@ pub struct HistoryEntry {
     pub started_at: String,
     pub command: String,
     pub outcome: RunOutcome,
-    #[serde(with = "crate::profile::secs")]
+    #[serde(with = "crate::record::secs")]
     pub total: Duration,
     pub required_met: bool,
     pub stretch_met: bool,
@@ -39,7 +39,7 @@ pub struct HistoryEntry {
 pub struct HistoryStage {
     /// `succeeded`, `failed`, `timed-out`, `cancelled`, `skipped` or `cached`.
     pub status: String,
-    #[serde(with = "crate::profile::secs")]
+    #[serde(with = "crate::record::secs")]
     pub wall: Duration,
 }
 

@@ -5,10 +5,9 @@
 //! and the slowest tests.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
-use crate::profile::{CrateTiming, RunRecord, StageMetrics, StageStatus};
-use crate::report::markdown::{outcome_text, status_text};
+use crate::record::{CrateTiming, RunRecord, StageMetrics, StageStatus};
+use crate::report::text::{on_critical_path, outcome_text, status_text};
 use crate::report::{percent, secs};
 
 const WIDTH: f64 = 1200.0;
@@ -17,17 +16,6 @@ const RIGHT: f64 = 20.0;
 const ROW: f64 = 22.0;
 const BAR: f64 = 16.0;
 const CPU_HEIGHT: f64 = 100.0;
-
-/// Whether compile unit `c` is one of the critical path's steps. The profiler names a
-/// crate step after its package and copies the unit's start and end.
-pub fn on_critical_path(record: &RunRecord, c: &CrateTiming) -> bool {
-    record.critical_path.iter().any(|s| {
-        s.kind == "crate"
-            && s.name.contains(&c.package)
-            && s.start.abs_diff(c.start) < Duration::from_millis(1)
-            && s.end.abs_diff(c.end) < Duration::from_millis(1)
-    })
-}
 
 fn stage_on_critical_path(record: &RunRecord, s: &StageMetrics) -> bool {
     record.critical_path.iter().any(|c| c.kind == "stage" && c.name == s.id)
@@ -407,7 +395,7 @@ fn cpu_chart(s: &mut String, record: &RunRecord, top: f64, scale: &Scale) {
     if let Some(first) = record.cpu_samples.first() {
         let mut points = format!(
             "{:.1},{:.1}",
-            scale.x(first.at.saturating_sub(crate::profile::CPU_SAMPLE_INTERVAL).as_secs_f64()),
+            scale.x(first.at.saturating_sub(crate::cpu_sampler::CPU_SAMPLE_INTERVAL).as_secs_f64()),
             bottom - first.busy * CPU_HEIGHT
         );
         for c in &record.cpu_samples {
@@ -425,7 +413,7 @@ fn cpu_chart(s: &mut String, record: &RunRecord, top: f64, scale: &Scale) {
             s,
             r#"<polyline class="cpu-sampled" data-samples="{}" points="{points}"><title>the machine's CPU use, sampled every {} ms from /proc/stat (all processes): mean {}</title></polyline>"#,
             record.cpu_samples.len(),
-            crate::profile::CPU_SAMPLE_INTERVAL.as_millis(),
+            crate::cpu_sampler::CPU_SAMPLE_INTERVAL.as_millis(),
             percent(mean, 1.0)
         )
         .unwrap();

@@ -1,7 +1,7 @@
 //! The run record as JSON (`run.json`): the [`RunRecord`] itself, versioned by
 //! `schema_version` and described by `docs/run-record.schema.json`.
 
-use crate::profile::RunRecord;
+use crate::record::RunRecord;
 
 /// The JSON Schema the output of [`render`] follows (draft 2020-12).
 pub const SCHEMA: &str = include_str!("../../../../docs/run-record.schema.json");

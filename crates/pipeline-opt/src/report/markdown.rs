@@ -4,8 +4,9 @@
 
 use std::fmt::Write as _;
 
-use crate::profile::{RunOutcome, RunRecord, StageMetrics, StageStatus};
+use crate::record::{RunOutcome, RunRecord, StageMetrics, StageStatus};
 use crate::report::recommend::Recommendation;
+use crate::report::text::{on_critical_path, outcome_text, status_text};
 use crate::report::{percent, secs};
 
 /// How many crates the "slowest crates" table lists.
@@ -56,14 +57,6 @@ fn test_settings(o: &mut String, r: &RunRecord) {
         writeln!(o, "- {}", crate::test_settings::describe(s)).unwrap();
     }
     o.push('\n');
-}
-
-pub(crate) fn outcome_text(outcome: RunOutcome) -> &'static str {
-    match outcome {
-        RunOutcome::Succeeded => "succeeded",
-        RunOutcome::StageFailed => "a stage failed",
-        RunOutcome::Interrupted => "interrupted",
-    }
 }
 
 fn met(ok: bool) -> &'static str {
@@ -153,18 +146,6 @@ fn naive(o: &mut String, r: &RunRecord) {
     writeln!(o, "Only our plan proves: {}.\n", list(&n.only_optimized_proves)).unwrap();
 }
 
-/// The words a stage's status is shown with in every report.
-pub(crate) fn status_text(status: &StageStatus) -> String {
-    match status {
-        StageStatus::Succeeded => "succeeded".into(),
-        StageStatus::Failed => "failed".into(),
-        StageStatus::TimedOut => "timed out".into(),
-        StageStatus::Cancelled => "cancelled".into(),
-        StageStatus::Skipped { reason } => format!("skipped: {reason}"),
-        StageStatus::Cached { from_run } => format!("cached (run `{from_run}`)"),
-    }
-}
-
 /// Why each stage ran instead of being served from the stage cache.
 fn cache(o: &mut String, r: &RunRecord) {
     if r.cache.is_empty() {
@@ -237,7 +218,7 @@ fn critical_path(o: &mut String, r: &RunRecord) {
     // jobserver token: well over a hundred on a real workspace. Units under 1% of the
     // run are folded into one line per stretch, so the ones that matter stay readable.
     let total = r.total.as_secs_f64();
-    let minor = |step: &crate::profile::CriticalStep| {
+    let minor = |step: &crate::record::CriticalStep| {
         step.kind == "crate"
             && step.end.saturating_sub(step.start).as_secs_f64() < CRITICAL_STEP_MIN_SHARE * total
     };
@@ -308,14 +289,14 @@ fn slowest_crates(o: &mut String, r: &RunRecord) {
     for c in &r.crates {
         versions.entry(&c.package).or_default().insert(&c.version);
     }
-    let name = |c: &crate::profile::CrateTiming| match versions.get(c.package.as_str()) {
+    let name = |c: &crate::record::CrateTiming| match versions.get(c.package.as_str()) {
         Some(v) if v.len() > 1 && !c.version.is_empty() => format!("{}@{}", c.package, c.version),
         _ => c.package.clone(),
     };
     writeln!(o, "| crate | target | kind | stage | time | critical path |").unwrap();
     writeln!(o, "| --- | --- | --- | --- | ---: | --- |").unwrap();
     for c in crates.iter().take(SLOWEST_CRATES) {
-        let critical = crate::report::html::on_critical_path(r, c);
+        let critical = on_critical_path(r, c);
         writeln!(
             o,
             "| `{}` | `{}` | {} | `{}` | {} | {} |",

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::profile::{Event, RunOutcome, StageMetrics, StageStatus, TestCounts};
-use crate::report::markdown::{outcome_text, status_text};
+use crate::record::{Event, RunOutcome, StageMetrics, StageStatus, TestCounts};
 use crate::report::secs;
+use crate::report::text::{outcome_text, status_text};
 use crate::targets::PerformanceTargets;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +59,8 @@ pub struct ProgressReporter {
     test_counts: BTreeMap<String, TestCounts>,
     /// Tests (and retries) finished per stage.
     tests_done: BTreeMap<String, usize>,
-    /// The machine's cores, for the CPU share on the total line.
+    /// The machine's cores, for the CPU share on the total line, as the run reports them
+    /// (none before its [`Event::RunStarted`], and no CPU sample comes before it).
     cores: usize,
     /// The latest time any event carried: cached and skipped stages, which never ran,
     /// are reported at this time so plain lines stay in order.
@@ -89,7 +90,7 @@ impl ProgressReporter {
             by_tests: BTreeMap::new(),
             test_counts: BTreeMap::new(),
             tests_done: BTreeMap::new(),
-            cores: crate::orchestrator::available_cores(),
+            cores: 0,
             now: Duration::ZERO,
         };
         if mode == ProgressMode::Live {
@@ -136,6 +137,7 @@ impl ProgressReporter {
 
     pub fn handle(&mut self, event: &Event) {
         match event {
+            Event::RunStarted { cores, .. } => self.cores = *cores,
             Event::StageStarted { id, at } => {
                 self.now = self.now.max(*at);
                 self.started(id, *at)

@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::profile::{RunRecord, StageStatus};
+use crate::record::{RunRecord, StageStatus};
 use crate::report::history::HistoryEntry;
 
 /// Upper bounds of `pipeline_duration_seconds`, around the 45 s and 60 s targets.
@@ -131,7 +131,7 @@ pub fn render(record: &RunRecord, history: &[HistoryEntry]) -> Result<String, st
     registry.register("last_run_target_missed", "1 when the last run missed the target", missed);
 
     let success = Gauge::<i64>::default();
-    success.set(i64::from(record.outcome == crate::profile::RunOutcome::Succeeded));
+    success.set(i64::from(record.outcome == crate::record::RunOutcome::Succeeded));
     registry.register("last_run_success", "1 when every stage of the last run succeeded", success);
 
     let mut out = String::new();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use camino::Utf8Path;
 use serde::Serialize;
 
-use crate::profile::{RunRecord, StageStatus};
+use crate::record::{RunRecord, StageStatus};
 use crate::report::{percent, secs};
 
 /// A compile unit on the critical path dominates when it takes this share of the run.

@@ -442,7 +442,7 @@ fn the_cache_budget_is_read_from_config_with_clear_errors() {
 #[test]
 fn optimize_serves_a_rerun_from_the_cache_and_since_narrows_it() {
     use pipeline_opt::optimize::{OptimizeOptions, run_optimized_pipeline};
-    use pipeline_opt::profile::StageStatus;
+    use pipeline_opt::record::StageStatus;
     let repo = Repo::new(FixtureWorkspace::diamond().config("disable = [\"doctest\"]"));
     let options =
         OptimizeOptions { manifest_path: Some(repo.manifest()), ..OptimizeOptions::default() };

@@ -114,7 +114,7 @@ fn a_signal_from_an_earlier_run_does_not_interrupt_the_next() {
         .record
         .stages
         .iter()
-        .all(|s| matches!(s.status, pipeline_opt::profile::StageStatus::Cached { .. }));
+        .all(|s| matches!(s.status, pipeline_opt::record::StageStatus::Cached { .. }));
     assert!(cached, "{:#?}", second.record.stages);
     assert_eq!(second.exit_code, exit::OK, "{:#?}", second.record.notes);
 }

@@ -14,4 +14,5 @@ mod plan;
 mod pool;
 mod records;
 mod report;
+mod tidy;
 mod workspace;

@@ -4,7 +4,7 @@
 
 use camino::Utf8PathBuf;
 use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
-use pipeline_opt::profile::{RunOutcome, RunRecord, StageStatus};
+use pipeline_opt::record::{RunOutcome, RunRecord, StageStatus};
 use pipeline_opt::{OptimizeOptions, exit, run_fast_validation, run_optimized_pipeline};
 
 fn temp() -> (tempfile::TempDir, Utf8PathBuf) {

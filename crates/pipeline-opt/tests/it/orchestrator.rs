@@ -13,7 +13,7 @@ use pipeline_opt::orchestrator::{
     CancelToken, OrchestratorOptions, ParallelOrchestrator, marked_processes,
 };
 use pipeline_opt::plan::{CargoArgs, LockUse, Plan, Stage, StageCommand, StageKind};
-use pipeline_opt::profile::{Event, RunOutcome, StageMetrics, StageStatus};
+use pipeline_opt::record::{Event, RunOutcome, StageMetrics, StageStatus};
 
 fn temp() -> (tempfile::TempDir, Utf8PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -115,6 +115,29 @@ fn orchestrator_orders_by_dependencies_locks_and_job_limit() {
     assert_eq!(max, 2);
     let log = std::fs::read_to_string(metrics(s, "a").log_path.as_ref().unwrap());
     assert!(log.is_ok(), "each stage keeps a log on disk");
+}
+
+/// The run opens with its id, the machine's cores and its stages, so the live view
+/// needs nothing but the events (it used to ask the machine for the cores itself).
+#[test]
+fn orchestrator_opens_the_run_with_run_started() {
+    let (_t, dir) = temp();
+    let p = plan(
+        &dir,
+        vec![stage("first", &["true"], &[], &dir), stage("second", &["true"], &["first"], &dir)],
+    );
+    let o = options(&dir);
+    let run_id = o.run_id.clone();
+    let (summary, events) = run(o, &p);
+    assert_eq!(summary.outcome, RunOutcome::Succeeded);
+    let Some(Event::RunStarted { run_id: id, cores, stages }) = events.first() else {
+        panic!("the first event is not RunStarted: {events:#?}")
+    };
+    assert_eq!(id, &run_id);
+    assert_eq!(*cores, std::thread::available_parallelism().map_or(1, |n| n.get()));
+    assert_eq!(stages, &["first", "second"]);
+    let started = events.iter().filter(|e| matches!(e, Event::RunStarted { .. })).count();
+    assert_eq!(started, 1, "{events:#?}");
 }
 
 /// Of the stages ready at once, the one heading the longest expected chain starts first

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
-use pipeline_opt::profile::{Event, RunKind, RunRecord};
+use pipeline_opt::record::{Event, RunKind, RunRecord};
 use pipeline_opt::report::{self, history, json};
 use pipeline_opt::targets::Gate;
 use pipeline_opt::{OptimizeOptions, exit, run_fast_validation, run_optimized_pipeline};

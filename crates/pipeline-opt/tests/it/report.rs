@@ -11,11 +11,11 @@ use camino::{Utf8Path, Utf8PathBuf};
 use expect_test::{expect, expect_file};
 use pipeline_opt::PerformanceTargets;
 use pipeline_opt::plan::DroppedStage;
-use pipeline_opt::profile::{
+use pipeline_opt::record::{
     CompiledByTests, CpuSample, CrateTiming, CriticalStep, Event, NaiveComparison, RunOutcome,
     RunRecord, SCHEMA_VERSION, StageMetrics, StageStatus, TestCounts, TestTiming,
 };
-use pipeline_opt::report::explore::{Exploration, ExploredVariant};
+use pipeline_opt::record::{Exploration, ExploredVariant};
 use pipeline_opt::report::history::{self, HistoryEntry};
 use pipeline_opt::report::progress::ProgressReporter;
 use pipeline_opt::report::recommend::{
