@@ -280,7 +280,7 @@ impl TargetSelector {
     }
 }
 
-pub(super) fn plural_flag(kind: TargetKind) -> &'static str {
+fn plural_flag(kind: TargetKind) -> &'static str {
     match kind {
         TargetKind::Lib => "--lib",
         TargetKind::Bin => "--bins",
