@@ -58,7 +58,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code as u8),
         // A Ctrl-C reaches the whole foreground group, so a tool the command was running
         // (cargo metadata) may fail from the same signal: that is an interrupt, 130.
-        Err(err) if pipeline_opt::orchestrator::pending_signal() != 0 => {
+        Err(err) if pipeline_opt::process::received_signal().is_some() => {
             eprintln!("error: interrupted ({err:#})");
             ExitCode::from(exit::INTERRUPTED as u8)
         }

@@ -12,7 +12,7 @@ use crate::utf8;
 
 impl crate::flags::Optimize {
     pub(crate) fn run(self) -> Result<i32> {
-        pipeline_opt::orchestrator::install_signal_handlers_for_command();
+        pipeline_opt::process::install_signal_handlers_for_command();
         let gate = self.gate.as_deref().map(str::parse::<Gate>).transpose()?;
         let options = OptimizeOptions {
             manifest_path: utf8(self.manifest_path.as_ref())?,
@@ -47,7 +47,7 @@ impl crate::flags::Optimize {
 
 impl crate::flags::Check {
     pub(crate) fn run(self) -> Result<i32> {
-        pipeline_opt::orchestrator::install_signal_handlers_for_command();
+        pipeline_opt::process::install_signal_handlers_for_command();
         let options = OptimizeOptions {
             manifest_path: utf8(self.manifest_path.as_ref())?,
             cargo: cargo_args!(self),
@@ -115,7 +115,7 @@ fn finish(outcome: &OptimizeOutcome) -> i32 {
             outcome.exit_code
         );
     }
-    if pipeline_opt::orchestrator::pending_signal() != 0 {
+    if pipeline_opt::process::received_signal().is_some() {
         // The signal came while the reports were written: the record stands as it
         // was, but the command was interrupted.
         return pipeline_opt::exit::INTERRUPTED;

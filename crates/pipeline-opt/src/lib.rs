@@ -14,6 +14,7 @@ pub mod optimize;
 pub mod orchestrator;
 pub mod plan;
 pub mod pool;
+pub mod process;
 pub mod profile;
 pub mod record;
 pub mod report;

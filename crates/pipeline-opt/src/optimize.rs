@@ -627,24 +627,20 @@ fn run_plan_skipping(
 
 /// With `handle_signals`, installs the handlers for this run (a no-op when the command
 /// installed them first thing, see
-/// [`crate::orchestrator::install_signal_handlers_for_command`]), which also forgets a
+/// [`crate::process::install_signal_handlers_for_command`]), which also forgets a
 /// signal left over from an earlier run in the same process: the all-cached path and
 /// [`report_and_decide`] read it.
 fn start_signal_handling(options: &OptimizeOptions) {
     if options.handle_signals {
-        crate::orchestrator::install_signal_handlers();
+        crate::process::install_signal_handlers();
     }
 }
 
 /// The signal (or a cancelled token, as SIGINT) that asked this run to stop, outside the
 /// orchestrator, which watches for them itself while it runs.
 fn interrupt_signal(options: &OptimizeOptions) -> Option<i32> {
-    let sig = if options.handle_signals { crate::orchestrator::pending_signal() } else { 0 };
-    match (sig, options.cancel.is_cancelled()) {
-        (0, false) => None,
-        (0, true) => Some(libc::SIGINT),
-        (sig, _) => Some(sig),
-    }
+    let sig = if options.handle_signals { crate::process::received_signal() } else { None };
+    sig.or_else(|| options.cancel.is_cancelled().then_some(crate::process::SIGINT))
 }
 
 fn orchestrator_options(

@@ -11,27 +11,18 @@ mod watchdog;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::plan::{LockUse, Plan, Stage};
+use crate::process::{self, Reaped, SIGINT, SIGKILL, SIGTERM};
 use crate::record::{Event, RunOutcome, StageMetrics, StageStatus, strip_ansi};
-
-/// Every child carries `PIPELINE_OPT_RUN_ID=<run id>` in its environment.
-pub const RUN_ID_VAR: &str = "PIPELINE_OPT_RUN_ID";
-/// Colon-separated ids of every enclosing run, ours last: a nested run (a test of the
-/// workspace that itself runs pipeline-opt) overrides [`RUN_ID_VAR`] but keeps this list,
-/// so the outer run still finds its grandchildren.
-pub const RUNS_VAR: &str = "PIPELINE_OPT_RUNS";
-/// The id of the stage a process belongs to.
-pub const STAGE_VAR: &str = "PIPELINE_OPT_STAGE";
 
 /// How many lines of output a stage keeps in memory for reports.
 const TAIL_LINES: usize = 40;
@@ -187,61 +178,10 @@ pub struct ParallelOrchestrator {
     options: OrchestratorOptions,
 }
 
-/// The signal that asked us to stop (0 = none), set by the handler.
-static SIGNAL: AtomicI32 = AtomicI32::new(0);
-/// How many interrupts arrived: the second one skips the grace period.
-static SIGNAL_COUNT: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    // Only atomics: async-signal-safe.
-    SIGNAL.store(sig, Ordering::SeqCst);
-    SIGNAL_COUNT.fetch_add(1, Ordering::SeqCst);
-}
-
-/// The signal that asked us to stop since [`install_signal_handlers`] (0 = none): for
-/// other long-running commands (bench-compare) that reuse the same handlers, and for
-/// the parts of a run outside the orchestrator (start-up, the wait for another run's
-/// lock, an all-cached run).
-pub fn pending_signal() -> i32 {
-    SIGNAL.load(Ordering::SeqCst)
-}
-
-/// Whether [`install_signal_handlers_for_command`] has run: the handlers then stay, and
-/// a signal that arrived before the orchestrator started is kept, not reset.
-static HANDLERS_FOR_COMMAND: AtomicBool = AtomicBool::new(false);
-
-/// Installs the SIGINT/SIGTERM handlers for the whole command, first thing (the xtask's
-/// `optimize` and `check` do): a signal during start-up (metadata, fingerprints), while
-/// waiting for another run's lock or during an all-cached run then ends the run as
-/// interrupted, with a record and exit 130, instead of killing the process silently.
-pub fn install_signal_handlers_for_command() {
-    install_signal_handlers();
-    HANDLERS_FOR_COMMAND.store(true, Ordering::SeqCst);
-}
-
-pub(crate) fn install_signal_handlers() {
-    if HANDLERS_FOR_COMMAND.load(Ordering::SeqCst) {
-        return;
-    }
-    SIGNAL.store(0, Ordering::SeqCst);
-    SIGNAL_COUNT.store(0, Ordering::SeqCst);
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only touches atomics; sigaction is given a zeroed,
-        // fully initialised struct.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as *const () as usize;
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(sig, &action, std::ptr::null_mut());
-        }
-    }
-}
-
 enum Msg {
     Line { idx: usize, line: String },
     ReaderDone { idx: usize },
-    Exited { idx: usize, status: i32, rusage: libc::rusage },
+    Exited { idx: usize, reaped: Reaped },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,7 +199,7 @@ struct Running {
     holds_lock: bool,
     stop: Option<(Why, Instant)>,
     killed: bool,
-    exited: Option<(i32, libc::rusage, Instant)>,
+    exited: Option<(Reaped, Instant)>,
     reader_done: bool,
     tail: VecDeque<String>,
     tests: TestOutcomes,
@@ -328,11 +268,10 @@ impl ParallelOrchestrator {
             let _ = std::fs::create_dir_all(dir);
         }
         if opts.handle_signals {
-            install_signal_handlers();
+            process::install_signal_handlers();
         }
         if opts.subreaper {
-            // SAFETY: plain prctl with integer arguments.
-            unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+            process::become_subreaper();
         }
         let n = plan.stages.len();
         // Each stage's dependencies by position, looked up once rather than by name on
@@ -379,10 +318,7 @@ impl ParallelOrchestrator {
         let mut cpu = crate::cpu_sampler::CpuSampler::new();
         let mut next_sample = start + crate::cpu_sampler::CPU_SAMPLE_INTERVAL;
         let mut next_rustc_poll = start;
-        let runs = match std::env::var(RUNS_VAR) {
-            Ok(outer) if !outer.is_empty() => format!("{outer}:{}", opts.run_id),
-            _ => opts.run_id.clone(),
-        };
+        let runs = process::run_markers(&opts.run_id);
 
         loop {
             // 0. CPU utilisation, on the loop's own clock: it wakes at least every 50 ms.
@@ -396,9 +332,9 @@ impl ParallelOrchestrator {
             }
 
             // 1. Interrupts.
-            let sig = if opts.handle_signals { SIGNAL.load(Ordering::SeqCst) } else { 0 };
-            if interrupted.is_none() && (sig != 0 || opts.cancel.is_cancelled()) {
-                let sig = if sig != 0 { sig } else { libc::SIGINT };
+            let sig = if opts.handle_signals { process::received_signal() } else { None };
+            if interrupted.is_none() && (sig.is_some() || opts.cancel.is_cancelled()) {
+                let sig = sig.unwrap_or(SIGINT);
                 interrupted = Some(sig);
                 for st in states.iter_mut() {
                     if let State::Running(r) = st
@@ -409,14 +345,14 @@ impl ParallelOrchestrator {
                     }
                 }
             }
-            if opts.handle_signals && SIGNAL_COUNT.load(Ordering::SeqCst) > 1 {
+            if opts.handle_signals && process::signal_count() > 1 {
                 // A second Ctrl-C: no more patience.
                 for (i, st) in states.iter_mut().enumerate() {
                     if let State::Running(r) = st
                         && !r.killed
                     {
                         r.killed = true;
-                        signal_stage(r.pid, &opts.run_id, Some(&plan.stages[i].id), libc::SIGKILL);
+                        signal_stage(r.pid, &opts.run_id, Some(&plan.stages[i].id), SIGKILL);
                     }
                 }
             }
@@ -644,7 +580,7 @@ impl ParallelOrchestrator {
                     if let Some((_, at)) = r.stop {
                         wake = wake.min(at + opts.grace);
                     }
-                    if let Some((_, _, at)) = r.exited {
+                    if let Some((_, at)) = r.exited {
                         wake = wake.min(at + DRAIN_WAIT);
                     }
                 }
@@ -694,9 +630,9 @@ impl ParallelOrchestrator {
                             r.reader_done = true;
                         }
                     }
-                    Msg::Exited { idx, status, rusage } => {
+                    Msg::Exited { idx, reaped } => {
                         if let State::Running(r) = &mut states[idx] {
-                            r.exited = Some((status, rusage, Instant::now()));
+                            r.exited = Some((reaped, Instant::now()));
                             r.holds_lock = false;
                             if std::mem::take(&mut r.token)
                                 && let Some(js) = &jobserver
@@ -735,18 +671,18 @@ impl ParallelOrchestrator {
                                 humantime::format_duration(stage.timeout.unwrap_or_default())
                             ),
                         });
-                        signal_stage(r.pid, &opts.run_id, Some(&stage.id), libc::SIGTERM);
+                        signal_stage(r.pid, &opts.run_id, Some(&stage.id), SIGTERM);
                     }
                     if let Some((_, at)) = r.stop
                         && !r.killed
                         && now >= at + opts.grace
                     {
                         r.killed = true;
-                        signal_stage(r.pid, &opts.run_id, Some(&stage.id), libc::SIGKILL);
+                        signal_stage(r.pid, &opts.run_id, Some(&stage.id), SIGKILL);
                     }
                     continue;
                 }
-                let (status, rusage, exited_at) = r.exited.unwrap();
+                let (reaped, exited_at) = r.exited.unwrap();
                 if !r.reader_done && now < exited_at + DRAIN_WAIT {
                     continue;
                 }
@@ -756,7 +692,7 @@ impl ParallelOrchestrator {
                 if let Some(w) = &watchdog {
                     w.ended(r.pid);
                 }
-                let m = finish_metrics(stage, &r, status, &rusage, start, &log_dir);
+                let m = finish_metrics(stage, &r, &reaped, start, &log_dir);
                 if !succeeded(&m.status) && failed_first.is_none() && interrupted.is_none() {
                     failed_first = Some(stage.id.clone());
                     if !opts.keep_going {
@@ -767,7 +703,7 @@ impl ParallelOrchestrator {
                                 && o.exited.is_none()
                             {
                                 o.stop = Some((Why::Cancelled, Instant::now()));
-                                signal_stage(o.pid, &opts.run_id, None, libc::SIGTERM);
+                                signal_stage(o.pid, &opts.run_id, None, SIGTERM);
                             }
                         }
                     }
@@ -782,7 +718,7 @@ impl ParallelOrchestrator {
 
         // Nothing carrying our marker may outlive the run.
         let killed_survivors =
-            kill_marked(&opts.run_id, None, opts.grace.min(Duration::from_secs(2)));
+            process::kill_marked(&opts.run_id, None, opts.grace.min(Duration::from_secs(2)));
         let total = start.elapsed();
         let stages: Vec<StageMetrics> =
             results.into_iter().map(|m| m.expect("every stage done")).collect();
@@ -820,7 +756,9 @@ impl ParallelOrchestrator {
             None => xshell::Shell::new().map_err(std::io::Error::other)?,
         };
         let mut cmd = stage.command.to_command(&sh);
-        cmd.env(RUN_ID_VAR, &opts.run_id).env(RUNS_VAR, runs).env(STAGE_VAR, &stage.id);
+        cmd.env(process::RUN_ID_VAR, &opts.run_id)
+            .env(process::RUNS_VAR, runs)
+            .env(process::STAGE_VAR, &stage.id);
         if let Some(js) = jobserver {
             // Cargo takes the jobserver it inherits, which sets its parallelism.
             let flags = js.makeflags();
@@ -871,7 +809,7 @@ impl ParallelOrchestrator {
                 cmd.env(crate::rustc_shim::SHIM_TARGET_DIR_VAR, dir);
             }
         }
-        let (read, write) = pipe()?;
+        let (read, write) = process::pipe()?;
         let write2 = write.try_clone()?;
         cmd.stdin(Stdio::null()).stdout(Stdio::from(write)).stderr(Stdio::from(write2));
         // Its own process group, so that signals reach the whole stage and Ctrl-C in
@@ -930,10 +868,8 @@ impl ParallelOrchestrator {
         });
         let tx_wait = tx.clone();
         std::thread::spawn(move || {
-            // SAFETY: rusage is plain data; all zero is a valid value.
-            let (status, rusage) =
-                wait_with_rusage(pid).unwrap_or((-1, unsafe { std::mem::zeroed() }));
-            let _ = tx_wait.send(Msg::Exited { idx, status, rusage });
+            let reaped = process::wait_with_rusage(pid).unwrap_or(Reaped::UNKNOWN);
+            let _ = tx_wait.send(Msg::Exited { idx, reaped });
         });
         Ok(pid)
     }
@@ -1027,31 +963,6 @@ fn fifo_bases(log_dir: &Utf8Path) -> impl Iterator<Item = std::path::PathBuf> {
     .filter(|p| p.to_str().is_some_and(|s| !s.contains(char::is_whitespace)) && p.is_dir())
 }
 
-/// Reaps our child `pid` and returns its wait status with the rusage of its whole tree
-/// (every descendant it waited for). `pid` must be a child not reaped by anyone else.
-pub(crate) fn wait_with_rusage(pid: i32) -> std::io::Result<(i32, libc::rusage)> {
-    let mut status = 0;
-    // SAFETY: rusage is plain data, fully written by wait4 on success.
-    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: status and rusage are valid pointers for wait4 to write.
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
-        if r == pid {
-            return Ok((status, rusage));
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EINTR) {
-            return Err(err);
-        }
-    }
-}
-
-/// A `timeval` from rusage as a duration (negative fields, which the kernel never
-/// writes, count as zero).
-pub(crate) fn timeval_duration(t: libc::timeval) -> Duration {
-    Duration::new(t.tv_sec.max(0) as u64, (t.tv_usec.max(0) as u32) * 1000)
-}
-
 fn rustc_log_path(log_dir: &Utf8Path, stage: &str) -> Utf8PathBuf {
     log_dir.join(format!("{stage}.rustc.jsonl"))
 }
@@ -1076,10 +987,7 @@ fn dependency_met(j: usize, results: &[Option<StageMetrics>], states: &[State]) 
     }
     match &states[j] {
         State::Running(r) => {
-            r.stop.is_none()
-                && r.exited.is_some_and(|(status, _, _)| {
-                    status >= 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
-                })
+            r.stop.is_none() && r.exited.is_some_and(|(reaped, _)| reaped.exit_code() == Some(0))
         }
         _ => false,
     }
@@ -1144,27 +1052,18 @@ fn skipped_metrics(stage: &Stage, reason: String) -> StageMetrics {
 fn finish_metrics(
     stage: &Stage,
     r: &Running,
-    status: i32,
-    rusage: &libc::rusage,
+    reaped: &Reaped,
     run_start: Instant,
     log_dir: &Utf8Path,
 ) -> StageMetrics {
-    let exited_ok = status >= 0 && libc::WIFEXITED(status);
-    let exit_code = if exited_ok {
-        Some(libc::WEXITSTATUS(status))
-    } else if status >= 0 && libc::WIFSIGNALED(status) {
-        Some(128 + libc::WTERMSIG(status))
-    } else {
-        None
-    };
-    let wall = r.exited.map(|(_, _, at)| at).unwrap_or_else(Instant::now) - r.started;
+    let exit_code = reaped.shell_code();
+    let wall = r.exited.map(|(_, at)| at).unwrap_or_else(Instant::now) - r.started;
     let st = match r.stop {
         Some((Why::TimedOut, _)) => StageStatus::TimedOut,
         Some((Why::Cancelled, _)) if exit_code != Some(0) => StageStatus::Cancelled,
         _ if exit_code == Some(0) => StageStatus::Succeeded,
         _ => StageStatus::Failed,
     };
-    let tv = timeval_duration;
     let (failed_tests, flaky_tests) = r.tests.results();
     StageMetrics {
         id: stage.id.clone(),
@@ -1172,9 +1071,9 @@ fn finish_metrics(
         status: st,
         start: r.started - run_start,
         wall,
-        cpu_user: tv(rusage.ru_utime),
-        cpu_system: tv(rusage.ru_stime),
-        peak_rss_kib: rusage.ru_maxrss.max(0) as u64,
+        cpu_user: reaped.cpu_user,
+        cpu_system: reaped.cpu_system,
+        peak_rss_kib: reaped.peak_rss_kib,
         exit_code,
         log_path: Some(log_dir.join(format!("{}.log", stage.id))),
         tail: r.tail.iter().cloned().collect(),
@@ -1184,109 +1083,13 @@ fn finish_metrics(
     }
 }
 
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 returned two fresh descriptors that we now own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 /// Sends `sig` to the stage's process group and, for SIGKILL, to every process that
 /// carries the run's marker (and the stage's, when given): nextest puts each test in a
 /// process group of its own, and a test may leave daemons behind.
 fn signal_stage(pgid: i32, run_id: &str, stage: Option<&str>, sig: i32) {
-    // SAFETY: kill with a negative pid signals a process group; harmless if it is gone.
-    unsafe { libc::kill(-pgid, sig) };
-    if sig == libc::SIGKILL {
-        for pid in marked_processes(run_id, stage) {
-            // SAFETY: as above.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-}
-
-/// Processes (other than us) whose environment carries `run_id` as [`RUN_ID_VAR`] or in
-/// [`RUNS_VAR`], and, when `stage` is given, that stage as [`STAGE_VAR`]. Linux: reads
-/// `/proc/*/environ`; elsewhere it finds nothing.
-pub fn marked_processes(run_id: &str, stage: Option<&str>) -> Vec<i32> {
-    let me = std::process::id() as i32;
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let run_entry = format!("{RUN_ID_VAR}={run_id}");
-    let stage_entry = stage.map(|s| format!("{STAGE_VAR}={s}"));
-    let mut out = Vec::new();
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
-        let mut has_run = false;
-        let mut has_stage = stage_entry.is_none();
-        for var in env.split(|&b| b == 0) {
-            let var = String::from_utf8_lossy(var);
-            if var == run_entry
-                || var
-                    .strip_prefix(RUNS_VAR)
-                    .and_then(|v| v.strip_prefix('='))
-                    .is_some_and(|v| v.split(':').any(|id| id == run_id))
-            {
-                has_run = true;
-            }
-            if stage_entry.as_deref() == Some(&*var) {
-                has_stage = true;
-            }
-        }
-        if has_run && has_stage {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-/// Stops every process still carrying the run's marker: SIGTERM, up to `grace` for them
-/// to leave, then SIGKILL. Reaps the ones that were reparented to us. Returns how many
-/// it found.
-pub fn kill_marked(run_id: &str, stage: Option<&str>, grace: Duration) -> usize {
-    let found = marked_processes(run_id, stage);
-    if found.is_empty() {
-        return 0;
-    }
-    for &pid in &found {
-        // SAFETY: signalling a pid; harmless if it is gone.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-    }
-    let deadline = Instant::now() + grace;
-    loop {
-        reap(&found);
-        let left = marked_processes(run_id, stage);
-        if left.is_empty() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            for pid in left {
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            std::thread::sleep(Duration::from_millis(50));
-            reap(&found);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    found.len()
-}
-
-/// Reaps those of `pids` that are our (possibly adopted) children and have exited.
-fn reap(pids: &[i32]) {
-    for &pid in pids {
-        let mut status = 0;
-        // SAFETY: WNOHANG wait on a specific pid; ECHILD if it is not ours.
-        unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    process::signal_group(pgid, sig);
+    if sig == SIGKILL {
+        process::signal_marked(run_id, stage, SIGKILL);
     }
 }
 

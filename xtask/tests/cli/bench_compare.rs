@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::xtask_command as xtask;
 use camino::{Utf8Path, Utf8PathBuf};
 use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
-use pipeline_opt::orchestrator::marked_processes;
+use pipeline_opt::process::marked_processes;
 
 fn git(dir: &Utf8Path, args: &[&str]) {
     let out = Command::new("git")

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
-use pipeline_opt::orchestrator::marked_processes;
+use pipeline_opt::process::marked_processes;
 
 use super::{record, temp, xtask_command as xtask};
 use pipeline_opt::record::RunOutcome;

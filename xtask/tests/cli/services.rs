@@ -64,7 +64,7 @@ fn services_start_beside_the_build_and_stop_with_the_run() {
     let pool_dir = root.join("ws/target/pipeline-opt/pool");
     let status = pipeline_opt::pool::ContainerPool::at(pool_dir.as_std_path()).status();
     assert!(status.supervisor.is_none(), "{status:?}");
-    let left = pipeline_opt::orchestrator::marked_processes(&record.run_id, None);
+    let left = pipeline_opt::process::marked_processes(&record.run_id, None);
     assert!(left.is_empty(), "left running: {left:?}");
     assert!(processes_mentioning(pool_dir.as_str()).is_empty());
 }

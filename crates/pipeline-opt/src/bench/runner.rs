@@ -6,10 +6,12 @@
 use std::io::BufReader;
 use std::os::unix::process::CommandExt;
 use std::process::{ChildStdout, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use cargo_metadata::Message;
+
+use crate::process::{self, SIGKILL};
 
 use super::criterion::{CorruptResult, Measurement, parse_text_output, read_results};
 
@@ -60,6 +62,10 @@ impl From<String> for Stop {
     }
 }
 
+/// How long an interrupted child's process group has between SIGTERM and SIGKILL: a
+/// bench binary or cargo has nothing to save, so the wait is short.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// Every child of a comparison (cargo builds, bench binaries) runs in a process group of
 /// its own and carries the run's marker (as `optimize`'s stages do), so that Ctrl-C can
 /// stop the group and then anything else that carries the marker: no bench process
@@ -83,27 +89,17 @@ impl Supervisor {
     /// With `handle_signals`, installs the SIGINT/SIGTERM handlers `optimize` uses; the
     /// comparison then checks for them between steps and while a child runs.
     pub fn new(handle_signals: bool) -> Self {
-        use crate::orchestrator::{RUNS_VAR, new_run_id};
-        let run_id = new_run_id();
-        let runs = match std::env::var(RUNS_VAR) {
-            Ok(outer) if !outer.is_empty() => format!("{outer}:{run_id}"),
-            _ => run_id.clone(),
-        };
+        let run_id = crate::orchestrator::new_run_id();
+        let runs = process::run_markers(&run_id);
         if handle_signals {
-            crate::orchestrator::install_signal_handlers();
+            process::install_signal_handlers();
         }
         Supervisor { run_id, runs, handle_signals }
     }
 
     /// The signal that asked us to stop, if any.
     pub fn interrupted(&self) -> Option<i32> {
-        if !self.handle_signals {
-            return None;
-        }
-        match crate::orchestrator::pending_signal() {
-            0 => None,
-            sig => Some(sig),
-        }
+        self.handle_signals.then(process::received_signal).flatten()
     }
 
     pub fn check(&self) -> Result<(), Stop> {
@@ -118,10 +114,9 @@ impl Supervisor {
         cmd: &mut Command,
         read_stdout: impl FnOnce(ChildStdout) -> T + Send + 'static,
     ) -> Result<Finished<T>, Stop> {
-        use crate::orchestrator::{RUN_ID_VAR, RUNS_VAR};
         self.check()?;
-        cmd.env(RUN_ID_VAR, &self.run_id)
-            .env(RUNS_VAR, &self.runs)
+        cmd.env(process::RUN_ID_VAR, &self.run_id)
+            .env(process::RUNS_VAR, &self.runs)
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -142,7 +137,8 @@ impl Supervisor {
                 Err(e) => return Err(Stop::Failed(format!("could not wait for {program}: {e}"))),
             }
             if let Some(sig) = self.interrupted() {
-                self.stop_group(child.id() as i32);
+                process::stop_group(child.id() as i32, STOP_GRACE);
+                process::signal_marked(&self.run_id, None, SIGKILL);
                 let _ = child.wait();
                 // The reader threads end when the last writer is gone; not joined, so a
                 // stray holder of the pipe cannot hang the interrupt.
@@ -154,26 +150,6 @@ impl Supervisor {
             .join()
             .map_err(|_| Stop::Failed(format!("reading {program}'s output failed")))?;
         Ok(Finished { status, stdout, stderr: stderr.join().unwrap_or_default() })
-    }
-
-    fn stop_group(&self, pgid: i32) {
-        // SAFETY: kill with a negative pid signals our child's process group.
-        unsafe { libc::kill(-pgid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(2);
-        // SAFETY: signal 0 only asks whether the group still exists.
-        while Instant::now() < deadline && unsafe { libc::kill(-pgid, 0) } == 0 {
-            std::thread::sleep(Duration::from_millis(20));
-            // Reap the leader so that a zombie does not keep the group alive.
-            let mut status = 0;
-            // SAFETY: non-blocking waitpid on our own child.
-            unsafe { libc::waitpid(pgid, &mut status, libc::WNOHANG) };
-        }
-        // SAFETY: as above; harmless when the group is gone.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        for pid in crate::orchestrator::marked_processes(&self.run_id, None) {
-            // SAFETY: only processes that carry this run's marker.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
     }
 }
 

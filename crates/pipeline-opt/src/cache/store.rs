@@ -145,7 +145,7 @@ impl Store {
                             return Err(CacheError::Lock { path: lock_path, source });
                         }
                     }
-                    if crate::orchestrator::pending_signal() != 0 {
+                    if crate::process::received_signal().is_some() {
                         return Err(CacheError::Interrupted { path: lock_path });
                     }
                     std::thread::sleep(std::time::Duration::from_millis(50));

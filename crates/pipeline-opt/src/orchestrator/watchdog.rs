@@ -25,6 +25,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::process::{self, GroupStop, MarkerSweep};
+
 pub(crate) struct Watchdog {
     sock: OwnedFd,
     pid: i32,
@@ -41,13 +43,7 @@ impl Watchdog {
         leftovers: &[&Path],
         run_id: &str,
     ) -> std::io::Result<Watchdog> {
-        let mut sweep = Sweep {
-            run_entry: format!("{}={run_id}", super::RUN_ID_VAR).into_bytes(),
-            runs_prefix: format!("{}=", super::RUNS_VAR).into_bytes(),
-            run_id: run_id.as_bytes().to_vec(),
-            dirents: vec![0u8; 32 * 1024],
-            environ: vec![0u8; 256 * 1024],
-        };
+        let mut sweep = MarkerSweep::new(run_id);
         let leftovers: Vec<CString> =
             leftovers.iter().filter_map(|p| CString::new(p.as_os_str().as_bytes()).ok()).collect();
         let mut fds = [0; 2];
@@ -67,10 +63,6 @@ impl Watchdog {
         let (ours, theirs) =
             unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         let mut groups: Vec<i32> = Vec::with_capacity(stages.max(1));
-        let grace = libc::timespec {
-            tv_sec: grace.as_secs() as libc::time_t,
-            tv_nsec: grace.subsec_nanos() as libc::c_long,
-        };
         // SAFETY: the child runs only `watch`, which makes raw system calls and touches
         // no lock and no allocator, as the child of a multi-threaded process must.
         let pid = unsafe { libc::fork() };
@@ -115,13 +107,14 @@ impl Drop for Watchdog {
     }
 }
 
-/// The watchdog's whole life. Raw system calls only (see [`Watchdog::start`]).
+/// The watchdog's whole life. Raw system calls and the allocation-free [`GroupStop`]
+/// only (see [`Watchdog::start`]).
 unsafe fn watch(
     fd: i32,
     (groups, cap): (*mut i32, usize),
-    grace: libc::timespec,
+    grace: Duration,
     leftovers: &[CString],
-    sweep: &mut Sweep,
+    sweep: &mut MarkerSweep,
 ) -> ! {
     // SAFETY (whole body): async-signal-safe calls on our own descriptors and memory;
     // `groups[..len]` stays within the `cap` slots allocated before the fork.
@@ -129,9 +122,7 @@ unsafe fn watch(
         // Out of the orchestrator's group and deaf to the terminal: Ctrl-C or a kill of
         // that group is the orchestrator's to handle, and it must not take us with it.
         libc::setpgid(0, 0);
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGPIPE] {
-            libc::signal(sig, libc::SIG_IGN);
-        }
+        process::ignore_terminal_signals();
         // Hold no other descriptor: a pipe's write end kept open here would keep its
         // reader from ever seeing end of file.
         libc::dup2(fd, 0);
@@ -163,33 +154,11 @@ unsafe fn watch(
                 *groups.add(i) = *groups.add(len);
             }
         }
-        for i in 0..len {
-            libc::kill(-*groups.add(i), libc::SIGTERM);
-        }
-        sweep.signal(libc::SIGTERM);
-        // Wait for the groups to go, up to the grace period, then kill what is left.
-        let step = libc::timespec { tv_sec: 0, tv_nsec: 50_000_000 };
-        let mut waited = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        while (waited.tv_sec, waited.tv_nsec) < (grace.tv_sec, grace.tv_nsec)
-            && ((0..len).any(|i| libc::kill(-*groups.add(i), 0) == 0) || sweep.signal(0) > 0)
-        {
-            libc::nanosleep(&step, std::ptr::null_mut());
-            waited.tv_nsec += step.tv_nsec;
-            if waited.tv_nsec >= 1_000_000_000 {
-                waited.tv_sec += 1;
-                waited.tv_nsec -= 1_000_000_000;
-            }
-        }
-        for i in 0..len {
-            libc::kill(-*groups.add(i), libc::SIGKILL);
-        }
-        // A process may have started one more while it was being stopped.
-        for _ in 0..3 {
-            if sweep.signal(libc::SIGKILL) == 0 {
-                break;
-            }
-            libc::nanosleep(&step, std::ptr::null_mut());
-        }
+        let mut marked = |sig| sweep.signal(sig);
+        GroupStop::new(grace)
+            .with_others(&mut marked)
+            .poll(Duration::from_millis(50))
+            .stop(std::slice::from_raw_parts(groups, len));
         for path in leftovers {
             if libc::unlink(path.as_ptr()) != 0 {
                 libc::rmdir(path.as_ptr());
@@ -197,112 +166,4 @@ unsafe fn watch(
         }
         libc::_exit(0)
     }
-}
-
-/// Finds the run's processes by their marker in `/proc/PID/environ`, with buffers
-/// allocated before the fork: the watchdog may not allocate.
-struct Sweep {
-    /// `PIPELINE_OPT_RUN_ID=<id>`.
-    run_entry: Vec<u8>,
-    /// `PIPELINE_OPT_RUNS=`, whose value lists the ids of the runs a process is nested in.
-    runs_prefix: Vec<u8>,
-    run_id: Vec<u8>,
-    dirents: Vec<u8>,
-    environ: Vec<u8>,
-}
-
-impl Sweep {
-    /// Sends `sig` (0: none, only count) to every process but us that carries the run's
-    /// marker; returns how many there were. Raw system calls only.
-    unsafe fn signal(&mut self, sig: i32) -> usize {
-        // SAFETY (whole body): system calls on our own descriptors into buffers of the
-        // lengths passed.
-        unsafe {
-            let me = libc::getpid();
-            let proc_fd = libc::open(c"/proc".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
-            if proc_fd < 0 {
-                return 0;
-            }
-            let mut found = 0;
-            loop {
-                let n = libc::syscall(
-                    libc::SYS_getdents64,
-                    proc_fd,
-                    self.dirents.as_mut_ptr(),
-                    self.dirents.len(),
-                );
-                if n <= 0 {
-                    break;
-                }
-                let mut off = 0usize;
-                while off < n as usize {
-                    // linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, name.
-                    let rec = &self.dirents[off..n as usize];
-                    let reclen = u16::from_ne_bytes([rec[16], rec[17]]) as usize;
-                    let name = &rec[19..reclen.min(rec.len())];
-                    let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-                    off += reclen.max(1);
-                    let Some(pid) = parse_pid(name) else { continue };
-                    // A copy: the check reuses our buffers.
-                    let mut digits = [0u8; 9];
-                    digits[..name.len()].copy_from_slice(name);
-                    let name = &digits[..name.len()];
-                    if pid == me || !self.carries_marker(name) {
-                        continue;
-                    }
-                    found += 1;
-                    if sig != 0 {
-                        libc::kill(pid, sig);
-                    }
-                }
-            }
-            libc::close(proc_fd);
-            found
-        }
-    }
-
-    /// Whether `/proc/<name>/environ` holds the run's marker.
-    unsafe fn carries_marker(&mut self, name: &[u8]) -> bool {
-        let mut path = [0u8; 64];
-        let parts: [&[u8]; 3] = [b"/proc/", name, b"/environ\0"];
-        let mut len = 0;
-        for part in parts {
-            if len + part.len() > path.len() {
-                return false;
-            }
-            path[len..len + part.len()].copy_from_slice(part);
-            len += part.len();
-        }
-        // SAFETY: `path` is NUL-terminated; reads stay within `environ`.
-        let n = unsafe {
-            let fd = libc::open(path.as_ptr().cast(), libc::O_RDONLY);
-            if fd < 0 {
-                return false;
-            }
-            let mut n = 0usize;
-            while n < self.environ.len() {
-                let r =
-                    libc::read(fd, self.environ[n..].as_mut_ptr().cast(), self.environ.len() - n);
-                if r <= 0 {
-                    break;
-                }
-                n += r as usize;
-            }
-            libc::close(fd);
-            n
-        };
-        self.environ[..n].split(|&b| b == 0).any(|entry| {
-            entry == self.run_entry.as_slice()
-                || entry.strip_prefix(self.runs_prefix.as_slice()).is_some_and(|runs| {
-                    runs.split(|&b| b == b':').any(|id| id == self.run_id.as_slice())
-                })
-        })
-    }
-}
-
-fn parse_pid(name: &[u8]) -> Option<i32> {
-    if name.is_empty() || name.len() > 9 || !name.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(name.iter().fold(0i32, |n, &d| n * 10 + i32::from(d - b'0')))
 }

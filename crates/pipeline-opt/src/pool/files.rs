@@ -137,41 +137,18 @@ pub(crate) fn random_hex(bytes: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Sends `signal` to the process group led by `record` (our servers lead their own
-/// group), only if it is still the process we started.
-pub(crate) fn signal_group(record: &ProcessRecord, signal: i32) -> bool {
-    if !record.alive() {
-        return false;
-    }
-    // SAFETY: kill(2) with a negative pid signals a process group; no memory involved.
-    unsafe { libc::kill(-(record.pid as i32), signal) == 0 }
-}
-
-/// Asks the process (group) to stop, waits up to `grace`, then kills it. Returns whether
-/// it is gone.
-pub(crate) fn stop_record(record: &ProcessRecord, signal: i32, grace: std::time::Duration) -> bool {
-    if !signal_group(record, signal) {
-        // SAFETY: as above, for a process that does not lead a group.
-        if record.alive() {
-            unsafe { libc::kill(record.pid as i32, signal) };
-        }
-    }
-    let deadline = std::time::Instant::now() + grace;
-    while record.alive() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    if record.alive() {
-        signal_group(record, libc::SIGKILL);
-        if record.alive() {
-            // SAFETY: as above.
-            unsafe { libc::kill(record.pid as i32, libc::SIGKILL) };
-        }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while record.alive() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-    }
-    !record.alive()
+/// Asks the process group led by `record` (our servers lead their own group) to stop
+/// with `signal`, waits up to `grace` for its leader, then kills the group. Only while
+/// the pid is still the process we started, so a reused pid is never signalled; the
+/// leader is not reaped here, since it may be another process's child (or a thread's
+/// `Child`, which reaps it).
+pub(crate) fn stop_record(record: &ProcessRecord, signal: i32, grace: std::time::Duration) {
+    let alive = || record.alive();
+    crate::process::GroupStop::new(grace)
+        .signal(signal)
+        .until_leader_gone(&alive)
+        .poll(std::time::Duration::from_millis(5))
+        .stop(&[record.pid as i32]);
 }
 
 /// Whether some process holds the supervisor lock (a supervisor runs).

@@ -498,16 +498,16 @@ impl ContainerPool {
             && let Some(record) = read_json::<ProcessRecord>(&layout.supervisor_pid())
         {
             // SIGTERM: the supervisor stops its servers and exits.
+            // Only a process we recorded and verified by start time.
             if record.alive() {
-                // SAFETY: kill(2) on a process we recorded and verified by start time.
-                unsafe { libc::kill(record.pid as i32, libc::SIGTERM) };
+                crate::process::signal_process(record.pid as i32, crate::process::SIGTERM);
             }
             let deadline = Instant::now() + Duration::from_secs(10);
             while files::supervisor_running(&layout) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
             if files::supervisor_running(&layout) {
-                files::stop_record(&record, libc::SIGKILL, Duration::from_secs(1));
+                files::stop_record(&record, crate::process::SIGKILL, Duration::from_secs(1));
             }
             // It frees the lock just before exiting: wait for the exit itself.
             let deadline = Instant::now() + Duration::from_secs(2);
@@ -540,7 +540,7 @@ impl ContainerPool {
                 if let Some(record) = instance.process
                     && record.alive()
                 {
-                    files::stop_record(&record, libc::SIGQUIT, Duration::from_secs(2));
+                    files::stop_record(&record, crate::process::SIGQUIT, Duration::from_secs(2));
                     report.leftovers_stopped.push(record.pid);
                 }
                 #[cfg(feature = "docker")]

@@ -34,10 +34,14 @@ pub(crate) struct InstanceRecord {
     pub data_dir: Option<PathBuf>,
 }
 
+/// Set by the main thread once the pool ends (it stopped watching, or a start failed),
+/// for the service threads; a stop signal counts too, see [`stop_requested`].
 static STOP: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn request_stop(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
+/// Whether the service threads and the main thread are to wind down: on `down`
+/// (SIGTERM), SIGINT, SIGHUP, or [`STOP`].
+fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst) || crate::process::received_signal().is_some()
 }
 
 macro_rules! log {
@@ -65,12 +69,13 @@ pub(crate) fn run(dir: &Path) -> Result<(), PoolError> {
     }
     let me = ProcessRecord::of(std::process::id()).expect("our own /proc entry exists");
     write_json(&layout.supervisor_pid(), &me)?;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::signal(sig, request_stop as *const () as libc::sighandler_t);
-        }
-    }
+    // `down` sends SIGTERM; in its own session the pool sees no terminal's Ctrl-C, but
+    // a hang-up or a SIGINT sent by hand stops it the same way.
+    crate::process::install_stop_handlers(&[
+        crate::process::SIGTERM,
+        crate::process::SIGINT,
+        crate::process::SIGHUP,
+    ]);
     let Some(spec) = read_json::<PoolSpec>(&layout.spec()) else {
         return Err(PoolError::Supervisor {
             message: "run/spec.json is missing or unreadable".into(),
@@ -246,7 +251,7 @@ impl Supervisor {
     fn work(&mut self, shared: &Shared) {
         let mut last_activity = Instant::now();
         let mut last_publish = Instant::now();
-        while !STOP.load(Ordering::SeqCst) {
+        while !stop_requested() {
             let changed = match self.tick(0) {
                 Ok(changed) => changed,
                 // A server that dies mid-operation fails it; the next tick sees the
@@ -703,7 +708,7 @@ fn watch(layout: &Layout, spec: &PoolSpec, me: ProcessRecord, shared: &Shared) {
     let mut last_status = Instant::now();
     let started = Instant::now();
     loop {
-        if STOP.load(Ordering::SeqCst) {
+        if stop_requested() {
             log!("stopping on request");
             return;
         }
@@ -786,7 +791,7 @@ fn stop_server(mut server: Server) {
     if let Some(record) = server.process {
         // SIGQUIT: PostgreSQL's immediate shutdown (its backends go too); Redis and most
         // commands exit on it as well. Whatever remains after the grace time is killed.
-        files::stop_record(&record, libc::SIGQUIT, Duration::from_secs(2));
+        files::stop_record(&record, crate::process::SIGQUIT, Duration::from_secs(2));
     }
     if let Some(child) = &mut server.child {
         let _ = child.kill();

@@ -200,11 +200,9 @@ fn run_timed(mut cmd: std::process::Command) -> std::io::Result<(Option<i32>, Du
         let _ = pipe.read_to_end(&mut bytes);
         stderr = String::from_utf8_lossy(&bytes).into_owned();
     }
-    let (status, rusage) = crate::orchestrator::wait_with_rusage(child.id() as i32)?;
+    let reaped = crate::process::wait_with_rusage(child.id() as i32)?;
     drop(child); // reaped above; dropping a `Child` neither waits nor kills
-    let tv = crate::orchestrator::timeval_duration;
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    Ok((code, tv(rusage.ru_utime) + tv(rusage.ru_stime), stderr))
+    Ok((reaped.exit_code(), reaped.cpu_user + reaped.cpu_system, stderr))
 }
 
 // The record keeps the types; building them from measured results is this module's.

@@ -12,6 +12,7 @@ mod orchestrator;
 mod parse_props;
 mod plan;
 mod pool;
+mod process;
 mod records;
 mod report;
 mod tidy;

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 use camino::{Utf8Path, Utf8PathBuf};
 use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
 use pipeline_opt::inputs::Inputs;
-use pipeline_opt::orchestrator::{
-    CancelToken, OrchestratorOptions, ParallelOrchestrator, marked_processes,
-};
+use pipeline_opt::orchestrator::{CancelToken, OrchestratorOptions, ParallelOrchestrator};
 use pipeline_opt::plan::{CargoArgs, LockUse, Plan, Stage, StageCommand, StageKind};
+use pipeline_opt::process::marked_processes;
 use pipeline_opt::record::{Event, RunOutcome, StageMetrics, StageStatus};
 
 fn temp() -> (tempfile::TempDir, Utf8PathBuf) {

@@ -21,6 +21,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("test_settings", 0),
     ("exit", 0),
     ("record", 0),
+    // Signals, markers, stopping and reaping processes: std and libc only.
+    ("process", 0),
     // Process-level instruments the orchestrator uses (the rustc wrapper mode, /proc).
     ("rustc_shim", 0),
     ("cpu_sampler", 0),
@@ -49,8 +51,6 @@ const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
     // StateDir, in a low module, takes the pool's environment variable and directory.
     ("plan", "pool::POOL_ENV", "branch `reports`"),
     ("plan", "pool::pool_dir", "branch `reports`"),
-    // Signals move to the process module.
-    ("cache::store", "orchestrator::pending_signal", "branch `process`"),
 ];
 
 #[test]
