@@ -167,9 +167,15 @@ impl flags::Plan {
     fn run(self) -> Result<i32> {
         let manifest = utf8(self.manifest_path.as_ref())?;
         let inputs = Inputs::load(manifest.as_deref())?;
-        let strict = self.strict;
-        let cargo = cargo_args!(self);
-        let plan = inputs.plan(cargo, strict)?;
+        // What `optimize` runs with the same flags: planned by the same function.
+        let options = crate::OptimizeOptions {
+            strict: self.strict,
+            since: self.since.clone(),
+            retries: self.retries.unwrap_or(0),
+            cargo: cargo_args!(self),
+            ..Default::default()
+        };
+        let (plan, _) = crate::optimize::pipeline_plan(&inputs, &options)?;
         match self.format.unwrap_or_default() {
             flags::PlanFormat::Json => outln!("{}", serde_json::to_string_pretty(&plan)?),
             flags::PlanFormat::Text => out!("{}", plan.render_text()),
