@@ -13,23 +13,21 @@ pub(crate) fn run(args: Vec<std::ffi::OsString>) -> Result<i32> {
         eprintln!("Unknown flag: `{}`. `ci` takes no arguments", arg.to_string_lossy());
         return Ok(pipeline_opt::exit::USAGE);
     }
-    {
-        let sh = Shell::new()?;
-        let root = project_root();
-        let sh = sh.with_current_dir(&root);
-        ensure_nextest(&sh)?;
-        ensure_system_packages(&sh)?;
-        // Slow tests (full pipelines on fixture workspaces) run in CI.
-        let sh = sh.with_var("PIPELINE_OPT_SLOW_TESTS", "1");
-        cmd!(sh, "cargo fmt --all --check")
-            .run_echo()
-            .context("formatting differs: run `cargo fmt --all`")?;
-        cmd!(sh, "cargo nextest run --workspace --all-targets --no-fail-fast")
-            .run_echo()
-            .context("tests failed")?;
-        cmd!(sh, "cargo test --workspace --doc").run_echo().context("doctests failed")?;
-        Ok(pipeline_opt::exit::OK)
-    }
+    let sh = Shell::new()?;
+    let root = project_root();
+    let sh = sh.with_current_dir(&root);
+    ensure_nextest(&sh)?;
+    ensure_system_packages(&sh)?;
+    // Slow tests (full pipelines on fixture workspaces) run in CI.
+    let sh = sh.with_var("PIPELINE_OPT_SLOW_TESTS", "1");
+    cmd!(sh, "cargo fmt --all --check")
+        .run_echo()
+        .context("formatting differs: run `cargo fmt --all`")?;
+    cmd!(sh, "cargo nextest run --workspace --all-targets --no-fail-fast")
+        .run_echo()
+        .context("tests failed")?;
+    cmd!(sh, "cargo test --workspace --doc").run_echo().context("doctests failed")?;
+    Ok(pipeline_opt::exit::OK)
 }
 
 fn ensure_nextest(sh: &Shell) -> Result<()> {
