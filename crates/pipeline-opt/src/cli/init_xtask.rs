@@ -178,7 +178,7 @@ fn workspace_members(root: &Utf8Path) -> Result<Edit> {
             {
                 return Ok(unchanged);
             }
-            members.push("xtask");
+            push_like_the_last(members, "xtask");
         }
         None => {
             let mut workspace = Table::new();
@@ -187,4 +187,25 @@ fn workspace_members(root: &Utf8Path) -> Result<Edit> {
         }
     }
     Ok(Edit { contents: Some(doc.to_string()), ..unchanged })
+}
+
+/// Appends `item` to `array` laid out as its last element is: on a line of its own in a
+/// list written one member per line (a comment after the last member stays with it),
+/// after a space otherwise.
+fn push_like_the_last(array: &mut Array, item: &str) {
+    let last_prefix =
+        array.iter().last().and_then(|v| v.decor().prefix()?.as_str().map(String::from));
+    let Some(line_start) = last_prefix.filter(|p| p.contains('\n')) else {
+        array.push(item);
+        return;
+    };
+    let trailing = array.trailing().as_str().unwrap_or_default().to_owned();
+    let (comment, rest) = match trailing.rfind('\n') {
+        Some(i) => (&trailing[..i], &trailing[i..]),
+        None => ("", trailing.as_str()),
+    };
+    let mut value = Value::from(item);
+    value.decor_mut().set_prefix(format!("{comment}{line_start}"));
+    array.push_formatted(value);
+    array.set_trailing(rest);
 }

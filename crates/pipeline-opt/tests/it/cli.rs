@@ -183,18 +183,27 @@ fn cli_init_xtask_refuses_to_overwrite_a_differing_file() {
     assert!(!fx.root.join(".cargo/config.toml").exists());
 }
 
+/// A directory with `manifest` as its Cargo.toml and a library `solo` in `pkg/` (the
+/// root itself when `pkg` is empty).
+fn temp_workspace(manifest: &str, pkg: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Utf8Path::from_path(dir.path()).unwrap();
+    std::fs::create_dir_all(root.join(pkg).join("src")).unwrap();
+    std::fs::write(root.join("Cargo.toml"), manifest).unwrap();
+    std::fs::write(root.join(pkg).join("src/lib.rs"), "").unwrap();
+    if !pkg.is_empty() {
+        let solo = "[package]\nname = \"solo\"\nversion = \"0.1.0\"\nedition = \"2021\"\n";
+        std::fs::write(root.join(pkg).join("Cargo.toml"), solo).unwrap();
+    }
+    dir
+}
+
 /// A single-package root becomes a workspace of itself and the xtask, which cargo reads.
 #[test]
 fn cli_init_xtask_makes_a_single_package_a_workspace() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir =
+        temp_workspace("[package]\nname = \"solo\"\nversion = \"0.1.0\"\nedition = \"2021\"\n", "");
     let root = Utf8Path::from_path(dir.path()).unwrap();
-    std::fs::create_dir_all(root.join("src")).unwrap();
-    std::fs::write(
-        root.join("Cargo.toml"),
-        "[package]\nname = \"solo\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
-    )
-    .unwrap();
-    std::fs::write(root.join("src/lib.rs"), "").unwrap();
     success(&cargo_pipeline_opt(root, &["init-xtask", "--path", this_crate()]));
     let out = Command::new("cargo")
         .args(["metadata", "--no-deps", "--format-version=1", "--offline"])
@@ -210,4 +219,19 @@ fn cli_init_xtask_makes_a_single_package_a_workspace() {
         .collect();
     names.sort();
     assert_eq!(names, ["solo", "xtask"]);
+}
+
+/// A members list written one per line gets `xtask` on a line of its own, the rest of
+/// the manifest as it was.
+#[test]
+fn cli_init_xtask_keeps_the_layout_of_the_members_list() {
+    let manifest =
+        "# the user's\n[workspace]\nmembers = [\n  \"solo\",  # first\n]\nresolver = \"2\"\n";
+    let dir = temp_workspace(manifest, "solo");
+    let root = Utf8Path::from_path(dir.path()).unwrap();
+    success(&cargo_pipeline_opt(root, &["init-xtask", "--path", this_crate()]));
+    assert_eq!(
+        std::fs::read_to_string(root.join("Cargo.toml")).unwrap(),
+        "# the user's\n[workspace]\nmembers = [\n  \"solo\",  # first\n  \"xtask\",\n]\nresolver = \"2\"\n"
+    );
 }
