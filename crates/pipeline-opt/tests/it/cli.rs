@@ -11,8 +11,17 @@ use pipeline_opt::fixture::FixtureWorkspace;
 
 use crate::support::Fixture;
 
-/// `cargo pipeline-opt ARGS` in `dir`, found by cargo on PATH as an external subcommand,
-/// without the cargo variables of this test run.
+/// `cargo ARGS` in `dir`, without the cargo variables of this test run.
+fn cargo(dir: &Utf8Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.args(args).current_dir(dir);
+    for var in pipeline_opt::toolchain::inherited_cargo_vars() {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// `cargo pipeline-opt ARGS` in `dir`, found by cargo on PATH as an external subcommand.
 fn cargo_pipeline_opt(dir: &Utf8Path, args: &[&str]) -> Output {
     let bin = Utf8Path::new(env!("CARGO_BIN_EXE_cargo-pipeline-opt"));
     let path = std::env::join_paths(
@@ -20,12 +29,7 @@ fn cargo_pipeline_opt(dir: &Utf8Path, args: &[&str]) -> Output {
             .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
     )
     .unwrap();
-    let mut cmd = Command::new("cargo");
-    cmd.arg("pipeline-opt").args(args).current_dir(dir).env("PATH", path);
-    for var in pipeline_opt::toolchain::inherited_cargo_vars() {
-        cmd.env_remove(var);
-    }
-    cmd.output().expect("cargo runs")
+    cargo(dir, &[&["pipeline-opt"], args].concat()).env("PATH", path).output().expect("cargo runs")
 }
 
 #[track_caller]
@@ -149,14 +153,8 @@ fn cli_init_xtask_sets_up_a_workspace_once() {
     std::fs::copy(Utf8Path::new(this_crate()).join("../../Cargo.lock"), fx.root.join("Cargo.lock"))
         .unwrap();
     let target = Utf8Path::new(env!("CARGO_TARGET_TMPDIR")).join("init-xtask-target");
-    let mut cmd = Command::new("cargo");
-    cmd.args(["xtask", "plan", "--format=json"])
-        .current_dir(&fx.root)
-        .env("CARGO_NET_OFFLINE", "true")
-        .env("CARGO_TARGET_DIR", &target);
-    for var in pipeline_opt::toolchain::inherited_cargo_vars() {
-        cmd.env_remove(var);
-    }
+    let mut cmd = cargo(&fx.root, &["xtask", "plan", "--format=json"]);
+    cmd.env("CARGO_NET_OFFLINE", "true").env("CARGO_TARGET_DIR", &target);
     let plan = success(&cmd.output().unwrap());
     let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
     assert_eq!(plan["workspace_root"], fx.root.as_str());
@@ -205,9 +203,7 @@ fn cli_init_xtask_makes_a_single_package_a_workspace() {
         temp_workspace("[package]\nname = \"solo\"\nversion = \"0.1.0\"\nedition = \"2021\"\n", "");
     let root = Utf8Path::from_path(dir.path()).unwrap();
     success(&cargo_pipeline_opt(root, &["init-xtask", "--path", this_crate()]));
-    let out = Command::new("cargo")
-        .args(["metadata", "--no-deps", "--format-version=1", "--offline"])
-        .current_dir(root)
+    let out = cargo(root, &["metadata", "--no-deps", "--format-version=1", "--offline"])
         .output()
         .unwrap();
     let metadata: serde_json::Value = serde_json::from_str(&success(&out)).unwrap();
