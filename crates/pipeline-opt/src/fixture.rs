@@ -250,6 +250,20 @@ fn write_file(path: &Utf8Path, contents: &str) -> io::Result<()> {
     std::fs::write(path, contents)
 }
 
+/// A library of `n` plain functions with iterator chains, for a compile time that advice
+/// thresholds take seriously: 200 took 2.2 s of a fresh debug compile
+/// (`CARGO_INCREMENTAL=0 cargo build`) on this project's 2-core machine under a load of 9.
+pub fn slow_lib_source(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "pub fn f{i}(x: u64) -> u64 {{\n    let v: Vec<u64> = (0..x).map(|k| k.wrapping_mul({i}) ^ (k >> 3)).filter(|k| k % 7 != {m}).collect();\n    v.iter().fold({i}, |a, b| a.rotate_left(5) ^ b)\n}}\n",
+                m = i % 7
+            )
+        })
+        .collect()
+}
+
 /// An `app` crate that builds two versions of one package: `dup` 0.1.0 and 0.2.0, path
 /// packages written under `dir/vendor`, outside the workspace, which must be written to
 /// `dir/ws` (the crate's paths to them are relative). Duplicate-version advice needs it.
@@ -261,7 +275,7 @@ pub fn duplicate_versions_app(dir: &Utf8Path) -> io::Result<FixtureCrate> {
             d.join("Cargo.toml"),
             format!("[package]\nname = \"dup\"\nversion = \"{version}\"\nedition = \"2021\"\n"),
         )?;
-        std::fs::write(d.join("src/lib.rs"), "")?;
+        std::fs::write(d.join("src/lib.rs"), slow_lib_source(200))?;
     }
     let mut app = FixtureCrate::new("app");
     app.manifest_extra =

@@ -36,6 +36,11 @@ const TINY_TESTS_MIN_COUNT: usize = 500;
 const TINY_TESTS_MAX_MEAN: Duration = Duration::from_millis(20);
 /// Shown at most per kind, so a report stays readable on a large workspace.
 const MAX_PER_KIND: usize = 3;
+/// Aligning two versions of a package is worth a user's time only when building one
+/// would save at least this much compiling, and at least this share of the run: a
+/// 0.1 s saving in a 40 s run is noise, not advice.
+const DUPLICATE_MIN_SAVING: Duration = Duration::from_millis(250);
+const DUPLICATE_MIN_SHARE: f64 = 0.01;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Recommendation {
@@ -347,6 +352,11 @@ fn duplicate_versions(record: &RunRecord, ctx: &WorkspaceFacts, out: &mut Vec<Re
         }
         let total: Duration = versions.values().sum();
         let saving = total.saturating_sub(versions.values().max().copied().unwrap_or_default());
+        if saving < DUPLICATE_MIN_SAVING
+            || saving.as_secs_f64() < DUPLICATE_MIN_SHARE * record.total.as_secs_f64()
+        {
+            continue;
+        }
         found.push((saving, name, versions, asked));
     }
     found.sort_by_key(|f| std::cmp::Reverse(f.0));
