@@ -1,6 +1,7 @@
-//! `[workspace.metadata.pipeline-opt]`: performance targets, stages to disable or add,
-//! services and cache settings. No config at all means defaults; an unknown key or a bad
-//! value is an error that names the key and the fix.
+//! `[workspace.metadata.pipeline-opt]` (or a root package's `[package.metadata.pipeline-opt]`,
+//! or `pipeline-opt.toml`): performance targets, stages to disable or add, services and
+//! cache settings. No config at all means defaults; an unknown key or a bad value is an
+//! error that names the key and the fix; a config in two places is an error naming both.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,6 +11,52 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 /// The table path users write, for error messages.
 pub const TABLE: &str = "workspace.metadata.pipeline-opt";
+/// The root package's table, where single-package projects keep their settings.
+pub const PACKAGE_TABLE: &str = "package.metadata.pipeline-opt";
+/// The config file at the workspace root, for projects that keep it out of Cargo.toml.
+pub const CONFIG_FILE: &str = "pipeline-opt.toml";
+
+/// Where a config was read from; its keys are named after it in error messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConfigPlace {
+    /// `[workspace.metadata.pipeline-opt]` in the root `Cargo.toml`.
+    #[default]
+    WorkspaceMetadata,
+    /// `[package.metadata.pipeline-opt]` of the root package.
+    PackageMetadata,
+    /// `pipeline-opt.toml` at the workspace root, its keys at the top level.
+    File,
+}
+
+impl ConfigPlace {
+    /// The full name of `path` (`services.db.size`) as the user wrote it in this place.
+    pub fn key(self, path: &str) -> String {
+        match (self, path) {
+            (ConfigPlace::WorkspaceMetadata, "") => TABLE.to_string(),
+            (ConfigPlace::PackageMetadata, "") => PACKAGE_TABLE.to_string(),
+            (ConfigPlace::File, "") => "(top level)".to_string(),
+            (ConfigPlace::WorkspaceMetadata, p) => format!("{TABLE}.{p}"),
+            (ConfigPlace::PackageMetadata, p) => format!("{PACKAGE_TABLE}.{p}"),
+            (ConfigPlace::File, p) => p.to_string(),
+        }
+    }
+
+    /// The file the place is in, relative to the workspace root.
+    pub fn file(self) -> &'static str {
+        match self {
+            ConfigPlace::WorkspaceMetadata | ConfigPlace::PackageMetadata => "Cargo.toml",
+            ConfigPlace::File => CONFIG_FILE,
+        }
+    }
+
+    /// The place as a user finds it: `[workspace.metadata.pipeline-opt] in Cargo.toml`.
+    pub fn describe(self) -> String {
+        match self {
+            ConfigPlace::File => CONFIG_FILE.to_string(),
+            _ => format!("[{}] in Cargo.toml", self.key("")),
+        }
+    }
+}
 
 /// Ids of the stages the planner can produce by itself. Here, below the planner,
 /// because the config refuses them as custom stage names.
@@ -65,6 +112,9 @@ pub struct Config {
     pub services: BTreeMap<String, ServiceConfig>,
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Where this config was read from (not a key of its own).
+    #[serde(skip)]
+    pub place: ConfigPlace,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -213,8 +263,14 @@ pub struct CacheConfig {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
-    #[error("invalid `{key}` in Cargo.toml: {message}")]
-    Invalid { key: String, message: String },
+    #[error("invalid `{key}` in {file}: {message}")]
+    Invalid { key: String, file: &'static str, message: String },
+    #[error("could not read {path}: {message}")]
+    Unreadable { path: Utf8PathBuf, message: String },
+    #[error(
+        "the pipeline-opt config is in two places, {first} and {second}; keep it in one of them (they are not merged)"
+    )]
+    TwoPlaces { first: String, second: String },
     #[error("unknown stage `{stage}` in `{key}` in Cargo.toml; known stages: {known}")]
     UnknownStage { key: String, stage: String, known: String },
     #[error(
@@ -226,19 +282,77 @@ pub enum ConfigError {
 impl Config {
     /// Reads the config from `[workspace.metadata]` as cargo_metadata reports it.
     pub fn from_workspace_metadata(metadata: &serde_json::Value) -> Result<Config, ConfigError> {
-        let Some(table) = metadata.get("pipeline-opt") else {
-            return Ok(Config::default());
+        match metadata.get("pipeline-opt") {
+            Some(table) => Config::from_table(table, ConfigPlace::WorkspaceMetadata),
+            None => Ok(Config::default()),
+        }
+    }
+
+    /// Reads the config from whichever place holds it: `[workspace.metadata.pipeline-opt]`,
+    /// the root package's `[package.metadata.pipeline-opt]` (`null` when there is no root
+    /// package) or `pipeline-opt.toml` in `root`. None means defaults; two or more are an
+    /// error naming them, since a silent merge or precedence would hide half of them.
+    pub fn load(
+        workspace_metadata: &serde_json::Value,
+        root_package_metadata: &serde_json::Value,
+        root: &camino::Utf8Path,
+    ) -> Result<Config, ConfigError> {
+        let file = root.join(CONFIG_FILE);
+        let file_table = match std::fs::read_to_string(&file) {
+            Ok(text) => Some(parse_config_file(&text).map_err(|message| {
+                ConfigError::Unreadable { path: file.clone(), message: one_line(&message) }
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(ConfigError::Unreadable { path: file, message: e.to_string() });
+            }
         };
-        let config: Config = serde_path_to_error::deserialize(table).map_err(|err| {
+        let found: Vec<(ConfigPlace, &serde_json::Value)> = [
+            (ConfigPlace::WorkspaceMetadata, workspace_metadata.get("pipeline-opt")),
+            (ConfigPlace::PackageMetadata, root_package_metadata.get("pipeline-opt")),
+            (ConfigPlace::File, file_table.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(place, table)| Some((place, table?)))
+        .collect();
+        match found.as_slice() {
+            [] => Ok(Config::default()),
+            [(place, table)] => Config::from_table(table, *place),
+            [(first, _), (second, _), ..] => {
+                Err(ConfigError::TwoPlaces { first: first.describe(), second: second.describe() })
+            }
+        }
+    }
+
+    /// Reads the config from its table, `place` naming the keys in errors.
+    pub fn from_table(
+        table: &serde_json::Value,
+        place: ConfigPlace,
+    ) -> Result<Config, ConfigError> {
+        let mut config: Config = serde_path_to_error::deserialize(table).map_err(|err| {
             let path = err.path().to_string();
-            let key = if path == "." { TABLE.to_string() } else { format!("{TABLE}.{path}") };
+            let key = place.key(if path == "." { "" } else { &path });
             let message = err.into_inner().to_string();
             // Keys and values come from the manifest as they are: a key holding a
             // newline would split the one-line error.
-            ConfigError::Invalid { key: one_line(&key), message: one_line(&message) }
+            ConfigError::Invalid {
+                key: one_line(&key),
+                file: place.file(),
+                message: one_line(&message),
+            }
         })?;
+        config.place = place;
         config.validate()?;
         Ok(config)
+    }
+
+    /// An error about `path` (relative to the config's table) in this config's place.
+    fn invalid(&self, path: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            key: self.place.key(path),
+            file: self.place.file(),
+            message: message.into(),
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -246,41 +360,34 @@ impl Config {
             // A stage's name becomes its log file's name and a Prometheus label value:
             // `../../x` wrote above the workspace, a `/` lost the log.
             if !valid_stage_name(name) {
-                return Err(ConfigError::Invalid {
-                    key: format!("{TABLE}.stages"),
-                    message: format!(
+                return Err(self.invalid(
+                    "stages",
+                    format!(
                         "stage name \"{}\" is not allowed; use 1 to {MAX_STAGE_NAME} characters from a-z A-Z 0-9 - _, starting with a letter or digit",
                         name.escape_debug()
                     ),
-                });
+                ));
             }
             if stage.command.is_empty() || stage.command[0].trim().is_empty() {
-                return Err(ConfigError::Invalid {
-                    key: format!("{TABLE}.stages.{name}.command"),
-                    message: "the command is empty; give the program and its arguments as a list, e.g. [\"cargo\", \"doc\"]".into(),
-                });
+                return Err(self.invalid(
+                    &format!("stages.{name}.command"),
+                    "the command is empty; give the program and its arguments as a list, e.g. [\"cargo\", \"doc\"]",
+                ));
             }
             if BUILTIN_STAGES.contains(&name.as_str()) {
-                return Err(ConfigError::Invalid {
-                    key: format!("{TABLE}.stages.{name}"),
-                    message: format!(
-                        "`{name}` is a built-in stage; give the custom stage another name"
-                    ),
-                });
+                return Err(self.invalid(
+                    &format!("stages.{name}"),
+                    format!("`{name}` is a built-in stage; give the custom stage another name"),
+                ));
             }
         }
         for (name, service) in &self.services {
-            if service.size == 0 {
-                return Err(ConfigError::Invalid {
-                    key: format!("{TABLE}.services.{name}.size"),
-                    message: "the size must be at least 1".into(),
-                });
-            }
-            let key = |field: &str| format!("{TABLE}.services.{name}.{field}");
-            let invalid = |field: &str, message: &str| ConfigError::Invalid {
-                key: key(field),
-                message: message.to_string(),
+            let invalid = |field: &str, message: &str| {
+                self.invalid(&format!("services.{name}.{field}"), message)
             };
+            if service.size == 0 {
+                return Err(invalid("size", "the size must be at least 1"));
+            }
             if service.kind == ServiceKind::Command && service.command.is_empty() {
                 return Err(invalid(
                     "command",
@@ -350,10 +457,8 @@ impl Config {
     fn validate_cache_globs(&self) -> Result<(), ConfigError> {
         for (field, globs) in [("inputs", &self.cache.inputs), ("exclude", &self.cache.exclude)] {
             for (i, g) in globs.iter().enumerate() {
-                check_glob(g).map_err(|message| ConfigError::Invalid {
-                    key: format!("{TABLE}.cache.{field}[{i}]"),
-                    message,
-                })?;
+                check_glob(g)
+                    .map_err(|message| self.invalid(&format!("cache.{field}[{i}]"), message))?;
             }
         }
         Ok(())
@@ -432,6 +537,19 @@ pub fn valid_stage_name(name: &str) -> bool {
 /// is meant to run for longer.
 pub const DURATION_RANGE: (Duration, Duration) =
     (Duration::from_millis(1), Duration::from_secs(30 * 24 * 3600));
+
+/// `pipeline-opt.toml` as the JSON value cargo would report for the same table in
+/// `Cargo.toml`, so both are read by the same code; the error says where the syntax broke.
+fn parse_config_file(text: &str) -> Result<serde_json::Value, String> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let line = e.span().map(|span| text[..span.start].matches('\n').count() + 1);
+        match line {
+            Some(line) => format!("line {line}: {}; fix the TOML syntax", e.message().trim()),
+            None => format!("{}; fix the TOML syntax", e.message().trim()),
+        }
+    })?;
+    serde_json::to_value(table).map_err(|e| e.to_string())
+}
 
 /// `s` with control characters (newlines, tabs, escapes) written as Rust escapes.
 fn one_line(s: &str) -> String {
