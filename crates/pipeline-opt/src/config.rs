@@ -207,6 +207,94 @@ pub struct ServiceConfig {
     /// For `kind = "command"`: how the pool knows an instance is ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<ReadyProbe>,
+    /// PostgreSQL: the role lease URLs connect as, a superuser (default `pool`), for
+    /// tests that expect a name such as `postgres`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// PostgreSQL and Redis: a fixed password (default: a random one per server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// PostgreSQL and Redis: `password` (the default) or `trust`, no password at all on
+    /// loopback.
+    #[serde(default, skip_serializing_if = "Auth::is_password")]
+    pub auth: Auth,
+    /// PostgreSQL: a database of this name on the server, cloned from the prepared
+    /// template once the server starts, for tests that connect by a fixed name. Leases
+    /// are still fresh clones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// PostgreSQL: server settings, each passed as `-c key=value` after the pool's own.
+    #[serde(
+        default,
+        deserialize_with = "settings_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub settings: BTreeMap<String, String>,
+    /// PostgreSQL: extensions created in the template, so every database has them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<String>,
+    /// PostgreSQL: a directory (relative to the workspace root) where the server also
+    /// listens on a Unix socket, for tests that connect with `host=/path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_dir: Option<Utf8PathBuf>,
+}
+
+impl ServiceConfig {
+    /// A service of `kind` with every other key at its default.
+    pub fn new(kind: ServiceKind) -> ServiceConfig {
+        ServiceConfig {
+            kind,
+            size: 1,
+            spare: None,
+            command: Vec::new(),
+            setup_sql: None,
+            port: None,
+            ready: None,
+            user: None,
+            password: None,
+            auth: Auth::Password,
+            database: None,
+            settings: BTreeMap::new(),
+            extensions: Vec::new(),
+            socket_dir: None,
+        }
+    }
+}
+
+/// How clients of a PostgreSQL or Redis service authenticate.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Auth {
+    /// A password: the configured one, or a random one per server.
+    #[default]
+    Password,
+    /// None: anyone who can reach the server's loopback port (or its socket) gets in.
+    Trust,
+}
+
+impl Auth {
+    fn is_password(&self) -> bool {
+        *self == Auth::Password
+    }
+}
+
+/// PostgreSQL settings the pool owns: the server listens on loopback only, on the port
+/// and socket directories the pool manages.
+const POOL_OWNED_SETTINGS: &[(&str, &str)] = &[
+    ("listen_addresses", "the pool listens on 127.0.0.1 only"),
+    ("port", "set the service's `port` instead"),
+    ("unix_socket_directories", "set the service's `socket-dir` instead"),
+];
+
+/// Database names every server already has, or the pool's own template.
+const RESERVED_DATABASES: &[&str] = &["postgres", "template0", "template1", "pool_template"];
+
+/// Whether `name` is a lower-case SQL identifier that needs no quoting (roles, databases).
+fn plain_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// How a command service shows it is ready; exactly one field is set. `{port}` in the
@@ -418,6 +506,7 @@ impl Config {
                     "port 0 is not a port; leave `port` out to let the pool choose a free one",
                 ));
             }
+            self.validate_service_settings(name, service)?;
             match (&service.ready, service.kind) {
                 (None, ServiceKind::Command) => {
                     return Err(invalid(
@@ -452,6 +541,149 @@ impl Config {
             }
         }
         self.validate_cache_globs()
+    }
+
+    /// The keys that give a PostgreSQL or Redis server the credentials and settings a
+    /// project's tests expect.
+    fn validate_service_settings(
+        &self,
+        name: &str,
+        service: &ServiceConfig,
+    ) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| {
+            self.invalid(&format!("services.{name}.{field}"), message)
+        };
+        let postgres = service.kind == ServiceKind::Postgres;
+        let only_postgres = |field: &str, set: bool| {
+            (set && !postgres).then(|| {
+                invalid(
+                    field,
+                    format!("only services of kind \"postgres\" take `{field}`; remove it"),
+                )
+            })
+        };
+        let postgres_only = [
+            only_postgres("user", service.user.is_some()),
+            only_postgres("database", service.database.is_some()),
+            only_postgres("settings", !service.settings.is_empty()),
+            only_postgres("extensions", !service.extensions.is_empty()),
+            only_postgres("socket-dir", service.socket_dir.is_some()),
+        ];
+        if let Some(err) = postgres_only.into_iter().flatten().next() {
+            return Err(err);
+        }
+        if service.kind == ServiceKind::Command
+            && (service.password.is_some() || service.auth != Auth::Password)
+        {
+            let field = if service.password.is_some() { "password" } else { "auth" };
+            return Err(invalid(
+                field,
+                format!(
+                    "only services of kind \"postgres\" and \"redis\" take `{field}`; remove it"
+                ),
+            ));
+        }
+        if let Some(user) = &service.user
+            && !plain_identifier(user)
+        {
+            return Err(invalid(
+                "user",
+                format!(
+                    "`{}` is not a role name the pool accepts; use 1 to 63 of a-z 0-9 _, starting with a letter or _",
+                    user.escape_debug()
+                ),
+            ));
+        }
+        if let Some(password) = &service.password {
+            if service.auth == Auth::Trust {
+                return Err(invalid(
+                    "password",
+                    "with auth = \"trust\" no password is asked; remove `password` or `auth`"
+                        .into(),
+                ));
+            }
+            let url_safe =
+                |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '-');
+            if password.is_empty() || password.len() > 128 || !password.chars().all(url_safe) {
+                return Err(invalid(
+                    "password",
+                    "use 1 to 128 of A-Z a-z 0-9 . _ ~ - (it goes into URLs as it is), or leave it out for a random one".into(),
+                ));
+            }
+        }
+        if let Some(db) = &service.database {
+            if !plain_identifier(db) {
+                return Err(invalid(
+                    "database",
+                    format!(
+                        "`{}` is not a database name the pool accepts; use 1 to 63 of a-z 0-9 _, starting with a letter or _",
+                        db.escape_debug()
+                    ),
+                ));
+            }
+            if RESERVED_DATABASES.contains(&db.as_str()) {
+                return Err(invalid(
+                    "database",
+                    format!(
+                        "`{db}` is a database every server has or the pool's own; name another"
+                    ),
+                ));
+            }
+        }
+        for (key, value) in &service.settings {
+            let key_ok = key.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                && key.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.')
+                });
+            if !key_ok {
+                return Err(invalid(
+                    "settings",
+                    format!(
+                        "`{}` is not a PostgreSQL setting name; use a-z 0-9 _ . as in postgresql.conf",
+                        key.escape_debug()
+                    ),
+                ));
+            }
+            if let Some((_, fix)) = POOL_OWNED_SETTINGS.iter().find(|(k, _)| k == key) {
+                return Err(invalid(
+                    &format!("settings.{key}"),
+                    format!("the pool sets `{key}` itself; {fix}"),
+                ));
+            }
+            if value.chars().any(char::is_control) {
+                return Err(invalid(
+                    &format!("settings.{key}"),
+                    "the value holds a control character; write it on one line".into(),
+                ));
+            }
+        }
+        for extension in &service.extensions {
+            let ok = !extension.is_empty()
+                && extension.len() <= 63
+                && extension.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-')
+                });
+            if !ok {
+                return Err(invalid(
+                    "extensions",
+                    format!(
+                        "`{}` is not an extension name; use a-z 0-9 _ - as in CREATE EXTENSION",
+                        extension.escape_debug()
+                    ),
+                ));
+            }
+        }
+        if let Some(dir) = &service.socket_dir
+            && (dir.as_str().is_empty()
+                || dir.as_str().contains([',', '"', '\''])
+                || dir.as_str().chars().any(char::is_control))
+        {
+            return Err(invalid(
+                "socket-dir",
+                "give a directory path without commas or quotes (PostgreSQL splits the list at commas)".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_cache_globs(&self) -> Result<(), ConfigError> {
@@ -581,6 +813,27 @@ fn duration_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Dura
             parse_duration(&v)
                 .map(|d| (k.clone(), d))
                 .map_err(|e| serde::de::Error::custom(format!("stage `{k}`: {e}")))
+        })
+        .collect()
+}
+
+/// Server settings as `key = value` with a string, a number or a boolean value, kept as
+/// the text PostgreSQL reads after `-c key=`.
+fn settings_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let raw = BTreeMap::<String, serde_json::Value>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => if b { "on" } else { "off" }.to_string(),
+                _ => {
+                    return Err(serde::de::Error::custom(format!(
+                        "setting `{k}`: give a string, a number or a boolean"
+                    )));
+                }
+            };
+            Ok((k, text))
         })
         .collect()
 }
