@@ -28,7 +28,7 @@ use crate::workspace::Workspace;
 pub use files::ProcessRecord;
 use files::{Layout, io_err, read_json, write_json};
 pub use lease::{Lease, lease, lease_from};
-pub use process::find_program;
+pub use process::{extension_installed, find_program};
 pub use refill::RefillStats;
 
 pub use crate::state::POOL_ENV;

@@ -445,6 +445,13 @@ fn extension_dir(bin: &PgBin) -> Option<PathBuf> {
     .find(|d| d.is_dir())
 }
 
+/// Whether the PostgreSQL installation the pool would use has extension `name`: `None`
+/// when there is none, or its extension directory is not where the pool looks.
+pub fn extension_installed(name: &str) -> Option<bool> {
+    let dir = extension_dir(&pg_bin().ok()?)?;
+    Some(dir.join(format!("{name}.control")).is_file())
+}
+
 /// What a PostgreSQL service needs on this machine beyond the server, checked before
 /// the supervisor starts so that the error is the first and only line: its extensions
 /// installed, its socket directory present.
