@@ -289,12 +289,17 @@ const POOL_OWNED_SETTINGS: &[(&str, &str)] = &[
 /// Database names every server already has, or the pool's own template.
 const RESERVED_DATABASES: &[&str] = &["postgres", "template0", "template1", "pool_template"];
 
-/// Whether `name` is a lower-case SQL identifier that needs no quoting (roles, databases).
+/// Whether `name` is 1 to 63 characters of a-z, 0-9 and `extra`, starting with a letter
+/// or `_` unless `leading_digit`: a name that needs no quoting wherever it goes.
+fn simple_name(name: &str, extra: &str, leading_digit: bool) -> bool {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || extra.contains(c);
+    let first_ok = |c: char| c.is_ascii_lowercase() || c == '_' || leading_digit && allowed(c);
+    name.len() <= 63 && name.chars().next().is_some_and(first_ok) && name.chars().all(allowed)
+}
+
+/// A lower-case SQL identifier (roles, databases).
 fn plain_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    name.len() <= 63
-        && chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    simple_name(name, "_", false)
 }
 
 /// How a command service shows it is ready; exactly one field is set. `{port}` in the
@@ -631,10 +636,7 @@ impl Config {
             }
         }
         for (key, value) in &service.settings {
-            let key_ok = key.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-                && key.chars().all(|c| {
-                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.')
-                });
+            let key_ok = simple_name(key, "_.", false);
             if !key_ok {
                 return Err(invalid(
                     "settings",
@@ -658,11 +660,7 @@ impl Config {
             }
         }
         for extension in &service.extensions {
-            let ok = !extension.is_empty()
-                && extension.len() <= 63
-                && extension.chars().all(|c| {
-                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-')
-                });
+            let ok = simple_name(extension, "_-", true);
             if !ok {
                 return Err(invalid(
                     "extensions",

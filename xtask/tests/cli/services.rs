@@ -21,14 +21,23 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether the pool finds `program`. Under `CI=true` a missing one fails the test
+/// (`cargo xtask ci` installs it); elsewhere the test says loudly that it did not run.
+fn installed(program: &str, package: &str) -> bool {
+    if pipeline_opt::pool::find_program(program).is_some() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{program} is missing under CI=true: `cargo xtask ci` installs it"
+    );
+    eprintln!("NOT RUN: {program} is not installed (`apt-get install {package}`)");
+    false
+}
+
 #[test]
 fn services_start_beside_the_build_and_stop_with_the_run() {
-    if pipeline_opt::pool::find_program("redis-server").is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "redis-server is missing under CI=true: `cargo xtask ci` installs it"
-        );
-        eprintln!("NOT RUN: redis-server is not installed (`apt-get install redis-server`)");
+    if !installed("redis-server", "redis-server") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -66,12 +75,7 @@ fn services_start_beside_the_build_and_stop_with_the_run() {
 /// by that port alone, as a suite with a hard-coded address does, with no lease.
 #[test]
 fn a_hard_coded_address_reaches_a_service_configured_in_pipeline_opt_toml() {
-    if pipeline_opt::pool::find_program("redis-server").is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "redis-server is missing under CI=true: `cargo xtask ci` installs it"
-        );
-        eprintln!("NOT RUN: redis-server is not installed (`apt-get install redis-server`)");
+    if !installed("redis-server", "redis-server") {
         return;
     }
     let (_dir, root) = crate::temp();
@@ -101,12 +105,7 @@ fn a_hard_coded_address_reaches_a_service_configured_in_pipeline_opt_toml() {
 
 #[test]
 fn pool_up_with_a_missing_extension_is_one_line_and_starts_nothing() {
-    if pipeline_opt::pool::find_program("initdb").is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "PostgreSQL is missing under CI=true: `cargo xtask ci` installs it"
-        );
-        eprintln!("NOT RUN: PostgreSQL is not installed (`apt-get install postgresql`)");
+    if !installed("initdb", "postgresql") {
         return;
     }
     let (_dir, root) = crate::temp();
