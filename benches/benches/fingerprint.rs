@@ -45,12 +45,8 @@ pub fn fingerprint_10k_files(c: &mut Criterion) {
     let ws = Workspace::from_metadata(&metadata);
     let toolchain = Toolchain::parse("rustc 1.95.0\nrelease: 1.95.0\nhost: x86_64\n");
     let config = Config::default();
-    let command = StageCommand {
-        program: "cargo".into(),
-        args: vec!["build".into(), "--workspace".into()],
-        env: Default::default(),
-        cwd: ws.root.clone(),
-    };
+    let command =
+        StageCommand::argv("cargo", vec!["build".into(), "--workspace".into()], ws.root.clone());
     let all: Vec<usize> = (0..ws.packages.len()).collect();
     let state = ws.state_dir(&config);
     let target_dirs = vec![ws.target_dir.clone()];

@@ -36,12 +36,11 @@ fn dag(dir: &camino::Utf8Path) -> (Plan, Vec<Duration>) {
             stages.push(Stage {
                 id: format!("s{i}"),
                 kind: StageKind::Custom,
-                command: StageCommand {
-                    program: "sleep".into(),
-                    args: vec![format!("{}", ms as f64 / 1000.0)],
-                    env: BTreeMap::new(),
-                    cwd: dir.to_owned(),
-                },
+                command: StageCommand::argv(
+                    "sleep",
+                    vec![format!("{}", ms as f64 / 1000.0)],
+                    dir.to_owned(),
+                ),
                 depends_on,
                 reason: "synthetic".into(),
                 proves: vec![],

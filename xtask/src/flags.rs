@@ -27,6 +27,11 @@ xflags::xflags! {
             optional --target triple: String
             optional --profile profile: String
             repeated -p, --package package: String
+            /// Plan only the packages affected by changes since this git ref, as
+            /// `optimize --since` does.
+            optional --since git_ref: String
+            /// Retries of flaky nextest tests, as `optimize` runs them (it retries 2).
+            optional --retries retries: u32
         }
 
         /// Run the whole pipeline as a graph of stages, profile it and report.
@@ -192,6 +197,8 @@ pub struct Plan {
     pub target: Option<String>,
     pub profile: Option<String>,
     pub package: Vec<String>,
+    pub since: Option<String>,
+    pub retries: Option<u32>,
 }
 
 #[derive(Debug)]

@@ -107,9 +107,15 @@ impl flags::Plan {
         }
         let manifest = utf8(self.manifest_path.as_ref())?;
         let inputs = Inputs::load(manifest.as_deref())?;
-        let strict = self.strict;
-        let cargo = cargo_args!(self);
-        let plan = inputs.plan(cargo, strict)?;
+        // What `optimize` runs with the same flags: planned by the same function.
+        let options = pipeline_opt::OptimizeOptions {
+            strict: self.strict,
+            since: self.since.clone(),
+            retries: self.retries.unwrap_or(0),
+            cargo: cargo_args!(self),
+            ..Default::default()
+        };
+        let (plan, _) = pipeline_opt::optimize::pipeline_plan(&inputs, &options)?;
         match format {
             "json" => outln!("{}", serde_json::to_string_pretty(&plan)?),
             _ => out!("{}", plan.render_text()),

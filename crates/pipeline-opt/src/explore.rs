@@ -4,7 +4,6 @@
 //! against the baseline. The user's manifest and target directory are never touched.
 //! The measurements go into the run record; `report::explore` renders them.
 
-use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::time::{Duration, Instant};
 
@@ -75,12 +74,9 @@ impl ExploreOptions {
     /// the way the tests need them.
     pub fn new(manifest_path: Utf8PathBuf, scratch_dir: Utf8PathBuf) -> ExploreOptions {
         let cwd = manifest_path.parent().map(Utf8Path::to_owned).unwrap_or_else(|| ".".into());
-        let mut args: Vec<String> = ["test", "--workspace", "--no-run"].map(String::from).to_vec();
-        args.extend(["--manifest-path".to_string(), manifest_path.to_string()]);
-        ExploreOptions::for_command(
-            StageCommand { program: "cargo".into(), args, env: BTreeMap::new(), cwd },
-            scratch_dir,
-        )
+        let args = ["test", "--workspace", "--no-run", "--manifest-path", manifest_path.as_str()];
+        let command = StageCommand::argv("cargo", args.map(String::from).to_vec(), cwd);
+        ExploreOptions::for_command(command, scratch_dir)
     }
 
     /// Times `command` (a plan's build stage) under every default variant.
@@ -171,7 +167,7 @@ pub fn explore(
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped());
             let spawn_err = |source| ExploreError::Spawn {
-                program: opts.command.program.clone(),
+                program: opts.command.program().to_string(),
                 variant: result.variant.name.clone(),
                 source,
             };

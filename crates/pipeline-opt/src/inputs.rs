@@ -63,7 +63,12 @@ impl Inputs {
     }
 
     pub fn plan(&self, cargo: CargoArgs, strict: bool) -> Result<Plan, PlanError> {
-        let options = PlanOptions {
+        crate::plan::plan(&self.workspace, &self.config, &self.plan_options(cargo, strict))
+    }
+
+    /// What the planner is told about this machine and the user's flags.
+    pub fn plan_options(&self, cargo: CargoArgs, strict: bool) -> PlanOptions {
+        PlanOptions {
             toolchain: Some(self.toolchain.clone()),
             nextest: self.nextest,
             cargo,
@@ -71,8 +76,8 @@ impl Inputs {
             ci: std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0"),
             cargo_incremental_set: std::env::var_os("CARGO_INCREMENTAL").is_some(),
             test_profile_overrides: self.workspace.test_profile_overrides(),
-        };
-        crate::plan::plan(&self.workspace, &self.config, &options)
+            target_dir: None,
+        }
     }
 }
 

@@ -10,7 +10,9 @@ use camino::{Utf8Path, Utf8PathBuf};
 use crate::exit;
 use crate::inputs::{Inputs, LoadInputsError};
 use crate::orchestrator::{CancelToken, OrchestratorOptions, ParallelOrchestrator, RunError};
-use crate::plan::{CargoArgs, LockUse, Plan, PlanError, Stage, StageCommand, StageKind};
+use crate::plan::{
+    CargoArgs, DropReason, NextestRetries, Plan, PlanError, Proof, StageKind, TestRunnerCommand,
+};
 use crate::profile::{PipelineProfiler, RunContext};
 use crate::record::{Event, NaiveComparison, RunOutcome, RunRecord, StageMetrics, StageStatus};
 use crate::report::progress::{ProgressMode, ProgressReporter};
@@ -127,11 +129,8 @@ pub fn run_optimized_pipeline(
     start_signal_handling(options);
     let state_dir = inputs.workspace.state_dir(&inputs.config);
     let run_id = options.run_id.clone().unwrap_or_else(crate::orchestrator::new_run_id);
-    let (mut plan, cargo) = affected_plan(&inputs, options, &state_dir)?;
-    let settings = test_settings(&inputs, &plan)?;
-    let retries = if settings.nextest_retries_set { 0 } else { options.retries };
-    add_retries(&mut plan, retries, &state_dir)?;
-    keep_fail_fast(&mut plan, &settings);
+    let (mut plan, cargo) = pipeline_plan(&inputs, options)?;
+    write_retries_config(&plan)?;
     let command = command_line("optimize", options);
     let targets = PerformanceTargets::from_config(&inputs.config.targets);
     let mut progress = options.progress.map(|mode| {
@@ -152,8 +151,8 @@ pub fn run_optimized_pipeline(
         narrowed.cargo = cargo;
         plan = fresh_plan(&inputs, &narrowed, &fresh_root.join("optimized"))?;
         plan.notes = notes;
-        add_retries(&mut plan, retries, &state_dir)?;
-        keep_fail_fast(&mut plan, &settings);
+        apply_test_settings(&inputs, &mut plan, options.retries, &state_dir)?;
+        write_retries_config(&plan)?;
     }
 
     let mut record = if options.against_naive {
@@ -323,6 +322,19 @@ pub fn exit_code(record: &RunRecord, gate: Option<Gate>) -> i32 {
     }
 }
 
+/// The plan that [`run_optimized_pipeline`] runs with `options` (`cargo xtask plan`
+/// prints the same): narrowed by `--since`, nextest retrying flaky tests, the user's
+/// nextest fail-fast kept; and the cargo selection it was made with.
+pub fn pipeline_plan(
+    inputs: &Inputs,
+    options: &OptimizeOptions,
+) -> Result<(Plan, CargoArgs), OptimizeError> {
+    let state_dir = inputs.workspace.state_dir(&inputs.config);
+    let (mut plan, cargo) = affected_plan(inputs, options, &state_dir)?;
+    apply_test_settings(inputs, &mut plan, options.retries, &state_dir)?;
+    Ok((plan, cargo))
+}
+
 /// The plan, narrowed by `--since` to the affected packages (with a note saying what
 /// changed, or why everything is affected), and the cargo selection it was made with.
 fn affected_plan(
@@ -340,12 +352,7 @@ fn affected_plan(
         None => {
             // Nothing to build or test: an empty plan, which the note explains.
             let mut plan = inputs.plan(options.cargo.clone(), options.strict)?;
-            for s in plan.stages.drain(..) {
-                plan.dropped.push(crate::plan::DroppedStage {
-                    id: s.id,
-                    reason: format!("no package is affected by changes since {git_ref}"),
-                });
-            }
+            plan.drop_all(DropReason::NotAffected { since: git_ref.clone() });
             (plan, options.cargo.clone())
         }
     };
@@ -535,17 +542,17 @@ fn run_plan(
 /// workspaces without an xtask. The pool's supervisor inherits the run's marker, so the
 /// end of the run stops it like any process the run started.
 fn services_as_this_binary(plan: &mut Plan, manifest: &Utf8Path) -> Result<(), OptimizeError> {
-    let Some(stage) = plan.stages.iter_mut().find(|s| s.kind == StageKind::Services) else {
+    if !plan.stages.iter().any(|s| s.kind == StageKind::Services) {
         return Ok(());
-    };
+    }
     let exe = std::env::current_exe().map_err(|source| OptimizeError::CurrentExe { source })?;
-    stage.command.program = exe.to_string_lossy().into_owned();
-    stage.command.args.clear();
-    stage.command.env.insert(crate::pool::SERVICES_UP_ENV.into(), manifest.to_string());
-    stage
-        .command
-        .env
-        .insert(crate::pool::SERVICES_OWNER_ENV.into(), std::process::id().to_string());
+    plan.run_services_as(
+        &exe.to_string_lossy(),
+        [
+            (crate::pool::SERVICES_UP_ENV, manifest.to_string()),
+            (crate::pool::SERVICES_OWNER_ENV, std::process::id().to_string()),
+        ],
+    );
     Ok(())
 }
 
@@ -572,16 +579,13 @@ fn run_plan_skipping(
     let mut to_run = plan.clone();
     crate::cache::maintain::claim_plan_dirs(plan, &state_dir, &inputs.workspace.target_dir)?;
     services_as_this_binary(&mut to_run, &inputs.workspace.manifest_path)?;
-    to_run.stages.retain(|s| !cached.contains_key(&s.id));
-    for s in &mut to_run.stages {
-        s.depends_on.retain(|d| !cached.contains_key(d));
-    }
+    to_run.skip_cached(cached);
     for s in plan.stages.iter().filter(|s| cached.contains_key(&s.id)) {
         let status = StageStatus::Cached { from_run: cached[&s.id].clone() };
         let ev = Event::StageFinished(StageMetrics::not_run(
             &s.id,
             s.command.display(),
-            &s.proves,
+            &s.proves_text(),
             status,
         ));
         profiler.observe(&ev);
@@ -700,180 +704,74 @@ fn test_settings(
     inputs: &Inputs,
     plan: &Plan,
 ) -> Result<crate::test_settings::TestSettings, OptimizeError> {
-    let runs = |sub: &str| {
-        plan.stages.iter().any(|s| {
-            s.command.program == "cargo" && s.command.args.first().is_some_and(|a| a == sub)
-        })
-    };
     Ok(crate::test_settings::TestSettings::resolve(
         &inputs.workspace.root,
-        runs("nextest"),
-        runs("test"),
+        plan.runs(TestRunnerCommand::Nextest),
+        plan.runs(TestRunnerCommand::CargoTest),
     )?)
 }
 
-/// nextest retries failing tests so that a flaky one is reported as flaky, not as a
-/// failure that hides the rest; not where the user set nextest's retries. The retries
-/// come as a nextest *tool config* (`--tool-config-file`), which nextest ranks below the
-/// workspace's own config: `--retries` would override a per-test override's `retries`.
-fn add_retries(plan: &mut Plan, retries: u32, state_dir: &StateDir) -> Result<(), OptimizeError> {
-    let nextest = |s: &Stage| {
-        s.kind == StageKind::Test && s.command.args.first().is_some_and(|a| a == "nextest")
-    };
-    if retries == 0 || !plan.stages.iter().any(nextest) {
-        return Ok(());
+/// The test settings the planner takes from the user's nextest config: `retries` flaky
+/// retries unless the user set nextest's own, and their fail-fast.
+fn apply_test_settings(
+    inputs: &Inputs,
+    plan: &mut Plan,
+    retries: u32,
+    state_dir: &StateDir,
+) -> Result<(), OptimizeError> {
+    let settings = test_settings(inputs, plan)?;
+    let retries = if settings.nextest_retries_set { 0 } else { retries };
+    if retries > 0 && plan.tests_with_nextest() {
+        plan.retry_flaky_tests(&NextestRetries::in_state_dir(state_dir, retries));
     }
-    // One file per value: the path is part of the stage's command, and so of its
-    // fingerprint.
-    let path = state_dir.nextest_retries_config(retries);
-    let text = format!("[profile.default]\nretries = {retries}\n");
-    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+    if settings.nextest_fail_fast_set {
+        plan.keep_nextest_fail_fast();
+    }
+    Ok(())
+}
+
+/// Writes the nextest tool config that the plan's test stage names, if any: planning
+/// (also for `cargo xtask plan`) only names it.
+fn write_retries_config(plan: &Plan) -> Result<(), OptimizeError> {
+    let Some(retries) = plan.nextest_retries() else { return Ok(()) };
+    let path = &retries.config;
+    let Some(state_dir) = path.parent().map(StateDir::new) else { return Ok(()) };
+    let text = retries.config_text();
+    if std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
         // Renamed into place: a concurrent run's nextest never reads half a file.
         let write = || -> std::io::Result<()> {
-            std::fs::create_dir_all(state_dir)?;
+            std::fs::create_dir_all(&state_dir)?;
             let tmp = state_dir.nextest_retries_config_tmp();
             std::fs::write(&tmp, &text)?;
-            std::fs::rename(&tmp, &path)
+            std::fs::rename(&tmp, path)
         };
         // Something else in its place (a directory): set it aside and write it again.
         if let Err(first) = write() {
-            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir())
-                && let Ok(aside) = crate::cache::store::set_aside(&path)
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+                && let Ok(aside) = crate::cache::store::set_aside(path)
             {
                 eprintln!(
                     "warning: set aside {path}, which was in the way of nextest's tool config, as {aside} ({first})"
                 );
             }
-            write().map_err(|source| OptimizeError::ToolConfig { path: path.clone(), source })?;
+            write()
+                .map_err(|source| OptimizeError::ToolConfig { path: path.to_owned(), source })?;
         }
-    }
-    for s in plan.stages.iter_mut().filter(|s| nextest(s)) {
-        s.command.args.extend(["--tool-config-file".to_string(), format!("pipeline-opt:{path}")]);
     }
     Ok(())
 }
 
-/// The tool runs every test (`--no-fail-fast`) unless the user's nextest profile says
-/// otherwise (`fail-fast`): the command line would override it.
-fn keep_fail_fast(plan: &mut Plan, settings: &crate::test_settings::TestSettings) {
-    if !settings.nextest_fail_fast_set {
-        return;
-    }
-    for s in &mut plan.stages {
-        if s.kind == StageKind::Test && s.command.args.first().is_some_and(|a| a == "nextest") {
-            s.command.args.retain(|a| a != "--no-fail-fast");
-        }
-    }
-}
-
-/// The plan again, with every build directory moved under `dir`.
+/// The plan again, building from nothing under `dir`.
 fn fresh_plan(
     inputs: &Inputs,
     options: &OptimizeOptions,
     dir: &Utf8Path,
 ) -> Result<Plan, OptimizeError> {
     let mut inputs = inputs.clone();
-    inputs.workspace.target_dir = dir.join("target");
     inputs.config.cache.dir = Some(dir.join("state"));
-    let mut plan = inputs.plan(options.cargo.clone(), options.strict)?;
-    let target_dir = inputs.workspace.target_dir.to_string();
-    for s in &mut plan.stages {
-        if s.command.program != "cargo" || s.command.env.contains_key("CARGO_TARGET_DIR") {
-            continue;
-        }
-        // A flag, not the CARGO_TARGET_DIR variable, for the stages that run tests: the
-        // variable would reach the tests, and a test that runs cargo on a fixture of its
-        // own would build into (and look for its output in) our scratch directory.
-        match s.kind {
-            StageKind::Build
-            | StageKind::Check
-            | StageKind::Test
-            | StageKind::CustomTests
-            | StageKind::Doctest => {
-                let at = if s.command.args.first().is_some_and(|a| a == "nextest") { 2 } else { 1 };
-                let at = at.min(s.command.args.len());
-                s.command.args.splice(at..at, ["--target-dir".to_string(), target_dir.clone()]);
-            }
-            _ => {
-                s.command.env.insert("CARGO_TARGET_DIR".into(), target_dir.clone());
-            }
-        }
-    }
-    Ok(plan)
-}
-
-/// What an ordinary CI job runs, one after another in one target directory.
-fn naive_plan(inputs: &Inputs, cargo: &CargoArgs, target_dir: &Utf8Path) -> Plan {
-    let root = &inputs.workspace.root;
-    let manifest = inputs.workspace.manifest_path.to_string();
-    let mut selection = Vec::new();
-    if cargo.packages.is_empty() {
-        selection.push("--workspace".to_string());
-    }
-    for p in &cargo.packages {
-        selection.extend(["--package".to_string(), p.clone()]);
-    }
-    if !cargo.features.is_empty() {
-        selection.extend(["--features".to_string(), cargo.features.join(",")]);
-    }
-    if cargo.all_features {
-        selection.push("--all-features".into());
-    }
-    if cargo.no_default_features {
-        selection.push("--no-default-features".into());
-    }
-    if let Some(t) = &cargo.target {
-        selection.extend(["--target".to_string(), t.clone()]);
-    }
-    let mut common = Vec::new();
-    if cargo.locked {
-        common.push("--locked".to_string());
-    }
-    if cargo.frozen {
-        common.push("--frozen".to_string());
-    }
-    let steps: [(&str, &[&str], bool, &str); 5] = [
-        ("naive-fetch", &["fetch"], false, "dependencies resolve and download"),
-        ("naive-build", &["build"], true, "build (dev)"),
-        ("naive-check", &["check", "--all-targets"], true, "check --all-targets (dev)"),
-        ("naive-test", &["test"], true, "unit and integration tests pass; doctests pass"),
-        ("naive-bench", &["bench", "--no-run"], true, "bench --no-run (bench profile)"),
-    ];
-    let mut stages = Vec::new();
-    let mut prev: Option<String> = None;
-    for (id, sub, selected, proves) in steps {
-        let mut args: Vec<String> = sub.iter().map(|s| s.to_string()).collect();
-        args.extend(["--manifest-path".to_string(), manifest.clone()]);
-        if selected {
-            args.extend(selection.clone());
-            if let (Some(p), false) = (&cargo.profile, id == "naive-bench") {
-                args.extend(["--profile".to_string(), p.clone()]);
-            }
-        } else if let Some(t) = &cargo.target {
-            args.extend(["--target".to_string(), t.clone()]);
-        }
-        args.extend(common.clone());
-        // As in `fresh_plan`: a flag, so that tests running cargo themselves do not
-        // inherit the directory. `cargo fetch` builds nothing and takes no such flag.
-        if id != "naive-fetch" {
-            args.extend(["--target-dir".to_string(), target_dir.to_string()]);
-        }
-        let env = BTreeMap::new();
-        stages.push(Stage {
-            id: id.into(),
-            kind: StageKind::Custom,
-            command: StageCommand { program: "cargo".into(), args, env, cwd: root.clone() },
-            depends_on: prev.iter().cloned().collect(),
-            reason: "the naive sequence".into(),
-            proves: proves.split("; ").map(String::from).collect(),
-            build_dir: Some(target_dir.to_owned()),
-            lock: LockUse::Exclusive,
-            cpu_heavy: selected,
-            timeout: inputs.config.stage_timeout,
-        });
-        prev = Some(id.to_string());
-    }
-    Plan { workspace_root: root.clone(), stages, dropped: Vec::new(), notes: Vec::new() }
+    let mut plan_options = inputs.plan_options(options.cargo.clone(), options.strict);
+    plan_options.target_dir = Some(dir.join("target"));
+    Ok(crate::plan::plan(&inputs.workspace, &inputs.config, &plan_options)?)
 }
 
 fn run_naive(
@@ -885,7 +783,8 @@ fn run_naive(
     optimized_total: Duration,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<NaiveComparison, OptimizeError> {
-    let plan = naive_plan(inputs, &options.cargo, &fresh_root.join("naive").join("target"));
+    let target_dir = fresh_root.join("naive").join("target");
+    let plan = crate::plan::naive(&inputs.workspace, &inputs.config, &options.cargo, &target_dir);
     let mut naive_options = options.clone();
     naive_options.rustc_shim = false;
     naive_options.keep_going = false;
@@ -899,27 +798,26 @@ fn run_naive(
         PerformanceTargets::default(),
         on_event,
     )?;
-    let ours_proves: Vec<String> = ours.stages.iter().flat_map(|s| s.proves.clone()).collect();
+    let ours_proves: Vec<Proof> = ours.stages.iter().flat_map(|s| s.proves.clone()).collect();
     // The naive doctests prove nothing where there is no library, nor its
     // `bench --no-run` where every bench target needs nightly (it cannot succeed on
     // this toolchain); the plan says so in `dropped`. Without bench targets at all,
     // `bench --no-run` still compiles the libraries' unit tests in the bench profile.
-    let not_applicable = |p: &str| {
-        ours.dropped.iter().any(|d| {
-            (d.id == "doctest" && p.starts_with("doctests") && d.reason.contains("no library"))
-                || (d.id == "bench-build" && p.starts_with("bench") && d.reason.contains("nightly"))
-        })
+    let not_applicable = |p: &Proof| {
+        (*p == Proof::DoctestsPass && ours.dropped_for("doctest", &DropReason::NoDoctests))
+            || (*p == Proof::BenchNoRun
+                && ours.dropped_for("bench-build", &DropReason::BenchesNeedNightly))
     };
-    let naive_proves: Vec<String> = plan.stages.iter().flat_map(|s| s.proves.clone()).collect();
+    let naive_proves: Vec<Proof> = plan.stages.iter().flat_map(|s| s.proves.clone()).collect();
     let only_naive_proves = naive_proves
         .iter()
         .filter(|p| !ours_proves.contains(p) && !not_applicable(p))
-        .cloned()
+        .map(Proof::to_string)
         .collect();
     let only_optimized_proves = ours_proves
         .iter()
-        .filter(|p| !naive_proves.contains(p) && *p != "test binaries compile")
-        .cloned()
+        .filter(|p| !naive_proves.contains(p) && **p != Proof::TestBinariesCompile)
+        .map(Proof::to_string)
         .collect();
     let naive_total = record.total;
     let ratio = if naive_total.is_zero() {

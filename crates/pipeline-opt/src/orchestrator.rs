@@ -438,7 +438,7 @@ impl ParallelOrchestrator {
                     } else {
                         0
                     };
-                    let uses_jobserver = stage.cpu_heavy && stage.command.program == "cargo";
+                    let uses_jobserver = stage.cpu_heavy && stage.command.is_cargo();
                     let token = match (&jobserver, uses_jobserver) {
                         (Some(js), true) => {
                             let held =
@@ -736,7 +736,7 @@ impl ParallelOrchestrator {
 
     /// Cargo stages run under the rustc shim when the run has one.
     fn uses_shim(&self, stage: &Stage) -> bool {
-        self.options.rustc_shim.is_some() && stage.command.program == "cargo"
+        self.options.rustc_shim.is_some() && stage.command.is_cargo()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1045,7 +1045,7 @@ fn skipped_metrics(stage: &Stage, reason: String) -> StageMetrics {
     StageMetrics::not_run(
         &stage.id,
         stage.command.display(),
-        &stage.proves,
+        &stage.proves_text(),
         StageStatus::Skipped { reason },
     )
 }
@@ -1080,7 +1080,7 @@ fn finish_metrics(
         tail: r.tail.iter().cloned().collect(),
         failed_tests,
         flaky_tests,
-        proves: stage.proves.clone(),
+        proves: stage.proves_text(),
     }
 }
 

@@ -10,22 +10,28 @@ use std::time::Duration;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
-use xshell::{Shell, cmd};
 
 use crate::config::{BUILTIN_STAGES, BenchProof, Config, ConfigError, Incremental, TestRunner};
 pub use crate::record::DroppedStage;
 use crate::toolchain::Toolchain;
-use crate::workspace::{TargetKind, Workspace};
+use crate::workspace::{Package, PackageIdx, TargetKind, Workspace};
+
+mod command;
+mod naive;
+
+use command::{CargoInvocation, Selection, Subcommand, TargetSelector};
+pub use command::{NextestRetries, StageCommand, TestRunnerCommand};
+pub use naive::naive;
 
 /// Built-in stages that run only when `enable` names them.
 pub const OPTIONAL_STAGES: &[&str] = &["clippy", "fmt", "doc"];
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Plan {
     pub workspace_root: Utf8PathBuf,
     pub stages: Vec<Stage>,
     /// Stages of the usual CI sequence that this plan does not run, and why.
-    pub dropped: Vec<DroppedStage>,
+    pub dropped: Vec<Dropped>,
     /// Targets left out of explicit target lists, and other things a user should know.
     pub notes: Vec<String>,
 }
@@ -59,7 +65,7 @@ pub enum LockUse {
     Brief,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Stage {
     pub id: String,
     pub kind: StageKind,
@@ -68,7 +74,7 @@ pub struct Stage {
     /// Why the stage exists.
     pub reason: String,
     /// What a success proves, e.g. `check --all-targets (dev)`.
-    pub proves: Vec<String>,
+    pub proves: Vec<Proof>,
     /// The build directory whose lock the stage takes, if any.
     pub build_dir: Option<Utf8PathBuf>,
     pub lock: LockUse,
@@ -79,64 +85,193 @@ pub struct Stage {
     pub timeout: Option<Duration>,
 }
 
-/// A program and its arguments, turned into an `xshell::Cmd` only when it runs.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StageCommand {
-    pub program: String,
-    pub args: Vec<String>,
-    pub env: BTreeMap<String, String>,
-    pub cwd: Utf8PathBuf,
+impl Stage {
+    /// The members the stage compiles or tests: its `--package` selections, or all.
+    pub fn packages(&self, workspace: &Workspace) -> Vec<PackageIdx> {
+        let named: Vec<PackageIdx> =
+            self.command.selected_packages().iter().filter_map(|p| workspace.package(p)).collect();
+        if named.is_empty() { (0..workspace.packages.len()).collect() } else { named }
+    }
+
+    /// What a success proves, as the run record keeps it.
+    pub fn proves_text(&self) -> Vec<String> {
+        self.proves.iter().map(Proof::to_string).collect()
+    }
+
+    /// Runs only `packages`' tests (the cache proved the others'): one nextest run with
+    /// a filterset, or `cargo test` with `--package` flags. The build and the feature set
+    /// stay those of the whole selection, so nothing recompiles.
+    pub fn narrow_to(&mut self, packages: &[String]) {
+        if let Some(c) = self.command.cargo_invocation() {
+            c.narrowed_to = Some(packages.to_vec());
+        }
+    }
 }
 
-impl StageCommand {
-    fn cargo(cwd: &Utf8Path, args: Vec<String>) -> StageCommand {
-        StageCommand { program: "cargo".into(), args, env: BTreeMap::new(), cwd: cwd.to_owned() }
-    }
+/// A stage of the usual CI sequence that the plan does not run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Dropped {
+    pub id: String,
+    pub reason: DropReason,
+}
 
-    /// The command ready to run, built with `cmd!` (no shell). xshell 0.3's `Cmd` can
-    /// only add variables, never remove inherited ones, so run it through
-    /// [`StageCommand::to_command`], which strips what `cargo xtask` set for this
-    /// workspace.
-    pub fn to_cmd(&self, sh: &Shell) -> xshell::Cmd {
-        let program = &self.program;
-        let args = &self.args;
-        let sh = sh.with_current_dir(&self.cwd);
-        cmd!(sh, "{program} {args...}").envs(&self.env)
-    }
+/// Why a stage is not run. Code decides on the variant; the text is only for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DropReason {
+    /// Named in the config's `disable`.
+    Disabled,
+    /// `--frozen` forbids the network, so there is nothing to fetch.
+    Frozen,
+    /// `check`: the build stage compiles the same targets (`bench_build_checks`: all
+    /// but the benches, which bench-build type-checks).
+    ProvenByBuild { bench_build_checks: bool },
+    /// `test`: every test target has its own harness and runs in custom-tests.
+    AllTestsHaveCustomHarness,
+    /// `doctest`: no library target has doctests enabled.
+    NoDoctests,
+    /// `bench-build`: every bench target needs a nightly compiler.
+    BenchesNeedNightly,
+    /// `bench-build`: the workspace has no bench targets.
+    NoBenchTargets,
+    /// `bench-build`: the build stage compiles the benches (bench-proof = "dev").
+    BenchesInBuild { build_in_test_profile: bool },
+    /// `--since`: no package changed since this git ref.
+    NotAffected { since: String },
+}
 
-    /// The command as a `std::process::Command`, ready to spawn concurrently, without
-    /// the variables that `cargo xtask` set for this workspace
-    /// ([`crate::toolchain::inherited_cargo_vars`]) unless the stage sets them itself.
-    pub fn to_command(&self, sh: &Shell) -> std::process::Command {
-        let mut c = self.to_cmd(sh).to_command();
-        for var in crate::toolchain::inherited_cargo_vars() {
-            if !self.env.contains_key(&var) {
-                c.env_remove(var);
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DropReason::Disabled => write!(f, "disabled in [{}] `disable`", crate::config::TABLE),
+            DropReason::Frozen => f.write_str("--frozen: cargo may not touch the network"),
+            DropReason::ProvenByBuild { bench_build_checks: false } => f.write_str(
+                "redundant: a successful `build --all-targets` already proves `check --all-targets`",
+            ),
+            DropReason::ProvenByBuild { bench_build_checks: true } => f.write_str(
+                "redundant: the build stage compiles every target but the benches, and bench-build type-checks those",
+            ),
+            DropReason::AllTestsHaveCustomHarness => f.write_str(
+                "every test target has its own harness; custom-tests runs them with `cargo test`",
+            ),
+            DropReason::NoDoctests => f.write_str("no library target has doctests enabled"),
+            DropReason::BenchesNeedNightly => {
+                f.write_str("every bench target needs a nightly compiler (see notes)")
+            }
+            DropReason::NoBenchTargets => f.write_str(
+                "the workspace has no bench targets; `cargo bench --no-run` would still compile the libraries' and binaries' unit tests in the bench profile, which --strict (bench-proof = \"build\") does",
+            ),
+            DropReason::BenchesInBuild { build_in_test_profile } => write!(
+                f,
+                "bench-proof = \"dev\" (the default): the build stage compiles and links the benches in the {}; bench-proof = \"check\" also type-checks them in the bench profile, \"build\" or --strict builds them as `cargo bench --no-run` does",
+                if *build_in_test_profile { "test profile" } else { "dev profile" }
+            ),
+            DropReason::NotAffected { since } => {
+                write!(f, "no package is affected by changes since {since}")
             }
         }
-        c
-    }
-
-    /// The command as a person would type it.
-    pub fn display(&self) -> String {
-        let mut out = String::new();
-        for (k, v) in &self.env {
-            out.push_str(&format!("{k}={} ", quote(v)));
-        }
-        out.push_str(&quote(&self.program));
-        for a in &self.args {
-            out.push(' ');
-            out.push_str(&quote(a));
-        }
-        out
     }
 }
 
-fn quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
+/// Saved and printed as its text.
+impl Serialize for DropReason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// What a stage's success proves. Code compares variants (`--against-naive`'s
+/// coverage); the text is for people and for the run record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proof {
+    DependenciesResolve,
+    Build(BuildProfile),
+    /// `except_benches`: bench-build type-checks those in the bench profile.
+    CheckAllTargets {
+        profile: BuildProfile,
+        except_benches: bool,
+    },
+    BenchesLink(BuildProfile),
+    TestBinariesCompile,
+    TestsPass,
+    CustomHarnessTestsPass,
+    DoctestsPass,
+    BenchNoRun,
+    CheckBenches,
+    Clippy,
+    Fmt,
+    Doc,
+    ServicesAnswer,
+    /// A custom stage's command, as written in the config.
+    Custom(String),
+}
+
+/// The profile the build stage compiles in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildProfile {
+    Dev,
+    /// The `test` profile, set apart from dev: the test stages reuse the build.
+    Test,
+}
+
+impl std::fmt::Display for BuildProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BuildProfile::Dev => "dev",
+            BuildProfile::Test => "test profile",
+        })
+    }
+}
+
+impl std::fmt::Display for Proof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Proof::DependenciesResolve => f.write_str("dependencies resolve and download"),
+            Proof::Build(p) => write!(f, "build ({p})"),
+            Proof::CheckAllTargets { profile, except_benches: false } => {
+                write!(f, "check --all-targets ({profile})")
+            }
+            Proof::CheckAllTargets { profile, except_benches: true } => write!(
+                f,
+                "check --all-targets ({profile}) except the benches, which bench-build type-checks in the bench profile"
+            ),
+            Proof::BenchesLink(BuildProfile::Dev) => {
+                f.write_str("benches compile and link (dev profile)")
+            }
+            Proof::BenchesLink(BuildProfile::Test) => {
+                f.write_str("benches compile and link (test profile)")
+            }
+            Proof::TestBinariesCompile => f.write_str("test binaries compile"),
+            Proof::TestsPass => f.write_str("unit and integration tests pass"),
+            Proof::CustomHarnessTestsPass => f.write_str("custom-harness tests pass"),
+            Proof::DoctestsPass => f.write_str("doctests pass"),
+            Proof::BenchNoRun => f.write_str("bench --no-run (bench profile)"),
+            Proof::CheckBenches => {
+                f.write_str("check --benches (bench profile), not a full optimised build")
+            }
+            Proof::Clippy => f.write_str("clippy --all-targets"),
+            Proof::Fmt => f.write_str("cargo fmt --check"),
+            Proof::Doc => f.write_str("cargo doc --no-deps"),
+            Proof::ServicesAnswer => f.write_str("services start and answer"),
+            Proof::Custom(command) => write!(f, "custom: {command}"),
+        }
+    }
+}
+
+/// Saved and printed as its text.
+impl Serialize for Proof {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl Dropped {
+    fn new(id: &str, reason: DropReason) -> Dropped {
+        Dropped { id: id.into(), reason }
+    }
+
+    /// As a run record keeps it.
+    pub fn to_record(&self) -> DroppedStage {
+        DroppedStage { id: self.id.clone(), reason: self.reason.to_string() }
     }
 }
 
@@ -157,6 +292,9 @@ pub struct PlanOptions {
     /// Where the `test` profile is set apart from `dev` (see
     /// [`Workspace::test_profile_overrides`]); empty when they are the same.
     pub test_profile_overrides: Vec<String>,
+    /// A scratch build directory instead of the workspace's, named on every cargo
+    /// command (`--against-naive` builds each side from nothing).
+    pub target_dir: Option<Utf8PathBuf>,
 }
 
 /// Flags passed through to every cargo stage so that all of them use one feature set.
@@ -174,33 +312,17 @@ pub struct CargoArgs {
 }
 
 impl CargoArgs {
-    fn selection(&self) -> Vec<String> {
-        let mut a = Vec::new();
-        if self.packages.is_empty() {
-            a.push("--workspace".to_string());
+    /// The selection of a command that builds packages.
+    fn selection(&self) -> Selection {
+        Selection {
+            packages: Some(self.packages.clone()),
+            locked: self.locked,
+            frozen: self.frozen,
+            features: self.features.clone(),
+            all_features: self.all_features,
+            no_default_features: self.no_default_features,
+            target: self.target.clone(),
         }
-        for p in &self.packages {
-            a.extend(["--package".to_string(), p.clone()]);
-        }
-        if self.locked {
-            a.push("--locked".into());
-        }
-        if self.frozen {
-            a.push("--frozen".into());
-        }
-        if !self.features.is_empty() {
-            a.extend(["--features".to_string(), self.features.join(",")]);
-        }
-        if self.all_features {
-            a.push("--all-features".into());
-        }
-        if self.no_default_features {
-            a.push("--no-default-features".into());
-        }
-        if let Some(t) = &self.target {
-            a.extend(["--target".to_string(), t.clone()]);
-        }
-        a
     }
 }
 
@@ -233,77 +355,219 @@ pub fn plan(
     if let Some(tc) = &options.toolchain {
         check_rust_version(workspace, &options.cargo.packages, tc)?;
     }
+    let mut p = Planner::new(workspace, config, options);
+    p.fetch_stage();
+    p.build_stage();
+    p.test_stages();
+    p.doctest_stage();
+    p.bench_stage();
+    p.optional_stages();
+    p.services_stage();
+    p.custom_stages();
+    p.finish()
+}
 
-    let root = &workspace.root;
-    let manifest = workspace.manifest_path.to_string();
-    let mut notes = Vec::new();
-    let mut dropped = Vec::new();
-    let disabled = |id: &str| config.disable.iter().any(|d| d == id);
-    let selection = options.cargo.selection();
-    let offline = if options.cargo.frozen { Vec::new() } else { vec!["--offline".to_string()] };
-    let profile = options.cargo.profile.clone();
-    let dev_dir = workspace.target_dir.clone();
-    let bench_dir = workspace.state_dir(config).bench_target();
+/// What every stage family of one plan shares, and the plan as it grows.
+struct Planner<'a> {
+    workspace: &'a Workspace,
+    config: &'a Config,
+    options: &'a PlanOptions,
+    manifest: String,
+    dev_dir: Utf8PathBuf,
+    selected: Vec<&'a Package>,
+    /// (package, target) pairs the toolchain cannot build.
+    unbuildable: BTreeSet<(String, String)>,
+    /// Target names left out of kind-wide flags because some package cannot build them.
+    unbuildable_kinds: BTreeSet<(TargetKind, &'a str)>,
+    /// Test targets with their own `main`, which nextest cannot list.
+    custom_harness: BTreeSet<(TargetKind, &'a str)>,
+    has_benches: bool,
+    bench_proof: BenchProof,
+    benches_in_build: bool,
+    build_in_test_profile: bool,
+    fetch_enabled: bool,
+    build_enabled: bool,
+    stages: Vec<Stage>,
+    dropped: Vec<Dropped>,
+    notes: Vec<String>,
+}
 
-    let selected: Vec<&crate::workspace::Package> = workspace
-        .packages
-        .iter()
-        .filter(|p| options.cargo.packages.is_empty() || options.cargo.packages.contains(&p.name))
-        .collect();
-    let unbuildable: BTreeSet<(String, String)> = match &options.toolchain {
-        Some(tc) => workspace
-            .unbuildable_targets(tc)
-            .into_iter()
-            .filter(|(p, _)| selected.iter().any(|s| s.name == p.name))
-            .map(|(p, t)| {
-                notes.push(format!(
-                    "left out {} target `{}` of package `{}`: it uses #![feature({})], which the {} compiler does not accept",
-                    kind_name(t.kind),
-                    t.name,
-                    p.name,
-                    t.nightly_features.join(", "),
-                    tc.release
-                ));
-                (p.name.clone(), t.name.clone())
+const BUILD_KINDS: [TargetKind; 5] =
+    [TargetKind::Lib, TargetKind::Bin, TargetKind::Test, TargetKind::Bench, TargetKind::Example];
+const TEST_KINDS: [TargetKind; 3] = [TargetKind::Lib, TargetKind::Bin, TargetKind::Test];
+
+impl<'a> Planner<'a> {
+    fn new(workspace: &'a Workspace, config: &'a Config, options: &'a PlanOptions) -> Planner<'a> {
+        let mut notes = Vec::new();
+        let selected: Vec<&Package> = workspace
+            .packages
+            .iter()
+            .filter(|p| {
+                options.cargo.packages.is_empty() || options.cargo.packages.contains(&p.name)
             })
-            .collect(),
-        None => BTreeSet::new(),
-    };
-    // Cargo's target flags select by kind and name across all selected packages, so a
-    // name that is unbuildable anywhere is left out everywhere. A kind with nothing
-    // unbuildable keeps its plural flag (`--tests` also builds the lib and bins in test
-    // mode, which a list of names would not).
-    let unbuildable_kinds: BTreeSet<(TargetKind, &str)> = selected
-        .iter()
-        .flat_map(|p| p.targets.iter().map(move |t| (p, t)))
-        .filter(|(p, t)| unbuildable.contains(&(p.name.clone(), t.name.clone())))
-        .map(|(_, t)| (t.kind, t.name.as_str()))
-        .collect();
-    // Targets with their own `main` (`harness = false`) among the tests: cargo-nextest
-    // lists tests with libtest's `--list`, which such a main need not understand (url's
-    // `url_wpt` prints its results instead, and nextest stops with "creating test list
-    // failed"). They run with `cargo test` in a stage of their own.
-    let custom_harness: BTreeSet<(TargetKind, &str)> = selected
-        .iter()
-        .flat_map(|p| p.targets.iter().map(move |t| (p, t)))
-        .filter(|(p, t)| {
-            !t.harness
-                && t.test
-                && matches!(t.kind, TargetKind::Lib | TargetKind::Bin | TargetKind::Test)
-                && !unbuildable.contains(&(p.name.clone(), t.name.clone()))
-        })
-        .map(|(_, t)| (t.kind, t.name.as_str()))
-        .collect();
-    let target_list_without = |kinds: &[TargetKind],
-                               all_flag: &[&str],
-                               left_out: &BTreeSet<(TargetKind, &str)>|
-     -> Vec<String> {
-        if unbuildable.is_empty() && left_out.is_empty() {
-            return all_flag.iter().map(|s| s.to_string()).collect();
+            .collect();
+        let unbuildable = unbuildable_targets(workspace, options, &selected, &mut notes);
+        // Cargo's target flags select by kind and name across all selected packages, so a
+        // name that is unbuildable anywhere is left out everywhere. A kind with nothing
+        // unbuildable keeps its plural flag (`--tests` also builds the lib and bins in test
+        // mode, which a list of names would not).
+        let unbuildable_kinds: BTreeSet<(TargetKind, &str)> = selected
+            .iter()
+            .flat_map(|p| p.targets.iter().map(move |t| (p, t)))
+            .filter(|(p, t)| unbuildable.contains(&(p.name.clone(), t.name.clone())))
+            .map(|(_, t)| (t.kind, t.name.as_str()))
+            .collect();
+        // Targets with their own `main` (`harness = false`) among the tests: cargo-nextest
+        // lists tests with libtest's `--list`, which such a main need not understand (url's
+        // `url_wpt` prints its results instead, and nextest stops with "creating test list
+        // failed"). They run with `cargo test` in a stage of their own.
+        let custom_harness: BTreeSet<(TargetKind, &str)> = selected
+            .iter()
+            .flat_map(|p| p.targets.iter().map(move |t| (p, t)))
+            .filter(|(p, t)| {
+                !t.harness
+                    && t.test
+                    && matches!(t.kind, TargetKind::Lib | TargetKind::Bin | TargetKind::Test)
+                    && !unbuildable.contains(&(p.name.clone(), t.name.clone()))
+            })
+            .map(|(_, t)| (t.kind, t.name.as_str()))
+            .collect();
+        if unbuildable_kinds.iter().any(|(k, _)| *k == TargetKind::Test) {
+            notes.push("integration tests are listed by name, so the test stage compiles the unit-test harnesses itself".into());
         }
-        let mut args = Vec::new();
+        let has_benches = selected.iter().any(|p| {
+            p.targets.iter().any(|t| {
+                t.kind == TargetKind::Bench
+                    && !unbuildable.contains(&(p.name.clone(), t.name.clone()))
+            })
+        });
+        let disabled = |id: &str| config.disable.iter().any(|d| d == id);
+        let bench_proof = match (options.strict, config.bench_proof) {
+            (true, _) => BenchProof::Build,
+            // Without a build stage nothing compiles the benches in the dev profile.
+            (false, BenchProof::Dev) if disabled("build") => BenchProof::Check,
+            (false, p) => p,
+        };
+        // With bench-proof = "check", the bench-build stage type-checks the benches in the
+        // bench profile; compiling and linking them a second time in the dev profile would
+        // prove little more (only `cfg(debug_assertions)` code) for a full link per bench.
+        let benches_in_build =
+            !(has_benches && !disabled("bench-build") && bench_proof == BenchProof::Check);
+        // `cargo test` and nextest build everything in the test profile. When it differs
+        // from dev, a dev build would leave them to compile every crate again; building in
+        // the test profile lets them reuse the build. Only --strict keeps cargo build's dev.
+        let build_in_test_profile = options.cargo.profile.is_none()
+            && !options.strict
+            && !options.test_profile_overrides.is_empty();
+        if build_in_test_profile {
+            notes.push(format!(
+                "the test profile differs from dev ({}): the build stage compiles in the test profile, which the test and doctest stages use, so they reuse its artifacts; `cargo build` in the dev profile is not run (--strict runs it)",
+                options.test_profile_overrides.join(", ")
+            ));
+        }
+        Planner {
+            workspace,
+            config,
+            options,
+            manifest: workspace.manifest_path.to_string(),
+            dev_dir: options.target_dir.clone().unwrap_or_else(|| workspace.target_dir.clone()),
+            selected,
+            unbuildable,
+            unbuildable_kinds,
+            custom_harness,
+            has_benches,
+            bench_proof,
+            benches_in_build,
+            build_in_test_profile,
+            fetch_enabled: !disabled("fetch") && !options.cargo.frozen,
+            build_enabled: !disabled("build"),
+            stages: Vec::new(),
+            dropped: Vec::new(),
+            notes,
+        }
+    }
+
+    fn disabled(&self, id: &str) -> bool {
+        self.config.disable.iter().any(|d| d == id)
+    }
+
+    fn drop_stage(&mut self, id: &str, reason: DropReason) {
+        self.dropped.push(Dropped::new(id, reason));
+    }
+
+    /// A stage with the fields most stages share: the config's timeout, an exclusive
+    /// lock, and the dev build directory when `cpu_heavy`.
+    fn push(&mut self, id: &str, kind: StageKind, command: StageCommand, shape: StageShape) {
+        self.stages.push(Stage {
+            id: id.into(),
+            kind,
+            command,
+            depends_on: shape.depends_on,
+            reason: shape.reason,
+            proves: shape.proves,
+            build_dir: shape.build_dir,
+            lock: shape.lock,
+            cpu_heavy: shape.cpu_heavy,
+            timeout: self.config.stage_timeout,
+        });
+    }
+
+    /// `cargo <subcommand> --manifest-path …`.
+    fn cargo(&self, subcommand: Subcommand) -> CargoInvocation {
+        CargoInvocation::new(subcommand, &self.manifest)
+    }
+
+    /// A cargo command that compiles the selected packages: offline after `fetch`, with
+    /// the one feature set.
+    fn compiling(&self, subcommand: Subcommand) -> CargoInvocation {
+        let mut c = self.cargo(subcommand);
+        c.offline = !self.options.cargo.frozen;
+        c.selection = self.options.cargo.selection();
+        c
+    }
+
+    fn command(&self, invocation: CargoInvocation) -> StageCommand {
+        StageCommand::cargo(&self.workspace.root, invocation)
+    }
+
+    /// The user's profile, or `default`.
+    fn profile_or(&self, default: Option<&str>) -> Option<String> {
+        self.options.cargo.profile.clone().or(default.map(String::from))
+    }
+
+    fn after_fetch(&self) -> Vec<String> {
+        if self.fetch_enabled { vec!["fetch".into()] } else { Vec::new() }
+    }
+
+    /// Test stages wait for the build (or, without one, the fetch) and for the services.
+    fn after_build(&self) -> Vec<String> {
+        let mut deps = Vec::new();
+        if self.build_enabled {
+            deps.push("build".into());
+        } else if self.fetch_enabled {
+            deps.push("fetch".into());
+        }
+        if !self.config.services.is_empty() {
+            deps.push("services".into());
+        }
+        deps
+    }
+
+    /// `kinds` as target flags: `all` when nothing is left out, else a plural flag per
+    /// kind with nothing left out and the buildable names of the others.
+    fn target_list_without(
+        &self,
+        kinds: &[TargetKind],
+        all: &[TargetSelector],
+        left_out: &BTreeSet<(TargetKind, &str)>,
+    ) -> Vec<TargetSelector> {
+        if self.unbuildable.is_empty() && left_out.is_empty() {
+            return all.to_vec();
+        }
+        let mut targets = Vec::new();
         for &kind in kinds {
-            let names: BTreeSet<&str> = selected
+            let names: BTreeSet<&str> = self
+                .selected
                 .iter()
                 .flat_map(|p| p.targets.iter())
                 .filter(|t| t.kind == kind)
@@ -313,581 +577,463 @@ pub fn plan(
                 continue;
             }
             let blocked = |n: &&str| {
-                unbuildable_kinds.contains(&(kind, *n)) || left_out.contains(&(kind, *n))
+                self.unbuildable_kinds.contains(&(kind, *n)) || left_out.contains(&(kind, *n))
             };
             if !names.iter().any(blocked) {
-                args.push(plural_flag(kind).to_string());
+                targets.push(TargetSelector::Kind(kind));
                 continue;
             }
             if kind == TargetKind::Lib {
                 continue;
             }
-            let flag = kind.selector_flag().expect("build scripts are not selected");
-            for n in names.into_iter().filter(|n| !blocked(n)) {
-                args.extend([flag.to_string(), n.to_string()]);
+            targets.extend(
+                names
+                    .into_iter()
+                    .filter(|n| !blocked(n))
+                    .map(|n| TargetSelector::Named(kind, n.into())),
+            );
+        }
+        targets
+    }
+
+    fn target_list(&self, kinds: &[TargetKind], all: &[TargetSelector]) -> Vec<TargetSelector> {
+        self.target_list_without(kinds, all, &BTreeSet::new())
+    }
+
+    fn build_profile(&self) -> BuildProfile {
+        if self.build_in_test_profile { BuildProfile::Test } else { BuildProfile::Dev }
+    }
+
+    /// fetch: downloads once, so that everything after it runs offline.
+    fn fetch_stage(&mut self) {
+        if self.fetch_enabled {
+            let mut c = self.cargo(Subcommand::Fetch);
+            c.selection = Selection {
+                locked: self.options.cargo.locked,
+                target: self.options.cargo.target.clone(),
+                ..Selection::default()
+            };
+            let command = self.command(c);
+            self.push(
+                "fetch",
+                StageKind::Fetch,
+                command,
+                StageShape {
+                    reason:
+                        "downloads every dependency once so that all later stages run --offline"
+                            .into(),
+                    proves: vec![Proof::DependenciesResolve],
+                    ..StageShape::default()
+                },
+            );
+        } else if self.options.cargo.frozen {
+            self.drop_stage("fetch", DropReason::Frozen);
+        } else {
+            self.drop_stage("fetch", DropReason::Disabled);
+        }
+    }
+
+    /// build: all targets once; this also proves `check --all-targets` and compiles the
+    /// test binaries that the test stage runs. Without it, `check` instead.
+    fn build_stage(&mut self) {
+        let build_profile = self.build_profile();
+        if !self.build_enabled {
+            self.drop_stage("build", DropReason::Disabled);
+            if !self.disabled("check") {
+                let mut c = self.compiling(Subcommand::Check);
+                c.targets = self.target_list(&BUILD_KINDS, &[TargetSelector::All]);
+                c.profile = self.profile_or(None);
+                let shape = StageShape {
+                    depends_on: self.after_fetch(),
+                    reason: "the build stage is disabled, so check all targets instead".into(),
+                    proves: vec![Proof::CheckAllTargets {
+                        profile: BuildProfile::Dev,
+                        except_benches: false,
+                    }],
+                    ..StageShape::compiling(&self.dev_dir)
+                };
+                let command = self.command(c);
+                self.push("check", StageKind::Check, command, shape);
             }
+            return;
         }
-        args
-    };
-    let no_exclusions = BTreeSet::new();
-    let target_list = |kinds: &[TargetKind], all_flag: &[&str]| {
-        target_list_without(kinds, all_flag, &no_exclusions)
-    };
-    if unbuildable_kinds.iter().any(|(k, _)| *k == TargetKind::Test) {
-        notes.push("integration tests are listed by name, so the test stage compiles the unit-test harnesses itself".into());
-    }
-    let build_kinds = [
-        TargetKind::Lib,
-        TargetKind::Bin,
-        TargetKind::Test,
-        TargetKind::Bench,
-        TargetKind::Example,
-    ];
-    let has_benches = selected.iter().any(|p| {
-        p.targets.iter().any(|t| {
-            t.kind == TargetKind::Bench && !unbuildable.contains(&(p.name.clone(), t.name.clone()))
-        })
-    });
-    let bench_proof = match (options.strict, config.bench_proof) {
-        (true, _) => BenchProof::Build,
-        // Without a build stage nothing compiles the benches in the dev profile.
-        (false, BenchProof::Dev) if disabled("build") => BenchProof::Check,
-        (false, p) => p,
-    };
-    // With bench-proof = "check", the bench-build stage type-checks the benches in the
-    // bench profile; compiling and linking them a second time in the dev profile would
-    // prove little more (only `cfg(debug_assertions)` code) for a full link per bench.
-    let benches_in_build =
-        !(has_benches && !disabled("bench-build") && bench_proof == BenchProof::Check);
-    let (dev_build_kinds, dev_build_all): (Vec<TargetKind>, Vec<&str>) = if benches_in_build {
-        (build_kinds.to_vec(), vec!["--all-targets"])
-    } else {
-        let has_lib = selected.iter().any(|p| p.targets.iter().any(|t| t.kind == TargetKind::Lib));
-        let mut all = Vec::new();
-        if has_lib {
+        let (kinds, all) = if self.benches_in_build {
+            (BUILD_KINDS.to_vec(), vec![TargetSelector::All])
+        } else {
+            let has_lib =
+                self.selected.iter().any(|p| p.targets.iter().any(|t| t.kind == TargetKind::Lib));
             // `--lib` is an error when no selected package has one; the plural flags are not.
-            all.push("--lib");
-        }
-        all.extend(["--bins", "--tests", "--examples"]);
-        (vec![TargetKind::Lib, TargetKind::Bin, TargetKind::Test, TargetKind::Example], all)
-    };
-    // `cargo test` and nextest build everything in the test profile. When it differs
-    // from dev, a dev build would leave them to compile every crate again; building in
-    // the test profile lets them reuse the build. Only --strict keeps cargo build's dev.
-    let build_in_test_profile =
-        profile.is_none() && !options.strict && !options.test_profile_overrides.is_empty();
-    if build_in_test_profile {
-        notes.push(format!(
-            "the test profile differs from dev ({}): the build stage compiles in the test profile, which the test and doctest stages use, so they reuse its artifacts; `cargo build` in the dev profile is not run (--strict runs it)",
-            options.test_profile_overrides.join(", ")
-        ));
-    }
-    let build_profile = if build_in_test_profile { "test profile" } else { "dev" };
-    let dev_check_proof = if benches_in_build {
-        format!("check --all-targets ({build_profile})")
-    } else {
-        format!(
-            "check --all-targets ({build_profile}) except the benches, which bench-build type-checks in the bench profile"
-        )
-    };
-
-    let mut stages = Vec::new();
-    let with_profile = |mut args: Vec<String>, default_profile: Option<&str>| {
-        if let Some(p) = profile.as_deref().or(default_profile) {
-            args.extend(["--profile".to_string(), p.to_string()]);
-        }
-        args
-    };
-    let cargo_args = |parts: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = parts.iter().map(|s| s.to_string()).collect();
-        a.extend(["--manifest-path".to_string(), manifest.clone()]);
-        a
-    };
-
-    // fetch
-    let fetch_enabled = !disabled("fetch") && !options.cargo.frozen;
-    if fetch_enabled {
-        let mut args = cargo_args(&["fetch"]);
-        if options.cargo.locked {
-            args.push("--locked".into());
-        }
-        if let Some(t) = &options.cargo.target {
-            args.extend(["--target".to_string(), t.clone()]);
-        }
-        stages.push(Stage {
-            id: "fetch".into(),
-            kind: StageKind::Fetch,
-            command: StageCommand::cargo(root, args),
-            depends_on: vec![],
-            reason: "downloads every dependency once so that all later stages run --offline".into(),
-            proves: vec!["dependencies resolve and download".into()],
-            build_dir: None,
-            lock: LockUse::Exclusive,
-            cpu_heavy: false,
-            timeout: config.stage_timeout,
-        });
-    } else if options.cargo.frozen {
-        dropped.push(DroppedStage {
-            id: "fetch".into(),
-            reason: "--frozen: cargo may not touch the network".into(),
-        });
-    } else {
-        dropped.push(disabled_stage("fetch"));
-    }
-    let after_fetch = |deps: &[&str]| -> Vec<String> {
-        let mut d: Vec<String> = deps.iter().map(|s| s.to_string()).collect();
-        if fetch_enabled {
-            d.insert(0, "fetch".into());
-        }
-        d
-    };
-
-    // build: all targets once; this also proves `check --all-targets` and compiles the
-    // test binaries that the test stage runs.
-    let build_enabled = !disabled("build");
-    if build_enabled {
-        let mut args = cargo_args(&["build"]);
-        args.extend(offline.clone());
-        args.extend(selection.clone());
-        args.extend(target_list(&dev_build_kinds, &dev_build_all));
-        stages.push(Stage {
-            id: "build".into(),
-            kind: StageKind::Build,
-            command: StageCommand::cargo(
-                root,
-                with_profile(args, build_in_test_profile.then_some("test")),
-            ),
-            depends_on: after_fetch(&[]),
-            reason: if benches_in_build {
+            let all = [TargetKind::Lib, TargetKind::Bin, TargetKind::Test, TargetKind::Example]
+                .into_iter()
+                .filter(|k| *k != TargetKind::Lib || has_lib)
+                .map(TargetSelector::Kind)
+                .collect();
+            (vec![TargetKind::Lib, TargetKind::Bin, TargetKind::Test, TargetKind::Example], all)
+        };
+        let mut c = self.compiling(Subcommand::Build);
+        c.targets = self.target_list_without(&kinds, &all, &BTreeSet::new());
+        c.profile = self.profile_or(self.build_in_test_profile.then_some("test"));
+        let check_proof = Proof::CheckAllTargets {
+            profile: build_profile,
+            except_benches: !self.benches_in_build,
+        };
+        let bench_proof = (self.has_benches && self.bench_proof == BenchProof::Dev)
+            .then_some(Proof::BenchesLink(build_profile));
+        let shape = StageShape {
+            depends_on: self.after_fetch(),
+            reason: if self.benches_in_build {
                 "compiles every target once; the test stages reuse its artifacts".into()
             } else {
                 "compiles every target but the benches (bench-build checks those) once; the test stages reuse its artifacts".into()
             },
-            proves: [
-                format!("build ({build_profile})"),
-                dev_check_proof,
-            ]
-            .into_iter()
-            .chain((has_benches && bench_proof == BenchProof::Dev).then(|| format!("benches compile and link ({build_profile}{})", if build_in_test_profile { "" } else { " profile" })))
-            .chain(["test binaries compile".to_string()])
-            .collect(),
-            build_dir: Some(dev_dir.clone()),
-            lock: LockUse::Exclusive,
-            cpu_heavy: true,
-            timeout: config.stage_timeout,
-        });
-        dropped.push(DroppedStage {
-            id: "check".into(),
-            reason: if benches_in_build {
-                "redundant: a successful `build --all-targets` already proves `check --all-targets`"
-                    .into()
-            } else {
-                "redundant: the build stage compiles every target but the benches, and bench-build type-checks those"
-                    .into()
-            },
-        });
-    } else {
-        dropped.push(disabled_stage("build"));
-        if !disabled("check") {
-            let mut args = cargo_args(&["check"]);
-            args.extend(offline.clone());
-            args.extend(selection.clone());
-            args.extend(target_list(&build_kinds, &["--all-targets"]));
-            stages.push(Stage {
-                id: "check".into(),
-                kind: StageKind::Check,
-                command: StageCommand::cargo(root, with_profile(args, None)),
-                depends_on: after_fetch(&[]),
-                reason: "the build stage is disabled, so check all targets instead".into(),
-                proves: vec!["check --all-targets (dev)".into()],
-                build_dir: Some(dev_dir.clone()),
-                lock: LockUse::Exclusive,
-                cpu_heavy: true,
-                timeout: config.stage_timeout,
-            });
-        }
-    }
-    let after_build = |deps: &mut Vec<String>| {
-        if build_enabled {
-            deps.push("build".into());
-        } else if fetch_enabled {
-            deps.push("fetch".into());
-        }
-    };
-
-    // test
-    let test_kinds = [TargetKind::Lib, TargetKind::Bin, TargetKind::Test];
-    let nextest_list = target_list_without(&test_kinds, &[], &custom_harness);
-    let nextest = options.nextest && config.test_runner == TestRunner::Nextest;
-    let custom_tests =
-        nextest && !custom_harness.is_empty() && !disabled("test") && !disabled("custom-tests");
-    if nextest && !custom_harness.is_empty() && disabled("custom-tests") {
-        dropped.push(disabled_stage("custom-tests"));
-    }
-    if custom_tests && nextest_list.is_empty() {
-        dropped.push(DroppedStage {
-            id: "test".into(),
-            reason:
-                "every test target has its own harness; custom-tests runs them with `cargo test`"
-                    .into(),
-        });
-    } else if !disabled("test") {
-        let mut depends_on = Vec::new();
-        after_build(&mut depends_on);
-        let (args, lock, reason) = if nextest {
-            let mut args = vec![
-                "nextest".to_string(),
-                "run".into(),
-                "--manifest-path".into(),
-                manifest.clone(),
-            ];
-            args.extend(offline.clone());
-            args.extend(selection.clone());
-            args.extend(nextest_list.clone());
-            args.push("--no-fail-fast".into());
-            // nextest's own `--profile` names a nextest profile; cargo's is `--cargo-profile`.
-            if let Some(p) = &profile {
-                args.extend(["--cargo-profile".to_string(), p.clone()]);
-            }
-            (
-                args,
-                if build_enabled { LockUse::Brief } else { LockUse::Exclusive },
-                "runs the tests with cargo-nextest, reusing the build stage's test binaries"
-                    .to_string(),
-            )
-        } else {
-            let why = if options.nextest {
-                notes.push("test-runner = \"cargo\": tests run with `cargo test`, each binary's tests as threads of one process, one binary at a time; flaky tests are not retried".into());
-                "test-runner = \"cargo\""
-            } else {
-                notes.push("cargo-nextest is not installed: tests run with `cargo test`, one binary at a time (install it with `cargo install cargo-nextest --locked`)".into());
-                "cargo-nextest is not installed"
-            };
-            let mut args = cargo_args(&["test"]);
-            args.extend(offline.clone());
-            args.extend(selection.clone());
-            let list = target_list(&test_kinds, &[]);
-            // Naming any target kind turns doctests off, which the doctest stage runs.
-            if list.is_empty() {
-                args.extend(["--lib".to_string(), "--bins".into(), "--tests".into()]);
-            } else {
-                args.extend(list);
-            }
-            args.push("--no-fail-fast".into());
-            (
-                with_profile(args, None),
-                LockUse::Exclusive,
-                format!("runs the tests with `cargo test` ({why})"),
-            )
+            proves: [Proof::Build(build_profile), check_proof]
+                .into_iter()
+                .chain(bench_proof)
+                .chain([Proof::TestBinariesCompile])
+                .collect(),
+            ..StageShape::compiling(&self.dev_dir)
         };
-        stages.push(Stage {
-            id: "test".into(),
-            kind: StageKind::Test,
-            command: StageCommand::cargo(root, args),
-            depends_on: with_services(depends_on, config),
-            reason,
-            proves: vec!["unit and integration tests pass".into()],
-            build_dir: Some(dev_dir.clone()),
-            lock,
-            cpu_heavy: true,
-            timeout: config.stage_timeout,
-        });
-    } else {
-        dropped.push(disabled_stage("test"));
+        let command = self.command(c);
+        self.push("build", StageKind::Build, command, shape);
+        let bench_build_checks = !self.benches_in_build;
+        self.drop_stage("check", DropReason::ProvenByBuild { bench_build_checks });
     }
-    if custom_tests {
-        let mut depends_on = Vec::new();
-        after_build(&mut depends_on);
-        let mut args = cargo_args(&["test"]);
-        args.extend(offline.clone());
-        args.extend(selection.clone());
-        for (kind, name) in &custom_harness {
-            match kind {
-                TargetKind::Lib => args.push("--lib".into()),
-                _ => args.extend([
-                    kind.selector_flag().expect("test kinds have a flag").to_string(),
-                    name.to_string(),
-                ]),
-            }
+
+    /// test: nextest where it is installed and chosen, else `cargo test`; the targets
+    /// with their own harness in custom-tests beside nextest.
+    fn test_stages(&mut self) {
+        let nextest_list = self.target_list_without(&TEST_KINDS, &[], &self.custom_harness);
+        let nextest = self.options.nextest && self.config.test_runner == TestRunner::Nextest;
+        let has_custom = nextest && !self.custom_harness.is_empty();
+        let custom_tests = has_custom && !self.disabled("test") && !self.disabled("custom-tests");
+        if has_custom && self.disabled("custom-tests") {
+            self.drop_stage("custom-tests", DropReason::Disabled);
         }
-        args.push("--no-fail-fast".into());
-        let names: Vec<&str> = custom_harness.iter().map(|(_, n)| *n).collect();
-        stages.push(Stage {
-            id: "custom-tests".into(),
-            kind: StageKind::CustomTests,
-            command: StageCommand::cargo(root, with_profile(args, None)),
-            depends_on: with_services(depends_on, config),
+        if custom_tests && nextest_list.is_empty() {
+            self.drop_stage("test", DropReason::AllTestsHaveCustomHarness);
+        } else if self.disabled("test") {
+            self.drop_stage("test", DropReason::Disabled);
+        } else if nextest {
+            self.nextest_stage(nextest_list);
+        } else {
+            self.cargo_test_stage();
+        }
+        if custom_tests {
+            self.custom_tests_stage();
+        }
+    }
+
+    fn nextest_stage(&mut self, targets: Vec<TargetSelector>) {
+        let mut c = self.compiling(Subcommand::NextestRun);
+        c.targets = targets;
+        c.no_fail_fast = true;
+        c.profile = self.options.cargo.profile.clone();
+        let shape = StageShape {
+            depends_on: self.after_build(),
+            reason: "runs the tests with cargo-nextest, reusing the build stage's test binaries"
+                .into(),
+            proves: vec![Proof::TestsPass],
+            lock: if self.build_enabled { LockUse::Brief } else { LockUse::Exclusive },
+            ..StageShape::compiling(&self.dev_dir)
+        };
+        let command = self.command(c);
+        self.push("test", StageKind::Test, command, shape);
+    }
+
+    fn cargo_test_stage(&mut self) {
+        let why = if self.options.nextest {
+            self.notes.push("test-runner = \"cargo\": tests run with `cargo test`, each binary's tests as threads of one process, one binary at a time; flaky tests are not retried".into());
+            "test-runner = \"cargo\""
+        } else {
+            self.notes.push("cargo-nextest is not installed: tests run with `cargo test`, one binary at a time (install it with `cargo install cargo-nextest --locked`)".into());
+            "cargo-nextest is not installed"
+        };
+        let mut c = self.compiling(Subcommand::Test);
+        c.targets = self.target_list(&TEST_KINDS, &[]);
+        // Naming any target kind turns doctests off, which the doctest stage runs.
+        if c.targets.is_empty() {
+            c.targets = TEST_KINDS.map(TargetSelector::Kind).to_vec();
+        }
+        c.no_fail_fast = true;
+        c.profile = self.profile_or(None);
+        let shape = StageShape {
+            depends_on: self.after_build(),
+            reason: format!("runs the tests with `cargo test` ({why})"),
+            proves: vec![Proof::TestsPass],
+            ..StageShape::compiling(&self.dev_dir)
+        };
+        let command = self.command(c);
+        self.push("test", StageKind::Test, command, shape);
+    }
+
+    fn custom_tests_stage(&mut self) {
+        let mut c = self.compiling(Subcommand::Test);
+        c.targets = self
+            .custom_harness
+            .iter()
+            .map(|(kind, name)| TargetSelector::Named(*kind, name.to_string()))
+            .collect();
+        c.no_fail_fast = true;
+        c.profile = self.profile_or(None);
+        let names: Vec<&str> = self.custom_harness.iter().map(|(_, n)| *n).collect();
+        let shape = StageShape {
+            depends_on: self.after_build(),
             reason: format!(
                 "runs the test targets with `harness = false` ({}) with `cargo test`: cargo-nextest needs libtest's `--list`, which their own main need not support",
                 names.join(", ")
             ),
-            proves: vec!["custom-harness tests pass".into()],
-            build_dir: Some(dev_dir.clone()),
-            lock: LockUse::Exclusive,
-            cpu_heavy: true,
-            timeout: config.stage_timeout,
-        });
-    }
-
-    // doctest: nextest does not run doctests, so they get their own stage.
-    let has_doctests = selected.iter().any(|p| {
-        p.targets.iter().any(|t| {
-            t.kind == TargetKind::Lib
-                && t.doctest
-                && !unbuildable.contains(&(p.name.clone(), t.name.clone()))
-        })
-    });
-    if disabled("doctest") {
-        dropped.push(disabled_stage("doctest"));
-    } else if !has_doctests {
-        dropped.push(DroppedStage {
-            id: "doctest".into(),
-            reason: "no library target has doctests enabled".into(),
-        });
-    } else {
-        let mut depends_on = Vec::new();
-        after_build(&mut depends_on);
-        let mut args = cargo_args(&["test"]);
-        args.extend(offline.clone());
-        args.extend(selection.clone());
-        args.push("--doc".into());
-        args.push("--no-fail-fast".into());
-        stages.push(Stage {
-            id: "doctest".into(),
-            kind: StageKind::Doctest,
-            command: StageCommand::cargo(root, with_profile(args, None)),
-            depends_on: with_services(depends_on, config),
-            reason: "runs documentation tests, which nextest does not run".into(),
-            proves: vec!["doctests pass".into()],
-            build_dir: Some(dev_dir.clone()),
-            lock: LockUse::Exclusive,
-            cpu_heavy: true,
-            timeout: config.stage_timeout,
-        });
-    }
-
-    // bench-build: the bench profile shares no artifacts with dev, so it gets its own
-    // build directory and overlaps the dev stages instead of waiting for their lock.
-    let all_benches_unbuildable = !has_benches
-        && selected.iter().any(|p| p.targets.iter().any(|t| t.kind == TargetKind::Bench));
-    // Without bench targets `cargo bench --no-run` still compiles the libraries' and
-    // binaries' unit tests in the bench profile (they are `bench = true` by default):
-    // the strict plan does the same, the others leave it out and say so.
-    if disabled("bench-build") {
-        dropped.push(disabled_stage("bench-build"));
-    } else if !has_benches && (all_benches_unbuildable || bench_proof != BenchProof::Build) {
-        let reason = if all_benches_unbuildable {
-            "every bench target needs a nightly compiler (see notes)"
-        } else {
-            "the workspace has no bench targets; `cargo bench --no-run` would still compile the libraries' and binaries' unit tests in the bench profile, which --strict (bench-proof = \"build\") does"
+            proves: vec![Proof::CustomHarnessTestsPass],
+            ..StageShape::compiling(&self.dev_dir)
         };
-        dropped.push(DroppedStage { id: "bench-build".into(), reason: reason.into() });
-    } else if bench_proof == BenchProof::Dev {
-        dropped.push(DroppedStage {
-            id: "bench-build".into(),
-            reason: format!("bench-proof = \"dev\" (the default): the build stage compiles and links the benches in the {}; bench-proof = \"check\" also type-checks them in the bench profile, \"build\" or --strict builds them as `cargo bench --no-run` does", if build_in_test_profile { "test profile" } else { "dev profile" }),
+        let command = self.command(c);
+        self.push("custom-tests", StageKind::CustomTests, command, shape);
+    }
+
+    /// doctest: nextest does not run doctests, so they get their own stage.
+    fn doctest_stage(&mut self) {
+        let has_doctests = self.selected.iter().any(|p| {
+            p.targets.iter().any(|t| {
+                t.kind == TargetKind::Lib
+                    && t.doctest
+                    && !self.unbuildable.contains(&(p.name.clone(), t.name.clone()))
+            })
         });
-    } else {
-        let proof = bench_proof;
-        let bench_list = target_list(&[TargetKind::Bench], &["--benches"]);
-        let (args, reason, proves) = match proof {
-            BenchProof::Dev => unreachable!("handled above"),
+        if self.disabled("doctest") {
+            self.drop_stage("doctest", DropReason::Disabled);
+            return;
+        }
+        if !has_doctests {
+            self.drop_stage("doctest", DropReason::NoDoctests);
+            return;
+        }
+        let mut c = self.compiling(Subcommand::Test);
+        c.doc = true;
+        c.no_fail_fast = true;
+        c.profile = self.profile_or(None);
+        let shape = StageShape {
+            depends_on: self.after_build(),
+            reason: "runs documentation tests, which nextest does not run".into(),
+            proves: vec![Proof::DoctestsPass],
+            ..StageShape::compiling(&self.dev_dir)
+        };
+        let command = self.command(c);
+        self.push("doctest", StageKind::Doctest, command, shape);
+    }
+
+    /// bench-build: the bench profile shares no artifacts with dev, so it gets its own
+    /// build directory and overlaps the dev stages instead of waiting for their lock.
+    fn bench_stage(&mut self) {
+        let all_benches_unbuildable = !self.has_benches
+            && self.selected.iter().any(|p| p.targets.iter().any(|t| t.kind == TargetKind::Bench));
+        // Without bench targets `cargo bench --no-run` still compiles the libraries' and
+        // binaries' unit tests in the bench profile (they are `bench = true` by default):
+        // the strict plan does the same, the others leave it out and say so.
+        if self.disabled("bench-build") {
+            return self.drop_stage("bench-build", DropReason::Disabled);
+        }
+        if !self.has_benches && (all_benches_unbuildable || self.bench_proof != BenchProof::Build) {
+            let reason = if all_benches_unbuildable {
+                DropReason::BenchesNeedNightly
+            } else {
+                DropReason::NoBenchTargets
+            };
+            return self.drop_stage("bench-build", reason);
+        }
+        let benches =
+            self.target_list(&[TargetKind::Bench], &[TargetSelector::Kind(TargetKind::Bench)]);
+        let (c, reason, proves) = match self.bench_proof {
+            BenchProof::Dev => {
+                let build_in_test_profile = self.build_in_test_profile;
+                return self.drop_stage(
+                    "bench-build",
+                    DropReason::BenchesInBuild { build_in_test_profile },
+                );
+            }
             BenchProof::Build => {
-                let mut args = cargo_args(&["bench", "--no-run"]);
-                args.extend(offline.clone());
-                args.extend(selection.clone());
-                args.extend(bench_list);
+                let mut c = self.compiling(Subcommand::BenchNoRun);
+                c.targets = benches;
                 (
-                    args,
+                    c,
                     "compiles the benchmarks in the bench profile, as `cargo bench --no-run` does",
-                    "bench --no-run (bench profile)",
+                    Proof::BenchNoRun,
                 )
             }
             BenchProof::Check => {
-                let mut args = cargo_args(&["check"]);
-                args.extend(offline.clone());
-                args.extend(selection.clone());
-                args.extend(bench_list);
-                args.extend(["--profile".to_string(), "bench".into()]);
+                let mut c = self.compiling(Subcommand::Check);
+                c.targets = benches;
+                c.profile = Some("bench".into());
                 (
-                    args,
+                    c,
                     "type-checks the benchmarks in the bench profile (bench-proof = \"check\"; `--strict` or bench-proof = \"build\" compiles them fully)",
-                    "check --benches (bench profile), not a full optimised build",
+                    Proof::CheckBenches,
                 )
             }
         };
-        let mut command = StageCommand::cargo(root, args);
+        let bench_dir = self.workspace.state_dir(self.config).bench_target();
+        let mut command = self.command(c);
         command.env.insert("CARGO_TARGET_DIR".into(), bench_dir.to_string());
-        stages.push(Stage {
-            id: "bench-build".into(),
-            kind: StageKind::BenchBuild,
-            command,
-            depends_on: after_fetch(&[]),
+        let shape = StageShape {
+            depends_on: self.after_fetch(),
             reason: reason.into(),
-            proves: vec![proves.into()],
-            build_dir: Some(bench_dir.clone()),
-            lock: LockUse::Exclusive,
-            cpu_heavy: true,
-            timeout: config.stage_timeout,
-        });
-    }
-
-    // Optional built-in stages.
-    for id in &config.enable {
-        let (kind, args, reason, proves, dir) = match id.as_str() {
-            "clippy" => {
-                let mut a = cargo_args(&["clippy"]);
-                a.extend(offline.clone());
-                a.extend(selection.clone());
-                a.extend(target_list(&build_kinds, &["--all-targets"]));
-                (
-                    StageKind::Clippy,
-                    a,
-                    "lints every target with clippy (enabled in config)",
-                    "clippy --all-targets",
-                    Some(workspace.state_dir(config).clippy_target()),
-                )
-            }
-            "fmt" => {
-                let a = vec![
-                    "fmt".to_string(),
-                    "--all".into(),
-                    "--check".into(),
-                    "--manifest-path".into(),
-                    manifest.clone(),
-                ];
-                (
-                    StageKind::Fmt,
-                    a,
-                    "checks formatting (enabled in config)",
-                    "cargo fmt --check",
-                    None,
-                )
-            }
-            "doc" => {
-                let mut a = cargo_args(&["doc", "--no-deps"]);
-                a.extend(offline.clone());
-                a.extend(selection.clone());
-                (
-                    StageKind::Doc,
-                    a,
-                    "builds the documentation (enabled in config)",
-                    "cargo doc --no-deps",
-                    Some(workspace.state_dir(config).doc_target()),
-                )
-            }
-            _ => unreachable!("check_stage_names accepts only optional stage names"),
+            proves: vec![proves],
+            ..StageShape::compiling(&bench_dir)
         };
-        let mut command = StageCommand::cargo(root, args);
-        if let Some(d) = &dir {
-            command.env.insert("CARGO_TARGET_DIR".into(), d.to_string());
-        }
-        stages.push(Stage {
-            id: id.clone(),
-            kind,
-            command,
-            depends_on: if kind == StageKind::Fmt { vec![] } else { after_fetch(&[]) },
-            reason: reason.into(),
-            proves: vec![proves.into()],
-            lock: LockUse::Exclusive,
-            cpu_heavy: kind != StageKind::Fmt,
-            build_dir: dir,
-            timeout: config.stage_timeout,
-        });
+        self.push("bench-build", StageKind::BenchBuild, command, shape);
     }
 
-    // services: starts with the first stage and runs beside compilation, so the pool is
-    // warm when the tests need it. The orchestrator runs this stage in-process through
-    // `pool::services_up` (the library cannot re-execute the user's xtask, and it needs
-    // the handle to stop the pool at the end); the command is what a person types to
-    // do the same by hand.
-    if !config.services.is_empty() && !disabled("services") {
-        stages.push(Stage {
-            id: "services".into(),
-            kind: StageKind::Services,
-            command: StageCommand {
-                program: "cargo".into(),
-                args: ["xtask", "pool", "up", "--manifest-path", &manifest]
-                    .map(String::from)
-                    .to_vec(),
-                env: BTreeMap::new(),
-                cwd: root.clone(),
-            },
-            depends_on: vec![],
+    /// clippy, fmt and doc, when `enable` names them.
+    fn optional_stages(&mut self) {
+        let state_dir = self.workspace.state_dir(self.config);
+        for id in &self.config.enable {
+            let (kind, c, reason, proves, dir) = match id.as_str() {
+                "clippy" => {
+                    let mut c = self.compiling(Subcommand::Clippy);
+                    c.targets = self.target_list(&BUILD_KINDS, &[TargetSelector::All]);
+                    (
+                        StageKind::Clippy,
+                        c,
+                        "lints every target with clippy (enabled in config)",
+                        Proof::Clippy,
+                        Some(state_dir.clippy_target()),
+                    )
+                }
+                "fmt" => (
+                    StageKind::Fmt,
+                    self.cargo(Subcommand::Fmt),
+                    "checks formatting (enabled in config)",
+                    Proof::Fmt,
+                    None,
+                ),
+                "doc" => (
+                    StageKind::Doc,
+                    self.compiling(Subcommand::Doc),
+                    "builds the documentation (enabled in config)",
+                    Proof::Doc,
+                    Some(state_dir.doc_target()),
+                ),
+                _ => unreachable!("check_stage_names accepts only optional stage names"),
+            };
+            let mut command = self.command(c);
+            if let Some(d) = &dir {
+                command.env.insert("CARGO_TARGET_DIR".into(), d.to_string());
+            }
+            let shape = StageShape {
+                depends_on: if kind == StageKind::Fmt { vec![] } else { self.after_fetch() },
+                reason: reason.into(),
+                proves: vec![proves],
+                cpu_heavy: kind != StageKind::Fmt,
+                build_dir: dir,
+                ..StageShape::default()
+            };
+            self.push(id, kind, command, shape);
+        }
+    }
+
+    /// services: starts with the first stage and runs beside compilation, so the pool is
+    /// warm when the tests need it. The command is what a person types to do the same by
+    /// hand; a run starts the pool in-process instead ([`Plan::run_services_as`]).
+    fn services_stage(&mut self) {
+        if self.config.services.is_empty() {
+            return;
+        }
+        if self.disabled("services") {
+            return self.drop_stage("services", DropReason::Disabled);
+        }
+        let command = self.command(self.cargo(Subcommand::XtaskPoolUp));
+        let shape = StageShape {
             reason: format!(
                 "starts the service pool ({}) while the code compiles; the test stages lease from it",
-                config.services.keys().cloned().collect::<Vec<_>>().join(", ")
+                self.config.services.keys().cloned().collect::<Vec<_>>().join(", ")
             ),
-            proves: vec!["services start and answer".into()],
-            build_dir: None,
+            proves: vec![Proof::ServicesAnswer],
             lock: LockUse::Brief,
-            cpu_heavy: false,
-            timeout: config.stage_timeout,
-        });
-    } else if disabled("services") && !config.services.is_empty() {
-        dropped.push(disabled_stage("services"));
+            ..StageShape::default()
+        };
+        self.push("services", StageKind::Services, command, shape);
     }
 
-    // Custom stages from config.
-    for (name, custom) in &config.stages {
-        let uses_build_dir = custom.uses_build_dir.unwrap_or(custom.command[0] == "cargo");
-        stages.push(Stage {
-            id: name.clone(),
-            kind: StageKind::Custom,
-            command: StageCommand {
-                program: custom.command[0].clone(),
-                args: custom.command[1..].to_vec(),
-                env: BTreeMap::new(),
-                cwd: root.clone(),
-            },
-            depends_on: custom.depends_on.clone(),
-            reason: format!("custom stage `{name}` from [{}.stages]", crate::config::TABLE),
-            proves: vec![format!("custom: {}", custom.command.join(" "))],
-            build_dir: uses_build_dir.then(|| dev_dir.clone()),
-            lock: LockUse::Exclusive,
-            cpu_heavy: uses_build_dir,
-            timeout: custom.timeout.or(config.stage_timeout),
-        });
+    /// Custom stages from config, run as written.
+    fn custom_stages(&mut self) {
+        for (name, custom) in &self.config.stages {
+            let uses_build_dir = custom.uses_build_dir.unwrap_or(custom.command[0] == "cargo");
+            self.stages.push(Stage {
+                id: name.clone(),
+                kind: StageKind::Custom,
+                command: StageCommand::argv(
+                    custom.command[0].clone(),
+                    custom.command[1..].to_vec(),
+                    self.workspace.root.clone(),
+                ),
+                depends_on: custom.depends_on.clone(),
+                reason: format!("custom stage `{name}` from [{}.stages]", crate::config::TABLE),
+                proves: vec![Proof::Custom(custom.command.join(" "))],
+                build_dir: uses_build_dir.then(|| self.dev_dir.clone()),
+                lock: LockUse::Exclusive,
+                cpu_heavy: uses_build_dir,
+                timeout: custom.timeout.or(self.config.stage_timeout),
+            });
+        }
     }
 
-    // A custom stage may depend on a built-in stage that this plan dropped: it then
-    // depends on whatever that stage depended on, so the order still holds.
-    let present: BTreeSet<String> = stages.iter().map(|s| s.id.clone()).collect();
-    for s in &mut stages {
-        s.depends_on.retain(|d| present.contains(d) || !BUILTIN_STAGES.contains(&d.as_str()));
-        if s.kind == StageKind::Custom && s.depends_on.iter().any(|d| !present.contains(d)) {
-            let missing = s.depends_on.iter().find(|d| !present.contains(*d)).unwrap().clone();
-            return Err(ConfigError::UnknownStage {
-                key: format!("{}.stages.{}.depends-on", crate::config::TABLE, s.id),
-                stage: missing,
-                known: present.iter().cloned().collect::<Vec<_>>().join(", "),
+    /// What applies across stages: dependencies on dropped stages, the pool's address,
+    /// the incremental setting and a scratch build directory.
+    fn finish(mut self) -> Result<Plan, PlanError> {
+        // A custom stage may depend on a built-in stage that this plan dropped: it then
+        // depends on whatever that stage depended on, so the order still holds.
+        let present: BTreeSet<String> = self.stages.iter().map(|s| s.id.clone()).collect();
+        for s in &mut self.stages {
+            s.depends_on.retain(|d| present.contains(d) || !BUILTIN_STAGES.contains(&d.as_str()));
+            if s.kind == StageKind::Custom
+                && let Some(missing) = s.depends_on.iter().find(|d| !present.contains(*d))
+            {
+                return Err(ConfigError::UnknownStage {
+                    key: format!("{}.stages.{}.depends-on", crate::config::TABLE, s.id),
+                    stage: missing.clone(),
+                    known: present.iter().cloned().collect::<Vec<_>>().join(", "),
+                }
+                .into());
             }
-            .into());
         }
-    }
-    // Stages that wait for the services learn where the pool is.
-    let pool_dir = workspace.state_dir(config).pool();
-    for s in &mut stages {
-        if s.depends_on.iter().any(|d| d == "services") {
-            s.command.env.insert(crate::state::POOL_ENV.into(), pool_dir.to_string());
+        // Stages that wait for the services learn where the pool is.
+        let pool_dir = self.workspace.state_dir(self.config).pool();
+        for s in &mut self.stages {
+            if s.depends_on.iter().any(|d| d == "services") {
+                s.command.env.insert(crate::state::POOL_ENV.into(), pool_dir.to_string());
+            }
         }
-    }
-    if let Some(cycle) = find_cycle(&stages) {
-        return Err(ConfigError::Cycle { cycle }.into());
+        if let Some(cycle) = find_cycle(&self.stages) {
+            return Err(ConfigError::Cycle { cycle }.into());
+        }
+        self.incremental();
+        if let Some(dir) = &self.options.target_dir {
+            for s in &mut self.stages {
+                name_target_dir(s, dir);
+            }
+        }
+        let root = self.workspace.root.clone();
+        Ok(Plan {
+            workspace_root: root,
+            stages: self.stages,
+            dropped: self.dropped,
+            notes: self.notes,
+        })
     }
 
-    // Every cargo stage gets the same setting: stages that share a build directory with
-    // different incremental settings would rebuild each other's artifacts.
-    let incremental_off = match config.incremental {
-        Incremental::Off => true,
-        Incremental::On => false,
-        Incremental::Auto => options.ci && !options.cargo_incremental_set,
-    };
-    if incremental_off {
-        for s in stages.iter_mut().filter(|s| s.command.program == "cargo") {
+    /// Every cargo stage gets the same setting: stages that share a build directory with
+    /// different incremental settings would rebuild each other's artifacts.
+    fn incremental(&mut self) {
+        let off = match self.config.incremental {
+            Incremental::Off => true,
+            Incremental::On => false,
+            Incremental::Auto => self.options.ci && !self.options.cargo_incremental_set,
+        };
+        if !off {
+            return;
+        }
+        for s in self.stages.iter_mut().filter(|s| s.command.is_cargo()) {
             s.command.env.insert("CARGO_INCREMENTAL".into(), "0".into());
         }
-        notes.push(match config.incremental {
+        self.notes.push(match self.config.incremental {
             Incremental::Off => "incremental compilation is off (incremental = \"off\")".into(),
             _ => format!(
                 "incremental compilation is off because CI is set: a CI job builds from cold and discards the incremental data it would write (incremental = \"on\" in [{}] keeps it)",
@@ -895,34 +1041,86 @@ pub fn plan(
             ),
         });
     }
-
-    Ok(Plan { workspace_root: root.clone(), stages, dropped, notes })
 }
 
-/// Test stages wait for the services stage when the config declares services.
-fn with_services(mut deps: Vec<String>, config: &Config) -> Vec<String> {
-    if !config.services.is_empty() {
-        deps.push("services".into());
+/// Names the scratch build directory on a cargo stage that has none of its own. A flag,
+/// not the CARGO_TARGET_DIR variable, for the stages that run tests: the variable would
+/// reach the tests, and a test that runs cargo on a fixture of its own would build into
+/// (and look for its output in) the scratch directory.
+fn name_target_dir(s: &mut Stage, dir: &Utf8Path) {
+    if !s.command.is_cargo() || s.command.env.contains_key("CARGO_TARGET_DIR") {
+        return;
     }
-    deps
+    let runs_tests = matches!(
+        s.kind,
+        StageKind::Build
+            | StageKind::Check
+            | StageKind::Test
+            | StageKind::CustomTests
+            | StageKind::Doctest
+    );
+    match s.command.cargo_invocation() {
+        Some(c) if runs_tests => c.target_dir = Some(dir.to_owned()),
+        _ => {
+            s.command.env.insert("CARGO_TARGET_DIR".into(), dir.to_string());
+        }
+    }
 }
 
-fn disabled_stage(id: &str) -> DroppedStage {
-    DroppedStage {
-        id: id.into(),
-        reason: format!("disabled in [{}] `disable`", crate::config::TABLE),
+/// The fields in which stages differ beyond id, kind and command.
+struct StageShape {
+    depends_on: Vec<String>,
+    reason: String,
+    proves: Vec<Proof>,
+    build_dir: Option<Utf8PathBuf>,
+    lock: LockUse,
+    cpu_heavy: bool,
+}
+
+impl Default for StageShape {
+    fn default() -> StageShape {
+        StageShape {
+            depends_on: Vec::new(),
+            reason: String::new(),
+            proves: Vec::new(),
+            build_dir: None,
+            lock: LockUse::Exclusive,
+            cpu_heavy: false,
+        }
     }
 }
 
-fn plural_flag(kind: TargetKind) -> &'static str {
-    match kind {
-        TargetKind::Lib => "--lib",
-        TargetKind::Bin => "--bins",
-        TargetKind::Test => "--tests",
-        TargetKind::Bench => "--benches",
-        TargetKind::Example => "--examples",
-        TargetKind::BuildScript => unreachable!("build scripts are never selected"),
+impl StageShape {
+    /// A stage that compiles in `dir`, holding its lock throughout.
+    fn compiling(dir: &Utf8Path) -> StageShape {
+        StageShape { build_dir: Some(dir.to_owned()), cpu_heavy: true, ..StageShape::default() }
     }
+}
+
+/// The selected packages' targets the toolchain cannot build, each with a note.
+fn unbuildable_targets(
+    workspace: &Workspace,
+    options: &PlanOptions,
+    selected: &[&Package],
+    notes: &mut Vec<String>,
+) -> BTreeSet<(String, String)> {
+    let Some(tc) = &options.toolchain else { return BTreeSet::new() };
+    workspace
+        .unbuildable_targets(tc)
+        .into_iter()
+        .filter(|(p, _)| selected.iter().any(|s| s.name == p.name))
+        .map(|(p, t)| {
+            notes.push(format!(
+                "left out {} target `{}` of package `{}`: it uses #![feature({})], which the {} compiler does not accept",
+                kind_name(t.kind),
+                t.name,
+                p.name,
+                t.nightly_features.join(", "),
+                tc.release
+            ));
+            (p.name.clone(), t.name.clone())
+        })
+        .collect()
 }
 
 fn kind_name(kind: TargetKind) -> &'static str {
@@ -1054,6 +1252,80 @@ impl Plan {
         self.stages.iter().find(|s| s.id == id)
     }
 
+    /// Whether any stage runs tests with `runner`, whose settings then matter.
+    pub fn runs(&self, runner: TestRunnerCommand) -> bool {
+        self.stages.iter().any(|s| s.command.runs(runner))
+    }
+
+    /// nextest retries failing tests so that a flaky one is reported as flaky, not as a
+    /// failure that hides the rest.
+    pub fn retry_flaky_tests(&mut self, retries: &NextestRetries) {
+        for c in self.nextest_stages() {
+            c.retries = Some(retries.clone());
+        }
+    }
+
+    /// The retries a test stage runs with, whose tool config must exist when it starts.
+    pub fn nextest_retries(&self) -> Option<&NextestRetries> {
+        self.stages.iter().find_map(|s| s.command.retries())
+    }
+
+    /// Leaves nextest's fail-fast to the user's nextest profile, which sets it: the
+    /// planned `--no-fail-fast` would override it.
+    pub fn keep_nextest_fail_fast(&mut self) {
+        for c in self.nextest_stages() {
+            c.no_fail_fast = false;
+        }
+    }
+
+    /// Whether a test stage runs nextest (custom stages aside).
+    pub fn tests_with_nextest(&self) -> bool {
+        self.stages
+            .iter()
+            .any(|s| s.kind == StageKind::Test && s.command.runs(TestRunnerCommand::Nextest))
+    }
+
+    fn nextest_stages(&mut self) -> impl Iterator<Item = &mut CargoInvocation> {
+        self.stages
+            .iter_mut()
+            .filter(|s| s.kind == StageKind::Test)
+            .filter_map(|s| s.command.cargo_invocation())
+            .filter(|c| c.subcommand == Subcommand::NextestRun)
+    }
+
+    /// Runs the services stage as `exe` with `env` added (a program that starts the
+    /// pool itself) instead of `cargo xtask pool up`, which needs the user's xtask.
+    pub fn run_services_as(&mut self, exe: &str, env: [(&str, String); 2]) {
+        let Some(stage) = self.stages.iter_mut().find(|s| s.kind == StageKind::Services) else {
+            return;
+        };
+        let mut command = StageCommand::argv(exe, Vec::new(), stage.command.cwd.clone());
+        command.env = std::mem::take(&mut stage.command.env);
+        command.env.extend(env.map(|(k, v)| (k.to_string(), v)));
+        stage.command = command;
+    }
+
+    /// Leaves out the stages in `cached` (served from the cache); their dependents no
+    /// longer wait for them.
+    pub fn skip_cached<T>(&mut self, cached: &BTreeMap<String, T>) {
+        self.stages.retain(|s| !cached.contains_key(&s.id));
+        for s in &mut self.stages {
+            s.depends_on.retain(|d| !cached.contains_key(d));
+        }
+    }
+
+    /// Runs nothing: every stage is dropped for `reason`.
+    pub fn drop_all(&mut self, reason: DropReason) {
+        for s in self.stages.drain(..) {
+            self.dropped.push(Dropped { id: s.id, reason: reason.clone() });
+        }
+    }
+
+    /// Whether the plan dropped stage `id` for `reason`.
+    pub fn dropped_for(&self, id: &str, reason: &DropReason) -> bool {
+        self.dropped.iter().any(|d| d.id == id && &d.reason == reason)
+    }
+
     /// Human-readable rendering for `cargo xtask plan`.
     pub fn render_text(&self) -> String {
         let mut out = format!("plan for {}\n\n", self.workspace_root);
@@ -1067,7 +1339,7 @@ impl Plan {
             };
             out.push_str(&format!("  depends on: {deps}\n"));
             out.push_str(&format!("  why:        {}\n", s.reason));
-            out.push_str(&format!("  proves:     {}\n", s.proves.join("; ")));
+            out.push_str(&format!("  proves:     {}\n", s.proves_text().join("; ")));
             if let Some(dir) = &s.build_dir {
                 let lock = match s.lock {
                     LockUse::Exclusive => "holds its lock throughout",

@@ -109,7 +109,7 @@ impl PipelineProfiler {
             stages,
             crates,
             critical_path,
-            dropped: ctx.plan.dropped.clone(),
+            dropped: ctx.plan.dropped.iter().map(crate::plan::Dropped::to_record).collect(),
             notes: ctx.plan.notes.clone(),
             cores: ctx.cores,
             targets: ctx.targets,
@@ -223,12 +223,7 @@ mod tests {
         Stage {
             id: id.into(),
             kind: StageKind::Custom,
-            command: StageCommand {
-                program: "true".into(),
-                args: vec![],
-                env: Default::default(),
-                cwd: "/".into(),
-            },
+            command: StageCommand::argv("true", vec![], "/".into()),
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
             reason: String::new(),
             proves: vec![],

@@ -9,7 +9,7 @@ use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
 use crate::temp;
 use crate::xtask;
 
-fn git(root: &Utf8Path, args: &[&str]) {
+pub(crate) fn git(root: &Utf8Path, args: &[&str]) {
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(root)
@@ -21,7 +21,7 @@ fn git(root: &Utf8Path, args: &[&str]) {
 }
 
 /// Writes `ws` under `dir` as a committed git repository; returns the manifest path.
-fn repo(ws: FixtureWorkspace, dir: &Utf8Path) -> Utf8PathBuf {
+pub(crate) fn repo(ws: FixtureWorkspace, dir: &Utf8Path) -> Utf8PathBuf {
     let manifest = ws.file(".gitignore", "/target\n").write(dir).unwrap();
     git(dir, &["init", "-q", "-b", "main"]);
     git(dir, &["add", "-A"]);

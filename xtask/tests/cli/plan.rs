@@ -1,9 +1,11 @@
 //! `cargo xtask plan` on fixtures and on this workspace.
 
+use std::collections::BTreeMap;
+
 use camino::Utf8Path;
 use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
 
-use crate::{assert_clean_error, xtask};
+use crate::{assert_clean_error, record, temp, xtask};
 
 fn fixture(ws: &FixtureWorkspace) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -82,4 +84,88 @@ fn unknown_format_exits_1() {
 fn unknown_flag_is_a_usage_error() {
     let out = xtask(&["plan", "--frobnicate"]);
     assert_clean_error(&out, 2, "--frobnicate");
+}
+
+/// `plan --format json` with the flags `optimize` runs with (`--since`, nextest's
+/// retries) shows, stage by stage, the commands `optimize` runs, on a fixture with
+/// services; only the services stage runs in-process instead of as `cargo xtask`.
+#[test]
+fn plan_json_is_what_optimize_runs() {
+    if !crate::services::redis_installed() {
+        return;
+    }
+    let (_guard, root) = temp();
+    let ws = FixtureWorkspace::diamond().config("[services.cache]\nkind = \"redis\"\nsize = 1\n");
+    let manifest = crate::cache::repo(ws, &root);
+    let m = manifest.as_str();
+    // `cargo metadata` writes the lock file, which must not count as a change.
+    assert!(xtask(&["plan", "--manifest-path", m]).status.success());
+    crate::cache::git(&root, &["add", "-A"]);
+    crate::cache::git(&root, &["commit", "-q", "-m", "lock file"]);
+    let lib = root.join("crates/top/src/lib.rs");
+    let source = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(&lib, format!("{source}\n// changed\n")).unwrap();
+
+    let since = ["--since", "HEAD"];
+    let out = xtask(
+        &[&["plan", "--manifest-path", m, "--format", "json", "--retries", "2"][..], &since]
+            .concat(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json = root.join("run.json");
+    let out =
+        xtask(&[&["optimize", "--manifest-path", m, "--json", json.as_str()][..], &since].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let record = record(&json);
+
+    let planned: BTreeMap<&str, String> = plan["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["id"].as_str().unwrap(), display(&s["command"])))
+        .collect();
+    let ran: BTreeMap<&str, &str> =
+        record.stages.iter().map(|s| (s.id.as_str(), s.command.as_str())).collect();
+    assert_eq!(planned.keys().collect::<Vec<_>>(), ran.keys().collect::<Vec<_>>());
+    for (id, command) in &planned {
+        if *id == "services" {
+            assert!(command.ends_with(&format!("cargo xtask pool up --manifest-path {m}")));
+            assert!(ran[id].ends_with(env!("CARGO_BIN_EXE_xtask")), "{}", ran[id]);
+        } else {
+            assert_eq!(ran[id], command, "stage {id}");
+        }
+    }
+    let test = &planned["test"];
+    for part in
+        ["nextest run", "--package top", "--tool-config-file pipeline-opt:", "PIPELINE_OPT_POOL="]
+    {
+        assert!(test.contains(part), "{part} in {test}; notes: {}", plan["notes"]);
+    }
+    let dropped: Vec<(&str, &str)> = plan["dropped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["id"].as_str().unwrap(), d["reason"].as_str().unwrap()))
+        .collect();
+    let recorded: Vec<(&str, &str)> =
+        record.dropped.iter().map(|d| (d.id.as_str(), d.reason.as_str())).collect();
+    assert_eq!(dropped, recorded);
+}
+
+/// A command of the plan's JSON as a run record shows it (`StageCommand::display`).
+fn display(command: &serde_json::Value) -> String {
+    let quote = |s: &str| {
+        let plain = s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+        if !s.is_empty() && plain {
+            s.to_string()
+        } else {
+            format!("'{}'", s.replace('\'', r"'\''"))
+        }
+    };
+    let env = command["env"].as_object().unwrap();
+    let env = env.iter().map(|(k, v)| format!("{k}={}", quote(v.as_str().unwrap())));
+    let args = command["args"].as_array().unwrap().iter();
+    let argv = std::iter::once(&command["program"]).chain(args).map(|a| quote(a.as_str().unwrap()));
+    env.chain(argv).collect::<Vec<_>>().join(" ")
 }

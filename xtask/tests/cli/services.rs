@@ -35,9 +35,14 @@ fn installed(program: &str, package: &str) -> bool {
     false
 }
 
+/// Whether redis-server is installed, which CI must have; says NOT RUN when it is not.
+pub(crate) fn redis_installed() -> bool {
+    installed("redis-server", "redis-server")
+}
+
 #[test]
 fn services_start_beside_the_build_and_stop_with_the_run() {
-    if !installed("redis-server", "redis-server") {
+    if !redis_installed() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -75,7 +80,7 @@ fn services_start_beside_the_build_and_stop_with_the_run() {
 /// by that port alone, as a suite with a hard-coded address does, with no lease.
 #[test]
 fn a_hard_coded_address_reaches_a_service_configured_in_pipeline_opt_toml() {
-    if !installed("redis-server", "redis-server") {
+    if !redis_installed() {
         return;
     }
     let (_dir, root) = crate::temp();

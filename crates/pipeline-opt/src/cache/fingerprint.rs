@@ -759,8 +759,9 @@ impl<'a> Fingerprinter<'a> {
         fp.insert("toolchain", &self.toolchain.verbose_version);
         // The command proper: program, arguments, directory, and the variables it sets
         // that are not inputs of their own (CARGO_TARGET_DIR, ...).
-        let args = without_job_count(&command.args);
-        let mut cmd = format!("{}\0{}\0{}", command.cwd, command.program, args.join("\0"));
+        let all_args = command.args();
+        let args = without_job_count(&all_args);
+        let mut cmd = format!("{}\0{}\0{}", command.cwd, command.program(), args.join("\0"));
         for (k, v) in &command.env {
             if !env_names.contains(k) && !is_bookkeeping(k) {
                 cmd.push_str(&format!("\0{k}={v}"));

@@ -19,7 +19,7 @@ pub use fingerprint::{Explanation, Fingerprint, Fingerprinter};
 pub use store::{CacheError, Store};
 
 use crate::config::Config;
-use crate::plan::{Plan, Stage, StageCommand, StageKind};
+use crate::plan::{Plan, StageCommand, StageKind};
 use crate::state::StateDir;
 use crate::toolchain::Toolchain;
 use crate::workspace::{PackageIdx, Workspace};
@@ -200,7 +200,7 @@ impl StageCache {
                     decisions.insert(stage.id.clone(), decision);
                 }
                 StageKind::Test => {
-                    let packages = stage_packages(stage, workspace);
+                    let packages = stage.packages(workspace);
                     let mut rerun = Vec::new();
                     let mut newest: Option<(u64, String)> = None;
                     let mut why: Vec<Explanation> = Vec::new();
@@ -236,14 +236,14 @@ impl StageCache {
                         Decision::Cached { from_run: newest.map(|(_, r)| r).unwrap_or_default() }
                     } else {
                         if rerun.len() < packages.len() {
-                            narrow_test_stage(stage, &rerun);
+                            stage.narrow_to(&rerun);
                         }
                         Decision::Run { explanations: why }
                     };
                     decisions.insert(stage.id.clone(), decision);
                 }
                 _ => {
-                    let packages = stage_packages(stage, workspace);
+                    let packages = stage.packages(workspace);
                     let f = fp.stage_fingerprint(stage.kind, &packages, &stage.command);
                     let (d, _) = decide(self.store.stage_records(&stage.id), &f);
                     decisions.insert(stage.id.clone(), d);
@@ -419,93 +419,5 @@ fn decide(
     match same_command.or(records.first()) {
         Some(r) => (Decision::Run { explanations: f.explain_against(&r.fingerprint) }, None),
         None => (Decision::Run { explanations: vec![Explanation::NoEarlierSuccess] }, None),
-    }
-}
-
-/// The members a stage compiles: its `--package` selections, or all of them.
-pub fn stage_packages(stage: &Stage, workspace: &Workspace) -> Vec<PackageIdx> {
-    let args = &stage.command.args;
-    let mut named = Vec::new();
-    for (i, a) in args.iter().enumerate() {
-        if a == "--package" || a == "-p" {
-            if let Some(name) = args.get(i + 1) {
-                named.extend(workspace.package(name));
-            }
-        } else if let Some(name) = a.strip_prefix("--package=") {
-            named.extend(workspace.package(name));
-        }
-    }
-    if named.is_empty() { (0..workspace.packages.len()).collect() } else { named }
-}
-
-/// Runs only `packages`' tests: one nextest run with a filterset (the build and the
-/// feature set stay those of the whole selection, so nothing recompiles), or one
-/// `cargo test` with `--package` flags.
-pub fn narrow_test_stage(stage: &mut Stage, packages: &[String]) {
-    let args = &mut stage.command.args;
-    if args.first().is_some_and(|a| a == "nextest") {
-        let filter =
-            packages.iter().map(|p| format!("package(={p})")).collect::<Vec<_>>().join(" | ");
-        args.extend(["-E".to_string(), filter]);
-        // A package whose tests are all in other kinds of targets is not an error.
-        args.push("--no-tests=warn".into());
-    } else {
-        args.retain(|a| a != "--workspace");
-        let mut i = 0;
-        while i < args.len() {
-            if args[i] == "--package" || args[i] == "-p" {
-                args.drain(i..(i + 2).min(args.len()));
-            } else {
-                i += 1;
-            }
-        }
-        // Insert after the subcommand so the flags stay before any `--`.
-        let at = args.iter().position(|a| a == "--").unwrap_or(args.len());
-        for p in packages.iter().rev() {
-            args.insert(at, p.clone());
-            args.insert(at, "--package".into());
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::plan::{LockUse, StageCommand};
-
-    fn stage(args: &[&str]) -> Stage {
-        Stage {
-            id: "test".into(),
-            kind: StageKind::Test,
-            command: StageCommand {
-                program: "cargo".into(),
-                args: args.iter().map(|s| s.to_string()).collect(),
-                env: Default::default(),
-                cwd: "/w".into(),
-            },
-            depends_on: vec![],
-            reason: String::new(),
-            proves: vec![],
-            build_dir: None,
-            lock: LockUse::Brief,
-            cpu_heavy: true,
-            timeout: None,
-        }
-    }
-
-    #[test]
-    fn narrowing_uses_one_nextest_filterset_or_package_flags() {
-        let mut s = stage(&["nextest", "run", "--offline", "--workspace", "--no-fail-fast"]);
-        narrow_test_stage(&mut s, &["a".into(), "b-c".into()]);
-        assert_eq!(
-            s.command.args.join(" "),
-            "nextest run --offline --workspace --no-fail-fast -E package(=a) | package(=b-c) --no-tests=warn"
-        );
-        let mut s = stage(&["test", "--offline", "--workspace", "--lib", "--no-fail-fast"]);
-        narrow_test_stage(&mut s, &["a".into(), "b".into()]);
-        assert_eq!(
-            s.command.args.join(" "),
-            "test --offline --lib --no-fail-fast --package a --package b"
-        );
     }
 }

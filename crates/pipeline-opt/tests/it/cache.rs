@@ -184,9 +184,9 @@ fn unstaged_edit_is_not_skipped_and_mtimes_alone_stay_cached() {
     assert_eq!(edited.tests_to_run(), vec!["mid".to_string(), "top".to_string()]);
     assert!(edited.tests["base"].is_cached());
     let test = edited.plan.stage("test").unwrap();
-    if test.command.args[0] == "nextest" {
-        let i = test.command.args.iter().position(|a| a == "-E").expect("a filterset");
-        assert_eq!(test.command.args[i + 1], "package(=mid) | package(=top)");
+    if test.command.args()[0] == "nextest" {
+        let i = test.command.args().iter().position(|a| a == "-E").expect("a filterset");
+        assert_eq!(test.command.args()[i + 1], "package(=mid) | package(=top)");
     }
 }
 

@@ -2,7 +2,6 @@
 //! generated fixture workspaces: ordering, locks, the core cap, environment hygiene,
 //! cancellation without orphans, timeouts, failures and flaky tests.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -21,16 +20,25 @@ fn temp() -> (tempfile::TempDir, Utf8PathBuf) {
     (dir, path)
 }
 
+/// The planned test stage as a verbatim command for one package, with `extra` flags.
+fn select_package(s: &mut Stage, extra: &[&str]) {
+    let mut args = s.command.args();
+    args.retain(|a| a != "--workspace");
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let env = std::mem::take(&mut s.command.env);
+    s.command = StageCommand::argv("cargo", args, s.command.cwd.clone());
+    s.command.env = env;
+}
+
 fn stage(id: &str, argv: &[&str], deps: &[&str], cwd: &Utf8Path) -> Stage {
     Stage {
         id: id.into(),
         kind: StageKind::Custom,
-        command: StageCommand {
-            program: argv[0].into(),
-            args: argv[1..].iter().map(|s| s.to_string()).collect(),
-            env: BTreeMap::new(),
-            cwd: cwd.to_owned(),
-        },
+        command: StageCommand::argv(
+            argv[0],
+            argv[1..].iter().map(|s| s.to_string()).collect(),
+            cwd.to_owned(),
+        ),
         depends_on: deps.iter().map(|s| s.to_string()).collect(),
         reason: "test".into(),
         proves: vec![],
@@ -346,8 +354,7 @@ fn orchestrator_timeout_failures_and_flaky_tests() {
     // `fix` alone: failing and flaky tests.
     for s in &mut fix_only.stages {
         if s.id == "test" {
-            s.command.args.retain(|a| a != "--workspace");
-            s.command.args.extend(["-p", "fix", "--retries", "2"].map(String::from));
+            select_package(s, &["-p", "fix", "--retries", "2"]);
         }
     }
     let (summary, _) = run(options(&dir), &fix_only);
@@ -359,8 +366,7 @@ fn orchestrator_timeout_failures_and_flaky_tests() {
     // `hang`: the stage timeout stops it and nothing of it survives.
     for s in &mut p.stages {
         if s.id == "test" {
-            s.command.args.retain(|a| a != "--workspace");
-            s.command.args.extend(["-p", "hang"].map(String::from));
+            select_package(s, &["-p", "hang"]);
             s.timeout = Some(Duration::from_secs(3));
         }
     }

@@ -156,10 +156,10 @@ fn without_nextest_tests_run_with_cargo_test_and_a_note_says_how_to_install_it()
     let w = fx.load();
     let p = plan(&w, &Config::default(), &options(false)).unwrap();
     let test = p.stage("test").unwrap();
-    assert_eq!(test.command.program, "cargo");
-    assert_eq!(test.command.args[0], "test");
+    assert_eq!(test.command.program(), "cargo");
+    assert_eq!(test.command.args()[0], "test");
     // Explicit kinds keep doctests out of this stage: the doctest stage runs them.
-    assert!(test.command.args.windows(3).any(|w| w == ["--lib", "--bins", "--tests"]));
+    assert!(test.command.args().windows(3).any(|w| w == ["--lib", "--bins", "--tests"]));
     assert!(p.notes.iter().any(|n| n.contains("cargo install cargo-nextest")), "{:?}", p.notes);
 }
 
@@ -172,13 +172,13 @@ fn test_runner_cargo_runs_tests_with_cargo_test_even_with_nextest() {
     let config = Config::from_workspace_metadata(&w.metadata).unwrap();
     let p = plan(&w, &config, &options(true)).unwrap();
     let test = p.stage("test").unwrap();
-    assert_eq!(test.command.args[0], "test");
-    assert!(test.command.args.windows(3).any(|w| w == ["--lib", "--bins", "--tests"]));
+    assert_eq!(test.command.args()[0], "test");
+    assert!(test.command.args().windows(3).any(|w| w == ["--lib", "--bins", "--tests"]));
     assert!(test.reason.contains("test-runner"), "{}", test.reason);
     assert!(p.notes.iter().any(|n| n.starts_with("test-runner = \"cargo\"")), "{:?}", p.notes);
     assert!(!p.notes.iter().any(|n| n.contains("not installed")), "{:?}", p.notes);
     let default = plan(&w, &Config::default(), &options(true)).unwrap();
-    assert_eq!(default.stage("test").unwrap().command.args[0], "nextest");
+    assert_eq!(default.stage("test").unwrap().command.args()[0], "nextest");
     check_config_error(
         "test-runner = \"pytest\"",
         expect![[
@@ -209,8 +209,9 @@ timeout = "90s"
     let p = plan(&w, &config, &options(true)).unwrap();
     let ids: Vec<&str> = p.stages.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids, ["build", "test", "fmt", "lint-docs"]);
-    let dropped: Vec<(&str, &str)> =
-        p.dropped.iter().map(|d| (d.id.as_str(), d.reason.as_str())).collect();
+    let reasons: Vec<(&str, String)> =
+        p.dropped.iter().map(|d| (d.id.as_str(), d.reason.to_string())).collect();
+    let dropped: Vec<(&str, &str)> = reasons.iter().map(|(id, r)| (*id, r.as_str())).collect();
     assert_eq!(
         dropped,
         [
@@ -248,7 +249,7 @@ fn passed_cargo_flags_reach_every_cargo_stage_alike() {
     };
     let p = plan(&w, &Config::default(), &o).unwrap();
     for s in p.stages.iter().filter(|s| s.id != "fetch") {
-        let args = s.command.args.join(" ");
+        let args = s.command.args().join(" ");
         assert!(args.contains("--package left --locked --features a,b"), "{}: {args}", s.id);
         assert!(!args.contains("--workspace"), "{}: {args}", s.id);
     }
@@ -262,8 +263,8 @@ fn frozen_drops_fetch_and_offline() {
     o.cargo.frozen = true;
     let p = plan(&w, &Config::default(), &o).unwrap();
     assert!(p.stage("fetch").is_none());
-    assert!(p.dropped.iter().any(|d| d.id == "fetch" && d.reason.contains("--frozen")));
-    assert!(p.stages.iter().all(|s| !s.command.args.contains(&"--offline".to_string())));
+    assert!(p.dropped.iter().any(|d| d.id == "fetch" && d.reason.to_string().contains("--frozen")));
+    assert!(p.stages.iter().all(|s| !s.command.args().contains(&"--offline".to_string())));
 }
 
 #[test]
@@ -353,7 +354,7 @@ fn plan_of_this_project_builds_every_target_once() {
     let p = inputs.plan(CargoArgs::default(), false).unwrap();
     let ids: Vec<&str> = p.stages.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids, ["fetch", "build", "test", "doctest"]);
-    assert!(p.stage("build").unwrap().command.args.contains(&"--all-targets".to_string()));
+    assert!(p.stage("build").unwrap().command.args().contains(&"--all-targets".to_string()));
     let strict = inputs.plan(CargoArgs::default(), true).unwrap();
     let bench = strict.stage("bench-build").unwrap();
     assert_ne!(
@@ -392,9 +393,9 @@ fn nightly_only_integration_test_is_listed_out_by_name() {
     let fx = Fixture::write(&ws);
     let w = fx.load();
     let p = plan(&w, &Config::default(), &options(true)).unwrap();
-    let build = p.stage("build").unwrap().command.args.join(" ");
+    let build = p.stage("build").unwrap().command.args().join(" ");
     assert!(build.ends_with("--workspace --lib --test stable_api"), "{build}");
-    let test = p.stage("test").unwrap().command.args.join(" ");
+    let test = p.stage("test").unwrap().command.args().join(" ");
     assert!(test.contains("--lib --test stable_api --no-fail-fast"), "{test}");
     assert!(p.notes.iter().any(|n| n.contains("`nightly_api`")), "{:?}", p.notes);
     assert!(p.notes.iter().any(|n| n.contains("unit-test harnesses")), "{:?}", p.notes);
@@ -407,10 +408,10 @@ fn a_cargo_profile_reaches_nextest_as_cargo_profile() {
     let mut o = options(true);
     o.cargo.profile = Some("ci".into());
     let p = plan(&w, &Config::default(), &o).unwrap();
-    let test = p.stage("test").unwrap().command.args.join(" ");
+    let test = p.stage("test").unwrap().command.args().join(" ");
     assert!(test.ends_with("--cargo-profile ci"), "{test}");
     assert!(!test.contains("--profile ci"), "{test}");
-    let build = p.stage("build").unwrap().command.args.join(" ");
+    let build = p.stage("build").unwrap().command.args().join(" ");
     assert!(build.ends_with("--profile ci"), "{build}");
 }
 
@@ -426,8 +427,8 @@ fn each_bench_proof_splits_the_work_between_build_and_bench_build() {
     // (build's target selection, bench-build's first two arguments if it runs)
     let shape = |config: &Config, strict: bool| {
         let p = plan(&w, config, &PlanOptions { strict, ..options(true) }).unwrap();
-        let build = p.stage("build").unwrap().command.args.join(" ");
-        let bench = p.stage("bench-build").map(|s| s.command.args[..2].join(" "));
+        let build = p.stage("build").unwrap().command.args().join(" ");
+        let bench = p.stage("bench-build").map(|s| s.command.args()[..2].join(" "));
         (build, bench)
     };
     let (build, bench) = shape(&Config::default(), false);
@@ -445,13 +446,13 @@ fn each_bench_proof_splits_the_work_between_build_and_bench_build() {
     let fx = Fixture::write(&FixtureWorkspace::chain(1));
     let w = fx.load();
     let strict = plan(&w, &Config::default(), &PlanOptions { strict: true, ..options(true) });
-    let bench = strict.unwrap().stage("bench-build").unwrap().command.args.clone();
+    let bench = strict.unwrap().stage("bench-build").unwrap().command.args();
     assert_eq!(bench[..2], ["bench", "--no-run"]);
     assert!(bench.contains(&"--benches".to_string()), "{bench:?}");
     let default = plan(&w, &Config::default(), &options(true)).unwrap();
     assert!(default.stage("bench-build").is_none());
     let why = default.dropped.iter().find(|d| d.id == "bench-build").unwrap();
-    assert!(why.reason.contains("would still compile"), "{}", why.reason);
+    assert!(why.reason.to_string().contains("would still compile"), "{}", why.reason);
 }
 
 #[test]
@@ -510,14 +511,43 @@ fn a_test_profile_apart_from_dev_moves_the_build_into_it() {
     };
     let (stage, note) = build(false);
     assert!(
-        stage.command.args.ends_with(&["--profile".into(), "test".into()]),
+        stage.command.args().ends_with(&["--profile".into(), "test".into()]),
         "{:?}",
-        stage.command.args
+        stage.command.args()
     );
-    assert!(stage.proves.contains(&"build (test profile)".to_string()), "{:?}", stage.proves);
+    assert!(
+        stage.proves.iter().any(|p| p.to_string() == "build (test profile)"),
+        "{:?}",
+        stage.proves
+    );
     assert!(note.is_some_and(|n| n.contains(&found[0]) && n.contains(&found[1])));
     let (stage, note) = build(true);
-    assert!(!stage.command.args.contains(&"--profile".to_string()), "{:?}", stage.command.args);
-    assert!(stage.proves.contains(&"build (dev)".to_string()), "{:?}", stage.proves);
+    assert!(!stage.command.args().contains(&"--profile".to_string()), "{:?}", stage.command.args());
+    assert!(stage.proves.iter().any(|p| p.to_string() == "build (dev)"), "{:?}", stage.proves);
     assert!(note.is_none());
+}
+
+/// The naive sequence writes its flags where the usual CI commands have them, the
+/// user's cargo flags included, and builds in the directory it is given.
+#[test]
+fn naive_sequence_runs_the_usual_commands_with_the_users_flags() {
+    let fx = Fixture::write(&FixtureWorkspace::diamond());
+    let w = fx.load();
+    let cargo = CargoArgs {
+        locked: true,
+        features: vec!["a".into()],
+        profile: Some("release".into()),
+        packages: vec!["left".into()],
+        ..CargoArgs::default()
+    };
+    let p = pipeline_opt::plan::naive(&w, &Config::default(), &cargo, "/scratch/target".into());
+    let commands: Vec<String> =
+        p.stages.iter().map(|s| format!("{}: {}", s.id, s.command.display())).collect();
+    expect![[r#"
+        naive-fetch: cargo fetch --manifest-path $ROOT/Cargo.toml --locked
+        naive-build: cargo build --manifest-path $ROOT/Cargo.toml --package left --features a --profile release --locked --target-dir /scratch/target
+        naive-check: cargo check --all-targets --manifest-path $ROOT/Cargo.toml --package left --features a --profile release --locked --target-dir /scratch/target
+        naive-test: cargo test --manifest-path $ROOT/Cargo.toml --package left --features a --profile release --locked --target-dir /scratch/target
+        naive-bench: cargo bench --no-run --manifest-path $ROOT/Cargo.toml --package left --features a --locked --target-dir /scratch/target"#]]
+    .assert_eq(&fx.redact(&commands.join("\n")));
 }

@@ -584,7 +584,7 @@ fn the_plan_starts_services_beside_compilation_and_tests_wait_for_them() {
     assert_eq!(services.kind, StageKind::Services);
     assert!(services.depends_on.is_empty(), "it starts with the first stage");
     assert!(!services.cpu_heavy);
-    assert_eq!(&services.command.args[..3], ["xtask", "pool", "up"]);
+    assert_eq!(&services.command.args()[..3], ["xtask", "pool", "up"]);
     let test = plan.stages.iter().find(|s| s.id == "test").unwrap();
     assert!(test.depends_on.contains(&"services".to_string()));
     let pool_dir = workspace.state_dir(&config).join("pool");

@@ -1,0 +1,484 @@
+//! A stage's command as the planner wrote it: a cargo invocation in typed fields, or a
+//! program with an argv given verbatim (custom stages). It becomes argv in exactly one
+//! place, [`StageCommand::args`], so the plan text, the fingerprint and the process the
+//! orchestrator starts always agree. Only the planner builds or changes one.
+
+use std::collections::BTreeMap;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::{Serialize, Serializer};
+use xshell::{Shell, cmd};
+
+use crate::state::StateDir;
+use crate::workspace::TargetKind;
+
+/// A program and its arguments, turned into an `xshell::Cmd` only when it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageCommand {
+    pub(super) invocation: Invocation,
+    pub env: BTreeMap<String, String>,
+    pub cwd: Utf8PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Invocation {
+    Cargo(Box<CargoInvocation>),
+    /// Run as given: a custom stage's command, or this binary in services mode.
+    Argv {
+        program: String,
+        args: Vec<String>,
+    },
+}
+
+/// What cargo (or cargo-nextest) is asked to do, one field per kind of flag.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct CargoInvocation {
+    pub(super) subcommand: Subcommand,
+    pub(super) layout: Layout,
+    pub(super) manifest_path: String,
+    /// `--target-dir`: a scratch build directory (fresh and naive runs).
+    pub(super) target_dir: Option<Utf8PathBuf>,
+    pub(super) offline: bool,
+    pub(super) selection: Selection,
+    pub(super) targets: Vec<TargetSelector>,
+    /// `--doc`: documentation tests only.
+    pub(super) doc: bool,
+    pub(super) no_fail_fast: bool,
+    /// Cargo's profile; nextest takes it as `--cargo-profile`.
+    pub(super) profile: Option<String>,
+    /// nextest retries flaky tests, as its tool config sets.
+    pub(super) retries: Option<NextestRetries>,
+    /// Only these packages' tests run (the cache proved the others').
+    pub(super) narrowed_to: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Subcommand {
+    Fetch,
+    Build,
+    Check,
+    Clippy,
+    Doc,
+    Fmt,
+    Test,
+    BenchNoRun,
+    NextestRun,
+    XtaskPoolUp,
+}
+
+impl Subcommand {
+    fn words(self) -> &'static [&'static str] {
+        match self {
+            Subcommand::Fetch => &["fetch"],
+            Subcommand::Build => &["build"],
+            Subcommand::Check => &["check"],
+            Subcommand::Clippy => &["clippy"],
+            Subcommand::Doc => &["doc", "--no-deps"],
+            Subcommand::Fmt => &["fmt", "--all", "--check"],
+            Subcommand::Test => &["test"],
+            Subcommand::BenchNoRun => &["bench", "--no-run"],
+            Subcommand::NextestRun => &["nextest", "run"],
+            Subcommand::XtaskPoolUp => &["xtask", "pool", "up"],
+        }
+    }
+}
+
+/// Where the flags go: the planner's order, or the order of the usual CI commands
+/// that the naive sequence runs (its commands are reported as they always were).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Layout {
+    Planned,
+    Naive,
+}
+
+/// Retries of flaky tests, set in a nextest *tool config* file, which nextest ranks below
+/// the workspace's own config: `--retries` would override a per-test override's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextestRetries {
+    pub retries: u32,
+    /// The tool config file, which a run writes before the tests start.
+    pub config: Utf8PathBuf,
+}
+
+impl NextestRetries {
+    /// One file per value under the state directory: the path is part of the test
+    /// stage's command, and so of its fingerprint.
+    pub fn in_state_dir(state_dir: &StateDir, retries: u32) -> NextestRetries {
+        NextestRetries { retries, config: state_dir.nextest_retries_config(retries) }
+    }
+
+    /// The tool config's text.
+    pub fn config_text(&self) -> String {
+        format!("[profile.default]\nretries = {}\n", self.retries)
+    }
+}
+
+/// Which packages, features and platform; one feature set across stages so that cargo
+/// never recompiles a dependency.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Selection {
+    /// `None`: the subcommand takes no package selection (fetch); empty: `--workspace`.
+    pub(super) packages: Option<Vec<String>>,
+    pub(super) locked: bool,
+    pub(super) frozen: bool,
+    pub(super) features: Vec<String>,
+    pub(super) all_features: bool,
+    pub(super) no_default_features: bool,
+    pub(super) target: Option<String>,
+}
+
+/// A target flag: `--all-targets`, a plural kind flag such as `--tests`, or one target.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum TargetSelector {
+    All,
+    Kind(TargetKind),
+    Named(TargetKind, String),
+}
+
+impl CargoInvocation {
+    pub(super) fn new(subcommand: Subcommand, manifest_path: &str) -> CargoInvocation {
+        CargoInvocation {
+            subcommand,
+            layout: Layout::Planned,
+            manifest_path: manifest_path.to_string(),
+            target_dir: None,
+            offline: false,
+            selection: Selection::default(),
+            targets: Vec::new(),
+            doc: false,
+            no_fail_fast: false,
+            profile: None,
+            retries: None,
+            narrowed_to: None,
+        }
+    }
+
+    /// The argv after `cargo`: the only place a cargo command becomes strings.
+    fn render(&self) -> Vec<String> {
+        let mut a: Vec<String> = self.subcommand.words().iter().map(|w| w.to_string()).collect();
+        match self.layout {
+            Layout::Planned => {
+                if let Some(d) = &self.target_dir {
+                    a.extend(["--target-dir".to_string(), d.to_string()]);
+                }
+                a.extend(["--manifest-path".to_string(), self.manifest_path.clone()]);
+                if self.offline {
+                    a.push("--offline".into());
+                }
+                self.render_selection(&mut a, true);
+                a.extend(self.targets.iter().flat_map(TargetSelector::render));
+                if self.doc {
+                    a.push("--doc".into());
+                }
+                if self.no_fail_fast {
+                    a.push("--no-fail-fast".into());
+                }
+                self.render_profile(&mut a);
+                if let Some(r) = &self.retries {
+                    a.extend([
+                        "--tool-config-file".to_string(),
+                        format!("pipeline-opt:{}", r.config),
+                    ]);
+                }
+                self.render_narrowing(&mut a);
+            }
+            Layout::Naive => {
+                a.extend(self.targets.iter().flat_map(TargetSelector::render));
+                a.extend(["--manifest-path".to_string(), self.manifest_path.clone()]);
+                self.render_selection(&mut a, false);
+                self.render_profile(&mut a);
+                render_lock_flags(&self.selection, &mut a);
+                if let Some(d) = &self.target_dir {
+                    a.extend(["--target-dir".to_string(), d.to_string()]);
+                }
+            }
+        }
+        a
+    }
+
+    fn render_selection(&self, a: &mut Vec<String>, with_lock_flags: bool) {
+        let s = &self.selection;
+        // `cargo test` narrowed to some packages names them at the end instead.
+        let narrowed = self.narrowed_to.is_some() && self.subcommand != Subcommand::NextestRun;
+        if let (Some(packages), false) = (&s.packages, narrowed) {
+            if packages.is_empty() {
+                a.push("--workspace".into());
+            }
+            for p in packages {
+                a.extend(["--package".to_string(), p.clone()]);
+            }
+        }
+        if with_lock_flags {
+            render_lock_flags(s, a);
+        }
+        if !s.features.is_empty() {
+            a.extend(["--features".to_string(), s.features.join(",")]);
+        }
+        if s.all_features {
+            a.push("--all-features".into());
+        }
+        if s.no_default_features {
+            a.push("--no-default-features".into());
+        }
+        if let Some(t) = &s.target {
+            a.extend(["--target".to_string(), t.clone()]);
+        }
+    }
+
+    fn render_profile(&self, a: &mut Vec<String>) {
+        if let Some(p) = &self.profile {
+            // nextest's own `--profile` names a nextest profile; cargo's is `--cargo-profile`.
+            let flag = if self.subcommand == Subcommand::NextestRun {
+                "--cargo-profile"
+            } else {
+                "--profile"
+            };
+            a.extend([flag.to_string(), p.clone()]);
+        }
+    }
+
+    /// One nextest run with a filterset (the build and the feature set stay those of the
+    /// whole selection, so nothing recompiles), or `cargo test` with `--package` flags.
+    fn render_narrowing(&self, a: &mut Vec<String>) {
+        let Some(packages) = &self.narrowed_to else { return };
+        if self.subcommand == Subcommand::NextestRun {
+            let filter =
+                packages.iter().map(|p| format!("package(={p})")).collect::<Vec<_>>().join(" | ");
+            a.extend(["-E".to_string(), filter]);
+            // A package whose tests are all in other kinds of targets is not an error.
+            a.push("--no-tests=warn".into());
+        } else {
+            for p in packages {
+                a.extend(["--package".to_string(), p.clone()]);
+            }
+        }
+    }
+}
+
+fn render_lock_flags(s: &Selection, a: &mut Vec<String>) {
+    if s.locked {
+        a.push("--locked".into());
+    }
+    if s.frozen {
+        a.push("--frozen".into());
+    }
+}
+
+impl TargetSelector {
+    fn render(&self) -> Vec<String> {
+        match self {
+            TargetSelector::All => vec!["--all-targets".into()],
+            TargetSelector::Kind(kind) => vec![plural_flag(*kind).into()],
+            TargetSelector::Named(TargetKind::Lib, _) => vec!["--lib".into()],
+            TargetSelector::Named(kind, name) => vec![
+                kind.selector_flag().expect("build scripts are never selected").into(),
+                name.clone(),
+            ],
+        }
+    }
+}
+
+fn plural_flag(kind: TargetKind) -> &'static str {
+    match kind {
+        TargetKind::Lib => "--lib",
+        TargetKind::Bin => "--bins",
+        TargetKind::Test => "--tests",
+        TargetKind::Bench => "--benches",
+        TargetKind::Example => "--examples",
+        TargetKind::BuildScript => unreachable!("build scripts are never selected"),
+    }
+}
+
+impl StageCommand {
+    pub(super) fn cargo(cwd: &Utf8Path, invocation: CargoInvocation) -> StageCommand {
+        StageCommand {
+            invocation: Invocation::Cargo(Box::new(invocation)),
+            env: BTreeMap::new(),
+            cwd: cwd.to_owned(),
+        }
+    }
+
+    /// A command run exactly as given, such as a custom stage's from the config.
+    pub fn argv(program: impl Into<String>, args: Vec<String>, cwd: Utf8PathBuf) -> StageCommand {
+        StageCommand {
+            invocation: Invocation::Argv { program: program.into(), args },
+            env: BTreeMap::new(),
+            cwd,
+        }
+    }
+
+    pub fn program(&self) -> &str {
+        match &self.invocation {
+            Invocation::Cargo(_) => "cargo",
+            Invocation::Argv { program, .. } => program,
+        }
+    }
+
+    /// The arguments after the program.
+    pub fn args(&self) -> Vec<String> {
+        match &self.invocation {
+            Invocation::Cargo(c) => c.render(),
+            Invocation::Argv { args, .. } => args.clone(),
+        }
+    }
+
+    /// Whether the command is cargo (or a cargo subcommand the planner wrote).
+    pub fn is_cargo(&self) -> bool {
+        self.program() == "cargo"
+    }
+
+    /// Whether the command is `cargo <subcommand>`: a custom stage's verbatim argv
+    /// counts too, as the test settings it reads apply to it alike.
+    pub fn runs(&self, runner: TestRunnerCommand) -> bool {
+        let first = match &self.invocation {
+            Invocation::Cargo(c) => c.subcommand.words()[0],
+            Invocation::Argv { program, args } if program == "cargo" => {
+                args.first().map_or("", String::as_str)
+            }
+            Invocation::Argv { .. } => return false,
+        };
+        first == runner.subcommand()
+    }
+
+    pub(super) fn cargo_invocation(&mut self) -> Option<&mut CargoInvocation> {
+        match &mut self.invocation {
+            Invocation::Cargo(c) => Some(c),
+            Invocation::Argv { .. } => None,
+        }
+    }
+
+    /// The flaky-test retries of a nextest command.
+    pub fn retries(&self) -> Option<&NextestRetries> {
+        match &self.invocation {
+            Invocation::Cargo(c) => c.retries.as_ref(),
+            Invocation::Argv { .. } => None,
+        }
+    }
+
+    /// The packages the command selects with `--package`; empty for the whole workspace
+    /// or a command that selects none.
+    pub fn selected_packages(&self) -> &[String] {
+        match &self.invocation {
+            Invocation::Cargo(c) => c.selection.packages.as_deref().unwrap_or_default(),
+            Invocation::Argv { .. } => &[],
+        }
+    }
+
+    /// The command ready to run, built with `cmd!` (no shell). xshell 0.3's `Cmd` can
+    /// only add variables, never remove inherited ones, so run it through
+    /// [`StageCommand::to_command`], which strips what `cargo xtask` set for this
+    /// workspace.
+    pub fn to_cmd(&self, sh: &Shell) -> xshell::Cmd {
+        let program = self.program();
+        let args = self.args();
+        let sh = sh.with_current_dir(&self.cwd);
+        cmd!(sh, "{program} {args...}").envs(&self.env)
+    }
+
+    /// The command as a `std::process::Command`, ready to spawn concurrently, without
+    /// the variables that `cargo xtask` set for this workspace
+    /// ([`crate::toolchain::inherited_cargo_vars`]) unless the stage sets them itself.
+    pub fn to_command(&self, sh: &Shell) -> std::process::Command {
+        let mut c = self.to_cmd(sh).to_command();
+        for var in crate::toolchain::inherited_cargo_vars() {
+            if !self.env.contains_key(&var) {
+                c.env_remove(var);
+            }
+        }
+        c
+    }
+
+    /// The command as a person would type it.
+    pub fn display(&self) -> String {
+        let mut out = String::new();
+        for (k, v) in &self.env {
+            out.push_str(&format!("{k}={} ", quote(v)));
+        }
+        out.push_str(&quote(self.program()));
+        for a in &self.args() {
+            out.push(' ');
+            out.push_str(&quote(a));
+        }
+        out
+    }
+}
+
+/// The test runners whose settings a plan can depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestRunnerCommand {
+    Nextest,
+    CargoTest,
+}
+
+impl TestRunnerCommand {
+    fn subcommand(self) -> &'static str {
+        match self {
+            TestRunnerCommand::Nextest => "nextest",
+            TestRunnerCommand::CargoTest => "test",
+        }
+    }
+}
+
+/// Saved and printed as the program and argv it runs, as a person reads it.
+impl Serialize for StageCommand {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Rendered<'a> {
+            program: &'a str,
+            args: Vec<String>,
+            env: &'a BTreeMap<String, String>,
+            cwd: &'a Utf8Path,
+        }
+        Rendered { program: self.program(), args: self.args(), env: &self.env, cwd: &self.cwd }
+            .serialize(serializer)
+    }
+}
+
+fn quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test_command(subcommand: Subcommand, targets: Vec<TargetSelector>) -> CargoInvocation {
+        let mut c = CargoInvocation::new(subcommand, "/w/Cargo.toml");
+        c.offline = true;
+        c.selection.packages = Some(Vec::new());
+        c.targets = targets;
+        c.no_fail_fast = true;
+        c
+    }
+
+    #[test]
+    fn narrowing_uses_one_nextest_filterset_or_package_flags() {
+        let mut c = test_command(Subcommand::NextestRun, vec![]);
+        c.narrowed_to = Some(vec!["a".into(), "b-c".into()]);
+        assert_eq!(
+            c.render().join(" "),
+            "nextest run --manifest-path /w/Cargo.toml --offline --workspace --no-fail-fast -E package(=a) | package(=b-c) --no-tests=warn"
+        );
+        let mut c = test_command(Subcommand::Test, vec![TargetSelector::Kind(TargetKind::Lib)]);
+        c.narrowed_to = Some(vec!["a".into(), "b".into()]);
+        assert_eq!(
+            c.render().join(" "),
+            "test --manifest-path /w/Cargo.toml --offline --lib --no-fail-fast --package a --package b"
+        );
+    }
+
+    #[test]
+    fn a_scratch_target_dir_follows_the_subcommand_and_retries_come_last() {
+        let mut c = test_command(Subcommand::NextestRun, vec![]);
+        c.target_dir = Some("/scratch".into());
+        c.retries = Some(NextestRetries::in_state_dir(&StateDir::new("/s"), 2));
+        assert_eq!(
+            c.render().join(" "),
+            "nextest run --target-dir /scratch --manifest-path /w/Cargo.toml --offline --workspace --no-fail-fast --tool-config-file pipeline-opt:/s/nextest-retries-2.toml"
+        );
+    }
+}
