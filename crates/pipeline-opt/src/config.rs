@@ -49,6 +49,26 @@ impl ConfigPlace {
         }
     }
 
+    /// The table `path` (`stages`) as a user finds it: `[workspace.metadata.pipeline-opt.stages]`,
+    /// or `[stages] in pipeline-opt.toml`.
+    pub fn table(self, path: &str) -> String {
+        match (self, path) {
+            (ConfigPlace::File, "") => CONFIG_FILE.to_string(),
+            (ConfigPlace::File, p) => format!("[{p}] in {CONFIG_FILE}"),
+            _ => format!("[{}]", self.key(path)),
+        }
+    }
+
+    /// An unknown stage named at `path` (`disable`) of this place.
+    pub fn unknown_stage(self, path: &str, stage: &str, known: String) -> ConfigError {
+        ConfigError::UnknownStage {
+            key: self.key(path),
+            file: self.file(),
+            stage: stage.into(),
+            known,
+        }
+    }
+
     /// The place as a user finds it: `[workspace.metadata.pipeline-opt] in Cargo.toml`.
     pub fn describe(self) -> String {
         match self {
@@ -364,12 +384,13 @@ pub enum ConfigError {
         "the pipeline-opt config is in two places, {first} and {second}; keep it in one of them (they are not merged)"
     )]
     TwoPlaces { first: String, second: String },
-    #[error("unknown stage `{stage}` in `{key}` in Cargo.toml; known stages: {known}")]
-    UnknownStage { key: String, stage: String, known: String },
+    #[error("unknown stage `{stage}` in `{key}` in {file}; known stages: {known}")]
+    UnknownStage { key: String, file: &'static str, stage: String, known: String },
+    /// `stages` names the table the custom stages are in (see [`ConfigPlace::table`]).
     #[error(
-        "stages depend on each other in a cycle: {cycle}; remove one `depends-on` entry in [{TABLE}.stages]"
+        "stages depend on each other in a cycle: {cycle}; remove one `depends-on` entry in {stages}"
     )]
-    Cycle { cycle: String },
+    Cycle { cycle: String, stages: String },
 }
 
 impl Config {

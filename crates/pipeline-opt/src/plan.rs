@@ -965,7 +965,7 @@ impl<'a> Planner<'a> {
                     self.workspace.root.clone(),
                 ),
                 depends_on: custom.depends_on.clone(),
-                reason: format!("custom stage `{name}` from [{}.stages]", crate::config::TABLE),
+                reason: format!("custom stage `{name}` from {}", self.config.place.table("stages")),
                 proves: vec![Proof::Custom(custom.command.join(" "))],
                 build_dir: uses_build_dir.then(|| self.dev_dir.clone()),
                 lock: LockUse::Exclusive,
@@ -986,12 +986,15 @@ impl<'a> Planner<'a> {
             if s.kind == StageKind::Custom
                 && let Some(missing) = s.depends_on.iter().find(|d| !present.contains(*d))
             {
-                return Err(ConfigError::UnknownStage {
-                    key: format!("{}.stages.{}.depends-on", crate::config::TABLE, s.id),
-                    stage: missing.clone(),
-                    known: present.iter().cloned().collect::<Vec<_>>().join(", "),
-                }
-                .into());
+                return Err(self
+                    .config
+                    .place
+                    .unknown_stage(
+                        &format!("stages.{}.depends-on", s.id),
+                        missing,
+                        present.iter().cloned().collect::<Vec<_>>().join(", "),
+                    )
+                    .into());
             }
         }
         // Stages that wait for the services learn where the pool is.
@@ -1002,7 +1005,8 @@ impl<'a> Planner<'a> {
             }
         }
         if let Some(cycle) = find_cycle(&self.stages) {
-            return Err(ConfigError::Cycle { cycle }.into());
+            let stages = self.config.place.table("stages");
+            return Err(ConfigError::Cycle { cycle, stages }.into());
         }
         self.incremental();
         if let Some(dir) = &self.options.target_dir {
@@ -1036,8 +1040,8 @@ impl<'a> Planner<'a> {
         self.notes.push(match self.config.incremental {
             Incremental::Off => "incremental compilation is off (incremental = \"off\")".into(),
             _ => format!(
-                "incremental compilation is off because CI is set: a CI job builds from cold and discards the incremental data it would write (incremental = \"on\" in [{}] keeps it)",
-                crate::config::TABLE
+                "incremental compilation is off because CI is set: a CI job builds from cold and discards the incremental data it would write (incremental = \"on\" in {} keeps it)",
+                self.config.place.table("")
             ),
         });
     }
@@ -1173,29 +1177,17 @@ fn check_stage_names(config: &Config) -> Result<(), ConfigError> {
     };
     for d in &config.disable {
         if !BUILTIN_STAGES.contains(&d.as_str()) && !config.stages.contains_key(d) {
-            return Err(ConfigError::UnknownStage {
-                key: format!("{}.disable", crate::config::TABLE),
-                stage: d.clone(),
-                known: known(),
-            });
+            return Err(config.place.unknown_stage("disable", d, known()));
         }
     }
     for e in &config.enable {
         if !OPTIONAL_STAGES.contains(&e.as_str()) {
-            return Err(ConfigError::UnknownStage {
-                key: format!("{}.enable", crate::config::TABLE),
-                stage: e.clone(),
-                known: OPTIONAL_STAGES.join(", "),
-            });
+            return Err(config.place.unknown_stage("enable", e, OPTIONAL_STAGES.join(", ")));
         }
     }
     for stage in config.targets.stages.keys() {
         if !BUILTIN_STAGES.contains(&stage.as_str()) && !config.stages.contains_key(stage) {
-            return Err(ConfigError::UnknownStage {
-                key: format!("{}.targets.stages", crate::config::TABLE),
-                stage: stage.clone(),
-                known: known(),
-            });
+            return Err(config.place.unknown_stage("targets.stages", stage, known()));
         }
     }
     Ok(())

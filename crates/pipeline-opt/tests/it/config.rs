@@ -115,3 +115,41 @@ fn a_config_in_two_places_is_an_error_naming_both() {
     expect!["the pipeline-opt config is in two places, [workspace.metadata.pipeline-opt] in Cargo.toml and pipeline-opt.toml; keep it in one of them (they are not merged)"]
         .assert_eq(&both(FixtureWorkspace::chain(1).config("").file("pipeline-opt.toml", "")));
 }
+
+/// The error planning gives for a config that loads: stage names are checked against
+/// the plan, and still named in the place the user wrote them.
+#[track_caller]
+fn check_plan_error(ws: &FixtureWorkspace, expect: Expect) {
+    let fx = Fixture::write(ws);
+    let workspace = fx.load();
+    let config = workspace.config().expect("the config loads");
+    let options = pipeline_opt::plan::PlanOptions::default();
+    let err = pipeline_opt::plan::plan(&workspace, &config, &options).expect_err("plan refuses");
+    expect.assert_eq(&fx.redact(&err.to_string()));
+}
+
+#[test]
+fn planning_errors_name_the_place_the_config_is_in() {
+    check_plan_error(
+        &single_package("disable = [\"lint\"]\n"),
+        expect![
+            "unknown stage `lint` in `package.metadata.pipeline-opt.disable` in Cargo.toml; known stages: fetch, build, check, test, custom-tests, doctest, bench-build, clippy, fmt, doc, services"
+        ],
+    );
+    check_plan_error(
+        &FixtureWorkspace::chain(1).file(
+            "pipeline-opt.toml",
+            "[stages.a]\ncommand = [\"true\"]\ndepends-on = [\"b\"]\n[stages.b]\ncommand = [\"true\"]\ndepends-on = [\"a\"]\n",
+        ),
+        expect!["stages depend on each other in a cycle: a -> b -> a; remove one `depends-on` entry in [stages] in pipeline-opt.toml"],
+    );
+    check_plan_error(
+        &FixtureWorkspace::chain(1).file(
+            "pipeline-opt.toml",
+            "[stages.a]\ncommand = [\"true\"]\ndepends-on = [\"nope\"]\n",
+        ),
+        expect![
+            "unknown stage `nope` in `stages.a.depends-on` in pipeline-opt.toml; known stages: a, build, doctest, fetch, test"
+        ],
+    );
+}
