@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{BUILTIN_STAGES, BenchProof, Config, ConfigError, Incremental, TestRunner};
 pub use crate::record::DroppedStage;
+use crate::record::{StageMetrics, StageStatus};
 use crate::toolchain::Toolchain;
 use crate::workspace::{Package, PackageIdx, TargetKind, Workspace};
 
@@ -96,6 +97,16 @@ impl Stage {
     /// What a success proves, as the run record keeps it.
     pub fn proves_text(&self) -> Vec<String> {
         self.proves.iter().map(Proof::to_string).collect()
+    }
+
+    /// The record of this stage when it does not run (cached, skipped): its command as
+    /// text and as a kind, what it proves, nothing measured.
+    pub fn not_run(&self, status: StageStatus) -> StageMetrics {
+        let mut m =
+            StageMetrics::not_run(&self.id, self.command.display(), &self.proves_text(), status);
+        m.kind = self.command.kind();
+        m.profile = self.command.cargo_profile();
+        m
     }
 
     /// Runs only `packages`' tests (the cache proved the others'): one nextest run with

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::facts::{DebugLevel, WorkspaceFacts};
-use crate::record::{RunRecord, StageStatus};
+use crate::record::{CommandKind, RunRecord, StageStatus};
 use crate::report::{percent, secs};
 
 /// A compile unit on the critical path dominates when it takes this share of the run.
@@ -99,8 +99,8 @@ fn ran(status: &StageStatus) -> bool {
     matches!(status, StageStatus::Succeeded | StageStatus::Failed | StageStatus::TimedOut)
 }
 
-fn is_test_command(command: &str) -> bool {
-    command.contains("cargo test") || command.contains("cargo nextest")
+fn runs_tests(kind: CommandKind) -> bool {
+    matches!(kind, CommandKind::CargoTest | CommandKind::Nextest)
 }
 
 fn low_cpu(record: &RunRecord, out: &mut Vec<Recommendation>) {
@@ -108,7 +108,7 @@ fn low_cpu(record: &RunRecord, out: &mut Vec<Recommendation>) {
     let mut found = Vec::new();
     for s in &record.stages {
         // Fetching and services wait on the network or on a daemon, not on the cores.
-        let compiles = s.command.contains("cargo ") && !s.command.contains("cargo fetch");
+        let compiles = !matches!(s.kind, CommandKind::Fetch | CommandKind::Other);
         if !ran(&s.status) || !compiles || s.wall < LOW_CPU_MIN_WALL {
             continue;
         }
@@ -132,7 +132,7 @@ fn low_cpu(record: &RunRecord, out: &mut Vec<Recommendation>) {
             Some(m) => format!("; the machine's cores were {} busy", percent(m, 1.0)),
             None => String::new(),
         };
-        let action = if is_test_command(&s.command) {
+        let action = if runs_tests(s.kind) {
             format!(
                 "stage `{}` waits on a few long tests or binaries: split them, or run another \
                  stage beside it",
@@ -188,7 +188,7 @@ fn slow_test(record: &RunRecord, out: &mut Vec<Recommendation>) {
         }
         n += 1;
         let names = few.iter().map(|t| t.named()).collect::<Vec<_>>();
-        let nextest = stage.command.contains("nextest");
+        let nextest = stage.kind == CommandKind::Nextest;
         let alone = match few[0].rerun_command(nextest) {
             Some(cmd) if few.len() == 1 => format!("; run it alone with `{cmd}`"),
             Some(cmd) => format!("; run the slowest alone with `{cmd}`"),
@@ -223,7 +223,7 @@ fn and_list(items: &[String]) -> String {
 }
 
 fn tiny_tests(record: &RunRecord, out: &mut Vec<Recommendation>) {
-    for stage in record.stages.iter().filter(|s| s.command.contains("nextest") && ran(&s.status)) {
+    for stage in record.stages.iter().filter(|s| s.kind == CommandKind::Nextest && ran(&s.status)) {
         let n = record.tests.iter().filter(|t| t.stage == stage.id).count();
         if n < TINY_TESTS_MIN_COUNT {
             continue;
@@ -256,7 +256,7 @@ fn nextest_missing(record: &RunRecord, out: &mut Vec<Recommendation>) {
     let test_time: Duration = record
         .stages
         .iter()
-        .filter(|s| s.command.contains("cargo test") && ran(&s.status))
+        .filter(|s| s.kind == CommandKind::CargoTest && ran(&s.status))
         .map(|s| s.wall)
         .sum();
     // Without a measured `cargo test` stage there is no number to rest on.
@@ -388,7 +388,7 @@ fn debug_line_tables(record: &RunRecord, ctx: &WorkspaceFacts, out: &mut Vec<Rec
                 .stages
                 .iter()
                 .find(|s| s.id == c.stage)
-                .is_none_or(|s| !s.command.contains("release") && !s.command.contains("bench"))
+                .is_none_or(|s| !matches!(s.profile.as_deref(), Some("release" | "bench")))
         })
         .collect();
     let compile: Duration = dev.iter().map(|c| c.end.saturating_sub(c.start)).sum();

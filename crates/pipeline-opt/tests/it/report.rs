@@ -12,11 +12,11 @@ use expect_test::{expect, expect_file};
 use pipeline_opt::PerformanceTargets;
 use pipeline_opt::facts::{self, DebugLevel, ResolvedPackage, TestDebug, WorkspaceFacts};
 use pipeline_opt::plan::DroppedStage;
+use pipeline_opt::record::{CommandKind, Exploration, ExploredVariant};
 use pipeline_opt::record::{
     CompiledByTests, CpuSample, CrateTiming, CriticalStep, Event, NaiveComparison, RunOutcome,
     RunRecord, SCHEMA_VERSION, StageMetrics, StageStatus, TestCounts, TestTiming,
 };
-use pipeline_opt::record::{Exploration, ExploredVariant};
 use pipeline_opt::report::history::{self, HistoryEntry};
 use pipeline_opt::report::progress::ProgressReporter;
 use pipeline_opt::report::recommend;
@@ -50,6 +50,32 @@ fn stage(
         failed_tests: vec![],
         flaky_tests: vec![],
         proves: vec![format!("{id} (dev)")],
+        kind: kind_of(command),
+        profile: profile_of(command),
+    }
+}
+
+/// What the planner would record for `command`: the fixtures here are written as text.
+fn kind_of(command: &str) -> CommandKind {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    match words.as_slice() {
+        ["cargo", "fetch", ..] => CommandKind::Fetch,
+        ["cargo", "test", ..] => CommandKind::CargoTest,
+        ["cargo", "nextest", ..] => CommandKind::Nextest,
+        ["cargo", "build" | "check" | "clippy" | "doc" | "bench", ..] => CommandKind::Compile,
+        ["cargo", ..] => CommandKind::Cargo,
+        _ => CommandKind::Other,
+    }
+}
+
+fn profile_of(command: &str) -> Option<String> {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let named = words.windows(2).find(|w| w[0] == "--profile").map(|w| w[1].to_string());
+    match kind_of(command) {
+        CommandKind::Fetch | CommandKind::Cargo | CommandKind::Other => None,
+        _ if words.contains(&"--release") => Some("release".into()),
+        _ if words.get(1) == Some(&"bench") => Some(named.unwrap_or_else(|| "bench".into())),
+        _ => Some(named.unwrap_or_else(|| "dev".into())),
     }
 }
 
@@ -956,6 +982,7 @@ fn report_recommendations_each_have_a_trigger_and_a_non_trigger() {
     // count at 60 ms each, or under `cargo test`, is no sign of process overhead.
     let mut r = calm.clone();
     r.stages[2].command = "cargo nextest run --workspace".into();
+    r.stages[2].kind = CommandKind::Nextest;
     r.stages[2].wall = s(9_000);
     r.stages[2].cpu_user = s(27_000);
     r.tests = (0..1_000)
@@ -973,6 +1000,7 @@ fn report_recommendations_each_have_a_trigger_and_a_non_trigger() {
     check_kinds(&slow, &calm_ctx, &[]);
     let mut cargo = r.clone();
     cargo.stages[2].command = "cargo test --workspace".into();
+    cargo.stages[2].kind = CommandKind::CargoTest;
     check_kinds(&cargo, &calm_ctx, &[]);
 
     let mut r = calm.clone();
