@@ -11,7 +11,9 @@ use std::time::Duration;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{BUILTIN_STAGES, BenchProof, Config, ConfigError, Incremental, TestRunner};
+use crate::config::{
+    BUILTIN_STAGES, BenchProof, Config, ConfigError, ConfigPlace, Incremental, TestRunner,
+};
 pub use crate::record::DroppedStage;
 use crate::record::{StageMetrics, StageStatus};
 use crate::toolchain::Toolchain;
@@ -129,8 +131,8 @@ pub struct Dropped {
 /// Why a stage is not run. Code decides on the variant; the text is only for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DropReason {
-    /// Named in the config's `disable`.
-    Disabled,
+    /// Named in the config's `disable`, in this place.
+    Disabled { place: ConfigPlace },
     /// `--frozen` forbids the network, so there is nothing to fetch.
     Frozen,
     /// `check`: the build stage compiles the same targets (`bench_build_checks`: all
@@ -153,7 +155,7 @@ pub enum DropReason {
 impl std::fmt::Display for DropReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DropReason::Disabled => write!(f, "disabled in [{}] `disable`", crate::config::TABLE),
+            DropReason::Disabled { place } => write!(f, "disabled in {} `disable`", place.table("")),
             DropReason::Frozen => f.write_str("--frozen: cargo may not touch the network"),
             DropReason::ProvenByBuild { bench_build_checks: false } => f.write_str(
                 "redundant: a successful `build --all-targets` already proves `check --all-targets`",
@@ -640,7 +642,7 @@ impl<'a> Planner<'a> {
         } else if self.options.cargo.frozen {
             self.drop_stage("fetch", DropReason::Frozen);
         } else {
-            self.drop_stage("fetch", DropReason::Disabled);
+            self.drop_stage("fetch", DropReason::Disabled { place: self.config.place });
         }
     }
 
@@ -649,7 +651,7 @@ impl<'a> Planner<'a> {
     fn build_stage(&mut self) {
         let build_profile = self.build_profile();
         if !self.build_enabled {
-            self.drop_stage("build", DropReason::Disabled);
+            self.drop_stage("build", DropReason::Disabled { place: self.config.place });
             if !self.disabled("check") {
                 let mut c = self.compiling(Subcommand::Check);
                 c.targets = self.target_list(&BUILD_KINDS, &[TargetSelector::All]);
@@ -718,12 +720,12 @@ impl<'a> Planner<'a> {
         let has_custom = nextest && !self.custom_harness.is_empty();
         let custom_tests = has_custom && !self.disabled("test") && !self.disabled("custom-tests");
         if has_custom && self.disabled("custom-tests") {
-            self.drop_stage("custom-tests", DropReason::Disabled);
+            self.drop_stage("custom-tests", DropReason::Disabled { place: self.config.place });
         }
         if custom_tests && nextest_list.is_empty() {
             self.drop_stage("test", DropReason::AllTestsHaveCustomHarness);
         } else if self.disabled("test") {
-            self.drop_stage("test", DropReason::Disabled);
+            self.drop_stage("test", DropReason::Disabled { place: self.config.place });
         } else if nextest {
             self.nextest_stage(nextest_list);
         } else {
@@ -810,7 +812,7 @@ impl<'a> Planner<'a> {
             })
         });
         if self.disabled("doctest") {
-            self.drop_stage("doctest", DropReason::Disabled);
+            self.drop_stage("doctest", DropReason::Disabled { place: self.config.place });
             return;
         }
         if !has_doctests {
@@ -840,7 +842,8 @@ impl<'a> Planner<'a> {
         // binaries' unit tests in the bench profile (they are `bench = true` by default):
         // the strict plan does the same, the others leave it out and say so.
         if self.disabled("bench-build") {
-            return self.drop_stage("bench-build", DropReason::Disabled);
+            return self
+                .drop_stage("bench-build", DropReason::Disabled { place: self.config.place });
         }
         if !self.has_benches && (all_benches_unbuildable || self.bench_proof != BenchProof::Build) {
             let reason = if all_benches_unbuildable {
@@ -948,7 +951,7 @@ impl<'a> Planner<'a> {
             return;
         }
         if self.disabled("services") {
-            return self.drop_stage("services", DropReason::Disabled);
+            return self.drop_stage("services", DropReason::Disabled { place: self.config.place });
         }
         let command = self.command(self.cargo(Subcommand::XtaskPoolUp));
         let shape = StageShape {

@@ -153,3 +153,31 @@ fn planning_errors_name_the_place_the_config_is_in() {
         ],
     );
 }
+
+#[test]
+fn a_disabled_stage_names_the_place_it_was_disabled_in() {
+    let reason = |ws: &FixtureWorkspace| {
+        let fx = Fixture::write(ws);
+        let workspace = fx.load();
+        let config = workspace.config().unwrap();
+        // With nextest, doctests are a stage of their own, which `disable` drops.
+        let options = pipeline_opt::plan::PlanOptions { nextest: true, ..Default::default() };
+        let plan = pipeline_opt::plan::plan(&workspace, &config, &options).unwrap();
+        let dropped = plan.dropped.iter().find(|d| d.id == "doctest");
+        let dropped = dropped.unwrap_or_else(|| panic!("doctest not dropped: {:?}", plan.dropped));
+        dropped.reason.to_string()
+    };
+    let disable = "disable = [\"doctest\"]\n";
+    assert_eq!(
+        reason(&FixtureWorkspace::chain(1).config(disable)),
+        "disabled in [workspace.metadata.pipeline-opt] `disable`"
+    );
+    assert_eq!(
+        reason(&single_package(disable)),
+        "disabled in [package.metadata.pipeline-opt] `disable`"
+    );
+    assert_eq!(
+        reason(&FixtureWorkspace::chain(1).file("pipeline-opt.toml", disable)),
+        "disabled in pipeline-opt.toml `disable`"
+    );
+}
