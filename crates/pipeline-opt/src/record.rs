@@ -692,6 +692,10 @@ pub struct WorkspaceFacts {
     pub packages: Vec<ResolvedPackage>,
     /// The `debug` setting test builds use; `None` when the manifest could not be read.
     pub test_debug: Option<TestDebug>,
+    /// cargo-nextest was not installed when the run planned, so its tests ran with
+    /// `cargo test` (a fact of the machine, kept with what the advice needs).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub nextest_missing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -725,7 +729,7 @@ impl WorkspaceFacts {
     /// Whether nothing is known: a record of an older version, or a workspace whose
     /// metadata had no resolve and whose manifest could not be read.
     pub fn is_empty(&self) -> bool {
-        self.packages.is_empty() && self.test_debug.is_none()
+        self.packages.is_empty() && self.test_debug.is_none() && !self.nextest_missing
     }
 }
 

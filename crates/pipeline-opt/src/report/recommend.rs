@@ -55,7 +55,7 @@ pub fn recommend(record: &RunRecord, ctx: &WorkspaceFacts) -> Vec<Recommendation
     low_cpu(record, &mut out);
     slow_test(record, &mut out);
     tiny_tests(record, &mut out);
-    nextest_missing(record, &mut out);
+    nextest_missing(record, ctx, &mut out);
     compiled_twice(record, ctx, &mut out);
     duplicate_versions(record, ctx, &mut out);
     debug_line_tables(record, ctx, &mut out);
@@ -249,8 +249,8 @@ fn tiny_tests(record: &RunRecord, out: &mut Vec<Recommendation>) {
     }
 }
 
-fn nextest_missing(record: &RunRecord, out: &mut Vec<Recommendation>) {
-    if !record.notes.iter().any(|n| n.contains("cargo-nextest is not installed")) {
+fn nextest_missing(record: &RunRecord, ctx: &WorkspaceFacts, out: &mut Vec<Recommendation>) {
+    if !ctx.nextest_missing {
         return;
     }
     let test_time: Duration = record

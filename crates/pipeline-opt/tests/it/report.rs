@@ -272,6 +272,8 @@ fn fixture_context() -> WorkspaceFacts {
             level: DebugLevel::Full,
             source: "[profile.dev] debug is unset, and cargo's default is full debug info".into(),
         }),
+        // As the fixture record's note says.
+        nextest_missing: true,
     }
 }
 
@@ -918,6 +920,7 @@ fn report_recommendations_each_have_a_trigger_and_a_non_trigger() {
     let mut calm_ctx = ctx.clone();
     calm_ctx.packages.retain(|p| p.version != "1.0.109");
     calm_ctx.test_debug = Some(TestDebug { level: DebugLevel::LineTablesOnly, source: "x".into() });
+    calm_ctx.nextest_missing = false;
     check_kinds(&calm, &calm_ctx, &[]);
 
     // Each one alone, from the calm record.
@@ -976,7 +979,8 @@ fn report_recommendations_each_have_a_trigger_and_a_non_trigger() {
 
     let mut r = calm.clone();
     r.notes = record.notes.clone();
-    check_kinds(&r, &calm_ctx, &["nextest-missing"]);
+    let missing_ctx = WorkspaceFacts { nextest_missing: true, ..calm_ctx.clone() };
+    check_kinds(&r, &missing_ctx, &["nextest-missing"]);
 
     // Thousands of tests at a few milliseconds of wall time each under nextest; the same
     // count at 60 ms each, or under `cargo test`, is no sign of process overhead.
@@ -1009,7 +1013,11 @@ fn report_recommendations_each_have_a_trigger_and_a_non_trigger() {
 
     // Two versions built, one asked for by a member: advice. Resolved but not built,
     // or built but out of the workspace's reach (no member asks for either): none.
-    let dup_ctx = WorkspaceFacts { test_debug: calm_ctx.test_debug.clone(), ..ctx.clone() };
+    let dup_ctx = WorkspaceFacts {
+        test_debug: calm_ctx.test_debug.clone(),
+        nextest_missing: false,
+        ..ctx.clone()
+    };
     check_kinds(&calm, &dup_ctx, &[]);
     let mut r = calm.clone();
     r.crates.extend(record.crates.iter().filter(|c| c.package == "syn").cloned());
