@@ -4,7 +4,6 @@
 
 use anyhow::{Context, Result, bail};
 use pipeline_opt::cache::maintain;
-use pipeline_opt::config::Config;
 use pipeline_opt::exit;
 use pipeline_opt::workspace::Workspace;
 
@@ -26,7 +25,7 @@ impl crate::flags::Cache {
         }
         let manifest = crate::utf8(self.manifest_path.as_ref())?;
         let workspace = Workspace::load(manifest.as_deref())?;
-        let config = Config::from_workspace_metadata(&workspace.metadata)?;
+        let config = workspace.config()?;
         let state_dir = workspace.state_dir(&config);
         let wait = |lock: &camino::Utf8Path| {
             eprintln!(

@@ -4,7 +4,6 @@
 //! All only call the library (`pipeline_opt::report`, `pipeline_opt::workflow`).
 
 use anyhow::{Context, Result};
-use pipeline_opt::config::Config;
 use pipeline_opt::exit;
 use pipeline_opt::report::{self, history};
 use pipeline_opt::workspace::Workspace;
@@ -13,7 +12,7 @@ impl crate::flags::History {
     pub(crate) fn run(self) -> Result<i32> {
         let manifest = crate::utf8(self.manifest_path.as_ref())?;
         let workspace = Workspace::load(manifest.as_deref())?;
-        let config = Config::from_workspace_metadata(&workspace.metadata)?;
+        let config = workspace.config()?;
         let path = workspace.state_dir(&config).report(report::HISTORY_FILE);
         let h = history::read(&path)?;
         for w in &h.warnings {

@@ -99,6 +99,10 @@ pub struct FixtureWorkspace {
     /// relative to that table (`[stages.lint]` is written as
     /// `[workspace.metadata.pipeline-opt.stages.lint]`).
     pub config: Option<String>,
+    /// With a TOML body, the root manifest is also a package (`root`, an empty lib: the
+    /// shape of a single-package project) whose `[package.metadata.pipeline-opt]` is this
+    /// body, table headers relative to it as in `config`.
+    pub package_config: Option<String>,
     /// Files at the workspace root, by relative path (`rust-toolchain.toml`, ...).
     pub files: Vec<(String, String)>,
     /// TOML appended to the root manifest as written (`[profile.test]`, ...).
@@ -185,15 +189,14 @@ impl FixtureWorkspace {
         let mut root =
             format!("[workspace]\nmembers = [{}]\nresolver = \"2\"\n", members.join(", "));
         if let Some(config) = &self.config {
-            root.push_str("\n[workspace.metadata.pipeline-opt]\n");
-            for line in config.lines() {
-                match line.trim_start().strip_prefix('[') {
-                    Some(rest) if !rest.starts_with('[') => {
-                        writeln!(root, "[workspace.metadata.pipeline-opt.{rest}").unwrap()
-                    }
-                    _ => writeln!(root, "{line}").unwrap(),
-                }
-            }
+            push_table(&mut root, "workspace.metadata.pipeline-opt", config);
+        }
+        if let Some(config) = &self.package_config {
+            root.push_str(
+                "\n[package]\nname = \"root\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n",
+            );
+            push_table(&mut root, "package.metadata.pipeline-opt", config);
+            write_file(&dir.join("src/lib.rs"), "")?;
         }
         if !self.root_manifest_extra.is_empty() {
             root.push('\n');
@@ -240,6 +243,17 @@ impl FixtureWorkspace {
             }
         }
         Ok(manifest)
+    }
+}
+
+/// Appends `[table]` with `body`, whose table headers are relative to it.
+fn push_table(manifest: &mut String, table: &str, body: &str) {
+    writeln!(manifest, "\n[{table}]").unwrap();
+    for line in body.lines() {
+        match line.trim_start().strip_prefix('[') {
+            Some(rest) if !rest.starts_with('[') => writeln!(manifest, "[{table}.{rest}").unwrap(),
+            _ => writeln!(manifest, "{line}").unwrap(),
+        }
     }
 }
 

@@ -57,7 +57,7 @@ impl Inputs {
         let root_manifest = std::fs::read_to_string(&workspace.manifest_path).ok();
         let mut facts = WorkspaceFacts::new(&metadata, root_manifest.as_deref());
         let toolchain = toolchain?;
-        let config = Config::from_workspace_metadata(&workspace.metadata)?;
+        let config = workspace.config()?;
         let nextest = nextest_installed();
         facts.nextest_missing = !nextest;
         Ok(Inputs { workspace, config, toolchain, nextest, facts })

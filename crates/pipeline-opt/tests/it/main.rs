@@ -6,6 +6,7 @@ mod support;
 mod affected;
 mod bench_compare;
 mod cache;
+mod config;
 mod faults;
 mod optimize;
 mod orchestrator;
