@@ -47,6 +47,10 @@ fn system_packages(sh: &Shell) -> Vec<&'static str> {
     // PostgreSQL's server binaries live outside PATH on Debian; the pool knows where.
     if pipeline_opt::pool::find_program("initdb").is_none() {
         missing.push("postgresql");
+    } else if pipeline_opt::pool::extension_installed("pgcrypto") == Some(false) {
+        // The pool's tests create pgcrypto, a contrib module (part of Debian's
+        // `postgresql-<major>`, a package of its own in some other builds).
+        missing.push("postgresql-contrib");
     }
     if pipeline_opt::pool::find_program("redis-server").is_none() {
         missing.push("redis-server");

@@ -34,15 +34,7 @@ fn options() -> PoolOptions {
 }
 
 fn service(kind: ServiceKind, size: usize) -> ServiceConfig {
-    ServiceConfig {
-        kind,
-        size,
-        spare: None,
-        command: vec![],
-        setup_sql: None,
-        port: None,
-        ready: None,
-    }
+    ServiceConfig { size, ..ServiceConfig::new(kind) }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -1,6 +1,7 @@
-//! `[workspace.metadata.pipeline-opt]`: performance targets, stages to disable or add,
-//! services and cache settings. No config at all means defaults; an unknown key or a bad
-//! value is an error that names the key and the fix.
+//! `[workspace.metadata.pipeline-opt]` (or a root package's `[package.metadata.pipeline-opt]`,
+//! or `pipeline-opt.toml`): performance targets, stages to disable or add, services and
+//! cache settings. No config at all means defaults; an unknown key or a bad value is an
+//! error that names the key and the fix; a config in two places is an error naming both.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,6 +11,72 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 /// The table path users write, for error messages.
 pub const TABLE: &str = "workspace.metadata.pipeline-opt";
+/// The root package's table, where single-package projects keep their settings.
+pub const PACKAGE_TABLE: &str = "package.metadata.pipeline-opt";
+/// The config file at the workspace root, for projects that keep it out of Cargo.toml.
+pub const CONFIG_FILE: &str = "pipeline-opt.toml";
+
+/// Where a config was read from; its keys are named after it in error messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConfigPlace {
+    /// `[workspace.metadata.pipeline-opt]` in the root `Cargo.toml`.
+    #[default]
+    WorkspaceMetadata,
+    /// `[package.metadata.pipeline-opt]` of the root package.
+    PackageMetadata,
+    /// `pipeline-opt.toml` at the workspace root, its keys at the top level.
+    File,
+}
+
+impl ConfigPlace {
+    /// The full name of `path` (`services.db.size`) as the user wrote it in this place.
+    pub fn key(self, path: &str) -> String {
+        match (self, path) {
+            (ConfigPlace::WorkspaceMetadata, "") => TABLE.to_string(),
+            (ConfigPlace::PackageMetadata, "") => PACKAGE_TABLE.to_string(),
+            (ConfigPlace::File, "") => "(top level)".to_string(),
+            (ConfigPlace::WorkspaceMetadata, p) => format!("{TABLE}.{p}"),
+            (ConfigPlace::PackageMetadata, p) => format!("{PACKAGE_TABLE}.{p}"),
+            (ConfigPlace::File, p) => p.to_string(),
+        }
+    }
+
+    /// The file the place is in, relative to the workspace root.
+    pub fn file(self) -> &'static str {
+        match self {
+            ConfigPlace::WorkspaceMetadata | ConfigPlace::PackageMetadata => "Cargo.toml",
+            ConfigPlace::File => CONFIG_FILE,
+        }
+    }
+
+    /// The table `path` (`stages`) as a user finds it: `[workspace.metadata.pipeline-opt.stages]`,
+    /// or `[stages] in pipeline-opt.toml`.
+    pub fn table(self, path: &str) -> String {
+        match (self, path) {
+            (ConfigPlace::File, "") => CONFIG_FILE.to_string(),
+            (ConfigPlace::File, p) => format!("[{p}] in {CONFIG_FILE}"),
+            _ => format!("[{}]", self.key(path)),
+        }
+    }
+
+    /// An unknown stage named at `path` (`disable`) of this place.
+    pub fn unknown_stage(self, path: &str, stage: &str, known: String) -> ConfigError {
+        ConfigError::UnknownStage {
+            key: self.key(path),
+            file: self.file(),
+            stage: stage.into(),
+            known,
+        }
+    }
+
+    /// The place as a user finds it: `[workspace.metadata.pipeline-opt] in Cargo.toml`.
+    pub fn describe(self) -> String {
+        match self {
+            ConfigPlace::File => CONFIG_FILE.to_string(),
+            _ => format!("[{}] in Cargo.toml", self.key("")),
+        }
+    }
+}
 
 /// Ids of the stages the planner can produce by itself. Here, below the planner,
 /// because the config refuses them as custom stage names.
@@ -65,6 +132,9 @@ pub struct Config {
     pub services: BTreeMap<String, ServiceConfig>,
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Where this config was read from (not a key of its own).
+    #[serde(skip)]
+    pub place: ConfigPlace,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -157,6 +227,99 @@ pub struct ServiceConfig {
     /// For `kind = "command"`: how the pool knows an instance is ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<ReadyProbe>,
+    /// PostgreSQL: the role lease URLs connect as, a superuser (default `pool`), for
+    /// tests that expect a name such as `postgres`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// PostgreSQL and Redis: a fixed password (default: a random one per server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// PostgreSQL and Redis: `password` (the default) or `trust`, no password at all on
+    /// loopback.
+    #[serde(default, skip_serializing_if = "Auth::is_password")]
+    pub auth: Auth,
+    /// PostgreSQL: a database of this name on the server, cloned from the prepared
+    /// template once the server starts, for tests that connect by a fixed name. Leases
+    /// are still fresh clones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// PostgreSQL: server settings, each passed as `-c key=value` after the pool's own.
+    #[serde(
+        default,
+        deserialize_with = "settings_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub settings: BTreeMap<String, String>,
+    /// PostgreSQL: extensions created in the template, so every database has them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<String>,
+    /// PostgreSQL: a directory (relative to the workspace root) where the server also
+    /// listens on a Unix socket, for tests that connect with `host=/path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_dir: Option<Utf8PathBuf>,
+}
+
+impl ServiceConfig {
+    /// A service of `kind` with every other key at its default.
+    pub fn new(kind: ServiceKind) -> ServiceConfig {
+        ServiceConfig {
+            kind,
+            size: 1,
+            spare: None,
+            command: Vec::new(),
+            setup_sql: None,
+            port: None,
+            ready: None,
+            user: None,
+            password: None,
+            auth: Auth::Password,
+            database: None,
+            settings: BTreeMap::new(),
+            extensions: Vec::new(),
+            socket_dir: None,
+        }
+    }
+}
+
+/// How clients of a PostgreSQL or Redis service authenticate.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Auth {
+    /// A password: the configured one, or a random one per server.
+    #[default]
+    Password,
+    /// None: anyone who can reach the server's loopback port (or its socket) gets in.
+    Trust,
+}
+
+impl Auth {
+    fn is_password(&self) -> bool {
+        *self == Auth::Password
+    }
+}
+
+/// PostgreSQL settings the pool owns: the server listens on loopback only, on the port
+/// and socket directories the pool manages.
+const POOL_OWNED_SETTINGS: &[(&str, &str)] = &[
+    ("listen_addresses", "the pool listens on 127.0.0.1 only"),
+    ("port", "set the service's `port` instead"),
+    ("unix_socket_directories", "set the service's `socket-dir` instead"),
+];
+
+/// Database names every server already has, or the pool's own template.
+const RESERVED_DATABASES: &[&str] = &["postgres", "template0", "template1", "pool_template"];
+
+/// Whether `name` is 1 to 63 characters of a-z, 0-9 and `extra`, starting with a letter
+/// or `_` unless `leading_digit`: a name that needs no quoting wherever it goes.
+fn simple_name(name: &str, extra: &str, leading_digit: bool) -> bool {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || extra.contains(c);
+    let first_ok = |c: char| c.is_ascii_lowercase() || c == '_' || leading_digit && allowed(c);
+    name.len() <= 63 && name.chars().next().is_some_and(first_ok) && name.chars().all(allowed)
+}
+
+/// A lower-case SQL identifier (roles, databases).
+fn plain_identifier(name: &str) -> bool {
+    simple_name(name, "_", false)
 }
 
 /// How a command service shows it is ready; exactly one field is set. `{port}` in the
@@ -213,32 +376,97 @@ pub struct CacheConfig {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
-    #[error("invalid `{key}` in Cargo.toml: {message}")]
-    Invalid { key: String, message: String },
-    #[error("unknown stage `{stage}` in `{key}` in Cargo.toml; known stages: {known}")]
-    UnknownStage { key: String, stage: String, known: String },
+    #[error("invalid `{key}` in {file}: {message}")]
+    Invalid { key: String, file: &'static str, message: String },
+    #[error("could not read {path}: {message}")]
+    Unreadable { path: Utf8PathBuf, message: String },
     #[error(
-        "stages depend on each other in a cycle: {cycle}; remove one `depends-on` entry in [{TABLE}.stages]"
+        "the pipeline-opt config is in two places, {first} and {second}; keep it in one of them (they are not merged)"
     )]
-    Cycle { cycle: String },
+    TwoPlaces { first: String, second: String },
+    #[error("unknown stage `{stage}` in `{key}` in {file}; known stages: {known}")]
+    UnknownStage { key: String, file: &'static str, stage: String, known: String },
+    /// `stages` names the table the custom stages are in (see [`ConfigPlace::table`]).
+    #[error(
+        "stages depend on each other in a cycle: {cycle}; remove one `depends-on` entry in {stages}"
+    )]
+    Cycle { cycle: String, stages: String },
 }
 
 impl Config {
     /// Reads the config from `[workspace.metadata]` as cargo_metadata reports it.
     pub fn from_workspace_metadata(metadata: &serde_json::Value) -> Result<Config, ConfigError> {
-        let Some(table) = metadata.get("pipeline-opt") else {
-            return Ok(Config::default());
+        match metadata.get("pipeline-opt") {
+            Some(table) => Config::from_table(table, ConfigPlace::WorkspaceMetadata),
+            None => Ok(Config::default()),
+        }
+    }
+
+    /// Reads the config from whichever place holds it: `[workspace.metadata.pipeline-opt]`,
+    /// the root package's `[package.metadata.pipeline-opt]` (`null` when there is no root
+    /// package) or `pipeline-opt.toml` in `root`. None means defaults; two or more are an
+    /// error naming them, since a silent merge or precedence would hide half of them.
+    pub fn load(
+        workspace_metadata: &serde_json::Value,
+        root_package_metadata: &serde_json::Value,
+        root: &camino::Utf8Path,
+    ) -> Result<Config, ConfigError> {
+        let file = root.join(CONFIG_FILE);
+        let file_table = match std::fs::read_to_string(&file) {
+            Ok(text) => Some(parse_config_file(&text).map_err(|message| {
+                ConfigError::Unreadable { path: file.clone(), message: one_line(&message) }
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(ConfigError::Unreadable { path: file, message: e.to_string() });
+            }
         };
-        let config: Config = serde_path_to_error::deserialize(table).map_err(|err| {
+        let found: Vec<(ConfigPlace, &serde_json::Value)> = [
+            (ConfigPlace::WorkspaceMetadata, workspace_metadata.get("pipeline-opt")),
+            (ConfigPlace::PackageMetadata, root_package_metadata.get("pipeline-opt")),
+            (ConfigPlace::File, file_table.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(place, table)| Some((place, table?)))
+        .collect();
+        match found.as_slice() {
+            [] => Ok(Config::default()),
+            [(place, table)] => Config::from_table(table, *place),
+            [(first, _), (second, _), ..] => {
+                Err(ConfigError::TwoPlaces { first: first.describe(), second: second.describe() })
+            }
+        }
+    }
+
+    /// Reads the config from its table, `place` naming the keys in errors.
+    pub fn from_table(
+        table: &serde_json::Value,
+        place: ConfigPlace,
+    ) -> Result<Config, ConfigError> {
+        let mut config: Config = serde_path_to_error::deserialize(table).map_err(|err| {
             let path = err.path().to_string();
-            let key = if path == "." { TABLE.to_string() } else { format!("{TABLE}.{path}") };
+            let key = place.key(if path == "." { "" } else { &path });
             let message = err.into_inner().to_string();
             // Keys and values come from the manifest as they are: a key holding a
             // newline would split the one-line error.
-            ConfigError::Invalid { key: one_line(&key), message: one_line(&message) }
+            ConfigError::Invalid {
+                key: one_line(&key),
+                file: place.file(),
+                message: one_line(&message),
+            }
         })?;
+        config.place = place;
         config.validate()?;
         Ok(config)
+    }
+
+    /// An error about `path` (relative to the config's table) in this config's place.
+    fn invalid(&self, path: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            key: self.place.key(path),
+            file: self.place.file(),
+            message: message.into(),
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -246,41 +474,34 @@ impl Config {
             // A stage's name becomes its log file's name and a Prometheus label value:
             // `../../x` wrote above the workspace, a `/` lost the log.
             if !valid_stage_name(name) {
-                return Err(ConfigError::Invalid {
-                    key: format!("{TABLE}.stages"),
-                    message: format!(
+                return Err(self.invalid(
+                    "stages",
+                    format!(
                         "stage name \"{}\" is not allowed; use 1 to {MAX_STAGE_NAME} characters from a-z A-Z 0-9 - _, starting with a letter or digit",
                         name.escape_debug()
                     ),
-                });
+                ));
             }
             if stage.command.is_empty() || stage.command[0].trim().is_empty() {
-                return Err(ConfigError::Invalid {
-                    key: format!("{TABLE}.stages.{name}.command"),
-                    message: "the command is empty; give the program and its arguments as a list, e.g. [\"cargo\", \"doc\"]".into(),
-                });
+                return Err(self.invalid(
+                    &format!("stages.{name}.command"),
+                    "the command is empty; give the program and its arguments as a list, e.g. [\"cargo\", \"doc\"]",
+                ));
             }
             if BUILTIN_STAGES.contains(&name.as_str()) {
-                return Err(ConfigError::Invalid {
-                    key: format!("{TABLE}.stages.{name}"),
-                    message: format!(
-                        "`{name}` is a built-in stage; give the custom stage another name"
-                    ),
-                });
+                return Err(self.invalid(
+                    &format!("stages.{name}"),
+                    format!("`{name}` is a built-in stage; give the custom stage another name"),
+                ));
             }
         }
         for (name, service) in &self.services {
-            if service.size == 0 {
-                return Err(ConfigError::Invalid {
-                    key: format!("{TABLE}.services.{name}.size"),
-                    message: "the size must be at least 1".into(),
-                });
-            }
-            let key = |field: &str| format!("{TABLE}.services.{name}.{field}");
-            let invalid = |field: &str, message: &str| ConfigError::Invalid {
-                key: key(field),
-                message: message.to_string(),
+            let invalid = |field: &str, message: &str| {
+                self.invalid(&format!("services.{name}.{field}"), message)
             };
+            if service.size == 0 {
+                return Err(invalid("size", "the size must be at least 1"));
+            }
             if service.kind == ServiceKind::Command && service.command.is_empty() {
                 return Err(invalid(
                     "command",
@@ -311,6 +532,7 @@ impl Config {
                     "port 0 is not a port; leave `port` out to let the pool choose a free one",
                 ));
             }
+            self.validate_service_settings(name, service)?;
             match (&service.ready, service.kind) {
                 (None, ServiceKind::Command) => {
                     return Err(invalid(
@@ -347,13 +569,147 @@ impl Config {
         self.validate_cache_globs()
     }
 
+    /// The keys that give a PostgreSQL or Redis server the credentials and settings a
+    /// project's tests expect.
+    fn validate_service_settings(
+        &self,
+        name: &str,
+        service: &ServiceConfig,
+    ) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| {
+            self.invalid(&format!("services.{name}.{field}"), message)
+        };
+        let postgres = service.kind == ServiceKind::Postgres;
+        let only_postgres = |field: &str, set: bool| {
+            (set && !postgres).then(|| {
+                invalid(
+                    field,
+                    format!("only services of kind \"postgres\" take `{field}`; remove it"),
+                )
+            })
+        };
+        let postgres_only = [
+            only_postgres("user", service.user.is_some()),
+            only_postgres("database", service.database.is_some()),
+            only_postgres("settings", !service.settings.is_empty()),
+            only_postgres("extensions", !service.extensions.is_empty()),
+            only_postgres("socket-dir", service.socket_dir.is_some()),
+        ];
+        if let Some(err) = postgres_only.into_iter().flatten().next() {
+            return Err(err);
+        }
+        if service.kind == ServiceKind::Command
+            && (service.password.is_some() || service.auth != Auth::Password)
+        {
+            let field = if service.password.is_some() { "password" } else { "auth" };
+            return Err(invalid(
+                field,
+                format!(
+                    "only services of kind \"postgres\" and \"redis\" take `{field}`; remove it"
+                ),
+            ));
+        }
+        if let Some(user) = &service.user
+            && !plain_identifier(user)
+        {
+            return Err(invalid(
+                "user",
+                format!(
+                    "`{}` is not a role name the pool accepts; use 1 to 63 of a-z 0-9 _, starting with a letter or _",
+                    user.escape_debug()
+                ),
+            ));
+        }
+        if let Some(password) = &service.password {
+            if service.auth == Auth::Trust {
+                return Err(invalid(
+                    "password",
+                    "with auth = \"trust\" no password is asked; remove `password` or `auth`"
+                        .into(),
+                ));
+            }
+            let url_safe =
+                |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '-');
+            if password.is_empty() || password.len() > 128 || !password.chars().all(url_safe) {
+                return Err(invalid(
+                    "password",
+                    "use 1 to 128 of A-Z a-z 0-9 . _ ~ - (it goes into URLs as it is), or leave it out for a random one".into(),
+                ));
+            }
+        }
+        if let Some(db) = &service.database {
+            if !plain_identifier(db) {
+                return Err(invalid(
+                    "database",
+                    format!(
+                        "`{}` is not a database name the pool accepts; use 1 to 63 of a-z 0-9 _, starting with a letter or _",
+                        db.escape_debug()
+                    ),
+                ));
+            }
+            if RESERVED_DATABASES.contains(&db.as_str()) {
+                return Err(invalid(
+                    "database",
+                    format!(
+                        "`{db}` is a database every server has or the pool's own; name another"
+                    ),
+                ));
+            }
+        }
+        for (key, value) in &service.settings {
+            let key_ok = simple_name(key, "_.", false);
+            if !key_ok {
+                return Err(invalid(
+                    "settings",
+                    format!(
+                        "`{}` is not a PostgreSQL setting name; use a-z 0-9 _ . as in postgresql.conf",
+                        key.escape_debug()
+                    ),
+                ));
+            }
+            if let Some((_, fix)) = POOL_OWNED_SETTINGS.iter().find(|(k, _)| k == key) {
+                return Err(invalid(
+                    &format!("settings.{key}"),
+                    format!("the pool sets `{key}` itself; {fix}"),
+                ));
+            }
+            if value.chars().any(char::is_control) {
+                return Err(invalid(
+                    &format!("settings.{key}"),
+                    "the value holds a control character; write it on one line".into(),
+                ));
+            }
+        }
+        for extension in &service.extensions {
+            let ok = simple_name(extension, "_-", true);
+            if !ok {
+                return Err(invalid(
+                    "extensions",
+                    format!(
+                        "`{}` is not an extension name; use a-z 0-9 _ - as in CREATE EXTENSION",
+                        extension.escape_debug()
+                    ),
+                ));
+            }
+        }
+        if let Some(dir) = &service.socket_dir
+            && (dir.as_str().is_empty()
+                || dir.as_str().contains([',', '"', '\''])
+                || dir.as_str().chars().any(char::is_control))
+        {
+            return Err(invalid(
+                "socket-dir",
+                "give a directory path without commas or quotes (PostgreSQL splits the list at commas)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_cache_globs(&self) -> Result<(), ConfigError> {
         for (field, globs) in [("inputs", &self.cache.inputs), ("exclude", &self.cache.exclude)] {
             for (i, g) in globs.iter().enumerate() {
-                check_glob(g).map_err(|message| ConfigError::Invalid {
-                    key: format!("{TABLE}.cache.{field}[{i}]"),
-                    message,
-                })?;
+                check_glob(g)
+                    .map_err(|message| self.invalid(&format!("cache.{field}[{i}]"), message))?;
             }
         }
         Ok(())
@@ -433,6 +789,19 @@ pub fn valid_stage_name(name: &str) -> bool {
 pub const DURATION_RANGE: (Duration, Duration) =
     (Duration::from_millis(1), Duration::from_secs(30 * 24 * 3600));
 
+/// `pipeline-opt.toml` as the JSON value cargo would report for the same table in
+/// `Cargo.toml`, so both are read by the same code; the error says where the syntax broke.
+fn parse_config_file(text: &str) -> Result<serde_json::Value, String> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let line = e.span().map(|span| text[..span.start].matches('\n').count() + 1);
+        match line {
+            Some(line) => format!("line {line}: {}; fix the TOML syntax", e.message().trim()),
+            None => format!("{}; fix the TOML syntax", e.message().trim()),
+        }
+    })?;
+    serde_json::to_value(table).map_err(|e| e.to_string())
+}
+
 /// `s` with control characters (newlines, tabs, escapes) written as Rust escapes.
 fn one_line(s: &str) -> String {
     s.chars()
@@ -463,6 +832,27 @@ fn duration_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Dura
             parse_duration(&v)
                 .map(|d| (k.clone(), d))
                 .map_err(|e| serde::de::Error::custom(format!("stage `{k}`: {e}")))
+        })
+        .collect()
+}
+
+/// Server settings as `key = value` with a string, a number or a boolean value, kept as
+/// the text PostgreSQL reads after `-c key=`.
+fn settings_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let raw = BTreeMap::<String, serde_json::Value>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => if b { "on" } else { "off" }.to_string(),
+                _ => {
+                    return Err(serde::de::Error::custom(format!(
+                        "setting `{k}`: give a string, a number or a boolean"
+                    )));
+                }
+            };
+            Ok((k, text))
         })
         .collect()
 }

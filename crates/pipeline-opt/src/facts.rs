@@ -15,7 +15,7 @@ impl WorkspaceFacts {
     /// recommendations that need it are not made.
     pub fn new(metadata: &cargo_metadata::Metadata, root_manifest: Option<&str>) -> WorkspaceFacts {
         let test_debug = root_manifest.and_then(test_debug_from_manifest);
-        WorkspaceFacts { packages: resolved_packages(metadata), test_debug }
+        WorkspaceFacts { packages: resolved_packages(metadata), test_debug, nextest_missing: false }
     }
 }
 

@@ -99,6 +99,10 @@ pub struct FixtureWorkspace {
     /// relative to that table (`[stages.lint]` is written as
     /// `[workspace.metadata.pipeline-opt.stages.lint]`).
     pub config: Option<String>,
+    /// With a TOML body, the root manifest is also a package (`root`, an empty lib: the
+    /// shape of a single-package project) whose `[package.metadata.pipeline-opt]` is this
+    /// body, table headers relative to it as in `config`.
+    pub package_config: Option<String>,
     /// Files at the workspace root, by relative path (`rust-toolchain.toml`, ...).
     pub files: Vec<(String, String)>,
     /// TOML appended to the root manifest as written (`[profile.test]`, ...).
@@ -185,15 +189,14 @@ impl FixtureWorkspace {
         let mut root =
             format!("[workspace]\nmembers = [{}]\nresolver = \"2\"\n", members.join(", "));
         if let Some(config) = &self.config {
-            root.push_str("\n[workspace.metadata.pipeline-opt]\n");
-            for line in config.lines() {
-                match line.trim_start().strip_prefix('[') {
-                    Some(rest) if !rest.starts_with('[') => {
-                        writeln!(root, "[workspace.metadata.pipeline-opt.{rest}").unwrap()
-                    }
-                    _ => writeln!(root, "{line}").unwrap(),
-                }
-            }
+            push_table(&mut root, "workspace.metadata.pipeline-opt", config);
+        }
+        if let Some(config) = &self.package_config {
+            root.push_str(
+                "\n[package]\nname = \"root\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n",
+            );
+            push_table(&mut root, "package.metadata.pipeline-opt", config);
+            write_file(&dir.join("src/lib.rs"), "")?;
         }
         if !self.root_manifest_extra.is_empty() {
             root.push('\n');
@@ -243,11 +246,36 @@ impl FixtureWorkspace {
     }
 }
 
+/// Appends `[table]` with `body`, whose table headers are relative to it.
+fn push_table(manifest: &mut String, table: &str, body: &str) {
+    writeln!(manifest, "\n[{table}]").unwrap();
+    for line in body.lines() {
+        match line.trim_start().strip_prefix('[') {
+            Some(rest) if !rest.starts_with('[') => writeln!(manifest, "[{table}.{rest}").unwrap(),
+            _ => writeln!(manifest, "{line}").unwrap(),
+        }
+    }
+}
+
 fn write_file(path: &Utf8Path, contents: &str) -> io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::write(path, contents)
+}
+
+/// A library of `n` plain functions with iterator chains, for a compile time that advice
+/// thresholds take seriously: 200 took 2.2 s of a fresh debug compile
+/// (`CARGO_INCREMENTAL=0 cargo build`) on this project's 2-core machine under a load of 9.
+pub fn slow_lib_source(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "pub fn f{i}(x: u64) -> u64 {{\n    let v: Vec<u64> = (0..x).map(|k| k.wrapping_mul({i}) ^ (k >> 3)).filter(|k| k % 7 != {m}).collect();\n    v.iter().fold({i}, |a, b| a.rotate_left(5) ^ b)\n}}\n",
+                m = i % 7
+            )
+        })
+        .collect()
 }
 
 /// An `app` crate that builds two versions of one package: `dup` 0.1.0 and 0.2.0, path
@@ -261,7 +289,7 @@ pub fn duplicate_versions_app(dir: &Utf8Path) -> io::Result<FixtureCrate> {
             d.join("Cargo.toml"),
             format!("[package]\nname = \"dup\"\nversion = \"{version}\"\nedition = \"2021\"\n"),
         )?;
-        std::fs::write(d.join("src/lib.rs"), "")?;
+        std::fs::write(d.join("src/lib.rs"), slow_lib_source(200))?;
     }
     let mut app = FixtureCrate::new("app");
     app.manifest_extra =

@@ -55,10 +55,11 @@ impl Inputs {
         // The reports' facts come from the same resolve, so a saved record renders the
         // same recommendations without cargo; an unreadable manifest means no debug advice.
         let root_manifest = std::fs::read_to_string(&workspace.manifest_path).ok();
-        let facts = WorkspaceFacts::new(&metadata, root_manifest.as_deref());
+        let mut facts = WorkspaceFacts::new(&metadata, root_manifest.as_deref());
         let toolchain = toolchain?;
-        let config = Config::from_workspace_metadata(&workspace.metadata)?;
+        let config = workspace.config()?;
         let nextest = nextest_installed();
+        facts.nextest_missing = !nextest;
         Ok(Inputs { workspace, config, toolchain, nextest, facts })
     }
 

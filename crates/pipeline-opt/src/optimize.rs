@@ -14,7 +14,7 @@ use crate::plan::{
     CargoArgs, DropReason, NextestRetries, Plan, PlanError, Proof, StageKind, TestRunnerCommand,
 };
 use crate::profile::{PipelineProfiler, RunContext};
-use crate::record::{Event, NaiveComparison, RunOutcome, RunRecord, StageMetrics, StageStatus};
+use crate::record::{Event, NaiveComparison, RunOutcome, RunRecord, StageStatus};
 use crate::report::progress::{ProgressMode, ProgressReporter};
 use crate::report::{ReportError, ReportOptions, WrittenReports};
 use crate::state::StateDir;
@@ -582,12 +582,7 @@ fn run_plan_skipping(
     to_run.skip_cached(cached);
     for s in plan.stages.iter().filter(|s| cached.contains_key(&s.id)) {
         let status = StageStatus::Cached { from_run: cached[&s.id].clone() };
-        let ev = Event::StageFinished(StageMetrics::not_run(
-            &s.id,
-            s.command.display(),
-            &s.proves_text(),
-            status,
-        ));
+        let ev = Event::StageFinished(s.not_run(status));
         profiler.observe(&ev);
         on_event(&ev);
     }

@@ -1042,12 +1042,7 @@ where
 }
 
 fn skipped_metrics(stage: &Stage, reason: String) -> StageMetrics {
-    StageMetrics::not_run(
-        &stage.id,
-        stage.command.display(),
-        &stage.proves_text(),
-        StageStatus::Skipped { reason },
-    )
+    stage.not_run(StageStatus::Skipped { reason })
 }
 
 fn finish_metrics(
@@ -1081,6 +1076,8 @@ fn finish_metrics(
         failed_tests,
         flaky_tests,
         proves: stage.proves_text(),
+        kind: stage.command.kind(),
+        profile: stage.command.cargo_profile(),
     }
 }
 

@@ -11,8 +11,11 @@ use std::time::Duration;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{BUILTIN_STAGES, BenchProof, Config, ConfigError, Incremental, TestRunner};
+use crate::config::{
+    BUILTIN_STAGES, BenchProof, Config, ConfigError, ConfigPlace, Incremental, TestRunner,
+};
 pub use crate::record::DroppedStage;
+use crate::record::{StageMetrics, StageStatus};
 use crate::toolchain::Toolchain;
 use crate::workspace::{Package, PackageIdx, TargetKind, Workspace};
 
@@ -98,6 +101,16 @@ impl Stage {
         self.proves.iter().map(Proof::to_string).collect()
     }
 
+    /// The record of this stage when it does not run (cached, skipped): its command as
+    /// text and as a kind, what it proves, nothing measured.
+    pub fn not_run(&self, status: StageStatus) -> StageMetrics {
+        let mut m =
+            StageMetrics::not_run(&self.id, self.command.display(), &self.proves_text(), status);
+        m.kind = self.command.kind();
+        m.profile = self.command.cargo_profile();
+        m
+    }
+
     /// Runs only `packages`' tests (the cache proved the others'): one nextest run with
     /// a filterset, or `cargo test` with `--package` flags. The build and the feature set
     /// stay those of the whole selection, so nothing recompiles.
@@ -118,8 +131,8 @@ pub struct Dropped {
 /// Why a stage is not run. Code decides on the variant; the text is only for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DropReason {
-    /// Named in the config's `disable`.
-    Disabled,
+    /// Named in the config's `disable`, in this place.
+    Disabled { place: ConfigPlace },
     /// `--frozen` forbids the network, so there is nothing to fetch.
     Frozen,
     /// `check`: the build stage compiles the same targets (`bench_build_checks`: all
@@ -142,7 +155,7 @@ pub enum DropReason {
 impl std::fmt::Display for DropReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DropReason::Disabled => write!(f, "disabled in [{}] `disable`", crate::config::TABLE),
+            DropReason::Disabled { place } => write!(f, "disabled in {} `disable`", place.table("")),
             DropReason::Frozen => f.write_str("--frozen: cargo may not touch the network"),
             DropReason::ProvenByBuild { bench_build_checks: false } => f.write_str(
                 "redundant: a successful `build --all-targets` already proves `check --all-targets`",
@@ -629,7 +642,7 @@ impl<'a> Planner<'a> {
         } else if self.options.cargo.frozen {
             self.drop_stage("fetch", DropReason::Frozen);
         } else {
-            self.drop_stage("fetch", DropReason::Disabled);
+            self.drop_stage("fetch", DropReason::Disabled { place: self.config.place });
         }
     }
 
@@ -638,7 +651,7 @@ impl<'a> Planner<'a> {
     fn build_stage(&mut self) {
         let build_profile = self.build_profile();
         if !self.build_enabled {
-            self.drop_stage("build", DropReason::Disabled);
+            self.drop_stage("build", DropReason::Disabled { place: self.config.place });
             if !self.disabled("check") {
                 let mut c = self.compiling(Subcommand::Check);
                 c.targets = self.target_list(&BUILD_KINDS, &[TargetSelector::All]);
@@ -707,12 +720,12 @@ impl<'a> Planner<'a> {
         let has_custom = nextest && !self.custom_harness.is_empty();
         let custom_tests = has_custom && !self.disabled("test") && !self.disabled("custom-tests");
         if has_custom && self.disabled("custom-tests") {
-            self.drop_stage("custom-tests", DropReason::Disabled);
+            self.drop_stage("custom-tests", DropReason::Disabled { place: self.config.place });
         }
         if custom_tests && nextest_list.is_empty() {
             self.drop_stage("test", DropReason::AllTestsHaveCustomHarness);
         } else if self.disabled("test") {
-            self.drop_stage("test", DropReason::Disabled);
+            self.drop_stage("test", DropReason::Disabled { place: self.config.place });
         } else if nextest {
             self.nextest_stage(nextest_list);
         } else {
@@ -799,7 +812,7 @@ impl<'a> Planner<'a> {
             })
         });
         if self.disabled("doctest") {
-            self.drop_stage("doctest", DropReason::Disabled);
+            self.drop_stage("doctest", DropReason::Disabled { place: self.config.place });
             return;
         }
         if !has_doctests {
@@ -829,7 +842,8 @@ impl<'a> Planner<'a> {
         // binaries' unit tests in the bench profile (they are `bench = true` by default):
         // the strict plan does the same, the others leave it out and say so.
         if self.disabled("bench-build") {
-            return self.drop_stage("bench-build", DropReason::Disabled);
+            return self
+                .drop_stage("bench-build", DropReason::Disabled { place: self.config.place });
         }
         if !self.has_benches && (all_benches_unbuildable || self.bench_proof != BenchProof::Build) {
             let reason = if all_benches_unbuildable {
@@ -937,7 +951,7 @@ impl<'a> Planner<'a> {
             return;
         }
         if self.disabled("services") {
-            return self.drop_stage("services", DropReason::Disabled);
+            return self.drop_stage("services", DropReason::Disabled { place: self.config.place });
         }
         let command = self.command(self.cargo(Subcommand::XtaskPoolUp));
         let shape = StageShape {
@@ -965,7 +979,7 @@ impl<'a> Planner<'a> {
                     self.workspace.root.clone(),
                 ),
                 depends_on: custom.depends_on.clone(),
-                reason: format!("custom stage `{name}` from [{}.stages]", crate::config::TABLE),
+                reason: format!("custom stage `{name}` from {}", self.config.place.table("stages")),
                 proves: vec![Proof::Custom(custom.command.join(" "))],
                 build_dir: uses_build_dir.then(|| self.dev_dir.clone()),
                 lock: LockUse::Exclusive,
@@ -986,12 +1000,15 @@ impl<'a> Planner<'a> {
             if s.kind == StageKind::Custom
                 && let Some(missing) = s.depends_on.iter().find(|d| !present.contains(*d))
             {
-                return Err(ConfigError::UnknownStage {
-                    key: format!("{}.stages.{}.depends-on", crate::config::TABLE, s.id),
-                    stage: missing.clone(),
-                    known: present.iter().cloned().collect::<Vec<_>>().join(", "),
-                }
-                .into());
+                return Err(self
+                    .config
+                    .place
+                    .unknown_stage(
+                        &format!("stages.{}.depends-on", s.id),
+                        missing,
+                        present.iter().cloned().collect::<Vec<_>>().join(", "),
+                    )
+                    .into());
             }
         }
         // Stages that wait for the services learn where the pool is.
@@ -1002,7 +1019,8 @@ impl<'a> Planner<'a> {
             }
         }
         if let Some(cycle) = find_cycle(&self.stages) {
-            return Err(ConfigError::Cycle { cycle }.into());
+            let stages = self.config.place.table("stages");
+            return Err(ConfigError::Cycle { cycle, stages }.into());
         }
         self.incremental();
         if let Some(dir) = &self.options.target_dir {
@@ -1036,8 +1054,8 @@ impl<'a> Planner<'a> {
         self.notes.push(match self.config.incremental {
             Incremental::Off => "incremental compilation is off (incremental = \"off\")".into(),
             _ => format!(
-                "incremental compilation is off because CI is set: a CI job builds from cold and discards the incremental data it would write (incremental = \"on\" in [{}] keeps it)",
-                crate::config::TABLE
+                "incremental compilation is off because CI is set: a CI job builds from cold and discards the incremental data it would write (incremental = \"on\" in {} keeps it)",
+                self.config.place.table("")
             ),
         });
     }
@@ -1173,29 +1191,17 @@ fn check_stage_names(config: &Config) -> Result<(), ConfigError> {
     };
     for d in &config.disable {
         if !BUILTIN_STAGES.contains(&d.as_str()) && !config.stages.contains_key(d) {
-            return Err(ConfigError::UnknownStage {
-                key: format!("{}.disable", crate::config::TABLE),
-                stage: d.clone(),
-                known: known(),
-            });
+            return Err(config.place.unknown_stage("disable", d, known()));
         }
     }
     for e in &config.enable {
         if !OPTIONAL_STAGES.contains(&e.as_str()) {
-            return Err(ConfigError::UnknownStage {
-                key: format!("{}.enable", crate::config::TABLE),
-                stage: e.clone(),
-                known: OPTIONAL_STAGES.join(", "),
-            });
+            return Err(config.place.unknown_stage("enable", e, OPTIONAL_STAGES.join(", ")));
         }
     }
     for stage in config.targets.stages.keys() {
         if !BUILTIN_STAGES.contains(&stage.as_str()) && !config.stages.contains_key(stage) {
-            return Err(ConfigError::UnknownStage {
-                key: format!("{}.targets.stages", crate::config::TABLE),
-                stage: stage.clone(),
-                known: known(),
-            });
+            return Err(config.place.unknown_stage("targets.stages", stage, known()));
         }
     }
     Ok(())

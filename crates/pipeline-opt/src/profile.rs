@@ -250,6 +250,8 @@ mod tests {
             failed_tests: vec![],
             flaky_tests: vec![],
             proves: vec![],
+            kind: Default::default(),
+            profile: None,
         }
     }
 

@@ -279,6 +279,34 @@ pub struct StageMetrics {
     pub flaky_tests: Vec<String>,
     /// What a success proves, copied from the plan.
     pub proves: Vec<String>,
+    /// What kind of work the command does, as the planner built it, so reporters never
+    /// read the command text (`other` in records written before it was kept).
+    #[serde(default)]
+    pub kind: CommandKind,
+    /// The cargo profile the command builds in (`dev` unless told otherwise), for a cargo
+    /// command that builds, checks or tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+}
+
+/// What a stage's command does, from the planner's structured command.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommandKind {
+    /// `cargo fetch`: waits on the network, not on the cores.
+    Fetch,
+    /// Compiles or checks without running tests: build, check, clippy, doc,
+    /// `bench --no-run`.
+    Compile,
+    /// Runs tests (or doctests) with `cargo test`.
+    CargoTest,
+    /// Runs tests with cargo-nextest.
+    Nextest,
+    /// Another cargo command (`fmt`, a custom stage's `cargo …`).
+    Cargo,
+    /// Not cargo: a custom stage's program, the services.
+    #[default]
+    Other,
 }
 
 impl StageStatus {
@@ -308,6 +336,8 @@ impl StageMetrics {
         StageMetrics {
             id: id.to_string(),
             command,
+            kind: CommandKind::default(),
+            profile: None,
             status,
             start: Duration::ZERO,
             wall: Duration::ZERO,
@@ -662,6 +692,10 @@ pub struct WorkspaceFacts {
     pub packages: Vec<ResolvedPackage>,
     /// The `debug` setting test builds use; `None` when the manifest could not be read.
     pub test_debug: Option<TestDebug>,
+    /// cargo-nextest was not installed when the run planned, so its tests ran with
+    /// `cargo test` (a fact of the machine, kept with what the advice needs).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub nextest_missing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -695,7 +729,7 @@ impl WorkspaceFacts {
     /// Whether nothing is known: a record of an older version, or a workspace whose
     /// metadata had no resolve and whose manifest could not be read.
     pub fn is_empty(&self) -> bool {
-        self.packages.is_empty() && self.test_debug.is_none()
+        self.packages.is_empty() && self.test_debug.is_none() && !self.nextest_missing
     }
 }
 

@@ -22,6 +22,9 @@ pub struct Workspace {
     pub packages: Vec<Package>,
     /// `[workspace.metadata]` as cargo reports it (`null` when absent).
     pub metadata: serde_json::Value,
+    /// `[package.metadata]` of the root package, the one whose manifest is the root
+    /// `Cargo.toml` (`null` when absent or in a virtual workspace).
+    pub root_package_metadata: serde_json::Value,
     /// Whether `cargo metadata` resolved dependencies; without a resolve the graph only
     /// has the path dependencies declared in manifests.
     pub resolved: bool,
@@ -258,9 +261,20 @@ impl Workspace {
             target_dir: metadata.target_directory.clone(),
             packages,
             metadata: metadata.workspace_metadata.clone(),
+            root_package_metadata: metadata
+                .root_package()
+                .map(|p| p.metadata.clone())
+                .unwrap_or(serde_json::Value::Null),
             resolved,
             total_packages: metadata.packages.len(),
         }
+    }
+
+    /// The pipeline-opt config, from whichever one place holds it (see [`Config::load`]).
+    ///
+    /// [`Config::load`]: crate::config::Config::load
+    pub fn config(&self) -> Result<crate::config::Config, crate::config::ConfigError> {
+        crate::config::Config::load(&self.metadata, &self.root_package_metadata, &self.root)
     }
 
     /// Where the tool keeps everything (cache, logs, reports, worktrees, pool state):

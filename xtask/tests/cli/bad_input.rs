@@ -19,6 +19,8 @@ enum Setup {
     None,
     /// The body of `[workspace.metadata.pipeline-opt]`.
     Config(&'static str),
+    /// The body of a root package's `[package.metadata.pipeline-opt]`.
+    PackageConfig(&'static str),
     /// TOML appended to the root manifest.
     RootExtra(&'static str),
     /// A file (relative to the workspace root) replaced by this text.
@@ -74,6 +76,11 @@ fn corpus() -> Vec<Case> {
         case(Config("[cache]\nenv = \"HOME\""), OPT, 1, "cache.env"),
         case(Config("[cache]\nunknown = 1"), OPT, 1, "cache"),
         case(RootExtra("[workspace.metadata]\npipeline-opt = 5\n"), OPT, 1, KEY),
+        // The other places a config can be.
+        case(PackageConfig("tragets = {}"), OPT, 1, "package.metadata.pipeline-opt.tragets"),
+        case(PackageConfig("[services.db]\nkind = \"mysql\""), OPT, 1, "services.db.kind"),
+        case(File("pipeline-opt.toml", "[cache]\nunknown = 1"), OPT, 1, "`cache.unknown`"),
+        case(File("pipeline-opt.toml", "disable = ["), OPT, 1, "fix the TOML syntax"),
         case(Config("stage-timeout = \"\""), OPT, 1, "stage-timeout"),
         case(Config("[targets]\nrequired = \"\""), OPT, 1, "targets.required"),
         case(Config("[cache]\nbudget = -5"), OPT, 1, "cache.budget"),
@@ -300,6 +307,7 @@ fn bad_input_corpus_gives_one_line_errors_and_writes_nothing() {
             FixtureWorkspace::new(vec![FixtureCrate::new("c0"), FixtureCrate::new("c1").dep("c0")]);
         match &c.setup {
             Setup::Config(body) => ws = ws.config(*body),
+            Setup::PackageConfig(body) => ws.package_config = Some(body.to_string()),
             Setup::RootExtra(extra) => ws.root_manifest_extra = extra.to_string(),
             _ => {}
         }

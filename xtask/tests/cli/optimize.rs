@@ -435,7 +435,10 @@ fn vendored(dir: &Utf8Path, name: &str, version: &str, deps: &str) {
         "[package]\nname = \"{name}\"\nversion = \"{version}\"\nedition = \"2021\"\n{deps}"
     );
     std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
-    std::fs::write(dir.join("src/lib.rs"), "").unwrap();
+    // `dup`'s versions take long enough to build that aligning them is worth advice.
+    let source =
+        if name == "dup" { pipeline_opt::fixture::slow_lib_source(200) } else { String::new() };
+    std::fs::write(dir.join("src/lib.rs"), source).unwrap();
 }
 
 /// The `cargo …` commands a markdown report's recommendations suggest, as argv.

@@ -76,3 +76,45 @@ fn cli_report_of_a_missing_or_corrupt_record_is_a_clean_error() {
     assert_clean_error(&out, 1, &format!("{corrupt} is not a run record"));
     assert!(!dir.join("out").exists(), "nothing is written for a bad record");
 }
+
+/// With cargo-nextest absent (a PATH of cargo and rustc only, an empty CARGO_HOME),
+/// the record keeps that fact and the advice to install it rests on it, not on the
+/// wording of the plan's note.
+#[test]
+fn cli_without_nextest_the_record_keeps_the_fact_and_the_advice_follows() {
+    let (_t, dir) = temp();
+    let manifest = FixtureWorkspace::chain(1)
+        .config("disable = [\"bench-build\", \"doctest\"]")
+        .write(&dir.join("ws"))
+        .unwrap();
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["cargo", "rustc"] {
+        let found = which_on_path(tool).unwrap_or_else(|| panic!("{tool} is on PATH"));
+        std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
+    }
+    let path = format!("{bin}:/usr/bin:/bin");
+    for d in std::env::split_paths(&path) {
+        assert!(!d.join("cargo-nextest").exists(), "{} holds cargo-nextest", d.display());
+    }
+    let home = std::env::var("HOME").unwrap();
+    let out = xtask_command(&["optimize", "--manifest-path", manifest.as_str()])
+        .env("PATH", &path)
+        .env("CARGO_HOME", dir.join("cargo-home"))
+        .env("RUSTUP_HOME", std::env::var("RUSTUP_HOME").unwrap_or(format!("{home}/.rustup")))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let state = dir.join("ws/target/pipeline-opt");
+    let run = super::record(&state.join("run.json"));
+    assert!(run.workspace_facts.nextest_missing, "the record says nextest was missing");
+    let test = run.stages.iter().find(|s| s.id == "test").expect("a test stage");
+    assert_eq!(test.kind, pipeline_opt::record::CommandKind::CargoTest);
+    let md = std::fs::read_to_string(state.join("pipeline-optimization-report.md")).unwrap();
+    assert!(md.contains("(nextest-missing)"), "{md}");
+}
+
+/// The first `tool` on this process's PATH, resolved through symlinks no further.
+fn which_on_path(tool: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(tool)).find(|p| p.exists())
+}

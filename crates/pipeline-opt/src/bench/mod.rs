@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
 use crate::exit;
 use crate::workspace::Workspace;
 use runner::{BenchBinary, Harness, RunSettings};
@@ -313,7 +312,7 @@ pub fn bench_compare(
     let workspace = Workspace::from_metadata(&head_metadata);
     // An invalid config is reported by the commands that use it; here only the state
     // dir matters, so fall back to the default rather than refuse to compare.
-    let config = Config::from_workspace_metadata(&workspace.metadata).unwrap_or_default();
+    let config = workspace.config().unwrap_or_default();
     let state_dir = workspace.state_dir(&config);
     let run_dir =
         state_dir.bench_compare(&format!("{:08x}", worktree::fnv(workspace.root.as_str()) as u32));

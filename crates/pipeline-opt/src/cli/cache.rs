@@ -3,7 +3,6 @@
 //! `crate::cache::maintain`.
 
 use crate::cache::maintain;
-use crate::config::Config;
 use crate::exit;
 use crate::workspace::Workspace;
 use anyhow::{Context, Result, bail};
@@ -25,7 +24,7 @@ impl super::flags::Cache {
         }
         let manifest = super::utf8(self.manifest_path.as_ref())?;
         let workspace = Workspace::load(manifest.as_deref())?;
-        let config = Config::from_workspace_metadata(&workspace.metadata)?;
+        let config = workspace.config()?;
         let state_dir = workspace.state_dir(&config);
         let wait = |lock: &camino::Utf8Path| {
             eprintln!(

@@ -3,7 +3,6 @@
 //! `cargo xtask ci-workflow` (a GitHub Actions workflow that calls these commands).
 //! All only call the library (`crate::report`, `crate::workflow`).
 
-use crate::config::Config;
 use crate::exit;
 use crate::report::{self, history};
 use crate::workspace::Workspace;
@@ -13,7 +12,7 @@ impl super::flags::History {
     pub(crate) fn run(self) -> Result<i32> {
         let manifest = super::utf8(self.manifest_path.as_ref())?;
         let workspace = Workspace::load(manifest.as_deref())?;
-        let config = Config::from_workspace_metadata(&workspace.metadata)?;
+        let config = workspace.config()?;
         let path = workspace.state_dir(&config).report(report::HISTORY_FILE);
         let h = history::read(&path)?;
         for w in &h.warnings {

@@ -9,6 +9,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Serialize, Serializer};
 use xshell::{Shell, cmd};
 
+use crate::record::CommandKind;
 use crate::state::StateDir;
 use crate::workspace::TargetKind;
 
@@ -319,6 +320,47 @@ impl StageCommand {
         match &self.invocation {
             Invocation::Cargo(c) => c.render(),
             Invocation::Argv { args, .. } => args.clone(),
+        }
+    }
+
+    /// What kind of work the command does, for the run record: reporters read this,
+    /// never the command text. A custom stage's verbatim `cargo …` counts by its
+    /// subcommand.
+    pub fn kind(&self) -> CommandKind {
+        let subcommand = match &self.invocation {
+            Invocation::Cargo(c) => c.subcommand,
+            Invocation::Argv { program, args } if program == "cargo" => {
+                return match args.first().map(String::as_str) {
+                    Some("fetch") => CommandKind::Fetch,
+                    Some("test") => CommandKind::CargoTest,
+                    Some("nextest") => CommandKind::Nextest,
+                    _ => CommandKind::Cargo,
+                };
+            }
+            Invocation::Argv { .. } => return CommandKind::Other,
+        };
+        match subcommand {
+            Subcommand::Fetch => CommandKind::Fetch,
+            Subcommand::Build
+            | Subcommand::Check
+            | Subcommand::Clippy
+            | Subcommand::Doc
+            | Subcommand::BenchNoRun => CommandKind::Compile,
+            Subcommand::Test => CommandKind::CargoTest,
+            Subcommand::NextestRun => CommandKind::Nextest,
+            Subcommand::Fmt => CommandKind::Cargo,
+            Subcommand::XtaskPoolUp => CommandKind::Other,
+        }
+    }
+
+    /// The cargo profile a planned cargo command builds in: the one it names, `bench`
+    /// for `cargo bench`, else `dev`; none for a command that builds nothing.
+    pub fn cargo_profile(&self) -> Option<String> {
+        let Invocation::Cargo(c) = &self.invocation else { return None };
+        match c.subcommand {
+            Subcommand::Fetch | Subcommand::Fmt | Subcommand::XtaskPoolUp => None,
+            Subcommand::BenchNoRun => Some(c.profile.clone().unwrap_or_else(|| "bench".into())),
+            _ => Some(c.profile.clone().unwrap_or_else(|| "dev".into())),
         }
     }
 

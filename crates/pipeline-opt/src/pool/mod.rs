@@ -23,12 +23,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, ReadyProbe, ServiceConfig, ServiceKind};
+use crate::config::{Auth, Config, ReadyProbe, ServiceConfig, ServiceKind};
 use crate::workspace::Workspace;
 pub use files::ProcessRecord;
 use files::{Layout, io_err, read_json, write_json};
 pub use lease::{Lease, lease, lease_from};
-pub use process::find_program;
+pub use process::{extension_installed, find_program};
 pub use refill::RefillStats;
 
 pub use crate::state::POOL_ENV;
@@ -77,6 +77,20 @@ pub enum PoolError {
         "port {port} of service `{service}` is already in use on 127.0.0.1; stop what listens there or remove `port` from [workspace.metadata.pipeline-opt.services.{service}] to let the pool choose a free port"
     )]
     PortInUse { service: String, port: u16 },
+    #[error(
+        "extension `{extension}` of service `{service}` is not installed for PostgreSQL {major} (no {extension}.control in {dir}); install {package}, or remove it from `extensions`"
+    )]
+    MissingExtension {
+        service: String,
+        extension: String,
+        major: String,
+        dir: PathBuf,
+        package: String,
+    },
+    #[error(
+        "the `socket-dir` of service `{service}`, {dir}, {problem}; create it or set another `socket-dir`"
+    )]
+    SocketDir { service: String, dir: PathBuf, problem: String },
     #[error("service `{service}` did not start: {message}; its log is {log}")]
     ServiceStart { service: String, message: String, log: PathBuf },
     #[error("could not prepare the unprivileged user that runs PostgreSQL: {message}")]
@@ -130,6 +144,26 @@ pub(crate) struct ServiceSpec {
     pub setup_sql: Option<PathBuf>,
     pub port: Option<u16>,
     pub ready: Option<ReadyProbe>,
+    /// PostgreSQL: the role lease URLs name (`None`: the pool's own, `pool`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// A fixed password (`None`: a random one per server).
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub auth: Auth,
+    /// PostgreSQL: a database of this name, cloned from the template at start.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// PostgreSQL: `-c key=value` after the pool's own settings.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    /// PostgreSQL: extensions created in the template.
+    #[serde(default)]
+    pub extensions: Vec<String>,
+    /// PostgreSQL: a further Unix-socket directory, absolute.
+    #[serde(default)]
+    pub socket_dir: Option<PathBuf>,
 }
 
 /// Everything the supervisor needs, written to `run/spec.json` by `up`.
@@ -325,6 +359,13 @@ impl ContainerPool {
                     setup_sql: s.setup_sql.as_ref().map(|p| root.join(p.as_std_path())),
                     port: s.port,
                     ready: s.ready.clone(),
+                    user: s.user.clone(),
+                    password: s.password.clone(),
+                    auth: s.auth,
+                    database: s.database.clone(),
+                    settings: s.settings.clone(),
+                    extensions: s.extensions.clone(),
+                    socket_dir: s.socket_dir.as_ref().map(|p| root.join(p.as_std_path())),
                 })
                 .collect(),
             template_cache: options
@@ -343,6 +384,7 @@ impl ContainerPool {
                     source,
                 })?;
             }
+            process::check_postgres_needs(s)?;
         }
 
         if files::supervisor_running(&layout) {

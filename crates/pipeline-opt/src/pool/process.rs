@@ -9,8 +9,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use super::PoolError;
 use super::files::{self, io_err};
+use super::{PoolError, ServiceSpec};
+use crate::config::{Auth, ServiceKind};
 
 /// The user that runs PostgreSQL when the supervisor is root (PostgreSQL refuses root).
 pub(crate) const POOL_USER: &str = "pipeline-opt-pool";
@@ -300,9 +301,23 @@ pub(crate) fn postgres_instance(
     Ok((data, sock))
 }
 
-pub(crate) fn postgres_command(bin: &PgBin, data: &Path, sock: &Path, port: u16) -> Command {
+/// `postgres` on `port`, its sockets in the private `sock` (the supervisor's) and in the
+/// service's `socket-dir`, with the service's settings after the pool's own (the last
+/// `-c` of a name wins).
+pub(crate) fn postgres_command(
+    bin: &PgBin,
+    data: &Path,
+    sock: &Path,
+    port: u16,
+    spec: &ServiceSpec,
+) -> Command {
     let mut cmd = Command::new(&bin.postgres);
-    cmd.arg("-D").arg(data).arg("-p").arg(port.to_string()).arg("-k").arg(sock);
+    let mut sockets = sock.as_os_str().to_os_string();
+    if let Some(dir) = &spec.socket_dir {
+        sockets.push(",");
+        sockets.push(dir);
+    }
+    cmd.arg("-D").arg(data).arg("-p").arg(port.to_string()).arg("-k").arg(sockets);
     // Throwaway test data: durability buys nothing and costs every commit and clone.
     for setting in [
         "listen_addresses=127.0.0.1",
@@ -323,21 +338,183 @@ pub(crate) fn postgres_command(bin: &PgBin, data: &Path, sock: &Path, port: u16)
     ] {
         cmd.arg("-c").arg(setting);
     }
+    for (key, value) in &spec.settings {
+        cmd.arg("-c").arg(format!("{key}={value}"));
+    }
     cmd
 }
 
+/// Writes the instance's `pg_hba.conf` when the service asks for other than the
+/// template's (trusted private socket, password on TCP). `trust`: no password anywhere.
+/// A public socket directory: the pool's role only by peer authentication as the
+/// supervisor's own OS user, everyone else with a password, since `local` lines cannot
+/// tell the private socket from the public one.
+pub(crate) fn write_hba(data: &Path, spec: &ServiceSpec) -> Result<(), PoolError> {
+    let hba = match (spec.auth, &spec.socket_dir) {
+        (Auth::Password, None) => return Ok(()),
+        (Auth::Trust, _) => "local all all trust\nhost all all 127.0.0.1/32 trust\n".to_string(),
+        (Auth::Password, Some(_)) => {
+            // SAFETY: geteuid has no preconditions.
+            let uid = unsafe { libc::geteuid() };
+            let me = user_name(uid).ok_or_else(|| PoolError::User {
+                message: format!(
+                    "uid {uid} has no name in /etc/passwd, which a `socket-dir` needs (the pool's role logs in by peer authentication)"
+                ),
+            })?;
+            let ident = data.join("pg_ident.conf");
+            fs::write(&ident, format!("supervisor {me} pool\n"))
+                .map_err(io_err("write", &ident))?;
+            "local all pool peer map=supervisor\nlocal all all scram-sha-256\n\
+             host all all 127.0.0.1/32 scram-sha-256\n"
+                .to_string()
+        }
+    };
+    let path = data.join("pg_hba.conf");
+    fs::write(&path, hba).map_err(io_err("write", &path))
+}
+
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() > 3 && f[2].parse() == Ok(uid)).then(|| f[0].to_string())
+    })
+}
+
+/// Extensions of the PostgreSQL contrib package (`apt-get install postgresql-contrib`);
+/// any other comes in a package of its own.
+const CONTRIB: &[&str] = &[
+    "adminpack",
+    "amcheck",
+    "autoinc",
+    "bloom",
+    "btree_gin",
+    "btree_gist",
+    "citext",
+    "cube",
+    "dblink",
+    "dict_int",
+    "dict_xsyn",
+    "earthdistance",
+    "file_fdw",
+    "fuzzystrmatch",
+    "hstore",
+    "insert_username",
+    "intagg",
+    "intarray",
+    "isn",
+    "lo",
+    "ltree",
+    "moddatetime",
+    "old_snapshot",
+    "pageinspect",
+    "pg_buffercache",
+    "pg_freespacemap",
+    "pg_prewarm",
+    "pg_stat_statements",
+    "pg_surgery",
+    "pg_trgm",
+    "pg_visibility",
+    "pg_walinspect",
+    "pgcrypto",
+    "pgrowlocks",
+    "pgstattuple",
+    "postgres_fdw",
+    "refint",
+    "seg",
+    "sslinfo",
+    "tablefunc",
+    "tcn",
+    "tsm_system_rows",
+    "tsm_system_time",
+    "unaccent",
+    "uuid-ossp",
+    "xml2",
+];
+
+/// Where this installation keeps its extensions' control files: beside the binaries in a
+/// source build, under `/usr/share/postgresql/<major>` on Debian.
+fn extension_dir(bin: &PgBin) -> Option<PathBuf> {
+    let prefix = bin.postgres.parent()?.parent()?;
+    [
+        prefix.join("share/postgresql/extension"),
+        prefix.join("share/extension"),
+        PathBuf::from(format!("/usr/share/postgresql/{}/extension", bin.major)),
+    ]
+    .into_iter()
+    .find(|d| d.is_dir())
+}
+
+/// Whether the PostgreSQL installation the pool would use has extension `name`: `None`
+/// when there is none, or its extension directory is not where the pool looks.
+pub fn extension_installed(name: &str) -> Option<bool> {
+    let dir = extension_dir(&pg_bin().ok()?)?;
+    Some(dir.join(format!("{name}.control")).is_file())
+}
+
+/// What a PostgreSQL service needs on this machine beyond the server, checked before
+/// the supervisor starts so that the error is the first and only line: its extensions
+/// installed, its socket directory present.
+pub(crate) fn check_postgres_needs(spec: &ServiceSpec) -> Result<(), PoolError> {
+    if spec.kind != ServiceKind::Postgres {
+        return Ok(());
+    }
+    if let Some(dir) = &spec.socket_dir {
+        let problem = |problem: &str| PoolError::SocketDir {
+            service: spec.name.clone(),
+            dir: dir.clone(),
+            problem: problem.into(),
+        };
+        if !dir.is_dir() {
+            return Err(problem("is not a directory"));
+        }
+        // A socket's path must fit in sun_path (108 bytes): `<dir>/.s.PGSQL.65535`.
+        if dir.as_os_str().len() + 17 > 107 {
+            return Err(problem("is too long a path for a Unix socket"));
+        }
+    }
+    if spec.extensions.is_empty() {
+        return Ok(());
+    }
+    let bin = pg_bin()?;
+    // Without a known directory, CREATE EXTENSION reports what is missing.
+    let Some(dir) = extension_dir(&bin) else { return Ok(()) };
+    for extension in &spec.extensions {
+        if !dir.join(format!("{extension}.control")).is_file() {
+            let package = if CONTRIB.contains(&extension.as_str()) {
+                "the contrib modules (Debian: `apt-get install postgresql-contrib`)".to_string()
+            } else {
+                format!(
+                    "the package that provides it (Debian: `postgresql-{}-{extension}` or similar)",
+                    bin.major
+                )
+            };
+            return Err(PoolError::MissingExtension {
+                service: spec.name.clone(),
+                extension: extension.clone(),
+                major: bin.major.clone(),
+                dir,
+                package,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// `redis-server` with a private config file (the password stays off the command line).
+/// `password`: `None` for no password (`auth = "trust"`; loopback only all the same).
 pub(crate) fn redis_command(
     bin: &Path,
     dir: &Path,
     port: u16,
-    password: &str,
+    password: Option<&str>,
     databases: usize,
 ) -> Result<Command, PoolError> {
     let conf = dir.join("redis.conf");
+    let requirepass = password.map(|p| format!("requirepass {p}\n")).unwrap_or_default();
     let text = format!(
         "port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave \"\"\nappendonly no\n\
-         databases {databases}\nrequirepass {password}\ndir {}\ndaemonize no\nlogfile \"\"\n",
+         databases {databases}\n{requirepass}dir {}\ndaemonize no\nlogfile \"\"\n",
         dir.display()
     );
     fs::write(&conf, text).map_err(io_err("write", &conf))?;

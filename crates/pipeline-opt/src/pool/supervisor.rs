@@ -22,7 +22,7 @@ use super::{
     Backend, PoolError, PoolSpec, PoolStatus, ServerStatus, ServiceSpec, ServiceStatus,
     SupervisorState,
 };
-use crate::config::{ReadyProbe, ServiceKind};
+use crate::config::{Auth, ReadyProbe, ServiceKind};
 
 /// One server process (or container), as `clean` finds it after a crash.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -375,7 +375,7 @@ impl Supervisor {
             let slot = Slot {
                 service: name.clone(),
                 kind: ServiceKind::Postgres,
-                url: format!("postgres://pool:{}@127.0.0.1:{}/{db}", server.password, server.port),
+                url: postgres_url(&svc.spec, server, &db),
                 database: Some(db.clone()),
                 port: server.port,
                 server: server.process,
@@ -432,7 +432,20 @@ impl Supervisor {
                         action: "connecting".into(),
                         source,
                     })?;
-                prepare_template(&name, &mut admin, server, svc.spec.setup_sql.as_deref())?;
+                prepare_template(&svc.spec, &mut admin, server)?;
+                if let Some(db) = &svc.spec.database {
+                    let owner = svc.spec.user.as_deref().unwrap_or("pool");
+                    // Names checked by the config: a-z 0-9 _, nothing to quote.
+                    admin
+                        .batch_execute(&format!(
+                            "CREATE DATABASE {db} TEMPLATE pool_template OWNER {owner} STRATEGY FILE_COPY"
+                        ))
+                        .map_err(|source| PoolError::Postgres {
+                            service: name.clone(),
+                            action: format!("creating the database `{db}`"),
+                            source,
+                        })?;
+                }
                 drop(admin);
                 // The first `size` clones are offered before the pool reports ready; the
                 // spares follow in the background.
@@ -454,7 +467,8 @@ impl Supervisor {
             }
             ServiceKind::Redis => {
                 let server = &svc.servers[0];
-                let con = redis_connect(server.port, &server.password, 0).map_err(|source| {
+                let password = auth_password(&svc.spec, server);
+                let con = redis_connect(server.port, password, 0).map_err(|source| {
                     PoolError::Redis { service: name.clone(), action: "connecting".into(), source }
                 })?;
                 svc.admin = Admin::Redis(Box::new(con));
@@ -462,7 +476,10 @@ impl Supervisor {
                     let slot = Slot {
                         service: name.clone(),
                         kind,
-                        url: format!("redis://:{}@127.0.0.1:{}/{db}", server.password, server.port),
+                        url: match password {
+                            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}/{db}", server.port),
+                            None => format!("redis://127.0.0.1:{}/{db}", server.port),
+                        },
                         database: Some(db.to_string()),
                         port: server.port,
                         server: server.process,
@@ -541,7 +558,8 @@ impl Supervisor {
         let instance = format!("{}-{generation}-{index}", spec.name);
         let log = self.layout.logs().join(format!("{instance}.log"));
         let record_path = self.layout.instances().join(format!("{instance}.json"));
-        let password = files::random_hex(16);
+        // The password asked for, else a random one per server.
+        let password = spec.password.clone().unwrap_or_else(|| files::random_hex(16));
         let mut started = Instant::now();
 
         #[cfg(feature = "docker")]
@@ -591,14 +609,16 @@ impl Supervisor {
                 started = Instant::now();
                 let dir = process::instance_dir(&self.data_root, &instance, run_as)?;
                 let (data, sock) = process::postgres_instance(template, &dir, run_as)?;
+                process::write_hba(&data, &spec)?;
                 // The template's password is on disk in the cache and shared by every
-                // server made from it: each server gets its own (`set_own_password`).
-                (process::postgres_command(bin, &data, &sock, port), dir, run_as, password)
+                // server made from it: each server gets its own (`set_credentials`).
+                (process::postgres_command(bin, &data, &sock, port, &spec), dir, run_as, password)
             }
             ServiceKind::Redis => {
                 let bin = process::redis_bin()?;
                 let dir = process::instance_dir(&self.data_root, &instance, None)?;
-                let cmd = process::redis_command(&bin, &dir, port, &password, spec.size + 1)?;
+                let requirepass = (spec.auth == Auth::Password).then_some(password.as_str());
+                let cmd = process::redis_command(&bin, &dir, port, requirepass, spec.size + 1)?;
                 (cmd, dir, None, password)
             }
             ServiceKind::Command => {
@@ -637,7 +657,7 @@ impl Supervisor {
         };
         if let Err(err) = wait_ready(&spec, &mut server).and_then(|()| {
             if spec.kind == ServiceKind::Postgres {
-                set_own_password(&spec, &server)?;
+                set_credentials(&spec, &server)?;
             }
             Ok(())
         }) {
@@ -840,25 +860,53 @@ fn pg_admin(server: &Server, db: &str) -> Result<postgres::Client, postgres::Err
 }
 
 /// Replaces the password a PostgreSQL server inherited from the cached template with
-/// the server's own random one, over the trusted private socket, before any URL with a
-/// password is written: the template's password outlives every pool.
-fn set_own_password(spec: &ServiceSpec, server: &Server) -> Result<(), PoolError> {
-    // Hex from the kernel: nothing to quote in SQL.
-    debug_assert!(server.password.chars().all(|c| c.is_ascii_hexdigit()));
-    pg_admin(server, "postgres")
-        .and_then(|mut c| {
-            c.simple_query(&format!("ALTER ROLE pool PASSWORD '{}'", server.password))
-        })
-        .map(drop)
-        .map_err(|e| PoolError::ServiceStart {
+/// the server's own (random, or the one configured), over the trusted private socket,
+/// before any URL with a password is written: the template's password outlives every
+/// pool. The configured `user`, when there is one, is made a superuser with the same
+/// password, as the postgres role of a CI service container is.
+fn set_credentials(spec: &ServiceSpec, server: &Server) -> Result<(), PoolError> {
+    // Hex from the kernel, or a configured one of A-Z a-z 0-9 . _ ~ - (the config
+    // checks it), and a user of a-z 0-9 _: nothing to quote in SQL.
+    debug_assert!(server.password.chars().all(|c| c.is_ascii_alphanumeric() || ".-_~".contains(c)));
+    let password = &server.password;
+    let mut sql = format!("ALTER ROLE pool PASSWORD '{password}';");
+    if let Some(user) = spec.user.as_deref().filter(|u| *u != "pool") {
+        sql.push_str(&format!("CREATE ROLE {user} SUPERUSER LOGIN PASSWORD '{password}';"));
+    }
+    pg_admin(server, "postgres").and_then(|mut c| c.batch_execute(&sql)).map_err(|e| {
+        PoolError::ServiceStart {
             service: spec.name.clone(),
-            message: format!("cannot set the server's password: {e}"),
+            message: format!("cannot set the server's credentials: {e}"),
             log: server.log.clone(),
-        })
+        }
+    })
 }
 
-fn redis_connect(port: u16, password: &str, db: i64) -> redis::RedisResult<redis::Connection> {
-    let client = redis::Client::open(format!("redis://:{password}@127.0.0.1:{port}/{db}"))?;
+/// The password clients give, `None` with `auth = "trust"`.
+fn auth_password<'a>(spec: &ServiceSpec, server: &'a Server) -> Option<&'a str> {
+    (spec.auth == Auth::Password).then_some(server.password.as_str())
+}
+
+/// A lease's URL for database `db`: the configured user (or the pool's own), with the
+/// server's password unless the service trusts loopback.
+fn postgres_url(spec: &ServiceSpec, server: &Server, db: &str) -> String {
+    let user = spec.user.as_deref().unwrap_or("pool");
+    match auth_password(spec, server) {
+        Some(pw) => format!("postgres://{user}:{pw}@127.0.0.1:{}/{db}", server.port),
+        None => format!("postgres://{user}@127.0.0.1:{}/{db}", server.port),
+    }
+}
+
+fn redis_connect(
+    port: u16,
+    password: Option<&str>,
+    db: i64,
+) -> redis::RedisResult<redis::Connection> {
+    let url = match password {
+        Some(pw) => format!("redis://:{pw}@127.0.0.1:{port}/{db}"),
+        None => format!("redis://127.0.0.1:{port}/{db}"),
+    };
+    let client = redis::Client::open(url)?;
     client.get_connection_with_timeout(Duration::from_secs(2))
 }
 
@@ -893,7 +941,7 @@ fn wait_ready(spec: &ServiceSpec, server: &mut Server) -> Result<(), PoolError> 
             }
             ServiceKind::Redis => {
                 tcp()
-                    && redis_connect(server.port, &server.password, 0)
+                    && redis_connect(server.port, auth_password(spec, server), 0)
                         .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
                         .is_ok()
             }
@@ -938,11 +986,11 @@ fn log_tail(path: &Path) -> String {
 /// Creates the template database every lease is cloned from and applies the setup SQL
 /// to it once. Connections to it are then refused, so clones never fail on a stray one.
 fn prepare_template(
-    service: &str,
+    spec: &ServiceSpec,
     admin: &mut postgres::Client,
     server: &Server,
-    setup_sql: Option<&Path>,
 ) -> Result<(), PoolError> {
+    let service = spec.name.as_str();
     let err = |action: &str| {
         let service = service.to_string();
         let action = action.to_string();
@@ -951,7 +999,18 @@ fn prepare_template(
     admin
         .batch_execute("CREATE DATABASE pool_template")
         .map_err(err("creating the template database"))?;
-    if let Some(path) = setup_sql {
+    if !spec.extensions.is_empty() {
+        // Before the setup SQL, which may use them; checked to be installed by `up`.
+        let sql: String = spec
+            .extensions
+            .iter()
+            .map(|e| format!("CREATE EXTENSION IF NOT EXISTS \"{e}\";"))
+            .collect();
+        pg_admin(server, "pool_template")
+            .and_then(|mut c| c.batch_execute(&sql))
+            .map_err(err("creating the extensions"))?;
+    }
+    if let Some(path) = spec.setup_sql.as_deref() {
         let sql = std::fs::read_to_string(path).map_err(|source| PoolError::SetupSql {
             service: service.to_string(),
             path: path.to_path_buf(),

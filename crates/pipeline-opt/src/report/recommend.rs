@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::facts::{DebugLevel, WorkspaceFacts};
-use crate::record::{RunRecord, StageStatus};
+use crate::record::{CommandKind, RunRecord, StageStatus};
 use crate::report::{percent, secs};
 
 /// A compile unit on the critical path dominates when it takes this share of the run.
@@ -36,6 +36,11 @@ const TINY_TESTS_MIN_COUNT: usize = 500;
 const TINY_TESTS_MAX_MEAN: Duration = Duration::from_millis(20);
 /// Shown at most per kind, so a report stays readable on a large workspace.
 const MAX_PER_KIND: usize = 3;
+/// Aligning two versions of a package is worth a user's time only when building one
+/// would save at least this much compiling, and at least this share of the run: a
+/// 0.1 s saving in a 40 s run is noise, not advice.
+const DUPLICATE_MIN_SAVING: Duration = Duration::from_millis(250);
+const DUPLICATE_MIN_SHARE: f64 = 0.01;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Recommendation {
@@ -55,7 +60,7 @@ pub fn recommend(record: &RunRecord, ctx: &WorkspaceFacts) -> Vec<Recommendation
     low_cpu(record, &mut out);
     slow_test(record, &mut out);
     tiny_tests(record, &mut out);
-    nextest_missing(record, &mut out);
+    nextest_missing(record, ctx, &mut out);
     compiled_twice(record, ctx, &mut out);
     duplicate_versions(record, ctx, &mut out);
     debug_line_tables(record, ctx, &mut out);
@@ -99,8 +104,8 @@ fn ran(status: &StageStatus) -> bool {
     matches!(status, StageStatus::Succeeded | StageStatus::Failed | StageStatus::TimedOut)
 }
 
-fn is_test_command(command: &str) -> bool {
-    command.contains("cargo test") || command.contains("cargo nextest")
+fn runs_tests(kind: CommandKind) -> bool {
+    matches!(kind, CommandKind::CargoTest | CommandKind::Nextest)
 }
 
 fn low_cpu(record: &RunRecord, out: &mut Vec<Recommendation>) {
@@ -108,7 +113,7 @@ fn low_cpu(record: &RunRecord, out: &mut Vec<Recommendation>) {
     let mut found = Vec::new();
     for s in &record.stages {
         // Fetching and services wait on the network or on a daemon, not on the cores.
-        let compiles = s.command.contains("cargo ") && !s.command.contains("cargo fetch");
+        let compiles = !matches!(s.kind, CommandKind::Fetch | CommandKind::Other);
         if !ran(&s.status) || !compiles || s.wall < LOW_CPU_MIN_WALL {
             continue;
         }
@@ -132,7 +137,7 @@ fn low_cpu(record: &RunRecord, out: &mut Vec<Recommendation>) {
             Some(m) => format!("; the machine's cores were {} busy", percent(m, 1.0)),
             None => String::new(),
         };
-        let action = if is_test_command(&s.command) {
+        let action = if runs_tests(s.kind) {
             format!(
                 "stage `{}` waits on a few long tests or binaries: split them, or run another \
                  stage beside it",
@@ -188,7 +193,7 @@ fn slow_test(record: &RunRecord, out: &mut Vec<Recommendation>) {
         }
         n += 1;
         let names = few.iter().map(|t| t.named()).collect::<Vec<_>>();
-        let nextest = stage.command.contains("nextest");
+        let nextest = stage.kind == CommandKind::Nextest;
         let alone = match few[0].rerun_command(nextest) {
             Some(cmd) if few.len() == 1 => format!("; run it alone with `{cmd}`"),
             Some(cmd) => format!("; run the slowest alone with `{cmd}`"),
@@ -223,7 +228,7 @@ fn and_list(items: &[String]) -> String {
 }
 
 fn tiny_tests(record: &RunRecord, out: &mut Vec<Recommendation>) {
-    for stage in record.stages.iter().filter(|s| s.command.contains("nextest") && ran(&s.status)) {
+    for stage in record.stages.iter().filter(|s| s.kind == CommandKind::Nextest && ran(&s.status)) {
         let n = record.tests.iter().filter(|t| t.stage == stage.id).count();
         if n < TINY_TESTS_MIN_COUNT {
             continue;
@@ -249,14 +254,14 @@ fn tiny_tests(record: &RunRecord, out: &mut Vec<Recommendation>) {
     }
 }
 
-fn nextest_missing(record: &RunRecord, out: &mut Vec<Recommendation>) {
-    if !record.notes.iter().any(|n| n.contains("cargo-nextest is not installed")) {
+fn nextest_missing(record: &RunRecord, ctx: &WorkspaceFacts, out: &mut Vec<Recommendation>) {
+    if !ctx.nextest_missing {
         return;
     }
     let test_time: Duration = record
         .stages
         .iter()
-        .filter(|s| s.command.contains("cargo test") && ran(&s.status))
+        .filter(|s| s.kind == CommandKind::CargoTest && ran(&s.status))
         .map(|s| s.wall)
         .sum();
     // Without a measured `cargo test` stage there is no number to rest on.
@@ -347,6 +352,11 @@ fn duplicate_versions(record: &RunRecord, ctx: &WorkspaceFacts, out: &mut Vec<Re
         }
         let total: Duration = versions.values().sum();
         let saving = total.saturating_sub(versions.values().max().copied().unwrap_or_default());
+        if saving < DUPLICATE_MIN_SAVING
+            || saving.as_secs_f64() < DUPLICATE_MIN_SHARE * record.total.as_secs_f64()
+        {
+            continue;
+        }
         found.push((saving, name, versions, asked));
     }
     found.sort_by_key(|f| std::cmp::Reverse(f.0));
@@ -388,7 +398,7 @@ fn debug_line_tables(record: &RunRecord, ctx: &WorkspaceFacts, out: &mut Vec<Rec
                 .stages
                 .iter()
                 .find(|s| s.id == c.stage)
-                .is_none_or(|s| !s.command.contains("release") && !s.command.contains("bench"))
+                .is_none_or(|s| !matches!(s.profile.as_deref(), Some("release" | "bench")))
         })
         .collect();
     let compile: Duration = dev.iter().map(|c| c.end.saturating_sub(c.start)).sum();

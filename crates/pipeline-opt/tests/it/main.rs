@@ -7,6 +7,7 @@ mod affected;
 mod bench_compare;
 mod cache;
 mod cli;
+mod config;
 mod faults;
 mod optimize;
 mod orchestrator;

@@ -551,3 +551,35 @@ fn naive_sequence_runs_the_usual_commands_with_the_users_flags() {
         naive-bench: cargo bench --no-run --manifest-path $ROOT/Cargo.toml --package left --features a --locked --target-dir /scratch/target"#]]
     .assert_eq(&fx.redact(&commands.join("\n")));
 }
+
+/// What the run record says each stage's command does comes from the planner's
+/// structured command, so reporters never read the command text.
+#[test]
+fn every_planned_command_says_what_kind_of_work_it_does() {
+    let fx = Fixture::write(
+        &FixtureWorkspace::diamond().config("bench-proof = \"build\"\nenable = [\"fmt\"]"),
+    );
+    let w = fx.load();
+    let config = Config::from_workspace_metadata(&w.metadata).expect("valid config");
+    let kinds = |nextest| {
+        let p = plan(&w, &config, &options(nextest)).expect("plans");
+        p.stages
+            .iter()
+            .map(|s| format!("{} {:?} {:?}", s.id, s.command.kind(), s.command.cargo_profile()))
+            .collect::<Vec<_>>()
+    };
+    expect![[r#"
+        [
+            "fetch Fetch None",
+            "build Compile Some(\"dev\")",
+            "test Nextest Some(\"dev\")",
+            "doctest CargoTest Some(\"dev\")",
+            "bench-build Compile Some(\"bench\")",
+            "fmt Cargo None",
+        ]
+    "#]]
+    .assert_debug_eq(&kinds(true));
+    let cargo_test: Vec<String> =
+        kinds(false).into_iter().filter(|k| k.starts_with("test ")).collect();
+    assert_eq!(cargo_test, ["test CargoTest Some(\"dev\")"]);
+}

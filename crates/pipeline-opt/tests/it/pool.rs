@@ -32,15 +32,7 @@ fn servers_installed() -> bool {
 }
 
 fn service(kind: ServiceKind, size: usize) -> ServiceConfig {
-    ServiceConfig {
-        kind,
-        size,
-        spare: None,
-        command: vec![],
-        setup_sql: None,
-        port: None,
-        ready: None,
-    }
+    ServiceConfig { size, ..ServiceConfig::new(kind) }
 }
 
 /// A pool in a temp dir that stops with the test (and with this process, if it dies).
@@ -452,19 +444,22 @@ fn a_fixed_port_in_use_is_a_clear_error() {
     }
     let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let port = taken.local_addr().unwrap().port();
-    let mut redis = service(ServiceKind::Redis, 1);
-    redis.port = Some(port);
-    let dir = tempfile::tempdir().unwrap();
-    let pool = ContainerPool::at(&dir.path().join("pool"));
-    let services = BTreeMap::from([("cache".to_string(), redis)]);
-    let err = pool.up(dir.path(), &services, &options()).unwrap_err();
-    let _ = pool.down();
-    let message = err.to_string();
-    assert!(
-        message.contains(&format!("port {port} of service `cache` is already in use")),
-        "{message}"
-    );
-    assert!(message.contains("remove `port`"), "{message}");
+    for kind in [ServiceKind::Redis, ServiceKind::Postgres] {
+        let mut server = service(kind, 1);
+        server.port = Some(port);
+        let dir = tempfile::tempdir().unwrap();
+        let pool = ContainerPool::at(&dir.path().join("pool"));
+        let services = BTreeMap::from([("cache".to_string(), server)]);
+        let err = pool.up(dir.path(), &services, &options()).unwrap_err();
+        let _ = pool.down();
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("port {port} of service `cache` is already in use")),
+            "{message}"
+        );
+        assert!(message.contains("remove `port`"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+    }
 }
 
 #[test]
@@ -522,6 +517,50 @@ fn bad_service_config_is_a_clear_error() {
     check_config_error(
         serde_json::json!({ "cache": { "kind": "redis", "spare": 2 } }),
         "invalid `workspace.metadata.pipeline-opt.services.cache.spare` in Cargo.toml: only services of kind \"postgres\" keep spare databases; remove it",
+    );
+    check_config_error(
+        serde_json::json!({ "cache": { "kind": "redis", "user": "postgres" } }),
+        "invalid `workspace.metadata.pipeline-opt.services.cache.user` in Cargo.toml: only services of kind \"postgres\" take `user`; remove it",
+    );
+    check_config_error(
+        serde_json::json!({ "api": { "kind": "command", "command": ["x"], "ready": { "tcp": true }, "password": "p" } }),
+        "invalid `workspace.metadata.pipeline-opt.services.api.password` in Cargo.toml: only services of kind \"postgres\" and \"redis\" take `password`; remove it",
+    );
+    check_config_error(
+        serde_json::json!({ "db": { "kind": "postgres", "auth": "trust", "password": "p" } }),
+        "invalid `workspace.metadata.pipeline-opt.services.db.password` in Cargo.toml: with auth = \"trust\" no password is asked; remove `password` or `auth`",
+    );
+    check_config_error(
+        serde_json::json!({ "db": { "kind": "postgres", "auth": "none" } }),
+        "invalid `workspace.metadata.pipeline-opt.services.db.auth` in Cargo.toml: unknown variant `none`, expected `password` or `trust`",
+    );
+    check_config_error(
+        serde_json::json!({ "db": { "kind": "postgres", "password": "p@ss word" } }),
+        "invalid `workspace.metadata.pipeline-opt.services.db.password` in Cargo.toml: use 1 to 128 of A-Z a-z 0-9 . _ ~ - (it goes into URLs as it is), or leave it out for a random one",
+    );
+    check_config_error(
+        serde_json::json!({ "db": { "kind": "postgres", "user": "Robert'); DROP" } }),
+        "invalid `workspace.metadata.pipeline-opt.services.db.user` in Cargo.toml: `Robert\\'); DROP` is not a role name the pool accepts; use 1 to 63 of a-z 0-9 _, starting with a letter or _",
+    );
+    check_config_error(
+        serde_json::json!({ "db": { "kind": "postgres", "database": "template1" } }),
+        "invalid `workspace.metadata.pipeline-opt.services.db.database` in Cargo.toml: `template1` is a database every server has or the pool's own; name another",
+    );
+    check_config_error(
+        serde_json::json!({ "db": { "kind": "postgres", "settings": { "port": 5432 } } }),
+        "invalid `workspace.metadata.pipeline-opt.services.db.settings.port` in Cargo.toml: the pool sets `port` itself; set the service's `port` instead",
+    );
+    check_config_error(
+        serde_json::json!({ "db": { "kind": "postgres", "settings": { "shared_preload_libraries": ["a"] } } }),
+        "invalid `workspace.metadata.pipeline-opt.services.db.settings` in Cargo.toml: setting `shared_preload_libraries`: give a string, a number or a boolean",
+    );
+    check_config_error(
+        serde_json::json!({ "db": { "kind": "postgres", "extensions": ["pg crypto"] } }),
+        "invalid `workspace.metadata.pipeline-opt.services.db.extensions` in Cargo.toml: `pg crypto` is not an extension name; use a-z 0-9 _ - as in CREATE EXTENSION",
+    );
+    check_config_error(
+        serde_json::json!({ "db": { "kind": "postgres", "socket-dir": "/tmp/a,b" } }),
+        "invalid `workspace.metadata.pipeline-opt.services.db.socket-dir` in Cargo.toml: give a directory path without commas or quotes (PostgreSQL splits the list at commas)",
     );
     check_config_error(
         serde_json::json!({ "db": { "kind": "postgres", "port": 70000 } }),
@@ -583,4 +622,180 @@ fn every_postgres_server_has_its_own_password() {
     for p in &passwords {
         assert!(!template.contains(p), "a server kept the template's password {p}");
     }
+}
+
+/// A port nothing listens on now (the kernel's choice, released at once).
+fn unused_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port()
+}
+
+fn pg_connect(url: &str) -> Result<postgres::Client, postgres::Error> {
+    postgres::Client::connect(url, postgres::NoTls)
+}
+
+#[test]
+fn configured_user_password_database_port_and_settings_are_what_tests_get() {
+    if !servers_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("schema.sql"), "CREATE TABLE users (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), token bytea DEFAULT gen_random_bytes(8));").unwrap();
+    let port = unused_port();
+    let mut pg = service(ServiceKind::Postgres, 1);
+    pg.user = Some("postgres".into());
+    pg.password = Some("postgres".into());
+    pg.database = Some("app_test".into());
+    pg.port = Some(port);
+    pg.setup_sql = Some("schema.sql".into());
+    pg.extensions = vec!["pgcrypto".into()];
+    pg.settings = BTreeMap::from([
+        ("max_connections".to_string(), "57".to_string()),
+        ("wal_level".to_string(), "logical".to_string()),
+    ]);
+    let pool = ContainerPool::at(&dir.path().join("pool"));
+    let _guard = TestPool { pool: pool.clone(), _dir: tempfile::tempdir().unwrap() };
+    pool.up(dir.path(), &BTreeMap::from([("db".to_string(), pg)]), &options())
+        .unwrap_or_else(|e| panic!("pool up: {e}"));
+
+    // The URL a project hard-codes, written by hand, not taken from a lease.
+    let mut db = pg_connect(&format!("postgres://postgres:postgres@127.0.0.1:{port}/app_test"))
+        .expect("the configured user, password, port and database accept a connection");
+    let row = db.query_one("SELECT current_user::text, current_database()::text", &[]).unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("postgres".into(), "app_test".into())
+    );
+    let superuser: String = db.query_one("SHOW is_superuser", &[]).unwrap().get(0);
+    assert_eq!(superuser, "on", "the configured user can create databases and roles");
+    let show = |db: &mut postgres::Client, setting: &str| -> String {
+        db.query_one(&format!("SHOW {setting}"), &[]).unwrap().get(0)
+    };
+    assert_eq!(show(&mut db, "max_connections"), "57");
+    assert_eq!(show(&mut db, "wal_level"), "logical");
+    // The extension exists in the named database (the setup SQL used it, too).
+    db.execute("INSERT INTO users DEFAULT VALUES", &[]).unwrap();
+    let digest: Vec<u8> = db.query_one("SELECT digest('x', 'sha256')", &[]).unwrap().get(0);
+    assert_eq!(digest.len(), 32);
+    // A wrong password is refused: the password is really asked for.
+    let refused = pg_connect(&format!("postgres://postgres:wrong@127.0.0.1:{port}/app_test"));
+    assert!(refused.is_err(), "a wrong password was accepted");
+
+    // Leases use the same credentials and port, on a fresh clone with the extension.
+    let lease = pool.lease("db", Duration::from_secs(10)).unwrap();
+    assert_eq!(lease.port(), port);
+    assert!(lease.url().starts_with(&format!("postgres://postgres:postgres@127.0.0.1:{port}/")));
+    let mut leased = pg_connect(lease.url()).unwrap();
+    let n: i64 = leased.query_one("SELECT count(*) FROM users", &[]).unwrap().get(0);
+    assert_eq!(n, 0, "a lease is a clone of the template, not of app_test");
+    let ext: i64 = leased
+        .query_one("SELECT count(*) FROM pg_extension WHERE extname = 'pgcrypto'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(ext, 1);
+}
+
+#[test]
+fn trust_auth_and_fixed_passwords_on_loopback() {
+    if !servers_installed() {
+        return;
+    }
+    let (pg_port, trusted_redis_port, redis_port) = (unused_port(), unused_port(), unused_port());
+    let mut pg = service(ServiceKind::Postgres, 1);
+    pg.auth = pipeline_opt::config::Auth::Trust;
+    pg.user = Some("postgres".into());
+    pg.port = Some(pg_port);
+    let mut trusted = service(ServiceKind::Redis, 1);
+    trusted.auth = pipeline_opt::config::Auth::Trust;
+    trusted.port = Some(trusted_redis_port);
+    let mut secret = service(ServiceKind::Redis, 1);
+    secret.password = Some("s3cret".into());
+    secret.port = Some(redis_port);
+    let pool = start(&[("db", pg), ("cache", trusted), ("locked", secret)]);
+
+    let mut db = pg_connect(&format!("postgres://postgres@127.0.0.1:{pg_port}/postgres"))
+        .expect("trust needs no password");
+    db.simple_query("SELECT 1").unwrap();
+    let lease = pool.pool.lease("db", Duration::from_secs(10)).unwrap();
+    assert!(lease.url().starts_with(&format!("postgres://postgres@127.0.0.1:{pg_port}/")));
+    pg_connect(lease.url()).unwrap().simple_query("SELECT 1").unwrap();
+
+    let ping = |url: String| -> redis::RedisResult<String> {
+        let mut con = redis::Client::open(url)?.get_connection()?;
+        redis::cmd("PING").query(&mut con)
+    };
+    assert_eq!(ping(format!("redis://127.0.0.1:{trusted_redis_port}/0")).unwrap(), "PONG");
+    let lease = pool.pool.lease("cache", Duration::from_secs(10)).unwrap();
+    assert!(lease.url().starts_with(&format!("redis://127.0.0.1:{trusted_redis_port}/")));
+    assert_eq!(ping(lease.url().to_string()).unwrap(), "PONG");
+    assert_eq!(ping(format!("redis://:s3cret@127.0.0.1:{redis_port}/0")).unwrap(), "PONG");
+    let err = ping(format!("redis://127.0.0.1:{redis_port}/0")).unwrap_err();
+    assert!(err.to_string().contains("NOAUTH"), "{err}");
+}
+
+#[test]
+fn a_socket_dir_serves_the_configured_user_with_its_password() {
+    if !servers_installed() {
+        return;
+    }
+    let sockets = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(sockets.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .unwrap();
+    let mut pg = service(ServiceKind::Postgres, 1);
+    pg.user = Some("app".into());
+    pg.password = Some("app-pw".into());
+    pg.socket_dir = Some(camino::Utf8PathBuf::from_path_buf(sockets.path().to_path_buf()).unwrap());
+    let pool = start(&[("db", pg)]);
+    let port = pool.pool.lease("db", Duration::from_secs(10)).unwrap().port();
+    let socket = |password: &str| {
+        postgres::Config::new()
+            .host_path(sockets.path())
+            .port(port)
+            .user("app")
+            .password(password)
+            .dbname("postgres")
+            .connect(postgres::NoTls)
+    };
+    assert!(sockets.path().join(format!(".s.PGSQL.{port}")).exists(), "no socket in the directory");
+    socket("app-pw")
+        .expect("the socket accepts the user with its password")
+        .simple_query("SELECT 1")
+        .unwrap();
+    assert!(socket("wrong").is_err(), "the public socket let a wrong password in");
+}
+
+#[test]
+fn a_missing_extension_or_socket_dir_is_a_one_line_error_before_anything_starts() {
+    if !servers_installed() {
+        return;
+    }
+    let up = |pg: ServiceConfig| {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = ContainerPool::at(&dir.path().join("pool"));
+        let err = pool.up(dir.path(), &BTreeMap::from([("db".to_string(), pg)]), &options());
+        let message = err.expect_err("up fails").to_string();
+        // Nothing was started, so nothing is left to stop.
+        assert!(!pool.dir().join("run/supervisor.pid").exists());
+        assert!(!message.contains('\n'), "{message}");
+        message
+    };
+    let mut pg = service(ServiceKind::Postgres, 1);
+    pg.extensions = vec!["pgcrypto".into(), "postgis".into()];
+    let message = up(pg);
+    assert!(
+        message.starts_with("extension `postgis` of service `db` is not installed for PostgreSQL "),
+        "{message}"
+    );
+    assert!(
+        message.contains("install the package that provides it (Debian: `postgresql-"),
+        "{message}"
+    );
+    let mut pg = service(ServiceKind::Postgres, 1);
+    pg.socket_dir = Some("no/such/dir".into());
+    let message = up(pg);
+    assert!(message.contains("the `socket-dir` of service `db`"), "{message}");
+    assert!(
+        message
+            .ends_with("/no/such/dir, is not a directory; create it or set another `socket-dir`"),
+        "{message}"
+    );
 }

@@ -12,11 +12,11 @@ use expect_test::{expect, expect_file};
 use pipeline_opt::PerformanceTargets;
 use pipeline_opt::facts::{self, DebugLevel, ResolvedPackage, TestDebug, WorkspaceFacts};
 use pipeline_opt::plan::DroppedStage;
+use pipeline_opt::record::{CommandKind, Exploration, ExploredVariant};
 use pipeline_opt::record::{
     CompiledByTests, CpuSample, CrateTiming, CriticalStep, Event, NaiveComparison, RunOutcome,
     RunRecord, SCHEMA_VERSION, StageMetrics, StageStatus, TestCounts, TestTiming,
 };
-use pipeline_opt::record::{Exploration, ExploredVariant};
 use pipeline_opt::report::history::{self, HistoryEntry};
 use pipeline_opt::report::progress::ProgressReporter;
 use pipeline_opt::report::recommend;
@@ -50,6 +50,32 @@ fn stage(
         failed_tests: vec![],
         flaky_tests: vec![],
         proves: vec![format!("{id} (dev)")],
+        kind: kind_of(command),
+        profile: profile_of(command),
+    }
+}
+
+/// What the planner would record for `command`: the fixtures here are written as text.
+fn kind_of(command: &str) -> CommandKind {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    match words.as_slice() {
+        ["cargo", "fetch", ..] => CommandKind::Fetch,
+        ["cargo", "test", ..] => CommandKind::CargoTest,
+        ["cargo", "nextest", ..] => CommandKind::Nextest,
+        ["cargo", "build" | "check" | "clippy" | "doc" | "bench", ..] => CommandKind::Compile,
+        ["cargo", ..] => CommandKind::Cargo,
+        _ => CommandKind::Other,
+    }
+}
+
+fn profile_of(command: &str) -> Option<String> {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let named = words.windows(2).find(|w| w[0] == "--profile").map(|w| w[1].to_string());
+    match kind_of(command) {
+        CommandKind::Fetch | CommandKind::Cargo | CommandKind::Other => None,
+        _ if words.contains(&"--release") => Some("release".into()),
+        _ if words.get(1) == Some(&"bench") => Some(named.unwrap_or_else(|| "bench".into())),
+        _ => Some(named.unwrap_or_else(|| "dev".into())),
     }
 }
 
@@ -246,6 +272,8 @@ fn fixture_context() -> WorkspaceFacts {
             level: DebugLevel::Full,
             source: "[profile.dev] debug is unset, and cargo's default is full debug info".into(),
         }),
+        // As the fixture record's note says.
+        nextest_missing: true,
     }
 }
 
@@ -892,6 +920,7 @@ fn report_recommendations_each_have_a_trigger_and_a_non_trigger() {
     let mut calm_ctx = ctx.clone();
     calm_ctx.packages.retain(|p| p.version != "1.0.109");
     calm_ctx.test_debug = Some(TestDebug { level: DebugLevel::LineTablesOnly, source: "x".into() });
+    calm_ctx.nextest_missing = false;
     check_kinds(&calm, &calm_ctx, &[]);
 
     // Each one alone, from the calm record.
@@ -950,12 +979,14 @@ fn report_recommendations_each_have_a_trigger_and_a_non_trigger() {
 
     let mut r = calm.clone();
     r.notes = record.notes.clone();
-    check_kinds(&r, &calm_ctx, &["nextest-missing"]);
+    let missing_ctx = WorkspaceFacts { nextest_missing: true, ..calm_ctx.clone() };
+    check_kinds(&r, &missing_ctx, &["nextest-missing"]);
 
     // Thousands of tests at a few milliseconds of wall time each under nextest; the same
     // count at 60 ms each, or under `cargo test`, is no sign of process overhead.
     let mut r = calm.clone();
     r.stages[2].command = "cargo nextest run --workspace".into();
+    r.stages[2].kind = CommandKind::Nextest;
     r.stages[2].wall = s(9_000);
     r.stages[2].cpu_user = s(27_000);
     r.tests = (0..1_000)
@@ -973,6 +1004,7 @@ fn report_recommendations_each_have_a_trigger_and_a_non_trigger() {
     check_kinds(&slow, &calm_ctx, &[]);
     let mut cargo = r.clone();
     cargo.stages[2].command = "cargo test --workspace".into();
+    cargo.stages[2].kind = CommandKind::CargoTest;
     check_kinds(&cargo, &calm_ctx, &[]);
 
     let mut r = calm.clone();
@@ -981,11 +1013,28 @@ fn report_recommendations_each_have_a_trigger_and_a_non_trigger() {
 
     // Two versions built, one asked for by a member: advice. Resolved but not built,
     // or built but out of the workspace's reach (no member asks for either): none.
-    let dup_ctx = WorkspaceFacts { test_debug: calm_ctx.test_debug.clone(), ..ctx.clone() };
+    let dup_ctx = WorkspaceFacts {
+        test_debug: calm_ctx.test_debug.clone(),
+        nextest_missing: false,
+        ..ctx.clone()
+    };
     check_kinds(&calm, &dup_ctx, &[]);
     let mut r = calm.clone();
     r.crates.extend(record.crates.iter().filter(|c| c.package == "syn").cloned());
     check_kinds(&r, &dup_ctx, &["duplicate-versions"]);
+    // A saving of 0.2 s (under 0.25 s), or of 1 s in a 200 s run (under 1%): noise.
+    let mut tiny = r.clone();
+    for c in tiny.crates.iter_mut().filter(|c| c.package == "syn" && c.version == "1.0.109") {
+        c.end = c.start + s(200);
+    }
+    check_kinds(&tiny, &dup_ctx, &[]);
+    let mut long_run = r.clone();
+    for c in long_run.crates.iter_mut().filter(|c| c.package == "syn" && c.version == "1.0.109") {
+        c.end = c.start + s(1_000);
+    }
+    check_kinds(&long_run, &dup_ctx, &["duplicate-versions"]);
+    long_run.total = s(200_000);
+    check_kinds(&long_run, &dup_ctx, &[]);
     let mut out_of_reach = dup_ctx.clone();
     out_of_reach.packages.iter_mut().for_each(|p| p.member_dep = false);
     check_kinds(&r, &out_of_reach, &[]);
