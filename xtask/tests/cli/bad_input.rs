@@ -357,7 +357,7 @@ fn bad_input_corpus_gives_one_line_errors_and_writes_nothing() {
 }
 
 /// `ci` is this repository's own command, added by the xtask to the library's command
-/// line: `--help` lists it beside the library's commands.
+/// line: `--help` lists it beside the library's commands, and `ci --help` describes it.
 #[test]
 fn help_lists_the_xtask_own_ci_command() {
     let out = crate::xtask(&["--help"]);
@@ -366,6 +366,13 @@ fn help_lists_the_xtask_own_ci_command() {
     assert!(help.contains("  optimize "), "{help}");
     assert!(
         help.lines().any(|l| l.trim_start().starts_with("ci ") && l.contains("checks and tests")),
+        "{help}"
+    );
+    let out = crate::xtask(&["ci", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        help.starts_with("Usage: pipeline-opt ci\n") && help.contains("checks and tests"),
         "{help}"
     );
 }

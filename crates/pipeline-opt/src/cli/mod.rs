@@ -82,6 +82,10 @@ pub fn main_with(extra: &[ExtraCommand]) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let result = match extra.iter().find(|c| args.first().is_some_and(|a| a == c.name)) {
+        Some(command) if args[1..].iter().any(|a| a == "--help" || a == "-h") => {
+            outln!("Usage: {} {}\n\n{}", env!("CARGO_PKG_NAME"), command.name, command.about);
+            return ExitCode::SUCCESS;
+        }
         Some(command) => (command.run)(args[1..].to_vec()),
         None => match flags::PipelineOpt::from_vec(args.clone()) {
             Ok(flags) => run(flags),
