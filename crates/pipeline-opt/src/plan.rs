@@ -17,7 +17,7 @@ use crate::config::{
 pub use crate::record::DroppedStage;
 use crate::record::{StageMetrics, StageStatus};
 use crate::toolchain::Toolchain;
-use crate::workspace::{Package, PackageIdx, TargetKind, Workspace};
+use crate::workspace::{Package, PackageIdx, Target, TargetKind, Workspace};
 
 mod command;
 mod naive;
@@ -582,9 +582,9 @@ impl<'a> Planner<'a> {
             let names: BTreeSet<&str> = self
                 .selected
                 .iter()
-                .flat_map(|p| p.targets.iter())
-                .filter(|t| t.kind == kind)
-                .map(|t| t.name.as_str())
+                .flat_map(|p| p.targets.iter().map(move |t| (p, t)))
+                .filter(|(p, t)| t.kind == kind && self.picked_by_kind(p, t))
+                .map(|(_, t)| t.name.as_str())
                 .collect();
             if names.is_empty() {
                 continue;
@@ -607,6 +607,23 @@ impl<'a> Planner<'a> {
             );
         }
         targets
+    }
+
+    /// Whether a plural flag (`--tests`, `--bins`, …) would select `t`: cargo skips a
+    /// target whose `required-features` are off and an integration test marked
+    /// `test = false`, where naming it (`--test NAME`) would build it anyway or fail
+    /// ("target requires the features"). A name listed in place of a plural flag must
+    /// select no more than the flag. All features on, or an undecidable requirement (a
+    /// dependency's feature), keep the target.
+    fn picked_by_kind(&self, p: &Package, t: &Target) -> bool {
+        if t.kind == TargetKind::Test && !t.test {
+            return false;
+        }
+        let cargo = &self.options.cargo;
+        cargo.all_features
+            || t.required_features.is_empty()
+            || p.enables(&t.required_features, &cargo.features, cargo.no_default_features)
+                .unwrap_or(true)
     }
 
     fn target_list(&self, kinds: &[TargetKind], all: &[TargetSelector]) -> Vec<TargetSelector> {

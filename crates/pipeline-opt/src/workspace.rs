@@ -41,6 +41,8 @@ pub struct Package {
     pub id: String,
     pub manifest_path: Utf8PathBuf,
     pub targets: Vec<Target>,
+    /// The `[features]` table: each feature and what it enables.
+    pub features: BTreeMap<String, Vec<String>>,
     /// Members this package needs to build (normal and build dependencies).
     pub deps: Vec<PackageIdx>,
     /// Members needed only by its tests, examples and benches.
@@ -50,6 +52,42 @@ pub struct Package {
 impl Package {
     pub fn dir(&self) -> &Utf8Path {
         self.manifest_path.parent().expect("a manifest path has a parent")
+    }
+
+    /// Whether building this package with `features` (the user's `--features`: plain,
+    /// or `package/feature`), its default features unless `no_default`, enables every
+    /// one of `required`; `None` where that cannot be told from the manifest alone (a
+    /// required feature of a dependency).
+    pub fn enables(
+        &self,
+        required: &[String],
+        features: &[String],
+        no_default: bool,
+    ) -> Option<bool> {
+        if required.iter().any(|r| r.contains('/')) {
+            return None;
+        }
+        let mut todo: Vec<&str> = features
+            .iter()
+            .flat_map(|f| f.split([',', ' ']))
+            .filter_map(|f| match f.split_once('/') {
+                Some((package, feature)) => (package == self.name).then_some(feature),
+                None => Some(f),
+            })
+            .filter(|f| !f.is_empty())
+            .collect();
+        if !no_default {
+            todo.push("default");
+        }
+        let mut enabled = BTreeSet::new();
+        while let Some(f) = todo.pop() {
+            if enabled.insert(f) {
+                // `dep:x`, `x/y` and `x?/y` turn on dependencies, not features of ours.
+                let implied = self.features.get(f).into_iter().flatten();
+                todo.extend(implied.map(String::as_str).filter(|i| !i.contains([':', '/'])));
+            }
+        }
+        Some(required.iter().all(|r| enabled.contains(r.as_str())))
     }
 }
 
@@ -190,6 +228,7 @@ impl Workspace {
                 rust_version: p.rust_version.as_ref().map(ToString::to_string),
                 id: p.id.repr.clone(),
                 manifest_path: p.manifest_path.clone(),
+                features: p.features.clone().into_iter().collect(),
                 targets: {
                     let custom = custom_harness_targets(&p.manifest_path);
                     p.targets

@@ -104,6 +104,47 @@ fn optimize_runs_custom_harness_tests_outside_nextest() {
     assert_eq!(failing.exit_code, exit::STAGE_FAILED, "{:#?}", failing.record.stages);
 }
 
+/// Where a custom harness makes the planner name the test targets one by one, it names
+/// only those `cargo test` itself would run (as servo/rust-url's `url_debug_tests`
+/// showed): not an integration test marked `test = false`, nor one whose
+/// `required-features` are off, which cargo refuses to build when named ("target
+/// requires the features"). Both fail when run, so running either turns the run red;
+/// with the feature on, the gated one is in and does.
+#[test]
+fn optimize_names_only_the_tests_cargo_would_run() {
+    let (_t, dir) = temp();
+    let mut c = FixtureCrate::new("a")
+        .test("plain", "#[test] fn fine() {}\n")
+        .test("wpt", "fn main() { println!(\"all tests passed\") }\n")
+        .test("off", "#[test] fn not_run_by_cargo_test() { panic!(\"test = false\") }\n")
+        .test("gated", "#[test] fn needs_the_feature() { panic!(\"gate is on\") }\n");
+    c.manifest_extra = "[[test]]\nname = \"wpt\"\nharness = false\n\n\
+                        [[test]]\nname = \"off\"\ntest = false\n\n\
+                        [[test]]\nname = \"gated\"\nrequired-features = [\"gate\"]\n\n\
+                        [features]\ngate = []\nall = [\"gate\"]\n"
+        .into();
+    let ws = FixtureWorkspace::new(vec![c]).config("disable = [\"doctest\", \"bench-build\"]");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let run = |features: &[&str]| {
+        let mut options =
+            OptimizeOptions { manifest_path: Some(manifest.clone()), ..OptimizeOptions::default() };
+        options.cargo.features = features.iter().map(|f| f.to_string()).collect();
+        run_optimized_pipeline(&options, &mut |_| {}).unwrap()
+    };
+    let plain = run(&[]);
+    assert_eq!(plain.exit_code, exit::OK, "{:#?}", plain.record.stages);
+    let test = stage(&plain.record, "test");
+    assert!(
+        !test.command.contains("--test off") && !test.command.contains("--test gated"),
+        "{}",
+        test.command
+    );
+    // `all` turns `gate` on through the features table: the gated test runs, and fails.
+    let gated = run(&["all"]);
+    assert_eq!(gated.exit_code, exit::STAGE_FAILED, "{:#?}", gated.record.stages);
+    assert!(stage(&gated.record, "test").command.contains("--test gated"));
+}
+
 /// `--against-naive` runs both sides for real, each from a fresh build directory that
 /// reaches cargo as `--target-dir`, never as CARGO_TARGET_DIR: a test that runs cargo
 /// itself (this workspace's own tests do) must not inherit it. Both totals, the ratio
