@@ -132,6 +132,11 @@ pub struct Config {
     pub services: BTreeMap<String, ServiceConfig>,
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Environment variables by stage id, set on that stage's command only: e.g.
+    /// `build = { SQLX_OFFLINE = "true" }`, so a build never needs a database that only
+    /// the tests get.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, BTreeMap<String, String>>,
     /// Where this config was read from (not a key of its own).
     #[serde(skip)]
     pub place: ConfigPlace,
@@ -493,6 +498,21 @@ impl Config {
                     &format!("stages.{name}"),
                     format!("`{name}` is a built-in stage; give the custom stage another name"),
                 ));
+            }
+        }
+        for (stage, vars) in &self.env {
+            for (name, value) in vars {
+                // What a process environment cannot hold: an `=` or NUL in the name
+                // would set another variable, a NUL in the value would cut it short.
+                if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
+                    return Err(self.invalid(
+                        &format!("env.{stage}"),
+                        format!(
+                            "\"{}\" is not a variable an environment can hold; use a name without `=` and text without NUL characters",
+                            name.escape_debug()
+                        ),
+                    ));
+                }
             }
         }
         for (name, service) in &self.services {

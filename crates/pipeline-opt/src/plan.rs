@@ -1028,6 +1028,13 @@ impl<'a> Planner<'a> {
                     .into());
             }
         }
+        // The user's variables for a stage, set on its command alone: the planner's own
+        // (below) and the orchestrator's shares then leave them as they are.
+        for s in &mut self.stages {
+            if let Some(vars) = self.config.env.get(&s.id) {
+                s.command.env.extend(vars.clone());
+            }
+        }
         // Stages that wait for the services learn where the pool is.
         let pool_dir = self.workspace.state_dir(self.config).pool();
         for s in &mut self.stages {
@@ -1065,8 +1072,9 @@ impl<'a> Planner<'a> {
         if !off {
             return;
         }
+        // Not where the user set it for the stage (`env.<stage>`).
         for s in self.stages.iter_mut().filter(|s| s.command.is_cargo()) {
-            s.command.env.insert("CARGO_INCREMENTAL".into(), "0".into());
+            s.command.env.entry("CARGO_INCREMENTAL".into()).or_insert_with(|| "0".into());
         }
         self.notes.push(match self.config.incremental {
             Incremental::Off => "incremental compilation is off (incremental = \"off\")".into(),
@@ -1219,6 +1227,11 @@ fn check_stage_names(config: &Config) -> Result<(), ConfigError> {
     for stage in config.targets.stages.keys() {
         if !BUILTIN_STAGES.contains(&stage.as_str()) && !config.stages.contains_key(stage) {
             return Err(config.place.unknown_stage("targets.stages", stage, known()));
+        }
+    }
+    for stage in config.env.keys() {
+        if !BUILTIN_STAGES.contains(&stage.as_str()) && !config.stages.contains_key(stage) {
+            return Err(config.place.unknown_stage("env", stage, known()));
         }
     }
     Ok(())

@@ -145,6 +145,29 @@ fn optimize_names_only_the_tests_cargo_would_run() {
     assert!(stage(&gated.record, "test").command.contains("--test gated"));
 }
 
+/// `env.<stage>` sets variables on that stage alone: the build script sees the build's
+/// (as `SQLX_OFFLINE = "true"` would keep sqlx's macros from needing a database), the
+/// tests do not, and neither does anything else.
+#[test]
+fn optimize_sets_a_stages_own_environment_on_that_stage_only() {
+    let (_t, dir) = temp();
+    let c = FixtureCrate::new("a")
+        .file(
+            "build.rs",
+            "fn main() { assert_eq!(std::env::var(\"PROBE\").as_deref(), Ok(\"build only\")); }\n",
+        )
+        .test("t", "#[test] fn no_probe() { assert!(std::env::var(\"PROBE\").is_err()); }\n");
+    let ws = FixtureWorkspace::new(vec![c]).config(
+        "disable = [\"doctest\", \"bench-build\"]\nenv = { build = { PROBE = \"build only\" } }",
+    );
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let options = OptimizeOptions { manifest_path: Some(manifest), ..OptimizeOptions::default() };
+    let outcome = run_optimized_pipeline(&options, &mut |_| {}).unwrap();
+    assert_eq!(outcome.exit_code, exit::OK, "{:#?}", outcome.record.stages);
+    assert!(stage(&outcome.record, "build").command.contains("PROBE="));
+    assert!(!stage(&outcome.record, "test").command.contains("PROBE"));
+}
+
 /// `--against-naive` runs both sides for real, each from a fresh build directory that
 /// reaches cargo as `--target-dir`, never as CARGO_TARGET_DIR: a test that runs cargo
 /// itself (this workspace's own tests do) must not inherit it. Both totals, the ratio

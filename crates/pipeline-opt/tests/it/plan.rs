@@ -292,7 +292,7 @@ fn unknown_key_names_the_key() {
     check_config_error(
         "tragets = {}",
         expect![
-            "invalid `workspace.metadata.pipeline-opt.tragets` in Cargo.toml: unknown field `tragets`, expected one of `targets`, `disable`, `enable`, `bench-proof`, `test-runner`, `incremental`, `stage-timeout`, `stages`, `services`, `cache`"
+            "invalid `workspace.metadata.pipeline-opt.tragets` in Cargo.toml: unknown field `tragets`, expected one of `targets`, `disable`, `enable`, `bench-proof`, `test-runner`, `incremental`, `stage-timeout`, `stages`, `services`, `cache`, `env`"
         ],
     );
 }
@@ -582,4 +582,20 @@ fn every_planned_command_says_what_kind_of_work_it_does() {
     let cargo_test: Vec<String> =
         kinds(false).into_iter().filter(|k| k.starts_with("test ")).collect();
     assert_eq!(cargo_test, ["test CargoTest Some(\"dev\")"]);
+}
+
+#[test]
+fn an_environment_for_an_unknown_stage_or_an_impossible_variable_is_an_error() {
+    check_config_error(
+        "env = { biuld = { A = \"1\" } }",
+        expect![
+            "unknown stage `biuld` in `workspace.metadata.pipeline-opt.env` in Cargo.toml; known stages: fetch, build, check, test, custom-tests, doctest, bench-build, clippy, fmt, doc, services"
+        ],
+    );
+    check_config_error(
+        "env = { build = { \"A=B\" = \"1\" } }",
+        expect![[
+            r#"invalid `workspace.metadata.pipeline-opt.env.build` in Cargo.toml: "A=B" is not a variable an environment can hold; use a name without `=` and text without NUL characters"#
+        ]],
+    );
 }
