@@ -3,13 +3,15 @@
 //! measured critical path), which every reporter renders. The record's types live in
 //! [`crate::record`], below every layer that reads them.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use camino::Utf8PathBuf;
 
+use crate::plan::Plan;
 use crate::record::{
-    CompiledByTests, CpuSample, CrateTiming, CriticalStep, Event, RunKind, RunOutcome, RunRecord,
-    SCHEMA_VERSION, StageMetrics, StageStatus, TestCounts, TestTiming,
+    CompiledByTests, CpuSample, CrateTiming, CriticalStep, Event, LowerBound, RunKind, RunOutcome,
+    RunRecord, SCHEMA_VERSION, StageMetrics, StageStatus, TestCounts, TestTiming,
 };
 
 /// Consumes events and builds the run record.
@@ -95,6 +97,7 @@ impl PipelineProfiler {
         crates.sort_by_key(|a| a.start);
         let critical_path = critical_path(&ctx.plan, &stages, &crates);
         let cpu: Duration = stages.iter().map(|s| s.cpu_user + s.cpu_system).sum();
+        let lower_bound = lower_bound(&ctx.plan, &stages, cpu, ctx.cores);
         let idle_cpu = (self.total * ctx.cores as u32).saturating_sub(cpu);
         let verdict = ctx.targets.verdict(self.total, &stages);
         RunRecord {
@@ -124,8 +127,53 @@ impl PipelineProfiler {
             compiled_by_tests: self.compiled_by_tests,
             test_counts: self.test_counts,
             workspace_facts: Default::default(),
+            lower_bound,
         }
     }
+}
+
+/// The longest chain of dependent stages at their measured walls (a stage that did not
+/// run counts 0), and the CPU work over `cores`; `None` when no stage ran.
+fn lower_bound(
+    plan: &Plan,
+    stages: &[StageMetrics],
+    cpu_work: Duration,
+    cores: usize,
+) -> Option<LowerBound> {
+    let wall = |id: &str| stages.iter().find(|s| s.id == id).map_or(Duration::ZERO, |s| s.wall);
+    if stages.iter().all(|s| s.wall.is_zero()) {
+        return None;
+    }
+    // Longest chain ending at each stage, memoised; the plan has no cycles.
+    let mut ends: BTreeMap<&str, (Duration, Vec<String>)> = BTreeMap::new();
+    fn chain_to<'p>(
+        id: &'p str,
+        plan: &'p Plan,
+        wall: &dyn Fn(&str) -> Duration,
+        ends: &mut BTreeMap<&'p str, (Duration, Vec<String>)>,
+    ) -> (Duration, Vec<String>) {
+        if let Some(done) = ends.get(id) {
+            return done.clone();
+        }
+        let deps = plan.stages.iter().find(|s| s.id == id).map(|s| &s.depends_on);
+        let mut best = (Duration::ZERO, Vec::new());
+        for dep in deps.into_iter().flatten() {
+            if plan.stages.iter().any(|s| &s.id == dep) {
+                let c = chain_to(dep, plan, wall, ends);
+                if c.0 > best.0 {
+                    best = c;
+                }
+            }
+        }
+        best.0 += wall(id);
+        best.1.push(id.to_string());
+        ends.insert(id, best.clone());
+        best
+    }
+    let (chain, chain_stages) =
+        plan.stages.iter().map(|s| chain_to(&s.id, plan, &wall, &mut ends)).max_by_key(|c| c.0)?;
+    let cpu = cpu_work / cores.max(1) as u32;
+    Some(LowerBound { chain, chain_stages, cpu_work, cpu })
 }
 
 /// The chain that set the total: from the stage that finished last, back through the
@@ -289,5 +337,22 @@ mod tests {
             .map(|c| format!("{} {}", c.kind, c.name))
             .collect();
         assert_eq!(path, ["stage fetch", "stage build", "crate a (lib a)", "stage bench-build"]);
+
+        // The lower bound ignores that wait: bench-build could have run beside build,
+        // so the longest chain is fetch -> build -> test (1 + 9 + 2 s), not the 15 s the
+        // run took; 30 CPU-seconds over 4 cores is 7.5 s, so the chain binds.
+        let mut with_cpu = stages.clone();
+        with_cpu[1].cpu_user = Duration::from_secs(30);
+        let cpu = Duration::from_secs(30);
+        let b = lower_bound(&plan, &with_cpu, cpu, 4).expect("stages ran");
+        assert_eq!(b.chain, Duration::from_secs(12));
+        assert_eq!(b.chain_stages, ["fetch", "build", "test"]);
+        assert_eq!(b.cpu, Duration::from_millis(7_500));
+        assert_eq!(b.bound(), Duration::from_secs(12));
+        // On one core the CPU work binds instead.
+        assert_eq!(lower_bound(&plan, &with_cpu, cpu, 1).unwrap().bound(), cpu);
+        // Nothing ran (all cached): no bound to speak of.
+        let cached: Vec<StageMetrics> = stages.iter().map(|s| ran(&s.id, 0, 0)).collect();
+        assert!(lower_bound(&plan, &cached, Duration::ZERO, 4).is_none());
     }
 }

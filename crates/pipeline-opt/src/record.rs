@@ -79,6 +79,9 @@ pub struct RunRecord {
     /// loaded it, so that the saved record renders the same reports.
     #[serde(default, skip_serializing_if = "WorkspaceFacts::is_empty")]
     pub workspace_facts: WorkspaceFacts,
+    /// What the stages could not have beaten on this machine; absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower_bound: Option<LowerBound>,
 }
 
 /// The tests of one stage by outcome. Failed counts a test that failed its last try
@@ -287,6 +290,30 @@ pub struct StageMetrics {
     /// command that builds, checks or tests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+}
+
+/// The run's lower bound: the longest chain of dependent stages at their measured wall
+/// times (as if each started the moment its dependencies ended, with cores to spare),
+/// and the stages' CPU work spread over every core. The larger one is the bound; how far
+/// the run's total lies above it says whether more overlap or less work is what is left.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LowerBound {
+    #[serde(with = "secs")]
+    pub chain: Duration,
+    /// The stages of that chain, first to last.
+    pub chain_stages: Vec<String>,
+    /// CPU time (user + system) of every stage's process tree.
+    #[serde(with = "secs")]
+    pub cpu_work: Duration,
+    /// `cpu_work` over the run's cores.
+    #[serde(with = "secs")]
+    pub cpu: Duration,
+}
+
+impl LowerBound {
+    pub fn bound(&self) -> Duration {
+        self.chain.max(self.cpu)
+    }
 }
 
 /// What a stage's command does, from the planner's structured command.

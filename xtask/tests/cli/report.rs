@@ -112,6 +112,11 @@ fn cli_without_nextest_the_record_keeps_the_fact_and_the_advice_follows() {
     assert_eq!(test.kind, pipeline_opt::record::CommandKind::CargoTest);
     let md = std::fs::read_to_string(state.join("pipeline-optimization-report.md")).unwrap();
     assert!(md.contains("(nextest-missing)"), "{md}");
+    // A real run lies at or above its lower bound, and the report says by how much.
+    let bound = run.lower_bound.expect("stages ran, so the run has a lower bound");
+    assert!(bound.bound() <= run.total, "{bound:?} above the run's {:?}", run.total);
+    assert_eq!(bound.chain_stages.last().map(String::as_str), Some("test"), "{bound:?}");
+    assert!(md.contains("Lower bound: "), "{md}");
 }
 
 /// The first `tool` on this process's PATH, resolved through symlinks no further.

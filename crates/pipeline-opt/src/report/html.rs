@@ -115,7 +115,7 @@ table {{ border-collapse: collapse; }} td, th {{ padding: 2px 8px; text-align: l
 <h1>{title}</h1>
 <p>{command} in <code>{root}</code>, started {started}: <strong>{outcome}</strong> in {total}.
 Required target {required}: {required_verdict}; stretch target {stretch}: {stretch_verdict}.
-{naive}Critical path outlined in black; hover a bar for details.</p>
+{naive}{bound}Critical path outlined in black; hover a bar for details.</p>
 {svg}{tests}</body>
 </html>
 "#,
@@ -129,6 +129,19 @@ Required target {required}: {required_verdict}; stretch target {stretch}: {stret
         required_verdict = if v.required_met { "met" } else { "missed" },
         stretch = secs(v.stretch),
         stretch_verdict = if v.stretch_met { "met" } else { "missed" },
+        bound = record
+            .lower_bound
+            .as_ref()
+            .filter(|b| !b.bound().is_zero())
+            .map(|b| format!(
+                "Lower bound {} (chain of stages {}, CPU work over {} cores {}): the run took {:.2}× it. ",
+                secs(b.bound()),
+                secs(b.chain),
+                record.cores,
+                secs(b.cpu),
+                record.total.as_secs_f64() / b.bound().as_secs_f64()
+            ))
+            .unwrap_or_default(),
         naive = record
             .naive
             .as_ref()

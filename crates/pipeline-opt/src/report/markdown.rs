@@ -110,12 +110,56 @@ fn totals(o: &mut String, r: &RunRecord) {
         .unwrap();
     }
     o.push('\n');
+    if let Some(text) = lower_bound_text(r) {
+        writeln!(o, "\n{text}").unwrap();
+    }
     if r.outcome == RunOutcome::Interrupted {
         writeln!(o, "\nThe run was interrupted: the total is the time until the interrupt.")
             .unwrap();
     }
     o.push('\n');
 }
+
+/// The run beside what it could not have beaten, and which of the two bounds binds: a
+/// user then sees whether more overlap or less work is what is left.
+fn lower_bound_text(r: &RunRecord) -> Option<String> {
+    let b = r.lower_bound.as_ref()?;
+    let bound = b.bound();
+    if bound.is_zero() {
+        return None;
+    }
+    let chain = b.chain_stages.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(" → ");
+    let ratio = r.total.as_secs_f64() / bound.as_secs_f64();
+    let left = if ratio <= LOWER_BOUND_CLOSE {
+        if b.chain >= b.cpu {
+            "the chain of stages sets the time, so only a shorter chain (less work in it, or \
+             its work split across stages) would make the run faster"
+                .to_string()
+        } else {
+            "the CPU work sets the time, so only less work would make the run faster".to_string()
+        }
+    } else {
+        format!(
+            "{} above it, which better overlap (or less planning) could win back at most",
+            secs(r.total.saturating_sub(bound))
+        )
+    };
+    Some(format!(
+        "Lower bound: {} (the larger of the longest chain of dependent stages at their \
+         measured times, {} for {chain}, and the stages' CPU work over {} cores, {} ÷ {} = {}). \
+         The run took {}, {ratio:.2}× its bound: {left}.",
+        secs(bound),
+        secs(b.chain),
+        r.cores,
+        secs(b.cpu_work),
+        r.cores,
+        secs(b.cpu),
+        secs(r.total),
+    ))
+}
+
+/// Within this factor of its lower bound a run has no overlap left to win.
+const LOWER_BOUND_CLOSE: f64 = 1.1;
 
 fn naive(o: &mut String, r: &RunRecord) {
     let Some(n) = &r.naive else { return };

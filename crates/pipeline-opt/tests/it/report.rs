@@ -12,7 +12,7 @@ use expect_test::{expect, expect_file};
 use pipeline_opt::PerformanceTargets;
 use pipeline_opt::facts::{self, DebugLevel, ResolvedPackage, TestDebug, WorkspaceFacts};
 use pipeline_opt::plan::DroppedStage;
-use pipeline_opt::record::{CommandKind, Exploration, ExploredVariant};
+use pipeline_opt::record::{CommandKind, Exploration, ExploredVariant, LowerBound};
 use pipeline_opt::record::{
     CompiledByTests, CpuSample, CrateTiming, CriticalStep, Event, NaiveComparison, RunOutcome,
     RunRecord, SCHEMA_VERSION, StageMetrics, StageStatus, TestCounts, TestTiming,
@@ -231,6 +231,13 @@ fn fixture_record() -> RunRecord {
             ],
         }),
         workspace_facts: fixture_context(),
+        // fetch -> build -> test at their walls; 46.2 s of stage CPU over 4 cores.
+        lower_bound: Some(LowerBound {
+            chain: s(40_000),
+            chain_stages: vec!["fetch".into(), "build".into(), "test".into()],
+            cpu_work: s(46_200),
+            cpu: s(11_550),
+        }),
     }
 }
 
@@ -1298,6 +1305,8 @@ fn report_interrupted_before_any_stage() {
         No `--gate`: the targets are information, not a verdict.
 
         CPU left idle by this run: 10.0 s of 10 core-seconds (100%). The machine's cores were 76% busy over the run (all processes, sampled every 250 ms), so 24% of them were idle.
+
+        Lower bound: 40.0 s (the larger of the longest chain of dependent stages at their measured times, 40.0 s for `fetch` → `build` → `test`, and the stages' CPU work over 4 cores, 46.2 s ÷ 4 = 11.6 s). The run took 2.5 s, 0.06× its bound: the chain of stages sets the time, so only a shorter chain (less work in it, or its work split across stages) would make the run faster.
 
         The run was interrupted: the total is the time until the interrupt.
 
