@@ -182,6 +182,16 @@ pub(crate) fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
+/// A limit the user set (a target), as `secs` unless that would round it: a 1 ms
+/// target shows as `1ms`, never as `0.0 s`.
+pub(crate) fn limit(d: Duration) -> String {
+    if d.as_millis() % 100 == 0 && d.subsec_nanos() % 1_000_000 == 0 {
+        secs(d)
+    } else {
+        humantime::format_duration(d).to_string()
+    }
+}
+
 /// `42%` of `part` in `whole`; `0%` when the whole is empty.
 pub(crate) fn percent(part: f64, whole: f64) -> String {
     if whole <= 0.0 { "0%".into() } else { format!("{:.0}%", 100.0 * part / whole) }
@@ -257,4 +267,18 @@ pub(crate) fn slowest_tests(record: &RunRecord, n: usize) -> Vec<SlowTest<'_>> {
     out.sort_by(|a, b| b.duration.cmp(&a.duration).then_with(|| a.test.cmp(b.test)));
     out.truncate(n);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_shows_as_set() {
+        let ms = Duration::from_millis;
+        assert_eq!(limit(ms(1)), "1ms");
+        assert_eq!(limit(ms(25_000)), "25.0 s");
+        assert_eq!(limit(ms(2_500)), "2.5 s");
+        assert_eq!(limit(ms(1_250)), "1s 250ms");
+    }
 }

@@ -113,4 +113,9 @@ fn cli_result_line_names_a_missed_stage_target_of_the_gate() {
         "the result line: {all}"
     );
     assert!(all.contains(", stage build over its 1ms target (exit 101)"), "{all}");
+    // The report's stage table shows the target as set, not rounded to "0.0 s".
+    let md = dir.join("ws/target/pipeline-opt/pipeline-optimization-report.md");
+    let md = std::fs::read_to_string(md).unwrap();
+    let build_row = md.lines().find(|l| l.starts_with("| `build` |")).unwrap_or_default();
+    assert!(build_row.contains("| 1ms |"), "{build_row}");
 }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 
 use crate::record::{RunRecord, StageStatus};
-use crate::report::{ReportError, secs};
+use crate::report::{ReportError, limit, secs};
 use crate::targets::Gate;
 
 /// Appends to the step summary file; GitHub renders everything appended to it.
@@ -77,7 +77,7 @@ pub fn annotations(record: &RunRecord) -> String {
                     "stage `{}` took {}, over its target {} ({})",
                     c.id,
                     secs(c.actual),
-                    secs(c.target),
+                    limit(c.target),
                     gate.describe()
                 ))
             )

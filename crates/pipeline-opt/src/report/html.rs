@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use crate::record::{CrateTiming, RunRecord, StageMetrics, StageStatus};
 use crate::report::text::{on_critical_path, outcome_text, status_text};
-use crate::report::{percent, secs};
+use crate::report::{limit, percent, secs};
 
 const WIDTH: f64 = 1200.0;
 const LABEL: f64 = 200.0;
@@ -256,7 +256,7 @@ fn stage_bar(s: &mut String, record: &RunRecord, st: &StageMetrics, y: f64, scal
         record.cores
     );
     if let Some(target) = record.targets.stages.get(&st.id) {
-        write!(tip, "\ntarget {}", secs(*target)).unwrap();
+        write!(tip, "\ntarget {}", limit(*target)).unwrap();
     }
     if !critical.is_empty() {
         tip.push_str("\non the critical path");
@@ -280,7 +280,7 @@ fn stage_bar(s: &mut String, record: &RunRecord, st: &StageMetrics, y: f64, scal
             y - 2.0,
             y + BAR + 2.0,
             esc(&st.id),
-            secs(*target)
+            limit(*target)
         )
         .unwrap();
     }

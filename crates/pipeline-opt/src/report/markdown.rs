@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use crate::record::{RunOutcome, RunRecord, StageMetrics, StageStatus};
 use crate::report::recommend::Recommendation;
 use crate::report::text::{on_critical_path, outcome_text, status_text};
-use crate::report::{percent, secs};
+use crate::report::{limit, percent, secs};
 
 /// How many crates the "slowest crates" table lists.
 const SLOWEST_CRATES: usize = 10;
@@ -210,7 +210,7 @@ fn stages(o: &mut String, r: &RunRecord) {
     writeln!(o, "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |").unwrap();
     for s in &r.stages {
         let check = r.verdict.stages.iter().find(|c| c.id == s.id);
-        let target = r.targets.stages.get(&s.id).map(|t| secs(*t)).unwrap_or_else(|| "-".into());
+        let target = r.targets.stages.get(&s.id).map(|t| limit(*t)).unwrap_or_else(|| "-".into());
         let verdict = match (&s.status, check) {
             (StageStatus::Cached { .. }, _) => "cached".to_string(),
             (StageStatus::Skipped { .. }, _) => "skipped".to_string(),
