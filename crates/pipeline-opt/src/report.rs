@@ -185,7 +185,7 @@ pub(crate) fn secs(d: Duration) -> String {
 /// A limit the user set (a target), as `secs` unless that would round it: a 1 ms
 /// target shows as `1ms`, never as `0.0 s`.
 pub(crate) fn limit(d: Duration) -> String {
-    if d.as_millis() % 100 == 0 && d.subsec_nanos() % 1_000_000 == 0 {
+    if d.as_millis().is_multiple_of(100) && d.subsec_nanos().is_multiple_of(1_000_000) {
         secs(d)
     } else {
         humantime::format_duration(d).to_string()
