@@ -331,6 +331,18 @@ impl ParallelOrchestrator {
                 }
                 next_sample = Instant::now() + crate::cpu_sampler::CPU_SAMPLE_INTERVAL;
             }
+            // 0b. As a subreaper, reap the orphans the stages' processes left behind.
+            if opts.subreaper {
+                let mut ours: Vec<i32> = states
+                    .iter()
+                    .filter_map(|s| match s {
+                        State::Running(r) => Some(r.pid),
+                        _ => None,
+                    })
+                    .collect();
+                ours.extend(watchdog.as_ref().map(|w| w.pid()));
+                process::reap_adopted(&ours);
+            }
 
             // 1. Interrupts.
             let sig = if opts.handle_signals { process::received_signal() } else { None };

@@ -455,6 +455,38 @@ impl<'a> GroupStop<'a> {
 // ---------------------------------------------------------------------------------------
 // Starting and reaping
 
+/// Reaps the zombies this process adopted as a subreaper: exited children that are not
+/// in `ours` (the stages and helpers whose exit their own code waits for) and not in this
+/// process's group, where the children that library code spawns and waits for run. An
+/// adopted orphan (a daemon a test left, a test binary's child whose parent died) is
+/// otherwise a zombie until the run ends, and a test that waits for its process group
+/// to be gone, which passes under init, never sees it go.
+pub fn reap_adopted(ours: &[i32]) {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return };
+    // SAFETY: getpgrp has no preconditions.
+    let own_group = unsafe { libc::getpgrp() };
+    for task in tasks.flatten() {
+        let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        for pid in children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            if ours.contains(&pid) {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // Fields after the command name: state, ppid, pgrp.
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let group = fields.get(2).and_then(|g| g.parse::<i32>().ok());
+            if fields.first() == Some(&"Z") && group.is_some_and(|g| g != own_group) {
+                reap(&[pid]);
+            }
+        }
+    }
+}
+
 /// Makes this process a child subreaper: processes whose parent died are reparented to
 /// us instead of init, so they can still be found and reaped (process-wide).
 pub fn become_subreaper() {

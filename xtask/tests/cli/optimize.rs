@@ -631,3 +631,51 @@ fn cli_slowest_tests_are_named_counted_and_advised_on() {
         assert!(out.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// A test that stops a process group of its own and waits for it to be gone passes
+/// under plain nextest, where init reaps the group's orphaned member. Under `optimize`
+/// the orchestrator is the subreaper that adopts it: unless it reaps adopted zombies,
+/// the group never goes and the test fails where nextest passes.
+#[test]
+fn cli_orphans_the_tests_leave_are_reaped_as_init_would() {
+    let (_t, dir) = temp();
+    let test = r#"
+use std::os::unix::process::CommandExt;
+use std::time::{Duration, Instant};
+
+fn group_alive(pgid: u32) -> bool {
+    std::process::Command::new("kill")
+        .args(["-0", "--", &format!("-{pgid}")])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn the_group_goes_at_sigterm() {
+    // The shell leaves at SIGTERM; its sleep, orphaned, dies of it too.
+    let mut sh = std::process::Command::new("sh")
+        .args(["-c", "sleep 300 & wait"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = sh.id();
+    std::thread::sleep(Duration::from_millis(300));
+    std::process::Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).status().unwrap();
+    sh.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while group_alive(pgid) {
+        assert!(Instant::now() < deadline, "group {pgid} still there 5 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+"#;
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("a").test("group", test)])
+        .config("disable = [\"bench-build\", \"doctest\"]");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let out = xtask(&["optimize", "--manifest-path", manifest.as_str()]).output().unwrap();
+    let all =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+}

@@ -33,6 +33,11 @@ pub(crate) struct Watchdog {
 }
 
 impl Watchdog {
+    /// The watchdog's process, which the orchestrator reaps itself when the run ends.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
     /// Forks the watchdog. `stages` bounds how many groups it can hold (each stage starts
     /// once per run); its memory is allocated here, before the fork, because the child
     /// of a multi-threaded process may not allocate. `leftovers` are files, then the
