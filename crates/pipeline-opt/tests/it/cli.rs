@@ -305,7 +305,27 @@ fn sample_workflows() -> Vec<String> {
         ci_workflow(&fx.root, &["--gate", "required", "--services", "all", "--install-from", "u"]),
         // This repository's own, which has an xtask that embeds pipeline-opt.
         ci_workflow(Utf8Path::new(this_crate()), &["--gate", "1m30s"]),
+        nested_workflow(),
     ]
+}
+
+/// The workflow of a workspace in a repository's subdirectory `ws`: its commands run
+/// there, and the paths the actions take are the repository's.
+fn nested_workflow() -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Utf8Path::from_path(dir.path()).unwrap();
+    std::fs::create_dir(repo.join(".git")).unwrap();
+    FixtureWorkspace::chain(1).write(&repo.join("ws")).unwrap();
+    ci_workflow(&repo.join("ws/crates/c0"), &[])
+}
+
+#[test]
+fn cli_ci_workflow_of_a_workspace_below_the_repository_root() {
+    let wf = nested_workflow();
+    assert!(wf.contains("defaults:\n      run:\n        working-directory: ws\n"), "{wf}");
+    assert!(wf.contains("workspaces: ws -> target"), "{wf}");
+    assert!(wf.contains("            ws/target/pipeline-opt/history.jsonl\n"), "{wf}");
+    assert!(wf.contains("--prometheus target/pipeline-opt/pipeline.prom"), "{wf}");
 }
 
 /// Every `cargo xtask …` or `cargo pipeline-opt …` line the workflows run parses with
