@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: this workspace's own checks and tests, exactly as CI runs them.
 //! It installs what the tests need when it is missing (cargo-nextest; PostgreSQL and
-//! Redis for the pool's tests; Chromium and promtool for the report tests), so a fresh
+//! Redis for the pool's tests; Chromium and promtool for the report tests;
+//! check-jsonschema for the generated workflow's schema test), so a fresh
 //! machine passes. Under `CI=true` those tests fail when their tool is missing, so
 //! nothing is skipped silently.
 
@@ -18,6 +19,7 @@ pub(crate) fn run(args: Vec<std::ffi::OsString>) -> Result<i32> {
     let sh = sh.with_current_dir(&root);
     ensure_nextest(&sh)?;
     ensure_system_packages(&sh)?;
+    ensure_check_jsonschema(&sh)?;
     // Slow tests (full pipelines on fixture workspaces) run in CI.
     let sh = sh.with_var("PIPELINE_OPT_SLOW_TESTS", "1");
     cmd!(sh, "cargo fmt --all --check")
@@ -37,6 +39,31 @@ fn ensure_nextest(sh: &Shell) -> Result<()> {
     cmd!(sh, "cargo install cargo-nextest --locked")
         .run_echo()
         .context("cargo-nextest is missing and could not be installed: install it with `cargo install cargo-nextest --locked`")
+}
+
+/// Whether check-jsonschema runs, as a script on PATH or as the module `pip --user`
+/// installs (its script directory may be off PATH; the test tries both too).
+fn has_check_jsonschema(sh: &Shell) -> bool {
+    let works = |ok: xshell::Result<std::process::Output>| ok.is_ok_and(|o| o.status.success());
+    works(cmd!(sh, "check-jsonschema --version").output())
+        || works(cmd!(sh, "python3 -m check_jsonschema --version").output())
+}
+
+/// check-jsonschema (PyPI), which validates the workflow `ci-workflow` prints against
+/// GitHub's schema, vendored in the package so the test runs offline. A user install;
+/// Debian's own python3 refuses one without `--break-system-packages` (PEP 668), which
+/// only concerns the system's packages, not `~/.local`.
+fn ensure_check_jsonschema(sh: &Shell) -> Result<()> {
+    if has_check_jsonschema(sh) {
+        return Ok(());
+    }
+    let install = "python3 -m pip install --user --quiet check-jsonschema";
+    if cmd!(sh, "python3 -m pip install --user --quiet check-jsonschema").run_echo().is_err() {
+        cmd!(sh, "python3 -m pip install --user --quiet --break-system-packages check-jsonschema")
+            .run_echo()
+            .with_context(|| format!("check-jsonschema is missing and could not be installed: install it with `{install}`"))?;
+    }
+    Ok(())
 }
 
 /// The Debian package behind each program the tests run, and how to tell it is there.
@@ -60,6 +87,12 @@ fn system_packages(sh: &Shell) -> Vec<&'static str> {
     }
     if !on_path("promtool") {
         missing.push("prometheus");
+    }
+    // pip, to install check-jsonschema (`ensure_check_jsonschema`).
+    if !has_check_jsonschema(sh)
+        && !cmd!(sh, "python3 -m pip --version").output().is_ok_and(|o| o.status.success())
+    {
+        missing.push("python3-pip");
     }
     missing
 }

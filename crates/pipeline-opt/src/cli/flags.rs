@@ -7,7 +7,8 @@
 
 use std::path::PathBuf;
 
-pub use super::values::{CacheAction, PlanFormat, PoolAction};
+pub use super::values::{CacheAction, PlanFormat, PoolAction, Services};
+pub use crate::record::Gate;
 
 xflags::xflags! {
     src "./src/cli/flags.rs"
@@ -159,8 +160,21 @@ xflags::xflags! {
             required --out dir: PathBuf
         }
 
-        /// Print a GitHub Actions workflow that calls these xtask commands.
-        cmd ci-workflow {}
+        /// Print a GitHub Actions workflow that runs the pipeline on this workspace with
+        /// commands it has: `cargo xtask` when its xtask embeds pipeline-opt, else
+        /// `cargo pipeline-opt`, installed from git.
+        cmd ci-workflow {
+            optional --manifest-path path: PathBuf
+            /// Add `--gate GATE` to the optimize step: `required`, `stretch` or a duration
+            /// such as `50s` (default: no gate; the targets are reported, not enforced).
+            optional --gate gate: Gate
+            /// Install PostgreSQL and Redis: `auto` (default: the services the workspace
+            /// declares), `all` or `none`.
+            optional --services services: Services
+            /// The git URL to install cargo-pipeline-opt from, when the workspace has no
+            /// xtask that embeds it (default: none; the workflow says where to set it).
+            optional --install-from url: String
+        }
 
         /// Write an `xtask` crate that runs these commands into the workspace: the crate,
         /// the `cargo xtask` alias in .cargo/config.toml and the workspace membership.
@@ -300,7 +314,12 @@ pub struct Report {
 }
 
 #[derive(Debug)]
-pub struct CiWorkflow;
+pub struct CiWorkflow {
+    pub manifest_path: Option<PathBuf>,
+    pub gate: Option<Gate>,
+    pub services: Option<Services>,
+    pub install_from: Option<String>,
+}
 
 #[derive(Debug)]
 pub struct InitXtask {

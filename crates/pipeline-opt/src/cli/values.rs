@@ -1,5 +1,5 @@
 //! The closed sets of values the command line takes (`plan --format`, the `pool` and
-//! `cache` actions), parsed by xflags through `FromStr`, so a value outside the set is a
+//! `cache` actions, `ci-workflow --services`), parsed by xflags through `FromStr`, so a value outside the set is a
 //! usage error (exit 2) that names the values there are.
 
 use std::str::FromStr;
@@ -59,6 +59,28 @@ impl FromStr for CacheAction {
             "status" => Ok(Self::Status),
             "clean" => Ok(Self::Clean),
             _ => Err(format!("unknown cache action `{s}`: use `status` or `clean`")),
+        }
+    }
+}
+
+/// `ci-workflow --services`: which services the workflow installs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Services {
+    /// PostgreSQL and Redis as far as the workspace's config declares them.
+    #[default]
+    Auto,
+    All,
+    None,
+}
+
+impl FromStr for Services {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "all" => Ok(Self::All),
+            "none" => Ok(Self::None),
+            _ => Err(format!("unknown --services `{s}`: use `auto`, `all` or `none`")),
         }
     }
 }

@@ -23,13 +23,20 @@ fn cargo(dir: &Utf8Path, args: &[&str]) -> Command {
 
 /// `cargo pipeline-opt ARGS` in `dir`, found by cargo on PATH as an external subcommand.
 fn cargo_pipeline_opt(dir: &Utf8Path, args: &[&str]) -> Output {
+    cargo_pipeline_opt_command(dir, args).output().expect("cargo runs")
+}
+
+/// [`cargo_pipeline_opt`] before it runs, for a caller to add variables.
+fn cargo_pipeline_opt_command(dir: &Utf8Path, args: &[&str]) -> Command {
     let bin = Utf8Path::new(env!("CARGO_BIN_EXE_cargo-pipeline-opt"));
     let path = std::env::join_paths(
         std::iter::once(bin.parent().unwrap().as_std_path().to_owned())
             .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
     )
     .unwrap();
-    cargo(dir, &[&["pipeline-opt"], args].concat()).env("PATH", path).output().expect("cargo runs")
+    let mut cmd = cargo(dir, &[&["pipeline-opt"], args].concat());
+    cmd.env("PATH", path);
+    cmd
 }
 
 #[track_caller]
@@ -229,5 +236,170 @@ fn cli_init_xtask_keeps_the_layout_of_the_members_list() {
     assert_eq!(
         std::fs::read_to_string(root.join("Cargo.toml")).unwrap(),
         "# the user's\n[workspace]\nmembers = [\n  \"solo\",  # first\n  \"xtask\",\n]\nresolver = \"2\"\n"
+    );
+}
+
+/// `ci-workflow` in `dir` (a workspace), its YAML.
+fn ci_workflow(dir: &Utf8Path, args: &[&str]) -> String {
+    let mut cmd = cargo_pipeline_opt_command(dir, &[&["ci-workflow"], args].concat());
+    // A workspace whose xtask depends on this crate resolves offline from the copied
+    // lock file.
+    cmd.env("CARGO_NET_OFFLINE", "true");
+    success(&cmd.output().unwrap())
+}
+
+/// A workspace without an xtask gets `cargo pipeline-opt`, installed from the git URL
+/// given (package and binary as this crate names them); after `init-xtask` the same
+/// workspace gets `cargo xtask` and no install step.
+#[test]
+fn cli_ci_workflow_runs_what_the_workspace_has() {
+    let fx = Fixture::write(&FixtureWorkspace::chain(1));
+    let url = "https://example.com/pipeline-opt.git";
+    let plain = ci_workflow(&fx.root, &["--install-from", url]);
+    assert!(plain.contains("run: cargo pipeline-opt optimize"), "{plain}");
+    assert!(!plain.contains("cargo xtask"), "{plain}");
+    assert!(plain.contains(&format!("PIPELINE_OPT_GIT: \"{url}\"")), "{plain}");
+    let bin = Utf8Path::new(env!("CARGO_BIN_EXE_cargo-pipeline-opt")).file_name().unwrap();
+    let install = format!("{} --bin {bin}", env!("CARGO_PKG_NAME"));
+    assert!(plain.contains(&install), "{plain}");
+
+    success(&cargo_pipeline_opt(&fx.root, &["init-xtask", "--path", this_crate()]));
+    std::fs::copy(Utf8Path::new(this_crate()).join("../../Cargo.lock"), fx.root.join("Cargo.lock"))
+        .unwrap();
+    let xtask = ci_workflow(&fx.root, &[]);
+    assert!(xtask.contains("run: cargo xtask optimize --locked --prometheus"), "{xtask}");
+    assert!(!xtask.contains("cargo pipeline-opt") && !xtask.contains("cargo install"), "{xtask}");
+}
+
+/// The gate is opt-in and typed, services follow the workspace's config or the flag,
+/// and a value outside a closed set is a usage error.
+#[test]
+fn cli_ci_workflow_options() {
+    let fx = Fixture::write(
+        &FixtureWorkspace::chain(1).config("services.db = { kind = \"postgres\" }\n"),
+    );
+    let default = ci_workflow(&fx.root, &[]);
+    assert!(
+        default.contains("run: cargo pipeline-opt optimize --locked --prometheus"),
+        "{default}"
+    );
+    assert!(default.contains("No --gate") && default.contains("required 60 s"), "{default}");
+    assert!(default.contains("--no-install-recommends postgresql\n"), "{default}");
+    let gated = ci_workflow(&fx.root, &["--gate=50s", "--services", "none"]);
+    assert!(gated.contains("optimize --locked --gate 50s --prometheus"), "{gated}");
+    assert!(!gated.contains("apt-get"), "{gated}");
+    let all = ci_workflow(&fx.root, &["--gate", "stretch", "--services", "all"]);
+    assert!(all.contains("--gate stretch") && all.contains("postgresql redis-server"), "{all}");
+    for bad in [&["--gate", "soon"][..], &["--services", "some"]] {
+        let out = cargo_pipeline_opt(&fx.root, &[&["ci-workflow"], bad].concat());
+        assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// The workflows of both kinds of workspace, with the options that add steps.
+fn sample_workflows() -> Vec<String> {
+    let fx =
+        Fixture::write(&FixtureWorkspace::chain(1).config("services.db = { kind = \"redis\" }\n"));
+    vec![
+        ci_workflow(&fx.root, &[]),
+        ci_workflow(&fx.root, &["--gate", "required", "--services", "all", "--install-from", "u"]),
+        // This repository's own, which has an xtask that embeds pipeline-opt.
+        ci_workflow(Utf8Path::new(this_crate()), &["--gate", "1m30s"]),
+        nested_workflow(),
+    ]
+}
+
+/// The workflow of a workspace in a repository's subdirectory `ws`: its commands run
+/// there, and the paths the actions take are the repository's.
+fn nested_workflow() -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Utf8Path::from_path(dir.path()).unwrap();
+    std::fs::create_dir(repo.join(".git")).unwrap();
+    FixtureWorkspace::chain(1).write(&repo.join("ws")).unwrap();
+    ci_workflow(&repo.join("ws/crates/c0"), &[])
+}
+
+#[test]
+fn cli_ci_workflow_of_a_workspace_below_the_repository_root() {
+    let wf = nested_workflow();
+    assert!(wf.contains("defaults:\n      run:\n        working-directory: ws\n"), "{wf}");
+    assert!(wf.contains("workspaces: ws -> target"), "{wf}");
+    assert!(wf.contains("            ws/target/pipeline-opt/history.jsonl\n"), "{wf}");
+    assert!(wf.contains("--prometheus target/pipeline-opt/pipeline.prom"), "{wf}");
+}
+
+/// Every `cargo xtask …` or `cargo pipeline-opt …` line the workflows run parses with
+/// the real command line: the binary given those arguments and `--help` exits 0, as it
+/// exits 2 on an unknown flag or a bad value before the `--help`.
+#[test]
+fn cli_ci_workflow_commands_parse() {
+    let bin = env!("CARGO_BIN_EXE_cargo-pipeline-opt");
+    let mut checked = 0;
+    for wf in sample_workflows() {
+        for line in wf.lines() {
+            let Some(run) = line.trim_start().strip_prefix("run: ") else { continue };
+            let Some(args) = run
+                .strip_prefix("cargo xtask ")
+                .or_else(|| run.strip_prefix("cargo pipeline-opt "))
+            else {
+                continue;
+            };
+            let args: Vec<&str> = args.split_whitespace().chain(["--help"]).collect();
+            // `optimize --gate` takes any text and judges it when the run starts.
+            if let Some(i) = args.iter().position(|a| *a == "--gate") {
+                args[i + 1].parse::<pipeline_opt::targets::Gate>().unwrap();
+            }
+            let out = Command::new(bin).args(&args).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "`{run}` does not parse: {stderr}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 9, "only {checked} commands found");
+    let out = Command::new(bin).args(["optimize", "--jobs", "many", "--help"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a bad value before --help is still an error");
+}
+
+/// The workflows validate against GitHub's workflow schema, as vendored by
+/// check-jsonschema (works offline). `cargo xtask ci` installs the tool; under `CI=true`
+/// a missing tool fails the test, elsewhere it is skipped with a note.
+#[test]
+fn cli_ci_workflow_validates_against_the_github_schema() {
+    let runs = |program: &str, args: &[&str]| {
+        Command::new(program).args(args).arg("--version").output().is_ok_and(|o| o.status.success())
+    };
+    let tool: Vec<&str> = if runs("check-jsonschema", &[]) {
+        vec!["check-jsonschema"]
+    } else if runs("python3", &["-m", "check_jsonschema"]) {
+        vec!["python3", "-m", "check_jsonschema"]
+    } else if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "check-jsonschema is missing under CI=true: `cargo xtask ci` installs it (pip install check-jsonschema)"
+        );
+    } else {
+        eprintln!(
+            "skipped: check-jsonschema is not installed (`python3 -m pip install --user check-jsonschema`)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (i, wf) in sample_workflows().iter().enumerate() {
+        let path = dir.path().join(format!("pipeline-{i}.yml"));
+        std::fs::write(&path, wf).unwrap();
+        files.push(path);
+    }
+    let out = Command::new(tool[0])
+        .args(&tool[1..])
+        .args(["--builtin-schema", "vendor.github-workflows"])
+        .args(&files)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -782,11 +782,9 @@ fn report_github_annotations_and_summary() {
     github::append_summary(summary.as_std_path(), "# Pipeline").unwrap();
     assert_eq!(std::fs::read_to_string(&summary).unwrap(), "earlier step\n# Pipeline\n");
 
-    let wf = pipeline_opt::workflow::github_actions();
-    assert!(
-        wf.contains("hashFiles('**/Cargo.lock')") && wf.contains("steps.toolchain.outputs.rustc")
-    );
-    assert!(wf.contains("cargo xtask optimize"));
+    let wf = pipeline_opt::workflow::github_actions(&Default::default());
+    assert!(wf.contains("Swatinem/rust-cache@v2") && wf.contains("tool: cargo-nextest"));
+    assert!(wf.contains("cargo xtask optimize --locked --prometheus"));
 }
 
 #[test]
