@@ -571,6 +571,10 @@ fn run_plan_skipping(
 ) -> Result<RunRecord, OptimizeError> {
     let state_dir = inputs.workspace.state_dir(&inputs.config);
     let mut orch_options = orchestrator_options(options, &state_dir, run_id)?;
+    // cargo takes the run's jobserver in place of its own `-j`: the user's jobs bound it.
+    orch_options.build_jobs =
+        crate::test_settings::user_build_jobs(&inputs.workspace.root, orch_options.cpus)
+            .map(|(jobs, _)| jobs);
     orch_options.test_settings = test_settings(inputs, plan)?;
     let settings = orch_options.test_settings.settings.clone();
     let cores = orch_options.cpus;

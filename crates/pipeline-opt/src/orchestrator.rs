@@ -39,6 +39,10 @@ pub struct OrchestratorOptions {
     pub jobs: usize,
     /// Cores shared among CPU-heavy stages (see [`ParallelOrchestrator`]).
     pub cpus: usize,
+    /// The jobs the user gave cargo (`CARGO_BUILD_JOBS`, `build.jobs`): the run's
+    /// jobserver, which cargo takes in place of its own, hands out no more tokens, and
+    /// the tool sets no `CARGO_BUILD_JOBS` of its own. `None`: one token per core.
+    pub build_jobs: Option<usize>,
     /// Run every stage that can still run after a failure.
     pub keep_going: bool,
     /// Logs go to `<state_dir>/logs/<run_id>/<stage>.log`.
@@ -87,6 +91,7 @@ impl OrchestratorOptions {
             cancel: CancelToken::default(),
             expected: BTreeMap::new(),
             test_settings: crate::test_settings::TestSettings::from_env(),
+            build_jobs: None,
         }
     }
 
@@ -95,6 +100,7 @@ impl OrchestratorOptions {
         match var {
             "NEXTEST_TEST_THREADS" => self.test_settings.nextest_threads_set,
             "RUST_TEST_THREADS" => self.test_settings.libtest_threads_set,
+            "CARGO_BUILD_JOBS" => self.build_jobs.is_some(),
             _ => false,
         }
     }
@@ -303,7 +309,8 @@ impl ParallelOrchestrator {
         // parallel rustc jobs, so cores that one stage leaves idle (a doctest that has
         // finished, a build's serial tail) go to another stage's jobs at once instead
         // of waiting for it to end, and the run never has more compiles than cores.
-        let jobserver = RunJobserver::create(&self.log_dir(), opts.cpus.max(1)).ok();
+        let tokens = opts.build_jobs.map_or(opts.cpus, |j| j.min(opts.cpus));
+        let jobserver = RunJobserver::create(&self.log_dir(), tokens.max(1)).ok();
         // Stops the stages if we are killed before we can (best effort: a run without
         // one still cleans up on every exit it gets to handle).
         let leftovers: Vec<&std::path::Path> =

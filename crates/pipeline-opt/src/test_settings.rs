@@ -152,18 +152,48 @@ impl TestSettings {
     }
 }
 
+/// The parallelism the user gave cargo: `CARGO_BUILD_JOBS`, else `[build] jobs` of the
+/// nearest cargo config (cargo's own order), as a count of jobs (a negative value is
+/// that many fewer than `cores`, as cargo reads it), with where it came from. The run's
+/// jobserver, which cargo takes in place of its own, must not hand out more tokens.
+pub fn user_build_jobs(root: &Utf8Path, cores: usize) -> Option<(usize, String)> {
+    let jobs = |v: i64| {
+        let n = if v < 0 { cores as i64 + v } else { v };
+        usize::try_from(n.max(1)).ok()
+    };
+    if let Some(v) = std::env::var("CARGO_BUILD_JOBS").ok().and_then(|v| v.trim().parse().ok()) {
+        return jobs(v).map(|n| (n, "CARGO_BUILD_JOBS".to_string()));
+    }
+    for file in cargo_config_files(root) {
+        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+        let Ok(doc) = text.parse::<toml::Table>() else { continue };
+        if let Some(v) = doc.get("build").and_then(|b| b.get("jobs")).and_then(|j| j.as_integer()) {
+            let shown = file.strip_prefix(root).map_or(file.clone(), |f| f.to_owned());
+            return jobs(v).map(|n| (n, format!("build.jobs in {shown}")));
+        }
+    }
+    None
+}
+
+/// The cargo config files cargo reads for a run in `root`, the nearest first:
+/// `.cargo/config` and `.cargo/config.toml` in `root` and each directory above it, then
+/// in `$CARGO_HOME`.
+fn cargo_config_files(root: &Utf8Path) -> impl Iterator<Item = Utf8PathBuf> + '_ {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")))
+        .and_then(|h| Utf8PathBuf::from_path_buf(h).ok());
+    let dirs = root.ancestors().map(|d| d.join(".cargo")).chain(home);
+    dirs.flat_map(|d| [d.join("config"), d.join("config.toml")])
+}
+
 /// `name` in the `[env]` of the cargo config files cargo reads for a run in `root`, the
 /// nearest first: `.cargo/config` and `.cargo/config.toml` in `root` and each directory
 /// above it, then in `$CARGO_HOME`; with the file that set it (relative to `root` when
 /// inside it). cargo gives that value to the tests unless the variable is already set,
 /// so the tool must not set it. A file that does not parse is cargo's error to report.
 fn cargo_config_env(root: &Utf8Path, name: &str) -> Option<(Utf8PathBuf, String)> {
-    let home = std::env::var_os("CARGO_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")))
-        .and_then(|h| Utf8PathBuf::from_path_buf(h).ok());
-    let dirs = root.ancestors().map(|d| d.join(".cargo")).chain(home);
-    for file in dirs.flat_map(|d| [d.join("config"), d.join("config.toml")]) {
+    for file in cargo_config_files(root) {
         let Ok(text) = std::fs::read_to_string(&file) else { continue };
         let Ok(doc) = text.parse::<toml::Table>() else { continue };
         let value = match doc.get("env").and_then(|e| e.get(name)) {

@@ -221,3 +221,47 @@ fn cli_nextest_profile_fail_fast_wins_over_the_tools_no_fail_fast() {
         ("true", SettingSource::NextestConfig)
     );
 }
+
+/// Most compiles at once in `stage`, from the record's unit timings.
+fn most_at_once(r: &RunRecord, stage: &str) -> usize {
+    let mut edges: Vec<(std::time::Duration, i32)> = r
+        .crates
+        .iter()
+        .filter(|c| c.stage == stage)
+        .flat_map(|c| [(c.start, 1), (c.end, -1)])
+        .collect();
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+/// cargo takes the run's jobserver in place of its own `-j`, so a user's
+/// `CARGO_BUILD_JOBS=1` (or `[build] jobs = 1` in a cargo config), set to keep a small
+/// CI machine's memory, was quietly raised to one compile per core. It now bounds the
+/// jobserver: one compile at a time, whichever way the user set it.
+#[test]
+fn cli_the_users_build_jobs_bound_the_runs_compiles() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::wide(5).config("disable = [\"bench-build\", \"doctest\"]");
+    for (case, config) in [("env", None), ("config", Some("[build]\njobs = 1\n"))] {
+        let manifest = ws.write(&dir.join(case)).unwrap();
+        if let Some(text) = config {
+            std::fs::create_dir_all(dir.join(case).join(".cargo")).unwrap();
+            std::fs::write(dir.join(case).join(".cargo/config.toml"), text).unwrap();
+        }
+        let json = dir.join(format!("{case}.json"));
+        let mut c =
+            xtask(&["optimize", "--manifest-path", manifest.as_str(), "--json", json.as_str()]);
+        c.env_remove("CARGO_BUILD_JOBS");
+        if config.is_none() {
+            c.env("CARGO_BUILD_JOBS", "1");
+        }
+        let r = run(&mut c, &json);
+        assert!(r.crates.iter().filter(|u| u.stage == "build").count() >= 5, "{case}");
+        assert_eq!(most_at_once(&r, "build"), 1, "{case}: {:#?}", r.crates);
+    }
+}
