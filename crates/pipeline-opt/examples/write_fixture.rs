@@ -1,4 +1,4 @@
-//! Writes the multi-crate fixture workspace that docs/performance-optimization.md
+//! Writes the multi-crate fixture workspace that docs/measurements.md
 //! measures: `cargo run -p pipeline-opt --example write_fixture -- DIR`. Twelve crates in
 //! three layers (path dependencies only), each with a library of some compile weight, a
 //! unit test, an integration test, a doctest and a bench target.
