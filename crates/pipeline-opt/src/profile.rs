@@ -10,8 +10,9 @@ use camino::Utf8PathBuf;
 
 use crate::plan::Plan;
 use crate::record::{
-    CompiledByTests, CpuSample, CrateTiming, CriticalStep, Event, LowerBound, RunKind, RunOutcome,
-    RunRecord, SCHEMA_VERSION, StageMetrics, StageStatus, TestCounts, TestTiming,
+    CompiledByTests, CpuSample, CrateTiming, CriticalStep, Event, LateReason, LateUnit, LowerBound,
+    RunKind, RunOutcome, RunRecord, SCHEMA_VERSION, StageMetrics, StageStatus, TestCounts,
+    TestTiming,
 };
 
 /// Consumes events and builds the run record.
@@ -96,6 +97,7 @@ impl PipelineProfiler {
         let mut crates = self.crates;
         crates.sort_by_key(|a| a.start);
         let critical_path = critical_path(&ctx.plan, &stages, &crates);
+        let compiled_after_build = compiled_after_build(&ctx.plan, &stages, &crates);
         let cpu: Duration = stages.iter().map(|s| s.cpu_user + s.cpu_system).sum();
         let lower_bound = lower_bound(&ctx.plan, &stages, cpu, ctx.cores);
         let idle_cpu = (self.total * ctx.cores as u32).saturating_sub(cpu);
@@ -125,11 +127,79 @@ impl PipelineProfiler {
             explore: None,
             test_settings: Vec::new(),
             compiled_by_tests: self.compiled_by_tests,
+            compiled_after_build,
             test_counts: self.test_counts,
             workspace_facts: Default::default(),
             lower_bound,
         }
     }
+}
+
+/// The units that the test and doctest stages compiled in the build stage's directory
+/// after the build stage succeeded in this run, each matched with the build stage's
+/// unit of the same package, version, target and kind to tell why: none there, another
+/// unit (cargo's metadata differs: features, profile or target), the same unit with
+/// other flags, or the same unit with the same arguments (an input changed).
+pub fn compiled_after_build(
+    plan: &Plan,
+    stages: &[StageMetrics],
+    crates: &[CrateTiming],
+) -> Vec<LateUnit> {
+    use crate::plan::StageKind;
+    let Some(build) = plan.stages.iter().find(|s| s.kind == StageKind::Build) else {
+        return Vec::new();
+    };
+    let built =
+        stages.iter().any(|m| m.id == build.id && matches!(m.status, StageStatus::Succeeded));
+    if !built {
+        return Vec::new();
+    }
+    let later: Vec<&str> = plan
+        .stages
+        .iter()
+        .filter(|s| {
+            matches!(s.kind, StageKind::Test | StageKind::CustomTests | StageKind::Doctest)
+                && s.build_dir == build.build_dir
+        })
+        .map(|s| s.id.as_str())
+        .collect();
+    let in_build: Vec<&CrateTiming> = crates.iter().filter(|c| c.stage == build.id).collect();
+    let only = |a: &[String], b: &[String]| -> Vec<String> {
+        a.iter().filter(|x| !b.contains(x)).cloned().collect()
+    };
+    crates
+        .iter()
+        .filter(|c| later.contains(&c.stage.as_str()))
+        .map(|c| {
+            let same = in_build.iter().find(|b| {
+                b.package == c.package
+                    && b.version == c.version
+                    && b.target == c.target
+                    && b.kind == c.kind
+            });
+            let why = match same {
+                None => LateReason::NotInBuild,
+                Some(b) if b.metadata != c.metadata => LateReason::OtherSettings {
+                    only_in_build: only(&b.settings, &c.settings),
+                    only_here: only(&c.settings, &b.settings),
+                },
+                Some(b) if b.settings != c.settings => LateReason::OtherFlags {
+                    only_in_build: only(&b.settings, &c.settings),
+                    only_here: only(&c.settings, &b.settings),
+                },
+                Some(_) => LateReason::InputChanged,
+            };
+            LateUnit {
+                stage: c.stage.clone(),
+                package: c.package.clone(),
+                version: c.version.clone(),
+                target: c.target.clone(),
+                kind: c.kind.clone(),
+                time: c.end.saturating_sub(c.start),
+                why,
+            }
+        })
+        .collect()
 }
 
 /// The longest chain of dependent stages at their measured walls (a stage that did not
@@ -331,6 +401,8 @@ mod tests {
             stage: "build".into(),
             start: Duration::from_secs(2),
             end: Duration::from_secs(9),
+            metadata: String::new(),
+            settings: Vec::new(),
         }];
         let path: Vec<String> = critical_path(&plan, &stages, &crates)
             .into_iter()
@@ -354,5 +426,89 @@ mod tests {
         // Nothing ran (all cached): no bound to speak of.
         let cached: Vec<StageMetrics> = stages.iter().map(|s| ran(&s.id, 0, 0)).collect();
         assert!(lower_bound(&plan, &cached, Duration::ZERO, 4).is_none());
+    }
+
+    fn unit(stage: &str, package: &str, metadata: &str, settings: &[&str]) -> CrateTiming {
+        CrateTiming {
+            package: package.into(),
+            version: "0.1.0".into(),
+            target: package.into(),
+            kind: "lib".into(),
+            stage: stage.into(),
+            start: Duration::from_secs(1),
+            end: Duration::from_secs(3),
+            metadata: metadata.into(),
+            settings: settings.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn units_compiled_after_the_build_stage_say_why() {
+        let on_dir = |mut s: Stage, kind: StageKind, dir: &str| {
+            s.kind = kind;
+            s.build_dir = Some(dir.into());
+            s
+        };
+        let plan = Plan {
+            workspace_root: "/".into(),
+            stages: vec![
+                on_dir(stage("build", &[]), StageKind::Build, "/t"),
+                on_dir(stage("test", &["build"]), StageKind::Test, "/t"),
+                on_dir(stage("doctest", &["build"]), StageKind::Doctest, "/t"),
+                // A directory of its own: compiling there is its job.
+                on_dir(stage("bench-build", &[]), StageKind::BenchBuild, "/b"),
+            ],
+            dropped: vec![],
+            notes: vec![],
+        };
+        let stages = [ran("build", 0, 5), ran("test", 5, 9), ran("doctest", 5, 9)];
+        let base = ["--edition 2021", "-C debuginfo=2"];
+        let crates = [
+            unit("build", "feat", "m1", &base),
+            unit("build", "flags", "m2", &base),
+            unit("build", "input", "m3", &base),
+            unit(
+                "test",
+                "feat",
+                "m9",
+                &["--cfg feature=\"x\"", "--edition 2021", "-C debuginfo=2"],
+            ),
+            unit("test", "flags", "m2", &["--cfg late", "--edition 2021", "-C debuginfo=2"]),
+            unit("doctest", "input", "m3", &base),
+            unit("test", "extra", "m4", &base),
+            unit("bench-build", "feat", "m5", &base),
+        ];
+        let late = compiled_after_build(&plan, &stages, &crates);
+        let why: Vec<(&str, &str, &LateReason)> =
+            late.iter().map(|u| (u.stage.as_str(), u.package.as_str(), &u.why)).collect();
+        assert_eq!(
+            why,
+            [
+                (
+                    "test",
+                    "feat",
+                    &LateReason::OtherSettings {
+                        only_in_build: vec![],
+                        only_here: vec!["--cfg feature=\"x\"".into()]
+                    }
+                ),
+                (
+                    "test",
+                    "flags",
+                    &LateReason::OtherFlags {
+                        only_in_build: vec![],
+                        only_here: vec!["--cfg late".into()]
+                    }
+                ),
+                ("doctest", "input", &LateReason::InputChanged),
+                ("test", "extra", &LateReason::NotInBuild),
+            ]
+        );
+        assert_eq!(late[0].time, Duration::from_secs(2));
+
+        // A build stage that failed (or was cached) proves nothing about what it left.
+        let mut failed = stages.clone();
+        failed[0].status = StageStatus::Failed;
+        assert!(compiled_after_build(&plan, &failed, &crates).is_empty());
     }
 }

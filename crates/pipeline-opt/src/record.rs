@@ -71,6 +71,10 @@ pub struct RunRecord {
     /// counted here, per stage, and kept out of `crates` and every recommendation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub compiled_by_tests: Vec<CompiledByTests>,
+    /// Units that a stage after the build stage compiled again in its directory, each
+    /// with why: the build stage should have produced everything the later stages use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compiled_after_build: Vec<LateUnit>,
     /// How many tests each test stage passed, failed and skipped, as its runner counted
     /// them; stages that ran no test runner (or were cached) have no entry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -414,6 +418,84 @@ pub struct CrateTiming {
     pub start: Duration,
     #[serde(with = "secs")]
     pub end: Duration,
+    /// Cargo's `-C metadata` hash of the unit, while the run is measured; the record
+    /// keeps only the verdict drawn from it ([`RunRecord::compiled_after_build`]).
+    #[serde(skip)]
+    pub metadata: String,
+    /// The rustc arguments that decide the unit's output, while the run is measured.
+    #[serde(skip)]
+    pub settings: Vec<String>,
+}
+
+/// A unit that a stage after the build stage compiled in the build stage's directory:
+/// work the build stage was meant to have done, with why it was done again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LateUnit {
+    pub stage: String,
+    pub package: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    pub target: String,
+    pub kind: String,
+    #[serde(with = "secs")]
+    pub time: Duration,
+    pub why: LateReason,
+}
+
+/// Why a later stage compiled a unit again, from the rustc arguments the shim saw in
+/// both stages.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum LateReason {
+    /// The build stage compiled no unit of this package, target and kind: the later
+    /// stage selects a target (or a dependency) the build stage does not.
+    NotInBuild,
+    /// Another unit of the same target: cargo's metadata differs, so features, profile
+    /// or target differ; the arguments only one side had.
+    OtherSettings { only_in_build: Vec<String>, only_here: Vec<String> },
+    /// The same unit rebuilt with other compiler flags (`RUSTFLAGS` and the like).
+    OtherFlags { only_in_build: Vec<String>, only_here: Vec<String> },
+    /// The same unit with the same arguments: an input changed between the stages (a
+    /// source file, or a variable its build script watches).
+    InputChanged,
+}
+
+impl std::fmt::Display for LateReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let diff = |f: &mut std::fmt::Formatter<'_>, build: &[String], here: &[String]| {
+            let list =
+                |v: &[String]| v.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ");
+            match (build.is_empty(), here.is_empty()) {
+                (true, true) => f.write_str(
+                    "its own arguments are the same (a dependency's features, or the profile, differ)",
+                ),
+                (false, true) => write!(f, "only the build stage had {}", list(build)),
+                (true, false) => write!(f, "only this stage had {}", list(here)),
+                (false, false) => write!(
+                    f,
+                    "only the build stage had {}; only this stage had {}",
+                    list(build),
+                    list(here)
+                ),
+            }
+        };
+        match self {
+            LateReason::NotInBuild => {
+                f.write_str("the build stage compiled no such unit (this stage selects a target or dependency it does not)")
+            }
+            LateReason::OtherSettings { only_in_build, only_here } => {
+                f.write_str("features, profile or target differ from the build stage's unit: ")?;
+                diff(f, only_in_build, only_here)
+            }
+            LateReason::OtherFlags { only_in_build, only_here } => {
+                f.write_str("the same unit with other compiler flags: ")?;
+                diff(f, only_in_build, only_here)
+            }
+            LateReason::InputChanged => f.write_str(
+                "the same unit with the same arguments: an input changed between the stages (a source file, or a variable its build script watches)",
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

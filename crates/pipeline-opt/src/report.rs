@@ -193,6 +193,11 @@ pub(crate) fn limit(d: Duration) -> String {
 }
 
 /// `42%` of `part` in `whole`; `0%` when the whole is empty.
+/// `1 unit`, `3 units`.
+pub(crate) fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 pub(crate) fn percent(part: f64, whole: f64) -> String {
     if whole <= 0.0 { "0%".into() } else { format!("{:.0}%", 100.0 * part / whole) }
 }

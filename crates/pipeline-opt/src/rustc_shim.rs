@@ -41,6 +41,14 @@ pub struct RustcInvocation {
     /// the stage's own cargo ([`started_by_the_stage`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub by_tests: bool,
+    /// Cargo's `-C metadata` hash: two invocations with the same one build the same
+    /// unit (cargo tells units apart by features, profile and target through it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub metadata: String,
+    /// The arguments that decide what rustc produces, paths left out ([`unit_settings`]):
+    /// what tells why a unit was compiled again in a later stage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settings: Vec<String>,
 }
 
 /// Call first thing in `main`: when cargo runs this binary as `RUSTC_WRAPPER` (the
@@ -118,7 +126,11 @@ pub fn run_rustc_shim_if_requested() {
             end,
             exit_code: status.code(),
             by_tests: !started_by_the_stage(value_of("--out-dir").map(|s| s.as_str())),
+            metadata: String::new(),
+            settings: Vec::new(),
         };
+        let (metadata, settings) = unit_settings(&rest);
+        let inv = RustcInvocation { metadata, settings, ..inv };
         if let Ok(line) = serde_json::to_string(&inv) {
             use std::io::Write as _;
             // One short append per line: O_APPEND keeps concurrent writers' lines whole.
@@ -128,6 +140,78 @@ pub fn run_rustc_shim_if_requested() {
         }
     }
     std::process::exit(status.code().unwrap_or(1));
+}
+
+/// Flags whose value is a separate argument.
+const FLAGS_WITH_VALUE: [&str; 18] = [
+    "--cfg",
+    "-C",
+    "--crate-type",
+    "--crate-name",
+    "--check-cfg",
+    "--cap-lints",
+    "--edition",
+    "--target",
+    "--emit",
+    "-L",
+    "-l",
+    "--extern",
+    "--out-dir",
+    "--error-format",
+    "--json",
+    "--diagnostic-width",
+    "--remap-path-prefix",
+    "--sysroot",
+];
+
+/// Cargo's `-C metadata` value and the arguments of a rustc invocation that decide what
+/// it produces, each flag joined with its value (`-C opt-level=3`, `--cfg feature="x"`),
+/// sorted: left out are paths (`--out-dir`, `-L`, `--extern`, the source file, the
+/// incremental directory), output formatting and the crate name, which differ between
+/// two builds of the same unit in different places, and the metadata itself.
+pub fn unit_settings(args: &[String]) -> (String, Vec<String>) {
+    let mut metadata = String::new();
+    let mut settings = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        let (flag, value) = if FLAGS_WITH_VALUE.contains(&a) && i + 1 < args.len() {
+            i += 1;
+            (a, Some(args[i].as_str()))
+        } else if let Some((f, v)) = a.split_once('=').filter(|(f, _)| FLAGS_WITH_VALUE.contains(f))
+        {
+            (f, Some(v))
+        } else {
+            (a, None)
+        };
+        i += 1;
+        match (flag, value) {
+            ("-C", Some(v)) if v.starts_with("metadata=") => {
+                metadata = v["metadata=".len()..].to_string();
+            }
+            ("-C", Some(v))
+                if v.starts_with("incremental=") || v.starts_with("extra-filename=") => {}
+            (
+                "-L"
+                | "-l"
+                | "--extern"
+                | "--out-dir"
+                | "--error-format"
+                | "--json"
+                | "--diagnostic-width"
+                | "--remap-path-prefix"
+                | "--sysroot"
+                | "--crate-name",
+                _,
+            ) => {}
+            (f, None) if !f.starts_with('-') => {} // the source file
+            (f, None) => settings.push(f.to_string()),
+            (f, Some(v)) => settings.push(format!("{f} {v}")),
+        }
+    }
+    settings.sort();
+    settings.dedup();
+    (metadata, settings)
 }
 
 /// Whether the stage's own cargo asked for this rustc run, rather than a cargo (or
@@ -315,6 +399,8 @@ impl RustcLogTail {
                     stage: self.stage.clone(),
                     start: rel(inv.start),
                     end: rel(inv.end),
+                    metadata: inv.metadata,
+                    settings: inv.settings,
                 };
                 if by_tests { Event::CompiledByTests(unit) } else { Event::CrateCompiled(unit) }
             })

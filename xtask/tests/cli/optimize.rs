@@ -9,7 +9,7 @@ use pipeline_opt::fixture::{FixtureCrate, FixtureWorkspace};
 use pipeline_opt::process::marked_processes;
 
 use super::{record, temp, xtask_command as xtask};
-use pipeline_opt::record::RunOutcome;
+use pipeline_opt::record::{LateReason, RunOutcome};
 
 /// A passing run held to an impossible total: exit 101, and the JSON record parses.
 #[test]
@@ -421,10 +421,76 @@ fn builds_a_workspace_of_its_own() {
     let md = std::fs::read_to_string(&report).unwrap();
     assert!(!md.contains("phantom"), "the report names a crate the workspace lacks:\n{md}");
     assert!(md.contains("Compiled by tests: "), "{md}");
+    // The stages after the build compiled nothing of the workspace's.
+    assert!(r.compiled_after_build.is_empty(), "{:#?}", r.compiled_after_build);
     assert!(
         stdout.contains("units compiled by tests"),
         "the terminal summary counts them: {stdout}"
     );
+}
+
+/// A unit the test stage compiles again after the build stage is named, with why: other
+/// compiler flags (`RUSTFLAGS` set on the test stage only), then the same arguments with
+/// a variable that a build script watches set on the test stage only.
+#[test]
+fn cli_a_unit_compiled_again_after_the_build_stage_is_named_with_why() {
+    let (_t, dir) = temp();
+    let base = FixtureCrate::new("base")
+        .file("build.rs", "fn main() { println!(\"cargo:rerun-if-env-changed=LATE_PROBE\"); }\n");
+    let ws = FixtureWorkspace::new(vec![base, FixtureCrate::new("top").dep("base")]);
+    let run = |env_test: &str| {
+        let manifest = ws
+            .clone()
+            .config(format!(
+                "disable = [\"bench-build\", \"doctest\"]\nenv = {{ test = {{ {env_test} }} }}"
+            ))
+            .write(&dir.join("ws"))
+            .unwrap();
+        let (json, report) = (dir.join("run.json"), dir.join("report.md"));
+        let out = xtask(&[
+            "optimize",
+            "--no-cache",
+            "--manifest-path",
+            manifest.as_str(),
+            "--json",
+            json.as_str(),
+            "--report",
+            report.as_str(),
+        ])
+        .env_remove("CI")
+        .output()
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        (record(&json), std::fs::read_to_string(&report).unwrap())
+    };
+
+    let (r, md) = run("RUSTFLAGS = \"--cfg late_probe\"");
+    let base_lib = r.compiled_after_build.iter().find(|u| u.package == "base" && u.kind == "lib");
+    assert_eq!(
+        base_lib.map(|u| (&u.stage, &u.why)),
+        Some((
+            &"test".to_string(),
+            &LateReason::OtherFlags {
+                only_in_build: vec![],
+                only_here: vec!["--cfg late_probe".into()]
+            }
+        )),
+        "{:#?}",
+        r.compiled_after_build
+    );
+    assert!(md.contains("## Compiled after the build stage"), "{md}");
+    assert!(md.contains("(compiled-after-build)"), "{md}");
+
+    let (r, md) = run("LATE_PROBE = \"1\"");
+    let base_lib = r.compiled_after_build.iter().find(|u| u.package == "base" && u.kind == "lib");
+    assert_eq!(
+        base_lib.map(|u| &u.why),
+        Some(&LateReason::InputChanged),
+        "{:#?}",
+        r.compiled_after_build
+    );
+    assert!(md.contains("an input changed between the stages"), "{md}");
 }
 
 /// Writes a path package `name` at `version` under `dir`, with `deps` appended to its

@@ -36,6 +36,7 @@ pub fn render(record: &RunRecord, recommendations: &[Recommendation]) -> String 
     critical_path(o, record);
     slowest_crates(o, record);
     compiled_by_tests(o, record);
+    compiled_after_build(o, record);
     tests(o, record);
     coverage(o, record);
     failures(o, record);
@@ -417,6 +418,55 @@ fn compiled_by_tests(o: &mut String, r: &RunRecord) {
         )
         .unwrap();
     }
+}
+
+/// Units a stage compiled again after the build stage, which should have produced
+/// everything later stages use, with why; the first [`LATE_UNITS_SHOWN`] of them.
+fn compiled_after_build(o: &mut String, r: &RunRecord) {
+    const LATE_UNITS_SHOWN: usize = 10;
+    let late = &r.compiled_after_build;
+    if late.is_empty() {
+        return;
+    }
+    let time: std::time::Duration = late.iter().map(|u| u.time).sum();
+    writeln!(
+        o,
+        "## Compiled after the build stage
+"
+    )
+    .unwrap();
+    writeln!(
+        o,
+        "{} ({} compiling) compiled again by later stages in the build stage's directory; \
+         the build stage is meant to compile everything they use.\n",
+        crate::report::count(late.len(), "unit", "units"),
+        secs(time)
+    )
+    .unwrap();
+    writeln!(o, "| stage | unit | time | why |\n| --- | --- | ---: | --- |").unwrap();
+    for u in late.iter().take(LATE_UNITS_SHOWN) {
+        let version = if u.version.is_empty() { String::new() } else { format!(" {}", u.version) };
+        writeln!(
+            o,
+            "| `{}` | `{}{version}` ({} `{}`) | {} | {} |",
+            u.stage,
+            u.package,
+            u.kind,
+            u.target,
+            secs(u.time),
+            u.why
+        )
+        .unwrap();
+    }
+    if late.len() > LATE_UNITS_SHOWN {
+        writeln!(
+            o,
+            "\n{} more in `run.json` (`compiled_after_build`).",
+            late.len() - LATE_UNITS_SHOWN
+        )
+        .unwrap();
+    }
+    o.push('\n');
 }
 
 fn coverage(o: &mut String, r: &RunRecord) {

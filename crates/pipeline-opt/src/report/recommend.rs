@@ -44,7 +44,7 @@ const DUPLICATE_MIN_SHARE: f64 = 0.01;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Recommendation {
-    /// Stable identifier: `critical-crate`, `duplicate-versions`, `compiled-twice`,
+    /// Stable identifier: `critical-crate`, `compiled-after-build`, `duplicate-versions`, `compiled-twice`,
     /// `slow-test`, `tiny-tests`, `low-cpu`, `debug-line-tables`, `nextest-missing`.
     pub kind: &'static str,
     /// What to change.
@@ -57,6 +57,7 @@ pub struct Recommendation {
 pub fn recommend(record: &RunRecord, ctx: &WorkspaceFacts) -> Vec<Recommendation> {
     let mut out = Vec::new();
     critical_crate(record, &mut out);
+    compiled_after_build(record, &mut out);
     low_cpu(record, &mut out);
     slow_test(record, &mut out);
     tiny_tests(record, &mut out);
@@ -324,6 +325,64 @@ fn compiled_twice(record: &RunRecord, ctx: &WorkspaceFacts, out: &mut Vec<Recomm
                  `cargo tree -e features -i {spec}` shows who asks for which"
             ),
             evidence,
+        });
+    }
+}
+
+/// Units compiled again after the build stage, grouped by why: each reason has its own
+/// remedy. Any amount counts: the build stage exists so that nothing compiles later.
+fn compiled_after_build(record: &RunRecord, out: &mut Vec<Recommendation>) {
+    use crate::record::LateReason;
+    let mut by_reason: BTreeMap<u8, Vec<&crate::record::LateUnit>> = BTreeMap::new();
+    for u in &record.compiled_after_build {
+        let key = match u.why {
+            LateReason::OtherSettings { .. } => 0,
+            LateReason::OtherFlags { .. } => 1,
+            LateReason::InputChanged => 2,
+            LateReason::NotInBuild => 3,
+        };
+        by_reason.entry(key).or_default().push(u);
+    }
+    for units in by_reason.values() {
+        let first = units[0];
+        let time: Duration = units.iter().map(|u| u.time).sum();
+        let mut stages: Vec<&str> = units.iter().map(|u| u.stage.as_str()).collect();
+        stages.dedup();
+        let action = match &first.why {
+            LateReason::OtherSettings { .. } => format!(
+                "give stage `{}` the features, profile and target of the build stage, so that it \
+                 reuses the build stage's units",
+                first.stage
+            ),
+            LateReason::OtherFlags { .. } => format!(
+                "set the same compiler flags (`RUSTFLAGS`, `env.{}` in the config) on the build \
+                 stage as on `{}`",
+                first.stage, first.stage
+            ),
+            LateReason::InputChanged => format!(
+                "set the variables of `env.{}` on the build stage too (a build script or macro \
+                 reads them), and do not write into the sources between the stages",
+                first.stage
+            ),
+            LateReason::NotInBuild => format!(
+                "stage `{}` compiles units the build stage does not select; please report it \
+                 with the run's `run.json`",
+                first.stage
+            ),
+        };
+        out.push(Recommendation {
+            kind: "compiled-after-build",
+            action,
+            evidence: format!(
+                "{} ({} compiling) compiled again in stage {}, first `{}` ({} `{}`): {}",
+                crate::report::count(units.len(), "unit", "units"),
+                secs(time),
+                stages.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "),
+                first.package,
+                first.kind,
+                first.target,
+                first.why
+            ),
         });
     }
 }

@@ -12,7 +12,9 @@ use expect_test::{expect, expect_file};
 use pipeline_opt::PerformanceTargets;
 use pipeline_opt::facts::{self, DebugLevel, ResolvedPackage, TestDebug, WorkspaceFacts};
 use pipeline_opt::plan::DroppedStage;
-use pipeline_opt::record::{CommandKind, Exploration, ExploredVariant, LowerBound};
+use pipeline_opt::record::{
+    CommandKind, Exploration, ExploredVariant, LateReason, LateUnit, LowerBound,
+};
 use pipeline_opt::record::{
     CompiledByTests, CpuSample, CrateTiming, CriticalStep, Event, NaiveComparison, RunOutcome,
     RunRecord, SCHEMA_VERSION, StageMetrics, StageStatus, TestCounts, TestTiming,
@@ -88,6 +90,8 @@ fn unit(package: &str, kind: &str, stage: &str, start: u64, end: u64) -> CrateTi
         stage: stage.into(),
         start: s(start),
         end: s(end),
+        metadata: String::new(),
+        settings: Vec::new(),
     }
 }
 
@@ -219,6 +223,19 @@ fn fixture_record() -> RunRecord {
         test_settings: Vec::new(),
         // A test of `app` built a workspace of its own with cargo.
         compiled_by_tests: vec![CompiledByTests { stage: "test".into(), units: 3, time: s(2_400) }],
+        // The test stage rebuilt `core` with a feature the build stage's unit lacks.
+        compiled_after_build: vec![LateUnit {
+            stage: "test".into(),
+            package: "core".into(),
+            version: "0.1.0".into(),
+            target: "core".into(),
+            kind: "lib".into(),
+            time: s(1_500),
+            why: LateReason::OtherSettings {
+                only_in_build: vec![],
+                only_here: vec!["--cfg feature=\"extra\"".into()],
+            },
+        }],
         test_counts: vec![TestCounts { stage: "test".into(), passed: 1, failed: 1, skipped: 1 }],
         explore: Some(Exploration {
             command: "cargo build --manifest-path /ws/Cargo.toml --offline --workspace --all-targets".into(),
@@ -900,6 +917,7 @@ fn report_recommendations_each_have_a_trigger_and_a_non_trigger() {
         &record,
         &ctx,
         &[
+            "compiled-after-build",
             "compiled-twice",
             "critical-crate",
             "debug-line-tables",
@@ -922,6 +940,7 @@ fn report_recommendations_each_have_a_trigger_and_a_non_trigger() {
     }
     calm.tests[0].duration = s(2_000);
     calm.notes.clear();
+    calm.compiled_after_build.clear();
     let mut calm_ctx = ctx.clone();
     calm_ctx.packages.retain(|p| p.version != "1.0.109");
     calm_ctx.test_debug = Some(TestDebug { level: DebugLevel::LineTablesOnly, source: "x".into() });
@@ -937,6 +956,11 @@ fn report_recommendations_each_have_a_trigger_and_a_non_trigger() {
         end: s(15_000),
     });
     check_kinds(&r, &calm_ctx, &["critical-crate"]);
+
+    // One unit compiled again after the build stage, whatever its size.
+    let mut r = calm.clone();
+    r.compiled_after_build = record.compiled_after_build.clone();
+    check_kinds(&r, &calm_ctx, &["compiled-after-build"]);
 
     // A stage that keeps a third of the cores busy while the machine idles; the same
     // stage on a machine whose cores other work kept busy left none idle.
@@ -1282,6 +1306,7 @@ fn report_interrupted_before_any_stage() {
     record.crates.clear();
     record.critical_path.clear();
     record.tests.clear();
+    record.compiled_after_build.clear();
     record.naive = None;
     record.explore = None;
     record.idle_cpu = s(10_000);
