@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: this workspace's own checks and tests, exactly as CI runs them.
 //! It installs what the tests need when it is missing (cargo-nextest; PostgreSQL and
-//! Redis for the pool's tests; Chromium and promtool for the report tests;
+//! Redis for the pool's tests; Chromium and promtool for the report tests; perf for
+//! the flame graph test;
 //! check-jsonschema for the generated workflow's schema test), so a fresh
 //! machine passes. Under `CI=true` those tests fail when their tool is missing, so
 //! nothing is skipped silently.
@@ -87,6 +88,10 @@ fn system_packages(sh: &Shell) -> Vec<&'static str> {
     }
     if !on_path("promtool") {
         missing.push("prometheus");
+    }
+    // The flamegraph test records a real test with `perf record`.
+    if !on_path("perf") {
+        missing.push("linux-perf");
     }
     // pip, to install check-jsonschema (`ensure_check_jsonschema`).
     if !has_check_jsonschema(sh)

@@ -14,6 +14,7 @@ pub mod exit;
 pub mod explore;
 pub mod facts;
 pub mod fixture;
+pub mod flamegraph;
 pub mod inputs;
 pub mod optimize;
 pub mod orchestrator;

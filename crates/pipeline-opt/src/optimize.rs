@@ -556,6 +556,22 @@ fn services_as_this_binary(plan: &mut Plan, manifest: &Utf8Path) -> Result<(), O
     Ok(())
 }
 
+/// Runs `plan` as it is (no stage cache, no reports, no history): what `flamegraph`
+/// needs to run one test under the same environment, shim and jobserver as `optimize`,
+/// so that nothing compiles again.
+pub(crate) fn run_plan_once(
+    inputs: &Inputs,
+    options: &OptimizeOptions,
+    plan: &Plan,
+    command: &str,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<RunRecord, OptimizeError> {
+    let run_id = options.run_id.clone().unwrap_or_else(crate::orchestrator::new_run_id);
+    let targets = PerformanceTargets::from_config(&inputs.config.targets);
+    start_signal_handling(options);
+    run_plan_skipping(inputs, options, plan, &BTreeMap::new(), &run_id, command, targets, on_event)
+}
+
 /// Runs `plan` without the stages in `cached` (stage id → the run it is cached from),
 /// which are reported as cached and count as succeeded for their dependents.
 #[allow(clippy::too_many_arguments)]

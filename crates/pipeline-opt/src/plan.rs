@@ -23,7 +23,7 @@ mod command;
 mod naive;
 
 use command::{CargoInvocation, Selection, Subcommand, TargetSelector};
-pub use command::{NextestRetries, StageCommand, TestRunnerCommand};
+pub use command::{NextestRetries, OneTest, StageCommand, TestRunnerCommand};
 pub use naive::naive;
 
 /// Built-in stages that run only when `enable` names them.
@@ -1331,6 +1331,27 @@ impl Plan {
 
     /// Runs the services stage as `exe` with `env` added (a program that starts the
     /// pool itself) instead of `cargo xtask pool up`, which needs the user's xtask.
+    /// The plan cut down to what one test needs (fetch, build, services and the test
+    /// stage), its test stage running only `test`, once (no retries), under `wrapper`
+    /// (a profiler such as `perf record … --`). `None` when the plan has no test stage
+    /// that runs tests by name (nextest or `cargo test`).
+    pub fn only_one_test(mut self, test: &OneTest, wrapper: Vec<String>) -> Option<Plan> {
+        let keep = [StageKind::Fetch, StageKind::Build, StageKind::Services, StageKind::Test];
+        self.stages.retain(|s| keep.contains(&s.kind));
+        let ids: Vec<String> = self.stages.iter().map(|s| s.id.clone()).collect();
+        let stage = self.stages.iter_mut().find(|s| s.kind == StageKind::Test)?;
+        let c = stage.command.cargo_invocation()?;
+        c.narrowed_to = None;
+        c.retries = None;
+        c.only_test = Some(test.clone());
+        stage.command.wrapper = wrapper;
+        for s in &mut self.stages {
+            s.depends_on.retain(|d| ids.contains(d));
+        }
+        self.dropped.clear();
+        Some(self)
+    }
+
     pub fn run_services_as(&mut self, exe: &str, env: [(&str, String); 2]) {
         let Some(stage) = self.stages.iter_mut().find(|s| s.kind == StageKind::Services) else {
             return;

@@ -128,6 +128,7 @@ impl PipelineProfiler {
             test_settings: Vec::new(),
             compiled_by_tests: self.compiled_by_tests,
             compiled_after_build,
+            flamegraphs: Vec::new(),
             test_counts: self.test_counts,
             workspace_facts: Default::default(),
             lower_bound,

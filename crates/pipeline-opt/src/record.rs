@@ -75,6 +75,9 @@ pub struct RunRecord {
     /// with why: the build stage should have produced everything the later stages use.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub compiled_after_build: Vec<LateUnit>,
+    /// Flame graphs drawn of this run's tests by `flamegraph`, which the reports link.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flamegraphs: Vec<FlameGraphLink>,
     /// How many tests each test stage passed, failed and skipped, as its runner counted
     /// them; stages that ran no test runner (or were cached) have no entry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -425,6 +428,18 @@ pub struct CrateTiming {
     /// The rustc arguments that decide the unit's output, while the run is measured.
     #[serde(skip)]
     pub settings: Vec<String>,
+}
+
+/// A flame graph of one test: where its process spent its CPU time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FlameGraphLink {
+    /// The test as the reports name it (`BINARY TEST`).
+    pub test: String,
+    /// The SVG, relative to the directory of the reports.
+    pub svg: String,
+    /// The CPU time its samples stand for (perf's `cpu-clock` periods added up).
+    #[serde(with = "secs")]
+    pub cpu: Duration,
 }
 
 /// A unit that a stage after the build stage compiled in the build stage's directory:

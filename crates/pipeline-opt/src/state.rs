@@ -127,6 +127,16 @@ impl StateDir {
         self.0.join("bench-compare").join(repo_key)
     }
 
+    /// Flame graphs (`<name>.svg`) beside the reports that link them.
+    pub fn flamegraphs(&self) -> Utf8PathBuf {
+        self.0.join("flamegraphs")
+    }
+
+    /// The profiler's raw data of a flame graph, kept out of the reports.
+    pub fn flamegraph_data(&self) -> Utf8PathBuf {
+        self.0.join("flamegraph-data")
+    }
+
     /// A report or the run history by the file name the reports give it (`run.json`,
     /// `check-history.jsonl`): their default place.
     pub fn report(&self, file_name: &str) -> Utf8PathBuf {

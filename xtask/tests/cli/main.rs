@@ -8,6 +8,7 @@ mod campaign;
 mod concurrency;
 mod corruption;
 mod faults;
+mod flamegraph;
 mod optimize;
 mod outcomes;
 mod plan;

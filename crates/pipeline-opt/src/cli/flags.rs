@@ -101,6 +101,24 @@ xflags::xflags! {
             repeated -p, --package package: String
         }
 
+        /// Run one test under `perf record` and draw where its time went as a flame
+        /// graph (SVG), linked from the last run's HTML report.
+        cmd flamegraph {
+            /// The test as the reports name it: `'BINARY TEST'`, or `TEST` alone.
+            required test: String
+            optional --manifest-path path: PathBuf
+            /// Samples per second (default 499).
+            optional --frequency hz: u32
+            optional --locked
+            optional --frozen
+            repeated -F, --features features: String
+            optional --all-features
+            optional --no-default-features
+            optional --target triple: String
+            optional --profile profile: String
+            repeated -p, --package package: String
+        }
+
         /// Benchmark the working tree against a git ref and report regressions.
         cmd bench-compare {
             /// Branch, tag or commit to compare against.
@@ -202,6 +220,7 @@ pub enum PipelineOptCmd {
     Plan(Plan),
     Optimize(Optimize),
     Check(Check),
+    Flamegraph(Flamegraph),
     BenchCompare(BenchCompare),
     Pool(Pool),
     Cache(Cache),
@@ -259,6 +278,22 @@ pub struct Check {
     pub manifest_path: Option<PathBuf>,
     pub report: Option<PathBuf>,
     pub json: Option<PathBuf>,
+    pub locked: bool,
+    pub frozen: bool,
+    pub features: Vec<String>,
+    pub all_features: bool,
+    pub no_default_features: bool,
+    pub target: Option<String>,
+    pub profile: Option<String>,
+    pub package: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Flamegraph {
+    pub test: String,
+
+    pub manifest_path: Option<PathBuf>,
+    pub frequency: Option<u32>,
     pub locked: bool,
     pub frozen: bool,
     pub features: Vec<String>,

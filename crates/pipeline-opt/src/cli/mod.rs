@@ -157,6 +157,7 @@ fn run(flags: flags::PipelineOpt) -> Result<i32> {
         flags::PipelineOptCmd::Plan(cmd) => cmd.run(),
         flags::PipelineOptCmd::Optimize(cmd) => cmd.run(),
         flags::PipelineOptCmd::Check(cmd) => cmd.run(),
+        flags::PipelineOptCmd::Flamegraph(cmd) => cmd.run(),
         flags::PipelineOptCmd::BenchCompare(cmd) => cmd.run(),
         flags::PipelineOptCmd::Pool(cmd) => cmd.run(),
         flags::PipelineOptCmd::Cache(cmd) => cmd.run(),

@@ -60,6 +60,28 @@ impl super::flags::Check {
     }
 }
 
+impl super::flags::Flamegraph {
+    pub(crate) fn run(self) -> Result<i32> {
+        crate::process::install_signal_handlers_for_command();
+        let options = crate::flamegraph::FlameGraphOptions {
+            optimize: OptimizeOptions {
+                manifest_path: utf8(self.manifest_path.as_ref())?,
+                cargo: cargo_args!(self),
+                ..cli_defaults()
+            },
+            test: self.test,
+            frequency: self.frequency.unwrap_or(crate::flamegraph::DEFAULT_FREQUENCY).max(1),
+        };
+        let drawn = crate::flamegraph::flamegraph(&options, &mut |_| {})?;
+        eprintln!("flame graph: {} ({:.2} s of CPU)", drawn.svg, drawn.cpu.as_secs_f64());
+        match &drawn.linked_from {
+            Some(html) => eprintln!("linked from: {html}"),
+            None => eprintln!("no report of an earlier run to link it from: run `optimize` first"),
+        }
+        Ok(crate::exit::OK)
+    }
+}
+
 /// The xtask owns its process: it handles Ctrl-C itself, becomes a subreaper, times
 /// crates through its own binary as RUSTC_WRAPPER, and shows progress on stdout (live
 /// bars on a terminal, plain lines otherwise).

@@ -19,6 +19,8 @@ pub struct StageCommand {
     pub(super) invocation: Invocation,
     pub env: BTreeMap<String, String>,
     pub cwd: Utf8PathBuf,
+    /// A program that runs the command under it (a profiler: `perf record … --`).
+    pub(super) wrapper: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +53,28 @@ pub(super) struct CargoInvocation {
     pub(super) retries: Option<NextestRetries>,
     /// Only these packages' tests run (the cache proved the others').
     pub(super) narrowed_to: Option<Vec<String>>,
+    /// Only this one test runs (a flame graph of it).
+    pub(super) only_test: Option<OneTest>,
+}
+
+/// One test, as the reports name it: nextest's binary id (`pkg`, `pkg::it`, `pkg::bin/x`)
+/// and the test's path in its binary; the binary may be left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneTest {
+    pub binary_id: Option<String>,
+    pub name: String,
+}
+
+impl OneTest {
+    /// `BINARY TEST` as the reports print it, or `TEST` alone.
+    pub fn parse(s: &str) -> OneTest {
+        match s.trim().split_once(' ') {
+            Some((binary, name)) => {
+                OneTest { binary_id: Some(binary.to_string()), name: name.trim().to_string() }
+            }
+            None => OneTest { binary_id: None, name: s.trim().to_string() },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +175,7 @@ impl CargoInvocation {
             profile: None,
             retries: None,
             narrowed_to: None,
+            only_test: None,
         }
     }
 
@@ -182,6 +207,7 @@ impl CargoInvocation {
                     ]);
                 }
                 self.render_narrowing(&mut a);
+                self.render_only_test(&mut a);
             }
             Layout::Naive => {
                 a.extend(self.targets.iter().flat_map(TargetSelector::render));
@@ -256,6 +282,24 @@ impl CargoInvocation {
     }
 }
 
+impl CargoInvocation {
+    /// One test: a nextest filterset of exact matches (nextest fails when it matches
+    /// none), or libtest's `--exact` filter after `--`.
+    fn render_only_test(&self, a: &mut Vec<String>) {
+        let Some(t) = &self.only_test else { return };
+        if self.subcommand == Subcommand::NextestRun {
+            let test = format!("test(={})", t.name);
+            let filter = match &t.binary_id {
+                Some(b) => format!("binary_id(={b}) & {test}"),
+                None => test,
+            };
+            a.extend(["-E".to_string(), filter, "--no-tests=fail".to_string()]);
+        } else {
+            a.extend(["--".to_string(), "--exact".to_string(), t.name.clone()]);
+        }
+    }
+}
+
 fn render_lock_flags(s: &Selection, a: &mut Vec<String>) {
     if s.locked {
         a.push("--locked".into());
@@ -296,6 +340,7 @@ impl StageCommand {
             invocation: Invocation::Cargo(Box::new(invocation)),
             env: BTreeMap::new(),
             cwd: cwd.to_owned(),
+            wrapper: Vec::new(),
         }
     }
 
@@ -305,10 +350,18 @@ impl StageCommand {
             invocation: Invocation::Argv { program: program.into(), args },
             env: BTreeMap::new(),
             cwd,
+            wrapper: Vec::new(),
         }
     }
 
     pub fn program(&self) -> &str {
+        if let Some(w) = self.wrapper.first() {
+            return w;
+        }
+        self.inner_program()
+    }
+
+    fn inner_program(&self) -> &str {
         match &self.invocation {
             Invocation::Cargo(_) => "cargo",
             Invocation::Argv { program, .. } => program,
@@ -317,9 +370,18 @@ impl StageCommand {
 
     /// The arguments after the program.
     pub fn args(&self) -> Vec<String> {
-        match &self.invocation {
+        let inner = match &self.invocation {
             Invocation::Cargo(c) => c.render(),
             Invocation::Argv { args, .. } => args.clone(),
+        };
+        match self.wrapper.split_first() {
+            None => inner,
+            Some((_, wrapper_args)) => {
+                let mut a = wrapper_args.to_vec();
+                a.push(self.inner_program().to_string());
+                a.extend(inner);
+                a
+            }
         }
     }
 
@@ -364,9 +426,10 @@ impl StageCommand {
         }
     }
 
-    /// Whether the command is cargo (or a cargo subcommand the planner wrote).
+    /// Whether the command is cargo (or a cargo subcommand the planner wrote), under a
+    /// wrapper or not.
     pub fn is_cargo(&self) -> bool {
-        self.program() == "cargo"
+        self.inner_program() == "cargo"
     }
 
     /// Whether the command is `cargo <subcommand>`: a custom stage's verbatim argv
@@ -510,6 +573,26 @@ mod tests {
         assert_eq!(
             c.render().join(" "),
             "test --manifest-path /w/Cargo.toml --offline --lib --no-fail-fast --package a --package b"
+        );
+    }
+
+    #[test]
+    fn one_test_is_an_exact_filter_and_a_wrapper_goes_first() {
+        let mut c = test_command(Subcommand::NextestRun, vec![]);
+        c.only_test = Some(OneTest::parse("app::it tests::big"));
+        let mut command = StageCommand::cargo("/w".into(), c);
+        command.wrapper = vec!["perf".into(), "record".into(), "--".into()];
+        assert_eq!(command.program(), "perf");
+        assert!(command.is_cargo(), "cargo under a wrapper still gets the shim and jobserver");
+        assert_eq!(
+            command.args().join(" "),
+            "record -- cargo nextest run --manifest-path /w/Cargo.toml --offline --workspace --no-fail-fast -E binary_id(=app::it) & test(=tests::big) --no-tests=fail"
+        );
+        let mut c = test_command(Subcommand::Test, vec![TargetSelector::Kind(TargetKind::Lib)]);
+        c.only_test = Some(OneTest::parse("tests::big"));
+        assert_eq!(
+            c.render().join(" "),
+            "test --manifest-path /w/Cargo.toml --offline --workspace --lib --no-fail-fast -- --exact tests::big"
         );
     }
 

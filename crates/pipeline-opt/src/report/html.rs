@@ -180,6 +180,14 @@ fn tests_html(record: &RunRecord) -> String {
         s.push_str("</table>\n");
     }
     let slowest = crate::report::slowest_tests(record, crate::report::SLOWEST_TESTS);
+    // A test with a flame graph links it (`flamegraph` drew it into the reports' dir).
+    let flame = |binary: &str, test: &str| {
+        let named = if binary.is_empty() { test.to_string() } else { format!("{binary} {test}") };
+        match record.flamegraphs.iter().find(|f| f.test == named || f.test == test) {
+            Some(f) => format!("{} <a href=\"{}\">flame graph</a>", esc(test), esc(&f.svg)),
+            None => esc(test).to_string(),
+        }
+    };
     if !slowest.is_empty() {
         s.push_str(
             "<h3>Slowest tests</h3>\n<table id=\"slowest-tests\">\n<tr><th>binary</th>\
@@ -190,7 +198,7 @@ fn tests_html(record: &RunRecord) -> String {
                 s,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(t.binary),
-                esc(t.test),
+                flame(t.binary, t.test),
                 esc(t.stage),
                 secs(t.duration),
                 percent(t.share(), 1.0)
@@ -198,6 +206,20 @@ fn tests_html(record: &RunRecord) -> String {
             .unwrap();
         }
         s.push_str("</table>\n");
+    }
+    if !record.flamegraphs.is_empty() {
+        s.push_str("<h3>Flame graphs</h3>\n<ul id=\"flamegraphs\">\n");
+        for f in &record.flamegraphs {
+            writeln!(
+                s,
+                "<li><a href=\"{}\">{}</a> ({} of CPU)</li>",
+                esc(&f.svg),
+                esc(&f.test),
+                secs(f.cpu)
+            )
+            .unwrap();
+        }
+        s.push_str("</ul>\n");
     }
     s
 }

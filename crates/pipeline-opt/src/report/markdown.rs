@@ -38,6 +38,7 @@ pub fn render(record: &RunRecord, recommendations: &[Recommendation]) -> String 
     compiled_by_tests(o, record);
     compiled_after_build(o, record);
     tests(o, record);
+    flamegraphs(o, record);
     coverage(o, record);
     failures(o, record);
     recommend(o, recommendations);
@@ -465,6 +466,18 @@ fn compiled_after_build(o: &mut String, r: &RunRecord) {
             late.len() - LATE_UNITS_SHOWN
         )
         .unwrap();
+    }
+    o.push('\n');
+}
+
+/// The flame graphs `flamegraph` drew of this run's tests, beside the reports.
+fn flamegraphs(o: &mut String, r: &RunRecord) {
+    if r.flamegraphs.is_empty() {
+        return;
+    }
+    writeln!(o, "Flame graphs:\n").unwrap();
+    for f in &r.flamegraphs {
+        writeln!(o, "- [`{}`]({}) ({} of CPU)", f.test, f.svg, secs(f.cpu)).unwrap();
     }
     o.push('\n');
 }

@@ -200,6 +200,10 @@ fn slow_test(record: &RunRecord, out: &mut Vec<Recommendation>) {
             Some(cmd) => format!("; run the slowest alone with `{cmd}`"),
             None => String::new(),
         };
+        let flame = format!(
+            "; `{}` draws where its time goes",
+            flamegraph_command(&record.command, few[0].binary, few[0].test)
+        );
         let each = few
             .iter()
             .map(|t| {
@@ -210,13 +214,28 @@ fn slow_test(record: &RunRecord, out: &mut Vec<Recommendation>) {
             kind: "slow-test",
             action: format!(
                 "split {} into smaller tests (nextest runs each in its own process, so the \
-                 parts run on several cores) or make {} cheaper{alone}",
+                 parts run on several cores) or make {} cheaper{alone}{flame}",
                 and_list(&names),
                 if few.len() == 1 { "it" } else { "them" }
             ),
             evidence: format!("{} of stage `{}`'s {}", and_list(&each), stage.id, secs(stage.wall)),
         });
     }
+}
+
+/// The `flamegraph` command for a test, spelled as the run's own command was
+/// (`cargo xtask …` or `cargo pipeline-opt …`, with its `--manifest-path`).
+fn flamegraph_command(run_command: &str, binary: &str, test: &str) -> String {
+    let words: Vec<&str> = run_command.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "optimize" || *w == "check");
+    let prefix = at.map_or("cargo pipeline-opt".to_string(), |i| words[..i].join(" "));
+    let manifest = words
+        .windows(2)
+        .find(|w| w[0] == "--manifest-path")
+        .map(|w| format!(" --manifest-path {}", w[1]))
+        .unwrap_or_default();
+    let named = if binary.is_empty() { test.to_string() } else { format!("{binary} {test}") };
+    format!("{prefix} flamegraph '{named}'{manifest}")
 }
 
 /// `a`, `a and b`, `a, b and c`.

@@ -13,7 +13,7 @@ use pipeline_opt::PerformanceTargets;
 use pipeline_opt::facts::{self, DebugLevel, ResolvedPackage, TestDebug, WorkspaceFacts};
 use pipeline_opt::plan::DroppedStage;
 use pipeline_opt::record::{
-    CommandKind, Exploration, ExploredVariant, LateReason, LateUnit, LowerBound,
+    CommandKind, Exploration, ExploredVariant, FlameGraphLink, LateReason, LateUnit, LowerBound,
 };
 use pipeline_opt::record::{
     CompiledByTests, CpuSample, CrateTiming, CriticalStep, Event, NaiveComparison, RunOutcome,
@@ -237,6 +237,12 @@ fn fixture_record() -> RunRecord {
             },
         }],
         test_counts: vec![TestCounts { stage: "test".into(), passed: 1, failed: 1, skipped: 1 }],
+        // `flamegraph 'app tests::big_matrix'` drew its slowest test.
+        flamegraphs: vec![FlameGraphLink {
+            test: "app tests::big_matrix".into(),
+            svg: "flamegraphs/app_tests__big_matrix.svg".into(),
+            cpu: s(5_800),
+        }],
         explore: Some(Exploration {
             command: "cargo build --manifest-path /ws/Cargo.toml --offline --workspace --all-targets".into(),
             rounds: 1,
@@ -1355,6 +1361,10 @@ fn report_interrupted_before_any_stage() {
         | `test` | 1 | 1 | 1 |
 
         The test runner reported no per-test times (`cargo test` does not).
+
+        Flame graphs:
+
+        - [`app tests::big_matrix`](flamegraphs/app_tests__big_matrix.svg) (5.8 s of CPU)
 
         ## Coverage
 

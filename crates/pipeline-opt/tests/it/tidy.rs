@@ -47,6 +47,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("pool", 6),
     ("workflow", 6),
     ("fixture", 6),
+    // Runs one test of the pipeline under a profiler, through optimize.
+    ("flamegraph", 7),
     ("lib", 7),
     // The command line, above everything it calls (design.md's "lib's CLI").
     ("cli", 8),
