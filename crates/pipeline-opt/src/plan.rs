@@ -23,7 +23,7 @@ mod command;
 mod naive;
 
 use command::{CargoInvocation, Selection, Subcommand, TargetSelector};
-pub use command::{NextestRetries, StageCommand, TestRunnerCommand};
+pub use command::{NextestToolConfig, StageCommand, TestRunnerCommand};
 pub use naive::naive;
 
 /// Built-in stages that run only when `enable` names them.
@@ -1293,17 +1293,17 @@ impl Plan {
         self.stages.iter().any(|s| s.command.runs(runner))
     }
 
-    /// nextest retries failing tests so that a flaky one is reported as flaky, not as a
-    /// failure that hides the rest.
-    pub fn retry_flaky_tests(&mut self, retries: &NextestRetries) {
+    /// nextest gets the tool's config: retries, so that a flaky test is reported as
+    /// flaky, not as a failure that hides the rest, and a JUnit file.
+    pub fn configure_nextest(&mut self, tool_config: &NextestToolConfig) {
         for c in self.nextest_stages() {
-            c.retries = Some(retries.clone());
+            c.tool_config = Some(tool_config.clone());
         }
     }
 
-    /// The retries a test stage runs with, whose tool config must exist when it starts.
-    pub fn nextest_retries(&self) -> Option<&NextestRetries> {
-        self.stages.iter().find_map(|s| s.command.retries())
+    /// The tool config a test stage runs with, which must exist when it starts.
+    pub fn nextest_tool_config(&self) -> Option<&NextestToolConfig> {
+        self.stages.iter().find_map(|s| s.command.nextest_tool_config())
     }
 
     /// Leaves nextest's fail-fast to the user's nextest profile, which sets it: the

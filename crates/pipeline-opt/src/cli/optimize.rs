@@ -109,6 +109,9 @@ fn finish(outcome: &OptimizeOutcome) -> i32 {
     eprintln!("report: {}", outcome.reports.markdown);
     eprintln!("json: {}", outcome.reports.json);
     eprintln!("timeline: {}", outcome.reports.html);
+    if let Some(junit) = &outcome.reports.junit {
+        eprintln!("junit: {junit}");
+    }
     if let Some(gate) = r.verdict.gate.as_ref().filter(|g| !g.met) {
         let stages = r.verdict.missed_stages(gate.gate);
         eprintln!(

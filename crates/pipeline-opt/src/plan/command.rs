@@ -47,8 +47,8 @@ pub(super) struct CargoInvocation {
     pub(super) no_fail_fast: bool,
     /// Cargo's profile; nextest takes it as `--cargo-profile`.
     pub(super) profile: Option<String>,
-    /// nextest retries flaky tests, as its tool config sets.
-    pub(super) retries: Option<NextestRetries>,
+    /// nextest's tool config: retries of flaky tests and where its JUnit goes.
+    pub(super) tool_config: Option<NextestToolConfig>,
     /// Only these packages' tests run (the cache proved the others').
     pub(super) narrowed_to: Option<Vec<String>>,
 }
@@ -92,25 +92,42 @@ pub(super) enum Layout {
     Naive,
 }
 
-/// Retries of flaky tests, set in a nextest *tool config* file, which nextest ranks below
-/// the workspace's own config: `--retries` would override a per-test override's.
+/// What the tool asks of nextest in a *tool config* file, which nextest ranks below the
+/// workspace's own config: retries of flaky tests (`--retries` would override a per-test
+/// override's) and a JUnit file (a profile of the user's that sets `junit.path` keeps
+/// theirs). The user's `.config/nextest.toml` is never written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NextestRetries {
+pub struct NextestToolConfig {
+    /// 0: no retries of the tool's.
     pub retries: u32,
+    /// Where nextest writes its JUnit XML unless the user's profile says otherwise.
+    pub junit: Utf8PathBuf,
     /// The tool config file, which a run writes before the tests start.
     pub config: Utf8PathBuf,
 }
 
-impl NextestRetries {
-    /// One file per value under the state directory: the path is part of the test
+impl NextestToolConfig {
+    /// One file per retry count under the state directory: the path is part of the test
     /// stage's command, and so of its fingerprint.
-    pub fn in_state_dir(state_dir: &StateDir, retries: u32) -> NextestRetries {
-        NextestRetries { retries, config: state_dir.nextest_retries_config(retries) }
+    pub fn in_state_dir(state_dir: &StateDir, retries: u32) -> NextestToolConfig {
+        NextestToolConfig {
+            retries,
+            junit: state_dir.nextest_junit(),
+            config: state_dir.nextest_tool_config(retries),
+        }
     }
 
-    /// The tool config's text.
+    /// The tool config's text. A profile the user selects with `NEXTEST_PROFILE`
+    /// inherits both settings from `default` unless it sets its own.
     pub fn config_text(&self) -> String {
-        format!("[profile.default]\nretries = {}\n", self.retries)
+        let mut t = String::from("[profile.default]\n");
+        if self.retries > 0 {
+            t.push_str(&format!("retries = {}\n", self.retries));
+        }
+        // A TOML basic string: the path's backslashes and quotes escaped.
+        let path = toml::Value::String(self.junit.to_string());
+        t.push_str(&format!("\n[profile.default.junit]\npath = {path}\n"));
+        t
     }
 }
 
@@ -149,7 +166,7 @@ impl CargoInvocation {
             doc: false,
             no_fail_fast: false,
             profile: None,
-            retries: None,
+            tool_config: None,
             narrowed_to: None,
         }
     }
@@ -175,7 +192,7 @@ impl CargoInvocation {
                     a.push("--no-fail-fast".into());
                 }
                 self.render_profile(&mut a);
-                if let Some(r) = &self.retries {
+                if let Some(r) = &self.tool_config {
                     a.extend([
                         "--tool-config-file".to_string(),
                         format!("pipeline-opt:{}", r.config),
@@ -389,10 +406,10 @@ impl StageCommand {
         }
     }
 
-    /// The flaky-test retries of a nextest command.
-    pub fn retries(&self) -> Option<&NextestRetries> {
+    /// The tool config of a nextest command (retries, JUnit).
+    pub fn nextest_tool_config(&self) -> Option<&NextestToolConfig> {
         match &self.invocation {
-            Invocation::Cargo(c) => c.retries.as_ref(),
+            Invocation::Cargo(c) => c.tool_config.as_ref(),
             Invocation::Argv { .. } => None,
         }
     }
@@ -517,10 +534,10 @@ mod tests {
     fn a_scratch_target_dir_follows_the_subcommand_and_retries_come_last() {
         let mut c = test_command(Subcommand::NextestRun, vec![]);
         c.target_dir = Some("/scratch".into());
-        c.retries = Some(NextestRetries::in_state_dir(&StateDir::new("/s"), 2));
+        c.tool_config = Some(NextestToolConfig::in_state_dir(&StateDir::new("/s"), 2));
         assert_eq!(
             c.render().join(" "),
-            "nextest run --target-dir /scratch --manifest-path /w/Cargo.toml --offline --workspace --no-fail-fast --tool-config-file pipeline-opt:/s/nextest-retries-2.toml"
+            "nextest run --target-dir /scratch --manifest-path /w/Cargo.toml --offline --workspace --no-fail-fast --tool-config-file pipeline-opt:/s/nextest-tool-config-retries-2.toml"
         );
     }
 }
