@@ -89,11 +89,18 @@ pub struct Stage {
 }
 
 impl Stage {
-    /// The members the stage compiles or tests: its `--package` selections, or all.
+    /// The members the stage compiles or tests: its `--package` selections, or all
+    /// but those it `--exclude`s.
     pub fn packages(&self, workspace: &Workspace) -> Vec<PackageIdx> {
         let named: Vec<PackageIdx> =
             self.command.selected_packages().iter().filter_map(|p| workspace.package(p)).collect();
-        if named.is_empty() { (0..workspace.packages.len()).collect() } else { named }
+        if !named.is_empty() {
+            return named;
+        }
+        let excluded = self.command.excluded_packages();
+        (0..workspace.packages.len())
+            .filter(|&i| !excluded.contains(&workspace.packages[i].name))
+            .collect()
     }
 
     /// What a success proves, as the run record keeps it.
@@ -322,6 +329,9 @@ pub struct CargoArgs {
     pub profile: Option<String>,
     /// `-p` selections; empty means the whole workspace.
     pub packages: Vec<String>,
+    /// `--exclude`: members left out of the whole workspace (with no `-p`, as cargo's
+    /// `--workspace --exclude`).
+    pub exclude: Vec<String>,
 }
 
 impl CargoArgs {
@@ -329,6 +339,7 @@ impl CargoArgs {
     fn selection(&self) -> Selection {
         Selection {
             packages: Some(self.packages.clone()),
+            exclude: self.exclude.clone(),
             locked: self.locked,
             frozen: self.frozen,
             features: self.features.clone(),
@@ -345,6 +356,14 @@ pub enum PlanError {
     Config(#[from] ConfigError),
     #[error("unknown package `{package}` passed with -p; workspace members are: {members}")]
     UnknownPackage { package: String, members: String },
+    #[error("unknown package `{package}` passed with --exclude; workspace members are: {members}")]
+    UnknownExclude { package: String, members: String },
+    #[error(
+        "--exclude applies to the whole workspace, not to -p selections; drop the -p flags or the --exclude"
+    )]
+    ExcludeWithPackages,
+    #[error("--exclude leaves no workspace member to build; exclude fewer packages")]
+    NothingSelected,
     #[error(
         "package `{package}` needs rustc {needs} (its `rust-version`) but the active toolchain is {active}; install a newer toolchain (`rustup update`) or pin one in rust-toolchain.toml"
     )]
@@ -357,16 +376,37 @@ pub fn plan(
     config: &Config,
     options: &PlanOptions,
 ) -> Result<Plan, PlanError> {
+    let members =
+        || workspace.packages.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
     for p in &options.cargo.packages {
         if workspace.package(p).is_none() {
-            let members =
-                workspace.packages.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
-            return Err(PlanError::UnknownPackage { package: p.clone(), members });
+            return Err(PlanError::UnknownPackage { package: p.clone(), members: members() });
         }
+    }
+    let cargo = &options.cargo;
+    if !cargo.exclude.is_empty() && !cargo.packages.is_empty() {
+        return Err(PlanError::ExcludeWithPackages);
+    }
+    for p in &cargo.exclude {
+        if workspace.package(p).is_none() {
+            return Err(PlanError::UnknownExclude { package: p.clone(), members: members() });
+        }
+    }
+    let selected: Vec<String> = match cargo.exclude.is_empty() {
+        true => cargo.packages.clone(),
+        false => workspace
+            .packages
+            .iter()
+            .map(|p| p.name.clone())
+            .filter(|n| !cargo.exclude.contains(n))
+            .collect(),
+    };
+    if !cargo.exclude.is_empty() && selected.is_empty() {
+        return Err(PlanError::NothingSelected);
     }
     check_stage_names(config)?;
     if let Some(tc) = &options.toolchain {
-        check_rust_version(workspace, &options.cargo.packages, tc)?;
+        check_rust_version(workspace, &selected, tc)?;
     }
     let mut p = Planner::new(workspace, config, options);
     p.fetch_stage();
@@ -418,6 +458,7 @@ impl<'a> Planner<'a> {
             .filter(|p| {
                 options.cargo.packages.is_empty() || options.cargo.packages.contains(&p.name)
             })
+            .filter(|p| !options.cargo.exclude.contains(&p.name))
             .collect();
         let unbuildable = unbuildable_targets(workspace, options, &selected, &mut notes);
         // Cargo's target flags select by kind and name across all selected packages, so a

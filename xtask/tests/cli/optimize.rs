@@ -679,3 +679,88 @@ fn the_group_goes_at_sigterm() {
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{all}");
 }
+
+/// `-v` shows every stage's output on stderr, `-q` leaves the terminal quiet (no
+/// progress, no report paths), and `--message-format json` prints the run's events as
+/// JSON lines on stdout and nothing else there: each line has `version` 1, reads back
+/// as a `pipeline_opt::record::Event`, and they agree with the run record (the stages
+/// and their statuses, the tests, the outcome), the last line naming the reports and
+/// the exit code. A value outside a closed set is a usage error.
+#[test]
+fn cli_verbose_quiet_and_json_messages_show_the_run() {
+    use pipeline_opt::record::Event;
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![
+        FixtureCrate::new("a").test("t", "#[test] fn one() {}\n#[test] fn two() {}\n"),
+    ])
+    .config("disable = [\"bench-build\", \"doctest\"]");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let json = dir.join("run.json");
+    let base = ["optimize", "--manifest-path", manifest.as_str(), "--json", json.as_str()];
+    let run = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend(extra);
+        let out = xtask(&args).env_remove("GITHUB_ACTIONS").output().unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        (out.status.code(), stdout, stderr)
+    };
+
+    let (code, _, stderr) = run(&["-v", "--color=never"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.lines().any(|l| l.starts_with("[test] ") && l.contains("PASS")), "{stderr}");
+
+    // Served from the cache, quietly.
+    let (code, stdout, stderr) = run(&["-q"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, "", "{stderr}");
+    assert!(!stderr.contains("report:"), "{stderr}");
+
+    let (code, stdout, stderr) = run(&["--message-format", "json", "--no-cache"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let r = record(&json);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.iter().all(|l| l["version"] == 1), "{stdout}");
+    let (last, events) = lines.split_last().unwrap();
+    assert_eq!(last["event"], "reports", "{last}");
+    assert_eq!((last["exit_code"].as_i64(), last["json"].as_str()), (Some(0), Some(json.as_str())));
+    let events: Vec<Event> = events
+        .iter()
+        .map(|l| serde_json::from_value(l.clone()).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(matches!(&events[0], Event::RunStarted { run_id, .. } if *run_id == r.run_id));
+    let mut finished: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StageFinished(m) => Some((m.id.clone(), m.status.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut recorded: Vec<_> = r.stages.iter().map(|m| (m.id.clone(), m.status.clone())).collect();
+    finished.sort_by(|a, b| a.0.cmp(&b.0));
+    recorded.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(finished, recorded);
+    let tests = events.iter().filter(|e| matches!(e, Event::TestFinished(_))).count();
+    assert_eq!((tests, r.tests.len()), (3, 3), "{stdout}");
+    let outcome = events.iter().find_map(|e| match e {
+        Event::RunFinished { outcome, .. } => Some(*outcome),
+        _ => None,
+    });
+    assert_eq!(outcome, Some(r.outcome));
+
+    let out = xtask(&["optimize", "--manifest-path", manifest.as_str(), "--color", "blue"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use `auto`, `always` or `never`"));
+    let out = xtask(&["check", "--manifest-path", manifest.as_str(), "--message-format", "xml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = xtask(&["check", "--manifest-path", manifest.as_str(), "-v", "-q"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass one of them"));
+}

@@ -137,6 +137,8 @@ impl NextestToolConfig {
 pub(super) struct Selection {
     /// `None`: the subcommand takes no package selection (fetch); empty: `--workspace`.
     pub(super) packages: Option<Vec<String>>,
+    /// `--exclude`, with `--workspace` (an empty `packages`) only.
+    pub(super) exclude: Vec<String>,
     pub(super) locked: bool,
     pub(super) frozen: bool,
     pub(super) features: Vec<String>,
@@ -221,6 +223,9 @@ impl CargoInvocation {
         if let (Some(packages), false) = (&s.packages, narrowed) {
             if packages.is_empty() {
                 a.push("--workspace".into());
+                for p in &s.exclude {
+                    a.extend(["--exclude".to_string(), p.clone()]);
+                }
             }
             for p in packages {
                 a.extend(["--package".to_string(), p.clone()]);
@@ -416,6 +421,14 @@ impl StageCommand {
 
     /// The packages the command selects with `--package`; empty for the whole workspace
     /// or a command that selects none.
+    /// The members the command leaves out of the whole workspace with `--exclude`.
+    pub fn excluded_packages(&self) -> &[String] {
+        match &self.invocation {
+            Invocation::Cargo(c) => &c.selection.exclude,
+            Invocation::Argv { .. } => &[],
+        }
+    }
+
     pub fn selected_packages(&self) -> &[String] {
         match &self.invocation {
             Invocation::Cargo(c) => c.selection.packages.as_deref().unwrap_or_default(),
