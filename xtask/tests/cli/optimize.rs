@@ -251,14 +251,15 @@ fn cli_optimize_progress_live_on_a_terminal_plain_otherwise() {
         FixtureWorkspace::new(vec![FixtureCrate::new("base"), FixtureCrate::new("top").dep("base")])
             .config("disable = [\"bench-build\", \"doctest\"]")
     };
-    let run = |name: &str, pty: bool, no_color: bool| {
+    let run = |name: &str, pty: bool, env: &[(&str, &str)], flags: &str| {
         // Each run gets a workspace of its own: a second run would be served from the
         // stage cache and compile nothing.
         let manifest = ws().write(&dir.join(name)).unwrap();
         let exe = env!("CARGO_BIN_EXE_xtask");
         let mut cmd = if pty {
             let mut c = Command::new("script");
-            c.args(["-qefc", &format!("{exe} optimize --manifest-path {manifest}"), "/dev/null"]);
+            let line = format!("{exe} optimize --manifest-path {manifest} {flags}");
+            c.args(["-qefc", line.trim_end(), "/dev/null"]);
             c
         } else {
             let mut c = Command::new(exe);
@@ -268,17 +269,15 @@ fn cli_optimize_progress_live_on_a_terminal_plain_otherwise() {
         for var in pipeline_opt::toolchain::inherited_cargo_vars() {
             cmd.env_remove(var);
         }
-        cmd.env_remove("CI").env_remove("NO_COLOR").env("TERM", "xterm-256color");
-        if no_color {
-            cmd.env("NO_COLOR", "1");
-        }
+        cmd.env_remove("CI").env_remove("NO_COLOR").env_remove("CARGO_TERM_COLOR");
+        cmd.env("TERM", "xterm-256color").envs(env.iter().copied());
         let out = cmd.output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
         stdout
     };
 
-    let live = run("live", true, false);
+    let live = run("live", true, &[], "");
     assert!(live.contains("\x1b["), "the live view redraws with escape codes: {live:?}");
     for stage in ["fetch", "build", "test"] {
         assert!(live.contains(stage), "stage {stage} is shown: {live:?}");
@@ -287,16 +286,23 @@ fn cli_optimize_progress_live_on_a_terminal_plain_otherwise() {
     assert!(live.contains("required 60.0 s"), "the total is shown against its target: {live:?}");
     assert!(live.contains("✔"), "finished stages are marked: {live:?}");
 
-    let piped = run("piped", false, false);
+    let piped = run("piped", false, &[], "");
     assert!(!piped.contains('\x1b'), "no escape codes through a pipe: {piped:?}");
     assert!(piped.contains("] build: started"), "{piped}");
     assert!(piped.contains("] build: succeeded in "), "{piped}");
     assert!(piped.contains("build: compiled top (lib `top`)"), "{piped}");
     assert!(piped.contains("run succeeded in "), "{piped}");
 
-    let no_color = run("no-color", true, true);
+    let no_color = run("no-color", true, &[("NO_COLOR", "1")], "");
     assert!(!no_color.contains("\x1b["), "NO_COLOR means plain lines: {no_color:?}");
     assert!(no_color.contains("] test: succeeded in "), "{no_color}");
+
+    // As for cargo: CARGO_TERM_COLOR=never means plain lines on a terminal, and the
+    // `--color` flag outranks the environment.
+    let never = run("term-never", true, &[("CARGO_TERM_COLOR", "never")], "");
+    assert!(!never.contains("\x1b[") && never.contains("] test: succeeded in "), "{never:?}");
+    let always = run("flag-always", true, &[("NO_COLOR", "1")], "--color always");
+    assert!(always.contains("\x1b[") && always.contains("✔"), "{always:?}");
 }
 
 /// `optimize --explore` runs the build stage from scratch under every default variant
