@@ -776,6 +776,10 @@ fn run_plan_skipping(
         targets,
     });
     record.test_settings = settings;
+    #[cfg(not(target_os = "linux"))]
+    record.notes.push(
+        "not on Linux: orphans of the stages are not adopted, processes outside the stages' groups are not swept at the end, and no CPU samples are taken (README: Platforms)".into(),
+    );
     if let Some(sig) = summary.signal {
         record.notes.push(format!("interrupted by signal {sig}; running stages were stopped"));
     }
