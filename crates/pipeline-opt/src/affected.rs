@@ -44,14 +44,15 @@ impl Affected {
             return Some(base.clone());
         }
         let packages: Vec<String> = if base.packages.is_empty() {
-            self.packages.clone()
+            self.packages.iter().filter(|p| !base.exclude.contains(p)).cloned().collect()
         } else {
             base.packages.iter().filter(|p| self.packages.contains(p)).cloned().collect()
         };
         if packages.is_empty() {
             return None;
         }
-        Some(CargoArgs { packages, ..base.clone() })
+        // The packages named, the exclusions already applied to them.
+        Some(CargoArgs { packages, exclude: Vec::new(), ..base.clone() })
     }
 
     /// The line the plan shows.

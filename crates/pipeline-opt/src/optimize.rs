@@ -11,10 +11,11 @@ use crate::exit;
 use crate::inputs::{Inputs, LoadInputsError};
 use crate::orchestrator::{CancelToken, OrchestratorOptions, ParallelOrchestrator, RunError};
 use crate::plan::{
-    CargoArgs, DropReason, NextestRetries, Plan, PlanError, Proof, StageKind, TestRunnerCommand,
+    CargoArgs, DropReason, NextestToolConfig, Plan, PlanError, Proof, StageKind, TestRunnerCommand,
 };
 use crate::profile::{PipelineProfiler, RunContext};
-use crate::record::{Event, NaiveComparison, RunOutcome, RunRecord, StageStatus};
+use crate::record::{CommandKind, Event, NaiveComparison, RunOutcome, RunRecord, StageStatus};
+use crate::report::junit::{self, LibtestSuites};
 use crate::report::progress::{ProgressMode, ProgressReporter};
 use crate::report::{ReportError, ReportOptions, WrittenReports};
 use crate::state::StateDir;
@@ -130,7 +131,7 @@ pub fn run_optimized_pipeline(
     let state_dir = inputs.workspace.state_dir(&inputs.config);
     let run_id = options.run_id.clone().unwrap_or_else(crate::orchestrator::new_run_id);
     let (mut plan, cargo) = pipeline_plan(&inputs, options)?;
-    write_retries_config(&plan)?;
+    write_nextest_tool_config(&plan)?;
     let command = command_line("optimize", options);
     let targets = PerformanceTargets::from_config(&inputs.config.targets);
     let mut progress = options.progress.map(|mode| {
@@ -152,18 +153,28 @@ pub fn run_optimized_pipeline(
         plan = fresh_plan(&inputs, &narrowed, &fresh_root.join("optimized"))?;
         plan.notes = notes;
         apply_test_settings(&inputs, &mut plan, options.retries, &state_dir)?;
-        write_retries_config(&plan)?;
+        write_nextest_tool_config(&plan)?;
     }
 
+    let mut junit = RunJunit::new(&inputs, &plan)?;
     let mut record = if options.against_naive {
         // Both sides must really run: the comparison is of work, not of the cache.
-        run_plan(&inputs, options, &plan, &run_id, &command, targets, on_event)?
+        let on_event = &mut |ev: &Event| {
+            junit.observe(ev);
+            on_event(ev)
+        };
+        let record = run_plan(&inputs, options, &plan, &run_id, &command, targets, on_event)?;
+        junit.collect(&record);
+        record
     } else {
-        run_with_cache(&inputs, options, plan.clone(), &run_id, &command, targets, on_event)?
+        let run = (plan.clone(), run_id.as_str(), command.as_str());
+        run_with_cache(&inputs, options, run, targets, &mut junit, on_event)?
     };
     // The naive side is compared with our stages' time, as it has no planning of its own.
     let stages_total = record.total;
     waited.apply(&mut record);
+    let junit_path = state_dir.report(JUNIT_FILE);
+    crate::report::write_atomic(&junit_path, junit.render(record.total).as_bytes())?;
     if options.against_naive && record.outcome != RunOutcome::Interrupted {
         let naive =
             run_naive(&inputs, options, &plan, &run_id, &fresh_root, stages_total, on_event)?;
@@ -176,7 +187,139 @@ pub fn run_optimized_pipeline(
     if options.explore {
         explore_settings(&inputs, &plan, &state_dir, &mut record, &mut progress)?;
     }
-    report_and_decide(record, &inputs, options)
+    let mut outcome = report_and_decide(record, &inputs, options)?;
+    outcome.reports.junit = Some(junit_path);
+    Ok(outcome)
+}
+
+/// The JUnit file of an `optimize` run, in the state directory.
+pub const JUNIT_FILE: &str = "junit.xml";
+
+/// The JUnit of a run as it comes together: suites built from the output of the stages
+/// that run `cargo test` (timed as their lines arrive), nextest's own file, and the
+/// suites of what the cache served, recorded when it last ran.
+struct RunJunit {
+    started: std::time::Instant,
+    started_at: std::time::SystemTime,
+    /// Stage id → the suites of its libtest output so far.
+    libtest: BTreeMap<String, LibtestSuites>,
+    /// The test stage that runs nextest, and where its JUnit file lands.
+    nextest: Option<(String, Utf8PathBuf)>,
+    /// Stage id → the suites this run produced, once the stages ended.
+    fresh: BTreeMap<String, Vec<quick_junit::TestSuite>>,
+    /// Suites served from the cache.
+    replayed: Vec<quick_junit::TestSuite>,
+    /// The test stages in plan order, to list the suites in.
+    order: Vec<String>,
+}
+
+impl RunJunit {
+    fn new(inputs: &Inputs, plan: &Plan) -> Result<RunJunit, OptimizeError> {
+        let mut libtest = BTreeMap::new();
+        let mut nextest = None;
+        let mut order = Vec::new();
+        for s in &plan.stages {
+            match s.command.kind() {
+                CommandKind::CargoTest => {
+                    libtest.insert(s.id.clone(), LibtestSuites::in_dir(Some(&s.command.cwd)));
+                }
+                CommandKind::Nextest => {
+                    let Some(config) = s.command.nextest_tool_config() else { continue };
+                    // A profile of the user's that sets `junit.path` outranks the tool's.
+                    let settings = test_settings(inputs, plan)?;
+                    let file = settings.nextest_junit.unwrap_or_else(|| config.junit.clone());
+                    nextest = Some((s.id.clone(), file));
+                }
+                _ => continue,
+            }
+            order.push(s.id.clone());
+        }
+        Ok(RunJunit {
+            started: std::time::Instant::now(),
+            started_at: std::time::SystemTime::now(),
+            libtest,
+            nextest,
+            fresh: BTreeMap::new(),
+            replayed: Vec::new(),
+            order,
+        })
+    }
+
+    fn observe(&mut self, ev: &Event) {
+        if let Event::StageOutput { id, line } = ev
+            && let Some(suites) = self.libtest.get_mut(id)
+        {
+            suites.observe(line, Some(self.started.elapsed()));
+        }
+    }
+
+    /// Takes in the suites of the stages that ran: libtest's as observed, nextest's
+    /// from its file when this run wrote it (an older file is an earlier run's).
+    fn collect(&mut self, record: &RunRecord) {
+        let ran = |id: &str| {
+            record.stages.iter().any(|m| {
+                m.id == id
+                    && !matches!(m.status, StageStatus::Skipped { .. } | StageStatus::Cached { .. })
+            })
+        };
+        for (id, suites) in std::mem::take(&mut self.libtest) {
+            if ran(&id) {
+                self.fresh.insert(id, suites.into_suites());
+            }
+        }
+        let Some((id, file)) = self.nextest.take() else { return };
+        if !ran(&id) {
+            return;
+        }
+        let written_now =
+            std::fs::metadata(&file).and_then(|m| m.modified()).is_ok_and(|m| m >= self.started_at);
+        if !written_now {
+            return;
+        }
+        match std::fs::read_to_string(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|x| junit::parse_suites(&x))
+        {
+            Ok(suites) => {
+                self.fresh.insert(id, suites);
+            }
+            Err(e) => eprintln!(
+                "warning: could not read nextest's JUnit file {file}: {e}; the JUnit report leaves its tests out"
+            ),
+        }
+    }
+
+    /// What the cache records with a stage's success: by package for the test stage
+    /// (each package's tests are cached on their own), the stage's whole JUnit otherwise.
+    fn for_cache(&self, stage: &str, kind: StageKind) -> BTreeMap<String, String> {
+        let Some(suites) = self.fresh.get(stage) else { return BTreeMap::new() };
+        if kind == StageKind::Test {
+            junit::by_package(suites.clone())
+                .into_iter()
+                .map(|(p, s)| (p, junit::render(stage, s, None)))
+                .collect()
+        } else {
+            BTreeMap::from([(stage.to_string(), junit::render(stage, suites.clone(), None))])
+        }
+    }
+
+    fn replay(&mut self, xml: &str) {
+        match junit::parse_suites(xml) {
+            Ok(suites) => self.replayed.extend(suites),
+            Err(e) => eprintln!(
+                "warning: a JUnit file in the stage cache does not parse ({e}); the JUnit report leaves its tests out"
+            ),
+        }
+    }
+
+    /// One document: the suites served from the cache, then this run's in plan order.
+    fn render(mut self, total: Duration) -> String {
+        let mut suites = std::mem::take(&mut self.replayed);
+        for id in &self.order {
+            suites.extend(self.fresh.remove(id).unwrap_or_default());
+        }
+        junit::render("pipeline-opt", suites, Some(total))
+    }
 }
 
 /// `--explore`: the plan's build stage (or `cargo test --no-run` where it has none) from
@@ -368,13 +511,16 @@ fn affected_plan(
 fn run_with_cache(
     inputs: &Inputs,
     options: &OptimizeOptions,
-    plan: Plan,
-    run_id: &str,
-    command: &str,
+    (plan, run_id, command): (Plan, &str, &str),
     targets: PerformanceTargets,
+    junit: &mut RunJunit,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<RunRecord, OptimizeError> {
     use crate::cache::{Decision, StageCache};
+    let on_event = &mut |ev: &Event| {
+        junit.observe(ev);
+        on_event(ev)
+    };
     let state_dir = inputs.workspace.state_dir(&inputs.config);
     let opened = StageCache::open(&state_dir, |lock| {
         eprintln!(
@@ -385,7 +531,9 @@ fn run_with_cache(
         // Interrupted while waiting: the orchestrator sees the pending signal first thing
         // and starts nothing, so the run ends with an interrupted record of its plan.
         Err(crate::cache::CacheError::Interrupted { .. }) => {
-            return run_plan(inputs, options, &plan, run_id, command, targets, on_event);
+            let record = run_plan(inputs, options, &plan, run_id, command, targets, on_event)?;
+            junit.collect(&record);
+            return Ok(record);
         }
         opened => opened?,
     };
@@ -414,12 +562,18 @@ fn run_with_cache(
         targets,
         on_event,
     )?;
+    junit.collect(&record);
+    for xml in cache.replayed_junit(&cached) {
+        junit.replay(&xml);
+    }
     let mut not_recorded = Vec::new();
     for m in &record.stages {
         if m.status == StageStatus::Succeeded {
+            let kind = cached.plan.stage(&m.id).map_or(StageKind::Custom, |s| s.kind);
+            let junit = junit.for_cache(&m.id, kind);
             // A record that cannot be written costs a rerun next time; it must not
             // turn this run's result (a failed stage's exit 100) into an error.
-            match cache.record_success(&cached, &m.id, run_id, ws, tc) {
+            match cache.record_success(&cached, &m.id, run_id, ws, tc, &junit) {
                 Ok(notes) => not_recorded.extend(notes),
                 Err(e) => not_recorded.push(format!("stage `{}` not recorded: {e}", m.id)),
             }
@@ -638,6 +792,10 @@ fn run_plan_skipping(
         targets,
     });
     record.test_settings = settings;
+    #[cfg(not(target_os = "linux"))]
+    record.notes.push(
+        "not on Linux: orphans of the stages are not adopted, processes outside the stages' groups are not swept at the end, and no CPU samples are taken (README: Platforms)".into(),
+    );
     if let Some(sig) = summary.signal {
         record.notes.push(format!("interrupted by signal {sig}; running stages were stopped"));
     }
@@ -736,8 +894,8 @@ fn apply_test_settings(
 ) -> Result<(), OptimizeError> {
     let settings = test_settings(inputs, plan)?;
     let retries = if settings.nextest_retries_set { 0 } else { retries };
-    if retries > 0 && plan.tests_with_nextest() {
-        plan.retry_flaky_tests(&NextestRetries::in_state_dir(state_dir, retries));
+    if plan.tests_with_nextest() {
+        plan.configure_nextest(&NextestToolConfig::in_state_dir(state_dir, retries));
     }
     if settings.nextest_fail_fast_set {
         plan.keep_nextest_fail_fast();
@@ -747,16 +905,16 @@ fn apply_test_settings(
 
 /// Writes the nextest tool config that the plan's test stage names, if any: planning
 /// (also for `cargo xtask plan`) only names it.
-fn write_retries_config(plan: &Plan) -> Result<(), OptimizeError> {
-    let Some(retries) = plan.nextest_retries() else { return Ok(()) };
-    let path = &retries.config;
+fn write_nextest_tool_config(plan: &Plan) -> Result<(), OptimizeError> {
+    let Some(tool_config) = plan.nextest_tool_config() else { return Ok(()) };
+    let path = &tool_config.config;
     let Some(state_dir) = path.parent().map(StateDir::new) else { return Ok(()) };
-    let text = retries.config_text();
+    let text = tool_config.config_text();
     if std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
         // Renamed into place: a concurrent run's nextest never reads half a file.
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(&state_dir)?;
-            let tmp = state_dir.nextest_retries_config_tmp();
+            let tmp = state_dir.nextest_tool_config_tmp();
             std::fs::write(&tmp, &text)?;
             std::fs::rename(&tmp, path)
         };

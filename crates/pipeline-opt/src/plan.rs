@@ -23,7 +23,7 @@ mod command;
 mod naive;
 
 use command::{CargoInvocation, Selection, Subcommand, TargetSelector};
-pub use command::{NextestRetries, OneTest, StageCommand, TestRunnerCommand};
+pub use command::{NextestToolConfig, OneTest, StageCommand, TestRunnerCommand};
 pub use naive::naive;
 
 /// Built-in stages that run only when `enable` names them.
@@ -89,11 +89,18 @@ pub struct Stage {
 }
 
 impl Stage {
-    /// The members the stage compiles or tests: its `--package` selections, or all.
+    /// The members the stage compiles or tests: its `--package` selections, or all
+    /// but those it `--exclude`s.
     pub fn packages(&self, workspace: &Workspace) -> Vec<PackageIdx> {
         let named: Vec<PackageIdx> =
             self.command.selected_packages().iter().filter_map(|p| workspace.package(p)).collect();
-        if named.is_empty() { (0..workspace.packages.len()).collect() } else { named }
+        if !named.is_empty() {
+            return named;
+        }
+        let excluded = self.command.excluded_packages();
+        (0..workspace.packages.len())
+            .filter(|&i| !excluded.contains(&workspace.packages[i].name))
+            .collect()
     }
 
     /// What a success proves, as the run record keeps it.
@@ -322,6 +329,9 @@ pub struct CargoArgs {
     pub profile: Option<String>,
     /// `-p` selections; empty means the whole workspace.
     pub packages: Vec<String>,
+    /// `--exclude`: members left out of the whole workspace (with no `-p`, as cargo's
+    /// `--workspace --exclude`).
+    pub exclude: Vec<String>,
 }
 
 impl CargoArgs {
@@ -329,6 +339,7 @@ impl CargoArgs {
     fn selection(&self) -> Selection {
         Selection {
             packages: Some(self.packages.clone()),
+            exclude: self.exclude.clone(),
             locked: self.locked,
             frozen: self.frozen,
             features: self.features.clone(),
@@ -345,6 +356,14 @@ pub enum PlanError {
     Config(#[from] ConfigError),
     #[error("unknown package `{package}` passed with -p; workspace members are: {members}")]
     UnknownPackage { package: String, members: String },
+    #[error("unknown package `{package}` passed with --exclude; workspace members are: {members}")]
+    UnknownExclude { package: String, members: String },
+    #[error(
+        "--exclude applies to the whole workspace, not to -p selections; drop the -p flags or the --exclude"
+    )]
+    ExcludeWithPackages,
+    #[error("--exclude leaves no workspace member to build; exclude fewer packages")]
+    NothingSelected,
     #[error(
         "package `{package}` needs rustc {needs} (its `rust-version`) but the active toolchain is {active}; install a newer toolchain (`rustup update`) or pin one in rust-toolchain.toml"
     )]
@@ -357,16 +376,37 @@ pub fn plan(
     config: &Config,
     options: &PlanOptions,
 ) -> Result<Plan, PlanError> {
+    let members =
+        || workspace.packages.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
     for p in &options.cargo.packages {
         if workspace.package(p).is_none() {
-            let members =
-                workspace.packages.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
-            return Err(PlanError::UnknownPackage { package: p.clone(), members });
+            return Err(PlanError::UnknownPackage { package: p.clone(), members: members() });
         }
+    }
+    let cargo = &options.cargo;
+    if !cargo.exclude.is_empty() && !cargo.packages.is_empty() {
+        return Err(PlanError::ExcludeWithPackages);
+    }
+    for p in &cargo.exclude {
+        if workspace.package(p).is_none() {
+            return Err(PlanError::UnknownExclude { package: p.clone(), members: members() });
+        }
+    }
+    let selected: Vec<String> = match cargo.exclude.is_empty() {
+        true => cargo.packages.clone(),
+        false => workspace
+            .packages
+            .iter()
+            .map(|p| p.name.clone())
+            .filter(|n| !cargo.exclude.contains(n))
+            .collect(),
+    };
+    if !cargo.exclude.is_empty() && selected.is_empty() {
+        return Err(PlanError::NothingSelected);
     }
     check_stage_names(config)?;
     if let Some(tc) = &options.toolchain {
-        check_rust_version(workspace, &options.cargo.packages, tc)?;
+        check_rust_version(workspace, &selected, tc)?;
     }
     let mut p = Planner::new(workspace, config, options);
     p.fetch_stage();
@@ -418,6 +458,7 @@ impl<'a> Planner<'a> {
             .filter(|p| {
                 options.cargo.packages.is_empty() || options.cargo.packages.contains(&p.name)
             })
+            .filter(|p| !options.cargo.exclude.contains(&p.name))
             .collect();
         let unbuildable = unbuildable_targets(workspace, options, &selected, &mut notes);
         // Cargo's target flags select by kind and name across all selected packages, so a
@@ -1293,17 +1334,17 @@ impl Plan {
         self.stages.iter().any(|s| s.command.runs(runner))
     }
 
-    /// nextest retries failing tests so that a flaky one is reported as flaky, not as a
-    /// failure that hides the rest.
-    pub fn retry_flaky_tests(&mut self, retries: &NextestRetries) {
+    /// nextest gets the tool's config: retries, so that a flaky test is reported as
+    /// flaky, not as a failure that hides the rest, and a JUnit file.
+    pub fn configure_nextest(&mut self, tool_config: &NextestToolConfig) {
         for c in self.nextest_stages() {
-            c.retries = Some(retries.clone());
+            c.tool_config = Some(tool_config.clone());
         }
     }
 
-    /// The retries a test stage runs with, whose tool config must exist when it starts.
-    pub fn nextest_retries(&self) -> Option<&NextestRetries> {
-        self.stages.iter().find_map(|s| s.command.retries())
+    /// The tool config a test stage runs with, which must exist when it starts.
+    pub fn nextest_tool_config(&self) -> Option<&NextestToolConfig> {
+        self.stages.iter().find_map(|s| s.command.nextest_tool_config())
     }
 
     /// Leaves nextest's fail-fast to the user's nextest profile, which sets it: the
@@ -1332,7 +1373,7 @@ impl Plan {
     /// Runs the services stage as `exe` with `env` added (a program that starts the
     /// pool itself) instead of `cargo xtask pool up`, which needs the user's xtask.
     /// The plan cut down to what one test needs (fetch, build, services and the test
-    /// stage), its test stage running only `test`, once (no retries), under `wrapper`
+    /// stage), its test stage running only `test`, once (no retries, no JUnit), under `wrapper`
     /// (a profiler such as `perf record … --`). `None` when the plan has no test stage
     /// that runs tests by name (nextest or `cargo test`).
     pub fn only_one_test(mut self, test: &OneTest, wrapper: Vec<String>) -> Option<Plan> {
@@ -1342,7 +1383,7 @@ impl Plan {
         let stage = self.stages.iter_mut().find(|s| s.kind == StageKind::Test)?;
         let c = stage.command.cargo_invocation()?;
         c.narrowed_to = None;
-        c.retries = None;
+        c.tool_config = None;
         c.only_test = Some(test.clone());
         stage.command.wrapper = wrapper;
         for s in &mut self.stages {

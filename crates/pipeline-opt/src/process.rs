@@ -117,6 +117,7 @@ fn reap(pids: &[i32]) {
 
 /// The marker sweep for a forked child of a multi-threaded process (the run's watchdog),
 /// which may not allocate: raw system calls into buffers allocated before the fork.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) struct MarkerSweep {
     run_id: Vec<u8>,
     dirents: Vec<u8>,
@@ -133,8 +134,16 @@ impl MarkerSweep {
         }
     }
 
+    /// Without `/proc` (off Linux) no process can be read: the sweep finds none, and
+    /// only the stages' process groups are signalled.
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) fn signal(&mut self, _sig: i32) -> usize {
+        0
+    }
+
     /// Sends `sig` (0: none, only count) to every process but us that carries the run's
     /// marker; returns how many there were. Raw system calls only.
+    #[cfg(target_os = "linux")]
     pub(crate) fn signal(&mut self, sig: i32) -> usize {
         // SAFETY (whole body): system calls on our own descriptors into buffers of the
         // lengths passed.
@@ -183,6 +192,7 @@ impl MarkerSweep {
     }
 
     /// Whether `/proc/<name>/environ` holds the run's marker.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     fn carries_marker(&mut self, name: &[u8]) -> bool {
         let mut path = [0u8; 64];
         let parts: [&[u8]; 3] = [b"/proc/", name, b"/environ\0"];
@@ -216,6 +226,7 @@ impl MarkerSweep {
     }
 }
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn parse_pid(name: &[u8]) -> Option<i32> {
     if name.is_empty() || name.len() > 9 || !name.iter().all(u8::is_ascii_digit) {
         return None;
@@ -489,16 +500,34 @@ pub fn reap_adopted(ours: &[i32]) {
 
 /// Makes this process a child subreaper: processes whose parent died are reparented to
 /// us instead of init, so they can still be found and reaped (process-wide).
+/// Linux only: elsewhere orphans go to init, and only the marker-less process groups
+/// are left to stop them.
 pub fn become_subreaper() {
     // SAFETY: plain prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    #[cfg(target_os = "linux")]
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    };
 }
 
 /// A pipe whose ends are closed on exec (a child gets one only as its stdout/stderr).
 pub fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+    #[cfg(target_os = "linux")]
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    // No pipe2 on macOS: close-on-exec set right after (the stages are spawned from
+    // this thread's loop, not concurrently with this call's callers).
+    #[cfg(not(target_os = "linux"))]
+    let r = unsafe {
+        let r = libc::pipe(fds.as_mut_ptr());
+        if r == 0 {
+            libc::fcntl(fds[0], libc::F_SETFD, libc::FD_CLOEXEC);
+            libc::fcntl(fds[1], libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+        r
+    };
+    if r != 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: pipe2 returned two fresh descriptors that we now own.

@@ -524,9 +524,16 @@ pub struct CriticalStep {
     pub end: Duration,
 }
 
+/// The version of the JSON lines `--message-format json` prints: one [`Event`] a line
+/// with `version` beside its `event` tag. Bumped on every incompatible change.
+pub const MESSAGE_FORMAT_VERSION: u32 = 1;
+
 /// What the orchestrator reports while it runs. Reporters and the profiler only consume
-/// these; they never look inside the orchestrator.
-#[derive(Debug, Clone)]
+/// these; they never look inside the orchestrator. As JSON (`--message-format json`),
+/// the variant is the `event` field in kebab case (`stage-finished`), durations are
+/// seconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Event {
     /// The orchestrator emits this before anything else, so a consumer (the live view)
     /// learns what the run has from the run, not by asking the machine itself.
@@ -539,6 +546,7 @@ pub enum Event {
     },
     StageStarted {
         id: String,
+        #[serde(with = "secs")]
         at: Duration,
     },
     StageOutput {
@@ -556,6 +564,7 @@ pub enum Event {
     StageFinished(StageMetrics),
     RunFinished {
         outcome: RunOutcome,
+        #[serde(with = "secs")]
         total: Duration,
     },
 }

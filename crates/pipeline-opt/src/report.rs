@@ -45,6 +45,8 @@ pub struct WrittenReports {
     pub html: Utf8PathBuf,
     pub prometheus: Option<Utf8PathBuf>,
     pub history: Utf8PathBuf,
+    /// The run's JUnit XML, which `optimize` writes beside the reports.
+    pub junit: Option<Utf8PathBuf>,
     /// GitHub Actions workflow commands (`::error …`), one a line, for the caller to
     /// print under GitHub Actions: the library prints nothing to stdout.
     pub annotations: String,
@@ -116,6 +118,7 @@ pub fn write_reports(
         html: html_path,
         prometheus: prometheus_path,
         history: history_path,
+        junit: None,
         annotations: github::annotations(record),
     })
 }

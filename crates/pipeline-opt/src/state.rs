@@ -96,15 +96,30 @@ impl StateDir {
         self.0.join("bin")
     }
 
-    /// The nextest tool config that sets `retries` (one file per count, so concurrent
-    /// runs with different counts never rewrite each other's).
-    pub fn nextest_retries_config(&self, retries: u32) -> Utf8PathBuf {
-        self.0.join(format!("nextest-retries-{retries}.toml"))
+    /// The nextest tool config (JUnit, and `retries` when not 0): one file per count, so
+    /// concurrent runs with different counts never rewrite each other's.
+    pub fn nextest_tool_config(&self, retries: u32) -> Utf8PathBuf {
+        match retries {
+            0 => self.0.join("nextest-tool-config.toml"),
+            n => self.0.join(format!("nextest-tool-config-retries-{n}.toml")),
+        }
     }
 
     /// The temporary file a nextest tool config is written to before it is renamed.
-    pub fn nextest_retries_config_tmp(&self) -> Utf8PathBuf {
-        self.0.join(format!(".nextest-retries.{}", std::process::id()))
+    pub fn nextest_tool_config_tmp(&self) -> Utf8PathBuf {
+        self.0.join(format!(".nextest-tool-config.{}", std::process::id()))
+    }
+
+    /// Where the tool config asks nextest to write its JUnit XML (read back after the
+    /// test stage; a run holds the cache lock, so one run at a time writes it).
+    pub fn nextest_junit(&self) -> Utf8PathBuf {
+        self.0.join("nextest-junit.xml")
+    }
+
+    /// JUnit XML of successful test stages (`<stage>/<run>.xml`) and of packages'
+    /// tests (`test/<package>/<run>.xml`), replayed when the cache serves them.
+    pub fn cache_junit(&self) -> Utf8PathBuf {
+        self.cache().join("junit")
     }
 
     /// `--against-naive`: the fresh target directories of both sides of one run.

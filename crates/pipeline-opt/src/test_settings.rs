@@ -26,6 +26,11 @@ pub struct TestSettings {
     pub nextest_retries_set: bool,
     /// The selected profile sets `fail-fast`: the tool drops its `--no-fail-fast`.
     pub nextest_fail_fast_set: bool,
+    /// Where nextest writes JUnit when the selected profile (or one it inherits from) of
+    /// the user's config sets `junit.path`: `<store.dir>/<profile>/<path>`, the store
+    /// being `target/nextest` under the workspace root unless `[store] dir` moves it.
+    /// That setting outranks the tool config's, so the run reads the file from there.
+    pub nextest_junit: Option<Utf8PathBuf>,
     pub settings: Vec<TestSetting>,
 }
 
@@ -46,6 +51,7 @@ impl TestSettings {
             libtest_threads_set: passed_env("RUST_TEST_THREADS").is_some(),
             nextest_retries_set: passed_env("NEXTEST_RETRIES").is_some(),
             nextest_fail_fast_set: false,
+            nextest_junit: None,
             settings: Vec::new(),
         }
     }
@@ -126,6 +132,13 @@ impl TestSettings {
             };
             s.nextest_fail_fast_set = fail_fast.source != SettingSource::ToolDefault;
             s.settings.push(fail_fast);
+            if let Some((_, path)) = config.lookup(&selected, "junit.path") {
+                let store = match config.store.get("dir").and_then(|d| d.as_str()) {
+                    Some(d) => root.join(d),
+                    None => root.join("target/nextest"),
+                };
+                s.nextest_junit = Some(store.join(&selected).join(path));
+            }
         }
         if libtest {
             let threads = match env("RUST_TEST_THREADS") {
@@ -215,6 +228,8 @@ fn cargo_config_env(root: &Utf8Path, name: &str) -> Option<(Utf8PathBuf, String)
 #[derive(Debug, Default)]
 struct NextestConfig {
     profiles: toml::Table,
+    /// `[store]`: where nextest keeps its output, JUnit files included.
+    store: toml::Table,
 }
 
 impl NextestConfig {
@@ -234,17 +249,26 @@ impl NextestConfig {
             Some(toml::Value::Table(t)) => t.clone(),
             Some(_) => return Err(err("`profile` is not a table".into())),
         };
-        Ok(NextestConfig { profiles })
+        let store = doc.get("store").and_then(|v| v.as_table()).cloned().unwrap_or_default();
+        Ok(NextestConfig { profiles, store })
     }
 
-    /// `key` in `profile`, else in the profiles it inherits from (`inherits`, then
-    /// `default`), with the table that set it.
+    /// `key` (dotted for a nested table: `junit.path`) in `profile`, else in the
+    /// profiles it inherits from (`inherits`, then `default`), with the table that set it.
     fn lookup(&self, profile: &str, key: &str) -> Option<(String, String)> {
         let mut name = profile.to_string();
         // A bounded walk: an `inherits` cycle is nextest's error to report.
         for _ in 0..8 {
             let table = self.profiles.get(&name).and_then(|v| v.as_table());
-            if let Some(v) = table.and_then(|t| t.get(key)) {
+            let value = table.and_then(|t| {
+                let mut parts = key.split('.');
+                let mut v = t.get(parts.next()?)?;
+                for part in parts {
+                    v = v.get(part)?;
+                }
+                Some(v)
+            });
+            if let Some(v) = value {
                 let value = match v {
                     toml::Value::String(s) => s.clone(),
                     other => other.to_string(),
@@ -304,13 +328,14 @@ mod tests {
             test-threads = 1
             [ci]
             retries = 3
+            junit = { path = "ci.xml" }
             [nightly]
             inherits = "ci"
             test-threads = "num-cpus"
         "#
         .parse()
         .unwrap();
-        let c = NextestConfig { profiles };
+        let c = NextestConfig { profiles, store: toml::Table::new() };
         let get = |p: &str, k: &str| c.lookup(p, k);
         assert_eq!(get("ci", "test-threads"), Some(("profile.default".into(), "1".into())));
         assert_eq!(get("nightly", "retries"), Some(("profile.ci".into(), "3".into())));
@@ -319,5 +344,7 @@ mod tests {
             Some(("profile.nightly".into(), "num-cpus".into()))
         );
         assert_eq!(get("default", "retries"), None);
+        assert_eq!(get("nightly", "junit.path"), Some(("profile.ci".into(), "ci.xml".into())));
+        assert_eq!(get("default", "junit.path"), None);
     }
 }

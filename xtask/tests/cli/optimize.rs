@@ -251,14 +251,15 @@ fn cli_optimize_progress_live_on_a_terminal_plain_otherwise() {
         FixtureWorkspace::new(vec![FixtureCrate::new("base"), FixtureCrate::new("top").dep("base")])
             .config("disable = [\"bench-build\", \"doctest\"]")
     };
-    let run = |name: &str, pty: bool, no_color: bool| {
+    let run = |name: &str, pty: bool, env: &[(&str, &str)], flags: &str| {
         // Each run gets a workspace of its own: a second run would be served from the
         // stage cache and compile nothing.
         let manifest = ws().write(&dir.join(name)).unwrap();
         let exe = env!("CARGO_BIN_EXE_xtask");
         let mut cmd = if pty {
             let mut c = Command::new("script");
-            c.args(["-qefc", &format!("{exe} optimize --manifest-path {manifest}"), "/dev/null"]);
+            let line = format!("{exe} optimize --manifest-path {manifest} {flags}");
+            c.args(["-qefc", line.trim_end(), "/dev/null"]);
             c
         } else {
             let mut c = Command::new(exe);
@@ -268,17 +269,15 @@ fn cli_optimize_progress_live_on_a_terminal_plain_otherwise() {
         for var in pipeline_opt::toolchain::inherited_cargo_vars() {
             cmd.env_remove(var);
         }
-        cmd.env_remove("CI").env_remove("NO_COLOR").env("TERM", "xterm-256color");
-        if no_color {
-            cmd.env("NO_COLOR", "1");
-        }
+        cmd.env_remove("CI").env_remove("NO_COLOR").env_remove("CARGO_TERM_COLOR");
+        cmd.env("TERM", "xterm-256color").envs(env.iter().copied());
         let out = cmd.output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
         stdout
     };
 
-    let live = run("live", true, false);
+    let live = run("live", true, &[], "");
     assert!(live.contains("\x1b["), "the live view redraws with escape codes: {live:?}");
     for stage in ["fetch", "build", "test"] {
         assert!(live.contains(stage), "stage {stage} is shown: {live:?}");
@@ -287,16 +286,23 @@ fn cli_optimize_progress_live_on_a_terminal_plain_otherwise() {
     assert!(live.contains("required 60.0 s"), "the total is shown against its target: {live:?}");
     assert!(live.contains("✔"), "finished stages are marked: {live:?}");
 
-    let piped = run("piped", false, false);
+    let piped = run("piped", false, &[], "");
     assert!(!piped.contains('\x1b'), "no escape codes through a pipe: {piped:?}");
     assert!(piped.contains("] build: started"), "{piped}");
     assert!(piped.contains("] build: succeeded in "), "{piped}");
     assert!(piped.contains("build: compiled top (lib `top`)"), "{piped}");
     assert!(piped.contains("run succeeded in "), "{piped}");
 
-    let no_color = run("no-color", true, true);
+    let no_color = run("no-color", true, &[("NO_COLOR", "1")], "");
     assert!(!no_color.contains("\x1b["), "NO_COLOR means plain lines: {no_color:?}");
     assert!(no_color.contains("] test: succeeded in "), "{no_color}");
+
+    // As for cargo: CARGO_TERM_COLOR=never means plain lines on a terminal, and the
+    // `--color` flag outranks the environment.
+    let never = run("term-never", true, &[("CARGO_TERM_COLOR", "never")], "");
+    assert!(!never.contains("\x1b[") && never.contains("] test: succeeded in "), "{never:?}");
+    let always = run("flag-always", true, &[("NO_COLOR", "1")], "--color always");
+    assert!(always.contains("\x1b[") && always.contains("✔"), "{always:?}");
 }
 
 /// `optimize --explore` runs the build stage from scratch under every default variant
@@ -744,4 +750,89 @@ fn the_group_goes_at_sigterm() {
     let all =
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{all}");
+}
+
+/// `-v` shows every stage's output on stderr, `-q` leaves the terminal quiet (no
+/// progress, no report paths), and `--message-format json` prints the run's events as
+/// JSON lines on stdout and nothing else there: each line has `version` 1, reads back
+/// as a `pipeline_opt::record::Event`, and they agree with the run record (the stages
+/// and their statuses, the tests, the outcome), the last line naming the reports and
+/// the exit code. A value outside a closed set is a usage error.
+#[test]
+fn cli_verbose_quiet_and_json_messages_show_the_run() {
+    use pipeline_opt::record::Event;
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![
+        FixtureCrate::new("a").test("t", "#[test] fn one() {}\n#[test] fn two() {}\n"),
+    ])
+    .config("disable = [\"bench-build\", \"doctest\"]");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let json = dir.join("run.json");
+    let base = ["optimize", "--manifest-path", manifest.as_str(), "--json", json.as_str()];
+    let run = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend(extra);
+        let out = xtask(&args).env_remove("GITHUB_ACTIONS").output().unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        (out.status.code(), stdout, stderr)
+    };
+
+    let (code, _, stderr) = run(&["-v", "--color=never"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.lines().any(|l| l.starts_with("[test] ") && l.contains("PASS")), "{stderr}");
+
+    // Served from the cache, quietly.
+    let (code, stdout, stderr) = run(&["-q"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, "", "{stderr}");
+    assert!(!stderr.contains("report:"), "{stderr}");
+
+    let (code, stdout, stderr) = run(&["--message-format", "json", "--no-cache"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let r = record(&json);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.iter().all(|l| l["version"] == 1), "{stdout}");
+    let (last, events) = lines.split_last().unwrap();
+    assert_eq!(last["event"], "reports", "{last}");
+    assert_eq!((last["exit_code"].as_i64(), last["json"].as_str()), (Some(0), Some(json.as_str())));
+    let events: Vec<Event> = events
+        .iter()
+        .map(|l| serde_json::from_value(l.clone()).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(matches!(&events[0], Event::RunStarted { run_id, .. } if *run_id == r.run_id));
+    let mut finished: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StageFinished(m) => Some((m.id.clone(), m.status.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut recorded: Vec<_> = r.stages.iter().map(|m| (m.id.clone(), m.status.clone())).collect();
+    finished.sort_by(|a, b| a.0.cmp(&b.0));
+    recorded.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(finished, recorded);
+    let tests = events.iter().filter(|e| matches!(e, Event::TestFinished(_))).count();
+    assert_eq!((tests, r.tests.len()), (3, 3), "{stdout}");
+    let outcome = events.iter().find_map(|e| match e {
+        Event::RunFinished { outcome, .. } => Some(*outcome),
+        _ => None,
+    });
+    assert_eq!(outcome, Some(r.outcome));
+
+    let out = xtask(&["optimize", "--manifest-path", manifest.as_str(), "--color", "blue"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use `auto`, `always` or `never`"));
+    let out = xtask(&["check", "--manifest-path", manifest.as_str(), "--message-format", "xml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = xtask(&["check", "--manifest-path", manifest.as_str(), "-v", "-q"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass one of them"));
 }

@@ -52,11 +52,25 @@ fn cli_same_named_tests_in_two_binaries_are_two_tests() {
     let md = std::fs::read_to_string(&report).unwrap();
     assert!(md.contains("a::it same") && !md.contains("passed on retry"), "{md}");
 
-    // The JUnit of the same output keeps the two binaries apart too.
+    // The run's JUnit keeps the two binaries apart too, and so does the same output
+    // converted from the saved log.
     let log = std::fs::read_to_string(test.log_path.as_ref().unwrap()).unwrap();
-    let xml = pipeline_opt::report::junit::from_libtest_output_in(&log, Some(&root));
-    assert!(xml.contains(r#"<testsuite name="a::it tests/it.rs" tests="1" failures="1""#), "{xml}");
-    assert!(xml.contains(r#"<testsuite name="b::it tests/it.rs" tests="1" failures="0""#), "{xml}");
+    let from_log = pipeline_opt::report::junit::from_libtest_output_in(&log, Some(&root));
+    let junit = root.join("target/pipeline-opt/junit.xml");
+    for xml in [std::fs::read_to_string(&junit).unwrap(), from_log] {
+        assert!(
+            xml.contains(
+                r#"<testsuite name="a::it" tests="1" skipped="0" errors="0" failures="1""#
+            ),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(
+                r#"<testsuite name="b::it" tests="1" skipped="0" errors="0" failures="0""#
+            ),
+            "{xml}"
+        );
+    }
 }
 
 /// A run over its (100 ms) required target passes without `--gate` and annotates no

@@ -169,3 +169,46 @@ fn display(command: &serde_json::Value) -> String {
     let argv = std::iter::once(&command["program"]).chain(args).map(|a| quote(a.as_str().unwrap()));
     env.chain(argv).collect::<Vec<_>>().join(" ")
 }
+
+/// `--workspace` and `--exclude` go into the plan's selection as cargo takes them:
+/// every cargo stage that selects packages runs `--workspace --exclude top`, the test
+/// stage tests the rest; `--workspace` wins over `-p`; `-p` with `--exclude`, an
+/// unknown name, or excluding every member is a one-line error naming the fix.
+#[test]
+fn plan_takes_workspace_and_exclude_as_cargo_does() {
+    let (_dir, manifest) = fixture(&FixtureWorkspace::diamond());
+    let plan = |extra: &[&str]| {
+        let mut args = vec!["plan", "--manifest-path", &manifest, "--format", "json"];
+        args.extend(extra);
+        let out = xtask(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        plan["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let args = s["command"]["args"].as_array().unwrap();
+                let words: Vec<&str> = args.iter().map(|a| a.as_str().unwrap()).collect();
+                (s["id"].as_str().unwrap().to_string(), words.join(" "))
+            })
+            .collect::<BTreeMap<String, String>>()
+    };
+    let excluded = plan(&["--exclude=top", "--exclude", "left"]);
+    for id in ["build", "test", "doctest"] {
+        let c = &excluded[id];
+        assert!(c.contains("--workspace --exclude top --exclude left"), "{id}: {c}");
+    }
+    assert!(!excluded["fetch"].contains("--exclude"), "{}", excluded["fetch"]);
+    let workspace = plan(&["--workspace", "-p", "left"]);
+    assert!(workspace["build"].contains("--workspace") && !workspace["build"].contains("left"));
+
+    let out = xtask(&["plan", "--manifest-path", &manifest, "-p", "left", "--exclude", "top"]);
+    assert_clean_error(&out, 1, "--exclude applies to the whole workspace");
+    let out = xtask(&["plan", "--manifest-path", &manifest, "--exclude", "nope"]);
+    assert_clean_error(&out, 1, "workspace members are: ");
+    let all = ["--exclude", "base", "--exclude", "left", "--exclude", "right", "--exclude", "top"];
+    let mut args = vec!["plan", "--manifest-path", manifest.as_str()];
+    args.extend(all);
+    assert_clean_error(&xtask(&args), 1, "exclude fewer packages");
+}

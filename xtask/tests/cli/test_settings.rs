@@ -53,8 +53,8 @@ fn setting<'a>(r: &'a RunRecord, name: &str) -> &'a pipeline_opt::test_settings:
 
 /// `test-threads = 1` in `.config/nextest.toml` passes under `cargo nextest run` and
 /// must under `optimize` (the tool set NEXTEST_TEST_THREADS over it); `NEXTEST_PROFILE=ci`
-/// reaches nextest (it was stripped), so the profile's JUnit file is written and its
-/// `retries` is not overridden by the tool's `--retries`.
+/// reaches nextest (it was stripped), so the profile's JUnit file is written (and read
+/// into the run's own) and its `retries` is not overridden by the tool's `--retries`.
 #[test]
 fn cli_nextest_config_and_profile_win_over_the_tools_threads() {
     let (_t, dir) = temp();
@@ -100,9 +100,15 @@ fn cli_nextest_config_and_profile_win_over_the_tools_threads() {
     assert_eq!((retries.value.as_str(), retries.source), ("0", SettingSource::NextestConfig));
     let test = r.stages.iter().find(|s| s.id == "test").unwrap();
     assert!(!test.command.contains("--retries"), "{}", test.command);
-    assert!(!test.command.contains("--tool-config-file"), "{}", test.command);
+    // The tool config the run passes sets no retries of its own.
+    let (_, config) = test.command.split_once("--tool-config-file pipeline-opt:").unwrap();
+    let config = std::fs::read_to_string(config.split(' ').next().unwrap()).unwrap();
+    assert!(!config.contains("retries"), "{config}");
     let junit = dir.join("ws/target/nextest/ci/junit.xml");
     let xml = std::fs::read_to_string(&junit).unwrap_or_else(|e| panic!("{junit}: {e}"));
+    assert!(xml.contains("holds_the_lock_3"), "{xml}");
+    let run_junit = dir.join("ws/target/pipeline-opt/junit.xml");
+    let xml = std::fs::read_to_string(&run_junit).unwrap_or_else(|e| panic!("{run_junit}: {e}"));
     assert!(xml.contains("holds_the_lock_3"), "{xml}");
 }
 

@@ -279,8 +279,10 @@ impl StageCache {
         })
     }
 
-    /// Records that `stage` succeeded in `run_id` with the inputs it was planned with.
-    /// Call it only for a stage that ran and succeeded, after it finished.
+    /// Records that `stage` succeeded in `run_id` with the inputs it was planned with,
+    /// with the JUnit XML of its tests (`junit`, by package for the test stage, by stage
+    /// id otherwise) to replay when the cache serves it. Call it only for a stage that
+    /// ran and succeeded, after it finished.
     ///
     /// The inputs are fingerprinted again first: when they moved while the stage ran
     /// (an edit during the run), nobody knows which content the stage saw, so nothing
@@ -292,6 +294,7 @@ impl StageCache {
         run_id: &str,
         workspace: &Workspace,
         toolchain: &Toolchain,
+        junit: &BTreeMap<String, String>,
     ) -> Result<Vec<String>, CacheError> {
         let Some(s) = cached.plan.stage(stage) else { return Ok(Vec::new()) };
         let todo: Vec<(&str, &Pending)> = match s.kind {
@@ -337,13 +340,40 @@ impl StageCache {
             }
             let mut f = p.fingerprint.clone();
             cached.augment(&mut f, workspace, &p.closure, &p.command);
-            if s.kind == StageKind::Test {
+            let package = if s.kind == StageKind::Test {
                 self.store.record_test(name, run_id, &f)?;
+                Some(name)
             } else {
                 self.store.record_stage(name, run_id, &f)?;
+                None
+            };
+            if let Some(xml) = junit.get(name) {
+                self.store.record_junit(stage, package, run_id, xml)?;
             }
         }
         Ok(notes)
+    }
+
+    /// The JUnit XML recorded with the successes this plan is served from, in plan
+    /// order: each cached stage's, and the cached packages' of the test stage. What
+    /// was recorded without a JUnit file (before the tool kept them) has none.
+    pub fn replayed_junit(&self, cached: &CachedPlan) -> Vec<String> {
+        if cached.forced {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for s in &cached.plan.stages {
+            if s.kind == StageKind::Test {
+                for (package, d) in &cached.tests {
+                    if let Decision::Cached { from_run } = d {
+                        out.extend(self.store.junit(&s.id, Some(package), from_run));
+                    }
+                }
+            } else if let Some(from_run) = cached.cached_from(&s.id) {
+                out.extend(self.store.junit(&s.id, None, from_run));
+            }
+        }
+        out
     }
 }
 

@@ -232,6 +232,51 @@ impl Store {
         }
     }
 
+    fn junit_dir(&self, stage: &str, package: Option<&str>) -> Utf8PathBuf {
+        let dir = self.state.cache_junit().join(file_safe(stage));
+        match package {
+            Some(p) => dir.join(file_safe(p)),
+            None => dir,
+        }
+    }
+
+    /// Keeps the JUnit XML of a success just recorded (of `stage`, or with `package` of
+    /// that package's tests), to replay when the cache serves it; the files of runs no
+    /// longer among the recorded successes go.
+    pub fn record_junit(
+        &self,
+        stage: &str,
+        package: Option<&str>,
+        run_id: &str,
+        xml: &str,
+    ) -> Result<(), CacheError> {
+        let dir = self.junit_dir(stage, package);
+        write_text_atomic(&dir.join(format!("{}.xml", file_safe(run_id))), xml)?;
+        let records = match package {
+            Some(p) => self.test_path(p),
+            None => self.stage_path(stage),
+        };
+        let kept: Vec<String> = match read_json::<RecordFile>(&records) {
+            Ok(Some(f)) => {
+                f.records.iter().map(|r| format!("{}.xml", file_safe(&r.run_id))).collect()
+            }
+            _ => return Ok(()),
+        };
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".xml") && !kept.contains(&name) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// The JUnit XML recorded with the success of `run_id`, if any.
+    pub fn junit(&self, stage: &str, package: Option<&str>, run_id: &str) -> Option<String> {
+        let path = self.junit_dir(stage, package).join(format!("{}.xml", file_safe(run_id)));
+        std::fs::read_to_string(path).ok()
+    }
+
     pub fn load_hasher(&mut self) -> FileHasher {
         let path = self.state.stat_cache();
         match read_json::<FileHasher>(&path) {
@@ -425,6 +470,19 @@ fn write_json<T: Serialize>(path: &Utf8Path, value: &T, fsync: bool) -> Result<(
     if fsync {
         tmp.as_file().sync_all().map_err(err)?;
     }
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
+}
+
+/// Writes `text` to `path` through a temporary file beside it, fsynced and renamed.
+pub fn write_text_atomic(path: &Utf8Path, text: &str) -> Result<(), CacheError> {
+    let dir = path.parent().expect("cache files live in a directory");
+    std::fs::create_dir_all(dir)
+        .map_err(|source| CacheError::CreateDir { path: dir.to_owned(), source })?;
+    let err = |source| CacheError::Write { path: path.to_owned(), source };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    tmp.write_all(text.as_bytes()).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
     Ok(())
 }

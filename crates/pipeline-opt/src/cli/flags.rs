@@ -7,7 +7,9 @@
 
 use std::path::PathBuf;
 
-pub use super::values::{CacheAction, PlanFormat, PoolAction, Services};
+pub use super::values::{
+    CacheAction, ColorChoice, MessageFormat, PlanFormat, PoolAction, Services,
+};
 pub use crate::record::Gate;
 
 xflags::xflags! {
@@ -32,6 +34,10 @@ xflags::xflags! {
             optional --target triple: String
             optional --profile profile: String
             repeated -p, --package package: String
+            /// The whole workspace (the default; wins over -p, as in cargo).
+            optional --workspace
+            /// Leave this member out of the whole workspace.
+            repeated --exclude package: String
             /// Plan only the packages affected by changes since this git ref, as
             /// `optimize --since` does.
             optional --since git_ref: String
@@ -81,6 +87,18 @@ xflags::xflags! {
             optional --target triple: String
             optional --profile profile: String
             repeated -p, --package package: String
+            /// The whole workspace (the default; wins over -p, as in cargo).
+            optional --workspace
+            /// Leave this member out of the whole workspace.
+            repeated --exclude package: String
+            /// Also show every stage's output as it comes.
+            optional -v, --verbose
+            /// No live view and no report paths: errors and the exit code only.
+            optional -q, --quiet
+            /// `auto` (default), `always` or `never`: colour and redrawing of the live view.
+            optional --color when: ColorChoice
+            /// `human` (default) or `json`: the run's events as JSON lines on stdout.
+            optional --message-format format: MessageFormat
         }
 
         /// The quickest useful signal: `cargo check --all-targets`.
@@ -99,6 +117,18 @@ xflags::xflags! {
             optional --target triple: String
             optional --profile profile: String
             repeated -p, --package package: String
+            /// The whole workspace (the default; wins over -p, as in cargo).
+            optional --workspace
+            /// Leave this member out of the whole workspace.
+            repeated --exclude package: String
+            /// Also show every stage's output as it comes.
+            optional -v, --verbose
+            /// No live view and no report paths: errors and the exit code only.
+            optional -q, --quiet
+            /// `auto` (default), `always` or `never`: colour and redrawing of the live view.
+            optional --color when: ColorChoice
+            /// `human` (default) or `json`: the run's events as JSON lines on stdout.
+            optional --message-format format: MessageFormat
         }
 
         /// Run one test under `perf record` and draw where its time went as a flame
@@ -117,6 +147,10 @@ xflags::xflags! {
             optional --target triple: String
             optional --profile profile: String
             repeated -p, --package package: String
+            /// The whole workspace (the default; wins over -p, as in cargo).
+            optional --workspace
+            /// Leave this member out of the whole workspace.
+            repeated --exclude package: String
         }
 
         /// Benchmark the working tree against a git ref and report regressions.
@@ -243,6 +277,8 @@ pub struct Plan {
     pub target: Option<String>,
     pub profile: Option<String>,
     pub package: Vec<String>,
+    pub workspace: bool,
+    pub exclude: Vec<String>,
     pub since: Option<String>,
     pub retries: Option<u32>,
 }
@@ -271,6 +307,12 @@ pub struct Optimize {
     pub target: Option<String>,
     pub profile: Option<String>,
     pub package: Vec<String>,
+    pub workspace: bool,
+    pub exclude: Vec<String>,
+    pub verbose: bool,
+    pub quiet: bool,
+    pub color: Option<ColorChoice>,
+    pub message_format: Option<MessageFormat>,
 }
 
 #[derive(Debug)]
@@ -286,6 +328,12 @@ pub struct Check {
     pub target: Option<String>,
     pub profile: Option<String>,
     pub package: Vec<String>,
+    pub workspace: bool,
+    pub exclude: Vec<String>,
+    pub verbose: bool,
+    pub quiet: bool,
+    pub color: Option<ColorChoice>,
+    pub message_format: Option<MessageFormat>,
 }
 
 #[derive(Debug)]
@@ -302,6 +350,8 @@ pub struct Flamegraph {
     pub target: Option<String>,
     pub profile: Option<String>,
     pub package: Vec<String>,
+    pub workspace: bool,
+    pub exclude: Vec<String>,
 }
 
 #[derive(Debug)]

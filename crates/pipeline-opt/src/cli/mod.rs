@@ -15,7 +15,9 @@ macro_rules! cargo_args {
             no_default_features: $flags.no_default_features,
             target: $flags.target,
             profile: $flags.profile,
-            packages: $flags.package,
+            // `--workspace` wins over `-p`, as in cargo.
+            packages: if $flags.workspace { Vec::new() } else { $flags.package },
+            exclude: $flags.exclude,
         }
     };
 }

@@ -3,17 +3,96 @@
 //! the exit code the library decided.
 
 use crate::optimize::OptimizeOutcome;
+use crate::record::{Event, MESSAGE_FORMAT_VERSION};
 use crate::report::progress::ProgressMode;
 use crate::targets::Gate;
 use crate::{OptimizeOptions, run_fast_validation, run_optimized_pipeline};
 use anyhow::Result;
 
 use super::utf8;
+use super::values::{ColorChoice, MessageFormat};
+
+/// How a run is shown, from `-v`, `-q`, `--color` and `--message-format`.
+#[derive(Debug, Clone, Copy)]
+struct Output {
+    /// Every stage's output lines on stderr, `[stage] line`.
+    verbose: bool,
+    /// Nothing but errors (and the exit code): no live view, no report paths.
+    quiet: bool,
+    /// The run's events as JSON lines on stdout, and nothing else there.
+    json: bool,
+    progress: Option<ProgressMode>,
+}
+
+impl Output {
+    /// `None` (after a usage error on stderr) for `-v` with `-q`, which xflags cannot
+    /// declare as exclusive.
+    fn new(
+        verbose: bool,
+        quiet: bool,
+        color: Option<ColorChoice>,
+        format: Option<MessageFormat>,
+    ) -> Option<Output> {
+        if verbose && quiet {
+            eprintln!("error: -v and -q contradict each other; pass one of them");
+            return None;
+        }
+        let json = format == Some(MessageFormat::Json);
+        let progress = (!quiet && !json).then(|| progress_mode(color));
+        Some(Output { verbose: verbose && !json, quiet, json, progress })
+    }
+
+    /// Shows one event as asked: a JSON line, or the stage's output line under `-v`
+    /// (the live view, if any, draws the rest itself).
+    fn event(&self, ev: &Event) {
+        if self.json {
+            #[derive(serde::Serialize)]
+            struct Line<'a> {
+                version: u32,
+                #[serde(flatten)]
+                event: &'a Event,
+            }
+            if let Ok(line) =
+                serde_json::to_string(&Line { version: MESSAGE_FORMAT_VERSION, event: ev })
+            {
+                outln!("{line}");
+            }
+        } else if self.verbose
+            && let Event::StageOutput { id, line } = ev
+        {
+            eprintln!("[{id}] {line}");
+        }
+    }
+}
+
+/// The live view or plain lines: `--color always` draws the live view on a terminal
+/// even under `CI` or `NO_COLOR`, `never` prints plain lines; without the flag (or with
+/// `auto`), `CARGO_TERM_COLOR` decides as it does for cargo, then `NO_COLOR` and `CI`.
+fn progress_mode(color: Option<ColorChoice>) -> ProgressMode {
+    use std::io::IsTerminal as _;
+    let color = match color {
+        Some(ColorChoice::Auto) | None => match std::env::var("CARGO_TERM_COLOR").as_deref() {
+            Ok("always") => ColorChoice::Always,
+            Ok("never") => ColorChoice::Never,
+            _ => ColorChoice::Auto,
+        },
+        Some(c) => c,
+    };
+    match color {
+        ColorChoice::Always if std::io::stdout().is_terminal() => ProgressMode::Live,
+        ColorChoice::Always | ColorChoice::Never => ProgressMode::Plain,
+        ColorChoice::Auto => ProgressMode::detect(),
+    }
+}
 
 impl super::flags::Optimize {
     pub(crate) fn run(self) -> Result<i32> {
         crate::process::install_signal_handlers_for_command();
         let gate = self.gate.as_deref().map(str::parse::<Gate>).transpose()?;
+        let Some(output) = Output::new(self.verbose, self.quiet, self.color, self.message_format)
+        else {
+            return Ok(crate::exit::USAGE);
+        };
         let options = OptimizeOptions {
             manifest_path: utf8(self.manifest_path.as_ref())?,
             cargo: cargo_args!(self),
@@ -30,9 +109,10 @@ impl super::flags::Optimize {
             explore: self.explore,
             no_cache: self.no_cache,
             verify_cache: self.verify_cache,
+            progress: output.progress,
             ..cli_defaults()
         };
-        let outcome = run_optimized_pipeline(&options, &mut |_| {})?;
+        let outcome = run_optimized_pipeline(&options, &mut |ev| output.event(ev))?;
         if self.explain {
             print_explanations(&outcome.record);
         }
@@ -41,22 +121,27 @@ impl super::flags::Optimize {
                 eprintln!("error: {note}");
             }
         }
-        Ok(finish(&outcome))
+        Ok(finish(&outcome, output))
     }
 }
 
 impl super::flags::Check {
     pub(crate) fn run(self) -> Result<i32> {
         crate::process::install_signal_handlers_for_command();
+        let Some(output) = Output::new(self.verbose, self.quiet, self.color, self.message_format)
+        else {
+            return Ok(crate::exit::USAGE);
+        };
         let options = OptimizeOptions {
             manifest_path: utf8(self.manifest_path.as_ref())?,
             cargo: cargo_args!(self),
             report: utf8(self.report.as_ref())?,
             json: utf8(self.json.as_ref())?,
+            progress: output.progress,
             ..cli_defaults()
         };
-        let outcome = run_fast_validation(&options, &mut |_| {})?;
-        Ok(finish(&outcome))
+        let outcome = run_fast_validation(&options, &mut |ev| output.event(ev))?;
+        Ok(finish(&outcome, output))
     }
 }
 
@@ -83,11 +168,9 @@ impl super::flags::Flamegraph {
 }
 
 /// The xtask owns its process: it handles Ctrl-C itself, becomes a subreaper, times
-/// crates through its own binary as RUSTC_WRAPPER, and shows progress on stdout (live
-/// bars on a terminal, plain lines otherwise).
+/// crates through its own binary as RUSTC_WRAPPER; how it shows the run is [`Output`]'s.
 fn cli_defaults() -> OptimizeOptions {
     OptimizeOptions {
-        progress: Some(ProgressMode::detect()),
         rustc_shim: true,
         handle_signals: true,
         subreaper: true,
@@ -105,10 +188,40 @@ fn print_explanations(record: &crate::record::RunRecord) {
     }
 }
 
-fn finish(outcome: &OptimizeOutcome) -> i32 {
-    // Workflow commands are read from stdout, and only GitHub Actions reads them.
-    if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+fn finish(outcome: &OptimizeOutcome, output: Output) -> i32 {
+    let exit_code = exit_code(outcome);
+    // Workflow commands are read from stdout, and only GitHub Actions reads them; under
+    // `--message-format json` stdout holds JSON lines only.
+    if !output.json && std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
         out!("{}", outcome.reports.annotations);
+    }
+    if output.json {
+        #[derive(serde::Serialize)]
+        struct Reports<'a> {
+            version: u32,
+            event: &'static str,
+            markdown: &'a camino::Utf8Path,
+            json: &'a camino::Utf8Path,
+            html: &'a camino::Utf8Path,
+            junit: Option<&'a camino::Utf8Path>,
+            exit_code: i32,
+        }
+        let r = &outcome.reports;
+        let last = Reports {
+            version: MESSAGE_FORMAT_VERSION,
+            event: "reports",
+            markdown: &r.markdown,
+            json: &r.json,
+            html: &r.html,
+            junit: r.junit.as_deref(),
+            exit_code,
+        };
+        if let Ok(line) = serde_json::to_string(&last) {
+            outln!("{line}");
+        }
+    }
+    if output.quiet {
+        return exit_code;
     }
     let r = &outcome.record;
     if let Some(n) = &r.naive {
@@ -131,6 +244,9 @@ fn finish(outcome: &OptimizeOutcome) -> i32 {
     eprintln!("report: {}", outcome.reports.markdown);
     eprintln!("json: {}", outcome.reports.json);
     eprintln!("timeline: {}", outcome.reports.html);
+    if let Some(junit) = &outcome.reports.junit {
+        eprintln!("junit: {junit}");
+    }
     if let Some(gate) = r.verdict.gate.as_ref().filter(|g| !g.met) {
         let stages = r.verdict.missed_stages(gate.gate);
         eprintln!(
@@ -141,6 +257,10 @@ fn finish(outcome: &OptimizeOutcome) -> i32 {
             outcome.exit_code
         );
     }
+    exit_code
+}
+
+fn exit_code(outcome: &OptimizeOutcome) -> i32 {
     if crate::process::received_signal().is_some() {
         // The signal came while the reports were written: the record stands as it
         // was, but the command was interrupted.

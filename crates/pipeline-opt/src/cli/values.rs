@@ -84,3 +84,44 @@ impl FromStr for Services {
         }
     }
 }
+
+/// `--color`: whether the tool's own terminal output may use colour and redraw (cargo's
+/// values). Without the flag, `CARGO_TERM_COLOR` decides as it does for cargo, then
+/// `NO_COLOR`, then whether stdout is a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl FromStr for ColorChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            _ => Err(format!("unknown --color `{s}`: use `auto`, `always` or `never`")),
+        }
+    }
+}
+
+/// `--message-format`: the run as people read it, or its events as JSON lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MessageFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+impl FromStr for MessageFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "human" => Ok(Self::Human),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("unknown --message-format `{s}`: use `human` or `json`")),
+        }
+    }
+}

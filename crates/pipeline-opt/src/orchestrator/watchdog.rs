@@ -53,16 +53,19 @@ impl Watchdog {
             leftovers.iter().filter_map(|p| CString::new(p.as_os_str().as_bytes()).ok()).collect();
         let mut fds = [0; 2];
         // SAFETY: fds is a valid array of two ints.
-        let r = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-                fds.as_mut_ptr(),
-            )
-        };
+        #[cfg(target_os = "linux")]
+        let kind = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC;
+        // No SOCK_CLOEXEC elsewhere (macOS): set below, before any child is started.
+        #[cfg(not(target_os = "linux"))]
+        let kind = libc::SOCK_SEQPACKET;
+        let r = unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) };
         if r != 0 {
             return Err(std::io::Error::last_os_error());
+        }
+        #[cfg(not(target_os = "linux"))]
+        for fd in fds {
+            // SAFETY: fcntl on a descriptor socketpair just returned.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
         // SAFETY: socketpair returned two fresh descriptors that we now own.
         let (ours, theirs) =
@@ -131,7 +134,11 @@ unsafe fn watch(
         // Hold no other descriptor: a pipe's write end kept open here would keep its
         // reader from ever seeing end of file.
         libc::dup2(fd, 0);
-        if libc::syscall(libc::SYS_close_range, 1u32, u32::MAX, 0u32) != 0 {
+        #[cfg(target_os = "linux")]
+        let closed = libc::syscall(libc::SYS_close_range, 1u32, u32::MAX, 0u32) == 0;
+        #[cfg(not(target_os = "linux"))]
+        let closed = false;
+        if !closed {
             for other in 1..4096 {
                 libc::close(other);
             }
@@ -140,7 +147,8 @@ unsafe fn watch(
         loop {
             let mut b = [0u8; 4];
             let n = libc::recv(0, b.as_mut_ptr().cast(), 4, 0);
-            if n < 0 && *libc::__errno_location() == libc::EINTR {
+            // Reads errno; allocates nothing.
+            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                 continue;
             }
             if n != 4 {

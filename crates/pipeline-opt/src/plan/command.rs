@@ -49,8 +49,8 @@ pub(super) struct CargoInvocation {
     pub(super) no_fail_fast: bool,
     /// Cargo's profile; nextest takes it as `--cargo-profile`.
     pub(super) profile: Option<String>,
-    /// nextest retries flaky tests, as its tool config sets.
-    pub(super) retries: Option<NextestRetries>,
+    /// nextest's tool config: retries of flaky tests and where its JUnit goes.
+    pub(super) tool_config: Option<NextestToolConfig>,
     /// Only these packages' tests run (the cache proved the others').
     pub(super) narrowed_to: Option<Vec<String>>,
     /// Only this one test runs (a flame graph of it).
@@ -116,25 +116,42 @@ pub(super) enum Layout {
     Naive,
 }
 
-/// Retries of flaky tests, set in a nextest *tool config* file, which nextest ranks below
-/// the workspace's own config: `--retries` would override a per-test override's.
+/// What the tool asks of nextest in a *tool config* file, which nextest ranks below the
+/// workspace's own config: retries of flaky tests (`--retries` would override a per-test
+/// override's) and a JUnit file (a profile of the user's that sets `junit.path` keeps
+/// theirs). The user's `.config/nextest.toml` is never written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NextestRetries {
+pub struct NextestToolConfig {
+    /// 0: no retries of the tool's.
     pub retries: u32,
+    /// Where nextest writes its JUnit XML unless the user's profile says otherwise.
+    pub junit: Utf8PathBuf,
     /// The tool config file, which a run writes before the tests start.
     pub config: Utf8PathBuf,
 }
 
-impl NextestRetries {
-    /// One file per value under the state directory: the path is part of the test
+impl NextestToolConfig {
+    /// One file per retry count under the state directory: the path is part of the test
     /// stage's command, and so of its fingerprint.
-    pub fn in_state_dir(state_dir: &StateDir, retries: u32) -> NextestRetries {
-        NextestRetries { retries, config: state_dir.nextest_retries_config(retries) }
+    pub fn in_state_dir(state_dir: &StateDir, retries: u32) -> NextestToolConfig {
+        NextestToolConfig {
+            retries,
+            junit: state_dir.nextest_junit(),
+            config: state_dir.nextest_tool_config(retries),
+        }
     }
 
-    /// The tool config's text.
+    /// The tool config's text. A profile the user selects with `NEXTEST_PROFILE`
+    /// inherits both settings from `default` unless it sets its own.
     pub fn config_text(&self) -> String {
-        format!("[profile.default]\nretries = {}\n", self.retries)
+        let mut t = String::from("[profile.default]\n");
+        if self.retries > 0 {
+            t.push_str(&format!("retries = {}\n", self.retries));
+        }
+        // A TOML basic string: the path's backslashes and quotes escaped.
+        let path = toml::Value::String(self.junit.to_string());
+        t.push_str(&format!("\n[profile.default.junit]\npath = {path}\n"));
+        t
     }
 }
 
@@ -144,6 +161,8 @@ impl NextestRetries {
 pub(super) struct Selection {
     /// `None`: the subcommand takes no package selection (fetch); empty: `--workspace`.
     pub(super) packages: Option<Vec<String>>,
+    /// `--exclude`, with `--workspace` (an empty `packages`) only.
+    pub(super) exclude: Vec<String>,
     pub(super) locked: bool,
     pub(super) frozen: bool,
     pub(super) features: Vec<String>,
@@ -173,7 +192,7 @@ impl CargoInvocation {
             doc: false,
             no_fail_fast: false,
             profile: None,
-            retries: None,
+            tool_config: None,
             narrowed_to: None,
             only_test: None,
         }
@@ -200,7 +219,7 @@ impl CargoInvocation {
                     a.push("--no-fail-fast".into());
                 }
                 self.render_profile(&mut a);
-                if let Some(r) = &self.retries {
+                if let Some(r) = &self.tool_config {
                     a.extend([
                         "--tool-config-file".to_string(),
                         format!("pipeline-opt:{}", r.config),
@@ -230,6 +249,9 @@ impl CargoInvocation {
         if let (Some(packages), false) = (&s.packages, narrowed) {
             if packages.is_empty() {
                 a.push("--workspace".into());
+                for p in &s.exclude {
+                    a.extend(["--exclude".to_string(), p.clone()]);
+                }
             }
             for p in packages {
                 a.extend(["--package".to_string(), p.clone()]);
@@ -452,16 +474,24 @@ impl StageCommand {
         }
     }
 
-    /// The flaky-test retries of a nextest command.
-    pub fn retries(&self) -> Option<&NextestRetries> {
+    /// The tool config of a nextest command (retries, JUnit).
+    pub fn nextest_tool_config(&self) -> Option<&NextestToolConfig> {
         match &self.invocation {
-            Invocation::Cargo(c) => c.retries.as_ref(),
+            Invocation::Cargo(c) => c.tool_config.as_ref(),
             Invocation::Argv { .. } => None,
         }
     }
 
     /// The packages the command selects with `--package`; empty for the whole workspace
     /// or a command that selects none.
+    /// The members the command leaves out of the whole workspace with `--exclude`.
+    pub fn excluded_packages(&self) -> &[String] {
+        match &self.invocation {
+            Invocation::Cargo(c) => &c.selection.exclude,
+            Invocation::Argv { .. } => &[],
+        }
+    }
+
     pub fn selected_packages(&self) -> &[String] {
         match &self.invocation {
             Invocation::Cargo(c) => c.selection.packages.as_deref().unwrap_or_default(),
@@ -600,10 +630,10 @@ mod tests {
     fn a_scratch_target_dir_follows_the_subcommand_and_retries_come_last() {
         let mut c = test_command(Subcommand::NextestRun, vec![]);
         c.target_dir = Some("/scratch".into());
-        c.retries = Some(NextestRetries::in_state_dir(&StateDir::new("/s"), 2));
+        c.tool_config = Some(NextestToolConfig::in_state_dir(&StateDir::new("/s"), 2));
         assert_eq!(
             c.render().join(" "),
-            "nextest run --target-dir /scratch --manifest-path /w/Cargo.toml --offline --workspace --no-fail-fast --tool-config-file pipeline-opt:/s/nextest-retries-2.toml"
+            "nextest run --target-dir /scratch --manifest-path /w/Cargo.toml --offline --workspace --no-fail-fast --tool-config-file pipeline-opt:/s/nextest-tool-config-retries-2.toml"
         );
     }
 }

@@ -551,6 +551,9 @@ pub(crate) fn spawn_server(
     let parent = std::process::id() as libc::pid_t;
     unsafe {
         cmd.pre_exec(move || {
+            // Linux only; elsewhere the supervisor's instances outlive a killed
+            // supervisor until `pool clean` (README, Platforms).
+            #[cfg(target_os = "linux")]
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }

@@ -1,14 +1,34 @@
-//! JUnit XML from libtest's human output, for the `cargo test` fallback when nextest
-//! (which writes JUnit itself) is not installed. Stable libtest prints pass, fail and
-//! ignore per test but no durations, so the XML has no `time` attributes.
+//! JUnit XML of a run's tests, built with quick-junit (the data model and serializer
+//! cargo-nextest writes its own JUnit with): nextest's own file read back, suites built
+//! from libtest's human output (`cargo test`, doctests), and suites an earlier run
+//! recorded, merged into one report. Stable libtest prints no per-test durations, so
+//! its suites' `time` is measured here from when their lines arrived.
 
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
+use std::time::Duration;
 
-use crate::report::html::esc;
+use camino::Utf8Path;
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
+/// The suites of one `cargo test` (or `cargo test --doc`) run, built from its output
+/// lines as they arrive: one suite per test binary and per doctest run, failure output
+/// attached to its test case, each suite timed from its `Running` line to its
+/// `test result:` line.
 #[derive(Debug, Default)]
+pub struct LibtestSuites {
+    suites: Vec<Suite>,
+    /// Which test a `---- name stdout ----` block belongs to while reading it.
+    capturing: Option<(usize, usize)>,
+    /// Where `cargo test` ran: suites are named by package and target from the test
+    /// binaries' dep-info files, as nextest names them.
+    dir: Option<camino::Utf8PathBuf>,
+}
+
+#[derive(Debug)]
 struct Suite {
     name: String,
+    started: Option<Duration>,
+    time: Option<Duration>,
     cases: Vec<Case>,
 }
 
@@ -23,63 +43,115 @@ struct Case {
 enum Outcome {
     Passed,
     Failed,
-    Ignored,
+    /// With the reason `#[ignore = "…"]` gave.
+    Ignored(Option<String>),
 }
 
-/// Converts the output of `cargo test` (stdout and stderr interleaved, as a terminal or
-/// a CI log shows them) into a JUnit XML document: one `testsuite` per test binary or
-/// doctest run, failure output attached to its test case.
-pub fn from_libtest_output(output: &str) -> String {
-    from_libtest_output_in(output, None)
-}
+impl LibtestSuites {
+    /// The suites of a `cargo test` that runs in `dir` (where its test binaries' dep-info
+    /// files name their packages); `None` names suites by the binary's file instead.
+    pub fn in_dir(dir: Option<&Utf8Path>) -> LibtestSuites {
+        LibtestSuites { dir: dir.map(ToOwned::to_owned), ..LibtestSuites::default() }
+    }
 
-/// [`from_libtest_output`] of a `cargo test` that ran in `dir`, whose test binaries (and
-/// their dep-info files) are still there: suites are named by package and target.
-pub fn from_libtest_output_in(output: &str, dir: Option<&camino::Utf8Path>) -> String {
-    let mut suites: Vec<Suite> = Vec::new();
-    // Which test a `---- name stdout ----` block belongs to while reading it.
-    let mut capturing: Option<(usize, usize)> = None;
-    for line in output.lines() {
-        let trimmed = line.trim();
+    /// Takes one line of output that arrived `at` (any clock, as long as it is the same
+    /// for every line); `None` when the time is unknown (a saved log).
+    pub fn observe(&mut self, line: &str, at: Option<Duration>) {
+        let plain = crate::record::strip_ansi(line);
+        let trimmed = plain.trim();
         if let Some(rest) = trimmed.strip_prefix("Running ") {
-            suites.push(Suite { name: suite_name(rest, dir), cases: Vec::new() });
-            capturing = None;
-            continue;
+            let name = crate::orchestrator::libtest_binary_id(rest, self.dir.as_deref());
+            self.start_suite(name, at);
+            return;
         }
         if let Some(rest) = trimmed.strip_prefix("Doc-tests ") {
-            suites.push(Suite { name: format!("doc-tests {rest}"), cases: Vec::new() });
-            capturing = None;
-            continue;
+            self.start_suite(format!("{rest}::doctest"), at);
+            return;
         }
         if let Some(name) = trimmed
             .strip_prefix("---- ")
             .and_then(|r| r.strip_suffix(" stdout ----").or_else(|| r.strip_suffix(" stderr ----")))
         {
-            capturing =
-                suites.iter().enumerate().rev().find_map(|(si, s)| {
+            self.capturing =
+                self.suites.iter().enumerate().rev().find_map(|(si, s)| {
                     s.cases.iter().position(|c| c.name == name).map(|ci| (si, ci))
                 });
-            continue;
+            return;
         }
-        if trimmed == "failures:" || trimmed.starts_with("test result:") {
-            capturing = None;
-            continue;
+        if trimmed.starts_with("test result:") {
+            if let (Some(suite), Some(at)) = (self.suites.last_mut(), at)
+                && let Some(started) = suite.started
+            {
+                suite.time = Some(at.saturating_sub(started));
+            }
+            self.capturing = None;
+            return;
+        }
+        if trimmed == "failures:" {
+            self.capturing = None;
+            return;
         }
         if let Some((name, outcome)) = parse_test_line(trimmed) {
-            if suites.is_empty() {
-                suites.push(Suite { name: "tests".into(), cases: Vec::new() });
+            if self.suites.is_empty() {
+                self.start_suite("tests".into(), at);
             }
-            let suite = suites.last_mut().unwrap();
+            let suite = self.suites.last_mut().expect("a suite was just started");
             suite.cases.push(Case { name: name.to_string(), outcome, output: String::new() });
-            continue;
+            return;
         }
-        if let Some((si, ci)) = capturing {
-            let out = &mut suites[si].cases[ci].output;
-            out.push_str(line);
+        if let Some((si, ci)) = self.capturing {
+            let out = &mut self.suites[si].cases[ci].output;
+            out.push_str(&plain);
             out.push('\n');
         }
     }
-    render(&suites)
+
+    fn start_suite(&mut self, name: String, at: Option<Duration>) {
+        self.suites.push(Suite { name, started: at, time: None, cases: Vec::new() });
+        self.capturing = None;
+    }
+
+    /// The suites as JUnit: ignored tests are `skipped`, a failure's message is the
+    /// line that says where it panicked.
+    pub fn into_suites(self) -> Vec<TestSuite> {
+        self.suites.into_iter().map(Suite::into_junit).collect()
+    }
+}
+
+impl Suite {
+    fn into_junit(self) -> TestSuite {
+        let mut suite = TestSuite::new(self.name.as_str());
+        if let Some(t) = self.time {
+            suite.set_time(t);
+        }
+        for c in self.cases {
+            let status = match c.outcome {
+                Outcome::Passed => TestCaseStatus::success(),
+                Outcome::Ignored(reason) => {
+                    let mut s = TestCaseStatus::skipped();
+                    if let Some(r) = reason {
+                        s.set_message(r);
+                    }
+                    s
+                }
+                Outcome::Failed => {
+                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                    let message = c
+                        .output
+                        .lines()
+                        .find(|l| l.contains("panicked at"))
+                        .map(|l| l.trim().to_string())
+                        .unwrap_or_else(|| "test failed".into());
+                    s.set_message(message).set_description(c.output.trim_end());
+                    s
+                }
+            };
+            let mut case = TestCase::new(c.name.as_str(), status);
+            case.set_classname(self.name.as_str());
+            suite.add_test_case(case);
+        }
+        suite
+    }
 }
 
 /// `test a::b ... ok`, `... FAILED`, `... ignored` (optionally `, reason`).
@@ -89,71 +161,54 @@ fn parse_test_line(line: &str) -> Option<(&str, Outcome)> {
     let outcome = match result {
         "ok" => Outcome::Passed,
         "FAILED" => Outcome::Failed,
-        r if r == "ignored" || r.starts_with("ignored, ") => Outcome::Ignored,
-        _ => return None,
+        "ignored" => Outcome::Ignored(None),
+        r => Outcome::Ignored(Some(r.strip_prefix("ignored, ")?.to_string())),
     };
     Some((name, outcome))
 }
 
-/// `unittests src/lib.rs (target/debug/deps/foo-0123abcd)` → `foo unittests src/lib.rs`,
-/// with the binary named as nextest names it (`pkg::it`) where its dep-info file is
-/// found from `dir`: the hash changes with every build and would make reports of two
-/// runs incomparable, and two packages' `tests/it.rs` must not share a suite.
-fn suite_name(running: &str, dir: Option<&camino::Utf8Path>) -> String {
-    let Some((what, _)) = running.rsplit_once(" (") else { return running.to_string() };
-    let binary = crate::orchestrator::libtest_binary_id(running, dir);
-    format!("{binary} {what}")
+/// Converts the output of `cargo test` (stdout and stderr interleaved, as a terminal or
+/// a CI log shows them) into a JUnit XML document: one `testsuite` per test binary or
+/// doctest run, failure output attached to its test case. A saved log has no times.
+pub fn from_libtest_output(output: &str) -> String {
+    from_libtest_output_in(output, None)
 }
 
-fn render(suites: &[Suite]) -> String {
-    let count =
-        |o: Outcome| suites.iter().flat_map(|s| &s.cases).filter(|c| c.outcome == o).count();
-    let total: usize = suites.iter().map(|s| s.cases.len()).sum();
-    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    writeln!(
-        x,
-        r#"<testsuites name="cargo test" tests="{total}" failures="{}" errors="0" skipped="{}">"#,
-        count(Outcome::Failed),
-        count(Outcome::Ignored)
-    )
-    .unwrap();
-    for s in suites {
-        let failures = s.cases.iter().filter(|c| c.outcome == Outcome::Failed).count();
-        let skipped = s.cases.iter().filter(|c| c.outcome == Outcome::Ignored).count();
-        writeln!(
-            x,
-            r#"  <testsuite name="{}" tests="{}" failures="{failures}" errors="0" skipped="{skipped}">"#,
-            esc(&s.name),
-            s.cases.len()
-        )
-        .unwrap();
-        for c in &s.cases {
-            let open =
-                format!(r#"    <testcase name="{}" classname="{}""#, esc(&c.name), esc(&s.name));
-            match c.outcome {
-                Outcome::Passed => writeln!(x, "{open}/>").unwrap(),
-                Outcome::Ignored => {
-                    writeln!(x, "{open}>\n      <skipped/>\n    </testcase>").unwrap()
-                }
-                Outcome::Failed => {
-                    let message = c
-                        .output
-                        .lines()
-                        .find(|l| l.contains("panicked at"))
-                        .map(|l| l.trim().to_string())
-                        .unwrap_or_else(|| "test failed".into());
-                    writeln!(
-                        x,
-                        "{open}>\n      <failure message=\"{}\">{}</failure>\n    </testcase>",
-                        esc(&message),
-                        esc(c.output.trim_end())
-                    )
-                    .unwrap()
-                }
-            }
-        }
-        writeln!(x, "  </testsuite>").unwrap();
+/// [`from_libtest_output`] of a `cargo test` that ran in `dir`, whose test binaries (and
+/// their dep-info files) are still there: suites are named as nextest names its test
+/// binaries (`pkg::it`), so two packages' `tests/it.rs` never share a suite.
+pub fn from_libtest_output_in(output: &str, dir: Option<&Utf8Path>) -> String {
+    let mut s = LibtestSuites::in_dir(dir);
+    for line in output.lines() {
+        s.observe(line, None);
     }
-    x.push_str("</testsuites>\n");
-    x
+    render("cargo test", s.into_suites(), None)
+}
+
+/// The suites of a JUnit document (nextest's, or one recorded by an earlier run).
+pub fn parse_suites(xml: &str) -> Result<Vec<TestSuite>, String> {
+    Report::deserialize_from_str(xml).map(|r| r.test_suites).map_err(|e| e.to_string())
+}
+
+/// Suites grouped by the package they test: a suite is named by its test binary as
+/// nextest names it (`pkg`, `pkg::it`, `pkg::bin/name`), so the package comes first.
+pub fn by_package(suites: Vec<TestSuite>) -> BTreeMap<String, Vec<TestSuite>> {
+    let mut out: BTreeMap<String, Vec<TestSuite>> = BTreeMap::new();
+    for s in suites {
+        let package = s.name.as_str().split("::").next().unwrap_or_default().to_string();
+        out.entry(package).or_default().push(s);
+    }
+    out
+}
+
+/// One JUnit document of `suites` (the totals are counted from them), with the run's
+/// time where known.
+pub fn render(name: &str, suites: Vec<TestSuite>, time: Option<Duration>) -> String {
+    let mut report = Report::new(name);
+    report.add_test_suites(suites);
+    if let Some(t) = time {
+        report.set_time(t);
+    }
+    // Serializing into a String fails only on a writer error, which a String never has.
+    report.to_string().unwrap_or_default()
 }

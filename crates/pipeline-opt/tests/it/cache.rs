@@ -101,7 +101,14 @@ pub fn run_pipeline(repo: &Repo, run_id: &str, env: &[(&str, &str)]) -> CachedPl
             String::from_utf8_lossy(&out.stderr)
         );
         cache
-            .record_success(&cached, &stage.id, run_id, &inputs.workspace, &inputs.toolchain)
+            .record_success(
+                &cached,
+                &stage.id,
+                run_id,
+                &inputs.workspace,
+                &inputs.toolchain,
+                &Default::default(),
+            )
             .unwrap();
     }
     cached
@@ -526,7 +533,14 @@ fn an_edit_during_the_run_is_not_recorded() {
         assert!(out.status.success(), "{}: {}", stage.id, String::from_utf8_lossy(&out.stderr));
         notes.extend(
             cache
-                .record_success(&cached, &stage.id, "run-1", &inputs.workspace, &inputs.toolchain)
+                .record_success(
+                    &cached,
+                    &stage.id,
+                    "run-1",
+                    &inputs.workspace,
+                    &inputs.toolchain,
+                    &Default::default(),
+                )
                 .unwrap(),
         );
     }

@@ -259,3 +259,137 @@ fn optimize_keeps_the_jobserver_under_a_path_with_a_space() {
     }
     assert!(logs >= 3, "the cargo stages wrote logs: {:#?}", outcome.record.stages);
 }
+
+/// The run's JUnit file read back with an XML parser other than the one that wrote it:
+/// the root's `tests`, `failures`, `skipped`, whether the root and every suite are timed
+/// (a `time` on the suite, as libtest's get, or on each of its cases, as nextest writes
+/// them), and each test case as `suite name`.
+struct Junit {
+    counts: [usize; 3],
+    suites_timed: bool,
+    cases: Vec<String>,
+    xml: String,
+}
+
+fn read_junit(path: &camino::Utf8Path) -> Junit {
+    let xml = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "testsuites", "{xml}");
+    let count = |a: &str| root.attribute(a).and_then(|v| v.parse().ok()).unwrap();
+    let suites: Vec<_> = root.children().filter(|n| n.has_tag_name("testsuite")).collect();
+    let timed = |n: &roxmltree::Node| n.attribute("time").is_some_and(|t| t.parse::<f64>().is_ok());
+    let suites_timed = timed(&root)
+        && suites.iter().all(|s| {
+            timed(s) || s.children().filter(|n| n.has_tag_name("testcase")).all(|c| timed(&c))
+        });
+    let mut cases = Vec::new();
+    for s in &suites {
+        for c in s.children().filter(|n| n.has_tag_name("testcase")) {
+            cases.push(format!(
+                "{} {}",
+                s.attribute("name").unwrap(),
+                c.attribute("name").unwrap()
+            ));
+        }
+    }
+    cases.sort();
+    Junit {
+        counts: [count("tests"), count("failures"), count("skipped")],
+        suites_timed,
+        cases,
+        xml,
+    }
+}
+
+/// The record's test counts summed over its stages: (ran, failed), as JUnit counts them
+/// (`tests` less `skipped`, and `failures`).
+fn ran_and_failed(r: &RunRecord) -> (usize, usize) {
+    let failed: usize = r.test_counts.iter().map(|c| c.failed).sum();
+    let passed: usize = r.test_counts.iter().map(|c| c.passed).sum();
+    (passed + failed, failed)
+}
+
+/// nextest's own JUnit (through the tool config the run writes; the workspace's config
+/// is not touched) and the doctests' (from libtest's output) in one file whose counts
+/// are the run's; a second run that the cache serves entirely writes the same tests
+/// again, replayed from the cache.
+#[test]
+fn optimize_writes_junit_every_run_and_replays_it_from_the_cache() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![
+        FixtureCrate::new("a")
+            .lib("/// ```\n/// assert_eq!(a::one(), 1);\n/// ```\npub fn one() -> u64 { 1 }\n")
+            .test(
+                "it",
+                "#[test] fn one() { assert_eq!(a::one(), 1) }\n#[test] #[ignore] fn later() {}\n",
+            ),
+    ])
+    .config("disable = [\"bench-build\"]");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let options = OptimizeOptions { manifest_path: Some(manifest), ..OptimizeOptions::default() };
+    let first = run_optimized_pipeline(&options, &mut |_| {}).unwrap();
+    assert_eq!(first.exit_code, exit::OK, "{:#?}", first.record.stages);
+    assert!(
+        stage(&first.record, "test").command.contains("nextest run"),
+        "cargo xtask ci installs it"
+    );
+    let path = first.reports.junit.clone().expect("optimize writes a JUnit file");
+    assert_eq!(path, dir.join("ws/target/pipeline-opt/junit.xml"));
+    let j = read_junit(&path);
+    assert_eq!(
+        (j.counts[0] - j.counts[2], j.counts[1]),
+        ran_and_failed(&first.record),
+        "{}",
+        j.xml
+    );
+    assert!(j.suites_timed, "{}", j.xml);
+    assert_eq!(j.cases.len(), 2, "{}", j.xml);
+    assert!(j.cases.contains(&"a::it one".to_string()), "{:?}", j.cases);
+    assert!(
+        j.cases.iter().any(|c| c.starts_with("a::doctest crates/a/src/lib.rs - one")),
+        "{:?}",
+        j.cases
+    );
+    assert!(!dir.join("ws/.config").exists(), "the workspace's nextest config is not written");
+
+    let second = run_optimized_pipeline(&options, &mut |_| {}).unwrap();
+    assert!(
+        second.record.stages.iter().all(|s| !matches!(s.status, StageStatus::Succeeded)),
+        "fully cached: {:#?}",
+        second.record.stages
+    );
+    let again = read_junit(&path);
+    assert_eq!(again.cases, j.cases, "{}", again.xml);
+    assert_eq!(again.counts, j.counts, "{}", again.xml);
+}
+
+/// Without nextest (`test-runner = "cargo"`), the JUnit comes from libtest's output:
+/// a failing test is a failure with its panic message, free of the ANSI codes it
+/// printed, and the counts are the run's.
+#[test]
+fn optimize_writes_junit_from_cargo_test_with_its_failures() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("a").test(
+        "it",
+        "#[test] fn fine() {}\n#[test] #[ignore] fn later() {}\n\
+         #[test] fn bad() { panic!(\"\\x1b[31mred\\x1b[0m boom\") }\n",
+    )])
+    .config("disable = [\"bench-build\", \"doctest\"]\ntest-runner = \"cargo\"");
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let options = OptimizeOptions { manifest_path: Some(manifest), ..OptimizeOptions::default() };
+    let outcome = run_optimized_pipeline(&options, &mut |_| {}).unwrap();
+    assert_eq!(outcome.exit_code, exit::STAGE_FAILED);
+    let j = read_junit(outcome.reports.junit.as_ref().unwrap());
+    assert_eq!(
+        (j.counts[0] - j.counts[2], j.counts[1]),
+        ran_and_failed(&outcome.record),
+        "{}",
+        j.xml
+    );
+    assert_eq!(j.counts, [4, 1, 1], "{}", j.xml);
+    assert!(j.suites_timed, "{}", j.xml);
+    assert!(j.xml.contains("red boom") && !j.xml.contains('\u{1b}'), "{}", j.xml);
+    let cases = ["a tests::value_is_positive", "a::it bad", "a::it fine", "a::it later"];
+    assert_eq!(j.cases, cases, "{}", j.xml);
+}
