@@ -43,6 +43,13 @@ fn committed_unstaged_and_untracked_changes_reach_their_dependents() {
     assert_eq!(a.changed_packages, ["right", "top"]);
     let narrowed = a.narrow(&CargoArgs::default()).unwrap();
     assert_eq!(narrowed.packages, ["right", "top"]);
+    // `--exclude` stays out of the narrowed selection, which names the rest instead.
+    let base = CargoArgs { exclude: vec!["top".into()], ..CargoArgs::default() };
+    let narrowed = a.narrow(&base).unwrap();
+    assert_eq!((narrowed.packages, narrowed.exclude), (vec!["right".to_string()], vec![]));
+    let only_top =
+        CargoArgs { exclude: vec!["right".into(), "top".into()], ..CargoArgs::default() };
+    assert_eq!(a.narrow(&only_top), None, "every affected package is excluded");
 }
 
 #[test]
