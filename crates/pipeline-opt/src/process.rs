@@ -568,3 +568,91 @@ pub fn wait_with_rusage(pid: i32) -> std::io::Result<Reaped> {
 fn timeval_duration(t: libc::timeval) -> Duration {
     Duration::new(t.tv_sec.max(0) as u64, (t.tv_usec.max(0) as u32) * 1000)
 }
+
+// ---------------------------------------------------------------------------------------
+// Holding descriptors for as long as a process lives, across its exec
+
+/// Keeps `fds` open in a detached process until this process (the same pid, across an
+/// exec) exits, then lets them close: how a lease's lock outlives the lease runner's exec
+/// of the test and no more. The holder is a grandchild in a session of its own (no
+/// child of the test, in none of its process groups, deaf to its terminal), with every
+/// other descriptor closed, stdin/stdout/stderr on /dev/null, so the test's output pipes
+/// close when the test's do; it watches this process through a pidfd. Returns once the
+/// holder is set up; `fds` may be close-on-exec (the holder never execs).
+///
+/// Call it from a single-threaded process: it forks.
+pub fn hold_until_exit(fds: &[std::os::fd::RawFd]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let err = std::io::Error::last_os_error;
+    // SAFETY: pidfd_open on our own pid; the result is a new descriptor or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) } as i32;
+    if pidfd < 0 {
+        return Err(err());
+    }
+    // SAFETY: pidfd is a fresh descriptor we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    // SAFETY: a static NUL-terminated path.
+    let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if null < 0 {
+        return Err(err());
+    }
+    // SAFETY: null is a fresh descriptor we own.
+    let null = unsafe { OwnedFd::from_raw_fd(null) };
+    // The holder closes its end of the pipe once it is detached: end of file here.
+    let (ready_r, ready_w) = pipe()?;
+    let mut keep = [-1; 16];
+    if fds.len() + 1 > keep.len() {
+        return Err(std::io::Error::other("too many descriptors to hold"));
+    }
+    keep[..fds.len()].copy_from_slice(fds);
+    keep[fds.len()] = pidfd.as_raw_fd();
+    let keep = &mut keep[..fds.len() + 1];
+    keep.sort_unstable();
+    // SAFETY: the caller is single-threaded; the child only makes async-signal-safe
+    // calls (setsid, fork, dup2, close_range, poll, _exit) on values prepared above.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(err());
+    }
+    if child == 0 {
+        // SAFETY: see above; nothing here returns to the caller's code.
+        unsafe {
+            libc::setsid();
+            match libc::fork() {
+                0 => {}
+                -1 => libc::_exit(1),
+                _ => libc::_exit(0),
+            }
+            for target in 0..3 {
+                libc::dup2(null.as_raw_fd(), target);
+            }
+            // Close everything from 3 up but the descriptors we hold.
+            let mut low: libc::c_uint = 3;
+            for &fd in keep.iter() {
+                if fd as libc::c_uint > low {
+                    libc::syscall(libc::SYS_close_range, low, fd as libc::c_uint - 1, 0);
+                }
+                low = low.max(fd as libc::c_uint + 1);
+            }
+            libc::syscall(libc::SYS_close_range, low, libc::c_uint::MAX, 0);
+            let mut p = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            while libc::poll(&mut p, 1, -1) < 0 && *libc::__errno_location() == libc::EINTR {}
+            libc::_exit(0);
+        }
+    }
+    drop(ready_w);
+    let mut buf = [0u8; 1];
+    // SAFETY: reads into a valid buffer from a descriptor we own; EOF once the holder
+    // has closed everything it does not hold.
+    while unsafe { libc::read(ready_r.as_raw_fd(), buf.as_mut_ptr().cast(), 1) } < 0
+        && err().kind() == std::io::ErrorKind::Interrupted
+    {}
+    // The intermediate child exits at once; reap it so the test has no child it did not
+    // start.
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    while unsafe { libc::waitpid(child, &mut status, 0) } < 0
+        && err().kind() == std::io::ErrorKind::Interrupted
+    {}
+    Ok(())
+}

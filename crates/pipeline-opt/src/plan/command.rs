@@ -51,6 +51,62 @@ pub(super) struct CargoInvocation {
     pub(super) retries: Option<NextestRetries>,
     /// Only these packages' tests run (the cache proved the others').
     pub(super) narrowed_to: Option<Vec<String>>,
+    /// Every test process leases the services whose variables the tests read.
+    pub(super) leases: Option<TestLeases>,
+}
+
+/// The first argument of the lease runner: the running binary, started by cargo or
+/// nextest in place of a test binary with this argument, leases and runs the test
+/// (`pool::runner`). The planner writes it; nothing else does.
+pub const LEASE_RUNNER_ARG: &str = "--pipeline-opt-lease-runner";
+
+/// Every test process of a stage gets its own lease of each service that declares
+/// variables, as those variables: cargo and cargo-nextest start each test binary through
+/// this target runner (`--config target.<triple>.runner=[…]`, which outranks the user's
+/// own setting), which leases, sets the variables, and runs the user's runner (chained)
+/// or the test binary in its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestLeases {
+    /// The program cargo starts in the test binary's place: this binary, in lease-runner
+    /// mode.
+    pub program: String,
+    /// The platform whose runner it is set as: `--target`, else the host.
+    pub triple: String,
+    /// Each service to lease, with its variables and their templates.
+    pub services: Vec<(String, Vec<(String, String)>)>,
+    /// The user's own runner, which the lease runner runs in turn.
+    pub user_runner: Option<Vec<String>>,
+}
+
+impl TestLeases {
+    /// The runner's argv, before the test binary and its arguments that cargo appends:
+    /// `PROGRAM --pipeline-opt-lease-runner --lease SERVICE --env VAR=TEMPLATE … -- [USER RUNNER…]`.
+    pub fn runner_argv(&self) -> Vec<String> {
+        let mut a = vec![self.program.clone(), LEASE_RUNNER_ARG.to_string()];
+        for (service, vars) in &self.services {
+            a.extend(["--lease".to_string(), service.clone()]);
+            for (var, template) in vars {
+                a.extend(["--env".to_string(), format!("{var}={template}")]);
+            }
+        }
+        a.push("--".into());
+        a.extend(self.user_runner.iter().flatten().cloned());
+        a
+    }
+
+    /// The `--config` value that makes it the runner: a TOML array, so no path or
+    /// template is split at whitespace as a runner string would be.
+    fn config_value(&self) -> String {
+        let array =
+            toml::Value::Array(self.runner_argv().into_iter().map(toml::Value::String).collect());
+        let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        let key = if self.triple.chars().all(plain) {
+            self.triple.clone()
+        } else {
+            toml::Value::String(self.triple.clone()).to_string()
+        };
+        format!("target.{key}.runner={array}")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +207,7 @@ impl CargoInvocation {
             profile: None,
             retries: None,
             narrowed_to: None,
+            leases: None,
         }
     }
 
@@ -163,6 +220,9 @@ impl CargoInvocation {
                     a.extend(["--target-dir".to_string(), d.to_string()]);
                 }
                 a.extend(["--manifest-path".to_string(), self.manifest_path.clone()]);
+                if let Some(leases) = &self.leases {
+                    a.extend(["--config".to_string(), leases.config_value()]);
+                }
                 if self.offline {
                     a.push("--offline".into());
                 }
@@ -393,6 +453,14 @@ impl StageCommand {
     pub fn retries(&self) -> Option<&NextestRetries> {
         match &self.invocation {
             Invocation::Cargo(c) => c.retries.as_ref(),
+            Invocation::Argv { .. } => None,
+        }
+    }
+
+    /// The leases its test processes get, if any.
+    pub fn leases(&self) -> Option<&TestLeases> {
+        match &self.invocation {
+            Invocation::Cargo(c) => c.leases.as_ref(),
             Invocation::Argv { .. } => None,
         }
     }

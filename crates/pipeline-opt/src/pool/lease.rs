@@ -65,6 +65,12 @@ impl Lease {
     pub fn acquired_in(&self) -> Duration {
         self.acquired_in
     }
+    /// The descriptor whose lock is the lease: while any process holds it open, the slot
+    /// stays leased.
+    pub(crate) fn lock_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self._lock.as_raw_fd()
+    }
 }
 
 impl std::fmt::Debug for Lease {
