@@ -572,13 +572,15 @@ fn timeval_duration(t: libc::timeval) -> Duration {
 // ---------------------------------------------------------------------------------------
 // Holding descriptors for as long as a process lives, across its exec
 
-/// Keeps `fds` open in a detached process until this process (the same pid, across an
+/// Keeps `fds` open in a forked holder until this process (the same pid, across an
 /// exec) exits, then lets them close: how a lease's lock outlives the lease runner's exec
-/// of the test and no more. The holder is a grandchild in a session of its own (no
-/// child of the test, in none of its process groups, deaf to its terminal), with every
-/// other descriptor closed, stdin/stdout/stderr on /dev/null, so the test's output pipes
-/// close when the test's do; it watches this process through a pidfd. Returns once the
-/// holder is set up; `fds` may be close-on-exec (the holder never execs).
+/// of the test and no more. The holder watches this process through a pidfd; it leaves
+/// the process group and session (no signal meant for the test's group reaches it), puts
+/// stdin/stdout/stderr on /dev/null and closes every other descriptor, so the test's
+/// output pipes close when the test's do. Nothing here waits for the holder: the caller
+/// may exec at once. After that exec the holder is the test's child (it never exits
+/// before the test, so a test's `waitpid` never sees it end); once the test is gone it
+/// is reaped by the subreaper or init.
 ///
 /// Call it from a single-threaded process: it forks.
 pub fn hold_until_exit(fds: &[std::os::fd::RawFd]) -> std::io::Result<()> {
@@ -598,8 +600,6 @@ pub fn hold_until_exit(fds: &[std::os::fd::RawFd]) -> std::io::Result<()> {
     }
     // SAFETY: null is a fresh descriptor we own.
     let null = unsafe { OwnedFd::from_raw_fd(null) };
-    // The holder closes its end of the pipe once it is detached: end of file here.
-    let (ready_r, ready_w) = pipe()?;
     let mut keep = [-1; 16];
     if fds.len() + 1 > keep.len() {
         return Err(std::io::Error::other("too many descriptors to hold"));
@@ -609,7 +609,7 @@ pub fn hold_until_exit(fds: &[std::os::fd::RawFd]) -> std::io::Result<()> {
     let keep = &mut keep[..fds.len() + 1];
     keep.sort_unstable();
     // SAFETY: the caller is single-threaded; the child only makes async-signal-safe
-    // calls (setsid, fork, dup2, close_range, poll, _exit) on values prepared above.
+    // calls (setsid, dup2, close_range, poll, _exit) on values prepared above.
     let child = unsafe { libc::fork() };
     if child < 0 {
         return Err(err());
@@ -618,11 +618,6 @@ pub fn hold_until_exit(fds: &[std::os::fd::RawFd]) -> std::io::Result<()> {
         // SAFETY: see above; nothing here returns to the caller's code.
         unsafe {
             libc::setsid();
-            match libc::fork() {
-                0 => {}
-                -1 => libc::_exit(1),
-                _ => libc::_exit(0),
-            }
             for target in 0..3 {
                 libc::dup2(null.as_raw_fd(), target);
             }
@@ -640,19 +635,5 @@ pub fn hold_until_exit(fds: &[std::os::fd::RawFd]) -> std::io::Result<()> {
             libc::_exit(0);
         }
     }
-    drop(ready_w);
-    let mut buf = [0u8; 1];
-    // SAFETY: reads into a valid buffer from a descriptor we own; EOF once the holder
-    // has closed everything it does not hold.
-    while unsafe { libc::read(ready_r.as_raw_fd(), buf.as_mut_ptr().cast(), 1) } < 0
-        && err().kind() == std::io::ErrorKind::Interrupted
-    {}
-    // The intermediate child exits at once; reap it so the test has no child it did not
-    // start.
-    let mut status = 0;
-    // SAFETY: waits for our own child.
-    while unsafe { libc::waitpid(child, &mut status, 0) } < 0
-        && err().kind() == std::io::ErrorKind::Interrupted
-    {}
     Ok(())
 }
