@@ -267,6 +267,29 @@ pub struct ServiceConfig {
     /// Every test process of the test stages gets a lease of its own through them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// PostgreSQL: what `env` points at. `database` (the default): a fresh database per
+    /// test process. `server`: the server's maintenance database `postgres` as a
+    /// superuser, shared by every test process, for suites that create their own
+    /// databases (sqlx's `#[sqlx::test]`).
+    #[serde(default, skip_serializing_if = "ServiceMode::is_database")]
+    pub mode: ServiceMode,
+}
+
+/// What a PostgreSQL service's `env` variables give each test process.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceMode {
+    /// A database of its own, cloned from the prepared template.
+    #[default]
+    Database,
+    /// The whole server: a superuser connection to the maintenance database.
+    Server,
+}
+
+impl ServiceMode {
+    fn is_database(&self) -> bool {
+        *self == ServiceMode::Database
+    }
 }
 
 impl ServiceConfig {
@@ -288,6 +311,7 @@ impl ServiceConfig {
             extensions: Vec::new(),
             socket_dir: None,
             env: BTreeMap::new(),
+            mode: ServiceMode::Database,
         }
     }
 }
@@ -735,6 +759,7 @@ impl Config {
             only_postgres("settings", !service.settings.is_empty()),
             only_postgres("extensions", !service.extensions.is_empty()),
             only_postgres("socket-dir", service.socket_dir.is_some()),
+            only_postgres("mode", service.mode != ServiceMode::Database),
         ];
         if let Some(err) = postgres_only.into_iter().flatten().next() {
             return Err(err);
@@ -849,6 +874,12 @@ impl Config {
     /// The variables a service's leases are given to the tests as: names an environment
     /// can hold, templates with only the placeholders the kind fills.
     fn validate_service_env(&self, name: &str, service: &ServiceConfig) -> Result<(), ConfigError> {
+        if service.mode == ServiceMode::Server && service.env.is_empty() {
+            return Err(self.invalid(
+                &format!("services.{name}.mode"),
+                "mode = \"server\" gives the tests the server through `env`; add `env = { DATABASE_URL = \"{url}\" }` or remove `mode`",
+            ));
+        }
         for (var, template) in &service.env {
             let key = format!("services.{name}.env.{var}");
             if !valid_env_name(var) {

@@ -23,7 +23,9 @@ mod command;
 mod naive;
 
 use command::{CargoInvocation, Selection, Subcommand, TargetSelector};
-pub use command::{LEASE_RUNNER_ARG, NextestRetries, StageCommand, TestLeases, TestRunnerCommand};
+pub use command::{
+    LEASE_RUNNER_ARG, LeasedService, NextestRetries, StageCommand, TestLeases, TestRunnerCommand,
+};
 pub use naive::naive;
 
 /// Built-in stages that run only when `enable` names them.
@@ -763,13 +765,15 @@ impl<'a> Planner<'a> {
     /// The leases every test process gets: one of each service that declares `env`,
     /// through a target runner on the test platform (`--target`, else the host).
     fn test_leases(&mut self) -> Option<TestLeases> {
-        let services: Vec<(String, Vec<(String, String)>)> = self
+        let services: Vec<LeasedService> = self
             .config
             .services
             .iter()
             .filter(|(_, s)| !s.env.is_empty())
-            .map(|(name, s)| {
-                (name.clone(), s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .map(|(name, s)| LeasedService {
+                name: name.clone(),
+                whole_server: s.mode == crate::config::ServiceMode::Server,
+                env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             })
             .collect();
         if services.is_empty() {
@@ -784,14 +788,14 @@ impl<'a> Planner<'a> {
         let user_runner = self.options.user_runner.as_ref().map(|r| r.argv.clone());
         let note = match &self.options.user_runner {
             Some(r) => format!(
-                "each test process gets its own lease of {} through the tool's target runner, which then runs yours ({}: `{}`)",
-                services.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+                "each test process gets {} through the tool's target runner, which then runs yours ({}: `{}`)",
+                services.iter().map(LeasedService::describe).collect::<Vec<_>>().join(", "),
                 r.source,
                 r.argv.join(" ")
             ),
             None => format!(
-                "each test process gets its own lease of {} through the tool's target runner",
-                services.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                "each test process gets {} through the tool's target runner",
+                services.iter().map(LeasedService::describe).collect::<Vec<_>>().join(", ")
             ),
         };
         if !self.notes.contains(&note) {

@@ -134,7 +134,37 @@ fn pool_up_with_a_missing_extension_is_one_line_and_starts_nothing() {
 /// another test already used, and logs its database and its time span. It speaks the
 /// PostgreSQL wire protocol by hand (trust authentication), so the fixture builds
 /// offline with no client crate.
-const DATABASE_URL_TESTS: &str = r#"
+fn database_url_tests() -> String {
+    [
+        PG_WIRE,
+        r#"
+fn collide(name: &str) {
+    let start = now();
+    let (mut s, db) = connect(&std::env::var("DATABASE_URL").expect("DATABASE_URL is set"));
+    query(&mut s, "CREATE TABLE shared (v int)");
+    std::thread::sleep(Duration::from_millis(400));
+    query(&mut s, "INSERT INTO shared VALUES (1)");
+    let runner = std::env::var("USER_RUNNER").unwrap_or_default();
+    let log = std::env::var("FIXTURE_LOG").unwrap();
+    std::fs::write(format!("{log}/{name}"), format!("{db} {start} {} {runner}", now())).unwrap();
+}
+
+#[test]
+fn first() { collide("first") }
+#[test]
+fn second() { collide("second") }
+#[test]
+fn third() { collide("third") }
+#[test]
+fn fourth() { collide("fourth") }
+"#,
+    ]
+    .concat()
+}
+
+/// The PostgreSQL wire protocol, by hand: start-up with trust authentication, simple
+/// queries, errors as panics.
+const PG_WIRE: &str = r#"
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -160,8 +190,7 @@ fn until_ready(s: &mut TcpStream) {
 }
 
 /// postgres://USER@HOST:PORT/DB
-fn connect() -> (TcpStream, String) {
-    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL is set");
+fn connect(url: &str) -> (TcpStream, String) {
     let rest = url.strip_prefix("postgres://").expect("a postgres URL");
     let (user, rest) = rest.split_once('@').unwrap();
     let (hostport, db) = rest.split_once('/').unwrap();
@@ -191,26 +220,6 @@ fn query(s: &mut TcpStream, sql: &str) {
 fn now() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()
 }
-
-fn collide(name: &str) {
-    let start = now();
-    let (mut s, db) = connect();
-    query(&mut s, "CREATE TABLE shared (v int)");
-    std::thread::sleep(Duration::from_millis(400));
-    query(&mut s, "INSERT INTO shared VALUES (1)");
-    let runner = std::env::var("USER_RUNNER").unwrap_or_default();
-    let log = std::env::var("FIXTURE_LOG").unwrap();
-    std::fs::write(format!("{log}/{name}"), format!("{db} {start} {} {runner}", now())).unwrap();
-}
-
-#[test]
-fn first() { collide("first") }
-#[test]
-fn second() { collide("second") }
-#[test]
-fn third() { collide("third") }
-#[test]
-fn fourth() { collide("fourth") }
 "#;
 
 /// The fixture's own target runner, which the tool's must run in turn: it marks the
@@ -244,7 +253,7 @@ fn tests_reading_database_url_get_a_database_each_through_a_chained_runner() {
     let build_rs = "fn main() {\n    assert!(std::env::var_os(\"DATABASE_URL\").is_none(), \"a build saw DATABASE_URL\");\n}\n";
     let ws = FixtureWorkspace::new(vec![
         FixtureCrate::new("app")
-            .test("collide", DATABASE_URL_TESTS)
+            .test("collide", database_url_tests())
             .bin("user-runner", USER_RUNNER)
             .file("build.rs", build_rs),
     ])
@@ -289,4 +298,64 @@ fn tests_reading_database_url_get_a_database_each_through_a_chained_runner() {
     let left = pipeline_opt::process::marked_processes(&record.run_id, None);
     assert!(left.is_empty(), "left running: {left:?}");
     assert!(processes_mentioning(pool_dir.as_str()).is_empty());
+}
+
+/// Tests that make their own databases, as sqlx's `#[sqlx::test]` does: from the
+/// maintenance database they create one each, then work in it.
+fn server_mode_tests() -> String {
+    [
+        PG_WIRE,
+        r#"
+fn own_database(name: &str) {
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL is set");
+    let (mut admin, db) = connect(&url);
+    assert_eq!(db, "postgres", "the maintenance database: {url}");
+    query(&mut admin, &format!("CREATE DATABASE own_{name}"));
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let (mut own, _) = connect(&format!("{base}/own_{name}"));
+    query(&mut own, "CREATE TABLE shared (v int)");
+    std::thread::sleep(Duration::from_millis(300));
+    query(&mut own, "INSERT INTO shared VALUES (1)");
+}
+
+#[test]
+fn first() { own_database("first") }
+#[test]
+fn second() { own_database("second") }
+"#,
+    ]
+    .concat()
+}
+
+/// Item 2 of #17: with `mode = "server"` every test process gets a superuser connection
+/// to the maintenance database of one shared server, and tests that create their own
+/// databases there pass side by side; nothing is left after the run.
+#[test]
+fn mode_server_gives_tests_a_superuser_url_to_make_their_own_databases() {
+    if !installed("initdb", "postgresql") {
+        return;
+    }
+    let (_dir, root) = crate::temp();
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("app").test("own", server_mode_tests())])
+        .config(
+            "disable = [\"bench-build\", \"doctest\"]\n\
+             [services.db]\nkind = \"postgres\"\nmode = \"server\"\nuser = \"postgres\"\nauth = \"trust\"\n\
+             env = { DATABASE_URL = \"postgres://{user}@{host}:{port}/{db}\" }\n\
+             [env]\ntest = { NEXTEST_TEST_THREADS = \"2\" }\n",
+        );
+    let manifest = ws.write(&root.join("ws")).unwrap();
+    let json = root.join("run.json");
+    let out = xtask(&["optimize", "--manifest-path", manifest.as_str(), "--json", json.as_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let record = crate::record(&json);
+    let test = record.stages.iter().find(|s| s.id == "test").unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{:?}", test.tail);
+    let counts = record.test_counts.iter().find(|c| c.stage == "test").unwrap();
+    // The two above and the fixture lib's own unit test.
+    assert_eq!((counts.passed, counts.failed), (3, 0), "{:?}", test.tail);
+    let pool_dir = root.join("ws/target/pipeline-opt/pool");
+    let status = pipeline_opt::pool::ContainerPool::at(pool_dir.as_std_path()).status();
+    assert!(status.supervisor.is_none(), "{status:?}");
+    let left = pipeline_opt::process::marked_processes(&record.run_id, None);
+    assert!(left.is_empty(), "left running: {left:?}");
 }

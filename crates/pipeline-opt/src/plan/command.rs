@@ -73,9 +73,31 @@ pub struct TestLeases {
     /// The platform whose runner it is set as: `--target`, else the host.
     pub triple: String,
     /// Each service to lease, with its variables and their templates.
-    pub services: Vec<(String, Vec<(String, String)>)>,
+    pub services: Vec<LeasedService>,
     /// The user's own runner, which the lease runner runs in turn.
     pub user_runner: Option<Vec<String>>,
+}
+
+/// A service whose variables every test process gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedService {
+    pub name: String,
+    /// `mode = "server"`: the variables name the whole server's maintenance database,
+    /// shared, and no lease is taken (`--server` instead of `--lease`).
+    pub whole_server: bool,
+    /// The variables and their templates.
+    pub env: Vec<(String, String)>,
+}
+
+impl LeasedService {
+    /// As the plan's note names it.
+    pub fn describe(&self) -> String {
+        if self.whole_server {
+            format!("the whole server of `{}`", self.name)
+        } else {
+            format!("its own lease of `{}`", self.name)
+        }
+    }
 }
 
 impl TestLeases {
@@ -83,9 +105,10 @@ impl TestLeases {
     /// `PROGRAM --pipeline-opt-lease-runner --lease SERVICE --env VAR=TEMPLATE … -- [USER RUNNER…]`.
     pub fn runner_argv(&self) -> Vec<String> {
         let mut a = vec![self.program.clone(), LEASE_RUNNER_ARG.to_string()];
-        for (service, vars) in &self.services {
-            a.extend(["--lease".to_string(), service.clone()]);
-            for (var, template) in vars {
+        for service in &self.services {
+            let how = if service.whole_server { "--server" } else { "--lease" };
+            a.extend([how.to_string(), service.name.clone()]);
+            for (var, template) in &service.env {
                 a.extend(["--env".to_string(), format!("{var}={template}")]);
             }
         }

@@ -43,14 +43,22 @@ enum RunnerError {
     Exec { program: String, source: std::io::Error },
 }
 
+/// A service the plan names: leased (`--lease`) or, with `mode = "server"`, the whole
+/// server (`--server`), with its variables.
+struct Wanted {
+    name: String,
+    whole_server: bool,
+    env: Vec<(String, String)>,
+}
+
 /// What the plan asked for: services with their variables, then the command to run.
 struct Request {
-    services: Vec<(String, Vec<(String, String)>)>,
+    services: Vec<Wanted>,
     command: Vec<OsString>,
 }
 
 fn parse(args: Vec<OsString>) -> Result<Request, RunnerError> {
-    let mut services: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    let mut services: Vec<Wanted> = Vec::new();
     let mut it = args.into_iter();
     let text = |a: Option<OsString>, what: &str| {
         a.and_then(|a| a.into_string().ok())
@@ -62,7 +70,11 @@ fn parse(args: Vec<OsString>) -> Result<Request, RunnerError> {
         };
         match arg.to_str() {
             Some("--") => break,
-            Some("--lease") => services.push((text(it.next(), "--lease")?, Vec::new())),
+            Some(flag @ ("--lease" | "--server")) => services.push(Wanted {
+                name: text(it.next(), flag)?,
+                whole_server: flag == "--server",
+                env: Vec::new(),
+            }),
             Some("--env") => {
                 let pair = text(it.next(), "--env")?;
                 let (var, template) = pair
@@ -71,7 +83,7 @@ fn parse(args: Vec<OsString>) -> Result<Request, RunnerError> {
                 let last = services
                     .last_mut()
                     .ok_or_else(|| RunnerError::Usage("`--env` before any `--lease`".into()))?;
-                last.1.push((var.to_string(), template.to_string()));
+                last.env.push((var.to_string(), template.to_string()));
             }
             _ => return Err(RunnerError::Usage(format!("unexpected argument {arg:?}"))),
         }
@@ -93,23 +105,28 @@ fn run(args: Vec<OsString>) -> RunnerError {
     let mut vars: Vec<(String, String)> = Vec::new();
     let mut leases: Vec<Lease> = Vec::new();
     if !listing {
-        for (service, templates) in &request.services {
-            let lease = match super::lease(service) {
-                Ok(l) => l,
-                Err(e) => return e.into(),
+        for wanted in &request.services {
+            let (slot, lease) = if wanted.whole_server {
+                match super::lease::server_slot(&wanted.name) {
+                    Ok(slot) => (slot, None),
+                    Err(e) => return e.into(),
+                }
+            } else {
+                match super::lease(&wanted.name) {
+                    Ok(l) => (l.slot().clone(), Some(l)),
+                    Err(e) => return e.into(),
+                }
             };
-            {
-                let values = lease_values(&lease);
-                for (var, template) in templates {
-                    match render_template(template, lease.kind(), &values) {
-                        Ok(v) => vars.push((var.clone(), v)),
-                        Err(message) => {
-                            return RunnerError::Template { service: service.clone(), message };
-                        }
+            let values = slot_values(&slot.url, slot.kind, slot.database.as_deref());
+            for (var, template) in &wanted.env {
+                match render_template(template, slot.kind, &values) {
+                    Ok(v) => vars.push((var.clone(), v)),
+                    Err(message) => {
+                        return RunnerError::Template { service: wanted.name.clone(), message };
                     }
                 }
             }
-            leases.push(lease);
+            leases.extend(lease);
         }
         if !leases.is_empty() {
             let fds: Vec<_> = leases.iter().map(Lease::lock_fd).collect();
@@ -129,7 +146,14 @@ fn run(args: Vec<OsString>) -> RunnerError {
 
 /// What a lease fills an `env` template's placeholders with: the parts of its URL.
 pub fn lease_values(lease: &Lease) -> impl Fn(Placeholder) -> String + '_ {
-    let url = lease.url();
+    slot_values(lease.url(), lease.kind(), lease.database())
+}
+
+fn slot_values<'a>(
+    url: &'a str,
+    kind: ServiceKind,
+    database: Option<&str>,
+) -> impl Fn(Placeholder) -> String + 'a {
     let (authority, path) = match url.split_once("://") {
         Some((_, rest)) => rest.split_once('/').unwrap_or((rest, "")),
         None => (url, ""),
@@ -137,7 +161,7 @@ pub fn lease_values(lease: &Lease) -> impl Fn(Placeholder) -> String + '_ {
     let (userinfo, hostport) = authority.rsplit_once('@').unwrap_or(("", authority));
     let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
     let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, ""));
-    let db = match (lease.database(), lease.kind()) {
+    let db = match (database, kind) {
         (Some(db), _) => db.to_string(),
         (None, ServiceKind::Command) => String::new(),
         (None, _) => path.to_string(),

@@ -690,3 +690,19 @@ fn services_with_env_give_the_test_stages_a_lease_runner_that_chains_the_users()
         "#]],
     );
 }
+
+#[test]
+fn mode_server_is_for_postgres_with_env() {
+    check_config_error(
+        "[services.cache]\nkind = \"redis\"\nmode = \"server\"\nenv = { REDIS_URL = \"{url}\" }",
+        expect![[
+            r#"invalid `workspace.metadata.pipeline-opt.services.cache.mode` in Cargo.toml: only services of kind "postgres" take `mode`; remove it"#
+        ]],
+    );
+    check_config_error(
+        "[services.db]\nkind = \"postgres\"\nmode = \"server\"",
+        expect![[
+            r#"invalid `workspace.metadata.pipeline-opt.services.db.mode` in Cargo.toml: mode = "server" gives the tests the server through `env`; add `env = { DATABASE_URL = "{url}" }` or remove `mode`"#
+        ]],
+    );
+}
