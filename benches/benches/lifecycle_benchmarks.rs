@@ -10,6 +10,8 @@ mod bench_compare;
 mod planning;
 #[path = "pool/leases.rs"]
 mod pool_leases;
+#[path = "pool/runner.rs"]
+mod pool_runner;
 #[path = "scheduler.rs"]
 mod scheduler;
 
@@ -21,6 +23,7 @@ criterion_group!(
     planning::workspace_model_and_plan,
     scheduler::scheduler,
     pool_leases::pool_leases,
+    pool_runner::lease_runner,
     fingerprint::fingerprint_10k_files,
     bench_compare::statistics
 );

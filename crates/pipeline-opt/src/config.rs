@@ -262,6 +262,34 @@ pub struct ServiceConfig {
     /// listens on a Unix socket, for tests that connect with `host=/path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket_dir: Option<Utf8PathBuf>,
+    /// The variables the tests read, by name, as templates of the leased instance:
+    /// `DATABASE_URL = "postgres://{user}:{password}@{host}:{port}/{db}"` or `"{url}"`.
+    /// Every test process of the test stages gets a lease of its own through them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// PostgreSQL: what `env` points at. `database` (the default): a fresh database per
+    /// test process. `server`: the server's maintenance database `postgres` as a
+    /// superuser, shared by every test process, for suites that create their own
+    /// databases (sqlx's `#[sqlx::test]`).
+    #[serde(default, skip_serializing_if = "ServiceMode::is_database")]
+    pub mode: ServiceMode,
+}
+
+/// What a PostgreSQL service's `env` variables give each test process.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceMode {
+    /// A database of its own, cloned from the prepared template.
+    #[default]
+    Database,
+    /// The whole server: a superuser connection to the maintenance database.
+    Server,
+}
+
+impl ServiceMode {
+    fn is_database(&self) -> bool {
+        *self == ServiceMode::Database
+    }
 }
 
 impl ServiceConfig {
@@ -282,8 +310,113 @@ impl ServiceConfig {
             settings: BTreeMap::new(),
             extensions: Vec::new(),
             socket_dir: None,
+            env: BTreeMap::new(),
+            mode: ServiceMode::Database,
         }
     }
+}
+
+/// A part of a service's `env` template: text as written, or a placeholder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplatePart<'a> {
+    Text(&'a str),
+    Placeholder(Placeholder),
+}
+
+/// What a placeholder of an `env` template stands for, filled from the lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placeholder {
+    /// The lease's whole URL (`postgres://…`, `redis://…`, `127.0.0.1:<port>`).
+    Url,
+    User,
+    Password,
+    Host,
+    Port,
+    /// The database name (PostgreSQL) or number (Redis).
+    Db,
+}
+
+impl Placeholder {
+    const ALL: [(&'static str, Placeholder); 6] = [
+        ("url", Placeholder::Url),
+        ("user", Placeholder::User),
+        ("password", Placeholder::Password),
+        ("host", Placeholder::Host),
+        ("port", Placeholder::Port),
+        ("db", Placeholder::Db),
+    ];
+
+    /// The placeholders a lease of `kind` fills.
+    pub fn for_kind(kind: ServiceKind) -> &'static [Placeholder] {
+        use Placeholder::*;
+        match kind {
+            ServiceKind::Postgres => &[Url, User, Password, Host, Port, Db],
+            ServiceKind::Redis => &[Url, Password, Host, Port, Db],
+            ServiceKind::Command => &[Url, Host, Port],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        Placeholder::ALL.iter().find(|(_, p)| *p == self).map(|(n, _)| *n).unwrap_or("")
+    }
+}
+
+/// Splits an `env` template into text and placeholders; `{{` and `}}` stand for braces.
+/// The error names what is wrong and the placeholders that `kind` fills.
+pub fn parse_template(template: &str, kind: ServiceKind) -> Result<Vec<TemplatePart<'_>>, String> {
+    let known = || {
+        Placeholder::for_kind(kind)
+            .iter()
+            .map(|p| format!("{{{}}}", p.name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut parts = Vec::new();
+    let mut rest = template;
+    while !rest.is_empty() {
+        let Some(i) = rest.find(['{', '}']) else {
+            parts.push(TemplatePart::Text(rest));
+            break;
+        };
+        if i > 0 {
+            parts.push(TemplatePart::Text(&rest[..i]));
+        }
+        let tail = &rest[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            parts.push(TemplatePart::Text(&tail[..1]));
+            rest = &tail[2..];
+            continue;
+        }
+        if tail.starts_with('}') {
+            return Err(format!(
+                "a `}}` without its `{{`; write `}}}}` for a brace, or use one of {}",
+                known()
+            ));
+        }
+        let Some(end) = tail.find('}') else {
+            return Err(format!(
+                "a `{{` without its `}}`; write `{{{{` for a brace, or use one of {}",
+                known()
+            ));
+        };
+        let name = &tail[1..end];
+        let placeholder = Placeholder::ALL.iter().find(|(n, _)| *n == name).map(|(_, p)| *p);
+        match placeholder {
+            Some(p) if Placeholder::for_kind(kind).contains(&p) => {
+                parts.push(TemplatePart::Placeholder(p))
+            }
+            _ => {
+                return Err(format!(
+                    "unknown placeholder `{{{}}}` for a service of kind \"{}\"; use {}",
+                    name.escape_debug(),
+                    kind.name(),
+                    known()
+                ));
+            }
+        }
+        rest = &tail[end + 1..];
+    }
+    Ok(parts)
 }
 
 /// How clients of a PostgreSQL or Redis service authenticate.
@@ -353,6 +486,17 @@ pub enum ServiceKind {
     Postgres,
     Redis,
     Command,
+}
+
+impl ServiceKind {
+    /// As the config writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceKind::Postgres => "postgres",
+            ServiceKind::Redis => "redis",
+            ServiceKind::Command => "command",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -553,6 +697,7 @@ impl Config {
                 ));
             }
             self.validate_service_settings(name, service)?;
+            self.validate_service_env(name, service)?;
             match (&service.ready, service.kind) {
                 (None, ServiceKind::Command) => {
                     return Err(invalid(
@@ -614,6 +759,7 @@ impl Config {
             only_postgres("settings", !service.settings.is_empty()),
             only_postgres("extensions", !service.extensions.is_empty()),
             only_postgres("socket-dir", service.socket_dir.is_some()),
+            only_postgres("mode", service.mode != ServiceMode::Database),
         ];
         if let Some(err) = postgres_only.into_iter().flatten().next() {
             return Err(err);
@@ -725,6 +871,35 @@ impl Config {
         Ok(())
     }
 
+    /// The variables a service's leases are given to the tests as: names an environment
+    /// can hold, templates with only the placeholders the kind fills.
+    fn validate_service_env(&self, name: &str, service: &ServiceConfig) -> Result<(), ConfigError> {
+        if service.mode == ServiceMode::Server && service.env.is_empty() {
+            return Err(self.invalid(
+                &format!("services.{name}.mode"),
+                "mode = \"server\" gives the tests the server through `env`; add `env = { DATABASE_URL = \"{url}\" }` or remove `mode`",
+            ));
+        }
+        for (var, template) in &service.env {
+            let key = format!("services.{name}.env.{var}");
+            if !valid_env_name(var) {
+                return Err(self.invalid(
+                    &format!("services.{name}.env"),
+                    format!(
+                        "\"{}\" is not a variable name a test can read; use A-Z a-z 0-9 _, not starting with a digit",
+                        var.escape_debug()
+                    ),
+                ));
+            }
+            if template.contains('\0') {
+                return Err(self.invalid(&key, "the template holds a NUL character; remove it"));
+            }
+            parse_template(template, service.kind)
+                .map_err(|message| self.invalid(&key, message))?;
+        }
+        Ok(())
+    }
+
     fn validate_cache_globs(&self) -> Result<(), ConfigError> {
         for (field, globs) in [("inputs", &self.cache.inputs), ("exclude", &self.cache.exclude)] {
             for (i, g) in globs.iter().enumerate() {
@@ -789,6 +964,29 @@ pub fn glob_matches(pattern: &str, path: &str) -> bool {
     let path: Vec<&str> = path.split('/').collect();
     // A directory pattern covers its contents: `testdata` is `testdata/**`.
     (1..=path.len()).any(|n| components(&pat, &path[..n]))
+}
+
+/// `template` with its placeholders filled by `value`; the template was checked by
+/// [`parse_template`] when the config was read.
+pub fn render_template(
+    template: &str,
+    kind: ServiceKind,
+    value: impl Fn(Placeholder) -> String,
+) -> Result<String, String> {
+    Ok(parse_template(template, kind)?
+        .into_iter()
+        .map(|part| match part {
+            TemplatePart::Text(t) => t.to_string(),
+            TemplatePart::Placeholder(p) => value(p),
+        })
+        .collect())
+}
+
+/// Whether `name` is a portable environment variable name: what `DATABASE_URL`,
+/// `PG__HOST` and their like are made of.
+fn valid_env_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// The longest custom stage name.

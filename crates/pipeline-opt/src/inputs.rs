@@ -69,6 +69,7 @@ impl Inputs {
 
     /// What the planner is told about this machine and the user's flags.
     pub fn plan_options(&self, cargo: CargoArgs, strict: bool) -> PlanOptions {
+        let cargo_target = cargo.target.clone();
         PlanOptions {
             toolchain: Some(self.toolchain.clone()),
             nextest: self.nextest,
@@ -78,7 +79,24 @@ impl Inputs {
             cargo_incremental_set: std::env::var_os("CARGO_INCREMENTAL").is_some(),
             test_profile_overrides: self.workspace.test_profile_overrides(),
             target_dir: None,
+            lease_runner: std::env::current_exe()
+                .ok()
+                .and_then(|p| Utf8PathBuf::from_path_buf(p).ok()),
+            user_runner: self.user_runner(cargo_target),
         }
+    }
+
+    /// The target runner the user set for the tests' platform, looked for only when the
+    /// tool's lease runner takes its place (a service declares `env`).
+    fn user_runner(&self, target: Option<String>) -> Option<crate::target_runner::UserRunner> {
+        if self.config.services.values().all(|s| s.env.is_empty()) {
+            return None;
+        }
+        let triple = target.unwrap_or_else(|| self.toolchain.host.clone());
+        let root = &self.workspace.root;
+        crate::target_runner::find_user_runner(root, &triple, || {
+            Toolchain::target_cfg(root, &triple)
+        })
     }
 }
 

@@ -26,6 +26,7 @@ pub mod record;
 pub mod report;
 pub mod rustc_shim;
 pub mod state;
+pub mod target_runner;
 pub mod targets;
 pub mod test_settings;
 pub mod toolchain;
@@ -42,9 +43,11 @@ pub use targets::PerformanceTargets;
 
 /// Call first thing in the `main` of any binary that runs pipelines (the xtask does):
 /// the engine re-executes the running binary as cargo's `RUSTC_WRAPPER` (per-crate
-/// timings), as the service pool's supervisor, and as the `services` stage. In each of
-/// those modes this never returns; otherwise it returns at once.
+/// timings), as the service pool's supervisor, as the `services` stage, and as the
+/// target runner that gives each test process its leases. In each of those modes this
+/// never returns; otherwise it returns at once.
 pub fn run_helper_modes_if_requested() {
+    pool::lease_runner_if_requested();
     rustc_shim::run_rustc_shim_if_requested();
     pool::supervise_if_requested();
     pool::services_up_if_requested();

@@ -23,7 +23,10 @@ mod command;
 mod naive;
 
 use command::{CargoInvocation, Selection, Subcommand, TargetSelector};
-pub use command::{NextestToolConfig, OneTest, StageCommand, TestRunnerCommand};
+pub use command::{
+    LEASE_RUNNER_ARG, LeasedService, NextestToolConfig, OneTest, StageCommand, TestLeases,
+    TestRunnerCommand,
+};
 pub use naive::naive;
 
 /// Built-in stages that run only when `enable` names them.
@@ -315,6 +318,13 @@ pub struct PlanOptions {
     /// A scratch build directory instead of the workspace's, named on every cargo
     /// command (`--against-naive` builds each side from nothing).
     pub target_dir: Option<Utf8PathBuf>,
+    /// The program the test stages start test binaries through when a service declares
+    /// `env` (the running binary, which answers in lease-runner mode); without one, the
+    /// installed `cargo-pipeline-opt`.
+    pub lease_runner: Option<Utf8PathBuf>,
+    /// The target runner the user set for the tests' platform, which the lease runner
+    /// runs in turn.
+    pub user_runner: Option<crate::target_runner::UserRunner>,
 }
 
 /// Flags passed through to every cargo stage so that all of them use one feature set.
@@ -794,8 +804,55 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// The leases every test process gets: one of each service that declares `env`,
+    /// through a target runner on the test platform (`--target`, else the host).
+    fn test_leases(&mut self) -> Option<TestLeases> {
+        let services: Vec<LeasedService> = self
+            .config
+            .services
+            .iter()
+            .filter(|(_, s)| !s.env.is_empty())
+            .map(|(name, s)| LeasedService {
+                name: name.clone(),
+                whole_server: s.mode == crate::config::ServiceMode::Server,
+                env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            })
+            .collect();
+        if services.is_empty() {
+            return None;
+        }
+        let triple = self
+            .options
+            .cargo
+            .target
+            .clone()
+            .or_else(|| self.options.toolchain.as_ref().map(|t| t.host.clone()))?;
+        let user_runner = self.options.user_runner.as_ref().map(|r| r.argv.clone());
+        let note = match &self.options.user_runner {
+            Some(r) => format!(
+                "each test process gets {} through the tool's target runner, which then runs yours ({}: `{}`)",
+                services.iter().map(LeasedService::describe).collect::<Vec<_>>().join(", "),
+                r.source,
+                r.argv.join(" ")
+            ),
+            None => format!(
+                "each test process gets {} through the tool's target runner",
+                services.iter().map(LeasedService::describe).collect::<Vec<_>>().join(", ")
+            ),
+        };
+        if !self.notes.contains(&note) {
+            self.notes.push(note);
+        }
+        let program = match &self.options.lease_runner {
+            Some(p) => p.to_string(),
+            None => "cargo-pipeline-opt".to_string(),
+        };
+        Some(TestLeases { program, triple, services, user_runner })
+    }
+
     fn nextest_stage(&mut self, targets: Vec<TargetSelector>) {
         let mut c = self.compiling(Subcommand::NextestRun);
+        c.leases = self.test_leases();
         c.targets = targets;
         c.no_fail_fast = true;
         c.profile = self.options.cargo.profile.clone();
@@ -820,6 +877,7 @@ impl<'a> Planner<'a> {
             "cargo-nextest is not installed"
         };
         let mut c = self.compiling(Subcommand::Test);
+        c.leases = self.test_leases();
         c.targets = self.target_list(&TEST_KINDS, &[]);
         // Naming any target kind turns doctests off, which the doctest stage runs.
         if c.targets.is_empty() {
@@ -839,6 +897,7 @@ impl<'a> Planner<'a> {
 
     fn custom_tests_stage(&mut self) {
         let mut c = self.compiling(Subcommand::Test);
+        c.leases = self.test_leases();
         c.targets = self
             .custom_harness
             .iter()

@@ -597,3 +597,72 @@ pub fn wait_with_rusage(pid: i32) -> std::io::Result<Reaped> {
 fn timeval_duration(t: libc::timeval) -> Duration {
     Duration::new(t.tv_sec.max(0) as u64, (t.tv_usec.max(0) as u32) * 1000)
 }
+
+// ---------------------------------------------------------------------------------------
+// Holding descriptors for as long as a process lives, across its exec
+
+/// Keeps `fds` open in a forked holder until this process (the same pid, across an
+/// exec) exits, then lets them close: how a lease's lock outlives the lease runner's exec
+/// of the test and no more. The holder watches this process through a pidfd; it leaves
+/// the process group and session (no signal meant for the test's group reaches it), puts
+/// stdin/stdout/stderr on /dev/null and closes every other descriptor, so the test's
+/// output pipes close when the test's do. Nothing here waits for the holder: the caller
+/// may exec at once. After that exec the holder is the test's child (it never exits
+/// before the test, so a test's `waitpid` never sees it end); once the test is gone it
+/// is reaped by the subreaper or init.
+///
+/// Call it from a single-threaded process: it forks.
+pub fn hold_until_exit(fds: &[std::os::fd::RawFd]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let err = std::io::Error::last_os_error;
+    // SAFETY: pidfd_open on our own pid; the result is a new descriptor or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) } as i32;
+    if pidfd < 0 {
+        return Err(err());
+    }
+    // SAFETY: pidfd is a fresh descriptor we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    // SAFETY: a static NUL-terminated path.
+    let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if null < 0 {
+        return Err(err());
+    }
+    // SAFETY: null is a fresh descriptor we own.
+    let null = unsafe { OwnedFd::from_raw_fd(null) };
+    let mut keep = [-1; 16];
+    if fds.len() + 1 > keep.len() {
+        return Err(std::io::Error::other("too many descriptors to hold"));
+    }
+    keep[..fds.len()].copy_from_slice(fds);
+    keep[fds.len()] = pidfd.as_raw_fd();
+    let keep = &mut keep[..fds.len() + 1];
+    keep.sort_unstable();
+    // SAFETY: the caller is single-threaded; the child only makes async-signal-safe
+    // calls (setsid, dup2, close_range, poll, _exit) on values prepared above.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(err());
+    }
+    if child == 0 {
+        // SAFETY: see above; nothing here returns to the caller's code.
+        unsafe {
+            libc::setsid();
+            for target in 0..3 {
+                libc::dup2(null.as_raw_fd(), target);
+            }
+            // Close everything from 3 up but the descriptors we hold.
+            let mut low: libc::c_uint = 3;
+            for &fd in keep.iter() {
+                if fd as libc::c_uint > low {
+                    libc::syscall(libc::SYS_close_range, low, fd as libc::c_uint - 1, 0);
+                }
+                low = low.max(fd as libc::c_uint + 1);
+            }
+            libc::syscall(libc::SYS_close_range, low, libc::c_uint::MAX, 0);
+            let mut p = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            while libc::poll(&mut p, 1, -1) < 0 && *libc::__errno_location() == libc::EINTR {}
+            libc::_exit(0);
+        }
+    }
+    Ok(())
+}

@@ -52,6 +52,19 @@ impl Toolchain {
         }
     }
 
+    /// `rustc --print cfg --target <triple>` in `dir`: the `cfg` values a cargo config's
+    /// `target.'cfg(..)'` tables are matched against; empty when rustc cannot say.
+    pub fn target_cfg(dir: &Utf8Path, triple: &str) -> Vec<String> {
+        let Ok(sh) = Shell::new() else { return Vec::new() };
+        let sh = sh.with_current_dir(dir);
+        match clean_command(&cmd!(sh, "rustc --print cfg --target {triple}")).output() {
+            Ok(out) if out.status.success() => {
+                String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Nightly and locally built compilers accept `#![feature]`; stable and beta do not
     /// (unless `RUSTC_BOOTSTRAP` says otherwise).
     pub fn allows_feature_gates(&self) -> bool {

@@ -132,6 +132,18 @@ fn corpus() -> Vec<Case> {
         // Services.
         case(Config("[services.db]\nkind = \"mysql\""), OPT, 1, "services.db.kind"),
         case(Config("[services.db]\nkind = \"postgres\"\nsize = 0"), OPT, 1, "services.db.size"),
+        case(
+            Config("[services.db]\nkind = \"postgres\"\nenv = { DATABASE_URL = \"{pass}\" }"),
+            OPT,
+            1,
+            "services.db.env.DATABASE_URL` in Cargo.toml: unknown placeholder `{pass}`",
+        ),
+        case(
+            Config("[services.db]\nkind = \"postgres\"\nenv = { DATABASE_URL = 5 }"),
+            OPT,
+            1,
+            "services.db.env.DATABASE_URL",
+        ),
         case(Config("[services.db]\nkind = \"postgres\"\nsize = -1"), OPT, 1, "services.db.size"),
         case(
             Config("[services.db]\nkind = \"command\"\nready = { tcp = true }"),

@@ -128,3 +128,234 @@ fn pool_up_with_a_missing_extension_is_one_line_and_starts_nothing() {
     assert!(status.supervisor.is_none(), "{status:?}");
     assert!(processes_mentioning(pool_dir.as_str()).is_empty());
 }
+
+/// A test file of the fixture: tests that know nothing of pipeline-opt, only the
+/// `DATABASE_URL` they read. Each creates the same table, which fails on a database
+/// another test already used, and logs its database and its time span. It speaks the
+/// PostgreSQL wire protocol by hand (trust authentication), so the fixture builds
+/// offline with no client crate.
+fn database_url_tests() -> String {
+    [
+        PG_WIRE,
+        r#"
+fn collide(name: &str) {
+    let start = now();
+    let (mut s, db) = connect(&std::env::var("DATABASE_URL").expect("DATABASE_URL is set"));
+    query(&mut s, "CREATE TABLE shared (v int)");
+    std::thread::sleep(Duration::from_millis(400));
+    query(&mut s, "INSERT INTO shared VALUES (1)");
+    let runner = std::env::var("USER_RUNNER").unwrap_or_default();
+    let log = std::env::var("FIXTURE_LOG").unwrap();
+    std::fs::write(format!("{log}/{name}"), format!("{db} {start} {} {runner}", now())).unwrap();
+}
+
+#[test]
+fn first() { collide("first") }
+#[test]
+fn second() { collide("second") }
+#[test]
+fn third() { collide("third") }
+#[test]
+fn fourth() { collide("fourth") }
+"#,
+    ]
+    .concat()
+}
+
+/// The PostgreSQL wire protocol, by hand: start-up with trust authentication, simple
+/// queries, errors as panics.
+const PG_WIRE: &str = r#"
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn message(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head).unwrap();
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    let mut body = vec![0u8; len - 4];
+    s.read_exact(&mut body).unwrap();
+    (head[0], body)
+}
+
+fn until_ready(s: &mut TcpStream) {
+    loop {
+        match message(s) {
+            (b'Z', _) => return,
+            (b'E', body) => panic!("server error: {}", String::from_utf8_lossy(&body)),
+            (b'R', body) if body[..4] != [0, 0, 0, 0] => panic!("the server asks for a password"),
+            _ => {}
+        }
+    }
+}
+
+/// postgres://USER@HOST:PORT/DB
+fn connect(url: &str) -> (TcpStream, String) {
+    let rest = url.strip_prefix("postgres://").expect("a postgres URL");
+    let (user, rest) = rest.split_once('@').unwrap();
+    let (hostport, db) = rest.split_once('/').unwrap();
+    let mut s = TcpStream::connect(hostport).unwrap();
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    for part in ["user", user, "database", db] {
+        body.extend_from_slice(part.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut startup = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    startup.extend(body);
+    s.write_all(&startup).unwrap();
+    until_ready(&mut s);
+    (s, db.to_string())
+}
+
+fn query(s: &mut TcpStream, sql: &str) {
+    let mut q = vec![b'Q'];
+    q.extend(((sql.len() + 5) as u32).to_be_bytes());
+    q.extend_from_slice(sql.as_bytes());
+    q.push(0);
+    s.write_all(&q).unwrap();
+    until_ready(s);
+}
+
+fn now() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()
+}
+"#;
+
+/// The fixture's own target runner, which the tool's must run in turn: it marks the
+/// test's environment and passes the exit status on.
+const USER_RUNNER: &str = r#"
+fn main() {
+    let mut args = std::env::args_os().skip(1);
+    let program = args.next().expect("a test binary");
+    let status = std::process::Command::new(program)
+        .args(args)
+        .env("USER_RUNNER", "chained")
+        .status()
+        .unwrap();
+    std::process::exit(status.code().unwrap_or(101));
+}
+"#;
+
+/// Item 1 of #17: tests that read only `DATABASE_URL` and would collide on a shared
+/// database (each creates the same table) pass under `optimize`, four at once, each in
+/// a database of its own; the user's `target.'cfg(unix)'.runner` still runs; no build
+/// sees the variable; nothing of the pool is left after the run.
+#[test]
+fn tests_reading_database_url_get_a_database_each_through_a_chained_runner() {
+    if !installed("initdb", "postgresql") {
+        return;
+    }
+    let (_dir, root) = crate::temp();
+    let log = root.join("log");
+    std::fs::create_dir_all(&log).unwrap();
+    // A build that saw the test variables would fail here (sqlx's macros would connect).
+    let build_rs = "fn main() {\n    assert!(std::env::var_os(\"DATABASE_URL\").is_none(), \"a build saw DATABASE_URL\");\n}\n";
+    let ws = FixtureWorkspace::new(vec![
+        FixtureCrate::new("app")
+            .test("collide", database_url_tests())
+            .bin("user-runner", USER_RUNNER)
+            .file("build.rs", build_rs),
+    ])
+    .config(format!(
+        "disable = [\"bench-build\", \"doctest\"]\n\
+         [services.db]\nkind = \"postgres\"\nauth = \"trust\"\nsize = 4\n\
+         env = {{ DATABASE_URL = \"postgres://{{user}}@{{host}}:{{port}}/{{db}}\" }}\n\
+         [env]\ntest = {{ NEXTEST_TEST_THREADS = \"4\", FIXTURE_LOG = \"{log}\" }}\n"
+    ))
+    // Relative to the directory that holds `.cargo`, as cargo resolves it.
+    .file(".cargo/config.toml", "[target.'cfg(unix)']\nrunner = \"target/debug/user-runner\"\n");
+    let manifest = ws.write(&root.join("ws")).unwrap();
+    let json = root.join("run.json");
+    let out = xtask(&["optimize", "--manifest-path", manifest.as_str(), "--json", json.as_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let record = crate::record(&json);
+    let test = record.stages.iter().find(|s| s.id == "test").unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{:?}", test.tail);
+    let counts = record.test_counts.iter().find(|c| c.stage == "test").unwrap();
+    // The four above and the fixture lib's own unit test.
+    assert_eq!((counts.passed, counts.failed), (5, 0), "{:?}", test.tail);
+
+    let mut spans = Vec::new();
+    let mut databases = std::collections::BTreeSet::new();
+    for name in ["first", "second", "third", "fourth"] {
+        let line = std::fs::read_to_string(log.join(name)).unwrap();
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f.get(3), Some(&"chained"), "the user's runner ran the test: {line}");
+        databases.insert(f[0].to_string());
+        spans.push((f[1].parse::<u128>().unwrap(), f[2].parse::<u128>().unwrap()));
+    }
+    assert_eq!(databases.len(), 4, "a database per test: {databases:?}");
+    let overlapping = spans
+        .iter()
+        .enumerate()
+        .any(|(i, a)| spans.iter().skip(i + 1).any(|b| a.0 < b.1 && b.0 < a.1));
+    assert!(overlapping, "tests ran at the same time: {spans:?}");
+
+    let pool_dir = root.join("ws/target/pipeline-opt/pool");
+    let status = pipeline_opt::pool::ContainerPool::at(pool_dir.as_std_path()).status();
+    assert!(status.supervisor.is_none(), "{status:?}");
+    let left = pipeline_opt::process::marked_processes(&record.run_id, None);
+    assert!(left.is_empty(), "left running: {left:?}");
+    assert!(processes_mentioning(pool_dir.as_str()).is_empty());
+}
+
+/// Tests that make their own databases, as sqlx's `#[sqlx::test]` does: from the
+/// maintenance database they create one each, then work in it.
+fn server_mode_tests() -> String {
+    [
+        PG_WIRE,
+        r#"
+fn own_database(name: &str) {
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL is set");
+    let (mut admin, db) = connect(&url);
+    assert_eq!(db, "postgres", "the maintenance database: {url}");
+    query(&mut admin, &format!("CREATE DATABASE own_{name}"));
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let (mut own, _) = connect(&format!("{base}/own_{name}"));
+    query(&mut own, "CREATE TABLE shared (v int)");
+    std::thread::sleep(Duration::from_millis(300));
+    query(&mut own, "INSERT INTO shared VALUES (1)");
+}
+
+#[test]
+fn first() { own_database("first") }
+#[test]
+fn second() { own_database("second") }
+"#,
+    ]
+    .concat()
+}
+
+/// Item 2 of #17: with `mode = "server"` every test process gets a superuser connection
+/// to the maintenance database of one shared server, and tests that create their own
+/// databases there pass side by side; nothing is left after the run.
+#[test]
+fn mode_server_gives_tests_a_superuser_url_to_make_their_own_databases() {
+    if !installed("initdb", "postgresql") {
+        return;
+    }
+    let (_dir, root) = crate::temp();
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("app").test("own", server_mode_tests())])
+        .config(
+            "disable = [\"bench-build\", \"doctest\"]\n\
+             [services.db]\nkind = \"postgres\"\nmode = \"server\"\nuser = \"postgres\"\nauth = \"trust\"\n\
+             env = { DATABASE_URL = \"postgres://{user}@{host}:{port}/{db}\" }\n\
+             [env]\ntest = { NEXTEST_TEST_THREADS = \"2\" }\n",
+        );
+    let manifest = ws.write(&root.join("ws")).unwrap();
+    let json = root.join("run.json");
+    let out = xtask(&["optimize", "--manifest-path", manifest.as_str(), "--json", json.as_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let record = crate::record(&json);
+    let test = record.stages.iter().find(|s| s.id == "test").unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{:?}", test.tail);
+    let counts = record.test_counts.iter().find(|c| c.stage == "test").unwrap();
+    // The two above and the fixture lib's own unit test.
+    assert_eq!((counts.passed, counts.failed), (3, 0), "{:?}", test.tail);
+    let pool_dir = root.join("ws/target/pipeline-opt/pool");
+    let status = pipeline_opt::pool::ContainerPool::at(pool_dir.as_std_path()).status();
+    assert!(status.supervisor.is_none(), "{status:?}");
+    let left = pipeline_opt::process::marked_processes(&record.run_id, None);
+    assert!(left.is_empty(), "left running: {left:?}");
+}

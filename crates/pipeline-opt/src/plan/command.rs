@@ -55,6 +55,8 @@ pub(super) struct CargoInvocation {
     pub(super) narrowed_to: Option<Vec<String>>,
     /// Only this one test runs (a flame graph of it).
     pub(super) only_test: Option<OneTest>,
+    /// Every test process leases the services whose variables the tests read.
+    pub(super) leases: Option<TestLeases>,
 }
 
 /// One test, as the reports name it: nextest's binary id (`pkg`, `pkg::it`, `pkg::bin/x`)
@@ -74,6 +76,83 @@ impl OneTest {
             }
             None => OneTest { binary_id: None, name: s.trim().to_string() },
         }
+    }
+}
+
+/// The first argument of the lease runner: the running binary, started by cargo or
+/// nextest in place of a test binary with this argument, leases and runs the test
+/// (`pool::runner`). The planner writes it; nothing else does.
+pub const LEASE_RUNNER_ARG: &str = "--pipeline-opt-lease-runner";
+
+/// Every test process of a stage gets its own lease of each service that declares
+/// variables, as those variables: cargo and cargo-nextest start each test binary through
+/// this target runner (`--config target.<triple>.runner=[…]`, which outranks the user's
+/// own setting), which leases, sets the variables, and runs the user's runner (chained)
+/// or the test binary in its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestLeases {
+    /// The program cargo starts in the test binary's place: this binary, in lease-runner
+    /// mode.
+    pub program: String,
+    /// The platform whose runner it is set as: `--target`, else the host.
+    pub triple: String,
+    /// Each service to lease, with its variables and their templates.
+    pub services: Vec<LeasedService>,
+    /// The user's own runner, which the lease runner runs in turn.
+    pub user_runner: Option<Vec<String>>,
+}
+
+/// A service whose variables every test process gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedService {
+    pub name: String,
+    /// `mode = "server"`: the variables name the whole server's maintenance database,
+    /// shared, and no lease is taken (`--server` instead of `--lease`).
+    pub whole_server: bool,
+    /// The variables and their templates.
+    pub env: Vec<(String, String)>,
+}
+
+impl LeasedService {
+    /// As the plan's note names it.
+    pub fn describe(&self) -> String {
+        if self.whole_server {
+            format!("the whole server of `{}`", self.name)
+        } else {
+            format!("its own lease of `{}`", self.name)
+        }
+    }
+}
+
+impl TestLeases {
+    /// The runner's argv, before the test binary and its arguments that cargo appends:
+    /// `PROGRAM --pipeline-opt-lease-runner --lease SERVICE --env VAR=TEMPLATE … -- [USER RUNNER…]`.
+    pub fn runner_argv(&self) -> Vec<String> {
+        let mut a = vec![self.program.clone(), LEASE_RUNNER_ARG.to_string()];
+        for service in &self.services {
+            let how = if service.whole_server { "--server" } else { "--lease" };
+            a.extend([how.to_string(), service.name.clone()]);
+            for (var, template) in &service.env {
+                a.extend(["--env".to_string(), format!("{var}={template}")]);
+            }
+        }
+        a.push("--".into());
+        a.extend(self.user_runner.iter().flatten().cloned());
+        a
+    }
+
+    /// The `--config` value that makes it the runner: a TOML array, so no path or
+    /// template is split at whitespace as a runner string would be.
+    fn config_value(&self) -> String {
+        let array =
+            toml::Value::Array(self.runner_argv().into_iter().map(toml::Value::String).collect());
+        let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        let key = if self.triple.chars().all(plain) {
+            self.triple.clone()
+        } else {
+            toml::Value::String(self.triple.clone()).to_string()
+        };
+        format!("target.{key}.runner={array}")
     }
 }
 
@@ -195,6 +274,7 @@ impl CargoInvocation {
             tool_config: None,
             narrowed_to: None,
             only_test: None,
+            leases: None,
         }
     }
 
@@ -207,6 +287,9 @@ impl CargoInvocation {
                     a.extend(["--target-dir".to_string(), d.to_string()]);
                 }
                 a.extend(["--manifest-path".to_string(), self.manifest_path.clone()]);
+                if let Some(leases) = &self.leases {
+                    a.extend(["--config".to_string(), leases.config_value()]);
+                }
                 if self.offline {
                     a.push("--offline".into());
                 }
@@ -478,6 +561,14 @@ impl StageCommand {
     pub fn nextest_tool_config(&self) -> Option<&NextestToolConfig> {
         match &self.invocation {
             Invocation::Cargo(c) => c.tool_config.as_ref(),
+            Invocation::Argv { .. } => None,
+        }
+    }
+
+    /// The leases its test processes get, if any.
+    pub fn leases(&self) -> Option<&TestLeases> {
+        match &self.invocation {
+            Invocation::Cargo(c) => c.leases.as_ref(),
             Invocation::Argv { .. } => None,
         }
     }

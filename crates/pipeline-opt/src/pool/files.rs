@@ -35,6 +35,11 @@ impl Layout {
     pub fn supervisor_log(&self) -> PathBuf {
         self.run().join("supervisor.log")
     }
+    /// PostgreSQL: the server's maintenance database as a slot (URL with the
+    /// password, 0600), for `mode = "server"`; rewritten when the server is replaced.
+    pub fn server(&self, service: &str) -> PathBuf {
+        self.run().join("servers").join(format!("{service}.json"))
+    }
     pub fn spec(&self) -> PathBuf {
         self.run().join("spec.json")
     }

@@ -65,6 +65,15 @@ impl Lease {
     pub fn acquired_in(&self) -> Duration {
         self.acquired_in
     }
+    pub(crate) fn slot(&self) -> &Slot {
+        &self.slot
+    }
+    /// The descriptor whose lock is the lease: while any process holds it open, the slot
+    /// stays leased.
+    pub(crate) fn lock_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self._lock.as_raw_fd()
+    }
 }
 
 impl std::fmt::Debug for Lease {
@@ -82,15 +91,41 @@ impl std::fmt::Debug for Lease {
 /// in a `target/pipeline-opt/pool` above the current directory), waiting up to
 /// `PIPELINE_OPT_POOL_TIMEOUT` (default 30 s) for a free one.
 pub fn lease(service: &str) -> Result<Lease, PoolError> {
-    let dir = match std::env::var_os(POOL_ENV) {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => find_pool_dir()?,
-    };
+    let dir = pool_dir()?;
     let timeout = std::env::var(TIMEOUT_ENV)
         .ok()
         .and_then(|t| humantime::parse_duration(&t).ok())
         .unwrap_or(Duration::from_secs(30));
     lease_from(&dir, service, timeout)
+}
+
+/// The pool named by `PIPELINE_OPT_POOL`, or found in a `target/pipeline-opt/pool`
+/// above the current directory.
+pub(crate) fn pool_dir() -> Result<PathBuf, PoolError> {
+    match std::env::var_os(POOL_ENV) {
+        Some(dir) if !dir.is_empty() => Ok(PathBuf::from(dir)),
+        _ => find_pool_dir(),
+    }
+}
+
+/// `mode = "server"`: the running server of PostgreSQL service `service`, as a slot
+/// naming its maintenance database; nothing is leased.
+pub(crate) fn server_slot(service: &str) -> Result<Slot, PoolError> {
+    let dir = pool_dir()?;
+    let layout = Layout::new(&dir);
+    let spec: PoolSpec = match read_json(&layout.spec()) {
+        Some(spec) if files::supervisor_running(&layout) => spec,
+        _ => return Err(PoolError::NotRunning { dir }),
+    };
+    if !spec.services.iter().any(|s| s.name == service) {
+        let known: Vec<&str> = spec.services.iter().map(|s| s.name.as_str()).collect();
+        return Err(PoolError::UnknownService {
+            dir,
+            service: service.to_string(),
+            known: if known.is_empty() { "none".into() } else { known.join(", ") },
+        });
+    }
+    read_json(&layout.server(service)).ok_or(PoolError::NotRunning { dir })
 }
 
 fn find_pool_dir() -> Result<PathBuf, PoolError> {

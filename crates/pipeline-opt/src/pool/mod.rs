@@ -13,6 +13,7 @@ mod files;
 mod lease;
 mod process;
 mod refill;
+mod runner;
 mod supervisor;
 
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ use files::{Layout, io_err, read_json, write_json};
 pub use lease::{Lease, lease, lease_from};
 pub use process::{extension_installed, find_program};
 pub use refill::RefillStats;
+pub use runner::{lease_runner_if_requested, lease_values};
 
 pub use crate::state::POOL_ENV;
 /// Overrides the default lease timeout (a humantime duration such as `30s`).

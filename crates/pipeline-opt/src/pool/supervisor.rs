@@ -433,6 +433,21 @@ impl Supervisor {
                         source,
                     })?;
                 prepare_template(&svc.spec, &mut admin, server)?;
+                // `mode = "server"` hands out the maintenance database of this server.
+                let server_slot = Slot {
+                    service: name.clone(),
+                    kind,
+                    url: postgres_url(&svc.spec, server, "postgres"),
+                    database: Some("postgres".into()),
+                    port: server.port,
+                    server: server.process,
+                    generation,
+                };
+                let path = self.layout.server(&name);
+                if let Some(parent) = path.parent() {
+                    super::files::create_dir(parent)?;
+                }
+                write_json(&path, &server_slot)?;
                 if let Some(db) = &svc.spec.database {
                     let owner = svc.spec.user.as_deref().unwrap_or("pool");
                     // Names checked by the config: a-z 0-9 _, nothing to quote.

@@ -599,3 +599,110 @@ fn an_environment_for_an_unknown_stage_or_an_impossible_variable_is_an_error() {
         ]],
     );
 }
+
+#[test]
+fn an_unknown_placeholder_in_a_services_env_names_the_key_and_the_known_ones() {
+    check_config_error(
+        "[services.db]\nkind = \"postgres\"\nenv = { DATABASE_URL = \"postgres://{user}:{pass}@{host}/{db}\" }",
+        expect![[
+            r#"invalid `workspace.metadata.pipeline-opt.services.db.env.DATABASE_URL` in Cargo.toml: unknown placeholder `{pass}` for a service of kind "postgres"; use {url}, {user}, {password}, {host}, {port}, {db}"#
+        ]],
+    );
+    check_config_error(
+        "[services.cache]\nkind = \"redis\"\nenv = { REDIS_URL = \"redis://{user}@{host}\" }",
+        expect![[
+            r#"invalid `workspace.metadata.pipeline-opt.services.cache.env.REDIS_URL` in Cargo.toml: unknown placeholder `{user}` for a service of kind "redis"; use {url}, {password}, {host}, {port}, {db}"#
+        ]],
+    );
+    check_config_error(
+        "[services.db]\nkind = \"postgres\"\nenv = { DATABASE_URL = \"{url\" }",
+        expect![[
+            r#"invalid `workspace.metadata.pipeline-opt.services.db.env.DATABASE_URL` in Cargo.toml: a `{` without its `}`; write `{{` for a brace, or use one of {url}, {user}, {password}, {host}, {port}, {db}"#
+        ]],
+    );
+    check_config_error(
+        "[services.db]\nkind = \"postgres\"\nenv = { \"DATABASE-URL\" = \"{url}\" }",
+        expect![[
+            r#"invalid `workspace.metadata.pipeline-opt.services.db.env` in Cargo.toml: "DATABASE-URL" is not a variable name a test can read; use A-Z a-z 0-9 _, not starting with a digit"#
+        ]],
+    );
+}
+
+/// #17.1: the test stages start test binaries through the lease runner, the planner's
+/// `--config` outranking the user's runner, which the lease runner runs in turn; the
+/// build, which never runs a test binary, gets neither the runner nor the variables.
+#[test]
+fn services_with_env_give_the_test_stages_a_lease_runner_that_chains_the_users() {
+    let ws = FixtureWorkspace::new(vec![
+        FixtureCrate::new("app").test("db", "#[test]\nfn a() {}\n"),
+    ])
+    .config(
+        "disable = [\"doctest\", \"bench-build\"]\n[services.db]\nkind = \"postgres\"\nenv = { DATABASE_URL = \"{url}\", PGPORT = \"{port}\" }\n[services.cache]\nkind = \"redis\"\n",
+    );
+    let user = pipeline_opt::target_runner::UserRunner {
+        argv: vec!["valgrind".into(), "--quiet".into()],
+        source: "target.'cfg(unix)'.runner in /home/.cargo/config.toml".into(),
+    };
+    let o = PlanOptions {
+        lease_runner: Some("/bin/xtask".into()),
+        user_runner: Some(user),
+        ..options(true)
+    };
+    check_plan(
+        &ws,
+        &o,
+        expect![[r#"
+            plan for $ROOT
+
+            stage fetch
+              command:    cargo fetch --manifest-path $ROOT/Cargo.toml
+              depends on: (none)
+              why:        downloads every dependency once so that all later stages run --offline
+              proves:     dependencies resolve and download
+
+            stage build
+              command:    cargo build --manifest-path $ROOT/Cargo.toml --offline --workspace --all-targets
+              depends on: fetch
+              why:        compiles every target once; the test stages reuse its artifacts
+              proves:     build (dev); check --all-targets (dev); test binaries compile
+              build dir:  $ROOT/target (holds its lock throughout)
+
+            stage test
+              command:    PIPELINE_OPT_POOL=$ROOT/target/pipeline-opt/pool cargo nextest run --manifest-path $ROOT/Cargo.toml --config 'target.x86_64-unknown-linux-gnu.runner=["/bin/xtask", "--pipeline-opt-lease-runner", "--lease", "db", "--env", "DATABASE_URL={url}", "--env", "PGPORT={port}", "--", "valgrind", "--quiet"]' --offline --workspace --no-fail-fast
+              depends on: build, services
+              why:        runs the tests with cargo-nextest, reusing the build stage's test binaries
+              proves:     unit and integration tests pass
+              build dir:  $ROOT/target (takes its lock only to confirm freshness)
+
+            stage services
+              command:    cargo xtask pool up --manifest-path $ROOT/Cargo.toml
+              depends on: (none)
+              why:        starts the service pool (cache, db) while the code compiles; the test stages lease from it
+              proves:     services start and answer
+
+            dropped
+              check: redundant: a successful `build --all-targets` already proves `check --all-targets`
+              doctest: disabled in [workspace.metadata.pipeline-opt] `disable`
+              bench-build: disabled in [workspace.metadata.pipeline-opt] `disable`
+
+            notes
+              - each test process gets its own lease of `db` through the tool's target runner, which then runs yours (target.'cfg(unix)'.runner in /home/.cargo/config.toml: `valgrind --quiet`)
+        "#]],
+    );
+}
+
+#[test]
+fn mode_server_is_for_postgres_with_env() {
+    check_config_error(
+        "[services.cache]\nkind = \"redis\"\nmode = \"server\"\nenv = { REDIS_URL = \"{url}\" }",
+        expect![[
+            r#"invalid `workspace.metadata.pipeline-opt.services.cache.mode` in Cargo.toml: only services of kind "postgres" take `mode`; remove it"#
+        ]],
+    );
+    check_config_error(
+        "[services.db]\nkind = \"postgres\"\nmode = \"server\"",
+        expect![[
+            r#"invalid `workspace.metadata.pipeline-opt.services.db.mode` in Cargo.toml: mode = "server" gives the tests the server through `env`; add `env = { DATABASE_URL = "{url}" }` or remove `mode`"#
+        ]],
+    );
+}

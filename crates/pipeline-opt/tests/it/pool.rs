@@ -106,6 +106,19 @@ fn pool_child_entry_point() {
             println!("end {}", now_nanos());
             println!("db {}", pg.database().unwrap());
         }
+        "runner" => {
+            // Started by the lease runner: the variables are set, the lease is held.
+            let url = std::env::var("REDIS_URL").expect("REDIS_URL is set");
+            let mut r = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+            redis::cmd("SET").arg("k").arg("v").query::<()>(&mut r).unwrap();
+            println!("port {}", std::env::var("REDIS_PORT").unwrap());
+            std::io::stdout().flush().unwrap();
+            let wait = std::env::var("RUNNER_CHILD_WAIT").unwrap();
+            while !Path::new(&wait).exists() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::process::exit(3);
+        }
         "hold" => {
             let pg = pool::lease("postgres").unwrap();
             println!("leased {}", pg.database().unwrap());
@@ -798,4 +811,90 @@ fn a_missing_extension_or_socket_dir_is_a_one_line_error_before_anything_starts(
             .ends_with("/no/such/dir, is not a directory; create it or set another `socket-dir`"),
         "{message}"
     );
+}
+
+/// The lease runner as cargo starts it: `RUNNER --pipeline-opt-lease-runner … -- TEST ARGS`.
+fn lease_runner(pool: &TestPool, service: &str, test: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pipeline-opt-pool"));
+    c.args([pipeline_opt::plan::LEASE_RUNNER_ARG, "--lease", service])
+        .args(["--env", "REDIS_URL={url}", "--env", "REDIS_PORT={port}", "--"])
+        .args(test)
+        .env(pool::POOL_ENV, pool.pool.dir())
+        .env(pool::TIMEOUT_ENV, "5s")
+        .stdin(Stdio::null());
+    c
+}
+
+fn leased(pool: &TestPool, service: &str) -> (usize, usize) {
+    let s = &pool.pool.status().services[service];
+    (s.ready, s.leased)
+}
+
+#[track_caller]
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The lease runner (#17.1) gives the test it runs the variables of a lease it holds
+/// exactly as long as the test lives: leased while the test runs, returned once it
+/// exits, by its exit or by a signal; the test's exit status and the signal that killed
+/// it are what the runner's starter sees, since the test is that very process.
+#[test]
+fn the_lease_runner_holds_a_lease_for_the_tests_life_and_passes_its_end_on() {
+    if !servers_installed() {
+        return;
+    }
+    let pool = start(&[("redis", service(ServiceKind::Redis, 1))]);
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let test = [
+        exe.to_str().unwrap(),
+        "--exact",
+        "pool::pool_child_entry_point",
+        "--nocapture",
+        "--test-threads=1",
+    ];
+    for (round, by_signal) in [(0, false), (1, true)] {
+        let wait = dir.path().join(format!("go-{round}"));
+        let mut child = lease_runner(&pool, "redis", &test)
+            .env(ROLE, "runner")
+            .env("RUNNER_CHILD_WAIT", &wait)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        // libtest prints `test NAME ... ` before the test's own output, on one line.
+        while !line.contains("port ") {
+            line.clear();
+            assert_ne!(out.read_line(&mut line).unwrap(), 0, "the test printed its port");
+        }
+        let port: u16 = line.rsplit("port ").next().unwrap().trim().parse().unwrap();
+        assert_eq!(port, pool.pool.status().services["redis"].servers[0].port);
+        assert_eq!(leased(&pool, "redis"), (0, 1), "leased while the test runs");
+        let status = if by_signal {
+            child.kill().unwrap();
+            child.wait().unwrap()
+        } else {
+            std::fs::write(&wait, "").unwrap();
+            child.wait().unwrap()
+        };
+        use std::os::unix::process::ExitStatusExt;
+        if by_signal {
+            assert_eq!(status.signal(), Some(9), "{status:?}");
+        } else {
+            assert_eq!(status.code(), Some(3), "{status:?}");
+        }
+        wait_for("the lease to come back", || leased(&pool, "redis") == (1, 0));
+    }
+    // A service the pool does not have: one line naming it, exit 1, and no test run.
+    let out = lease_runner(&pool, "nope", &["/bin/true"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("has no service `nope`"), "{stderr}");
 }
