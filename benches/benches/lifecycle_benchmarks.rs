@@ -12,6 +12,8 @@ mod planning;
 mod pool_leases;
 #[path = "scheduler.rs"]
 mod scheduler;
+#[path = "shard.rs"]
+mod shard;
 
 #[path = "fingerprint.rs"]
 mod fingerprint;
@@ -22,6 +24,7 @@ criterion_group!(
     scheduler::scheduler,
     pool_leases::pool_leases,
     fingerprint::fingerprint_10k_files,
-    bench_compare::statistics
+    bench_compare::statistics,
+    shard::plan_10k_tests
 );
 criterion_main!(benches);

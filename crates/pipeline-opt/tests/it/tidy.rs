@@ -33,6 +33,8 @@ const LAYERS: &[(&str, u8)] = &[
     // What to run, and what the run is held to.
     ("plan", 1),
     ("targets", 1),
+    // Which tests each of N machines runs: pure, beside the plan.
+    ("shard", 1),
     // What to skip or narrow, and the loaded inputs that the plan is made from.
     ("inputs", 2),
     ("cache", 2),
