@@ -78,6 +78,7 @@ impl Inputs {
             cargo_incremental_set: std::env::var_os("CARGO_INCREMENTAL").is_some(),
             test_profile_overrides: self.workspace.test_profile_overrides(),
             target_dir: None,
+            test_archive: None,
         }
     }
 }

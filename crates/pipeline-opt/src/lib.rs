@@ -24,6 +24,7 @@ pub mod profile;
 pub mod record;
 pub mod report;
 pub mod rustc_shim;
+pub mod scale;
 pub mod shard;
 pub mod state;
 pub mod targets;

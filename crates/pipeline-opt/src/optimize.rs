@@ -66,6 +66,9 @@ pub struct OptimizeOptions {
     /// After a successful run, build again from scratch once per profile-setting variant
     /// ([`crate::report::explore`]) and report the measured times.
     pub explore: bool,
+    /// `--shards N`: archive the tests instead of running them, and plan N shards
+    /// (docs/scale-out.md).
+    pub shards: Option<crate::scale::Shards>,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +97,12 @@ pub enum OptimizeError {
     Explore(#[from] crate::explore::ExploreError),
     #[error(transparent)]
     TestSettings(#[from] crate::test_settings::TestSettingsError),
+    #[error(transparent)]
+    Scale(#[from] crate::scale::ScaleError),
+    #[error(
+        "--shards needs a nextest test stage to archive the tests: install cargo-nextest (`cargo install cargo-nextest --locked`) and keep the `test` and `test-archive` stages enabled with test-runner = \"nextest\""
+    )]
+    ShardsNeedNextest,
     #[error(
         "could not write nextest's tool config {path}: {source}; check that the state directory is writable"
     )]
@@ -128,8 +137,31 @@ pub fn run_optimized_pipeline(
     let inputs = Inputs::load(options.manifest_path.as_deref())?;
     start_signal_handling(options);
     let state_dir = inputs.workspace.state_dir(&inputs.config);
+    let sharded;
+    let options = match &options.shards {
+        None => options,
+        Some(shards) => {
+            // The archive must be this run's: no stage is served from the cache, and the
+            // record goes beside the archive.
+            let artifacts = shards.artifacts(&state_dir);
+            crate::scale::prepare(&artifacts)?;
+            sharded = OptimizeOptions {
+                no_cache: true,
+                json: options.json.clone().or_else(|| Some(artifacts.build_record())),
+                shards: Some(crate::scale::Shards {
+                    count: shards.count,
+                    dir: Some(artifacts.dir().to_owned()),
+                }),
+                ..options.clone()
+            };
+            &sharded
+        }
+    };
     let run_id = options.run_id.clone().unwrap_or_else(crate::orchestrator::new_run_id);
     let (mut plan, cargo) = pipeline_plan(&inputs, options)?;
+    if options.shards.is_some() && plan.stage("test-archive").is_none() {
+        return Err(OptimizeError::ShardsNeedNextest);
+    }
     write_retries_config(&plan)?;
     let command = command_line("optimize", options);
     let targets = PerformanceTargets::from_config(&inputs.config.targets);
@@ -176,7 +208,43 @@ pub fn run_optimized_pipeline(
     if options.explore {
         explore_settings(&inputs, &plan, &state_dir, &mut record, &mut progress)?;
     }
+    if let Some(shards) = &options.shards {
+        plan_shards_of(&inputs, shards, &state_dir, &mut record, &mut progress)?;
+    }
     report_and_decide(record, &inputs, options)
+}
+
+/// `--shards N`, after a successful run: the archive's inventory and the shard plan
+/// made from it and the history's test durations, written beside the archive.
+fn plan_shards_of(
+    inputs: &Inputs,
+    shards: &crate::scale::Shards,
+    state_dir: &StateDir,
+    record: &mut RunRecord,
+    progress: &mut Option<ProgressReporter>,
+) -> Result<(), OptimizeError> {
+    if record.outcome != RunOutcome::Succeeded {
+        record.notes.push("--shards: no shard plan, the run did not succeed".into());
+        return Ok(());
+    }
+    let artifacts = shards.artifacts(state_dir);
+    let inventory =
+        crate::scale::list_archive(&inputs.workspace.manifest_path, &artifacts.archive())?;
+    let history = state_dir.report(&record.kind.file_name(crate::report::HISTORY_FILE));
+    let plan = crate::scale::plan_and_write(&inventory, &history, shards.count, &artifacts)?;
+    let text = plan.render_text();
+    match progress.as_mut() {
+        Some(p) => text.lines().for_each(|l| p.note(l)),
+        None => eprint!("{text}"),
+    }
+    record.notes.push(format!(
+        "--shards {}: the tests are archived in {}, the shard plan is {} ({})",
+        shards.count,
+        artifacts.archive(),
+        artifacts.plan(),
+        text.lines().next().unwrap_or_default()
+    ));
+    Ok(())
 }
 
 /// `--explore`: the plan's build stage (or `cargo test --no-run` where it has none) from
@@ -343,15 +411,15 @@ fn affected_plan(
     state_dir: &StateDir,
 ) -> Result<(Plan, CargoArgs), OptimizeError> {
     let Some(git_ref) = &options.since else {
-        return Ok((inputs.plan(options.cargo.clone(), options.strict)?, options.cargo.clone()));
+        return Ok((plan_for(inputs, options.cargo.clone(), options)?, options.cargo.clone()));
     };
     let extra = crate::cache::maintain::extra_target_dirs(state_dir);
     let affected = crate::affected::since(&inputs.workspace, git_ref, &extra)?;
     let (mut plan, cargo) = match affected.narrow(&options.cargo) {
-        Some(cargo) => (inputs.plan(cargo.clone(), options.strict)?, cargo),
+        Some(cargo) => (plan_for(inputs, cargo.clone(), options)?, cargo),
         None => {
             // Nothing to build or test: an empty plan, which the note explains.
-            let mut plan = inputs.plan(options.cargo.clone(), options.strict)?;
+            let mut plan = plan_for(inputs, options.cargo.clone(), options)?;
             plan.drop_all(DropReason::NotAffected { since: git_ref.clone() });
             (plan, options.cargo.clone())
         }
@@ -359,6 +427,19 @@ fn affected_plan(
     plan.notes.push(affected.note());
     plan.notes.extend(affected.notes.iter().cloned());
     Ok((plan, cargo))
+}
+
+/// The planner on this run's inputs and flags; `--shards` makes the test stage an
+/// archive, which is a planner input, never an edit of the planned command.
+fn plan_for(
+    inputs: &Inputs,
+    cargo: CargoArgs,
+    options: &OptimizeOptions,
+) -> Result<Plan, PlanError> {
+    let mut plan_options = inputs.plan_options(cargo, options.strict);
+    let state_dir = inputs.workspace.state_dir(&inputs.config);
+    plan_options.test_archive = options.shards.as_ref().map(|s| s.artifacts(&state_dir).archive());
+    crate::plan::plan(&inputs.workspace, &inputs.config, &plan_options)
 }
 
 /// Runs `plan` through the stage cache: stages whose inputs an earlier success proved

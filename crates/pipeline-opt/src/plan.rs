@@ -46,6 +46,8 @@ pub enum StageKind {
     Build,
     Check,
     Test,
+    /// `cargo nextest archive`: the tests' binaries packed for shards (`--shards`).
+    TestArchive,
     /// Test targets with `harness = false`, run with `cargo test` beside nextest.
     CustomTests,
     Doctest,
@@ -308,6 +310,9 @@ pub struct PlanOptions {
     /// A scratch build directory instead of the workspace's, named on every cargo
     /// command (`--against-naive` builds each side from nothing).
     pub target_dir: Option<Utf8PathBuf>,
+    /// `optimize --shards`: the tests are not run here but packed with
+    /// `cargo nextest archive` into this file, for N shard machines to run.
+    pub test_archive: Option<Utf8PathBuf>,
 }
 
 /// Flags passed through to every cargo stage so that all of them use one feature set.
@@ -754,6 +759,26 @@ impl<'a> Planner<'a> {
     }
 
     fn nextest_stage(&mut self, targets: Vec<TargetSelector>) {
+        if let Some(archive) = &self.options.test_archive {
+            if self.disabled("test-archive") {
+                self.drop_stage("test-archive", DropReason::Disabled { place: self.config.place });
+                return;
+            }
+            let mut c = self.compiling(Subcommand::NextestArchive);
+            c.targets = targets;
+            c.profile = self.options.cargo.profile.clone();
+            c.archive_file = Some(archive.clone());
+            let shape = StageShape {
+                depends_on: self.after_build(),
+                reason: "packs the build stage's test binaries into a nextest archive (same profile and features, so nothing compiles again) for the shards to run".into(),
+                proves: vec![Proof::TestBinariesCompile],
+                lock: if self.build_enabled { LockUse::Brief } else { LockUse::Exclusive },
+                ..StageShape::compiling(&self.dev_dir)
+            };
+            let command = self.command(c);
+            self.push("test-archive", StageKind::TestArchive, command, shape);
+            return;
+        }
         let mut c = self.compiling(Subcommand::NextestRun);
         c.targets = targets;
         c.no_fail_fast = true;

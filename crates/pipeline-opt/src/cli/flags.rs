@@ -70,6 +70,13 @@ xflags::xflags! {
             optional --since git_ref: String
             /// Try profile-setting variants in a scratch target directory.
             optional --explore
+            /// Archive the tests with `cargo nextest archive` instead of running them, and
+            /// plan N shard machines by the history's test durations
+            /// (docs/scale-out.md).
+            optional --shards count: usize
+            /// Where --shards writes the archive, the shard plan and the run record
+            /// (default: target/pipeline-opt/shards).
+            optional --shards-dir path: PathBuf
             /// Most stages to run at once (default: twice the cores; CPU-heavy stages share
             /// the cores separately).
             optional -j, --jobs jobs: usize
@@ -243,6 +250,8 @@ pub struct Optimize {
     pub verify_cache: bool,
     pub since: Option<String>,
     pub explore: bool,
+    pub shards: Option<usize>,
+    pub shards_dir: Option<PathBuf>,
     pub jobs: Option<usize>,
     pub locked: bool,
     pub frozen: bool,

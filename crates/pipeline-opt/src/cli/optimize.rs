@@ -14,6 +14,20 @@ impl super::flags::Optimize {
     pub(crate) fn run(self) -> Result<i32> {
         crate::process::install_signal_handlers_for_command();
         let gate = self.gate.as_deref().map(str::parse::<Gate>).transpose()?;
+        let shards = match self.shards {
+            None if self.shards_dir.is_some() => {
+                anyhow::bail!("--shards-dir needs --shards N: add --shards 2 (or more)")
+            }
+            None => None,
+            Some(n) => Some(crate::scale::Shards {
+                count: std::num::NonZeroUsize::new(n).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--shards 0 splits the tests over no machine: use --shards 1 or more"
+                    )
+                })?,
+                dir: utf8(self.shards_dir.as_ref())?,
+            }),
+        };
         let options = OptimizeOptions {
             manifest_path: utf8(self.manifest_path.as_ref())?,
             cargo: cargo_args!(self),
@@ -30,6 +44,7 @@ impl super::flags::Optimize {
             explore: self.explore,
             no_cache: self.no_cache,
             verify_cache: self.verify_cache,
+            shards,
             ..cli_defaults()
         };
         let outcome = run_optimized_pipeline(&options, &mut |_| {})?;

@@ -51,6 +51,8 @@ pub(super) struct CargoInvocation {
     pub(super) retries: Option<NextestRetries>,
     /// Only these packages' tests run (the cache proved the others').
     pub(super) narrowed_to: Option<Vec<String>>,
+    /// `--archive-file`: where `cargo nextest archive` writes the test binaries.
+    pub(super) archive_file: Option<Utf8PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +66,8 @@ pub(super) enum Subcommand {
     Test,
     BenchNoRun,
     NextestRun,
+    /// `cargo nextest archive`: builds the test binaries and packs them for shards.
+    NextestArchive,
     XtaskPoolUp,
 }
 
@@ -79,6 +83,7 @@ impl Subcommand {
             Subcommand::Test => &["test"],
             Subcommand::BenchNoRun => &["bench", "--no-run"],
             Subcommand::NextestRun => &["nextest", "run"],
+            Subcommand::NextestArchive => &["nextest", "archive"],
             Subcommand::XtaskPoolUp => &["xtask", "pool", "up"],
         }
     }
@@ -151,6 +156,7 @@ impl CargoInvocation {
             profile: None,
             retries: None,
             narrowed_to: None,
+            archive_file: None,
         }
     }
 
@@ -170,6 +176,9 @@ impl CargoInvocation {
                 a.extend(self.targets.iter().flat_map(TargetSelector::render));
                 if self.doc {
                     a.push("--doc".into());
+                }
+                if let Some(f) = &self.archive_file {
+                    a.extend(["--archive-file".to_string(), f.to_string()]);
                 }
                 if self.no_fail_fast {
                     a.push("--no-fail-fast".into());
@@ -229,11 +238,12 @@ impl CargoInvocation {
     fn render_profile(&self, a: &mut Vec<String>) {
         if let Some(p) = &self.profile {
             // nextest's own `--profile` names a nextest profile; cargo's is `--cargo-profile`.
-            let flag = if self.subcommand == Subcommand::NextestRun {
-                "--cargo-profile"
-            } else {
-                "--profile"
-            };
+            let flag =
+                if matches!(self.subcommand, Subcommand::NextestRun | Subcommand::NextestArchive) {
+                    "--cargo-profile"
+                } else {
+                    "--profile"
+                };
             a.extend([flag.to_string(), p.clone()]);
         }
     }
@@ -345,7 +355,8 @@ impl StageCommand {
             | Subcommand::Check
             | Subcommand::Clippy
             | Subcommand::Doc
-            | Subcommand::BenchNoRun => CommandKind::Compile,
+            | Subcommand::BenchNoRun
+            | Subcommand::NextestArchive => CommandKind::Compile,
             Subcommand::Test => CommandKind::CargoTest,
             Subcommand::NextestRun => CommandKind::Nextest,
             Subcommand::Fmt => CommandKind::Cargo,

@@ -410,3 +410,89 @@ fn shard_filtersets_select_each_test_once_in_real_nextest() {
     let expected: BTreeMap<String, usize> = inv.keys().map(|k| (k, 1)).collect();
     assert_eq!(ran, expected);
 }
+
+/// `cargo pipeline-opt ARGS` in `dir`, the built binary found on PATH by cargo.
+fn pipeline_opt(dir: &camino::Utf8Path, args: &[&str]) -> std::process::Output {
+    let bin = camino::Utf8Path::new(env!("CARGO_BIN_EXE_cargo-pipeline-opt"));
+    let path = std::env::join_paths(
+        std::iter::once(bin.parent().unwrap().as_std_path().to_owned())
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )
+    .unwrap();
+    let sh = xshell::Shell::new().unwrap();
+    let mut cmd = pipeline_opt::toolchain::clean_command(
+        &xshell::cmd!(sh, "cargo pipeline-opt {args...}").env("PATH", path),
+    );
+    cmd.current_dir(dir);
+    cmd.output().expect("cargo runs")
+}
+
+/// A fixture whose tests all land in the archive: two crates with unit tests and an
+/// integration test each.
+fn two_crates_with_tests() -> FixtureWorkspace {
+    let mut ws = FixtureWorkspace::chain(2);
+    for c in &mut ws.crates {
+        *c = c.clone().test("it", "#[test]\nfn first() {}\n#[test]\nfn second() {}\n");
+    }
+    ws
+}
+
+/// `optimize --shards 2` after a plain run: the test stage is an archive (no test runs
+/// on the build machine), and the artifact directory holds the archive, the run record
+/// and a plan by the durations the plain run measured that covers every test of the
+/// archive once.
+#[test]
+fn shard_optimize_archives_the_tests_and_plans_by_the_history() {
+    let fx = Fixture::write(&two_crates_with_tests());
+    let out = pipeline_opt(&fx.root, &["optimize"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = fx.root.join("artifacts");
+    let out = pipeline_opt(&fx.root, &["optimize", "--shards", "2", "--shards-dir", dir.as_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(dir.join("tests.tar.zst").is_file(), "{stderr}");
+
+    let record: pipeline_opt::record::RunRecord =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("build-run.json")).unwrap())
+            .expect("the run record");
+    let ids: Vec<&str> = record.stages.iter().map(|s| s.id.as_str()).collect();
+    assert!(ids.contains(&"test-archive") && !ids.contains(&"test"), "{ids:?}");
+    assert!(record.tests.is_empty(), "no test ran on the build machine: {:?}", record.tests);
+
+    let plan: ShardPlan =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("shard-plan.json")).unwrap())
+            .expect("the shard plan");
+    assert_eq!(plan.fallback, None, "planned by the plain run's durations: {stderr}");
+    assert_eq!(plan.shards.len(), 2);
+    // c0 and c1: 2 unit tests each (`value` and the dependency sum), 2 in each `it`.
+    let planned: Vec<String> = plan
+        .shards
+        .iter()
+        .flat_map(|s| s.tests.iter().flat_map(|(b, ts)| ts.iter().map(|t| test_key(b, t))))
+        .collect();
+    let mut unique = planned.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(planned.len(), unique.len(), "no test in two shards: {planned:?}");
+    assert_eq!(planned.len(), plan.tests, "{planned:?}");
+    assert!(planned.iter().any(|t| t == "c1::it second"), "{planned:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("tests on 2 shards by measured durations"), "{stdout}");
+}
+
+/// Bad `--shards` values stop before anything runs, with a one-line error naming the fix.
+#[test]
+fn shard_optimize_rejects_zero_shards_and_a_dir_without_shards() {
+    let fx = Fixture::write(&FixtureWorkspace::chain(1));
+    for (args, expected) in [
+        (&["optimize", "--shards", "0"][..], "use --shards 1 or more"),
+        (&["optimize", "--shards-dir", "x"][..], "--shards-dir needs --shards N"),
+    ] {
+        let out = pipeline_opt(&fx.root, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: one line: {stderr}");
+        assert!(!fx.root.join("target").exists(), "{args:?}: nothing ran");
+    }
+}

@@ -48,6 +48,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("bench", 6),
     ("pool", 6),
     ("workflow", 6),
+    // The build machine's side of scale-out: archive listing, shard plan files.
+    ("scale", 6),
     ("fixture", 6),
     ("lib", 7),
     // The command line, above everything it calls (design.md's "lib's CLI").
