@@ -247,6 +247,79 @@ fn plan_shards_of(
     Ok(())
 }
 
+/// `shard run --plan P --shard K`: runs shard K of the plan from the archive beside it
+/// against this checkout, compiling nothing, and writes its run record, reports and
+/// nextest's JUnit into its own directory (its history too: the merge, not the shard,
+/// adds the durations to the workspace's history).
+pub fn run_shard(
+    shard: &crate::scale::ShardRunOptions,
+    options: &OptimizeOptions,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<OptimizeOutcome, OptimizeError> {
+    use crate::scale::{JUNIT_TOOL_CONFIG, ScaleError, read_plan, write_file};
+    let waited = Waited::start();
+    let shard_plan = read_plan(&shard.plan)?;
+    let Some(this) = shard_plan.shards.iter().find(|s| s.index == shard.shard) else {
+        return Err(ScaleError::NoSuchShard {
+            path: shard.plan.clone(),
+            shard: shard.shard,
+            count: shard_plan.shards.len(),
+        }
+        .into());
+    };
+    let inputs = Inputs::load(options.manifest_path.as_deref())?;
+    start_signal_handling(options);
+    let out = shard.out_dir();
+    let tool_config = out.join("nextest-junit.toml");
+    write_file(&tool_config, JUNIT_TOOL_CONFIG.as_bytes())?;
+    // nextest extracts only into a directory that exists.
+    let extracted = out.join("extracted");
+    std::fs::create_dir_all(&extracted)
+        .map_err(|source| ScaleError::Write { path: extracted.clone(), source })?;
+    let plan = crate::plan::shard_run_plan(
+        &inputs.workspace,
+        &shard.artifacts().archive(),
+        this.index,
+        &this.selection,
+        &out,
+        &tool_config,
+    );
+    let run_id = options.run_id.clone().unwrap_or_else(crate::orchestrator::new_run_id);
+    let command = format!("cargo xtask shard run --plan {} --shard {}", shard.plan, shard.shard);
+    let targets = PerformanceTargets::from_config(&inputs.config.targets);
+    let mut progress = options.progress.map(|mode| ProgressReporter::new(mode, &targets));
+    let on_event = &mut |ev: &Event| {
+        if let Some(p) = &mut progress {
+            p.handle(ev);
+        }
+        on_event(ev);
+    };
+    // nextest writes JUnit under the remapped workspace's target directory; one left
+    // from an earlier run must not pass for this one's.
+    let junit = inputs.workspace.target_dir.join("nextest/default/junit.xml");
+    let _ = std::fs::remove_file(&junit);
+    let mut record = run_plan(&inputs, options, &plan, &run_id, &command, targets, on_event)?;
+    waited.apply(&mut record);
+    if junit.is_file() {
+        let bytes = std::fs::read(&junit)
+            .map_err(|source| ScaleError::Write { path: junit.clone(), source })?;
+        write_file(&out.join("junit.xml"), &bytes)?;
+    }
+    record.workspace_facts = inputs.facts.clone();
+    let reports = crate::report::write_reports(
+        &record,
+        &ReportOptions {
+            state_dir: StateDir::new(out.clone()),
+            markdown: options.report.clone(),
+            json: Some(out.join("run.json")),
+            prometheus: None,
+            step_summary: None,
+        },
+    )?;
+    let exit_code = exit_code(&record, None);
+    Ok(OptimizeOutcome { record, reports, exit_code })
+}
+
 /// `--explore`: the plan's build stage (or `cargo test --no-run` where it has none) from
 /// scratch under every profile-setting variant, in scratch target directories under the
 /// state directory. Only after a successful run: a build that fails fails alike in every

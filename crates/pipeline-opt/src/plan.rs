@@ -1135,6 +1135,47 @@ fn name_target_dir(s: &mut Stage, dir: &Utf8Path) {
     }
 }
 
+/// `shard run`: one stage that runs shard `index` of a nextest archive against this
+/// checkout (`--workspace-remap`), extracted under `out`, with JUnit on through
+/// nextest's tool config at `tool_config`. It compiles nothing: the archive holds the
+/// test binaries, so the stage takes no build directory and no core budget.
+pub fn shard_run_plan(
+    workspace: &Workspace,
+    archive: &Utf8Path,
+    index: usize,
+    selection: &crate::shard::Selection,
+    out: &Utf8Path,
+    tool_config: &Utf8Path,
+) -> Plan {
+    let mut c = CargoInvocation::new(Subcommand::NextestRun, workspace.manifest_path.as_str());
+    c.archive_file = Some(archive.to_owned());
+    c.no_fail_fast = true;
+    c.shard = Some(command::ShardRun {
+        workspace_remap: workspace.root.clone(),
+        extract_to: out.join("extracted"),
+        tool_config: tool_config.to_owned(),
+        selection: selection.clone(),
+    });
+    let stage = Stage {
+        id: format!("shard-{index}"),
+        kind: StageKind::Test,
+        command: StageCommand::cargo(&workspace.root, c),
+        depends_on: Vec::new(),
+        reason: format!("runs shard {index}'s tests from the archive, compiling nothing"),
+        proves: vec![Proof::TestsPass],
+        build_dir: None,
+        lock: LockUse::Exclusive,
+        cpu_heavy: false,
+        timeout: None,
+    };
+    Plan {
+        workspace_root: workspace.root.clone(),
+        stages: vec![stage],
+        dropped: Vec::new(),
+        notes: Vec::new(),
+    }
+}
+
 /// The fields in which stages differ beyond id, kind and command.
 struct StageShape {
     depends_on: Vec<String>,

@@ -65,6 +65,20 @@ pub enum ScaleError {
     #[error(transparent)]
     Inventory(#[from] crate::shard::InventoryError),
     #[error(
+        "could not read the shard plan {path}: {detail}; pass the shard-plan.json that `optimize --shards N` wrote"
+    )]
+    ReadPlan { path: Utf8PathBuf, detail: String },
+    #[error(
+        "the shard plan {path} has shards 1 to {count}, not {shard}: pass --shard 1 to {count}"
+    )]
+    NoSuchShard { path: Utf8PathBuf, shard: usize, count: usize },
+    #[error("could not write {path}: {source}; check that the directory is writable")]
+    Write {
+        path: Utf8PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
         "could not write the shard plan {path}: {source}; check that the directory is writable"
     )]
     WritePlan {
@@ -122,4 +136,48 @@ pub fn plan_and_write(
         source: std::io::Error::other(e.to_string()),
     })?;
     Ok(plan)
+}
+
+/// `shard run --plan P --shard K`: the plan file, the shard, and where its results go
+/// (default: `shard-K` beside the plan).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardRunOptions {
+    pub plan: Utf8PathBuf,
+    pub shard: usize,
+    pub out: Option<Utf8PathBuf>,
+}
+
+impl ShardRunOptions {
+    /// The artifact directory the plan lies in: the archive is beside it.
+    pub fn artifacts(&self) -> Artifacts {
+        Artifacts(self.plan.parent().map(Utf8Path::to_owned).unwrap_or_else(|| ".".into()))
+    }
+
+    pub fn out_dir(&self) -> Utf8PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| self.artifacts().dir().join(format!("shard-{}", self.shard)))
+    }
+}
+
+/// Reads a shard plan that `optimize --shards` wrote.
+pub fn read_plan(path: &Utf8Path) -> Result<ShardPlan, ScaleError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ScaleError::ReadPlan { path: path.to_owned(), detail: e.to_string() })?;
+    serde_json::from_str(&text)
+        .map_err(|e| ScaleError::ReadPlan { path: path.to_owned(), detail: e.to_string() })
+}
+
+/// The tool config a shard run gives nextest: JUnit on, at nextest's default place
+/// under the extracted target directory (the user's own nextest config outranks it).
+pub const JUNIT_TOOL_CONFIG: &str = "[profile.default.junit]\npath = \"junit.xml\"\n";
+
+/// Writes `contents` to `path`, naming the path on failure.
+pub fn write_file(path: &Utf8Path, contents: &[u8]) -> Result<(), ScaleError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| ScaleError::Write { path: dir.to_owned(), source })?;
+    }
+    std::fs::write(path, contents)
+        .map_err(|source| ScaleError::Write { path: path.to_owned(), source })
 }

@@ -183,6 +183,23 @@ xflags::xflags! {
             optional --install-from url: String
         }
 
+        /// Scale-out: run one shard of the tests that `optimize --shards N` archived and
+        /// planned (docs/scale-out.md).
+        cmd shard {
+            /// Run shard K of the plan from the archive beside it, against this checkout,
+            /// compiling nothing.
+            cmd run {
+                optional --manifest-path path: PathBuf
+                /// The shard-plan.json that `optimize --shards N` wrote.
+                required --plan path: PathBuf
+                /// Which shard, 1 to N.
+                required --shard k: usize
+                /// Where the run record, reports and JUnit go (default: shard-K beside
+                /// the plan).
+                optional --out dir: PathBuf
+            }
+        }
+
         /// Write an `xtask` crate that runs these commands into the workspace: the crate,
         /// the `cargo xtask` alias in .cargo/config.toml and the workspace membership.
         /// A second run changes nothing; a differing file of yours is never overwritten.
@@ -215,6 +232,7 @@ pub enum PipelineOptCmd {
     History(History),
     Report(Report),
     CiWorkflow(CiWorkflow),
+    Shard(Shard),
     InitXtask(InitXtask),
 }
 
@@ -328,6 +346,24 @@ pub struct CiWorkflow {
     pub gate: Option<Gate>,
     pub services: Option<Services>,
     pub install_from: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Shard {
+    pub subcommand: ShardCmd,
+}
+
+#[derive(Debug)]
+pub enum ShardCmd {
+    Run(Run),
+}
+
+#[derive(Debug)]
+pub struct Run {
+    pub manifest_path: Option<PathBuf>,
+    pub plan: PathBuf,
+    pub shard: usize,
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug)]

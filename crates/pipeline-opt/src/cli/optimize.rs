@@ -60,6 +60,23 @@ impl super::flags::Optimize {
     }
 }
 
+impl super::flags::Run {
+    /// `shard run`: the shard's stage as the orchestrator runs any stage, with the rustc
+    /// shim on, so the record's compile units show that nothing compiled.
+    pub(crate) fn run(self) -> Result<i32> {
+        crate::process::install_signal_handlers_for_command();
+        let shard = crate::scale::ShardRunOptions {
+            plan: utf8(Some(&self.plan))?.expect("given"),
+            shard: self.shard,
+            out: utf8(self.out.as_ref())?,
+        };
+        let options =
+            OptimizeOptions { manifest_path: utf8(self.manifest_path.as_ref())?, ..cli_defaults() };
+        let outcome = crate::optimize::run_shard(&shard, &options, &mut |_| {})?;
+        Ok(finish(&outcome))
+    }
+}
+
 impl super::flags::Check {
     pub(crate) fn run(self) -> Result<i32> {
         crate::process::install_signal_handlers_for_command();

@@ -51,8 +51,21 @@ pub(super) struct CargoInvocation {
     pub(super) retries: Option<NextestRetries>,
     /// Only these packages' tests run (the cache proved the others').
     pub(super) narrowed_to: Option<Vec<String>>,
-    /// `--archive-file`: where `cargo nextest archive` writes the test binaries.
+    /// `--archive-file`: where `cargo nextest archive` writes the test binaries, or
+    /// where `cargo nextest run` takes them from (a shard).
     pub(super) archive_file: Option<Utf8PathBuf>,
+    /// A shard run from an archive: the checkout the archive's paths are remapped to,
+    /// where it is extracted, nextest's tool config (JUnit), and the shard's tests.
+    pub(super) shard: Option<ShardRun>,
+}
+
+/// What `cargo nextest run` needs to run one shard of an archive.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct ShardRun {
+    pub(super) workspace_remap: Utf8PathBuf,
+    pub(super) extract_to: Utf8PathBuf,
+    pub(super) tool_config: Utf8PathBuf,
+    pub(super) selection: crate::shard::Selection,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +170,7 @@ impl CargoInvocation {
             retries: None,
             narrowed_to: None,
             archive_file: None,
+            shard: None,
         }
     }
 
@@ -179,6 +193,20 @@ impl CargoInvocation {
                 }
                 if let Some(f) = &self.archive_file {
                     a.extend(["--archive-file".to_string(), f.to_string()]);
+                }
+                if let Some(shard) = &self.shard {
+                    a.extend([
+                        "--workspace-remap".to_string(),
+                        shard.workspace_remap.to_string(),
+                        "--extract-to".to_string(),
+                        shard.extract_to.to_string(),
+                        "--extract-overwrite".to_string(),
+                        "--tool-config-file".to_string(),
+                        format!("pipeline-opt:{}", shard.tool_config),
+                        // An empty shard (more shards than tests) passes.
+                        "--no-tests=pass".to_string(),
+                    ]);
+                    a.extend(shard.selection.args());
                 }
                 if self.no_fail_fast {
                     a.push("--no-fail-fast".into());

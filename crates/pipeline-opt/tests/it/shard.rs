@@ -440,7 +440,8 @@ fn two_crates_with_tests() -> FixtureWorkspace {
 /// `optimize --shards 2` after a plain run: the test stage is an archive (no test runs
 /// on the build machine), and the artifact directory holds the archive, the run record
 /// and a plan by the durations the plain run measured that covers every test of the
-/// archive once.
+/// archive once; then `shard run` of each shard runs exactly its tests, compiling
+/// nothing, with nextest's JUnit.
 #[test]
 fn shard_optimize_archives_the_tests_and_plans_by_the_history() {
     let fx = Fixture::write(&two_crates_with_tests());
@@ -478,15 +479,55 @@ fn shard_optimize_archives_the_tests_and_plans_by_the_history() {
     assert!(planned.iter().any(|t| t == "c1::it second"), "{planned:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("tests on 2 shards by measured durations"), "{stdout}");
+
+    // Each shard from the archive: the tests the plan gave it, each once, with nextest's
+    // own durations and JUnit, and not one rustc invocation.
+    let mut ran: Vec<String> = Vec::new();
+    for s in &plan.shards {
+        let k = s.index.to_string();
+        let plan_path = dir.join("shard-plan.json");
+        let out =
+            pipeline_opt(&fx.root, &["shard", "run", "--plan", plan_path.as_str(), "--shard", &k]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let shard_dir = dir.join(format!("shard-{k}"));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "shard {k}: {stderr}\n{}\n{:?}",
+            String::from_utf8_lossy(&out.stdout),
+            std::fs::read_to_string(shard_dir.join("run.json"))
+        );
+        let record: pipeline_opt::record::RunRecord =
+            serde_json::from_str(&std::fs::read_to_string(shard_dir.join("run.json")).unwrap())
+                .expect("the shard's run record");
+        assert!(record.crates.is_empty(), "shard {k} compiled: {:?}", record.crates);
+        assert!(record.compiled_by_tests.is_empty(), "shard {k}: {:?}", record.compiled_by_tests);
+        let mut names: Vec<String> = record.tests.iter().map(|t| t.name.clone()).collect();
+        names.sort();
+        let mut expected: Vec<String> =
+            s.tests.iter().flat_map(|(b, ts)| ts.iter().map(|t| test_key(b, t))).collect();
+        expected.sort();
+        assert_eq!(names, expected, "shard {k} ran its tests");
+        let junit = std::fs::read_to_string(shard_dir.join("junit.xml")).expect("nextest's JUnit");
+        assert!(junit.contains("<testsuites"), "{junit}");
+        ran.extend(names);
+    }
+    ran.sort();
+    assert_eq!(ran, unique, "every test of the archive ran once across the shards");
 }
 
-/// Bad `--shards` values stop before anything runs, with a one-line error naming the fix.
+/// Bad `--shards` values and a missing shard plan stop before anything runs, with a
+/// one-line error naming the fix.
 #[test]
 fn shard_optimize_rejects_zero_shards_and_a_dir_without_shards() {
     let fx = Fixture::write(&FixtureWorkspace::chain(1));
     for (args, expected) in [
         (&["optimize", "--shards", "0"][..], "use --shards 1 or more"),
         (&["optimize", "--shards-dir", "x"][..], "--shards-dir needs --shards N"),
+        (
+            &["shard", "run", "--plan", "missing/shard-plan.json", "--shard", "1"][..],
+            "could not read the shard plan missing/shard-plan.json",
+        ),
     ] {
         let out = pipeline_opt(&fx.root, args);
         let stderr = String::from_utf8_lossy(&out.stderr);
