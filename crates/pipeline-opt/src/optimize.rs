@@ -320,6 +320,69 @@ pub fn run_shard(
     Ok(OptimizeOutcome { record, reports, exit_code })
 }
 
+/// `shard merge DIR…`: the build's artifact directory (shard plan and build record) and
+/// each shard's directory (its run record) become one run record beside the plan
+/// (`merged-run.json`), the workspace's reports and one history line with every test's
+/// duration. A test of the plan that ran on no shard or on two is exit 100, named.
+pub fn merge_shards(
+    dirs: &[Utf8PathBuf],
+    options: &OptimizeOptions,
+) -> Result<OptimizeOutcome, OptimizeError> {
+    use crate::scale::{Artifacts, ScaleError, merge, read_plan, read_record};
+    let mut plan_dir = None;
+    let mut shards = Vec::new();
+    for dir in dirs {
+        let artifacts = Artifacts(dir.clone());
+        if artifacts.plan().is_file() {
+            if plan_dir.replace(artifacts).is_some() {
+                return Err(ScaleError::MergeInput(
+                    "two directories hold a shard-plan.json: merge one build's shards at a time"
+                        .into(),
+                )
+                .into());
+            }
+            continue;
+        }
+        let record = read_record(&dir.join("run.json"))?;
+        let index = record
+            .stages
+            .iter()
+            .find_map(|s| s.id.strip_prefix("shard-").and_then(|k| k.parse::<usize>().ok()))
+            .ok_or_else(|| {
+                ScaleError::MergeInput(format!(
+                    "{dir}/run.json is not a shard's record: pass the directories `shard run` wrote"
+                ))
+            })?;
+        shards.push((index, record));
+    }
+    let Some(artifacts) = plan_dir else {
+        return Err(ScaleError::MergeInput(
+            "no shard-plan.json in the directories given: add the artifact directory of `optimize --shards`".into(),
+        )
+        .into());
+    };
+    let plan = read_plan(&artifacts.plan())?;
+    let build = read_record(&artifacts.build_record())?;
+    let merged = merge(&plan, &build, &shards);
+    let inputs = Inputs::load(options.manifest_path.as_deref())?;
+    let mut record = merged.record;
+    record.workspace_facts = inputs.facts.clone();
+    let reports = crate::report::write_reports(
+        &record,
+        &ReportOptions {
+            state_dir: inputs.workspace.state_dir(&inputs.config),
+            markdown: options.report.clone(),
+            json: Some(
+                options.json.clone().unwrap_or_else(|| artifacts.dir().join("merged-run.json")),
+            ),
+            prometheus: options.prometheus.clone(),
+            step_summary: github_step_summary(),
+        },
+    )?;
+    let exit_code = exit_code(&record, None);
+    Ok(OptimizeOutcome { record, reports, exit_code })
+}
+
 /// `--explore`: the plan's build stage (or `cargo test --no-run` where it has none) from
 /// scratch under every profile-setting variant, in scratch target directories under the
 /// state directory. Only after a successful run: a build that fails fails alike in every

@@ -72,6 +72,12 @@ pub enum ScaleError {
         "the shard plan {path} has shards 1 to {count}, not {shard}: pass --shard 1 to {count}"
     )]
     NoSuchShard { path: Utf8PathBuf, shard: usize, count: usize },
+    #[error(
+        "could not read the run record {path}: {detail}; pass the directories that `optimize --shards` and `shard run` wrote"
+    )]
+    ReadRecord { path: Utf8PathBuf, detail: String },
+    #[error("{0}")]
+    MergeInput(String),
     #[error("could not write {path}: {source}; check that the directory is writable")]
     Write {
         path: Utf8PathBuf,
@@ -180,4 +186,127 @@ pub fn write_file(path: &Utf8Path, contents: &[u8]) -> Result<(), ScaleError> {
     }
     std::fs::write(path, contents)
         .map_err(|source| ScaleError::Write { path: path.to_owned(), source })
+}
+
+/// What `shard merge` found: the merged record, and the tests of the plan that ran on
+/// no shard or on more than one.
+#[derive(Debug, Clone)]
+pub struct Merged {
+    pub record: crate::record::RunRecord,
+    pub missing: Vec<String>,
+    pub doubled: Vec<String>,
+}
+
+/// One record of the build and its shards' records: the build's stages, then each
+/// shard's; every test; the shards predicted against measured. `total` is the build's
+/// plus the slowest shard's, the time a CI pipeline whose shards run side by side takes.
+/// A test the plan holds that ran on no shard or on two makes the run failed.
+pub fn merge(
+    plan: &ShardPlan,
+    build: &crate::record::RunRecord,
+    shard_records: &[(usize, crate::record::RunRecord)],
+) -> Merged {
+    use crate::record::{RunOutcome, ShardResult, ShardsSummary};
+    use std::collections::BTreeMap;
+    let mut record = build.clone();
+    let mut ran: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut results = Vec::new();
+    let mut slowest = std::time::Duration::ZERO;
+    for (index, r) in shard_records {
+        record.stages.extend(r.stages.iter().cloned());
+        record.tests.extend(r.tests.iter().cloned());
+        record.test_counts.extend(r.test_counts.iter().cloned());
+        record.crates.extend(r.crates.iter().cloned());
+        record.compiled_by_tests.extend(r.compiled_by_tests.iter().cloned());
+        for t in &r.tests {
+            ran.entry(t.name.clone()).or_default().push(*index);
+        }
+        if r.outcome != RunOutcome::Succeeded && record.outcome == RunOutcome::Succeeded {
+            record.outcome = r.outcome;
+        }
+        slowest = slowest.max(r.total);
+        results.push(ShardResult {
+            index: *index,
+            run_id: r.run_id.clone(),
+            tests: r.tests.len(),
+            predicted: plan.shards.iter().find(|s| s.index == *index).and_then(|s| s.predicted),
+            test_time: r.tests.iter().map(|t| t.duration).sum(),
+            wall: r.total,
+        });
+    }
+    results.sort_by_key(|s| s.index);
+    record.total = build.total.saturating_add(slowest);
+    let planned = plan.shards.iter().flat_map(|s| {
+        s.tests.iter().flat_map(|(b, ts)| ts.iter().map(|t| crate::shard::test_key(b, t)))
+    });
+    let mut missing = Vec::new();
+    let mut doubled = Vec::new();
+    for key in planned {
+        match ran.get(&key).map(Vec::len) {
+            None => missing.push(key),
+            Some(1) => {}
+            Some(_) => doubled.push(key),
+        }
+    }
+    let walls: Vec<f64> = results.iter().map(|s| s.wall.as_secs_f64()).collect();
+    let mut errors: Vec<f64> = results
+        .iter()
+        .filter_map(|s| {
+            let p = s.predicted?.as_secs_f64();
+            (p > 0.0).then(|| (s.test_time.as_secs_f64() - p).abs() / p)
+        })
+        .collect();
+    errors.sort_by(f64::total_cmp);
+    let prediction_error = (!errors.is_empty()).then(|| {
+        let m = errors.len() / 2;
+        if errors.len() % 2 == 1 { errors[m] } else { (errors[m - 1] + errors[m]) / 2.0 }
+    });
+    record.shards = Some(ShardsSummary {
+        strategy: match plan.fallback {
+            None => "durations".into(),
+            Some(f) => format!("slice ({})", f.reason()),
+        },
+        balance: crate::shard::balance(&walls),
+        prediction_error,
+        shards: results,
+    });
+    record.schema_version = crate::record::SCHEMA_VERSION;
+    record.command = format!("cargo xtask shard merge ({} shards)", shard_records.len());
+    if !missing.is_empty() || !doubled.is_empty() {
+        record.outcome = RunOutcome::StageFailed;
+        record.notes.push(coverage_problem(&missing, &doubled));
+    }
+    Merged { record, missing, doubled }
+}
+
+/// One line naming the tests of the plan that ran on no shard or on two.
+pub fn coverage_problem(missing: &[String], doubled: &[String]) -> String {
+    let list = |v: &[String]| {
+        let shown: Vec<&str> = v.iter().take(10).map(String::as_str).collect();
+        let more = v.len().saturating_sub(10);
+        if more > 0 { format!("{} and {more} more", shown.join(", ")) } else { shown.join(", ") }
+    };
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!("{} tests ran on no shard: {}", missing.len(), list(missing)));
+    }
+    if !doubled.is_empty() {
+        parts.push(format!(
+            "{} tests ran on more than one shard: {}",
+            doubled.len(),
+            list(doubled)
+        ));
+    }
+    format!(
+        "{}; run every shard of the plan once, then merge all of their directories",
+        parts.join("; ")
+    )
+}
+
+/// Reads a run record that `optimize` or `shard run` wrote.
+pub fn read_record(path: &Utf8Path) -> Result<crate::record::RunRecord, ScaleError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ScaleError::ReadRecord { path: path.to_owned(), detail: e.to_string() })?;
+    serde_json::from_str(&text)
+        .map_err(|e| ScaleError::ReadRecord { path: path.to_owned(), detail: e.to_string() })
 }

@@ -198,6 +198,14 @@ xflags::xflags! {
                 /// the plan).
                 optional --out dir: PathBuf
             }
+            /// Merge the build's artifact directory and the shards' directories into one
+            /// run record, report and history line; exit 100 naming any test of the
+            /// plan that ran on no shard or on two.
+            cmd merge {
+                optional --manifest-path path: PathBuf
+                /// The artifact directory of `optimize --shards` and each shard's.
+                repeated dirs: PathBuf
+            }
         }
 
         /// Write an `xtask` crate that runs these commands into the workspace: the crate,
@@ -356,6 +364,7 @@ pub struct Shard {
 #[derive(Debug)]
 pub enum ShardCmd {
     Run(Run),
+    Merge(Merge),
 }
 
 #[derive(Debug)]
@@ -364,6 +373,13 @@ pub struct Run {
     pub plan: PathBuf,
     pub shard: usize,
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct Merge {
+    pub dirs: Vec<PathBuf>,
+
+    pub manifest_path: Option<PathBuf>,
 }
 
 #[derive(Debug)]

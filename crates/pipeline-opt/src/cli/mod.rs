@@ -166,6 +166,7 @@ fn run(flags: flags::PipelineOpt) -> Result<i32> {
         flags::PipelineOptCmd::InitXtask(cmd) => cmd.run(),
         flags::PipelineOptCmd::Shard(cmd) => match cmd.subcommand {
             flags::ShardCmd::Run(run) => run.run(),
+            flags::ShardCmd::Merge(merge) => merge.run(),
         },
     }
 }

@@ -77,6 +77,34 @@ impl super::flags::Run {
     }
 }
 
+impl super::flags::Merge {
+    pub(crate) fn run(self) -> Result<i32> {
+        let dirs = self
+            .dirs
+            .iter()
+            .map(|d| utf8(Some(d)).map(|d| d.expect("given")))
+            .collect::<Result<Vec<_>>>()?;
+        if dirs.is_empty() {
+            anyhow::bail!(
+                "shard merge needs directories: pass the artifact directory of `optimize --shards` and each shard's"
+            );
+        }
+        let options =
+            OptimizeOptions { manifest_path: utf8(self.manifest_path.as_ref())?, ..cli_defaults() };
+        let outcome = crate::optimize::merge_shards(&dirs, &options)?;
+        if let Some(sh) = &outcome.record.shards {
+            let balance = sh.balance.map(|b| format!("{b:.2}")).unwrap_or_else(|| "-".into());
+            eprintln!("{} shards, balance (slowest / mean) {balance}", sh.shards.len());
+        }
+        for note in &outcome.record.notes {
+            if note.contains("ran on no shard") || note.contains("ran on more than one shard") {
+                eprintln!("error: {note}");
+            }
+        }
+        Ok(finish(&outcome))
+    }
+}
+
 impl super::flags::Check {
     pub(crate) fn run(self) -> Result<i32> {
         crate::process::install_signal_handlers_for_command();

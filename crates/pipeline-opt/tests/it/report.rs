@@ -238,6 +238,7 @@ fn fixture_record() -> RunRecord {
             cpu_work: s(46_200),
             cpu: s(11_550),
         }),
+        shards: None,
     }
 }
 

@@ -514,6 +514,48 @@ fn shard_optimize_archives_the_tests_and_plans_by_the_history() {
     }
     ran.sort();
     assert_eq!(ran, unique, "every test of the archive ran once across the shards");
+
+    // A merge without shard 2: exit 100 naming its tests.
+    let history = fx.root.join("target/pipeline-opt/history.jsonl");
+    let lines_before = std::fs::read_to_string(&history).unwrap().lines().count();
+    let shard = |k: usize| dir.join(format!("shard-{k}"));
+    let out = pipeline_opt(&fx.root, &["shard", "merge", dir.as_str(), shard(1).as_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(100), "{stderr}");
+    let shard2_test = {
+        let (b, ts) = plan.shards[1].tests.iter().next().expect("shard 2 has tests");
+        test_key(b, &ts[0])
+    };
+    assert!(stderr.contains("ran on no shard") && stderr.contains(&shard2_test), "{stderr}");
+
+    // Both shards: one record with the build's stages and both shards', every test, the
+    // shards predicted against measured, shown in the report; the durations in history.
+    let out = pipeline_opt(
+        &fx.root,
+        &["shard", "merge", dir.as_str(), shard(1).as_str(), shard(2).as_str()],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let merged: pipeline_opt::record::RunRecord =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("merged-run.json")).unwrap())
+            .expect("the merged record");
+    assert_eq!(merged.schema_version, pipeline_opt::record::SCHEMA_VERSION);
+    let ids: Vec<&str> = merged.stages.iter().map(|s| s.id.as_str()).collect();
+    assert!(ids.contains(&"test-archive") && ids.contains(&"shard-1") && ids.contains(&"shard-2"));
+    assert_eq!(merged.tests.len(), plan.tests);
+    let summary = merged.shards.as_ref().expect("the shards");
+    assert_eq!(summary.shards.iter().map(|s| s.index).collect::<Vec<_>>(), [1, 2]);
+    assert!(summary.balance.is_some_and(|b| b >= 1.0), "{summary:?}");
+    assert!(summary.prediction_error.is_some(), "{summary:?}");
+    let report = std::fs::read_to_string(
+        fx.root.join("target/pipeline-opt/pipeline-optimization-report.md"),
+    )
+    .unwrap();
+    assert!(report.contains("## Shards") && report.contains("Split by durations"), "{report}");
+    let h = pipeline_opt::report::history::read(&history).unwrap();
+    // The failed merge is a run too (its record says which tests went missing).
+    assert_eq!(h.entries.len(), lines_before + 2);
+    assert_eq!(h.entries.last().unwrap().tests.len(), plan.tests);
 }
 
 /// Bad `--shards` values and a missing shard plan stop before anything runs, with a
