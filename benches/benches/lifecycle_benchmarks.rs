@@ -14,6 +14,8 @@ mod pool_leases;
 mod pool_runner;
 #[path = "scheduler.rs"]
 mod scheduler;
+#[path = "shard.rs"]
+mod shard;
 
 #[path = "fingerprint.rs"]
 mod fingerprint;
@@ -25,6 +27,7 @@ criterion_group!(
     pool_leases::pool_leases,
     pool_runner::lease_runner,
     fingerprint::fingerprint_10k_files,
-    bench_compare::statistics
+    bench_compare::statistics,
+    shard::plan_10k_tests
 );
 criterion_main!(benches);

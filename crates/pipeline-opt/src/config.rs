@@ -85,6 +85,8 @@ pub const BUILTIN_STAGES: &[&str] = &[
     "build",
     "check",
     "test",
+    // `optimize --shards`: the test stage's place, archiving instead of running.
+    "test-archive",
     "custom-tests",
     "doctest",
     "bench-build",

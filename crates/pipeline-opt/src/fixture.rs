@@ -298,3 +298,43 @@ pub fn duplicate_versions_app(dir: &Utf8Path) -> io::Result<FixtureCrate> {
             .into();
     Ok(app)
 }
+
+/// A synthetic test inventory of `tests` tests spread over `binaries` binaries, with
+/// long names and heavy-tailed durations (Pareto, α = 1.2: most tests take a few
+/// milliseconds, a few take seconds, none more than 5 s), one sample each; the same
+/// every call. For the shard planner's tests and benchmark.
+pub fn shard_inventory(
+    tests: usize,
+    binaries: usize,
+) -> (crate::shard::Inventory, crate::shard::Durations) {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state =
+            state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ((state >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    };
+    let mut inv = crate::shard::Inventory::default();
+    let mut durations = crate::shard::Durations::default();
+    for b in 0..binaries.max(1) {
+        let binary_id = format!("crate_{b:03}::integration_suite_{b:03}");
+        let count = tests / binaries.max(1) + usize::from(b < tests % binaries.max(1));
+        let mut names: Vec<String> = (0..count)
+            .map(|i| {
+                format!(
+                    "module_{:02}::scenario::case_{i:05}_checks_a_long_descriptive_name",
+                    i % 50
+                )
+            })
+            .collect();
+        names.sort();
+        for name in &names {
+            let secs = (0.002 * next().powf(-1.0 / 1.2)).min(5.0);
+            durations.add(
+                crate::shard::test_key(&binary_id, name),
+                std::time::Duration::from_secs_f64(secs),
+            );
+        }
+        inv.binaries.push(crate::shard::InventoryBinary { binary_id, tests: names });
+    }
+    (inv, durations)
+}

@@ -83,6 +83,7 @@ impl Inputs {
                 .ok()
                 .and_then(|p| Utf8PathBuf::from_path_buf(p).ok()),
             user_runner: self.user_runner(cargo_target),
+            test_archive: None,
         }
     }
 

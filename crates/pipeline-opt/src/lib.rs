@@ -25,6 +25,8 @@ pub mod profile;
 pub mod record;
 pub mod report;
 pub mod rustc_shim;
+pub mod scale;
+pub mod shard;
 pub mod state;
 pub mod target_runner;
 pub mod targets;

@@ -67,6 +67,9 @@ pub struct OptimizeOptions {
     /// After a successful run, build again from scratch once per profile-setting variant
     /// ([`crate::report::explore`]) and report the measured times.
     pub explore: bool,
+    /// `--shards N`: archive the tests instead of running them, and plan N shards
+    /// (docs/scale-out.md).
+    pub shards: Option<crate::scale::Shards>,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +98,12 @@ pub enum OptimizeError {
     Explore(#[from] crate::explore::ExploreError),
     #[error(transparent)]
     TestSettings(#[from] crate::test_settings::TestSettingsError),
+    #[error(transparent)]
+    Scale(#[from] crate::scale::ScaleError),
+    #[error(
+        "--shards needs a nextest test stage to archive the tests: install cargo-nextest (`cargo install cargo-nextest --locked`) and keep the `test` and `test-archive` stages enabled with test-runner = \"nextest\""
+    )]
+    ShardsNeedNextest,
     #[error(
         "could not write nextest's tool config {path}: {source}; check that the state directory is writable"
     )]
@@ -129,8 +138,31 @@ pub fn run_optimized_pipeline(
     let inputs = Inputs::load(options.manifest_path.as_deref())?;
     start_signal_handling(options);
     let state_dir = inputs.workspace.state_dir(&inputs.config);
+    let sharded;
+    let options = match &options.shards {
+        None => options,
+        Some(shards) => {
+            // The archive must be this run's: no stage is served from the cache, and the
+            // record goes beside the archive.
+            let artifacts = shards.artifacts(&state_dir);
+            crate::scale::prepare(&artifacts)?;
+            sharded = OptimizeOptions {
+                no_cache: true,
+                json: options.json.clone().or_else(|| Some(artifacts.build_record())),
+                shards: Some(crate::scale::Shards {
+                    count: shards.count,
+                    dir: Some(artifacts.dir().to_owned()),
+                }),
+                ..options.clone()
+            };
+            &sharded
+        }
+    };
     let run_id = options.run_id.clone().unwrap_or_else(crate::orchestrator::new_run_id);
     let (mut plan, cargo) = pipeline_plan(&inputs, options)?;
+    if options.shards.is_some() && plan.stage("test-archive").is_none() {
+        return Err(OptimizeError::ShardsNeedNextest);
+    }
     write_nextest_tool_config(&plan)?;
     let command = command_line("optimize", options);
     let targets = PerformanceTargets::from_config(&inputs.config.targets);
@@ -186,6 +218,9 @@ pub fn run_optimized_pipeline(
     }
     if options.explore {
         explore_settings(&inputs, &plan, &state_dir, &mut record, &mut progress)?;
+    }
+    if let Some(shards) = &options.shards {
+        plan_shards_of(&inputs, shards, &state_dir, &mut record, &mut progress)?;
     }
     let mut outcome = report_and_decide(record, &inputs, options)?;
     outcome.reports.junit = Some(junit_path);
@@ -320,6 +355,175 @@ impl RunJunit {
         }
         junit::render("pipeline-opt", suites, Some(total))
     }
+}
+
+/// `--shards N`, after a successful run: the archive's inventory and the shard plan
+/// made from it and the history's test durations, written beside the archive.
+fn plan_shards_of(
+    inputs: &Inputs,
+    shards: &crate::scale::Shards,
+    state_dir: &StateDir,
+    record: &mut RunRecord,
+    progress: &mut Option<ProgressReporter>,
+) -> Result<(), OptimizeError> {
+    if record.outcome != RunOutcome::Succeeded {
+        record.notes.push("--shards: no shard plan, the run did not succeed".into());
+        return Ok(());
+    }
+    let artifacts = shards.artifacts(state_dir);
+    let inventory =
+        crate::scale::list_archive(&inputs.workspace.manifest_path, &artifacts.archive())?;
+    let history = state_dir.report(&record.kind.file_name(crate::report::HISTORY_FILE));
+    let plan = crate::scale::plan_and_write(&inventory, &history, shards.count, &artifacts)?;
+    let text = plan.render_text();
+    match progress.as_mut() {
+        Some(p) => text.lines().for_each(|l| p.note(l)),
+        None => eprint!("{text}"),
+    }
+    record.notes.push(format!(
+        "--shards {}: the tests are archived in {}, the shard plan is {} ({})",
+        shards.count,
+        artifacts.archive(),
+        artifacts.plan(),
+        text.lines().next().unwrap_or_default()
+    ));
+    Ok(())
+}
+
+/// `shard run --plan P --shard K`: runs shard K of the plan from the archive beside it
+/// against this checkout, compiling nothing, and writes its run record, reports and
+/// nextest's JUnit into its own directory (its history too: the merge, not the shard,
+/// adds the durations to the workspace's history).
+pub fn run_shard(
+    shard: &crate::scale::ShardRunOptions,
+    options: &OptimizeOptions,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<OptimizeOutcome, OptimizeError> {
+    use crate::scale::{JUNIT_TOOL_CONFIG, ScaleError, read_plan, write_file};
+    let waited = Waited::start();
+    let shard_plan = read_plan(&shard.plan)?;
+    let Some(this) = shard_plan.shards.iter().find(|s| s.index == shard.shard) else {
+        return Err(ScaleError::NoSuchShard {
+            path: shard.plan.clone(),
+            shard: shard.shard,
+            count: shard_plan.shards.len(),
+        }
+        .into());
+    };
+    let inputs = Inputs::load(options.manifest_path.as_deref())?;
+    start_signal_handling(options);
+    let out = shard.out_dir();
+    let tool_config = out.join("nextest-junit.toml");
+    write_file(&tool_config, JUNIT_TOOL_CONFIG.as_bytes())?;
+    // nextest extracts only into a directory that exists.
+    let extracted = out.join("extracted");
+    std::fs::create_dir_all(&extracted)
+        .map_err(|source| ScaleError::Write { path: extracted.clone(), source })?;
+    let plan = crate::plan::shard_run_plan(
+        &inputs.workspace,
+        &shard.artifacts().archive(),
+        this.index,
+        &this.selection,
+        &out,
+        &tool_config,
+    );
+    let run_id = options.run_id.clone().unwrap_or_else(crate::orchestrator::new_run_id);
+    let command = format!("cargo xtask shard run --plan {} --shard {}", shard.plan, shard.shard);
+    let targets = PerformanceTargets::from_config(&inputs.config.targets);
+    let mut progress = options.progress.map(|mode| ProgressReporter::new(mode, &targets));
+    let on_event = &mut |ev: &Event| {
+        if let Some(p) = &mut progress {
+            p.handle(ev);
+        }
+        on_event(ev);
+    };
+    // nextest writes JUnit under the remapped workspace's target directory; one left
+    // from an earlier run must not pass for this one's.
+    let junit = inputs.workspace.target_dir.join("nextest/default/junit.xml");
+    let _ = std::fs::remove_file(&junit);
+    let mut record = run_plan(&inputs, options, &plan, &run_id, &command, targets, on_event)?;
+    waited.apply(&mut record);
+    if junit.is_file() {
+        let bytes = std::fs::read(&junit)
+            .map_err(|source| ScaleError::Write { path: junit.clone(), source })?;
+        write_file(&out.join("junit.xml"), &bytes)?;
+    }
+    record.workspace_facts = inputs.facts.clone();
+    let reports = crate::report::write_reports(
+        &record,
+        &ReportOptions {
+            state_dir: StateDir::new(out.clone()),
+            markdown: options.report.clone(),
+            json: Some(out.join("run.json")),
+            prometheus: None,
+            step_summary: None,
+        },
+    )?;
+    let exit_code = exit_code(&record, None);
+    Ok(OptimizeOutcome { record, reports, exit_code })
+}
+
+/// `shard merge DIR…`: the build's artifact directory (shard plan and build record) and
+/// each shard's directory (its run record) become one run record beside the plan
+/// (`merged-run.json`), the workspace's reports and one history line with every test's
+/// duration. A test of the plan that ran on no shard or on two is exit 100, named.
+pub fn merge_shards(
+    dirs: &[Utf8PathBuf],
+    options: &OptimizeOptions,
+) -> Result<OptimizeOutcome, OptimizeError> {
+    use crate::scale::{Artifacts, ScaleError, merge, read_plan, read_record};
+    let mut plan_dir = None;
+    let mut shards = Vec::new();
+    for dir in dirs {
+        let artifacts = Artifacts(dir.clone());
+        if artifacts.plan().is_file() {
+            if plan_dir.replace(artifacts).is_some() {
+                return Err(ScaleError::MergeInput(
+                    "two directories hold a shard-plan.json: merge one build's shards at a time"
+                        .into(),
+                )
+                .into());
+            }
+            continue;
+        }
+        let record = read_record(&dir.join("run.json"))?;
+        let index = record
+            .stages
+            .iter()
+            .find_map(|s| s.id.strip_prefix("shard-").and_then(|k| k.parse::<usize>().ok()))
+            .ok_or_else(|| {
+                ScaleError::MergeInput(format!(
+                    "{dir}/run.json is not a shard's record: pass the directories `shard run` wrote"
+                ))
+            })?;
+        shards.push((index, record));
+    }
+    let Some(artifacts) = plan_dir else {
+        return Err(ScaleError::MergeInput(
+            "no shard-plan.json in the directories given: add the artifact directory of `optimize --shards`".into(),
+        )
+        .into());
+    };
+    let plan = read_plan(&artifacts.plan())?;
+    let build = read_record(&artifacts.build_record())?;
+    let merged = merge(&plan, &build, &shards);
+    let inputs = Inputs::load(options.manifest_path.as_deref())?;
+    let mut record = merged.record;
+    record.workspace_facts = inputs.facts.clone();
+    let reports = crate::report::write_reports(
+        &record,
+        &ReportOptions {
+            state_dir: inputs.workspace.state_dir(&inputs.config),
+            markdown: options.report.clone(),
+            json: Some(
+                options.json.clone().unwrap_or_else(|| artifacts.dir().join("merged-run.json")),
+            ),
+            prometheus: options.prometheus.clone(),
+            step_summary: github_step_summary(),
+        },
+    )?;
+    let exit_code = exit_code(&record, None);
+    Ok(OptimizeOutcome { record, reports, exit_code })
 }
 
 /// `--explore`: the plan's build stage (or `cargo test --no-run` where it has none) from
@@ -486,15 +690,15 @@ fn affected_plan(
     state_dir: &StateDir,
 ) -> Result<(Plan, CargoArgs), OptimizeError> {
     let Some(git_ref) = &options.since else {
-        return Ok((inputs.plan(options.cargo.clone(), options.strict)?, options.cargo.clone()));
+        return Ok((plan_for(inputs, options.cargo.clone(), options)?, options.cargo.clone()));
     };
     let extra = crate::cache::maintain::extra_target_dirs(state_dir);
     let affected = crate::affected::since(&inputs.workspace, git_ref, &extra)?;
     let (mut plan, cargo) = match affected.narrow(&options.cargo) {
-        Some(cargo) => (inputs.plan(cargo.clone(), options.strict)?, cargo),
+        Some(cargo) => (plan_for(inputs, cargo.clone(), options)?, cargo),
         None => {
             // Nothing to build or test: an empty plan, which the note explains.
-            let mut plan = inputs.plan(options.cargo.clone(), options.strict)?;
+            let mut plan = plan_for(inputs, options.cargo.clone(), options)?;
             plan.drop_all(DropReason::NotAffected { since: git_ref.clone() });
             (plan, options.cargo.clone())
         }
@@ -502,6 +706,19 @@ fn affected_plan(
     plan.notes.push(affected.note());
     plan.notes.extend(affected.notes.iter().cloned());
     Ok((plan, cargo))
+}
+
+/// The planner on this run's inputs and flags; `--shards` makes the test stage an
+/// archive, which is a planner input, never an edit of the planned command.
+fn plan_for(
+    inputs: &Inputs,
+    cargo: CargoArgs,
+    options: &OptimizeOptions,
+) -> Result<Plan, PlanError> {
+    let mut plan_options = inputs.plan_options(cargo, options.strict);
+    let state_dir = inputs.workspace.state_dir(&inputs.config);
+    plan_options.test_archive = options.shards.as_ref().map(|s| s.artifacts(&state_dir).archive());
+    crate::plan::plan(&inputs.workspace, &inputs.config, &plan_options)
 }
 
 /// Runs `plan` through the stage cache: stages whose inputs an earlier success proved

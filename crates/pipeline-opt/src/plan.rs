@@ -49,6 +49,8 @@ pub enum StageKind {
     Build,
     Check,
     Test,
+    /// `cargo nextest archive`: the tests' binaries packed for shards (`--shards`).
+    TestArchive,
     /// Test targets with `harness = false`, run with `cargo test` beside nextest.
     CustomTests,
     Doctest,
@@ -325,6 +327,9 @@ pub struct PlanOptions {
     /// The target runner the user set for the tests' platform, which the lease runner
     /// runs in turn.
     pub user_runner: Option<crate::target_runner::UserRunner>,
+    /// `optimize --shards`: the tests are not run here but packed with
+    /// `cargo nextest archive` into this file, for N shard machines to run.
+    pub test_archive: Option<Utf8PathBuf>,
 }
 
 /// Flags passed through to every cargo stage so that all of them use one feature set.
@@ -851,6 +856,26 @@ impl<'a> Planner<'a> {
     }
 
     fn nextest_stage(&mut self, targets: Vec<TargetSelector>) {
+        if let Some(archive) = &self.options.test_archive {
+            if self.disabled("test-archive") {
+                self.drop_stage("test-archive", DropReason::Disabled { place: self.config.place });
+                return;
+            }
+            let mut c = self.compiling(Subcommand::NextestArchive);
+            c.targets = targets;
+            c.profile = self.options.cargo.profile.clone();
+            c.archive_file = Some(archive.clone());
+            let shape = StageShape {
+                depends_on: self.after_build(),
+                reason: "packs the build stage's test binaries into a nextest archive (same profile and features, so nothing compiles again) for the shards to run".into(),
+                proves: vec![Proof::TestBinariesCompile],
+                lock: if self.build_enabled { LockUse::Brief } else { LockUse::Exclusive },
+                ..StageShape::compiling(&self.dev_dir)
+            };
+            let command = self.command(c);
+            self.push("test-archive", StageKind::TestArchive, command, shape);
+            return;
+        }
         let mut c = self.compiling(Subcommand::NextestRun);
         c.leases = self.test_leases();
         c.targets = targets;
@@ -1207,6 +1232,47 @@ fn name_target_dir(s: &mut Stage, dir: &Utf8Path) {
         _ => {
             s.command.env.insert("CARGO_TARGET_DIR".into(), dir.to_string());
         }
+    }
+}
+
+/// `shard run`: one stage that runs shard `index` of a nextest archive against this
+/// checkout (`--workspace-remap`), extracted under `out`, with JUnit on through
+/// nextest's tool config at `tool_config`. It compiles nothing: the archive holds the
+/// test binaries, so the stage takes no build directory and no core budget.
+pub fn shard_run_plan(
+    workspace: &Workspace,
+    archive: &Utf8Path,
+    index: usize,
+    selection: &crate::shard::Selection,
+    out: &Utf8Path,
+    tool_config: &Utf8Path,
+) -> Plan {
+    let mut c = CargoInvocation::new(Subcommand::NextestRun, workspace.manifest_path.as_str());
+    c.archive_file = Some(archive.to_owned());
+    c.no_fail_fast = true;
+    c.shard = Some(command::ShardRun {
+        workspace_remap: workspace.root.clone(),
+        extract_to: out.join("extracted"),
+        tool_config: tool_config.to_owned(),
+        selection: selection.clone(),
+    });
+    let stage = Stage {
+        id: format!("shard-{index}"),
+        kind: StageKind::Test,
+        command: StageCommand::cargo(&workspace.root, c),
+        depends_on: Vec::new(),
+        reason: format!("runs shard {index}'s tests from the archive, compiling nothing"),
+        proves: vec![Proof::TestsPass],
+        build_dir: None,
+        lock: LockUse::Exclusive,
+        cpu_heavy: false,
+        timeout: None,
+    };
+    Plan {
+        workspace_root: workspace.root.clone(),
+        stages: vec![stage],
+        dropped: Vec::new(),
+        notes: Vec::new(),
     }
 }
 

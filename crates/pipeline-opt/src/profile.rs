@@ -132,6 +132,7 @@ impl PipelineProfiler {
             test_counts: self.test_counts,
             workspace_facts: Default::default(),
             lower_bound,
+            shards: None,
         }
     }
 }

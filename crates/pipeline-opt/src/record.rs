@@ -11,7 +11,8 @@ use camino::Utf8PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change of [`RunRecord`]'s JSON form.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: `shards` (a merged scale-out run); 2: `cpu_samples`.
+pub const SCHEMA_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunRecord {
@@ -89,6 +90,38 @@ pub struct RunRecord {
     /// What the stages could not have beaten on this machine; absent in older records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lower_bound: Option<LowerBound>,
+    /// `shard merge` (schema 3): the shards the tests ran on, predicted against measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<ShardsSummary>,
+}
+
+/// The shards of a merged scale-out run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShardsSummary {
+    /// `durations`, or `slice (WHY)` when the plan fell back to nextest's partition.
+    pub strategy: String,
+    pub shards: Vec<ShardResult>,
+    /// The slowest shard's wall time over the mean of all shards' (1.0: perfect).
+    pub balance: Option<f64>,
+    /// The median over shards of |measured test time − predicted| ÷ predicted; absent
+    /// without predictions.
+    pub prediction_error: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShardResult {
+    pub index: usize,
+    pub run_id: String,
+    pub tests: usize,
+    /// The sum of its tests' weights in the plan.
+    #[serde(with = "opt_secs")]
+    pub predicted: Option<Duration>,
+    /// The sum of its tests' measured durations, as the plan's prediction counts.
+    #[serde(with = "secs")]
+    pub test_time: Duration,
+    /// The shard run's wall time, start-up and extraction included.
+    #[serde(with = "secs")]
+    pub wall: Duration,
 }
 
 /// The tests of one stage by outcome. Failed counts a test that failed its last try

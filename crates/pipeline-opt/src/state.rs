@@ -152,6 +152,11 @@ impl StateDir {
         self.0.join("flamegraph-data")
     }
 
+    /// `optimize --shards`' artifacts by default: archive, shard plan, run record.
+    pub fn shards(&self) -> Utf8PathBuf {
+        self.0.join("shards")
+    }
+
     /// A report or the run history by the file name the reports give it (`run.json`,
     /// `check-history.jsonl`): their default place.
     pub fn report(&self, file_name: &str) -> Utf8PathBuf {

@@ -76,6 +76,13 @@ xflags::xflags! {
             optional --since git_ref: String
             /// Try profile-setting variants in a scratch target directory.
             optional --explore
+            /// Archive the tests with `cargo nextest archive` instead of running them, and
+            /// plan N shard machines by the history's test durations
+            /// (docs/scale-out.md).
+            optional --shards count: usize
+            /// Where --shards writes the archive, the shard plan and the run record
+            /// (default: target/pipeline-opt/shards).
+            optional --shards-dir path: PathBuf
             /// Most stages to run at once (default: twice the cores; CPU-heavy stages share
             /// the cores separately).
             optional -j, --jobs jobs: usize
@@ -228,6 +235,31 @@ xflags::xflags! {
             optional --install-from url: String
         }
 
+        /// Scale-out: run one shard of the tests that `optimize --shards N` archived and
+        /// planned (docs/scale-out.md).
+        cmd shard {
+            /// Run shard K of the plan from the archive beside it, against this checkout,
+            /// compiling nothing.
+            cmd run {
+                optional --manifest-path path: PathBuf
+                /// The shard-plan.json that `optimize --shards N` wrote.
+                required --plan path: PathBuf
+                /// Which shard, 1 to N.
+                required --shard k: usize
+                /// Where the run record, reports and JUnit go (default: shard-K beside
+                /// the plan).
+                optional --out dir: PathBuf
+            }
+            /// Merge the build's artifact directory and the shards' directories into one
+            /// run record, report and history line; exit 100 naming any test of the
+            /// plan that ran on no shard or on two.
+            cmd merge {
+                optional --manifest-path path: PathBuf
+                /// The artifact directory of `optimize --shards` and each shard's.
+                repeated dirs: PathBuf
+            }
+        }
+
         /// Write an `xtask` crate that runs these commands into the workspace: the crate,
         /// the `cargo xtask` alias in .cargo/config.toml and the workspace membership.
         /// A second run changes nothing; a differing file of yours is never overwritten.
@@ -261,6 +293,7 @@ pub enum PipelineOptCmd {
     History(History),
     Report(Report),
     CiWorkflow(CiWorkflow),
+    Shard(Shard),
     InitXtask(InitXtask),
 }
 
@@ -298,6 +331,8 @@ pub struct Optimize {
     pub verify_cache: bool,
     pub since: Option<String>,
     pub explore: bool,
+    pub shards: Option<usize>,
+    pub shards_dir: Option<PathBuf>,
     pub jobs: Option<usize>,
     pub locked: bool,
     pub frozen: bool,
@@ -404,6 +439,32 @@ pub struct CiWorkflow {
     pub gate: Option<Gate>,
     pub services: Option<Services>,
     pub install_from: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Shard {
+    pub subcommand: ShardCmd,
+}
+
+#[derive(Debug)]
+pub enum ShardCmd {
+    Run(Run),
+    Merge(Merge),
+}
+
+#[derive(Debug)]
+pub struct Run {
+    pub manifest_path: Option<PathBuf>,
+    pub plan: PathBuf,
+    pub shard: usize,
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct Merge {
+    pub dirs: Vec<PathBuf>,
+
+    pub manifest_path: Option<PathBuf>,
 }
 
 #[derive(Debug)]

@@ -167,6 +167,10 @@ fn run(flags: flags::PipelineOpt) -> Result<i32> {
         flags::PipelineOptCmd::Report(cmd) => cmd.run(),
         flags::PipelineOptCmd::CiWorkflow(cmd) => cmd.run(),
         flags::PipelineOptCmd::InitXtask(cmd) => cmd.run(),
+        flags::PipelineOptCmd::Shard(cmd) => match cmd.subcommand {
+            flags::ShardCmd::Run(run) => run.run(),
+            flags::ShardCmd::Merge(merge) => merge.run(),
+        },
     }
 }
 

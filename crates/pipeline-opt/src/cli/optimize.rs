@@ -42,6 +42,11 @@ impl Output {
         Some(Output { verbose: verbose && !json, quiet, json, progress })
     }
 
+    /// What a command without -v, -q, --color or --message-format shows.
+    fn plain() -> Output {
+        Output { verbose: false, quiet: false, json: false, progress: Some(progress_mode(None)) }
+    }
+
     /// Shows one event as asked: a JSON line, or the stage's output line under `-v`
     /// (the live view, if any, draws the rest itself).
     fn event(&self, ev: &Event) {
@@ -93,6 +98,20 @@ impl super::flags::Optimize {
         else {
             return Ok(crate::exit::USAGE);
         };
+        let shards = match self.shards {
+            None if self.shards_dir.is_some() => {
+                anyhow::bail!("--shards-dir needs --shards N: add --shards 2 (or more)")
+            }
+            None => None,
+            Some(n) => Some(crate::scale::Shards {
+                count: std::num::NonZeroUsize::new(n).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--shards 0 splits the tests over no machine: use --shards 1 or more"
+                    )
+                })?,
+                dir: utf8(self.shards_dir.as_ref())?,
+            }),
+        };
         let options = OptimizeOptions {
             manifest_path: utf8(self.manifest_path.as_ref())?,
             cargo: cargo_args!(self),
@@ -110,6 +129,7 @@ impl super::flags::Optimize {
             no_cache: self.no_cache,
             verify_cache: self.verify_cache,
             progress: output.progress,
+            shards,
             ..cli_defaults()
         };
         let outcome = run_optimized_pipeline(&options, &mut |ev| output.event(ev))?;
@@ -122,6 +142,51 @@ impl super::flags::Optimize {
             }
         }
         Ok(finish(&outcome, output))
+    }
+}
+
+impl super::flags::Run {
+    /// `shard run`: the shard's stage as the orchestrator runs any stage, with the rustc
+    /// shim on, so the record's compile units show that nothing compiled.
+    pub(crate) fn run(self) -> Result<i32> {
+        crate::process::install_signal_handlers_for_command();
+        let shard = crate::scale::ShardRunOptions {
+            plan: utf8(Some(&self.plan))?.expect("given"),
+            shard: self.shard,
+            out: utf8(self.out.as_ref())?,
+        };
+        let options =
+            OptimizeOptions { manifest_path: utf8(self.manifest_path.as_ref())?, ..cli_defaults() };
+        let outcome = crate::optimize::run_shard(&shard, &options, &mut |_| {})?;
+        Ok(finish(&outcome, Output::plain()))
+    }
+}
+
+impl super::flags::Merge {
+    pub(crate) fn run(self) -> Result<i32> {
+        let dirs = self
+            .dirs
+            .iter()
+            .map(|d| utf8(Some(d)).map(|d| d.expect("given")))
+            .collect::<Result<Vec<_>>>()?;
+        if dirs.is_empty() {
+            anyhow::bail!(
+                "shard merge needs directories: pass the artifact directory of `optimize --shards` and each shard's"
+            );
+        }
+        let options =
+            OptimizeOptions { manifest_path: utf8(self.manifest_path.as_ref())?, ..cli_defaults() };
+        let outcome = crate::optimize::merge_shards(&dirs, &options)?;
+        if let Some(sh) = &outcome.record.shards {
+            let balance = sh.balance.map(|b| format!("{b:.2}")).unwrap_or_else(|| "-".into());
+            eprintln!("{} shards, balance (slowest / mean) {balance}", sh.shards.len());
+        }
+        for note in &outcome.record.notes {
+            if note.contains("ran on no shard") || note.contains("ran on more than one shard") {
+                eprintln!("error: {note}");
+            }
+        }
+        Ok(finish(&outcome, Output::plain()))
     }
 }
 

@@ -57,6 +57,12 @@ pub(super) struct CargoInvocation {
     pub(super) only_test: Option<OneTest>,
     /// Every test process leases the services whose variables the tests read.
     pub(super) leases: Option<TestLeases>,
+    /// `--archive-file`: where `cargo nextest archive` writes the test binaries, or
+    /// where `cargo nextest run` takes them from (a shard).
+    pub(super) archive_file: Option<Utf8PathBuf>,
+    /// A shard run from an archive: the checkout the archive's paths are remapped to,
+    /// where it is extracted, nextest's tool config (JUnit), and the shard's tests.
+    pub(super) shard: Option<ShardRun>,
 }
 
 /// One test, as the reports name it: nextest's binary id (`pkg`, `pkg::it`, `pkg::bin/x`)
@@ -156,6 +162,15 @@ impl TestLeases {
     }
 }
 
+/// What `cargo nextest run` needs to run one shard of an archive.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct ShardRun {
+    pub(super) workspace_remap: Utf8PathBuf,
+    pub(super) extract_to: Utf8PathBuf,
+    pub(super) tool_config: Utf8PathBuf,
+    pub(super) selection: crate::shard::Selection,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Subcommand {
     Fetch,
@@ -167,6 +182,8 @@ pub(super) enum Subcommand {
     Test,
     BenchNoRun,
     NextestRun,
+    /// `cargo nextest archive`: builds the test binaries and packs them for shards.
+    NextestArchive,
     XtaskPoolUp,
 }
 
@@ -182,6 +199,7 @@ impl Subcommand {
             Subcommand::Test => &["test"],
             Subcommand::BenchNoRun => &["bench", "--no-run"],
             Subcommand::NextestRun => &["nextest", "run"],
+            Subcommand::NextestArchive => &["nextest", "archive"],
             Subcommand::XtaskPoolUp => &["xtask", "pool", "up"],
         }
     }
@@ -275,6 +293,8 @@ impl CargoInvocation {
             narrowed_to: None,
             only_test: None,
             leases: None,
+            archive_file: None,
+            shard: None,
         }
     }
 
@@ -297,6 +317,23 @@ impl CargoInvocation {
                 a.extend(self.targets.iter().flat_map(TargetSelector::render));
                 if self.doc {
                     a.push("--doc".into());
+                }
+                if let Some(f) = &self.archive_file {
+                    a.extend(["--archive-file".to_string(), f.to_string()]);
+                }
+                if let Some(shard) = &self.shard {
+                    a.extend([
+                        "--workspace-remap".to_string(),
+                        shard.workspace_remap.to_string(),
+                        "--extract-to".to_string(),
+                        shard.extract_to.to_string(),
+                        "--extract-overwrite".to_string(),
+                        "--tool-config-file".to_string(),
+                        format!("pipeline-opt:{}", shard.tool_config),
+                        // An empty shard (more shards than tests) passes.
+                        "--no-tests=pass".to_string(),
+                    ]);
+                    a.extend(shard.selection.args());
                 }
                 if self.no_fail_fast {
                     a.push("--no-fail-fast".into());
@@ -360,11 +397,12 @@ impl CargoInvocation {
     fn render_profile(&self, a: &mut Vec<String>) {
         if let Some(p) = &self.profile {
             // nextest's own `--profile` names a nextest profile; cargo's is `--cargo-profile`.
-            let flag = if self.subcommand == Subcommand::NextestRun {
-                "--cargo-profile"
-            } else {
-                "--profile"
-            };
+            let flag =
+                if matches!(self.subcommand, Subcommand::NextestRun | Subcommand::NextestArchive) {
+                    "--cargo-profile"
+                } else {
+                    "--profile"
+                };
             a.extend([flag.to_string(), p.clone()]);
         }
     }
@@ -512,7 +550,8 @@ impl StageCommand {
             | Subcommand::Check
             | Subcommand::Clippy
             | Subcommand::Doc
-            | Subcommand::BenchNoRun => CommandKind::Compile,
+            | Subcommand::BenchNoRun
+            | Subcommand::NextestArchive => CommandKind::Compile,
             Subcommand::Test => CommandKind::CargoTest,
             Subcommand::NextestRun => CommandKind::Nextest,
             Subcommand::Fmt => CommandKind::Cargo,

@@ -16,6 +16,9 @@ use crate::report::{ReportError, secs, write_atomic};
 pub const HISTORY_SCHEMA_VERSION: u32 = 1;
 /// Lines kept; older runs are dropped on append. A line is about 0.5–2 KB.
 pub const MAX_ENTRIES: usize = 1000;
+/// Entries that keep their per-test durations: the shard planner weighs a test by the
+/// median of its last [`crate::shard::SAMPLES_KEPT`] successful runs.
+pub const TEST_RUNS_KEPT: usize = crate::shard::SAMPLES_KEPT;
 /// Runs a sparkline shows.
 const SPARK_RUNS: usize = 40;
 /// A trend needs this many runs of a stage to mean anything.
@@ -33,6 +36,11 @@ pub struct HistoryEntry {
     pub required_met: bool,
     pub stretch_met: bool,
     pub stages: BTreeMap<String, HistoryStage>,
+    /// Seconds of every test that passed, by `binary_id test_name` (nextest's; libtest
+    /// reports no times on stable). Only the last [`TEST_RUNS_KEPT`] entries keep them,
+    /// so a history of 10,000-test runs stays a few megabytes; absent in older lines.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tests: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -68,6 +76,12 @@ impl HistoryEntry {
                     let status = s.status.name();
                     (s.id.clone(), HistoryStage { status: status.into(), wall: s.wall })
                 })
+                .collect(),
+            tests: r
+                .tests
+                .iter()
+                .filter(|t| t.passed)
+                .map(|t| (t.name.clone(), t.duration.as_secs_f64()))
                 .collect(),
         }
     }
@@ -132,6 +146,19 @@ impl History {
         }
         out
     }
+
+    /// Every test's passed durations, oldest first, as the shard planner weighs them.
+    pub fn test_durations(&self) -> crate::shard::Durations {
+        let mut d = crate::shard::Durations::default();
+        for e in &self.entries {
+            for (key, secs) in &e.tests {
+                if let Ok(t) = Duration::try_from_secs_f64(*secs) {
+                    d.add(key.clone(), t);
+                }
+            }
+        }
+        d
+    }
 }
 
 pub fn parse(text: &str) -> History {
@@ -173,6 +200,10 @@ pub fn append(path: &Utf8Path, entry: &HistoryEntry) -> Result<Vec<HistoryEntry>
     entries.push(entry.clone());
     let excess = entries.len().saturating_sub(MAX_ENTRIES);
     entries.drain(..excess);
+    let keep_tests_from = entries.len().saturating_sub(TEST_RUNS_KEPT);
+    for e in &mut entries[..keep_tests_from] {
+        e.tests.clear();
+    }
     let mut text = String::new();
     for e in &entries {
         text.push_str(&serde_json::to_string(e)?);

@@ -30,6 +30,7 @@ pub fn render(record: &RunRecord, recommendations: &[Recommendation]) -> String 
     .unwrap();
     totals(o, record);
     naive(o, record);
+    shards(o, record);
     stages(o, record);
     test_settings(o, record);
     cache(o, record);
@@ -204,6 +205,38 @@ fn cache(o: &mut String, r: &RunRecord) {
         writeln!(o, "| `{id}` | {} |", why.replace('|', "\\|")).unwrap();
     }
     o.push('\n');
+}
+
+/// A merged scale-out run: each shard's tests, predicted and measured times.
+fn shards(o: &mut String, r: &RunRecord) {
+    let Some(sh) = &r.shards else { return };
+    writeln!(o, "## Shards\n").unwrap();
+    writeln!(o, "Split by {}.\n", sh.strategy).unwrap();
+    writeln!(o, "| shard | run | tests | predicted | test time | wall |").unwrap();
+    writeln!(o, "| ---: | --- | ---: | ---: | ---: | ---: |").unwrap();
+    for s in &sh.shards {
+        let predicted = s.predicted.map(secs).unwrap_or_else(|| "-".into());
+        writeln!(
+            o,
+            "| {} | `{}` | {} | {predicted} | {} | {} |",
+            s.index,
+            s.run_id,
+            s.tests,
+            secs(s.test_time),
+            secs(s.wall)
+        )
+        .unwrap();
+    }
+    let balance = sh.balance.map(|b| format!("{b:.2}")).unwrap_or_else(|| "-".into());
+    let error = sh
+        .prediction_error
+        .map(|e| format!("{:.0} %", e * 100.0))
+        .unwrap_or_else(|| "- (no prediction)".into());
+    writeln!(
+        o,
+        "\nBalance (slowest shard's wall ÷ mean): {balance}; median prediction error of the test time: {error}.\n"
+    )
+    .unwrap();
 }
 
 fn stages(o: &mut String, r: &RunRecord) {

@@ -133,7 +133,7 @@ fn planning_errors_name_the_place_the_config_is_in() {
     check_plan_error(
         &single_package("disable = [\"lint\"]\n"),
         expect![
-            "unknown stage `lint` in `package.metadata.pipeline-opt.disable` in Cargo.toml; known stages: fetch, build, check, test, custom-tests, doctest, bench-build, clippy, fmt, doc, services"
+            "unknown stage `lint` in `package.metadata.pipeline-opt.disable` in Cargo.toml; known stages: fetch, build, check, test, test-archive, custom-tests, doctest, bench-build, clippy, fmt, doc, services"
         ],
     );
     check_plan_error(

@@ -17,5 +17,6 @@ mod pool;
 mod process;
 mod records;
 mod report;
+mod shard;
 mod tidy;
 mod workspace;

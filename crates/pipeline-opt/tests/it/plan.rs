@@ -312,7 +312,7 @@ fn unknown_stage_in_disable_lists_known_stages() {
     check_config_error(
         "disable = [\"doctests\"]",
         expect![
-            "unknown stage `doctests` in `workspace.metadata.pipeline-opt.disable` in Cargo.toml; known stages: fetch, build, check, test, custom-tests, doctest, bench-build, clippy, fmt, doc, services"
+            "unknown stage `doctests` in `workspace.metadata.pipeline-opt.disable` in Cargo.toml; known stages: fetch, build, check, test, test-archive, custom-tests, doctest, bench-build, clippy, fmt, doc, services"
         ],
     );
 }
@@ -589,7 +589,7 @@ fn an_environment_for_an_unknown_stage_or_an_impossible_variable_is_an_error() {
     check_config_error(
         "env = { biuld = { A = \"1\" } }",
         expect![
-            "unknown stage `biuld` in `workspace.metadata.pipeline-opt.env` in Cargo.toml; known stages: fetch, build, check, test, custom-tests, doctest, bench-build, clippy, fmt, doc, services"
+            "unknown stage `biuld` in `workspace.metadata.pipeline-opt.env` in Cargo.toml; known stages: fetch, build, check, test, test-archive, custom-tests, doctest, bench-build, clippy, fmt, doc, services"
         ],
     );
     check_config_error(
@@ -705,4 +705,37 @@ fn mode_server_is_for_postgres_with_env() {
             r#"invalid `workspace.metadata.pipeline-opt.services.db.mode` in Cargo.toml: mode = "server" gives the tests the server through `env`; add `env = { DATABASE_URL = "{url}" }` or remove `mode`"#
         ]],
     );
+}
+
+/// `optimize --shards`: the test stage packs the tests into a nextest archive with the
+/// build stage's profile and features instead of running them; doctests and the tests
+/// with their own harness stay here (nextest runs neither from an archive).
+#[test]
+fn plan_with_a_test_archive_packs_the_tests_instead_of_running_them() {
+    let mut ws = FixtureWorkspace::chain(2);
+    ws.crates[0].manifest_extra = "[[test]]\nname = \"custom\"\nharness = false\n".into();
+    ws.crates[0] = ws.crates[0].clone().test("custom", "fn main() {}\n");
+    let mut opts = options(true);
+    opts.cargo.profile = Some("ci".into());
+    opts.test_archive = Some("/artifacts/tests.tar.zst".into());
+    let fx = Fixture::write(&ws);
+    let w = fx.load();
+    let config = Config::from_workspace_metadata(&w.metadata).expect("valid config");
+    let p = plan(&w, &config, &opts).expect("plans");
+    let line = |id: &str| {
+        let s = p.stage(id).unwrap_or_else(|| panic!("a stage {id}"));
+        fx.redact(&format!("{} {}", s.command.program(), s.command.args().join(" ")))
+    };
+    expect![[r#"
+        cargo build --manifest-path $ROOT/Cargo.toml --offline --workspace --all-targets --profile ci
+        cargo nextest archive --manifest-path $ROOT/Cargo.toml --offline --workspace --lib --archive-file /artifacts/tests.tar.zst --cargo-profile ci
+        cargo test --manifest-path $ROOT/Cargo.toml --offline --workspace --doc --no-fail-fast --profile ci
+        cargo test --manifest-path $ROOT/Cargo.toml --offline --workspace --test custom --no-fail-fast --profile ci"#]].assert_eq(&format!(
+        "{}\n{}\n{}\n{}",
+        line("build"),
+        line("test-archive"),
+        line("doctest"),
+        line("custom-tests")
+    ));
+    assert!(p.stage("test").is_none(), "no test runs on the build machine");
 }

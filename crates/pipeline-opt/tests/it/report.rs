@@ -261,6 +261,7 @@ fn fixture_record() -> RunRecord {
             cpu_work: s(46_200),
             cpu: s(11_550),
         }),
+        shards: None,
     }
 }
 
@@ -692,6 +693,41 @@ fn report_history_stays_bounded() {
     let h = history::read(&path).unwrap();
     assert_eq!(h.entries.len(), history::MAX_ENTRIES);
     assert_eq!(h.entries.last().unwrap().run_id, "newest");
+}
+
+/// Passed tests' durations go into the history; only the last few runs keep them (so
+/// the file stays small), and the shard planner reads them back oldest first.
+#[test]
+fn report_history_keeps_test_durations_of_the_last_runs() {
+    let (_dir, dir) = temp_dir();
+    let path = dir.join("history.jsonl");
+    for i in 0..history::TEST_RUNS_KEPT + 2 {
+        let mut r = fixture_record();
+        r.run_id = format!("run-{i}");
+        r.tests = vec![
+            pipeline_opt::record::TestTiming {
+                stage: "test".into(),
+                name: "app::it adds_up".into(),
+                duration: Duration::from_millis(100 * (i as u64 + 1)),
+                passed: true,
+            },
+            pipeline_opt::record::TestTiming {
+                stage: "test".into(),
+                name: "app::it broken".into(),
+                duration: Duration::from_secs(9),
+                passed: false,
+            },
+        ];
+        history::append(&path, &HistoryEntry::from_record(&r)).unwrap();
+    }
+    let h = history::read(&path).unwrap();
+    let with_tests: Vec<&str> =
+        h.entries.iter().filter(|e| !e.tests.is_empty()).map(|e| e.run_id.as_str()).collect();
+    assert_eq!(with_tests, ["run-2", "run-3", "run-4", "run-5", "run-6"]);
+    let d = h.test_durations();
+    let ms: Vec<u128> = d.samples["app::it adds_up"].iter().map(|d| d.as_millis()).collect();
+    assert_eq!(ms, [300, 400, 500, 600, 700]);
+    assert!(!d.samples.contains_key("app::it broken"), "a failed run's time is no weight");
 }
 
 /// What the next run expects of a stage is its wall time in the latest run where it

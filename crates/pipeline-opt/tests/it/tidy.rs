@@ -35,6 +35,8 @@ const LAYERS: &[(&str, u8)] = &[
     // What to run, and what the run is held to.
     ("plan", 1),
     ("targets", 1),
+    // Which tests each of N machines runs: pure, beside the plan.
+    ("shard", 1),
     // What to skip or narrow, and the loaded inputs that the plan is made from.
     ("inputs", 2),
     ("cache", 2),
@@ -48,6 +50,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("bench", 6),
     ("pool", 6),
     ("workflow", 6),
+    // The build machine's side of scale-out: archive listing, shard plan files.
+    ("scale", 6),
     ("fixture", 6),
     // Runs one test of the pipeline under a profiler, through optimize.
     ("flamegraph", 7),
