@@ -5,6 +5,9 @@ use criterion::Criterion;
 use pipeline_opt::bench::stats::{assess_suite, paired_test};
 
 pub fn statistics(c: &mut Criterion) {
+    if !crate::selected("bench_compare_100_benchmarks") {
+        return;
+    }
     // 100 benchmarks × 8 rounds of deterministic, slightly noisy values.
     let suite: Vec<(Vec<f64>, Vec<f64>)> = (0..100)
         .map(|b| {

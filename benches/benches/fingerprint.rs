@@ -16,6 +16,9 @@ use pipeline_opt::toolchain::Toolchain;
 use pipeline_opt::workspace::Workspace;
 
 pub fn fingerprint_10k_files(c: &mut Criterion) {
+    if !crate::selected("fingerprint") {
+        return;
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let root = Utf8Path::from_path(dir.path()).expect("utf-8 temp dir");
     let crates = (0..100)

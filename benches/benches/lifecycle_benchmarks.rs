@@ -31,3 +31,49 @@ criterion_group!(
     shard::plan_10k_tests
 );
 criterion_main!(benches);
+
+/// Whether criterion's arguments select benchmarks of `group`: no name filter, or a
+/// filter naming the group or one of its benchmarks. Each group's set-up (a 1000-crate
+/// workspace and `cargo metadata`, 10,000 files, PostgreSQL servers) runs before
+/// criterion filters its benchmarks, and nextest runs every benchmark id in a process of
+/// its own (`--exact group/name`), so each id paid every group's set-up.
+pub(crate) fn selected(group: &str) -> bool {
+    const TAKES_VALUE: &[&str] = &[
+        "--warm-up-time",
+        "--measurement-time",
+        "--sample-size",
+        "--save-baseline",
+        "--baseline",
+        "--load-baseline",
+        "--profile-time",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--nresamples",
+        "--output-format",
+        "--color",
+        "--plotting-backend",
+        "--format",
+        "--logfile",
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filters: Vec<&String> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| {
+            !a.starts_with('-') && (*i == 0 || !TAKES_VALUE.contains(&args[i - 1].as_str()))
+        })
+        .map(|(_, a)| a)
+        .collect();
+    filters.is_empty()
+        || filters.iter().any(|f| {
+            let f = f.split('/').next().unwrap_or(f);
+            f.contains(group) || group.contains(f)
+        })
+}
+
+/// Whether criterion measures (`cargo bench`) rather than runs each benchmark once as a
+/// test (`cargo test --benches`, nextest).
+pub(crate) fn bench_mode() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}

@@ -10,6 +10,9 @@ use pipeline_opt::toolchain::Toolchain;
 use pipeline_opt::workspace::Workspace;
 
 pub fn workspace_model_and_plan(c: &mut Criterion) {
+    if !crate::selected("workspace_1000_crates") {
+        return;
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let root = Utf8Path::from_path(dir.path()).expect("utf-8 temp dir");
     // 20 layers of 50 crates, each depending on 3 crates of the layer below.

@@ -72,6 +72,9 @@ fn critical_path(plan: &Plan, durations: &[Duration]) -> Duration {
 }
 
 pub fn scheduler(c: &mut Criterion) {
+    if !crate::selected("scheduler") {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = Utf8PathBuf::from_path_buf(tmp.path().to_path_buf()).unwrap();
     let (plan, durations) = dag(&dir);

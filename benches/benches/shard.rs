@@ -9,6 +9,9 @@ use pipeline_opt::fixture::shard_inventory;
 use pipeline_opt::shard::{ShardOptions, plan_shards};
 
 pub fn plan_10k_tests(c: &mut Criterion) {
+    if !crate::selected("shard_plan_10k_tests") {
+        return;
+    }
     let (inventory, durations) = shard_inventory(10_000, 40);
     let mut group = c.benchmark_group("shard_plan_10k_tests");
     for n in [2, 4, 8] {

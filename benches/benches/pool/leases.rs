@@ -18,10 +18,7 @@ const COLD_STARTS: usize = 7;
 const PACED_LEASES: usize = 200;
 
 fn should_run() -> bool {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let bench_mode = args.iter().any(|a| a == "--bench");
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    bench_mode && (filters.is_empty() || filters.iter().any(|f| f.contains("pool")))
+    crate::bench_mode() && crate::selected("pool")
 }
 
 fn options() -> PoolOptions {

@@ -22,10 +22,7 @@ const PACED_RUNS: usize = 200;
 const TEST: &str = "/bin/true";
 
 fn should_run() -> bool {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let bench_mode = args.iter().any(|a| a == "--bench");
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    bench_mode && (filters.is_empty() || filters.iter().any(|f| f.contains("runner")))
+    crate::bench_mode() && crate::selected("runner")
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
