@@ -59,7 +59,7 @@ pub enum FlameGraphError {
     #[error("stage `{stage}` {outcome}; its log: {log}")]
     StageFailed { stage: String, outcome: String, log: String },
     #[error(
-        "perf recorded no samples of `{test}`: the test ran too briefly to sample; raise --frequency"
+        "perf sampled no CPU time of `{test}`: it ran too briefly, or spends its time waiting (sleep, I/O, locks), which a CPU flame graph cannot show; for a brief test raise --frequency"
     )]
     NoSamples { test: String },
     #[error("could not read perf's data {path}: {detail}")]

@@ -59,7 +59,8 @@ fn cli_flamegraph_of_a_slow_test_is_linked_from_the_html_report() {
     let out = xtask(&["optimize", "--manifest-path", manifest.as_str()]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let out = xtask(&["flamegraph", "app tests::burns_cpu", "--manifest-path", manifest.as_str()]);
+    let out =
+        xtask(&["flamegraph", "app", "tests::burns_cpu", "--manifest-path", manifest.as_str()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let state = dir.join("ws/target/pipeline-opt");

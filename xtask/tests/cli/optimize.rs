@@ -693,14 +693,31 @@ fn cli_slowest_tests_are_named_counted_and_advised_on() {
 
     let commands = suggested_commands(&md);
     assert!(commands.iter().any(|c| c.join(" ").contains("--exact sleeps_longest")), "{recs}");
+    // The flame graph of the slowest test, offered as this run was started: `cargo xtask`
+    // (the binary the alias runs) with the run's --manifest-path.
+    let flame = commands.iter().position(|c| c[..3] == ["cargo", "xtask", "flamegraph"]);
+    let flame = commands[flame.unwrap_or_else(|| panic!("{recs}"))].clone();
+    assert_eq!(flame[3..5], ["lag::t", "sleeps_longest"], "{recs}");
     for argv in commands {
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..]).current_dir(root);
+        let mut cmd = if argv[..2] == ["cargo", "xtask"] {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+            c.args(&argv[2..]);
+            c
+        } else {
+            let mut c = Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        };
+        cmd.current_dir(root);
         for var in pipeline_opt::toolchain::inherited_cargo_vars() {
             cmd.env_remove(var);
         }
         let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // A test that sleeps may leave perf nothing on the CPU to sample: a clean error
+        // saying so is the command working as pasted.
+        let no_cpu = argv[2] == "flamegraph" && stderr.contains("perf sampled no CPU time");
+        assert!(out.status.success() || no_cpu, "{argv:?}: {stderr}");
     }
 }
 

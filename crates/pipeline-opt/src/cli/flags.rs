@@ -141,8 +141,11 @@ xflags::xflags! {
         /// Run one test under `perf record` and draw where its time went as a flame
         /// graph (SVG), linked from the last run's HTML report.
         cmd flamegraph {
-            /// The test as the reports name it: `'BINARY TEST'`, or `TEST` alone.
-            required test: String
+            /// The test binary as the reports name it (`app`, `app::it`), then the test;
+            /// or the test alone, in any binary.
+            required binary_or_test: String
+            /// The test, when the binary came first.
+            optional test: String
             optional --manifest-path path: PathBuf
             /// Samples per second (default 499).
             optional --frequency hz: u32
@@ -373,7 +376,8 @@ pub struct Check {
 
 #[derive(Debug)]
 pub struct Flamegraph {
-    pub test: String,
+    pub binary_or_test: String,
+    pub test: Option<String>,
 
     pub manifest_path: Option<PathBuf>,
     pub frequency: Option<u32>,

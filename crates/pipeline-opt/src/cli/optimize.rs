@@ -219,7 +219,10 @@ impl super::flags::Flamegraph {
                 cargo: cargo_args!(self),
                 ..cli_defaults()
             },
-            test: self.test,
+            test: match self.test {
+                Some(test) => format!("{} {test}", self.binary_or_test),
+                None => self.binary_or_test,
+            },
             frequency: self.frequency.unwrap_or(crate::flamegraph::DEFAULT_FREQUENCY).max(1),
         };
         let drawn = crate::flamegraph::flamegraph(&options, &mut |_| {})?;

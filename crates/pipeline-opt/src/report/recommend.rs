@@ -201,7 +201,7 @@ fn slow_test(record: &RunRecord, out: &mut Vec<Recommendation>) {
             None => String::new(),
         };
         let flame = format!(
-            "; `{}` draws where its time goes",
+            "; `{}` draws where its CPU time goes",
             flamegraph_command(&record.command, few[0].binary, few[0].test)
         );
         let each = few
@@ -235,7 +235,7 @@ fn flamegraph_command(run_command: &str, binary: &str, test: &str) -> String {
         .map(|w| format!(" --manifest-path {}", w[1]))
         .unwrap_or_default();
     let named = if binary.is_empty() { test.to_string() } else { format!("{binary} {test}") };
-    format!("{prefix} flamegraph '{named}'{manifest}")
+    format!("{prefix} flamegraph {named}{manifest}")
 }
 
 /// `a`, `a and b`, `a, b and c`.
