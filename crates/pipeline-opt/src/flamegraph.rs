@@ -123,7 +123,9 @@ pub fn flamegraph(
         return Err(FlameGraphError::NoSamples { test: opts.test.clone() });
     }
     let comms = comms.join(",");
-    let script = cmd!(sh, "perf script -i {data} --comms {comms}")
+    // `--no-inline`: resolving inlined frames runs addr2line per address, minutes on a
+    // large test binary with full debug info; the graph keeps the real frames.
+    let script = cmd!(sh, "perf script -i {data} --no-inline --comms {comms}")
         .output()
         .map_err(|e| FlameGraphError::PerfScript { path: data.clone(), detail: e.to_string() })?;
     let mut folded = Vec::new();
@@ -246,7 +248,12 @@ fn link_from_reports(
     cpu: std::time::Duration,
 ) -> Result<Option<Utf8PathBuf>, FlameGraphError> {
     let json = state_dir.report(crate::report::JSON_FILE);
-    let Ok(text) = std::fs::read_to_string(&json) else { return Ok(None) };
+    let Ok(text) = std::fs::read_to_string(&json) else {
+        eprintln!(
+            "note: no run record at {json} (the last `optimize` wrote it elsewhere with --json, or none ran), so no report links the flame graph"
+        );
+        return Ok(None);
+    };
     let mut record = match serde_json::from_str::<RunRecord>(&text) {
         Ok(r) => r,
         Err(e) => {
