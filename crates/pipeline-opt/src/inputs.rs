@@ -83,6 +83,8 @@ impl Inputs {
                 .ok()
                 .and_then(|p| Utf8PathBuf::from_path_buf(p).ok()),
             user_runner: self.user_runner(cargo_target),
+            rustdoc_shim: None,
+            user_rustdoc: crate::cargo_config::user_rustdoc(&self.workspace.root),
             test_archive: None,
         }
     }

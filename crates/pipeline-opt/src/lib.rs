@@ -6,10 +6,12 @@
 pub mod affected;
 pub mod bench;
 pub mod cache;
+pub mod cargo_config;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
 pub mod cpu_sampler;
+pub mod doctest_shim;
 pub mod exit;
 pub mod explore;
 pub mod facts;
@@ -45,11 +47,13 @@ pub use targets::PerformanceTargets;
 
 /// Call first thing in the `main` of any binary that runs pipelines (the xtask does):
 /// the engine re-executes the running binary as cargo's `RUSTC_WRAPPER` (per-crate
-/// timings), as the service pool's supervisor, as the `services` stage, and as the
-/// target runner that gives each test process its leases. In each of those modes this
+/// timings), as `RUSTDOC` for a doctest stage the cache narrowed, as the service pool's
+/// supervisor, as the `services` stage, and as the target runner that gives each test
+/// process its leases. In each of those modes this
 /// never returns; otherwise it returns at once.
 pub fn run_helper_modes_if_requested() {
     pool::lease_runner_if_requested();
+    doctest_shim::run_rustdoc_shim_if_requested();
     rustc_shim::run_rustc_shim_if_requested();
     pool::supervise_if_requested();
     pool::services_up_if_requested();

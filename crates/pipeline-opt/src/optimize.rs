@@ -20,6 +20,7 @@ use crate::report::progress::{ProgressMode, ProgressReporter};
 use crate::report::{ReportError, ReportOptions, WrittenReports};
 use crate::state::StateDir;
 use crate::targets::{Gate, PerformanceTargets};
+use crate::workspace::Workspace;
 
 #[derive(Debug, Clone, Default)]
 pub struct OptimizeOptions {
@@ -40,9 +41,11 @@ pub struct OptimizeOptions {
     pub against_naive: bool,
     /// nextest `--retries`: a test that fails and then passes is reported as flaky.
     pub retries: u32,
-    /// Record per-crate compile times through a `RUSTC_WRAPPER` copy of the running
-    /// executable, which must call [`crate::rustc_shim::run_rustc_shim_if_requested`] first
-    /// thing in `main` (the xtask does).
+    /// The running executable answers the helper modes: it calls
+    /// the crate's `run_helper_modes_if_requested` first thing in `main` (the xtask and the
+    /// cargo subcommand do). Then a copy of it records per-crate compile times as
+    /// `RUSTC_WRAPPER`, and it runs as `RUSTDOC` where the cache proved some packages'
+    /// doctests.
     pub rustc_shim: bool,
     pub handle_signals: bool,
     pub subreaper: bool,
@@ -324,15 +327,23 @@ impl RunJunit {
         }
     }
 
-    /// What the cache records with a stage's success: by package for the test stage
-    /// (each package's tests are cached on their own), the stage's whole JUnit otherwise.
-    fn for_cache(&self, stage: &str, kind: StageKind) -> BTreeMap<String, String> {
+    /// What the cache records with a stage's success: by package for the test and
+    /// doctest stages (each package's part is cached on its own; a doctest suite is
+    /// named by the library's crate name), the stage's whole JUnit otherwise.
+    fn for_cache(&self, stage: &str, kind: StageKind, ws: &Workspace) -> BTreeMap<String, String> {
         let Some(suites) = self.fresh.get(stage) else { return BTreeMap::new() };
-        if kind == StageKind::Test {
-            junit::by_package(suites.clone())
-                .into_iter()
-                .map(|(p, s)| (p, junit::render(stage, s, None)))
-                .collect()
+        if matches!(kind, StageKind::Test | StageKind::Doctest) {
+            let package_of = |first: &str| {
+                ws.packages
+                    .iter()
+                    .find(|p| p.name == first || p.lib_crate_name().as_deref() == Some(first))
+                    .map_or_else(|| first.to_string(), |p| p.name.clone())
+            };
+            let mut out: BTreeMap<String, Vec<quick_junit::TestSuite>> = BTreeMap::new();
+            for (first, s) in junit::by_package(suites.clone()) {
+                out.entry(package_of(&first)).or_default().extend(s);
+            }
+            out.into_iter().map(|(p, s)| (p, junit::render(stage, s, None))).collect()
         } else {
             BTreeMap::from([(stage.to_string(), junit::render(stage, suites.clone(), None))])
         }
@@ -348,10 +359,17 @@ impl RunJunit {
     }
 
     /// One document: the suites served from the cache, then this run's in plan order.
+    /// A suite this run left empty because the cache served it (a proven package's
+    /// doctests) appears once, as replayed.
     fn render(mut self, total: Duration) -> String {
         let mut suites = std::mem::take(&mut self.replayed);
         for id in &self.order {
-            suites.extend(self.fresh.remove(id).unwrap_or_default());
+            let fresh = self.fresh.remove(id).unwrap_or_default();
+            let served = |s: &quick_junit::TestSuite| {
+                s.test_cases.is_empty() && suites.iter().any(|r| r.name == s.name)
+            };
+            let fresh: Vec<_> = fresh.into_iter().filter(|s| !served(s)).collect();
+            suites.extend(fresh);
         }
         junit::render("pipeline-opt", suites, Some(total))
     }
@@ -718,6 +736,10 @@ fn plan_for(
     let mut plan_options = inputs.plan_options(cargo, options.strict);
     let state_dir = inputs.workspace.state_dir(&inputs.config);
     plan_options.test_archive = options.shards.as_ref().map(|s| s.artifacts(&state_dir).archive());
+    if options.rustc_shim {
+        plan_options.rustdoc_shim =
+            std::env::current_exe().ok().and_then(|p| Utf8PathBuf::from_path_buf(p).ok());
+    }
     crate::plan::plan(&inputs.workspace, &inputs.config, &plan_options)
 }
 
@@ -787,7 +809,7 @@ fn run_with_cache(
     for m in &record.stages {
         if m.status == StageStatus::Succeeded {
             let kind = cached.plan.stage(&m.id).map_or(StageKind::Custom, |s| s.kind);
-            let junit = junit.for_cache(&m.id, kind);
+            let junit = junit.for_cache(&m.id, kind, ws);
             // A record that cannot be written costs a rerun next time; it must not
             // turn this run's result (a failed stage's exit 100) into an error.
             match cache.record_success(&cached, &m.id, run_id, ws, tc, &junit) {
@@ -800,7 +822,7 @@ fn run_with_cache(
     if options.verify_cache {
         // A mismatch is a failed stage, so the run already exits 100. The success that
         // no longer holds is forgotten, so later runs do not serve it either.
-        for (stage, package, note) in cache_mismatches(&cached, &record) {
+        for (stage, package, note) in cache_mismatches(&cached, &record, ws) {
             if let Err(e) = cache.store.forget(&stage, package.as_deref()) {
                 record.notes.push(format!("cache: {e}"));
             }
@@ -816,9 +838,11 @@ fn run_with_cache(
         };
         record.cache.insert(id.clone(), line);
     }
-    if cached.decisions.get("test").is_some_and(|d| !d.is_cached()) {
-        for (p, d) in &cached.tests {
-            record.cache.insert(format!("test {p}"), d.summary());
+    for (stage, decided) in &cached.packages {
+        if cached.decisions.get(stage).is_some_and(|d| !d.is_cached()) {
+            for (p, d) in decided {
+                record.cache.insert(format!("{stage} {p}"), d.summary());
+            }
         }
     }
     // A state file set aside or ignored is said where it happens, not only in the record
@@ -844,29 +868,34 @@ fn run_with_cache(
     Ok(record)
 }
 
-/// `--verify-cache`: the stages (and packages' tests) the cache would have served as
-/// succeeded that failed when run: (stage, package, one note starting with
+/// `--verify-cache`: the stages (and packages' tests and doctests) the cache would have
+/// served as succeeded that failed when run: (stage, package, one note starting with
 /// [`VERIFY_CACHE_NOTE`]).
 fn cache_mismatches(
     cached: &crate::cache::CachedPlan,
     record: &RunRecord,
+    ws: &Workspace,
 ) -> Vec<(String, Option<String>, String)> {
     let mut out = Vec::new();
     let fix = "an input is missing from its fingerprint: declare it with `cache.inputs` or `cache.env` (docs/caching.md)";
     for m in record.stages.iter().filter(|m| m.status != StageStatus::Succeeded) {
-        if cached.plan.stage(&m.id).is_some_and(|s| s.kind == StageKind::Test) {
-            let failed_cached: Vec<&String> = cached
-                .tests
+        if let Some(decided) = cached.packages.get(&m.id) {
+            let what = if cached.plan.stage(&m.id).is_some_and(|s| s.kind == StageKind::Doctest) {
+                "doctests"
+            } else {
+                "tests"
+            };
+            let failed_cached: Vec<(&String, &crate::cache::Decision)> = decided
                 .iter()
                 .filter(|(p, d)| {
-                    d.is_cached() && m.failed_tests.iter().any(|t| test_package(t) == p.as_str())
+                    d.is_cached()
+                        && m.failed_tests.iter().any(|t| is_of_package(test_package(t), p, ws))
                 })
-                .map(|(p, _)| p)
                 .collect();
-            for p in &failed_cached {
-                let from = cached.tests[*p].summary();
+            for (p, d) in &failed_cached {
+                let from = d.summary();
                 let note = format!(
-                    "{VERIFY_CACHE_NOTE} the tests of `{p}` failed on the inputs the cache holds a success for ({from}); {fix}"
+                    "{VERIFY_CACHE_NOTE} the {what} of `{p}` failed on the inputs the cache holds a success for ({from}); {fix}"
                 );
                 out.push((m.id.clone(), Some(p.to_string()), note));
             }
@@ -887,6 +916,14 @@ fn cache_mismatches(
 
 /// How `--verify-cache` notes begin, so a front-end can show them as errors.
 pub const VERIFY_CACHE_NOTE: &str = "verify-cache: result differs from the cache:";
+
+/// Whether `first` (a test's first name segment: a package, or for doctests the
+/// library's crate name) is `package`'s.
+fn is_of_package(first: &str, package: &str, ws: &Workspace) -> bool {
+    first == package
+        || ws.package(package).and_then(|i| ws.packages[i].lib_crate_name()).as_deref()
+            == Some(first)
+}
 
 /// The package of a failed test as the report names it: `pkg::binary name` (nextest)
 /// or `pkg name`.

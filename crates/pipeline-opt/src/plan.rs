@@ -24,8 +24,8 @@ mod naive;
 
 use command::{CargoInvocation, Selection, Subcommand, TargetSelector};
 pub use command::{
-    LEASE_RUNNER_ARG, LeasedService, NextestToolConfig, OneTest, StageCommand, TestLeases,
-    TestRunnerCommand,
+    LEASE_RUNNER_ARG, LeasedService, NextestToolConfig, OneTest, RustdocShim, StageCommand,
+    TestLeases, TestRunnerCommand,
 };
 pub use naive::naive;
 
@@ -130,6 +130,27 @@ impl Stage {
         if let Some(c) = self.command.cargo_invocation() {
             c.narrowed_to = Some(packages.to_vec());
         }
+    }
+
+    /// Leaves out the doctests of the crates the cache proved (`(crate name, run)`), with
+    /// the selection unchanged: cargo runs this binary as `RUSTDOC`, which answers for
+    /// them (`doctest_shim`). Returns false, changing nothing, for a stage without the
+    /// shim (no binary to run as one).
+    pub fn skip_proven_doctests(&mut self, proven: &[(String, String)]) -> bool {
+        let Some(shim) = self.command.cargo_invocation().and_then(|c| c.rustdoc_shim.clone())
+        else {
+            return false;
+        };
+        let env = &mut self.command.env;
+        env.insert("RUSTDOC".into(), shim.program);
+        if let Some(user) = shim.user_rustdoc {
+            env.insert(crate::doctest_shim::RUSTDOC_VAR.into(), user);
+        }
+        env.insert(
+            crate::doctest_shim::PROVEN_VAR.into(),
+            crate::doctest_shim::proven_value(proven),
+        );
+        true
     }
 }
 
@@ -327,6 +348,13 @@ pub struct PlanOptions {
     /// The target runner the user set for the tests' platform, which the lease runner
     /// runs in turn.
     pub user_runner: Option<crate::target_runner::UserRunner>,
+    /// The program cargo can run as `RUSTDOC` to leave out the doctests the cache proved
+    /// (the running binary, when it answers helper modes); without one, a doctest stage
+    /// is never narrowed.
+    pub rustdoc_shim: Option<Utf8PathBuf>,
+    /// The rustdoc the user set (`RUSTDOC`, `build.rustdoc`), which the doctest shim
+    /// runs in turn.
+    pub user_rustdoc: Option<String>,
     /// `optimize --shards`: the tests are not run here but packed with
     /// `cargo nextest archive` into this file, for N shard machines to run.
     pub test_archive: Option<Utf8PathBuf>,
@@ -965,6 +993,10 @@ impl<'a> Planner<'a> {
         c.doc = true;
         c.no_fail_fast = true;
         c.profile = self.profile_or(None);
+        c.rustdoc_shim = self.options.rustdoc_shim.as_ref().map(|program| RustdocShim {
+            program: program.to_string(),
+            user_rustdoc: self.options.user_rustdoc.clone(),
+        });
         let shape = StageShape {
             depends_on: self.after_build(),
             reason: "runs documentation tests, which nextest does not run".into(),

@@ -6,6 +6,8 @@
 
 use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::cargo_config;
+
 /// A runner the user set, as the program and arguments to put before a test binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRunner {
@@ -35,12 +37,7 @@ pub fn find_user_runner(
         let argv = resolve(split(&value), root);
         return Some(UserRunner { argv, source: var });
     }
-    let configs: Vec<(Utf8PathBuf, toml::Table)> = cargo_config_files(root)
-        .filter_map(|file| {
-            let doc = std::fs::read_to_string(&file).ok()?.parse::<toml::Table>().ok()?;
-            Some((file, doc))
-        })
-        .collect();
+    let configs: Vec<(Utf8PathBuf, toml::Table)> = cargo_config::tables(root).collect();
     let runner_of = |table: &toml::Value| -> Option<Vec<String>> {
         match table.get("runner")? {
             toml::Value::String(s) => Some(split(s)),
@@ -54,7 +51,7 @@ pub fn find_user_runner(
             && !argv.is_empty()
         {
             let source = format!("target.{triple}.runner in {file}");
-            return Some(UserRunner { argv: resolve(argv, config_base(file)), source });
+            return Some(UserRunner { argv: resolve(argv, cargo_config::base(file)), source });
         }
     }
     let mut cfg: Option<Vec<String>> = None;
@@ -70,27 +67,11 @@ pub fn find_user_runner(
                 cfg.get_or_insert_with(|| target_cfg.take().map(|f| f()).unwrap_or_default());
             if eval_cfg(expr, values) == Some(true) {
                 let source = format!("target.'{key}'.runner in {file}");
-                return Some(UserRunner { argv: resolve(argv, config_base(file)), source });
+                return Some(UserRunner { argv: resolve(argv, cargo_config::base(file)), source });
             }
         }
     }
     None
-}
-
-/// The cargo config files that apply to a command run in `root`, nearest first.
-fn cargo_config_files(root: &Utf8Path) -> impl Iterator<Item = Utf8PathBuf> + '_ {
-    let home = std::env::var_os("CARGO_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")))
-        .and_then(|h| Utf8PathBuf::from_path_buf(h).ok());
-    let in_tree: Vec<Utf8PathBuf> = root.ancestors().map(|d| d.join(".cargo")).collect();
-    let home = home.filter(|h| !in_tree.contains(h));
-    in_tree.into_iter().chain(home).flat_map(|d| [d.join("config"), d.join("config.toml")])
-}
-
-/// The directory a config file's relative paths start from: the one holding `.cargo`.
-fn config_base(file: &Utf8Path) -> &Utf8Path {
-    file.parent().and_then(Utf8Path::parent).unwrap_or(Utf8Path::new("/"))
 }
 
 /// A runner given as one string: cargo splits it at whitespace, without quoting.

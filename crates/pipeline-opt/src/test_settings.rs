@@ -5,6 +5,7 @@
 
 use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::cargo_config;
 pub use crate::record::{SettingSource, TestSetting};
 use crate::toolchain::passed_env;
 
@@ -177,27 +178,11 @@ pub fn user_build_jobs(root: &Utf8Path, cores: usize) -> Option<(usize, String)>
     if let Some(v) = std::env::var("CARGO_BUILD_JOBS").ok().and_then(|v| v.trim().parse().ok()) {
         return jobs(v).map(|n| (n, "CARGO_BUILD_JOBS".to_string()));
     }
-    for file in cargo_config_files(root) {
-        let Ok(text) = std::fs::read_to_string(&file) else { continue };
-        let Ok(doc) = text.parse::<toml::Table>() else { continue };
-        if let Some(v) = doc.get("build").and_then(|b| b.get("jobs")).and_then(|j| j.as_integer()) {
-            let shown = file.strip_prefix(root).map_or(file.clone(), |f| f.to_owned());
-            return jobs(v).map(|n| (n, format!("build.jobs in {shown}")));
-        }
-    }
-    None
-}
-
-/// The cargo config files cargo reads for a run in `root`, the nearest first:
-/// `.cargo/config` and `.cargo/config.toml` in `root` and each directory above it, then
-/// in `$CARGO_HOME`.
-fn cargo_config_files(root: &Utf8Path) -> impl Iterator<Item = Utf8PathBuf> + '_ {
-    let home = std::env::var_os("CARGO_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")))
-        .and_then(|h| Utf8PathBuf::from_path_buf(h).ok());
-    let dirs = root.ancestors().map(|d| d.join(".cargo")).chain(home);
-    dirs.flat_map(|d| [d.join("config"), d.join("config.toml")])
+    cargo_config::tables(root).find_map(|(file, doc)| {
+        let v = doc.get("build")?.get("jobs")?.as_integer()?;
+        let shown = cargo_config::shown(root, &file);
+        jobs(v).map(|n| (n, format!("build.jobs in {shown}")))
+    })
 }
 
 /// `name` in the `[env]` of the cargo config files cargo reads for a run in `root`, the
@@ -206,9 +191,7 @@ fn cargo_config_files(root: &Utf8Path) -> impl Iterator<Item = Utf8PathBuf> + '_
 /// inside it). cargo gives that value to the tests unless the variable is already set,
 /// so the tool must not set it. A file that does not parse is cargo's error to report.
 fn cargo_config_env(root: &Utf8Path, name: &str) -> Option<(Utf8PathBuf, String)> {
-    for file in cargo_config_files(root) {
-        let Ok(text) = std::fs::read_to_string(&file) else { continue };
-        let Ok(doc) = text.parse::<toml::Table>() else { continue };
+    for (file, doc) in cargo_config::tables(root) {
         let value = match doc.get("env").and_then(|e| e.get(name)) {
             Some(toml::Value::String(v)) => v.clone(),
             // `{ value = "1", force = true }`
@@ -218,8 +201,7 @@ fn cargo_config_env(root: &Utf8Path, name: &str) -> Option<(Utf8PathBuf, String)
             },
             _ => continue,
         };
-        let shown = file.strip_prefix(root).map_or(file.clone(), |f| f.to_owned());
-        return Some((shown, value));
+        return Some((cargo_config::shown(root, &file), value));
     }
     None
 }

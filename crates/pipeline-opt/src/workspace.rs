@@ -54,6 +54,13 @@ impl Package {
         self.manifest_path.parent().expect("a manifest path has a parent")
     }
 
+    /// The crate name rustc and rustdoc are given for the library (its target name,
+    /// `-` as `_`); `None` without a library.
+    pub fn lib_crate_name(&self) -> Option<String> {
+        let lib = self.targets.iter().find(|t| t.kind == TargetKind::Lib)?;
+        Some(lib.name.replace('-', "_"))
+    }
+
     /// Whether building this package with `features` (the user's `--features`: plain,
     /// or `package/feature`), its default features unless `no_default`, enables every
     /// one of `required`; `None` where that cannot be told from the manifest alone (a

@@ -281,3 +281,92 @@ fn cli_the_users_test_settings_are_test_inputs() {
         "builds are not affected: {stderr}"
     );
 }
+
+/// #19 item 3: doctests are narrowed like tests. After an edit to `left` only the
+/// doctests of `left` and `top` (its dependent) run again; `base` and `right` are served
+/// from the first run through the rustdoc shim, with the selection unchanged, so the
+/// stage compiles nothing; the JUnit report still has every doctest once. A doctest
+/// broken in a changed package fails the run.
+#[test]
+fn cli_doctests_are_narrowed_like_tests() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::diamond().config("disable = [\"bench-build\", \"test\"]");
+    let manifest = repo(ws, &dir);
+    // Outside the repository: a file written there would be a new input of every run.
+    let (_out, out) = temp();
+    let json = out.join("run.json");
+    // The user's own rustdoc, which must still run every doctest that runs.
+    let calls = out.join("rustdoc-calls");
+    let wrapper = out.join("my-rustdoc");
+    std::fs::write(&wrapper, format!("#!/bin/sh\necho \"$*\" >> {calls}\nexec rustdoc \"$@\"\n"))
+        .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let run = |extra: &[&str]| {
+        let _ = std::fs::remove_file(&calls);
+        let mut args = vec!["optimize", "--manifest-path", manifest.as_str(), "--json"];
+        args.push(json.as_str());
+        args.extend(extra);
+        crate::xtask_command(&args).env("RUSTDOC", &wrapper).output().unwrap()
+    };
+    let tested = || {
+        let calls = std::fs::read_to_string(&calls).unwrap_or_default();
+        let mut crates: Vec<String> = calls
+            .lines()
+            .filter(|l| l.contains("--test"))
+            .filter_map(|l| l.split("--crate-name ").nth(1)?.split(' ').next().map(String::from))
+            .collect();
+        crates.sort();
+        crates
+    };
+    assert_exit(&run(&[]), 0);
+    let first = crate::record(&json);
+    assert_eq!(tested(), ["base", "left", "right", "top"]);
+
+    let left = dir.join("crates/left/src/lib.rs");
+    let text = std::fs::read_to_string(&left).unwrap();
+    std::fs::write(
+        &left,
+        format!("{text}\n/// Two.\n///\n/// ```\n/// assert_eq!(left::two(), 2);\n/// ```\npub fn two() -> u32 {{\n    2\n}}\n"),
+    )
+    .unwrap();
+    assert_exit(&run(&[]), 0);
+    let second = crate::record(&json);
+    let cached = format!("cached from run {}", first.run_id);
+    for p in ["base", "right"] {
+        assert_eq!(second.cache[&format!("doctest {p}")], cached, "{:?}", second.cache);
+    }
+    for p in ["left", "top"] {
+        assert_ne!(second.cache[&format!("doctest {p}")], cached, "{:?}", second.cache);
+    }
+    let doctest = second.stages.iter().find(|s| s.id == "doctest").unwrap();
+    let log = std::fs::read_to_string(doctest.log_path.as_ref().unwrap()).unwrap();
+    for p in ["base", "right"] {
+        assert!(log.contains(&format!("the doctests of `{p}` passed on these inputs")), "{log}");
+    }
+    for p in ["left", "top"] {
+        assert!(!log.contains(&format!("the doctests of `{p}` passed")), "{log}");
+    }
+    assert!(log.contains("left/src/lib.rs - two"), "left's doctests ran: {log}");
+    assert!(!log.contains("Compiling"), "the narrowed stage compiles nothing: {log}");
+    assert_eq!(tested(), ["left", "top"], "the user's rustdoc ran the rest");
+    let junit = std::fs::read_to_string(dir.join("target/pipeline-opt/junit.xml")).unwrap();
+    for suite in ["base::doctest", "left::doctest", "right::doctest", "top::doctest"] {
+        assert_eq!(
+            junit.matches(&format!("<testsuite name=\"{suite}\"")).count(),
+            1,
+            "{suite}: {junit}"
+        );
+    }
+    assert_eq!(junit.matches("<testcase").count(), 5, "{junit}");
+
+    // A doctest broken in a changed package fails the run; the proven ones stay proven.
+    let top = dir.join("crates/top/src/lib.rs");
+    let text = std::fs::read_to_string(&top).unwrap();
+    std::fs::write(&top, text.replace("top::value() >= 1", "top::value() == 0")).unwrap();
+    assert_exit(&run(&[]), 100);
+    let third = crate::record(&json);
+    let doctest = third.stages.iter().find(|s| s.id == "doctest").unwrap();
+    assert!(doctest.failed_tests.iter().any(|t| t.starts_with("top")), "{doctest:?}");
+    assert_eq!(third.cache["doctest left"], format!("cached from run {}", second.run_id));
+}

@@ -791,6 +791,10 @@ impl<'a> Fingerprinter<'a> {
         let mut extra = self.tool_configs(kind);
         if matches!(kind, StageKind::Test | StageKind::Doctest) {
             extra.extend(self.workspace_level_files().iter().cloned());
+            // Cargo unifies features over the whole selection, so any member's manifest
+            // can change what a package's tests are compiled with, even one outside its
+            // dependency closure.
+            extra.extend(self.workspace.packages.iter().map(|p| p.manifest_path.clone()));
             for name in TEST_ENV {
                 if !fp.inputs.contains_key(&format!("env:{name}")) {
                     insert_env(&mut fp, name, command);

@@ -1,7 +1,7 @@
 //! Never do the same work twice. [`DependencyCache`] fetches once per `Cargo.lock`;
 //! [`StageCache`] fingerprints each stage's inputs and, given a plan, says which stages
 //! an earlier success already proved (with the run that proved them), narrows the test
-//! stage to the packages that must rerun, and explains every miss.
+//! and doctest stages to the packages that must rerun, and explains every miss.
 
 pub mod deps;
 pub mod fingerprint;
@@ -52,18 +52,19 @@ impl Decision {
 #[derive(Debug, Clone)]
 pub struct CachedPlan {
     /// The plan to run: every stage still present (cached ones are to be reported, not
-    /// run), the test stage narrowed to the packages that must rerun.
+    /// run), the test and doctest stages narrowed to the packages that must rerun.
     pub plan: Plan,
     /// Per stage id.
     pub decisions: BTreeMap<String, Decision>,
-    /// Per package, for the test stage.
-    pub tests: BTreeMap<String, Decision>,
+    /// Per stage whose results are kept per package (test, doctest), per package.
+    pub packages: BTreeMap<String, BTreeMap<String, Decision>>,
     /// Problems met (corrupt cache files): each was treated as a miss.
     pub warnings: Vec<String>,
     /// The fingerprints stages run with, and the packages they cover, to record on
     /// success.
     pending: BTreeMap<String, Pending>,
-    pending_tests: BTreeMap<String, Pending>,
+    /// Per (stage, package).
+    pending_packages: BTreeMap<(String, String), Pending>,
     target_dirs: Vec<Utf8PathBuf>,
     planned_at: SystemTime,
     /// The config the fingerprints were taken with, to take them again after a stage.
@@ -99,7 +100,20 @@ impl CachedPlan {
 
     /// Packages whose tests run in this plan.
     pub fn tests_to_run(&self) -> Vec<String> {
-        self.tests.iter().filter(|(_, d)| !d.is_cached()).map(|(p, _)| p.clone()).collect()
+        self.packages_to_run(StageKind::Test)
+    }
+
+    /// Packages whose part of the stage of `kind` (test, doctest) runs in this plan.
+    pub fn packages_to_run(&self, kind: StageKind) -> Vec<String> {
+        let Some(stage) = self.plan.stages.iter().find(|s| s.kind == kind) else {
+            return Vec::new();
+        };
+        self.of_stage(&stage.id).filter(|(_, d)| !d.is_cached()).map(|(p, _)| p.clone()).collect()
+    }
+
+    /// The per-package decisions of `stage` (none for a stage decided as a whole).
+    pub fn of_stage(&self, stage: &str) -> impl Iterator<Item = (&String, &Decision)> {
+        self.packages.get(stage).into_iter().flatten()
     }
 
     /// Runs every stage and every package's tests, cached or not (`--no-cache`,
@@ -117,10 +131,8 @@ impl CachedPlan {
             let line = self.decisions.get(&s.id).map_or_else(String::new, Decision::summary);
             let verb = if self.cached_from(&s.id).is_some() { "skip" } else { "run " };
             out.push_str(&format!("{verb} {:<12} {line}\n", s.id));
-            if s.kind == StageKind::Test {
-                for (p, d) in &self.tests {
-                    out.push_str(&format!("       test {p}: {}\n", d.summary()));
-                }
+            for (p, d) in self.of_stage(&s.id) {
+                out.push_str(&format!("       {} {p}: {}\n", s.id, d.summary()));
             }
         }
         for w in &self.warnings {
@@ -173,9 +185,9 @@ impl StageCache {
         let deps = DependencyCache::open(&self.state_dir);
 
         let mut decisions = BTreeMap::new();
-        let mut tests = BTreeMap::new();
+        let mut per_package = BTreeMap::new();
         let mut pending = BTreeMap::new();
-        let mut pending_tests = BTreeMap::new();
+        let mut pending_packages = BTreeMap::new();
         let unnarrowed = plan.clone();
         for stage in &mut plan.stages {
             match stage.kind {
@@ -199,26 +211,36 @@ impl StageCache {
                     };
                     decisions.insert(stage.id.clone(), decision);
                 }
-                StageKind::Test => {
+                StageKind::Test | StageKind::Doctest => {
                     let packages = stage.packages(workspace);
+                    let mut decided = BTreeMap::new();
+                    let mut proven = Vec::new();
                     let mut rerun = Vec::new();
                     let mut newest: Option<(u64, String)> = None;
                     let mut why: Vec<Explanation> = Vec::new();
                     for &p in &packages {
                         let name = workspace.packages[p].name.clone();
                         let f = fp.stage_fingerprint(stage.kind, &[p], &stage.command);
-                        let (d, recorded_at) = decide(self.store.test_records(&name), &f);
+                        let (d, recorded_at) =
+                            decide(self.store.test_records(&stage.id, &name), &f);
                         if let Some(at) = recorded_at
                             && let Decision::Cached { from_run } = &d
                             && newest.as_ref().is_none_or(|(t, _)| at > *t)
                         {
                             newest = Some((at, from_run.clone()));
                         }
-                        if let Decision::Run { explanations } = &d {
-                            rerun.push(name.clone());
-                            for e in explanations {
-                                if !why.contains(e) {
-                                    why.push(e.clone());
+                        match &d {
+                            Decision::Run { explanations } => {
+                                rerun.push(name.clone());
+                                for e in explanations {
+                                    if !why.contains(e) {
+                                        why.push(e.clone());
+                                    }
+                                }
+                            }
+                            Decision::Cached { from_run } => {
+                                if let Some(lib) = workspace.packages[p].lib_crate_name() {
+                                    proven.push((lib, from_run.clone()));
                                 }
                             }
                         }
@@ -229,18 +251,19 @@ impl StageCache {
                             command: stage.command.clone(),
                             fingerprint: f,
                         };
-                        pending_tests.insert(name.clone(), pending);
-                        tests.insert(name, d);
+                        pending_packages.insert((stage.id.clone(), name.clone()), pending);
+                        decided.insert(name, d);
                     }
                     let decision = if rerun.is_empty() && !packages.is_empty() {
                         Decision::Cached { from_run: newest.map(|(_, r)| r).unwrap_or_default() }
                     } else {
                         if rerun.len() < packages.len() {
-                            stage.narrow_to(&rerun);
+                            narrow(stage, &rerun, &proven, &mut decided);
                         }
                         Decision::Run { explanations: why }
                     };
                     decisions.insert(stage.id.clone(), decision);
+                    per_package.insert(stage.id.clone(), decided);
                 }
                 _ => {
                     let packages = stage.packages(workspace);
@@ -267,10 +290,10 @@ impl StageCache {
         Ok(CachedPlan {
             plan,
             decisions,
-            tests,
+            packages: per_package,
             warnings: std::mem::take(&mut self.store.warnings),
             pending,
-            pending_tests,
+            pending_packages,
             target_dirs,
             planned_at,
             config: config.clone(),
@@ -306,13 +329,19 @@ impl StageCache {
                 )?;
                 return Ok(Vec::new());
             }
-            StageKind::Test => cached
-                .pending_tests
-                .iter()
-                .filter(|(package, _)| {
-                    cached.forced || !cached.tests.get(*package).is_some_and(Decision::is_cached)
+            StageKind::Test | StageKind::Doctest => cached
+                .pending_packages
+                .range((stage.to_string(), String::new())..)
+                .take_while(|((s, _), _)| s == stage)
+                .filter(|((_, package), _)| {
+                    cached.forced
+                        || !cached
+                            .packages
+                            .get(stage)
+                            .and_then(|d| d.get(package))
+                            .is_some_and(Decision::is_cached)
                 })
-                .map(|(package, p)| (package.as_str(), p))
+                .map(|((_, package), p)| (package.as_str(), p))
                 .collect(),
             _ => cached.pending.get(stage).map(|p| (stage, p)).into_iter().collect(),
         };
@@ -329,6 +358,8 @@ impl StageCache {
             if !moved.is_empty() {
                 let what = if s.kind == StageKind::Test {
                     format!("the tests of `{name}`")
+                } else if s.kind == StageKind::Doctest {
+                    format!("the doctests of `{name}`")
                 } else {
                     format!("stage `{name}`")
                 };
@@ -340,8 +371,8 @@ impl StageCache {
             }
             let mut f = p.fingerprint.clone();
             cached.augment(&mut f, workspace, &p.closure, &p.command);
-            let package = if s.kind == StageKind::Test {
-                self.store.record_test(name, run_id, &f)?;
+            let package = if matches!(s.kind, StageKind::Test | StageKind::Doctest) {
+                self.store.record_test(stage, name, run_id, &f)?;
                 Some(name)
             } else {
                 self.store.record_stage(name, run_id, &f)?;
@@ -355,16 +386,17 @@ impl StageCache {
     }
 
     /// The JUnit XML recorded with the successes this plan is served from, in plan
-    /// order: each cached stage's, and the cached packages' of the test stage. What
-    /// was recorded without a JUnit file (before the tool kept them) has none.
+    /// order: each cached stage's, and the cached packages' of the test and doctest
+    /// stages. What was recorded without a JUnit file (before the tool kept them) has
+    /// none.
     pub fn replayed_junit(&self, cached: &CachedPlan) -> Vec<String> {
         if cached.forced {
             return Vec::new();
         }
         let mut out = Vec::new();
         for s in &cached.plan.stages {
-            if s.kind == StageKind::Test {
-                for (package, d) in &cached.tests {
+            if let Some(decided) = cached.packages.get(&s.id) {
+                for (package, d) in decided {
                     if let Decision::Cached { from_run } = d {
                         out.extend(self.store.junit(&s.id, Some(package), from_run));
                     }
@@ -374,6 +406,31 @@ impl StageCache {
             }
         }
         out
+    }
+}
+
+/// Runs only `rerun`'s part of a test or doctest stage. A doctest stage keeps its
+/// selection (cargo unifies features over it) and leaves the proven crates' doctests to
+/// the rustdoc shim; without the shim every package's doctests run again, and the
+/// decisions say so.
+fn narrow(
+    stage: &mut crate::plan::Stage,
+    rerun: &[String],
+    proven: &[(String, String)],
+    decided: &mut BTreeMap<String, Decision>,
+) {
+    if stage.kind != StageKind::Doctest {
+        stage.narrow_to(rerun);
+        return;
+    }
+    if !stage.skip_proven_doctests(proven) {
+        for d in decided.values_mut().filter(|d| d.is_cached()) {
+            *d = Decision::Run {
+                explanations: vec![Explanation::NotCacheable {
+                    reason: "no program to run as rustdoc to leave proven doctests out".into(),
+                }],
+            };
+        }
     }
 }
 

@@ -163,8 +163,14 @@ impl Store {
         self.state.cache_stage_records().join(format!("{}.json", file_safe(stage)))
     }
 
-    fn test_path(&self, package: &str) -> Utf8PathBuf {
-        self.state.cache_test_records().join(format!("{}.json", file_safe(package)))
+    /// One file per stage and package: `<stage>.<package>.json` (stage ids and package
+    /// names have no `.`, so no two pairs share a file).
+    fn test_path(&self, stage: &str, package: &str) -> Utf8PathBuf {
+        self.state.cache_test_records().join(format!(
+            "{}.{}.json",
+            file_safe(stage),
+            file_safe(package)
+        ))
     }
 
     /// The last success of `stage`; `Err` carries why an existing record was unusable.
@@ -175,8 +181,13 @@ impl Store {
         self.read_records(&path)
     }
 
-    pub fn test_records(&mut self, package: &str) -> Result<Vec<SuccessRecord>, String> {
-        let path = self.test_path(package);
+    /// The recent successes of `package`'s part of `stage` (its tests, its doctests).
+    pub fn test_records(
+        &mut self,
+        stage: &str,
+        package: &str,
+    ) -> Result<Vec<SuccessRecord>, String> {
+        let path = self.test_path(stage, package);
         self.read_records(&path)
     }
 
@@ -210,18 +221,19 @@ impl Store {
 
     pub fn record_test(
         &self,
+        stage: &str,
         package: &str,
         run_id: &str,
         fp: &Fingerprint,
     ) -> Result<(), CacheError> {
-        add_record(&self.test_path(package), record(package, run_id, fp))
+        add_record(&self.test_path(stage, package), record(package, run_id, fp))
     }
 
     /// Forgets every recorded success of `stage` (or, with `package`, of that
-    /// package's tests): `--verify-cache` found one that no longer holds.
+    /// package's part of it): `--verify-cache` found one that no longer holds.
     pub fn forget(&self, stage: &str, package: Option<&str>) -> Result<(), CacheError> {
         let path = match package {
-            Some(p) => self.test_path(p),
+            Some(p) => self.test_path(stage, p),
             None => self.stage_path(stage),
         };
         match std::fs::remove_file(&path) {
@@ -253,7 +265,7 @@ impl Store {
         let dir = self.junit_dir(stage, package);
         write_text_atomic(&dir.join(format!("{}.xml", file_safe(run_id))), xml)?;
         let records = match package {
-            Some(p) => self.test_path(p),
+            Some(p) => self.test_path(stage, p),
             None => self.stage_path(stage),
         };
         let kept: Vec<String> = match read_json::<RecordFile>(&records) {

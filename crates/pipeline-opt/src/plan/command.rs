@@ -55,6 +55,9 @@ pub(super) struct CargoInvocation {
     pub(super) narrowed_to: Option<Vec<String>>,
     /// Only this one test runs (a flame graph of it).
     pub(super) only_test: Option<OneTest>,
+    /// A doctest stage: what cargo can run as `RUSTDOC` to leave out the doctests the
+    /// cache proved ([`super::Stage::skip_proven_doctests`]).
+    pub(super) rustdoc_shim: Option<RustdocShim>,
     /// Every test process leases the services whose variables the tests read.
     pub(super) leases: Option<TestLeases>,
     /// `--archive-file`: where `cargo nextest archive` writes the test binaries, or
@@ -63,6 +66,14 @@ pub(super) struct CargoInvocation {
     /// A shard run from an archive: the checkout the archive's paths are remapped to,
     /// where it is extracted, nextest's tool config (JUnit), and the shard's tests.
     pub(super) shard: Option<ShardRun>,
+}
+
+/// The program cargo runs as `RUSTDOC` in a narrowed doctest stage (this binary, which
+/// answers in `doctest_shim` mode), and the user's own rustdoc that it runs in turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RustdocShim {
+    pub program: String,
+    pub user_rustdoc: Option<String>,
 }
 
 /// One test, as the reports name it: nextest's binary id (`pkg`, `pkg::it`, `pkg::bin/x`)
@@ -292,6 +303,7 @@ impl CargoInvocation {
             tool_config: None,
             narrowed_to: None,
             only_test: None,
+            rustdoc_shim: None,
             leases: None,
             archive_file: None,
             shard: None,

@@ -189,7 +189,7 @@ fn unstaged_edit_is_not_skipped_and_mtimes_alone_stay_cached() {
     );
     // `base` does not depend on `mid`: its tests stay cached; `mid` and `top` rerun.
     assert_eq!(edited.tests_to_run(), vec!["mid".to_string(), "top".to_string()]);
-    assert!(edited.tests["base"].is_cached());
+    assert!(edited.packages["test"]["base"].is_cached());
     let test = edited.plan.stage("test").unwrap();
     if test.command.args()[0] == "nextest" {
         let i = test.command.args().iter().position(|a| a == "-E").expect("a filterset");
@@ -323,7 +323,7 @@ fn a_corrupted_cache_file_is_a_miss_with_a_warning() {
     let text = std::fs::read_to_string(&build).unwrap();
     std::fs::write(&build, &text[..text.len() / 2]).unwrap();
     std::fs::write(cache_dir.join("stat-cache.json"), "{ not json").unwrap();
-    std::fs::write(cache_dir.join("tests/mid.json"), "").unwrap();
+    std::fs::write(cache_dir.join("tests/test.mid.json"), "").unwrap();
     let second = run_pipeline(&repo, "run-2", &[]);
     assert!(matches!(
         second.decision("build"),
@@ -384,7 +384,7 @@ fn one_leaf_change_reruns_only_the_leaf_and_its_dependents() {
     let leaf = run_pipeline(&repo, "run-2", &[]);
     assert_eq!(leaf.tests_to_run(), vec!["app".to_string(), "leaf3".to_string()]);
     let cached: BTreeSet<&String> =
-        leaf.tests.iter().filter(|(_, d)| d.is_cached()).map(|(p, _)| p).collect();
+        leaf.of_stage("test").filter(|(_, d)| d.is_cached()).map(|(p, _)| p).collect();
     assert_eq!(cached.len(), n - 2);
 
     repo.append("crates/core/src/lib.rs", "\npub fn more() -> u64 { 4 }\n");
@@ -400,7 +400,7 @@ fn status_clean_and_budget() {
     {
         let mut cache = StageCache::open(&state, |_| {}).unwrap();
         cache.store.record_stage("build", "run-1", &Default::default()).unwrap();
-        cache.store.record_test("core", "run-1", &Default::default()).unwrap();
+        cache.store.record_test("test", "core", "run-1", &Default::default()).unwrap();
         cache.store.record_hits("run-1", 0, 3).unwrap();
         cache.store.record_hits("run-2", 3, 1).unwrap();
     }

@@ -30,6 +30,10 @@ const LAYERS: &[(&str, u8)] = &[
     // Process-level instruments the orchestrator uses (the rustc wrapper mode, /proc).
     ("rustc_shim", 0),
     ("cpu_sampler", 0),
+    // `RUSTDOC` for a narrowed doctest stage: answers for the doctests the cache proved.
+    ("doctest_shim", 0),
+    // The cargo config files that apply, as cargo finds them.
+    ("cargo_config", 0),
     // The target runner a user set for the tests, which the lease runner chains.
     ("target_runner", 0),
     // What to run, and what the run is held to.
