@@ -15,8 +15,24 @@ impl WorkspaceFacts {
     /// recommendations that need it are not made.
     pub fn new(metadata: &cargo_metadata::Metadata, root_manifest: Option<&str>) -> WorkspaceFacts {
         let test_debug = root_manifest.and_then(test_debug_from_manifest);
-        WorkspaceFacts { packages: resolved_packages(metadata), test_debug, nextest_missing: false }
+        WorkspaceFacts {
+            packages: resolved_packages(metadata),
+            test_debug,
+            nextest_missing: false,
+            lib_editions: lib_editions(metadata),
+        }
     }
+}
+
+/// The edition of each member's library, by crate name.
+fn lib_editions(metadata: &cargo_metadata::Metadata) -> BTreeMap<String, String> {
+    metadata
+        .workspace_packages()
+        .iter()
+        .flat_map(|p| p.targets.iter())
+        .filter(|t| t.is_lib() || t.is_proc_macro())
+        .map(|t| (t.name.replace('-', "_"), t.edition.as_str().to_string()))
+        .collect()
 }
 
 /// The packages of `metadata`'s resolve with the features each is built with.

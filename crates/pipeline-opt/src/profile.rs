@@ -10,9 +10,9 @@ use camino::Utf8PathBuf;
 
 use crate::plan::Plan;
 use crate::record::{
-    CompiledByTests, CpuSample, CrateTiming, CriticalStep, Event, LateReason, LateUnit, LowerBound,
-    RunKind, RunOutcome, RunRecord, SCHEMA_VERSION, StageMetrics, StageStatus, TestCounts,
-    TestTiming,
+    CompiledByTests, CpuSample, CrateTiming, CriticalStep, DoctestTiming, Event, LateReason,
+    LateUnit, LowerBound, RunKind, RunOutcome, RunRecord, SCHEMA_VERSION, StageMetrics,
+    StageStatus, TestCounts, TestTiming,
 };
 
 /// Consumes events and builds the run record.
@@ -23,6 +23,9 @@ pub struct PipelineProfiler {
     pub compiled_by_tests: Vec<CompiledByTests>,
     pub tests: Vec<TestTiming>,
     pub test_counts: Vec<TestCounts>,
+    pub doctests: Vec<DoctestTiming>,
+    /// Per stage, the crate whose `Doc-tests` output is being read.
+    doctest_crate: BTreeMap<String, String>,
     pub cpu_samples: Vec<CpuSample>,
     pub outcome: Option<RunOutcome>,
     pub total: Duration,
@@ -74,6 +77,7 @@ impl PipelineProfiler {
                 self.total = *total;
             }
             Event::StageOutput { id, line } => {
+                self.observe_doctests(id, line);
                 if let Some(found) = TestCounts::in_line(line) {
                     match self.test_counts.iter_mut().find(|c| c.stage == *id) {
                         Some(c) => c.add(found),
@@ -86,6 +90,35 @@ impl PipelineProfiler {
                 }
             }
             Event::RunStarted { .. } | Event::StageStarted { .. } => {}
+        }
+    }
+
+    /// `cargo test --doc` output: `Doc-tests NAME`, then libtest's `test result:` line
+    /// with its time, then with merged doctests rustdoc's `all doctests ran in`.
+    fn observe_doctests(&mut self, stage: &str, line: &str) {
+        if let Some(name) = DoctestTiming::started_by(line) {
+            self.doctest_crate.insert(stage.to_string(), name);
+            return;
+        }
+        if let Some(time) = DoctestTiming::merged_in(line) {
+            if let Some(last) = self.doctests.iter_mut().rev().find(|d| d.stage == stage) {
+                last.time = time;
+                last.merged = true;
+            }
+            return;
+        }
+        let Some(crate_name) = self.doctest_crate.get(stage) else { return };
+        let Some((_, passed, failed, _)) = TestCounts::in_line(line) else { return };
+        let Some(time) = DoctestTiming::finished_in(line) else { return };
+        // A crate with none (or whose doctests the cache proved) adds nothing to tell.
+        if passed + failed > 0 {
+            self.doctests.push(DoctestTiming {
+                stage: stage.to_string(),
+                crate_name: crate_name.clone(),
+                tests: passed + failed,
+                time,
+                merged: false,
+            });
         }
     }
 
@@ -133,6 +166,7 @@ impl PipelineProfiler {
             workspace_facts: Default::default(),
             lower_bound,
             shards: None,
+            doctests: self.doctests,
         }
     }
 }

@@ -93,6 +93,56 @@ pub struct RunRecord {
     /// `shard merge` (schema 3): the shards the tests ran on, predicted against measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shards: Option<ShardsSummary>,
+    /// Each crate's doctests as the doctest stage's `cargo test --doc` reported them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub doctests: Vec<DoctestTiming>,
+}
+
+/// One crate's doctests in a run, from rustdoc's own report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DoctestTiming {
+    pub stage: String,
+    /// The library's crate name, as cargo prints it after `Doc-tests`.
+    pub crate_name: String,
+    /// Doctests run (passed and failed).
+    pub tests: usize,
+    /// Rustdoc's time for them: libtest's `finished in` (each doctest is compiled,
+    /// linked and run inside its test), or with merged doctests `all doctests ran in`
+    /// (which includes compiling the merged binary).
+    #[serde(with = "secs")]
+    pub time: Duration,
+    /// Edition 2024 merged them into one binary (rustdoc printed `merged doctests
+    /// compilation took`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub merged: bool,
+}
+
+impl DoctestTiming {
+    /// The crate a `Doc-tests NAME` line of `cargo test --doc` starts, if it is one.
+    pub fn started_by(line: &str) -> Option<String> {
+        let plain = strip_ansi(line);
+        let name = plain.trim().strip_prefix("Doc-tests ")?.trim();
+        (!name.is_empty() && !name.contains(' ')).then(|| name.to_string())
+    }
+
+    /// libtest's `finished in 1.23s` at the end of a `test result:` line.
+    pub fn finished_in(line: &str) -> Option<Duration> {
+        let plain = strip_ansi(line);
+        let t = plain.trim().split("finished in ").nth(1)?.trim().strip_suffix('s')?;
+        Duration::try_from_secs_f64(t.parse().ok()?).ok()
+    }
+
+    /// Rustdoc's `all doctests ran in 1.60s; merged doctests compilation took 1.46s`:
+    /// the first figure, the whole time.
+    pub fn merged_in(line: &str) -> Option<Duration> {
+        let plain = strip_ansi(line);
+        let rest = plain.trim().strip_prefix("all doctests ran in ")?;
+        let (t, after) = rest.split_once("s;")?;
+        if !after.contains("merged doctests compilation took") {
+            return None;
+        }
+        Duration::try_from_secs_f64(t.trim().parse().ok()?).ok()
+    }
 }
 
 /// The shards of a merged scale-out run.
@@ -862,6 +912,10 @@ pub struct WorkspaceFacts {
     /// `cargo test` (a fact of the machine, kept with what the advice needs).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub nextest_missing: bool,
+    /// The edition of each member's library, by crate name (rustdoc merges doctests
+    /// into one binary from edition 2024 on).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lib_editions: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

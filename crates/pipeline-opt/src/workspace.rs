@@ -54,6 +54,12 @@ impl Package {
         self.manifest_path.parent().expect("a manifest path has a parent")
     }
 
+    /// Whether `cargo test --doc` runs doctests of this package: its library has them
+    /// enabled.
+    pub fn has_doctests(&self) -> bool {
+        self.targets.iter().any(|t| t.kind == TargetKind::Lib && t.doctest)
+    }
+
     /// The crate name rustc and rustdoc are given for the library (its target name,
     /// `-` as `_`); `None` without a library.
     pub fn lib_crate_name(&self) -> Option<String> {

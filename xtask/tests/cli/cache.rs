@@ -322,6 +322,11 @@ fn cli_doctests_are_narrowed_like_tests() {
     assert_exit(&run(&[]), 0);
     let first = crate::record(&json);
     assert_eq!(tested(), ["base", "left", "right", "top"]);
+    // Each crate's doctests are timed from rustdoc's own report, beside its edition.
+    let timed: Vec<(&str, usize)> =
+        first.doctests.iter().map(|d| (d.crate_name.as_str(), d.tests)).collect();
+    assert_eq!(timed, [("base", 1), ("left", 1), ("right", 1), ("top", 1)]);
+    assert_eq!(first.workspace_facts.lib_editions.len(), 4, "{:?}", first.workspace_facts);
 
     let left = dir.join("crates/left/src/lib.rs");
     let text = std::fs::read_to_string(&left).unwrap();

@@ -212,7 +212,11 @@ impl StageCache {
                     decisions.insert(stage.id.clone(), decision);
                 }
                 StageKind::Test | StageKind::Doctest => {
-                    let packages = stage.packages(workspace);
+                    let mut packages = stage.packages(workspace);
+                    if stage.kind == StageKind::Doctest {
+                        // A package without a library's doctests has nothing to prove.
+                        packages.retain(|&p| workspace.packages[p].has_doctests());
+                    }
                     let mut decided = BTreeMap::new();
                     let mut proven = Vec::new();
                     let mut rerun = Vec::new();

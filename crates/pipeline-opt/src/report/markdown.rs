@@ -39,6 +39,7 @@ pub fn render(record: &RunRecord, recommendations: &[Recommendation]) -> String 
     compiled_by_tests(o, record);
     compiled_after_build(o, record);
     tests(o, record);
+    doctests(o, record);
     flamegraphs(o, record);
     coverage(o, record);
     failures(o, record);
@@ -433,6 +434,40 @@ fn tests(o: &mut String, r: &RunRecord) {
     }
     if r.tests.len() > slowest.len() {
         writeln!(o, "\n{} more tests in `run.json`.", r.tests.len() - slowest.len()).unwrap();
+    }
+    o.push('\n');
+}
+
+/// Each crate's doctests, slowest first: without merging (edition 2024), every doctest
+/// is compiled and linked as a program of its own, which is where such a stage's time
+/// goes.
+fn doctests(o: &mut String, r: &RunRecord) {
+    if r.doctests.is_empty() {
+        return;
+    }
+    writeln!(
+        o,
+        "### Doctests
+"
+    )
+    .unwrap();
+    writeln!(o, "| crate | edition | doctests | time | per doctest | merged |").unwrap();
+    writeln!(o, "| --- | --- | ---: | ---: | ---: | --- |").unwrap();
+    let mut rows: Vec<&crate::record::DoctestTiming> = r.doctests.iter().collect();
+    rows.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| a.crate_name.cmp(&b.crate_name)));
+    for d in rows {
+        let edition = r.workspace_facts.lib_editions.get(&d.crate_name).map_or("-", |e| e.as_str());
+        let per = d.time / d.tests.max(1) as u32;
+        let merged = if d.merged { "yes" } else { "no" };
+        writeln!(
+            o,
+            "| `{}` | {edition} | {} | {} | {} | {merged} |",
+            d.crate_name,
+            d.tests,
+            secs(d.time),
+            secs(per)
+        )
+        .unwrap();
     }
     o.push('\n');
 }

@@ -34,6 +34,10 @@ const DEBUG_INFO_MIN_COMPILE: Duration = Duration::from_secs(5);
 /// at under this much wall time per test spends its time starting them.
 const TINY_TESTS_MIN_COUNT: usize = 500;
 const TINY_TESTS_MAX_MEAN: Duration = Duration::from_millis(20);
+/// A crate's doctests are worth merging (edition 2024) from this many, taking this long
+/// together: each unmerged doctest is a program compiled and linked on its own.
+const MERGED_DOCTESTS_MIN_COUNT: usize = 10;
+const MERGED_DOCTESTS_MIN_TIME: Duration = Duration::from_secs(5);
 /// Shown at most per kind, so a report stays readable on a large workspace.
 const MAX_PER_KIND: usize = 3;
 /// Aligning two versions of a package is worth a user's time only when building one
@@ -45,7 +49,8 @@ const DUPLICATE_MIN_SHARE: f64 = 0.01;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Recommendation {
     /// Stable identifier: `critical-crate`, `compiled-after-build`, `duplicate-versions`, `compiled-twice`,
-    /// `slow-test`, `tiny-tests`, `low-cpu`, `debug-line-tables`, `nextest-missing`.
+    /// `slow-test`, `tiny-tests`, `merged-doctests`, `low-cpu`, `debug-line-tables`,
+    /// `nextest-missing`.
     pub kind: &'static str,
     /// What to change.
     pub action: String,
@@ -61,6 +66,7 @@ pub fn recommend(record: &RunRecord, ctx: &WorkspaceFacts) -> Vec<Recommendation
     low_cpu(record, &mut out);
     slow_test(record, &mut out);
     tiny_tests(record, &mut out);
+    merged_doctests(record, ctx, &mut out);
     nextest_missing(record, ctx, &mut out);
     compiled_twice(record, ctx, &mut out);
     duplicate_versions(record, ctx, &mut out);
@@ -269,6 +275,45 @@ fn tiny_tests(record: &RunRecord, out: &mut Vec<Recommendation>) {
                 stage.id,
                 secs(stage.wall),
                 per_test * 1000.0
+            ),
+        });
+    }
+}
+
+/// Crates of an edition before 2024 whose doctests took long: rustdoc compiles and links
+/// each of their doctests as a program of its own, where edition 2024 merges them into
+/// one. Slowest first.
+fn merged_doctests(record: &RunRecord, ctx: &WorkspaceFacts, out: &mut Vec<Recommendation>) {
+    let mut found: Vec<(&crate::record::DoctestTiming, &String)> = record
+        .doctests
+        .iter()
+        .filter(|d| {
+            !d.merged && d.tests >= MERGED_DOCTESTS_MIN_COUNT && d.time >= MERGED_DOCTESTS_MIN_TIME
+        })
+        .filter_map(|d| {
+            let edition = ctx.lib_editions.get(&d.crate_name)?;
+            (edition.as_str() < "2024").then_some((d, edition))
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.time.cmp(&a.0.time));
+    for (d, edition) in found.into_iter().take(MAX_PER_KIND) {
+        out.push(Recommendation {
+            kind: "merged-doctests",
+            action: format!(
+                "move `{}` to edition 2024 (`cargo fix --edition`, then `edition = \"2024\"`): \
+                 rustdoc then compiles its doctests into one program instead of one per \
+                 doctest (a doctest that must stand alone keeps its own with the \
+                 `standalone_crate` attribute); docs/performance-optimization.md gives the \
+                 measured gain",
+                d.crate_name
+            ),
+            evidence: format!(
+                "its {} doctests took {} in stage `{}` ({} each), each compiled and linked on \
+                 its own (edition {edition})",
+                d.tests,
+                secs(d.time),
+                d.stage,
+                secs(d.time / d.tests as u32)
             ),
         });
     }

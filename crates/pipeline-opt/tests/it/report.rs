@@ -262,6 +262,7 @@ fn fixture_record() -> RunRecord {
             cpu: s(11_550),
         }),
         shards: None,
+        doctests: Vec::new(),
     }
 }
 
@@ -305,6 +306,7 @@ fn fixture_context() -> WorkspaceFacts {
         }),
         // As the fixture record's note says.
         nextest_missing: true,
+        lib_editions: BTreeMap::new(),
     }
 }
 
@@ -1118,6 +1120,38 @@ fn report_recommendations_each_have_a_trigger_and_a_non_trigger() {
     r.crates.push(unit("c", "lib", "build", 3_000, 8_000));
     check_kinds(&r, &full, &["debug-line-tables"]);
 
+    // 40 doctests of an edition 2021 crate took 21 s: merge them. Merged already, of
+    // edition 2024, too few or too quick: no advice.
+    let mut r = calm.clone();
+    r.doctests = vec![pipeline_opt::record::DoctestTiming {
+        stage: "doctest".into(),
+        crate_name: "app".into(),
+        tests: 40,
+        time: s(21_000),
+        merged: false,
+    }];
+    let mut editions = calm_ctx.clone();
+    editions.lib_editions.insert("app".into(), "2021".into());
+    check_kinds(&r, &editions, &["merged-doctests"]);
+    let recs = recommend::recommend(&r, &editions);
+    assert!(
+        recs[0].evidence.starts_with("its 40 doctests took 21.0 s in stage `doctest`"),
+        "{recs:#?}"
+    );
+    check_kinds(&r, &calm_ctx, &[]);
+    let mut merged = r.clone();
+    merged.doctests[0].merged = true;
+    check_kinds(&merged, &editions, &[]);
+    let mut e2024 = editions.clone();
+    e2024.lib_editions.insert("app".into(), "2024".into());
+    check_kinds(&r, &e2024, &[]);
+    let mut few = r.clone();
+    few.doctests[0].tests = 9;
+    check_kinds(&few, &editions, &[]);
+    let mut quick = r.clone();
+    quick.doctests[0].time = s(4_900);
+    check_kinds(&quick, &editions, &[]);
+
     // Every recommendation names a number.
     for rec in recommend::recommend(&record, &ctx) {
         assert!(rec.evidence.chars().any(|c| c.is_ascii_digit()), "{rec:?}");
@@ -1622,4 +1656,45 @@ fn report_no_low_cpu_advice_when_the_machine_was_busy() {
         .and_then(|t| t.split('%').next())
         .and_then(|p| p.parse::<u32>().ok());
     assert!(machine.is_some_and(|p| p >= 80), "{totals}");
+}
+
+/// `cargo test --doc` output as the doctest stage shows it: one entry per crate that ran
+/// doctests, with libtest's time, or rustdoc's whole time when it merged them (edition
+/// 2024); a crate with none, or answered by the cache's rustdoc shim, adds nothing.
+#[test]
+fn report_doctest_times_per_crate_from_the_stage_output() {
+    let lines = [
+        "   Doc-tests base",
+        "",
+        "running 40 tests",
+        "test crates/base/src/lib.rs - f0 (line 1) ... ok",
+        "test result: ok. 39 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 20.86s",
+        "   Doc-tests proven",
+        "pipeline-opt: the doctests of `proven` passed on these inputs in run r1; not run again",
+        "running 0 tests",
+        "test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s",
+        "   Doc-tests new_ed",
+        "running 40 tests",
+        "test result: ok. 40 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.02s",
+        "",
+        "all doctests ran in 1.60s; merged doctests compilation took 1.46s",
+    ];
+    let mut p = pipeline_opt::PipelineProfiler::new();
+    for line in lines {
+        p.observe(&Event::StageOutput { id: "doctest".into(), line: line.into() });
+    }
+    // Another stage's libtest output is not doctests.
+    p.observe(&Event::StageOutput {
+        id: "custom-tests".into(),
+        line: "test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.00s".into(),
+    });
+    let got: Vec<(String, usize, f64, bool)> = p
+        .doctests
+        .iter()
+        .map(|d| (d.crate_name.clone(), d.tests, d.time.as_secs_f64(), d.merged))
+        .collect();
+    assert_eq!(
+        got,
+        [("base".to_string(), 40, 20.86, false), ("new_ed".to_string(), 40, 1.60, true)]
+    );
 }
