@@ -295,7 +295,7 @@ fn merged_doctests(record: &RunRecord, ctx: &WorkspaceFacts, out: &mut Vec<Recom
             (edition.as_str() < "2024").then_some((d, edition))
         })
         .collect();
-    found.sort_by(|a, b| b.0.time.cmp(&a.0.time));
+    found.sort_by_key(|d| std::cmp::Reverse(d.0.time));
     for (d, edition) in found.into_iter().take(MAX_PER_KIND) {
         out.push(Recommendation {
             kind: "merged-doctests",
