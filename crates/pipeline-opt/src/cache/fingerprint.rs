@@ -555,6 +555,26 @@ pub fn package_dirs(workspace: &Workspace) -> Vec<(Utf8PathBuf, PackageIdx)> {
     dirs
 }
 
+/// With a package at the workspace root, the directories holding its targets' sources
+/// (`src/`, `crates/core/` of a binary declared there, `tests/`, …) other than the root
+/// itself: what is in them is that package's code, an input of its own fingerprint and
+/// of its dependents', not a workspace-level file that every package's tests might read.
+fn root_package_source_dirs(workspace: &Workspace) -> Vec<Utf8PathBuf> {
+    let root = normalize(&workspace.root);
+    let Some(p) = workspace.packages.iter().find(|p| normalize(p.dir()) == root) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<Utf8PathBuf> = p
+        .targets
+        .iter()
+        .filter_map(|t| t.src_path.parent().map(normalize))
+        .filter(|d| *d != root && d.starts_with(&root))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
 /// The package whose directory holds `file` (the longest matching directory).
 pub fn owning_package(dirs: &[(Utf8PathBuf, PackageIdx)], file: &Utf8Path) -> Option<PackageIdx> {
     dirs.iter().find(|(d, _)| file.starts_with(d)).map(|&(_, i)| i)
@@ -860,9 +880,11 @@ impl<'a> Fingerprinter<'a> {
                 self.skip_dirs.iter().filter(|s| normalize(s) != *root).cloned().collect();
             let listed =
                 git_listed_files(root).unwrap_or_else(|| walk_files(root, &skip, &members));
+            let root_sources = root_package_source_dirs(self.workspace);
             let files = listed
                 .into_iter()
                 .filter(|f| !members.iter().any(|m| f.starts_with(m)))
+                .filter(|f| !root_sources.iter().any(|d| f.starts_with(d)))
                 .filter(|f| !skip.iter().any(|s| f.starts_with(s)))
                 .collect();
             self.workspace_files = Some(files);

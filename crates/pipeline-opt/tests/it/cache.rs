@@ -562,3 +562,24 @@ fn an_edit_during_the_run_is_not_recorded() {
     assert!(!next.decision("build").unwrap().is_cached(), "{:?}", decisions(&next));
     assert_eq!(next.tests_to_run(), vec!["flip".to_string()]);
 }
+
+/// #19 (one-leaf change): with a package at the workspace root, the sources of its own
+/// targets (`src/`) are its code, not a workspace-level file every package's tests might
+/// read: editing them reruns the root package's tests, not those of a member that does
+/// not depend on it. A data file at the root still reruns everything. Before the change
+/// `leaf` reran as well ("src/lib.rs changed").
+#[test]
+fn the_root_packages_sources_rerun_only_its_own_tests() {
+    let ws = FixtureWorkspace {
+        package_config: Some("disable = [\"doctest\", \"bench-build\"]".into()),
+        ..FixtureWorkspace::new(vec![FixtureCrate::new("leaf")])
+    };
+    let repo = Repo::new(ws);
+    run_pipeline(&repo, "run-1", &[]);
+    repo.append("src/lib.rs", "\npub fn more() {}\n");
+    let second = run_pipeline(&repo, "run-2", &[]);
+    assert_eq!(second.tests_to_run(), vec!["root".to_string()], "{:?}", second.packages);
+    repo.write("notes.txt", "read by a test, maybe\n");
+    let third = run_pipeline(&repo, "run-3", &[]);
+    assert_eq!(third.tests_to_run(), vec!["leaf".to_string(), "root".to_string()]);
+}
