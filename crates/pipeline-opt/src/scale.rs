@@ -310,3 +310,43 @@ pub fn read_record(path: &Utf8Path) -> Result<crate::record::RunRecord, ScaleErr
     serde_json::from_str(&text)
         .map_err(|e| ScaleError::ReadRecord { path: path.to_owned(), detail: e.to_string() })
 }
+
+/// Copies the checkout at `root` to `dest` (which must not exist yet), leaving out the
+/// directories in `skip` (the target directory, the artifact directory) and `.git`:
+/// what a shard machine's checkout of the same commit holds, at another path, so a path
+/// baked in at build time fails there as it would on another machine. Symbolic links
+/// are copied as links.
+pub fn copy_checkout(
+    root: &Utf8Path,
+    dest: &Utf8Path,
+    skip: &[Utf8PathBuf],
+) -> Result<(), ScaleError> {
+    let io = |path: &Utf8Path| {
+        let path = path.to_owned();
+        move |source| ScaleError::Write { path, source }
+    };
+    std::fs::create_dir_all(dest).map_err(io(dest))?;
+    let mut stack = vec![(root.to_owned(), dest.to_owned())];
+    while let Some((from, to)) = stack.pop() {
+        for entry in std::fs::read_dir(&from).map_err(io(&from))? {
+            let entry = entry.map_err(io(&from))?;
+            let Ok(name) = entry.file_name().into_string() else { continue };
+            let src = from.join(&name);
+            let dst = to.join(&name);
+            if name == ".git" || skip.contains(&src) {
+                continue;
+            }
+            let kind = entry.file_type().map_err(io(&src))?;
+            if kind.is_dir() {
+                std::fs::create_dir(&dst).map_err(io(&dst))?;
+                stack.push((src, dst));
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(&src).map_err(io(&src))?;
+                std::os::unix::fs::symlink(target, &dst).map_err(io(&dst))?;
+            } else if kind.is_file() {
+                std::fs::copy(&src, &dst).map_err(io(&dst))?;
+            }
+        }
+    }
+    Ok(())
+}

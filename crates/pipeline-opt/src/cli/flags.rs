@@ -83,6 +83,9 @@ xflags::xflags! {
             /// Where --shards writes the archive, the shard plan and the run record
             /// (default: target/pipeline-opt/shards).
             optional --shards-dir path: PathBuf
+            /// With --shards: run the shards here too, each as its own process against
+            /// its own copy of the checkout, and merge them into one report.
+            optional --local
             /// Most stages to run at once (default: twice the cores; CPU-heavy stages share
             /// the cores separately).
             optional -j, --jobs jobs: usize
@@ -336,6 +339,7 @@ pub struct Optimize {
     pub explore: bool,
     pub shards: Option<usize>,
     pub shards_dir: Option<PathBuf>,
+    pub local: bool,
     pub jobs: Option<usize>,
     pub locked: bool,
     pub frozen: bool,
