@@ -221,6 +221,11 @@ pub fn run_optimized_pipeline(
     }
     if let Some(shards) = &options.shards {
         plan_shards_of(&inputs, shards, &state_dir, &mut record, &mut progress)?;
+        // The merge, maybe on another machine, adds the shards' JUnit to this one.
+        let to = shards.artifacts(&state_dir).build_junit();
+        if let Err(e) = std::fs::copy(&junit_path, &to) {
+            record.notes.push(format!("could not copy the JUnit file to {to}: {e}"));
+        }
     }
     let mut outcome = report_and_decide(record, &inputs, options)?;
     outcome.reports.junit = Some(junit_path);
@@ -474,6 +479,7 @@ pub fn merge_shards(
     use crate::scale::{Artifacts, ScaleError, merge, read_plan, read_record};
     let mut plan_dir = None;
     let mut shards = Vec::new();
+    let mut shard_dirs = Vec::new();
     for dir in dirs {
         let artifacts = Artifacts(dir.clone());
         if artifacts.plan().is_file() {
@@ -497,6 +503,7 @@ pub fn merge_shards(
                 ))
             })?;
         shards.push((index, record));
+        shard_dirs.push(dir.clone());
     }
     let Some(artifacts) = plan_dir else {
         return Err(ScaleError::MergeInput(
@@ -510,10 +517,14 @@ pub fn merge_shards(
     let inputs = Inputs::load(options.manifest_path.as_deref())?;
     let mut record = merged.record;
     record.workspace_facts = inputs.facts.clone();
+    let state_dir = inputs.workspace.state_dir(&inputs.config);
+    let junit_path = state_dir.report(JUNIT_FILE);
+    let junit = merge_junit(&artifacts, &shard_dirs, record.total, &mut record.notes);
+    crate::report::write_atomic(&junit_path, junit.as_bytes())?;
     let reports = crate::report::write_reports(
         &record,
         &ReportOptions {
-            state_dir: inputs.workspace.state_dir(&inputs.config),
+            state_dir,
             markdown: options.report.clone(),
             json: Some(
                 options.json.clone().unwrap_or_else(|| artifacts.dir().join("merged-run.json")),
@@ -523,7 +534,33 @@ pub fn merge_shards(
         },
     )?;
     let exit_code = exit_code(&record, None);
-    Ok(OptimizeOutcome { record, reports, exit_code })
+    let mut outcome = OptimizeOutcome { record, reports, exit_code };
+    outcome.reports.junit = Some(junit_path);
+    Ok(outcome)
+}
+
+/// One JUnit document of the build machine's tests and every shard's, a suite whose
+/// tests ran on several shards merged into one by its name. A file that is missing or
+/// does not parse leaves its tests out, with a note.
+fn merge_junit(
+    artifacts: &crate::scale::Artifacts,
+    shard_dirs: &[Utf8PathBuf],
+    total: Duration,
+    notes: &mut Vec<String>,
+) -> String {
+    let files = std::iter::once(artifacts.build_junit())
+        .chain(shard_dirs.iter().map(|d| d.join(JUNIT_FILE)));
+    let mut suites = Vec::new();
+    for file in files {
+        match std::fs::read_to_string(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|x| junit::parse_suites(&x))
+        {
+            Ok(s) => suites.extend(s),
+            Err(e) => notes.push(format!("JUnit {file} left out of the merged JUnit: {e}")),
+        }
+    }
+    junit::render("pipeline-opt", junit::merge_by_name(suites), Some(total))
 }
 
 /// `optimize --shards N --local`: the whole scale-out on this machine. The build

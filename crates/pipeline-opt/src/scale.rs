@@ -46,6 +46,10 @@ impl Artifacts {
     pub fn build_record(&self) -> Utf8PathBuf {
         self.0.join("build-run.json")
     }
+    /// The JUnit of the tests the build machine ran itself (doctests, custom harnesses).
+    pub fn build_junit(&self) -> Utf8PathBuf {
+        self.0.join("build-junit.xml")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -212,8 +216,24 @@ pub fn merge(
     let mut ran: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut results = Vec::new();
     let mut slowest = std::time::Duration::ZERO;
+    let mut slowest_stage: Option<crate::record::CriticalStep> = None;
     for (index, r) in shard_records {
-        record.stages.extend(r.stages.iter().cloned());
+        // The shards start when the build has ended, side by side: on the merged
+        // timeline each shard's stages follow the build's.
+        for stage in &r.stages {
+            let mut stage = stage.clone();
+            stage.start = build.total.saturating_add(stage.start);
+            let end = stage.start.saturating_add(stage.wall);
+            if slowest_stage.as_ref().is_none_or(|s| end > s.end) {
+                slowest_stage = Some(crate::record::CriticalStep {
+                    kind: "stage".into(),
+                    name: stage.id.clone(),
+                    start: stage.start,
+                    end,
+                });
+            }
+            record.stages.push(stage);
+        }
         record.tests.extend(r.tests.iter().cloned());
         record.test_counts.extend(r.test_counts.iter().cloned());
         record.crates.extend(r.crates.iter().cloned());
@@ -236,6 +256,8 @@ pub fn merge(
     }
     results.sort_by_key(|s| s.index);
     record.total = build.total.saturating_add(slowest);
+    // The pipeline's longest chain goes on through the shard that ended last.
+    record.critical_path.extend(slowest_stage);
     let planned = plan.shards.iter().flat_map(|s| {
         s.tests.iter().flat_map(|(b, ts)| ts.iter().map(|t| crate::shard::test_key(b, t)))
     });

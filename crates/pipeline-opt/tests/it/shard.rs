@@ -640,6 +640,20 @@ fn shard_local_runs_the_build_the_shards_and_the_merge() {
     assert!(stderr.contains("shard 1: ") && stderr.contains("2 shards, balance"), "{stderr}");
     assert!(stderr.contains("shard logs: "), "{stderr}");
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "the checkout copies are removed");
+    // One JUnit file: every test once (the build machine's doctests too), one suite per
+    // test binary however it was split.
+    let xml = std::fs::read_to_string(fx.root.join("target/pipeline-opt/junit.xml")).unwrap();
+    let suites = pipeline_opt::report::junit::parse_suites(&xml).unwrap();
+    let mut suite_names: Vec<&str> = suites.iter().map(|s| s.name.as_str()).collect();
+    let cases: usize = suites.iter().map(|s| s.test_cases.len()).sum();
+    assert_eq!(cases, 10, "{xml}");
+    suite_names.sort();
+    assert_eq!(
+        suite_names,
+        ["c0", "c0::doctest", "c0::it", "c0::local", "c1", "c1::doctest", "c1::it"],
+        "{xml}"
+    );
+    assert!(stderr.contains("junit: "), "{stderr}");
 
     let out =
         pipeline_opt_with(&fx.root, &args, &[("TMPDIR", tmp.as_str()), ("LOCAL_SHARD_FAIL", "1")]);
