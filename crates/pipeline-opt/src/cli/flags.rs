@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 pub use super::values::{
-    CacheAction, ColorChoice, MessageFormat, PlanFormat, PoolAction, Services,
+    CacheAction, ColorChoice, MessageFormat, PlanFormat, PoolAction, Services, ShardCount,
 };
 pub use crate::record::Gate;
 
@@ -239,6 +239,14 @@ xflags::xflags! {
             /// The git URL to install cargo-pipeline-opt from, when the workspace has no
             /// xtask that embeds it (default: none; the workflow says where to set it).
             optional --install-from url: String
+            /// Run the tests on shard jobs: a number, or `auto` to pick it from the
+            /// history's test durations and the per-job overhead (default: 1, the tests
+            /// in the one job). See docs/scale-out.md.
+            optional --shards shards: ShardCount
+            /// With --shards auto: a job's overhead (start, checkout, caches, artifact),
+            /// such as `40s` (default: measured from the last `optimize --shards N
+            /// --local` run's shards).
+            optional --job-overhead duration: String
         }
 
         /// Scale-out: run one shard of the tests that `optimize --shards N` archived and
@@ -262,6 +270,8 @@ xflags::xflags! {
             cmd merge {
                 optional --manifest-path path: PathBuf
                 /// The artifact directory of `optimize --shards` and each shard's.
+                /// Also write the merged run's metrics in Prometheus text format here.
+                optional --prometheus path: PathBuf
                 repeated dirs: PathBuf
             }
         }
@@ -447,6 +457,8 @@ pub struct CiWorkflow {
     pub gate: Option<Gate>,
     pub services: Option<Services>,
     pub install_from: Option<String>,
+    pub shards: Option<ShardCount>,
+    pub job_overhead: Option<String>,
 }
 
 #[derive(Debug)]
@@ -473,6 +485,7 @@ pub struct Merge {
     pub dirs: Vec<PathBuf>,
 
     pub manifest_path: Option<PathBuf>,
+    pub prometheus: Option<PathBuf>,
 }
 
 #[derive(Debug)]

@@ -186,8 +186,11 @@ impl super::flags::Merge {
                 "shard merge needs directories: pass the artifact directory of `optimize --shards` and each shard's"
             );
         }
-        let options =
-            OptimizeOptions { manifest_path: utf8(self.manifest_path.as_ref())?, ..cli_defaults() };
+        let options = OptimizeOptions {
+            manifest_path: utf8(self.manifest_path.as_ref())?,
+            prometheus: utf8(self.prometheus.as_ref())?,
+            ..cli_defaults()
+        };
         let outcome = crate::optimize::merge_shards(&dirs, &options)?;
         if let Some(sh) = &outcome.record.shards {
             print_shards_summary(sh);

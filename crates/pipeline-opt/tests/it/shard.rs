@@ -729,3 +729,32 @@ fn shard_local_ctrl_c_leaves_no_shard_process() {
     let left = pipeline_opt::process::marked_processes(&outer, None);
     assert!(left.is_empty(), "processes of the shard phase {outer} survived: {left:?}");
 }
+
+/// `ci-workflow --shards auto`: 40 tests of 3 s split as far as the slowest shard plus two
+/// jobs' overhead keeps falling by more than 5 %; with an overhead larger than the tests
+/// themselves, one job; with no durations at all, one job and the reason.
+#[test]
+fn shard_count_auto_weighs_the_tests_against_the_job_overhead() {
+    use pipeline_opt::shard::choose_shard_count;
+    let mut d = Durations::default();
+    for t in 0..40 {
+        d.add(format!("b t{t:02}"), Duration::from_secs(3));
+    }
+    let max = NonZeroUsize::new(16).unwrap();
+    let cheap = choose_shard_count(&d, Duration::from_secs(10), max);
+    // 14 shards: ceil(40 / 14) = 3 tests, 9 s, plus 2 × 10 s; 16 gives the same 29 s.
+    assert_eq!(cheap.count, 14, "{cheap:?}");
+    assert_eq!(cheap.predicted[0], (1, Duration::from_secs(120)));
+    assert_eq!(cheap.predicted[13], (14, Duration::from_secs(29)));
+    assert!(
+        cheap.reason.starts_with("14 shards: the tests take 120.0 s in one job"),
+        "{}",
+        cheap.reason
+    );
+    let dear = choose_shard_count(&d, Duration::from_secs(100), max);
+    assert_eq!(dear.count, 1, "{dear:?}");
+    assert!(dear.reason.starts_with("1 job: the tests take 120.0 s"), "{}", dear.reason);
+    let none = choose_shard_count(&Durations::default(), Duration::from_secs(1), max);
+    assert_eq!(none.count, 1);
+    assert!(none.reason.contains("no test durations"), "{}", none.reason);
+}
