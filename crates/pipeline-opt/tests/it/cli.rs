@@ -342,7 +342,7 @@ fn cli_ci_workflow_sharded_shape() {
         let mut lines = wf.lines().skip_while(|l| *l != head);
         let first = lines.next().expect("the job").to_string();
         let body: Vec<&str> =
-            lines.take_while(|l| !(l.starts_with("  ") && !l.starts_with("   "))).collect();
+            lines.take_while(|l| !l.starts_with("  ") || l.starts_with("   ")).collect();
         format!("{first}\n{}\n", body.join("\n"))
     };
     let (build, shard, merge) = (job("build"), job("shard"), job("merge"));

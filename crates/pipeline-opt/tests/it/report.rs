@@ -1637,7 +1637,7 @@ fn merged_shards_record() -> RunRecord {
     };
     let mut durations = Durations::default();
     for (t, secs) in [("a", 4), ("b", 3), ("c", 2), ("d", 1)] {
-        durations.add(&format!("app {t}"), Duration::from_secs(secs));
+        durations.add(format!("app {t}"), Duration::from_secs(secs));
     }
     let plan = plan_shards(&inventory, &durations, &ShardOptions::new(2.try_into().unwrap()));
     let mut build = fixture_record();
