@@ -338,3 +338,52 @@ pub fn shard_inventory(
     }
     (inv, durations)
 }
+
+/// A workspace of `crates` crates whose integration test `sleeps` holds
+/// `tests_per_crate` tests that sleep for heavy-tailed durations (Pareto, α = 1.2),
+/// scaled so that they add up to about `total` with none longer than `cap`; the same
+/// every call. Sleeping tests do not compete for cores, so N shards on one machine
+/// behave as N machines. Returns the workspace and each test's sleep by its nextest key
+/// (`binary_id test_name`). For the shard-balance experiment.
+pub fn sleeping_tests_workspace(
+    crates: usize,
+    tests_per_crate: usize,
+    total: std::time::Duration,
+    cap: std::time::Duration,
+) -> (FixtureWorkspace, Vec<(String, std::time::Duration)>) {
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        state =
+            state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ((state >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    };
+    let n = crates.max(1) * tests_per_crate.max(1);
+    let mut secs: Vec<f64> = (0..n).map(|_| next().powf(-1.0 / 1.2)).collect();
+    let (total, cap) = (total.as_secs_f64(), cap.as_secs_f64());
+    // Scale to the total, cap, and again: capping takes from the total.
+    for _ in 0..20 {
+        let sum: f64 = secs.iter().sum();
+        secs.iter_mut().for_each(|s| *s = (*s * total / sum).min(cap));
+    }
+    let mut sleeps = Vec::new();
+    let crates = (0..crates.max(1))
+        .map(|c| {
+            let name = format!("s{c}");
+            let mut src = String::new();
+            for t in 0..tests_per_crate.max(1) {
+                let ms = (secs[c * tests_per_crate.max(1) + t] * 1000.0).round().max(1.0) as u64;
+                writeln!(
+                    src,
+                    "#[test]\nfn t{t:03}() {{\n    std::thread::sleep(std::time::Duration::from_millis({ms}));\n}}"
+                )
+                .expect("a String takes any write");
+                sleeps.push((
+                    format!("{name}::sleeps t{t:03}"),
+                    std::time::Duration::from_millis(ms),
+                ));
+            }
+            FixtureCrate::new(name).lib("").test("sleeps", src)
+        })
+        .collect();
+    (FixtureWorkspace::new(crates), sleeps)
+}

@@ -224,6 +224,11 @@ pub fn run_optimized_pipeline(
     }
     if let Some(shards) = &options.shards {
         plan_shards_of(&inputs, shards, &state_dir, &mut record, &mut progress)?;
+        // The merge, maybe on another machine, adds the shards' JUnit to this one.
+        let to = shards.artifacts(&state_dir).build_junit();
+        if let Err(e) = std::fs::copy(&junit_path, &to) {
+            record.notes.push(format!("could not copy the JUnit file to {to}: {e}"));
+        }
     }
     let mut outcome = report_and_decide(record, &inputs, options)?;
     outcome.reports.junit = Some(junit_path);
@@ -492,6 +497,7 @@ pub fn merge_shards(
     use crate::scale::{Artifacts, ScaleError, merge, read_plan, read_record};
     let mut plan_dir = None;
     let mut shards = Vec::new();
+    let mut shard_dirs = Vec::new();
     for dir in dirs {
         let artifacts = Artifacts(dir.clone());
         if artifacts.plan().is_file() {
@@ -515,6 +521,7 @@ pub fn merge_shards(
                 ))
             })?;
         shards.push((index, record));
+        shard_dirs.push(dir.clone());
     }
     let Some(artifacts) = plan_dir else {
         return Err(ScaleError::MergeInput(
@@ -528,10 +535,14 @@ pub fn merge_shards(
     let inputs = Inputs::load(options.manifest_path.as_deref())?;
     let mut record = merged.record;
     record.workspace_facts = inputs.facts.clone();
+    let state_dir = inputs.workspace.state_dir(&inputs.config);
+    let junit_path = state_dir.report(JUNIT_FILE);
+    let junit = merge_junit(&artifacts, &shard_dirs, record.total, &mut record.notes);
+    crate::report::write_atomic(&junit_path, junit.as_bytes())?;
     let reports = crate::report::write_reports(
         &record,
         &ReportOptions {
-            state_dir: inputs.workspace.state_dir(&inputs.config),
+            state_dir,
             markdown: options.report.clone(),
             json: Some(
                 options.json.clone().unwrap_or_else(|| artifacts.dir().join("merged-run.json")),
@@ -541,7 +552,151 @@ pub fn merge_shards(
         },
     )?;
     let exit_code = exit_code(&record, None);
-    Ok(OptimizeOutcome { record, reports, exit_code })
+    let mut outcome = OptimizeOutcome { record, reports, exit_code };
+    outcome.reports.junit = Some(junit_path);
+    Ok(outcome)
+}
+
+/// One JUnit document of the build machine's tests and every shard's, a suite whose
+/// tests ran on several shards merged into one by its name. A file that is missing or
+/// does not parse leaves its tests out, with a note.
+fn merge_junit(
+    artifacts: &crate::scale::Artifacts,
+    shard_dirs: &[Utf8PathBuf],
+    total: Duration,
+    notes: &mut Vec<String>,
+) -> String {
+    let files = std::iter::once(artifacts.build_junit())
+        .chain(shard_dirs.iter().map(|d| d.join(JUNIT_FILE)));
+    let mut suites = Vec::new();
+    for file in files {
+        match std::fs::read_to_string(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|x| junit::parse_suites(&x))
+        {
+            Ok(s) => suites.extend(s),
+            Err(e) => notes.push(format!("JUnit {file} left out of the merged JUnit: {e}")),
+        }
+    }
+    junit::render("pipeline-opt", junit::merge_by_name(suites), Some(total))
+}
+
+/// `optimize --shards N --local`: the whole scale-out on this machine. The build
+/// (`optimize --shards N`, its record beside the archive), then every shard as its own
+/// process (`shard run` of this binary) against its own copy of the checkout at another
+/// path (a scratch directory under the system's temporary directory, removed at the
+/// end), each extracting the archive into its own directory; then `shard merge` of them
+/// all. The shard processes are stages of one orchestrator run: each in its own process
+/// group with the run's marker, its output in the run's log directory (`-v` prints it
+/// prefixed `[shard-K]`), all stopped on Ctrl-C. The exit code is the merged run's (130
+/// when interrupted); a build that did not succeed ends the command with its own.
+pub fn run_local_shards(
+    options: &OptimizeOptions,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<OptimizeOutcome, OptimizeError> {
+    use crate::scale::{ScaleError, copy_checkout, read_plan};
+    let Some(shards) = &options.shards else {
+        return run_optimized_pipeline(options, on_event);
+    };
+    // The merge reads the build's record from the artifact directory.
+    let build_options = OptimizeOptions { json: None, ..options.clone() };
+    let build = run_optimized_pipeline(&build_options, on_event)?;
+    if build.record.outcome != RunOutcome::Succeeded {
+        return Ok(build);
+    }
+    let inputs = Inputs::load(options.manifest_path.as_deref())?;
+    let state_dir = inputs.workspace.state_dir(&inputs.config);
+    let artifacts = shards.artifacts(&state_dir);
+    let shard_plan = read_plan(&artifacts.plan())?;
+    let run_id = options.run_id.clone().unwrap_or_else(crate::orchestrator::new_run_id);
+    let temp = std::env::temp_dir();
+    let scratch = Utf8PathBuf::from_path_buf(temp.join(format!("pipeline-opt-local-{run_id}")))
+        .map_err(|p| {
+            ScaleError::MergeInput(format!(
+                "the temporary directory {} is not UTF-8: set TMPDIR to a UTF-8 path",
+                p.display()
+            ))
+        })?;
+    let _remove_scratch = RemoveOnDrop(scratch.clone());
+    let root = &inputs.workspace.root;
+    let manifest =
+        inputs.workspace.manifest_path.strip_prefix(root).unwrap_or("Cargo.toml".as_ref());
+    let skip = [
+        inputs.workspace.target_dir.clone(),
+        artifacts.dir().to_owned(),
+        state_dir.to_path_buf(),
+        // TMPDIR may lie inside the checkout.
+        scratch.clone(),
+    ];
+    let mut local = Vec::new();
+    for s in &shard_plan.shards {
+        let checkout = scratch.join(format!("checkout-{}", s.index));
+        copy_checkout(root, &checkout, &skip)?;
+        let out = artifacts.dir().join(format!("shard-{}", s.index));
+        // A record left by an earlier run must not pass for this one's.
+        if out.exists() {
+            std::fs::remove_dir_all(&out)
+                .map_err(|source| ScaleError::Write { path: out.clone(), source })?;
+        }
+        local.push(crate::plan::LocalShard {
+            index: s.index,
+            plan_file: artifacts.plan(),
+            out,
+            manifest: checkout.join(manifest),
+            target_dir: checkout.join("target"),
+        });
+    }
+    let exe = std::env::current_exe().map_err(|source| OptimizeError::CurrentExe { source })?;
+    let exe = exe.to_string_lossy();
+    let plan = crate::plan::local_shards_plan(root, &exe, &local);
+    let run_options = OptimizeOptions {
+        // Every shard at once, none stopping the others when its tests fail.
+        jobs: Some(local.len().max(1)),
+        keep_going: true,
+        // Each shard process times its own stage.
+        rustc_shim: false,
+        run_id: Some(run_id.clone()),
+        ..options.clone()
+    };
+    let targets = PerformanceTargets::from_config(&inputs.config.targets);
+    let mut progress = options.progress.map(|mode| ProgressReporter::new(mode, &targets));
+    let on_event = &mut |ev: &Event| {
+        if let Some(p) = &mut progress {
+            p.handle(ev);
+        }
+        on_event(ev);
+    };
+    let command = format!("{} shards on this machine", local.len());
+    let ran = run_plan_once(&inputs, &run_options, &plan, &command, on_event)?;
+    drop(progress);
+    let mut dirs = vec![artifacts.dir().to_owned()];
+    let mut lost = Vec::new();
+    for s in &local {
+        if s.out.join("run.json").is_file() {
+            dirs.push(s.out.clone());
+        } else {
+            let log = state_dir.logs(&run_id).join(format!("shard-{}.log", s.index));
+            lost.push(format!("shard {} wrote no run record (its output: {log})", s.index));
+        }
+    }
+    let mut outcome = merge_shards(&dirs, options)?;
+    for line in &lost {
+        eprintln!("error: {line}");
+    }
+    eprintln!("shard logs: {}", state_dir.logs(&run_id));
+    if ran.outcome == RunOutcome::Interrupted || crate::process::received_signal().is_some() {
+        outcome.exit_code = exit::INTERRUPTED;
+    }
+    Ok(outcome)
+}
+
+/// Removes a scratch directory when the command ends, however it ends.
+struct RemoveOnDrop(Utf8PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// `--explore`: the plan's build stage (or `cargo test --no-run` where it has none) from

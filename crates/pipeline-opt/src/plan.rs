@@ -1308,6 +1308,65 @@ pub fn shard_run_plan(
     }
 }
 
+/// One shard process of `optimize --shards N --local`: `shard run` of shard `index` of
+/// the plan at `plan_file`, against the checkout copy whose root manifest is `manifest`,
+/// with its results in `out` and cargo's target directory at `target_dir` (each shard
+/// its own, so no two shards share nextest's JUnit or extraction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalShard {
+    pub index: usize,
+    pub plan_file: Utf8PathBuf,
+    pub out: Utf8PathBuf,
+    pub manifest: Utf8PathBuf,
+    pub target_dir: Utf8PathBuf,
+}
+
+/// `--local`: one stage per shard, `EXE shard run …` (this binary), all independent,
+/// so the orchestrator runs them side by side in their own process groups, logs each
+/// one's output under its id and stops them all on Ctrl-C.
+pub fn local_shards_plan(workspace_root: &Utf8Path, exe: &str, shards: &[LocalShard]) -> Plan {
+    let stages = shards
+        .iter()
+        .map(|s| {
+            let args = [
+                "shard",
+                "run",
+                "--plan",
+                s.plan_file.as_str(),
+                "--shard",
+                &s.index.to_string(),
+                "--out",
+                s.out.as_str(),
+                "--manifest-path",
+                s.manifest.as_str(),
+            ]
+            .map(String::from)
+            .to_vec();
+            let cwd = s.manifest.parent().map(Utf8Path::to_owned).unwrap_or_default();
+            let mut command = StageCommand::argv(exe, args, cwd);
+            command.env.insert("CARGO_TARGET_DIR".into(), s.target_dir.to_string());
+            Stage {
+                id: format!("shard-{}", s.index),
+                kind: StageKind::Custom,
+                command,
+                depends_on: Vec::new(),
+                reason: format!("shard {} of the archive, as its own process", s.index),
+                proves: vec![Proof::TestsPass],
+                build_dir: None,
+                lock: LockUse::Exclusive,
+                cpu_heavy: false,
+                timeout: None,
+            }
+        })
+        .collect();
+    Plan {
+        workspace_root: workspace_root.to_owned(),
+        stages,
+        dropped: Vec::new(),
+        notes: Vec::new(),
+    }
+}
+
 /// The fields in which stages differ beyond id, kind and command.
 struct StageShape {
     depends_on: Vec<String>,

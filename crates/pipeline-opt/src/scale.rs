@@ -46,6 +46,10 @@ impl Artifacts {
     pub fn build_record(&self) -> Utf8PathBuf {
         self.0.join("build-run.json")
     }
+    /// The JUnit of the tests the build machine ran itself (doctests, custom harnesses).
+    pub fn build_junit(&self) -> Utf8PathBuf {
+        self.0.join("build-junit.xml")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -212,8 +216,24 @@ pub fn merge(
     let mut ran: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut results = Vec::new();
     let mut slowest = std::time::Duration::ZERO;
+    let mut slowest_stage: Option<crate::record::CriticalStep> = None;
     for (index, r) in shard_records {
-        record.stages.extend(r.stages.iter().cloned());
+        // The shards start when the build has ended, side by side: on the merged
+        // timeline each shard's stages follow the build's.
+        for stage in &r.stages {
+            let mut stage = stage.clone();
+            stage.start = build.total.saturating_add(stage.start);
+            let end = stage.start.saturating_add(stage.wall);
+            if slowest_stage.as_ref().is_none_or(|s| end > s.end) {
+                slowest_stage = Some(crate::record::CriticalStep {
+                    kind: "stage".into(),
+                    name: stage.id.clone(),
+                    start: stage.start,
+                    end,
+                });
+            }
+            record.stages.push(stage);
+        }
         record.tests.extend(r.tests.iter().cloned());
         record.test_counts.extend(r.test_counts.iter().cloned());
         record.crates.extend(r.crates.iter().cloned());
@@ -236,6 +256,8 @@ pub fn merge(
     }
     results.sort_by_key(|s| s.index);
     record.total = build.total.saturating_add(slowest);
+    // The pipeline's longest chain goes on through the shard that ended last.
+    record.critical_path.extend(slowest_stage);
     let planned = plan.shards.iter().flat_map(|s| {
         s.tests.iter().flat_map(|(b, ts)| ts.iter().map(|t| crate::shard::test_key(b, t)))
     });
@@ -309,4 +331,44 @@ pub fn read_record(path: &Utf8Path) -> Result<crate::record::RunRecord, ScaleErr
         .map_err(|e| ScaleError::ReadRecord { path: path.to_owned(), detail: e.to_string() })?;
     serde_json::from_str(&text)
         .map_err(|e| ScaleError::ReadRecord { path: path.to_owned(), detail: e.to_string() })
+}
+
+/// Copies the checkout at `root` to `dest` (which must not exist yet), leaving out the
+/// directories in `skip` (the target directory, the artifact directory) and `.git`:
+/// what a shard machine's checkout of the same commit holds, at another path, so a path
+/// baked in at build time fails there as it would on another machine. Symbolic links
+/// are copied as links.
+pub fn copy_checkout(
+    root: &Utf8Path,
+    dest: &Utf8Path,
+    skip: &[Utf8PathBuf],
+) -> Result<(), ScaleError> {
+    let io = |path: &Utf8Path| {
+        let path = path.to_owned();
+        move |source| ScaleError::Write { path, source }
+    };
+    std::fs::create_dir_all(dest).map_err(io(dest))?;
+    let mut stack = vec![(root.to_owned(), dest.to_owned())];
+    while let Some((from, to)) = stack.pop() {
+        for entry in std::fs::read_dir(&from).map_err(io(&from))? {
+            let entry = entry.map_err(io(&from))?;
+            let Ok(name) = entry.file_name().into_string() else { continue };
+            let src = from.join(&name);
+            let dst = to.join(&name);
+            if name == ".git" || skip.contains(&src) {
+                continue;
+            }
+            let kind = entry.file_type().map_err(io(&src))?;
+            if kind.is_dir() {
+                std::fs::create_dir(&dst).map_err(io(&dst))?;
+                stack.push((src, dst));
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(&src).map_err(io(&src))?;
+                std::os::unix::fs::symlink(target, &dst).map_err(io(&dst))?;
+            } else if kind.is_file() {
+                std::fs::copy(&src, &dst).map_err(io(&dst))?;
+            }
+        }
+    }
+    Ok(())
 }

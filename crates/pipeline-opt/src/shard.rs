@@ -505,3 +505,84 @@ pub fn escape(name: &str) -> String {
     }
     o
 }
+
+/// `ci-workflow --shards auto`: how many shard jobs, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardCountChoice {
+    pub count: usize,
+    /// Per candidate N, the predicted test phase: the tests in the one job for N = 1;
+    /// the slowest shard plus two jobs' overhead (a shard job and the merge job, which
+    /// an unsharded pipeline does not have) for N > 1.
+    pub predicted: Vec<(usize, Duration)>,
+    pub reason: String,
+}
+
+/// Picks N for `ci-workflow --shards auto` from the tests the history knows (planned as
+/// [`plan_shards`] would plan them) and the per-job overhead: the N with the shortest
+/// predicted test phase, or the smallest N within 5 % of it (fewer machines for almost
+/// the same time); 1 when no N > 1 beats running the tests in the one job.
+pub fn choose_shard_count(
+    durations: &Durations,
+    job_overhead: Duration,
+    max: NonZeroUsize,
+) -> ShardCountChoice {
+    let mut by_binary: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for key in durations.samples.keys() {
+        let (binary, test) = key.split_once(' ').unwrap_or((key.as_str(), ""));
+        by_binary.entry(binary.to_string()).or_default().push(test.to_string());
+    }
+    let inventory = Inventory {
+        binaries: by_binary
+            .into_iter()
+            .map(|(binary_id, tests)| InventoryBinary { binary_id, tests })
+            .collect(),
+    };
+    if inventory.test_count() == 0 {
+        return ShardCountChoice {
+            count: 1,
+            predicted: Vec::new(),
+            reason: "the history holds no test durations, so sharding cannot be planned: 1 job (run `optimize` first)".into(),
+        };
+    }
+    let mut predicted = Vec::new();
+    for n in 1..=max.get() {
+        let options = ShardOptions::new(NonZeroUsize::new(n).expect("n >= 1"));
+        let plan = plan_shards(&inventory, durations, &options);
+        let slowest = plan.shards.iter().filter_map(|s| s.predicted).max().unwrap_or_default();
+        let phase = if n == 1 { slowest } else { slowest.saturating_add(job_overhead * 2) };
+        predicted.push((n, phase));
+    }
+    let best = predicted.iter().map(|(_, p)| *p).min().unwrap_or_default();
+    let count = predicted
+        .iter()
+        .find(|(_, p)| p.as_secs_f64() <= best.as_secs_f64() * 1.05)
+        .map_or(1, |(n, _)| *n);
+    let secs = |d: Duration| format!("{:.1} s", d.as_secs_f64());
+    let one = predicted[0].1;
+    let chosen = predicted[count - 1].1;
+    let reason = if count == 1 {
+        format!(
+            "1 job: the tests take {} in one job, and no split beats that once each shard adds two jobs' overhead of {} (a shard job and the merge job)",
+            secs(one),
+            secs(job_overhead)
+        )
+    } else {
+        format!(
+            "{count} shards: the tests take {} in one job; split {count} ways the slowest shard is predicted at {} plus two jobs' overhead of {} each, {} in all{}",
+            secs(one),
+            secs(chosen.saturating_sub(job_overhead * 2)),
+            secs(job_overhead),
+            secs(chosen),
+            if count < max.get() {
+                format!(
+                    "; more shards save less than 5 % (the fastest, {} shards, {})",
+                    predicted.iter().find(|(_, p)| *p == best).map_or(count, |(n, _)| *n),
+                    secs(best)
+                )
+            } else {
+                String::new()
+            }
+        )
+    };
+    ShardCountChoice { count, predicted, reason }
+}

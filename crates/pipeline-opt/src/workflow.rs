@@ -33,6 +33,10 @@ pub struct WorkflowOptions {
     pub state_dir: String,
     /// Pass `--locked` (the workspace has a `Cargo.lock`).
     pub locked: bool,
+    /// Shard jobs for the tests (docs/scale-out.md); 1 runs them in the one job.
+    pub shards: usize,
+    /// Why that many (`--shards auto`), written into the workflow as a comment.
+    pub shards_why: Option<String>,
 }
 
 impl Default for WorkflowOptions {
@@ -45,6 +49,8 @@ impl Default for WorkflowOptions {
             dir: String::new(),
             state_dir: "target/pipeline-opt".to_string(),
             locked: true,
+            shards: 1,
+            shards_why: None,
         }
     }
 }
@@ -105,70 +111,22 @@ env:
   CARGO_INCREMENTAL: \"0\"
 
 jobs:
-  pipeline:
-    runs-on: ubuntu-latest
-    timeout-minutes: 30
 "
     ));
+    if let Some(why) = &o.shards_why {
+        for line in wrap_comment(why) {
+            w.push_str(&format!("  # {line}\n"));
+        }
+    }
+    if o.shards > 1 {
+        w.push_str(&sharded_jobs(o, cmd, &repo_state, locked, in_repo("target")));
+        return w;
+    }
+    w.push_str("  pipeline:\n    runs-on: ubuntu-latest\n    timeout-minutes: 30\n");
     if !o.dir.is_empty() {
         w.push_str(&format!("    defaults:\n      run:\n        working-directory: {}\n", o.dir));
     }
-    w.push_str(
-        "    steps:
-      - uses: actions/checkout@v4
-      - name: Toolchain
-        run: rustup show active-toolchain || rustup toolchain install
-      # target/, downloaded crates and ~/.cargo/bin, keyed by Cargo.lock and the
-      # toolchain (not by commit), restored from the closest match and pruned of the
-      # workspace's own artifacts before saving.
-      - uses: Swatinem/rust-cache@v2
-",
-    );
-    if !o.dir.is_empty() {
-        w.push_str(&format!("        with:\n          workspaces: {} -> target\n", o.dir));
-    }
-    w.push_str(
-        "      # The release binary, not a build from source.
-      - name: Install cargo-nextest
-        uses: taiki-e/install-action@v2
-        with:
-          tool: cargo-nextest
-",
-    );
-    let services: Vec<&str> = [(o.postgres, "postgresql"), (o.redis, "redis-server")]
-        .into_iter()
-        .filter_map(|(on, package)| on.then_some(package))
-        .collect();
-    if !services.is_empty() {
-        w.push_str(&format!(
-            "      # The services the workspace declares; pipeline-opt's pool starts its own
-      # instances of them, so the system services stay stopped.
-      - name: Install services
-        run: |
-          sudo apt-get update -q
-          sudo apt-get install -y -q --no-install-recommends {}
-",
-            services.join(" ")
-        ));
-    }
-    if let Runner::Installed { git } = &o.runner {
-        w.push_str(&format!(
-            "      # pipeline-opt is installed from its git repository. Set PIPELINE_OPT_GIT to
-      # that repository's URL (or regenerate with `ci-workflow --install-from URL`).
-      # rust-cache keeps ~/.cargo/bin, so an unchanged commit is not built again.
-      - name: Install cargo-pipeline-opt
-        env:
-          PIPELINE_OPT_GIT: \"{}\"
-        run: |
-          if [ -z \"$PIPELINE_OPT_GIT\" ]; then
-            echo \"::error::set PIPELINE_OPT_GIT in this workflow to the git URL of pipeline-opt\"
-            exit 1
-          fi
-          cargo install --locked --git \"$PIPELINE_OPT_GIT\" pipeline-opt --bin cargo-pipeline-opt
-",
-            git.as_deref().unwrap_or("")
-        ));
-    }
+    w.push_str(&setup_steps(o, true));
     let gate_comment = match o.gate {
         None => {
             "      # No --gate: the job fails when a stage fails, not when the pipeline is slow.
@@ -222,5 +180,233 @@ jobs:
             {}/nextest/**/*.xml
 "
     , in_repo("target")));
+    w
+}
+
+/// The steps every job of the workflow starts with: checkout, toolchain, the cargo
+/// cache (saved only by the job that compiles, `save_cache`), cargo-nextest, the
+/// services, and pipeline-opt itself when it is installed.
+fn setup_steps(o: &WorkflowOptions, save_cache: bool) -> String {
+    let mut w = String::new();
+    w.push_str(
+        "    steps:
+      - uses: actions/checkout@v4
+      - name: Toolchain
+        run: rustup show active-toolchain || rustup toolchain install
+      # target/, downloaded crates and ~/.cargo/bin, keyed by Cargo.lock and the
+      # toolchain (not by commit), restored from the closest match and pruned of the
+      # workspace's own artifacts before saving.
+      - uses: Swatinem/rust-cache@v2
+",
+    );
+    if !o.dir.is_empty() || !save_cache {
+        w.push_str("        with:\n");
+    }
+    if !o.dir.is_empty() {
+        w.push_str(&format!("          workspaces: {} -> target\n", o.dir));
+    }
+    if !save_cache {
+        // One job saves what every job restores: the build job, which compiles.
+        w.push_str("          save-if: false\n");
+    }
+    w.push_str(
+        "      # The release binary, not a build from source.
+      - name: Install cargo-nextest
+        uses: taiki-e/install-action@v2
+        with:
+          tool: cargo-nextest
+",
+    );
+    let services: Vec<&str> = [(o.postgres, "postgresql"), (o.redis, "redis-server")]
+        .into_iter()
+        .filter_map(|(on, package)| on.then_some(package))
+        .collect();
+    if !services.is_empty() {
+        w.push_str(&format!(
+            "      # The services the workspace declares; pipeline-opt's pool starts its own
+      # instances of them, so the system services stay stopped.
+      - name: Install services
+        run: |
+          sudo apt-get update -q
+          sudo apt-get install -y -q --no-install-recommends {}
+",
+            services.join(" ")
+        ));
+    }
+    if let Runner::Installed { git } = &o.runner {
+        w.push_str(&format!(
+            "      # pipeline-opt is installed from its git repository. Set PIPELINE_OPT_GIT to
+      # that repository's URL (or regenerate with `ci-workflow --install-from URL`).
+      # rust-cache keeps ~/.cargo/bin, so an unchanged commit is not built again.
+      - name: Install cargo-pipeline-opt
+        env:
+          PIPELINE_OPT_GIT: \"{}\"
+        run: |
+          if [ -z \"$PIPELINE_OPT_GIT\" ]; then
+            echo \"::error::set PIPELINE_OPT_GIT in this workflow to the git URL of pipeline-opt\"
+            exit 1
+          fi
+          cargo install --locked --git \"$PIPELINE_OPT_GIT\" pipeline-opt --bin cargo-pipeline-opt
+",
+            git.as_deref().unwrap_or("")
+        ));
+    }
+    w
+}
+
+/// A comment's text in lines of at most 80 characters.
+fn wrap_comment(text: &str) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let last = lines.last_mut().expect("one line at least");
+        if !last.is_empty() && last.len() + 1 + word.len() > 80 {
+            lines.push(word.to_string());
+        } else {
+            if !last.is_empty() {
+                last.push(' ');
+            }
+            last.push_str(word);
+        }
+    }
+    lines
+}
+
+/// The scale-out shape (docs/scale-out.md): a build job that archives the tests and
+/// plans the shards, N matrix jobs that each run one shard from the archive, and a merge
+/// job that runs whatever happened to them and keeps the run history across runs.
+fn sharded_jobs(
+    o: &WorkflowOptions,
+    cmd: &str,
+    repo_state: &str,
+    locked: &str,
+    repo_target: String,
+) -> String {
+    let state = &o.state_dir;
+    let n = o.shards;
+    let defaults = if o.dir.is_empty() {
+        String::new()
+    } else {
+        format!("    defaults:\n      run:\n        working-directory: {}\n", o.dir)
+    };
+    let gate = o.gate.map(|g| format!(" --gate {}", gate_arg(g))).unwrap_or_default();
+    let matrix: Vec<String> = (1..=n).map(|k| k.to_string()).collect();
+    let shard_dirs: Vec<String> =
+        (1..=n).map(|k| format!("{state}/shards-in/pipeline-shard-{k}")).collect();
+    let mut w = String::new();
+    // The build job: compiles once, archives the test binaries, plans the shards by the
+    // history's durations (restored, never saved here: the merge job saves it).
+    w.push_str(&format!(
+        "  build:
+    runs-on: ubuntu-latest
+    timeout-minutes: 30
+{defaults}"
+    ));
+    w.push_str(&setup_steps(o, true));
+    w.push_str(&format!(
+        "      # The run history, for the tests' durations: the merge job saves it.
+      - name: Restore the run history
+        uses: actions/cache/restore@v4
+        with:
+          path: {repo_state}/history.jsonl
+          key: pipeline-opt-history-${{{{ runner.os }}}}-${{{{ github.run_id }}}}-${{{{ github.run_attempt }}}}
+          restore-keys: pipeline-opt-history-${{{{ runner.os }}}}-
+      # Builds once and archives the tests (cargo nextest archive) with a plan of {n}
+      # shards by measured durations; doctests run here.
+      - name: Build and archive the tests
+        run: {cmd} optimize{locked}{gate} --shards {n} --shards-dir {state}/shards
+      - name: Upload the archive and the shard plan
+        uses: actions/upload-artifact@v4
+        with:
+          name: pipeline-shards
+          path: {repo_state}/shards/
+          retention-days: 1
+"
+    ));
+    // The shard jobs: one test run each from the archive, no compilation of the tests.
+    w.push_str(&format!(
+        "  shard:
+    needs: build
+    runs-on: ubuntu-latest
+    timeout-minutes: 30
+    strategy:
+      # Every shard runs to the end, so the merge sees every failing test.
+      fail-fast: false
+      matrix:
+        shard: [{}]
+{defaults}",
+        matrix.join(", ")
+    ));
+    w.push_str(&setup_steps(o, false));
+    w.push_str(&format!(
+        "      - name: Download the archive and the shard plan
+        uses: actions/download-artifact@v4
+        with:
+          name: pipeline-shards
+          path: {repo_state}/shards
+      - name: Shard ${{{{ matrix.shard }}}}
+        run: {cmd} shard run --plan {state}/shards/shard-plan.json --shard ${{{{ matrix.shard }}}} --out {state}/shard-out
+      # The shard's record, reports and JUnit; not the extracted test binaries.
+      - name: Upload the shard's results
+        if: always()
+        uses: actions/upload-artifact@v4
+        with:
+          name: pipeline-shard-${{{{ matrix.shard }}}}
+          if-no-files-found: ignore
+          retention-days: 1
+          path: |
+            {repo_state}/shard-out/
+            !{repo_state}/shard-out/extracted/
+"
+    ));
+    // The merge job: runs even when a shard failed, and keeps the history.
+    w.push_str(&format!(
+        "  merge:
+    needs: [build, shard]
+    if: always()
+    runs-on: ubuntu-latest
+    timeout-minutes: 15
+{defaults}"
+    ));
+    w.push_str(&setup_steps(o, false));
+    w.push_str(&format!(
+        "      # The run history, saved under a key per run and restored from the newest
+      # earlier run: the next build plans by the durations this merge adds.
+      - name: Keep the run history
+        uses: actions/cache@v4
+        with:
+          path: {repo_state}/history.jsonl
+          key: pipeline-opt-history-${{{{ runner.os }}}}-${{{{ github.run_id }}}}-${{{{ github.run_attempt }}}}
+          restore-keys: pipeline-opt-history-${{{{ runner.os }}}}-
+      # Each artifact into a directory of its name: the build's and every shard's.
+      - name: Download the build's and the shards' results
+        uses: actions/download-artifact@v4
+        with:
+          pattern: pipeline-shard*
+          path: {repo_state}/shards-in
+      # One record, report, JUnit file and history line; exit 100 when a test failed or
+      # ran on no shard or on two.
+      - name: Merge
+        run: {cmd} shard merge {state}/shards-in/pipeline-shards {} --prometheus {state}/pipeline.prom
+      - name: Trend
+        if: always()
+        run: {cmd} history --csv {state}/history.csv
+      - name: Upload reports
+        if: always()
+        uses: actions/upload-artifact@v4
+        with:
+          name: pipeline-reports
+          if-no-files-found: ignore
+          path: |
+            {repo_state}/pipeline-optimization-report.md
+            {repo_state}/report.html
+            {repo_state}/junit.xml
+            {repo_state}/pipeline.prom
+            {repo_state}/history.jsonl
+            {repo_state}/history.csv
+            {repo_state}/shards-in/pipeline-shards/merged-run.json
+            {repo_target}/nextest/**/*.xml
+",
+        shard_dirs.join(" ")
+    ));
     w
 }

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 pub use super::values::{
-    CacheAction, ColorChoice, MessageFormat, PlanFormat, PoolAction, Services,
+    CacheAction, ColorChoice, MessageFormat, PlanFormat, PoolAction, Services, ShardCount,
 };
 pub use crate::record::Gate;
 
@@ -83,6 +83,9 @@ xflags::xflags! {
             /// Where --shards writes the archive, the shard plan and the run record
             /// (default: target/pipeline-opt/shards).
             optional --shards-dir path: PathBuf
+            /// With --shards: run the shards here too, each as its own process against
+            /// its own copy of the checkout, and merge them into one report.
+            optional --local
             /// Most stages to run at once (default: twice the cores; CPU-heavy stages share
             /// the cores separately).
             optional -j, --jobs jobs: usize
@@ -236,6 +239,14 @@ xflags::xflags! {
             /// The git URL to install cargo-pipeline-opt from, when the workspace has no
             /// xtask that embeds it (default: none; the workflow says where to set it).
             optional --install-from url: String
+            /// Run the tests on shard jobs: a number, or `auto` to pick it from the
+            /// history's test durations and the per-job overhead (default: 1, the tests
+            /// in the one job). See docs/scale-out.md.
+            optional --shards shards: ShardCount
+            /// With --shards auto: a job's overhead (start, checkout, caches, artifact),
+            /// such as `40s` (default: measured from the last `optimize --shards N
+            /// --local` run's shards).
+            optional --job-overhead duration: String
         }
 
         /// Scale-out: run one shard of the tests that `optimize --shards N` archived and
@@ -259,6 +270,8 @@ xflags::xflags! {
             cmd merge {
                 optional --manifest-path path: PathBuf
                 /// The artifact directory of `optimize --shards` and each shard's.
+                /// Also write the merged run's metrics in Prometheus text format here.
+                optional --prometheus path: PathBuf
                 repeated dirs: PathBuf
             }
         }
@@ -336,6 +349,7 @@ pub struct Optimize {
     pub explore: bool,
     pub shards: Option<usize>,
     pub shards_dir: Option<PathBuf>,
+    pub local: bool,
     pub jobs: Option<usize>,
     pub locked: bool,
     pub frozen: bool,
@@ -443,6 +457,8 @@ pub struct CiWorkflow {
     pub gate: Option<Gate>,
     pub services: Option<Services>,
     pub install_from: Option<String>,
+    pub shards: Option<ShardCount>,
+    pub job_overhead: Option<String>,
 }
 
 #[derive(Debug)]
@@ -469,6 +485,7 @@ pub struct Merge {
     pub dirs: Vec<PathBuf>,
 
     pub manifest_path: Option<PathBuf>,
+    pub prometheus: Option<PathBuf>,
 }
 
 #[derive(Debug)]

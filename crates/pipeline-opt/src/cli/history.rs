@@ -11,7 +11,7 @@ use crate::workspace::Workspace;
 use anyhow::{Context, Result};
 use camino::Utf8Path;
 
-use super::values::Services;
+use super::values::{Services, ShardCount};
 
 impl super::flags::History {
     pub(crate) fn run(self) -> Result<i32> {
@@ -60,6 +60,16 @@ impl super::flags::CiWorkflow {
         } else {
             Runner::Installed { git: self.install_from }
         };
+        let (shards, shards_why) = match self.shards {
+            None => (1, None),
+            Some(ShardCount::Count(n)) => (n, None),
+            Some(ShardCount::Auto) => {
+                let state = workspace.state_dir(&config);
+                let choice = choose_shards(&state, self.job_overhead.as_deref())?;
+                eprintln!("--shards auto: {}", choice.reason);
+                (choice.count, Some(format!("--shards auto: {}", choice.reason)))
+            }
+        };
         let options = WorkflowOptions {
             runner,
             gate: self.gate,
@@ -68,10 +78,58 @@ impl super::flags::CiWorkflow {
             dir: repository_dir(&workspace.root),
             state_dir: state_dir(&workspace, &config),
             locked: workspace.root.join("Cargo.lock").exists(),
+            shards,
+            shards_why,
         };
         out!("{}", crate::workflow::github_actions(&options));
         Ok(exit::OK)
     }
+}
+
+/// `--shards auto`: N from the history's test durations and the per-job overhead,
+/// given (`--job-overhead`) or measured: the median, over the shards of the last
+/// `optimize --shards N --local` run, of a shard's wall beyond its tests' time.
+fn choose_shards(
+    state: &crate::state::StateDir,
+    job_overhead: Option<&str>,
+) -> Result<crate::shard::ShardCountChoice> {
+    let (overhead, source) = match job_overhead {
+        Some(text) => (
+            humantime::parse_duration(text).map_err(|e| {
+                anyhow::anyhow!("--job-overhead `{text}` is not a duration ({e}): use e.g. `40s`")
+            })?,
+            "given".to_string(),
+        ),
+        None => {
+            let merged = state.shards().join("merged-run.json");
+            let record = crate::scale::read_record(&merged).map_err(|_| {
+                anyhow::anyhow!(
+                    "--shards auto needs a per-job overhead: run `optimize --shards 2 --local` once to measure it ({merged}), or pass --job-overhead"
+                )
+            })?;
+            let mut beyond: Vec<std::time::Duration> = record
+                .shards
+                .iter()
+                .flat_map(|s| &s.shards)
+                .map(|s| s.wall.saturating_sub(s.test_time))
+                .collect();
+            beyond.sort();
+            let Some(median) = beyond.get(beyond.len() / 2).copied() else {
+                anyhow::bail!(
+                    "{merged} has no shards to measure a job's overhead from: run `optimize --shards 2 --local`, or pass --job-overhead"
+                );
+            };
+            (median, format!("measured by run {}", record.run_id))
+        }
+    };
+    let history = history::read(&state.report(report::HISTORY_FILE))?;
+    let mut choice = crate::shard::choose_shard_count(
+        &history.test_durations(),
+        overhead,
+        std::num::NonZeroUsize::new(16).expect("16 > 0"),
+    );
+    choice.reason = format!("{} (overhead {source})", choice.reason);
+    Ok(choice)
 }
 
 /// Whether `cargo xtask optimize` exists in the workspace: the `xtask` alias in its

@@ -102,6 +102,9 @@ impl super::flags::Optimize {
             None if self.shards_dir.is_some() => {
                 anyhow::bail!("--shards-dir needs --shards N: add --shards 2 (or more)")
             }
+            None if self.local => {
+                anyhow::bail!("--local needs --shards N: add --shards 2 (or more)")
+            }
             None => None,
             Some(n) => Some(crate::scale::Shards {
                 count: std::num::NonZeroUsize::new(n).ok_or_else(|| {
@@ -132,7 +135,16 @@ impl super::flags::Optimize {
             shards,
             ..cli_defaults()
         };
-        let outcome = run_optimized_pipeline(&options, &mut |ev| output.event(ev))?;
+        let outcome = if self.local {
+            crate::optimize::run_local_shards(&options, &mut |ev| output.event(ev))?
+        } else {
+            run_optimized_pipeline(&options, &mut |ev| output.event(ev))?
+        };
+        if self.local
+            && let Some(sh) = &outcome.record.shards
+        {
+            print_shards_summary(sh);
+        }
         if self.explain {
             print_explanations(&outcome.record);
         }
@@ -174,12 +186,14 @@ impl super::flags::Merge {
                 "shard merge needs directories: pass the artifact directory of `optimize --shards` and each shard's"
             );
         }
-        let options =
-            OptimizeOptions { manifest_path: utf8(self.manifest_path.as_ref())?, ..cli_defaults() };
+        let options = OptimizeOptions {
+            manifest_path: utf8(self.manifest_path.as_ref())?,
+            prometheus: utf8(self.prometheus.as_ref())?,
+            ..cli_defaults()
+        };
         let outcome = crate::optimize::merge_shards(&dirs, &options)?;
         if let Some(sh) = &outcome.record.shards {
-            let balance = sh.balance.map(|b| format!("{b:.2}")).unwrap_or_else(|| "-".into());
-            eprintln!("{} shards, balance (slowest / mean) {balance}", sh.shards.len());
+            print_shards_summary(sh);
         }
         for note in &outcome.record.notes {
             if note.contains("ran on no shard") || note.contains("ran on more than one shard") {
@@ -188,6 +202,23 @@ impl super::flags::Merge {
         }
         Ok(finish(&outcome, Output::plain()))
     }
+}
+
+/// One line per shard (tests, predicted and measured test time, wall) and the balance.
+fn print_shards_summary(sh: &crate::record::ShardsSummary) {
+    for s in &sh.shards {
+        let predicted =
+            s.predicted.map(|p| format!("{:.2}s", p.as_secs_f64())).unwrap_or_else(|| "-".into());
+        eprintln!(
+            "shard {}: {} tests, predicted {predicted}, test time {:.2}s, wall {:.2}s",
+            s.index,
+            s.tests,
+            s.test_time.as_secs_f64(),
+            s.wall.as_secs_f64()
+        );
+    }
+    let balance = sh.balance.map(|b| format!("{b:.2}")).unwrap_or_else(|| "-".into());
+    eprintln!("{} shards, balance (slowest / mean) {balance}", sh.shards.len());
 }
 
 impl super::flags::Check {

@@ -125,3 +125,26 @@ impl FromStr for MessageFormat {
         }
     }
 }
+
+/// `ci-workflow --shards`: a number of shard jobs, or `auto` (chosen from the history's
+/// test durations and the measured per-job overhead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardCount {
+    Auto,
+    Count(usize),
+}
+
+impl FromStr for ShardCount {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            _ => match s.parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(Self::Count(n)),
+                _ => Err(format!(
+                    "unknown --shards `{s}`: use a number of jobs (1 or more) or `auto`"
+                )),
+            },
+        }
+    }
+}

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use crate::record::{CrateTiming, RunRecord, StageMetrics, StageStatus};
+use crate::record::{CrateTiming, RunRecord, ShardResult, StageMetrics, StageStatus};
 use crate::report::text::{on_critical_path, outcome_text, status_text};
 use crate::report::{limit, percent, secs};
 
@@ -116,10 +116,11 @@ table {{ border-collapse: collapse; }} td, th {{ padding: 2px 8px; text-align: l
 <p>{command} in <code>{root}</code>, started {started}: <strong>{outcome}</strong> in {total}.
 Required target {required}: {required_verdict}; stretch target {stretch}: {stretch_verdict}.
 {naive}{bound}Critical path outlined in black; hover a bar for details.</p>
-{svg}{tests}</body>
+{svg}{shards}{tests}</body>
 </html>
 "#,
         tests = tests_html(record),
+        shards = shards_html(record),
         command = esc(&record.command),
         root = esc(record.workspace_root.as_str()),
         started = esc(&record.started_at),
@@ -152,6 +153,48 @@ Required target {required}: {required_verdict}; stretch target {stretch}: {stret
             ))
             .unwrap_or_default(),
     )
+}
+
+/// The shard a merged run's stage `shard-K` ran, if the record is of a merged run.
+fn shard_of<'a>(record: &'a RunRecord, st: &StageMetrics) -> Option<&'a ShardResult> {
+    let index: usize = st.id.strip_prefix("shard-")?.parse().ok()?;
+    record.shards.as_ref()?.shards.iter().find(|s| s.index == index)
+}
+
+/// A merged scale-out run's shards, as the markdown report has them: predicted against
+/// measured, the balance and the prediction error. Their stages are on the timeline.
+fn shards_html(record: &RunRecord) -> String {
+    let Some(sh) = &record.shards else { return String::new() };
+    let mut s = format!(
+        "<h2>Shards</h2>\n<p>Split by {}; each shard's stage is on the timeline, after the build.</p>\n\
+         <table id=\"shards\">\n<tr><th>shard</th><th>run</th><th>tests</th><th>predicted</th>\
+         <th>test time</th><th>wall</th></tr>\n",
+        esc(&sh.strategy)
+    );
+    for r in &sh.shards {
+        writeln!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            r.index,
+            esc(&r.run_id),
+            r.tests,
+            r.predicted.map(secs).unwrap_or_else(|| "-".into()),
+            secs(r.test_time),
+            secs(r.wall)
+        )
+        .unwrap();
+    }
+    let balance = sh.balance.map(|b| format!("{b:.2}")).unwrap_or_else(|| "-".into());
+    let error = sh
+        .prediction_error
+        .map(|e| format!("{:.0} %", e * 100.0))
+        .unwrap_or_else(|| "- (no prediction)".into());
+    writeln!(
+        s,
+        "</table>\n<p>Balance (slowest shard's wall ÷ mean): {balance}; median prediction error of the test time: {error}.</p>"
+    )
+    .unwrap();
+    s
 }
 
 /// Test counts per stage and the slowest tests, as the markdown report has them.
@@ -279,6 +322,17 @@ fn stage_bar(s: &mut String, record: &RunRecord, st: &StageMetrics, y: f64, scal
     );
     if let Some(target) = record.targets.stages.get(&st.id) {
         write!(tip, "\ntarget {}", limit(*target)).unwrap();
+    }
+    if let Some(shard) = shard_of(record, st) {
+        let predicted = shard.predicted.map(secs).unwrap_or_else(|| "-".into());
+        write!(
+            tip,
+            "\nshard {}: {} tests, predicted {predicted}, test time {}",
+            shard.index,
+            shard.tests,
+            secs(shard.test_time)
+        )
+        .unwrap();
     }
     if !critical.is_empty() {
         tip.push_str("\non the critical path");

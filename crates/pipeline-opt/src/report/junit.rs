@@ -212,3 +212,32 @@ pub fn render(name: &str, suites: Vec<TestSuite>, time: Option<Duration>) -> Str
     // Serializing into a String fails only on a writer error, which a String never has.
     report.to_string().unwrap_or_default()
 }
+
+/// Suites of the same name (a test binary whose tests ran on several shards) become one:
+/// their cases together, the counts added up, the times summed, the earliest timestamp.
+/// Suites keep the order in which their names first appear.
+pub fn merge_by_name(suites: impl IntoIterator<Item = TestSuite>) -> Vec<TestSuite> {
+    let mut out: Vec<TestSuite> = Vec::new();
+    for suite in suites {
+        let Some(same) = out.iter_mut().find(|s| s.name == suite.name) else {
+            out.push(suite);
+            continue;
+        };
+        // `add_test_cases` counts each case it adds into tests, failures, errors, skipped.
+        same.add_test_cases(suite.test_cases);
+        same.time = match (same.time, suite.time) {
+            (Some(a), Some(b)) => Some(a.saturating_add(b)),
+            (a, b) => a.or(b),
+        };
+        same.timestamp = match (same.timestamp, suite.timestamp) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        for p in suite.properties {
+            if !same.properties.contains(&p) {
+                same.properties.push(p);
+            }
+        }
+    }
+    out
+}

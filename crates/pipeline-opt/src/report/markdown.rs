@@ -212,7 +212,12 @@ fn cache(o: &mut String, r: &RunRecord) {
 fn shards(o: &mut String, r: &RunRecord) {
     let Some(sh) = &r.shards else { return };
     writeln!(o, "## Shards\n").unwrap();
-    writeln!(o, "Split by {}.\n", sh.strategy).unwrap();
+    writeln!(
+        o,
+        "Split by {}. Each shard's stage `shard-K` is in the stages below, starting when the build ended.\n",
+        sh.strategy
+    )
+    .unwrap();
     writeln!(o, "| shard | run | tests | predicted | test time | wall |").unwrap();
     writeln!(o, "| ---: | --- | ---: | ---: | ---: | ---: |").unwrap();
     for s in &sh.shards {

@@ -306,7 +306,100 @@ fn sample_workflows() -> Vec<String> {
         // This repository's own, which has an xtask that embeds pipeline-opt.
         ci_workflow(Utf8Path::new(this_crate()), &["--gate", "1m30s"]),
         nested_workflow(),
+        // The sharded shape: build, shard matrix, merge.
+        ci_workflow(&fx.root, &["--shards", "3", "--services", "all", "--install-from", "u"]),
+        ci_workflow(Utf8Path::new(this_crate()), &["--shards", "2", "--gate", "required"]),
+        nested_sharded_workflow(),
     ]
+}
+
+/// [`nested_workflow`] with shard jobs.
+fn nested_sharded_workflow() -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Utf8Path::from_path(dir.path()).unwrap();
+    std::fs::create_dir(repo.join(".git")).unwrap();
+    FixtureWorkspace::chain(1).write(&repo.join("ws")).unwrap();
+    ci_workflow(&repo.join("ws/crates/c0"), &["--shards", "2"])
+}
+
+/// `--shards 3`: a build job that archives the tests and uploads them, three matrix
+/// jobs that do not cancel each other and upload under names of their own, and a merge
+/// job that runs whatever happened to them, merges every shard's directory and keeps
+/// the history under a per-run key restored by prefix; the one-job shape is gone.
+#[test]
+fn cli_ci_workflow_sharded_shape() {
+    let fx = Fixture::write(&FixtureWorkspace::chain(1));
+    let wf = ci_workflow(&fx.root, &["--shards", "3", "--install-from", "u"]);
+    let jobs: Vec<&str> = wf
+        .lines()
+        .skip_while(|l| *l != "jobs:")
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   ") && l.ends_with(':'))
+        .collect();
+    assert_eq!(jobs, ["  build:", "  shard:", "  merge:"], "{wf}");
+    // Each job's text: from its name line to the next line indented by two spaces.
+    let job = |name: &str| {
+        let head = format!("  {name}:");
+        let mut lines = wf.lines().skip_while(|l| *l != head);
+        let first = lines.next().expect("the job").to_string();
+        let body: Vec<&str> =
+            lines.take_while(|l| !l.starts_with("  ") || l.starts_with("   ")).collect();
+        format!("{first}\n{}\n", body.join("\n"))
+    };
+    let (build, shard, merge) = (job("build"), job("shard"), job("merge"));
+    assert!(
+        build.contains("optimize --locked --shards 3 --shards-dir target/pipeline-opt/shards"),
+        "{build}"
+    );
+    assert!(build.contains("name: pipeline-shards\n"), "{build}");
+    assert!(build.contains("uses: actions/cache/restore@v4"), "the build only restores: {build}");
+    assert!(shard.contains("needs: build") && shard.contains("fail-fast: false"), "{shard}");
+    assert!(shard.contains("shard: [1, 2, 3]"), "{shard}");
+    assert!(shard.contains("--shard ${{ matrix.shard }}"), "{shard}");
+    assert!(shard.contains("name: pipeline-shard-${{ matrix.shard }}"), "unique names: {shard}");
+    assert!(shard.contains("save-if: false"), "{shard}");
+    assert!(merge.contains("needs: [build, shard]") && merge.contains("if: always()"), "{merge}");
+    assert!(merge.contains("pattern: pipeline-shard*"), "{merge}");
+    assert!(
+        merge.contains(
+            "shard merge target/pipeline-opt/shards-in/pipeline-shards target/pipeline-opt/shards-in/pipeline-shard-1 target/pipeline-opt/shards-in/pipeline-shard-2 target/pipeline-opt/shards-in/pipeline-shard-3 --prometheus"
+        ),
+        "{merge}"
+    );
+    assert!(merge.contains("uses: actions/cache@v4"), "{merge}");
+    assert!(
+        merge.contains("key: pipeline-opt-history-${{ runner.os }}-${{ github.run_id }}-${{ github.run_attempt }}")
+            && merge.contains("restore-keys: pipeline-opt-history-${{ runner.os }}-"),
+        "{merge}"
+    );
+    assert!(merge.contains("junit.xml"), "{merge}");
+    assert!(!wf.contains("  pipeline:"), "{wf}");
+    // One shard is the one-job shape.
+    let one = ci_workflow(&fx.root, &["--shards", "1", "--install-from", "u"]);
+    assert!(one.contains("  pipeline:") && !one.contains("  merge:"), "{one}");
+    for bad in ["0", "many"] {
+        let out = cargo_pipeline_opt(&fx.root, &["ci-workflow", "--shards", bad]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("use a number of jobs (1 or more) or `auto`"), "{stderr}");
+    }
+}
+
+/// `--shards auto` on a workspace whose history holds its tests' durations (from a real
+/// run): milliseconds of tests do not pay for a job's overhead, so it picks 1 and says
+/// why in the workflow; without a measured overhead or `--job-overhead` it is a
+/// one-line error naming both ways.
+#[test]
+fn cli_ci_workflow_shards_auto_picks_one_when_sharding_does_not_pay() {
+    let fx = Fixture::write(&FixtureWorkspace::chain(2));
+    let out = cargo_pipeline_opt(&fx.root, &["ci-workflow", "--shards", "auto"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--job-overhead") && stderr.contains("--local"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    success(&cargo_pipeline_opt(&fx.root, &["optimize"]));
+    let wf = ci_workflow(&fx.root, &["--shards", "auto", "--job-overhead", "30s"]);
+    assert!(wf.contains("  # --shards auto: 1 job: the tests take"), "{wf}");
+    assert!(wf.contains("  pipeline:") && !wf.contains("  merge:"), "{wf}");
 }
 
 /// The workflow of a workspace in a repository's subdirectory `ws`: its commands run
@@ -344,6 +437,8 @@ fn cli_ci_workflow_commands_parse() {
             else {
                 continue;
             };
+            // A matrix job's shard number is GitHub's to fill in.
+            let args = args.replace("${{ matrix.shard }}", "1");
             let args: Vec<&str> = args.split_whitespace().chain(["--help"]).collect();
             // `optimize --gate` takes any text and judges it when the run starts.
             if let Some(i) = args.iter().position(|a| *a == "--gate") {

@@ -1698,3 +1698,139 @@ fn report_doctest_times_per_crate_from_the_stage_output() {
         [("base".to_string(), 40, 20.86, false), ("new_ed".to_string(), 40, 1.60, true)]
     );
 }
+
+/// A merged scale-out run as `shard merge` makes it: a build (the fixture record) and
+/// two shards of a plan by durations, each shard's one stage starting 0.5 s into its
+/// own run.
+fn merged_shards_record() -> RunRecord {
+    use pipeline_opt::shard::{Durations, Inventory, InventoryBinary, ShardOptions, plan_shards};
+    let inventory = Inventory {
+        binaries: vec![InventoryBinary {
+            binary_id: "app".into(),
+            tests: ["a", "b", "c", "d"].map(String::from).to_vec(),
+        }],
+    };
+    let mut durations = Durations::default();
+    for (t, secs) in [("a", 4), ("b", 3), ("c", 2), ("d", 1)] {
+        durations.add(format!("app {t}"), Duration::from_secs(secs));
+    }
+    let plan = plan_shards(&inventory, &durations, &ShardOptions::new(2.try_into().unwrap()));
+    let mut build = fixture_record();
+    build.outcome = RunOutcome::Succeeded;
+    let shard = |k: usize| {
+        let mut r = fixture_record();
+        r.run_id = format!("shard-run-{k}");
+        r.outcome = RunOutcome::Succeeded;
+        let mut st = stage(
+            &format!("shard-{k}"),
+            "cargo nextest run",
+            StageStatus::Succeeded,
+            500,
+            5_000,
+            1_000,
+        );
+        st.failed_tests.clear();
+        r.stages = vec![st];
+        r.crates.clear();
+        r.critical_path.clear();
+        r.tests = plan.shards[k - 1]
+            .tests
+            .iter()
+            .flat_map(|(b, ts)| ts.iter().map(move |t| (b.clone(), t.clone())))
+            .map(|(b, t)| TestTiming {
+                stage: format!("shard-{k}"),
+                name: format!("{b} {t}"),
+                duration: Duration::from_secs(1),
+                passed: true,
+            })
+            .collect();
+        r.total = s(5_600);
+        (k, r)
+    };
+    pipeline_opt::scale::merge(&plan, &build, &[shard(1), shard(2)]).record
+}
+
+/// The `x` and `width` of the stage bar `id` in a rendered page.
+fn stage_bar_x(page: &str, id: &str) -> (f64, f64) {
+    let at = page.find(&format!("data-stage=\"{id}\"")).unwrap_or_else(|| panic!("no bar {id}"));
+    let rest = &page[at..];
+    let attr = |name: &str| -> f64 {
+        let v = rest.split(&format!(" {name}=\"")).nth(1).unwrap().split('"').next().unwrap();
+        v.parse().unwrap()
+    };
+    (attr("x"), attr("width"))
+}
+
+/// The merged run's shards are on the timeline side by side after the build (their
+/// stages moved by the build's total), the last one on the critical path, and in a
+/// Shards table; checked on the DOM headless Chromium builds from the page.
+#[test]
+fn report_merged_shards_on_the_timeline_in_chromium() {
+    let record = merged_shards_record();
+    let build_total = fixture_record().total;
+    let shard_stage = |id: &str| record.stages.iter().find(|s| s.id == id).unwrap().clone();
+    assert_eq!(shard_stage("shard-1").start, build_total + s(500));
+    assert_eq!(shard_stage("shard-2").start, build_total + s(500));
+    let last = record.critical_path.last().expect("a critical path");
+    assert!(last.name.starts_with("shard-"), "{:?}", record.critical_path);
+    let md = markdown::render(&record, &[]);
+    assert!(md.contains("## Shards") && md.contains("| `shard-1` |"), "{md}");
+
+    if !tool_available("chromium", "apt-get install chromium") {
+        return;
+    }
+    let (_dir, dir) = temp_dir();
+    let page = dir.join("report.html");
+    std::fs::write(&page, html::render(&record)).unwrap();
+    let dom = String::from_utf8(chromium(&["--dump-dom".to_string()], &page)).unwrap();
+    let (x1, _) = stage_bar_x(&dom, "shard-1");
+    let (x2, _) = stage_bar_x(&dom, "shard-2");
+    assert_eq!(x1, x2, "the shards run side by side");
+    for st in record.stages.iter().filter(|s| !s.id.starts_with("shard-") && !s.wall.is_zero()) {
+        let (x, w) = stage_bar_x(&dom, &st.id);
+        assert!(x + w <= x1 + 0.1, "{} ends at {} after the shards start at {x1}", st.id, x + w);
+    }
+    let table = dom.split("<table id=\"shards\">").nth(1).expect("the shards table");
+    let table = table.split("</table>").next().unwrap();
+    assert_eq!(table.matches("<tr>").count(), 3, "a header and a row per shard: {table}");
+    assert!(table.contains("shard-run-2"), "{table}");
+}
+
+/// Suites split across shards become one suite per name: every case once, the
+/// failures counted, the times added up; other suites stay as they are.
+#[test]
+fn report_junit_suites_split_across_shards_merge_by_name() {
+    use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+    let doc = |cases: &[(&str, bool)], other: Option<&str>| {
+        let mut suite = TestSuite::new("app::it");
+        suite.set_time(s(1_000));
+        for (name, passed) in cases {
+            let status = if *passed {
+                TestCaseStatus::success()
+            } else {
+                TestCaseStatus::non_success(NonSuccessKind::Failure)
+            };
+            suite.add_test_case(TestCase::new(*name, status));
+        }
+        let mut report = Report::new("nextest-run");
+        report.add_test_suite(suite);
+        if let Some(o) = other {
+            let mut s2 = TestSuite::new(o);
+            s2.add_test_case(TestCase::new("only", TestCaseStatus::success()));
+            report.add_test_suite(s2);
+        }
+        report.to_string().unwrap()
+    };
+    let one = junit::parse_suites(&doc(&[("a", true), ("b", false)], Some("lib"))).unwrap();
+    let two = junit::parse_suites(&doc(&[("c", true)], None)).unwrap();
+    let merged = junit::merge_by_name(one.into_iter().chain(two));
+    let xml = junit::render("pipeline-opt", merged, Some(s(5_000)));
+    let back = junit::parse_suites(&xml).unwrap();
+    let names: Vec<&str> = back.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["app::it", "lib"], "{xml}");
+    let it = &back[0];
+    assert_eq!((it.tests, it.failures), (3, 1), "{xml}");
+    assert_eq!(it.time, Some(s(2_000)), "{xml}");
+    let cases: Vec<&str> = it.test_cases.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(cases, ["a", "b", "c"]);
+}

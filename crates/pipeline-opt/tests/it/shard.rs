@@ -566,6 +566,7 @@ fn shard_optimize_rejects_zero_shards_and_a_dir_without_shards() {
     for (args, expected) in [
         (&["optimize", "--shards", "0"][..], "use --shards 1 or more"),
         (&["optimize", "--shards-dir", "x"][..], "--shards-dir needs --shards N"),
+        (&["optimize", "--local"][..], "--local needs --shards N"),
         (
             &["shard", "run", "--plan", "missing/shard-plan.json", "--shard", "1"][..],
             "could not read the shard plan missing/shard-plan.json",
@@ -578,4 +579,182 @@ fn shard_optimize_rejects_zero_shards_and_a_dir_without_shards() {
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: one line: {stderr}");
         assert!(!fx.root.join("target").exists(), "{args:?}: nothing ran");
     }
+}
+
+/// The tests of a `--local` fixture: one that passes only when its runtime
+/// `CARGO_MANIFEST_DIR` is not the one baked in at build time (the shard ran against a
+/// copy of the checkout at another path), and one that fails when asked.
+const LOCAL_TESTS: &str = r#"#[test]
+fn runs_at_another_path() {
+    let now = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    assert_ne!(now, env!("CARGO_MANIFEST_DIR"), "the shard runs against a copy");
+    assert!(std::path::Path::new(&now).join("Cargo.toml").is_file(), "{now}");
+}
+#[test]
+fn fails_when_asked() {
+    assert!(std::env::var_os("LOCAL_SHARD_FAIL").is_none(), "asked to fail");
+}
+"#;
+
+/// `cargo pipeline-opt ARGS` in `dir` with `envs` set.
+fn pipeline_opt_with(
+    dir: &camino::Utf8Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> std::process::Output {
+    let bin = camino::Utf8Path::new(env!("CARGO_BIN_EXE_cargo-pipeline-opt"));
+    let sh = xshell::Shell::new().unwrap();
+    let mut cmd = pipeline_opt::toolchain::clean_command(&xshell::cmd!(sh, "{bin} {args...}"));
+    cmd.current_dir(dir).envs(envs.iter().copied());
+    cmd.output().expect("pipeline-opt runs")
+}
+
+/// `optimize --shards 2 --local`: the build, two shard processes against copies of the
+/// checkout at other paths, and the merge, in one command whose exit code is the merged
+/// run's: 0, then (planned by the first run's durations) 100 when a test fails on one
+/// shard. One report shows both shards; the scratch copies are gone afterwards.
+#[test]
+fn shard_local_runs_the_build_the_shards_and_the_merge() {
+    let mut ws = two_crates_with_tests();
+    ws.crates[0] = ws.crates[0].clone().test("local", LOCAL_TESTS);
+    let fx = Fixture::write(&ws);
+    let tmp = fx.root.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let args = ["optimize", "--shards", "2", "--local"];
+    let out = pipeline_opt_with(&fx.root, &args, &[("TMPDIR", tmp.as_str())]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let dir = fx.root.join("target/pipeline-opt/shards");
+    let merged: pipeline_opt::record::RunRecord =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("merged-run.json")).unwrap())
+            .expect("the merged record");
+    let ids: Vec<&str> = merged.stages.iter().map(|s| s.id.as_str()).collect();
+    assert!(
+        ids.contains(&"test-archive") && ids.contains(&"shard-1") && ids.contains(&"shard-2"),
+        "{ids:?}"
+    );
+    let names: Vec<&str> = merged.tests.iter().map(|t| t.name.as_str()).collect();
+    assert!(names.contains(&"c0::local runs_at_another_path"), "{names:?}");
+    assert_eq!(merged.tests.len(), 8, "{names:?}");
+    assert_eq!(merged.shards.as_ref().map(|s| s.shards.len()), Some(2));
+    assert!(stderr.contains("shard 1: ") && stderr.contains("2 shards, balance"), "{stderr}");
+    assert!(stderr.contains("shard logs: "), "{stderr}");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "the checkout copies are removed");
+    // One JUnit file: every test once (the build machine's doctests too), one suite per
+    // test binary however it was split.
+    let xml = std::fs::read_to_string(fx.root.join("target/pipeline-opt/junit.xml")).unwrap();
+    let suites = pipeline_opt::report::junit::parse_suites(&xml).unwrap();
+    let mut suite_names: Vec<&str> = suites.iter().map(|s| s.name.as_str()).collect();
+    let cases: usize = suites.iter().map(|s| s.test_cases.len()).sum();
+    assert_eq!(cases, 10, "{xml}");
+    suite_names.sort();
+    assert_eq!(
+        suite_names,
+        ["c0", "c0::doctest", "c0::it", "c0::local", "c1", "c1::doctest", "c1::it"],
+        "{xml}"
+    );
+    assert!(stderr.contains("junit: "), "{stderr}");
+
+    let out =
+        pipeline_opt_with(&fx.root, &args, &[("TMPDIR", tmp.as_str()), ("LOCAL_SHARD_FAIL", "1")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(100), "{stderr}");
+    let plan: ShardPlan =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("shard-plan.json")).unwrap())
+            .unwrap();
+    assert_eq!(plan.fallback, None, "planned by the first run's merged durations");
+    let merged: pipeline_opt::record::RunRecord =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("merged-run.json")).unwrap())
+            .unwrap();
+    assert_eq!(merged.outcome, pipeline_opt::record::RunOutcome::StageFailed);
+    let failed: Vec<&str> =
+        merged.tests.iter().filter(|t| !t.passed).map(|t| t.name.as_str()).collect();
+    assert_eq!(failed, ["c0::local fails_when_asked"], "{stderr}");
+    assert_eq!(merged.tests.len(), 8);
+    let html = std::fs::read_to_string(fx.root.join("target/pipeline-opt/report.html")).unwrap();
+    assert!(html.contains("shard-1") && html.contains("shard-2"), "both shards on the timeline");
+}
+
+/// Ctrl-C (SIGINT to the command) while a shard's test hangs: exit 130, and no process
+/// of the shard phase survives, the hung test's `sleep` in its own process group included.
+#[test]
+fn shard_local_ctrl_c_leaves_no_shard_process() {
+    let mut ws = two_crates_with_tests();
+    ws.crates[0] = ws.crates[0].clone().test(
+        "h",
+        "use std::os::unix::process::CommandExt;\n\
+         #[test] fn hangs() {\n\
+             std::process::Command::new(\"sleep\").arg(\"600\").process_group(0).spawn().unwrap();\n\
+             loop { std::thread::sleep(std::time::Duration::from_secs(1)); }\n\
+         }\n",
+    );
+    let fx = Fixture::write(&ws);
+    let bin = camino::Utf8Path::new(env!("CARGO_BIN_EXE_cargo-pipeline-opt"));
+    let sh = xshell::Shell::new().unwrap();
+    let mut cmd = pipeline_opt::toolchain::clean_command(&xshell::cmd!(
+        sh,
+        "{bin} optimize --shards 2 --local"
+    ));
+    cmd.current_dir(&fx.root).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let child_pid = child.id().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    // The hung test, found by its name and the runs it belongs to: the outer run's ids
+    // are `<time>-<pid>-<n>` with our child's pid.
+    let outer = loop {
+        assert!(std::time::Instant::now() < deadline, "the hung test never started");
+        let found = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            if !String::from_utf8_lossy(&cmdline).contains("hangs") {
+                return None;
+            }
+            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let env = String::from_utf8_lossy(&env).into_owned();
+            let runs = env.split('\0').find_map(|v| v.strip_prefix("PIPELINE_OPT_RUNS="))?;
+            runs.split(':').find(|id| id.split('-').nth(1) == Some(&*child_pid)).map(String::from)
+        });
+        if let Some(id) = found {
+            break id;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!pipeline_opt::process::marked_processes(&outer, None).is_empty());
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    let left = pipeline_opt::process::marked_processes(&outer, None);
+    assert!(left.is_empty(), "processes of the shard phase {outer} survived: {left:?}");
+}
+
+/// `ci-workflow --shards auto`: 40 tests of 3 s split as far as the slowest shard plus two
+/// jobs' overhead keeps falling by more than 5 %; with an overhead larger than the tests
+/// themselves, one job; with no durations at all, one job and the reason.
+#[test]
+fn shard_count_auto_weighs_the_tests_against_the_job_overhead() {
+    use pipeline_opt::shard::choose_shard_count;
+    let mut d = Durations::default();
+    for t in 0..40 {
+        d.add(format!("b t{t:02}"), Duration::from_secs(3));
+    }
+    let max = NonZeroUsize::new(16).unwrap();
+    let cheap = choose_shard_count(&d, Duration::from_secs(10), max);
+    // 14 shards: ceil(40 / 14) = 3 tests, 9 s, plus 2 × 10 s; 16 gives the same 29 s.
+    assert_eq!(cheap.count, 14, "{cheap:?}");
+    assert_eq!(cheap.predicted[0], (1, Duration::from_secs(120)));
+    assert_eq!(cheap.predicted[13], (14, Duration::from_secs(29)));
+    assert!(
+        cheap.reason.starts_with("14 shards: the tests take 120.0 s in one job"),
+        "{}",
+        cheap.reason
+    );
+    let dear = choose_shard_count(&d, Duration::from_secs(100), max);
+    assert_eq!(dear.count, 1, "{dear:?}");
+    assert!(dear.reason.starts_with("1 job: the tests take 120.0 s"), "{}", dear.reason);
+    let none = choose_shard_count(&Durations::default(), Duration::from_secs(1), max);
+    assert_eq!(none.count, 1);
+    assert!(none.reason.contains("no test durations"), "{}", none.reason);
 }
