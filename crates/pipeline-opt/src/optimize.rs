@@ -151,6 +151,7 @@ pub fn run_optimized_pipeline(
             crate::scale::prepare(&artifacts)?;
             sharded = OptimizeOptions {
                 no_cache: true,
+                // Beside the archive too (below), where `shard merge` looks for it.
                 json: options.json.clone().or_else(|| Some(artifacts.build_record())),
                 shards: Some(crate::scale::Shards {
                     count: shards.count,
@@ -232,6 +233,16 @@ pub fn run_optimized_pipeline(
     }
     let mut outcome = report_and_decide(record, &inputs, options)?;
     outcome.reports.junit = Some(junit_path);
+    if let Some(shards) = &options.shards {
+        // `shard merge` reads the build's record beside the archive, wherever `--json`
+        // put the user's copy.
+        let beside = shards.artifacts(&state_dir).build_record();
+        if options.json.as_ref() != Some(&beside) {
+            let json =
+                crate::report::json::render(&outcome.record).expect("a run record serialises");
+            crate::report::write_atomic(&beside, json.as_bytes())?;
+        }
+    }
     Ok(outcome)
 }
 

@@ -448,10 +448,15 @@ fn shard_optimize_archives_the_tests_and_plans_by_the_history() {
     let out = pipeline_opt(&fx.root, &["optimize"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let dir = fx.root.join("artifacts");
-    let out = pipeline_opt(&fx.root, &["optimize", "--shards", "2", "--shards-dir", dir.as_str()]);
+    // The user's --json copy does not take the record away from beside the archive,
+    // where `shard merge` reads it (before the fix it went only to --json).
+    let mine = fx.root.join("mine.json");
+    let args = ["optimize", "--shards", "2", "--shards-dir", dir.as_str(), "--json", mine.as_str()];
+    let out = pipeline_opt(&fx.root, &args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(dir.join("tests.tar.zst").is_file(), "{stderr}");
+    assert!(mine.is_file(), "{stderr}");
 
     let record: pipeline_opt::record::RunRecord =
         serde_json::from_str(&std::fs::read_to_string(dir.join("build-run.json")).unwrap())
