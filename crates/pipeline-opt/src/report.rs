@@ -181,6 +181,18 @@ pub fn write_atomic(path: &Utf8Path, contents: &[u8]) -> Result<(), ReportError>
 }
 
 /// `12.3 s`: one decimal is what a person compares at a glance.
+/// The sentence both the markdown and the HTML report close their shards table with.
+pub(crate) fn shards_balance_sentence(sh: &crate::record::ShardsSummary) -> String {
+    let balance = sh.balance.map(|b| format!("{b:.2}")).unwrap_or_else(|| "-".into());
+    let error = sh
+        .prediction_error
+        .map(|e| format!("{:.0} %", e * 100.0))
+        .unwrap_or_else(|| "- (no prediction)".into());
+    format!(
+        "Balance (slowest shard's wall ÷ mean): {balance}; median prediction error of the test time: {error}."
+    )
+}
+
 pub(crate) fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }

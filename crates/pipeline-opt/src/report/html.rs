@@ -184,16 +184,7 @@ fn shards_html(record: &RunRecord) -> String {
         )
         .unwrap();
     }
-    let balance = sh.balance.map(|b| format!("{b:.2}")).unwrap_or_else(|| "-".into());
-    let error = sh
-        .prediction_error
-        .map(|e| format!("{:.0} %", e * 100.0))
-        .unwrap_or_else(|| "- (no prediction)".into());
-    writeln!(
-        s,
-        "</table>\n<p>Balance (slowest shard's wall ÷ mean): {balance}; median prediction error of the test time: {error}.</p>"
-    )
-    .unwrap();
+    writeln!(s, "</table>\n<p>{}</p>", crate::report::shards_balance_sentence(sh)).unwrap();
     s
 }
 

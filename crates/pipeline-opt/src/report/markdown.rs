@@ -233,16 +233,7 @@ fn shards(o: &mut String, r: &RunRecord) {
         )
         .unwrap();
     }
-    let balance = sh.balance.map(|b| format!("{b:.2}")).unwrap_or_else(|| "-".into());
-    let error = sh
-        .prediction_error
-        .map(|e| format!("{:.0} %", e * 100.0))
-        .unwrap_or_else(|| "- (no prediction)".into());
-    writeln!(
-        o,
-        "\nBalance (slowest shard's wall ÷ mean): {balance}; median prediction error of the test time: {error}.\n"
-    )
-    .unwrap();
+    writeln!(o, "\n{}\n", crate::report::shards_balance_sentence(sh)).unwrap();
 }
 
 fn stages(o: &mut String, r: &RunRecord) {
