@@ -482,24 +482,8 @@ fn one() -> usize {
     1
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum ServiceKind {
-    Postgres,
-    Redis,
-    Command,
-}
-
-impl ServiceKind {
-    /// As the config writes it.
-    pub fn name(self) -> &'static str {
-        match self {
-            ServiceKind::Postgres => "postgres",
-            ServiceKind::Redis => "redis",
-            ServiceKind::Command => "command",
-        }
-    }
-}
+/// Defined with the lease protocol, which slot files carry it in.
+pub use pipeline_opt_lease::ServiceKind;
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

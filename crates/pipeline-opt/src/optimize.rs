@@ -112,6 +112,8 @@ pub enum OptimizeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Services(#[from] crate::pool::PoolError),
     #[error("could not find the running executable to start the services stage: {source}")]
     CurrentExe {
         #[source]
@@ -912,10 +914,17 @@ fn run_plan(
 /// ([`crate::pool::services_up_if_requested`]), owned by this process, so it works on
 /// workspaces without an xtask. The pool's supervisor inherits the run's marker, so the
 /// end of the run stops it like any process the run started.
-fn services_as_this_binary(plan: &mut Plan, manifest: &Utf8Path) -> Result<(), OptimizeError> {
+fn services_as_this_binary(
+    plan: &mut Plan,
+    manifest: &Utf8Path,
+    config: &crate::config::Config,
+) -> Result<(), OptimizeError> {
     if !plan.stages.iter().any(|s| s.kind == StageKind::Services) {
         return Ok(());
     }
+    // Refused before any stage starts, not as a failed `services` stage after the build
+    // has begun.
+    crate::pool::check_clients(config.services.iter().map(|(name, s)| (name.as_str(), s.kind)))?;
     let exe = std::env::current_exe().map_err(|source| OptimizeError::CurrentExe { source })?;
     plan.run_services_as(
         &exe.to_string_lossy(),
@@ -969,7 +978,7 @@ fn run_plan_skipping(
     let mut profiler = PipelineProfiler::new();
     let mut to_run = plan.clone();
     crate::cache::maintain::claim_plan_dirs(plan, &state_dir, &inputs.workspace.target_dir)?;
-    services_as_this_binary(&mut to_run, &inputs.workspace.manifest_path)?;
+    services_as_this_binary(&mut to_run, &inputs.workspace.manifest_path, &inputs.config)?;
     to_run.skip_cached(cached);
     for s in plan.stages.iter().filter(|s| cached.contains_key(&s.id)) {
         let status = StageStatus::Cached { from_run: cached[&s.id].clone() };
