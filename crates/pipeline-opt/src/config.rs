@@ -123,6 +123,11 @@ pub struct Config {
     /// `off` always, `on` leaves cargo's own default.
     #[serde(default)]
     pub incremental: Incremental,
+    /// A compile cache shared between machines and runs: `redis://HOST:PORT` runs every
+    /// cargo stage's rustc under sccache with that Redis as its backend, incremental
+    /// compilation off (docs/scale-out.md). `optimize --compile-cache URL` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_cache: Option<String>,
     /// Timeout for every stage that does not set its own.
     #[serde(default, deserialize_with = "opt_duration", skip_serializing_if = "Option::is_none")]
     pub stage_timeout: Option<Duration>,

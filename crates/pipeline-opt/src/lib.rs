@@ -8,6 +8,7 @@ pub mod bench;
 pub mod cache;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod compile_cache;
 pub mod config;
 pub mod cpu_sampler;
 pub mod exit;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::compile_cache::CompileCache;
 use crate::exit;
 use crate::inputs::{Inputs, LoadInputsError};
 use crate::orchestrator::{CancelToken, OrchestratorOptions, ParallelOrchestrator, RunError};
@@ -70,6 +71,8 @@ pub struct OptimizeOptions {
     /// `--shards N`: archive the tests instead of running them, and plan N shards
     /// (docs/scale-out.md).
     pub shards: Option<crate::scale::Shards>,
+    /// `--compile-cache URL`: the shared compile cache, over the config's `compile-cache`.
+    pub compile_cache: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +117,8 @@ pub enum OptimizeError {
     },
     #[error(transparent)]
     Services(#[from] crate::pool::PoolError),
+    #[error(transparent)]
+    CompileCache(#[from] crate::compile_cache::CompileCacheError),
     #[error("could not find the running executable to start the services stage: {source}")]
     CurrentExe {
         #[source]
@@ -137,7 +142,11 @@ pub fn run_optimized_pipeline(
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<OptimizeOutcome, OptimizeError> {
     let waited = Waited::start();
-    let inputs = Inputs::load(options.manifest_path.as_deref())?;
+    let mut inputs = Inputs::load(options.manifest_path.as_deref())?;
+    if let Some(url) = &options.compile_cache {
+        // One place decides: the planner (incremental off) and the run read the config.
+        inputs.config.compile_cache = Some(url.clone());
+    }
     start_signal_handling(options);
     let state_dir = inputs.workspace.state_dir(&inputs.config);
     let sharded;
@@ -974,6 +983,18 @@ fn run_plan_skipping(
     orch_options.test_settings = test_settings(inputs, plan)?;
     let settings = orch_options.test_settings.settings.clone();
     let cores = orch_options.cpus;
+    // Started before the first stage and outside the run's marker and jobserver; stopped
+    // when it drops, after its statistics are read.
+    let compile_cache = match &inputs.config.compile_cache {
+        Some(url) if !plan.stages.is_empty() => Some(CompileCache::start(url)?),
+        _ => None,
+    };
+    if let Some(cache) = &compile_cache {
+        orch_options.compile_cache = Some(crate::orchestrator::CompileCacheWrapper {
+            wrapper: cache.sccache.clone(),
+            env: cache.env(),
+        });
+    }
     let orch = ParallelOrchestrator::new(orch_options);
     let mut profiler = PipelineProfiler::new();
     let mut to_run = plan.clone();
@@ -1018,6 +1039,14 @@ fn run_plan_skipping(
         targets,
     });
     record.test_settings = settings;
+    if let Some(cache) = compile_cache {
+        match cache.stats() {
+            Ok(stats) => record.compile_cache = Some(stats),
+            Err(err) => {
+                record.notes.push(format!("the compile cache's statistics are missing: {err}"))
+            }
+        }
+    }
     #[cfg(not(target_os = "linux"))]
     record.notes.push(
         "not on Linux: orphans of the stages are not adopted, processes outside the stages' groups are not swept at the end, and no CPU samples are taken (README: Platforms)".into(),

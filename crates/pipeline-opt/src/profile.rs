@@ -133,6 +133,7 @@ impl PipelineProfiler {
             workspace_facts: Default::default(),
             lower_bound,
             shards: None,
+            compile_cache: None,
         }
     }
 }

@@ -83,6 +83,9 @@ xflags::xflags! {
             /// Where --shards writes the archive, the shard plan and the run record
             /// (default: target/pipeline-opt/shards).
             optional --shards-dir path: PathBuf
+            /// A compile cache shared between machines: run rustc under sccache with
+            /// this Redis (redis://HOST:PORT) as its backend (docs/scale-out.md).
+            optional --compile-cache url: String
             /// Most stages to run at once (default: twice the cores; CPU-heavy stages share
             /// the cores separately).
             optional -j, --jobs jobs: usize
@@ -336,6 +339,7 @@ pub struct Optimize {
     pub explore: bool,
     pub shards: Option<usize>,
     pub shards_dir: Option<PathBuf>,
+    pub compile_cache: Option<String>,
     pub jobs: Option<usize>,
     pub locked: bool,
     pub frozen: bool,

@@ -262,6 +262,7 @@ fn fixture_record() -> RunRecord {
             cpu: s(11_550),
         }),
         shards: None,
+        compile_cache: None,
     }
 }
 

@@ -30,6 +30,8 @@ const LAYERS: &[(&str, u8)] = &[
     // Process-level instruments the orchestrator uses (the rustc wrapper mode, /proc).
     ("rustc_shim", 0),
     ("cpu_sampler", 0),
+    // The shared compile cache's sccache server, started beside a run, and its stats.
+    ("compile_cache", 0),
     // The target runner a user set for the tests, which the lease runner chains.
     ("target_runner", 0),
     // What to run, and what the run is held to.
