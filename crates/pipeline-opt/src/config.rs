@@ -123,6 +123,11 @@ pub struct Config {
     /// `off` always, `on` leaves cargo's own default.
     #[serde(default)]
     pub incremental: Incremental,
+    /// A compile cache shared between machines and runs: `redis://HOST:PORT` runs every
+    /// cargo stage's rustc under sccache with that Redis as its backend, incremental
+    /// compilation off (docs/scale-out.md). `optimize --compile-cache URL` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_cache: Option<String>,
     /// Timeout for every stage that does not set its own.
     #[serde(default, deserialize_with = "opt_duration", skip_serializing_if = "Option::is_none")]
     pub stage_timeout: Option<Duration>,
@@ -482,24 +487,8 @@ fn one() -> usize {
     1
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum ServiceKind {
-    Postgres,
-    Redis,
-    Command,
-}
-
-impl ServiceKind {
-    /// As the config writes it.
-    pub fn name(self) -> &'static str {
-        match self {
-            ServiceKind::Postgres => "postgres",
-            ServiceKind::Redis => "redis",
-            ServiceKind::Command => "command",
-        }
-    }
-}
+/// Defined with the lease protocol, which slot files carry it in.
+pub use pipeline_opt_lease::ServiceKind;
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

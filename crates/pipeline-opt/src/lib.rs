@@ -9,6 +9,7 @@ pub mod cache;
 pub mod cargo_config;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod compile_cache;
 pub mod config;
 pub mod cpu_sampler;
 pub mod doctest_shim;

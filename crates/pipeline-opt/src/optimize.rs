@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::compile_cache::CompileCache;
 use crate::exit;
 use crate::inputs::{Inputs, LoadInputsError};
 use crate::orchestrator::{CancelToken, OrchestratorOptions, ParallelOrchestrator, RunError};
@@ -73,6 +74,8 @@ pub struct OptimizeOptions {
     /// `--shards N`: archive the tests instead of running them, and plan N shards
     /// (docs/scale-out.md).
     pub shards: Option<crate::scale::Shards>,
+    /// `--compile-cache URL`: the shared compile cache, over the config's `compile-cache`.
+    pub compile_cache: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +118,10 @@ pub enum OptimizeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Services(#[from] crate::pool::PoolError),
+    #[error(transparent)]
+    CompileCache(#[from] crate::compile_cache::CompileCacheError),
     #[error("could not find the running executable to start the services stage: {source}")]
     CurrentExe {
         #[source]
@@ -138,7 +145,11 @@ pub fn run_optimized_pipeline(
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<OptimizeOutcome, OptimizeError> {
     let waited = Waited::start();
-    let inputs = Inputs::load(options.manifest_path.as_deref())?;
+    let mut inputs = Inputs::load(options.manifest_path.as_deref())?;
+    if let Some(url) = &options.compile_cache {
+        // One place decides: the planner (incremental off) and the run read the config.
+        inputs.config.compile_cache = Some(url.clone());
+    }
     start_signal_handling(options);
     let state_dir = inputs.workspace.state_dir(&inputs.config);
     let sharded;
@@ -1115,10 +1126,17 @@ fn run_plan(
 /// ([`crate::pool::services_up_if_requested`]), owned by this process, so it works on
 /// workspaces without an xtask. The pool's supervisor inherits the run's marker, so the
 /// end of the run stops it like any process the run started.
-fn services_as_this_binary(plan: &mut Plan, manifest: &Utf8Path) -> Result<(), OptimizeError> {
+fn services_as_this_binary(
+    plan: &mut Plan,
+    manifest: &Utf8Path,
+    config: &crate::config::Config,
+) -> Result<(), OptimizeError> {
     if !plan.stages.iter().any(|s| s.kind == StageKind::Services) {
         return Ok(());
     }
+    // Refused before any stage starts, not as a failed `services` stage after the build
+    // has begun.
+    crate::pool::check_clients(config.services.iter().map(|(name, s)| (name.as_str(), s.kind)))?;
     let exe = std::env::current_exe().map_err(|source| OptimizeError::CurrentExe { source })?;
     plan.run_services_as(
         &exe.to_string_lossy(),
@@ -1168,11 +1186,23 @@ fn run_plan_skipping(
     orch_options.test_settings = test_settings(inputs, plan)?;
     let settings = orch_options.test_settings.settings.clone();
     let cores = orch_options.cpus;
+    // Started before the first stage and outside the run's marker and jobserver; stopped
+    // when it drops, after its statistics are read.
+    let compile_cache = match &inputs.config.compile_cache {
+        Some(url) if !plan.stages.is_empty() => Some(CompileCache::start(url)?),
+        _ => None,
+    };
+    if let Some(cache) = &compile_cache {
+        orch_options.compile_cache = Some(crate::orchestrator::CompileCacheWrapper {
+            wrapper: cache.sccache.clone(),
+            env: cache.env(),
+        });
+    }
     let orch = ParallelOrchestrator::new(orch_options);
     let mut profiler = PipelineProfiler::new();
     let mut to_run = plan.clone();
     crate::cache::maintain::claim_plan_dirs(plan, &state_dir, &inputs.workspace.target_dir)?;
-    services_as_this_binary(&mut to_run, &inputs.workspace.manifest_path)?;
+    services_as_this_binary(&mut to_run, &inputs.workspace.manifest_path, &inputs.config)?;
     to_run.skip_cached(cached);
     for s in plan.stages.iter().filter(|s| cached.contains_key(&s.id)) {
         let status = StageStatus::Cached { from_run: cached[&s.id].clone() };
@@ -1212,6 +1242,14 @@ fn run_plan_skipping(
         targets,
     });
     record.test_settings = settings;
+    if let Some(cache) = compile_cache {
+        match cache.stats() {
+            Ok(stats) => record.compile_cache = Some(stats),
+            Err(err) => {
+                record.notes.push(format!("the compile cache's statistics are missing: {err}"))
+            }
+        }
+    }
     #[cfg(not(target_os = "linux"))]
     record.notes.push(
         "not on Linux: orphans of the stages are not adopted, processes outside the stages' groups are not swept at the end, and no CPU samples are taken (README: Platforms)".into(),

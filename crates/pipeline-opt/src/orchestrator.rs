@@ -60,6 +60,10 @@ pub struct OrchestratorOptions {
     /// A `RUSTC_WRAPPER` that records each rustc invocation
     /// ([`crate::rustc_shim::run_rustc_shim_if_requested`]); cargo stages get it.
     pub rustc_shim: Option<Utf8PathBuf>,
+    /// The shared compile cache: the wrapper rustc runs under (sccache), chained by the
+    /// shim so that `RUSTC_WRAPPER` stays what cargo's fingerprints saw, and the
+    /// variables that point it at the run's server; cargo stages get both.
+    pub compile_cache: Option<CompileCacheWrapper>,
     pub cancel: CancelToken,
     /// How long stages are expected to take, by stage id (the run history gives these
     /// to `cargo xtask optimize`). Of the stages ready at once, the one heading the
@@ -69,6 +73,13 @@ pub struct OrchestratorOptions {
     /// The test threads the user fixed (environment, nextest config), which the cores'
     /// shares never override. Default: the environment only.
     pub test_settings: crate::test_settings::TestSettings,
+}
+
+/// What a cargo stage needs to compile through the shared compile cache.
+#[derive(Debug, Clone)]
+pub struct CompileCacheWrapper {
+    pub wrapper: Utf8PathBuf,
+    pub env: Vec<(String, String)>,
 }
 
 impl OrchestratorOptions {
@@ -88,6 +99,7 @@ impl OrchestratorOptions {
             handle_signals: false,
             subreaper: false,
             rustc_shim: None,
+            compile_cache: None,
             cancel: CancelToken::default(),
             expected: BTreeMap::new(),
             test_settings: crate::test_settings::TestSettings::from_env(),
@@ -808,6 +820,13 @@ impl ParallelOrchestrator {
             // default does.
             cmd.env("NEXTEST_TEST_THREADS", opts.cpus.max(1).to_string());
         }
+        let cache = opts.compile_cache.as_ref().filter(|_| stage.command.is_cargo());
+        if let Some(cache) = cache {
+            cmd.envs(cache.env.iter().map(|(k, v)| (k, v)));
+            if !self.uses_shim(stage) {
+                cmd.env("RUSTC_WRAPPER", &cache.wrapper);
+            }
+        }
         if let Some(shim) = opts.rustc_shim.as_ref().filter(|_| self.uses_shim(stage)) {
             let existing = stage
                 .command
@@ -818,6 +837,9 @@ impl ParallelOrchestrator {
                 // An outer run's shim is not the user's wrapper: chaining it would record
                 // into the outer run and, chained by itself, never end.
                 .filter(|w| !w.is_empty() && !w.ends_with("pipeline-opt-rustc-shim"));
+            // The compile cache's sccache takes the chain (`CompileCache::start` refused
+            // a different wrapper of the user's).
+            let existing = cache.map(|c| c.wrapper.to_string()).or(existing);
             if let Some(existing) = existing {
                 cmd.env(crate::rustc_shim::SHIM_CHAIN_VAR, existing);
             }

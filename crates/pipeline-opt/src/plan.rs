@@ -1221,11 +1221,15 @@ impl<'a> Planner<'a> {
     /// Every cargo stage gets the same setting: stages that share a build directory with
     /// different incremental settings would rebuild each other's artifacts.
     fn incremental(&mut self) {
-        let off = match self.config.incremental {
-            Incremental::Off => true,
-            Incremental::On => false,
-            Incremental::Auto => self.options.ci && !self.options.cargo_incremental_set,
-        };
+        // sccache caches no incremental compile: with the shared cache on, incremental
+        // compilation is off whatever the setting.
+        let cache = self.config.compile_cache.is_some();
+        let off = cache
+            || match self.config.incremental {
+                Incremental::Off => true,
+                Incremental::On => false,
+                Incremental::Auto => self.options.ci && !self.options.cargo_incremental_set,
+            };
         if !off {
             return;
         }
@@ -1234,6 +1238,7 @@ impl<'a> Planner<'a> {
             s.command.env.entry("CARGO_INCREMENTAL".into()).or_insert_with(|| "0".into());
         }
         self.notes.push(match self.config.incremental {
+            _ if cache => "incremental compilation is off because the shared compile cache is on: sccache does not cache incremental compiles".into(),
             Incremental::Off => "incremental compilation is off (incremental = \"off\")".into(),
             _ => format!(
                 "incremental compilation is off because CI is set: a CI job builds from cold and discards the incremental data it would write (incremental = \"on\" in {} keeps it)",

@@ -167,6 +167,7 @@ impl PipelineProfiler {
             lower_bound,
             shards: None,
             doctests: self.doctests,
+            compile_cache: None,
         }
     }
 }

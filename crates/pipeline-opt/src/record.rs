@@ -96,6 +96,48 @@ pub struct RunRecord {
     /// Each crate's doctests as the doctest stage's `cargo test --doc` reported them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub doctests: Vec<DoctestTiming>,
+    /// `--compile-cache`: what the shared compile cache (sccache) did for this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_cache: Option<CompileCacheStats>,
+}
+
+/// The statistics of the run's sccache server, from `sccache --show-stats`, counted
+/// from the run's start (counts per language summed).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CompileCacheStats {
+    /// The backend, without credentials: `redis://HOST:PORT/DB`.
+    pub backend: String,
+    /// rustc invocations sccache saw.
+    pub compile_requests: u64,
+    pub hits: u64,
+    pub misses: u64,
+    /// Requests it cannot cache (binaries and test binaries, proc-macros, build
+    /// scripts, `--crate-type` sets it does not handle), with sccache's reasons below.
+    pub not_cacheable: u64,
+    /// Reason -> count, as sccache names them.
+    #[serde(default)]
+    pub not_cached: BTreeMap<String, u64>,
+    pub write_errors: u64,
+    pub read_errors: u64,
+    /// Errors reading or writing the backend, counted per language.
+    pub cache_errors: u64,
+    /// Keys the backend held before the run (Redis `DBSIZE`): a warm cache has some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries_before: Option<u64>,
+}
+
+impl CompileCacheStats {
+    /// Hits among the cacheable compiles (hits and misses), `None` when there were none.
+    pub fn hit_rate(&self) -> Option<f64> {
+        let cacheable = self.hits + self.misses;
+        (cacheable > 0).then(|| self.hits as f64 / cacheable as f64)
+    }
+
+    /// A cache that held entries and gave no hit: paths or the toolchain differ from
+    /// the runs that filled it.
+    pub fn warm_without_hits(&self) -> bool {
+        self.entries_before.is_some_and(|n| n > 0) && self.hits == 0 && self.misses > 0
+    }
 }
 
 /// One crate's doctests in a run, from rustdoc's own report.

@@ -9,7 +9,9 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 /// The environment variable that tells tests where the service pool is: the pool
 /// directory of the run's state directory, set on the stages that depend on `services`.
-pub const POOL_ENV: &str = "PIPELINE_OPT_POOL";
+/// Defined by the lease crate, which also finds the default pool directory without it.
+pub use pipeline_opt_lease::POOL_ENV;
+use pipeline_opt_lease::{POOL_DIR_NAME, STATE_DIR_NAME};
 
 /// The directory everything the tool keeps lives under. It dereferences to its path for
 /// the code that walks or measures the whole directory (cache status, budget, clean).
@@ -24,7 +26,7 @@ impl StateDir {
     /// The default place, `<target-dir>/pipeline-opt`: `cargo clean` resets it, and
     /// nothing lands in the source tree.
     pub fn in_target_dir(target_dir: &Utf8Path) -> StateDir {
-        StateDir(target_dir.join("pipeline-opt"))
+        StateDir(target_dir.join(STATE_DIR_NAME))
     }
 
     pub fn path(&self) -> &Utf8Path {
@@ -73,7 +75,7 @@ impl StateDir {
 
     /// The service pool's supervisor, leases and instances.
     pub fn pool(&self) -> Utf8PathBuf {
-        self.0.join("pool")
+        self.0.join(POOL_DIR_NAME)
     }
 
     /// The build directory of the bench profile, apart from the dev stages' lock.

@@ -5,6 +5,7 @@ mod bad_input;
 mod bench_compare;
 mod cache;
 mod campaign;
+mod compile_cache;
 mod concurrency;
 mod corruption;
 mod faults;

@@ -359,3 +359,89 @@ fn mode_server_gives_tests_a_superuser_url_to_make_their_own_databases() {
     let left = pipeline_opt::process::marked_processes(&record.run_id, None);
     assert!(left.is_empty(), "left running: {left:?}");
 }
+
+/// Tests whose crate depends on `pipeline-opt-lease` alone and lease a database each
+/// themselves, as a suite written against the lease API does.
+fn lease_crate_tests() -> String {
+    [
+        PG_WIRE,
+        r#"
+fn own(name: &str) {
+    let lease = pipeline_opt_lease::lease("db").expect("a lease from the run's pool");
+    let (mut s, db) = connect(lease.url());
+    assert_eq!(lease.database(), Some(db.as_str()));
+    // Fails on a database another test already used.
+    query(&mut s, "CREATE TABLE mine (v int)");
+    std::fs::write(format!("{}/{name}", std::env::var("FIXTURE_LOG").unwrap()), db).unwrap();
+}
+
+#[test]
+fn first() { own("first") }
+#[test]
+fn second() { own("second") }
+"#,
+    ]
+    .concat()
+}
+
+/// #18 item 5: a test crate that depends on the small lease crate, not on the engine,
+/// leases real PostgreSQL databases from the pool of a real run. Gated as slow: the
+/// fixture compiles the lease crate's registry dependencies (serde, its derive, ...).
+#[test]
+fn a_test_crate_with_only_the_lease_crate_leases_from_the_run() {
+    if std::env::var_os("PIPELINE_OPT_SLOW_TESTS").is_none() {
+        eprintln!("lease crate: skipped (it compiles serde; PIPELINE_OPT_SLOW_TESTS=1)");
+        return;
+    }
+    if !installed("initdb", "postgresql") {
+        return;
+    }
+    let (_dir, root) = crate::temp();
+    let log = root.join("log");
+    std::fs::create_dir_all(&log).unwrap();
+    let lease_crate = concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/pipeline-opt-lease");
+    let mut app = FixtureCrate::new("app").test("leases", lease_crate_tests());
+    // A sub-table of the `[dev-dependencies]` the fixture writes.
+    app.manifest_extra = format!("[dev-dependencies.pipeline-opt-lease]\npath = \"{lease_crate}\"");
+    let ws = FixtureWorkspace::new(vec![app])
+        .config(format!(
+            "disable = [\"bench-build\", \"doctest\"]\n\
+             [services.db]\nkind = \"postgres\"\nauth = \"trust\"\nsize = 2\n\
+             [env]\ntest = {{ FIXTURE_LOG = \"{log}\" }}\n"
+        ))
+        // This workspace's versions, resolved offline from the registry cache.
+        .file(
+            "Cargo.lock",
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock")).unwrap(),
+        );
+    let manifest = ws.write(&root.join("ws")).unwrap();
+    let json = root.join("run.json");
+    let out = crate::xtask_command(&[
+        "optimize",
+        "--manifest-path",
+        manifest.as_str(),
+        "--json",
+        json.as_str(),
+    ])
+    .env("CARGO_NET_OFFLINE", "true")
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let record = crate::record(&json);
+    let test = record.stages.iter().find(|s| s.id == "test").unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{:?}", test.tail);
+    let counts = record.test_counts.iter().find(|c| c.stage == "test").unwrap();
+    // The two above and the fixture lib's own unit test.
+    assert_eq!((counts.passed, counts.failed), (3, 0), "{:?}", test.tail);
+    let first = std::fs::read_to_string(log.join("first")).unwrap();
+    let second = std::fs::read_to_string(log.join("second")).unwrap();
+    assert_ne!(first, second, "a database each");
+    // The engine and the clients are nowhere in the test crate's graph.
+    let lock = std::fs::read_to_string(root.join("ws/Cargo.lock")).unwrap();
+    for engine_only in ["\"pipeline-opt\"", "\"postgres\"", "\"redis\"", "\"cargo_metadata\""] {
+        assert!(!lock.contains(&format!("name = {engine_only}")), "{engine_only} in the lock");
+    }
+    assert!(lock.contains("name = \"pipeline-opt-lease\""));
+    let left = pipeline_opt::process::marked_processes(&record.run_id, None);
+    assert!(left.is_empty(), "left running: {left:?}");
+}

@@ -86,6 +86,9 @@ xflags::xflags! {
             /// With --shards: run the shards here too, each as its own process against
             /// its own copy of the checkout, and merge them into one report.
             optional --local
+            /// A compile cache shared between machines: run rustc under sccache with
+            /// this Redis (redis://HOST:PORT) as its backend (docs/scale-out.md).
+            optional --compile-cache url: String
             /// Most stages to run at once (default: twice the cores; CPU-heavy stages share
             /// the cores separately).
             optional -j, --jobs jobs: usize
@@ -350,6 +353,7 @@ pub struct Optimize {
     pub shards: Option<usize>,
     pub shards_dir: Option<PathBuf>,
     pub local: bool,
+    pub compile_cache: Option<String>,
     pub jobs: Option<usize>,
     pub locked: bool,
     pub frozen: bool,

@@ -133,6 +133,7 @@ impl super::flags::Optimize {
             verify_cache: self.verify_cache,
             progress: output.progress,
             shards,
+            compile_cache: self.compile_cache,
             ..cli_defaults()
         };
         let outcome = if self.local {

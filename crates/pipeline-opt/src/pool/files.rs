@@ -1,72 +1,19 @@
-//! The pool's on-disk state: where each file lives, atomic writes, and process records
-//! (pid plus kernel start time) that tell a live process we started from a stranger
-//! that reused its pid.
+//! The pool's on-disk state as the supervisor writes it: atomic writes, stopping the
+//! processes it recorded, where instance data lives. Where each file lives and the
+//! process records are the lease protocol's (`pipeline_opt_lease::protocol`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::Serialize;
 
 use super::PoolError;
-
-/// The layout of one pool directory (`<state-dir>/pool`).
-#[derive(Debug, Clone)]
-pub(crate) struct Layout {
-    pub dir: PathBuf,
-}
-
-impl Layout {
-    pub fn new(dir: &Path) -> Layout {
-        Layout { dir: dir.to_path_buf() }
-    }
-    /// State of the running supervisor; removed by `down` and `clean`.
-    pub fn run(&self) -> PathBuf {
-        self.dir.join("run")
-    }
-    /// Held (flock) by the supervisor for its whole life: free means none runs.
-    pub fn supervisor_lock(&self) -> PathBuf {
-        self.run().join("supervisor.lock")
-    }
-    pub fn supervisor_pid(&self) -> PathBuf {
-        self.run().join("supervisor.pid")
-    }
-    pub fn supervisor_log(&self) -> PathBuf {
-        self.run().join("supervisor.log")
-    }
-    /// PostgreSQL: the server's maintenance database as a slot (URL with the
-    /// password, 0600), for `mode = "server"`; rewritten when the server is replaced.
-    pub fn server(&self, service: &str) -> PathBuf {
-        self.run().join("servers").join(format!("{service}.json"))
-    }
-    pub fn spec(&self) -> PathBuf {
-        self.run().join("spec.json")
-    }
-    pub fn status(&self) -> PathBuf {
-        self.run().join("status.json")
-    }
-    /// One record per server process, for `clean` after a crash.
-    pub fn instances(&self) -> PathBuf {
-        self.run().join("instances")
-    }
-    pub fn logs(&self) -> PathBuf {
-        self.run().join("logs")
-    }
-    pub fn ready(&self, service: &str) -> PathBuf {
-        self.run().join("slots").join(service).join("ready")
-    }
-    pub fn leased(&self, service: &str) -> PathBuf {
-        self.run().join("slots").join(service).join("leased")
-    }
-    pub fn slots_tmp(&self, service: &str) -> PathBuf {
-        self.run().join("slots").join(service).join("tmp")
-    }
-    /// Cached `initdb` output, kept across runs (not under `run/`).
-    pub fn default_template_cache(&self) -> PathBuf {
-        self.dir.join("template")
-    }
-}
+// The layout, the process records and the liveness check are the lease protocol's, so
+// the supervisor writes exactly what a lease reads.
+pub use pipeline_opt_lease::ProcessRecord;
+pub(crate) use pipeline_opt_lease::protocol::{Layout, read_json, supervisor_running};
 
 pub(crate) fn io_err(action: &str, path: &Path) -> impl FnOnce(io::Error) -> PoolError {
     let action = action.to_string();
@@ -94,45 +41,6 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Poo
     fs::rename(&tmp, path).map_err(io_err("write", path))
 }
 
-/// Reads a JSON file; `None` when it is missing or not (yet) valid.
-pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Option<T> {
-    let mut s = String::new();
-    File::open(path).ok()?.read_to_string(&mut s).ok()?;
-    serde_json::from_str(&s).ok()
-}
-
-/// A process we started: its pid and the kernel's start time for it, so that a later
-/// check never mistakes a new process with a reused pid for ours.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessRecord {
-    pub pid: u32,
-    pub start_time: u64,
-}
-
-impl ProcessRecord {
-    pub fn of(pid: u32) -> Option<ProcessRecord> {
-        Some(ProcessRecord { pid, start_time: proc_start_time(pid)? })
-    }
-    /// The same process still exists and has not exited (zombies count as gone).
-    pub fn alive(&self) -> bool {
-        proc_start_time(self.pid) == Some(self.start_time)
-    }
-}
-
-/// Field 22 of `/proc/<pid>/stat`; `None` for a missing or zombie process.
-pub(crate) fn proc_start_time(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut fields = rest.split(' ');
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    // `rest` starts at field 3 (state); field 22 is 19 further on.
-    fields.nth(18)?.parse().ok()
-}
-
 /// Random hex for passwords and names, from the kernel.
 pub(crate) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
@@ -154,16 +62,6 @@ pub(crate) fn stop_record(record: &ProcessRecord, signal: i32, grace: std::time:
         .until_leader_gone(&alive)
         .poll(std::time::Duration::from_millis(5))
         .stop(&[record.pid as i32]);
-}
-
-/// Whether some process holds the supervisor lock (a supervisor runs).
-pub(crate) fn supervisor_running(layout: &Layout) -> bool {
-    let Ok(f) = File::open(layout.supervisor_lock()) else { return false };
-    match f.try_lock() {
-        Ok(()) => false,
-        Err(std::fs::TryLockError::WouldBlock) => true,
-        Err(std::fs::TryLockError::Error(_)) => false,
-    }
 }
 
 /// Where instance data lives: tmpfs when there is one (copies and database clones are

@@ -5,13 +5,19 @@
 //! - `up` writes the spec and starts the supervisor (or finds the running one);
 //! - the supervisor (`supervisor.rs`) starts servers with a backend (`process.rs`, or
 //!   `docker.rs` behind the `docker` feature), keeps ready slots, resets returned ones;
-//! - tests call [`lease`]; a lease is an exclusive lock on a slot file (`lease.rs`).
+//! - tests call [`lease`]; a lease is an exclusive lock on a slot file. Leasing lives
+//!   in the `pipeline-opt-lease` crate (re-exported here), which a test can depend on
+//!   without this engine.
+//!
+//! The supervisor talks to PostgreSQL and Redis through client crates behind the
+//! `postgres` and `redis` features; [`check_clients`] refuses a service whose client
+//! was compiled out before anything starts.
 
 #[cfg(feature = "docker")]
 mod docker;
 mod files;
-mod lease;
 mod process;
+#[cfg(feature = "postgres")]
 mod refill;
 mod runner;
 mod supervisor;
@@ -28,14 +34,11 @@ use crate::config::{Auth, Config, ReadyProbe, ServiceConfig, ServiceKind};
 use crate::workspace::Workspace;
 pub use files::ProcessRecord;
 use files::{Layout, io_err, read_json, write_json};
-pub use lease::{Lease, lease, lease_from};
+pub use pipeline_opt_lease::{Lease, LeaseError, TIMEOUT_ENV, lease, lease_from};
 pub use process::{extension_installed, find_program};
-pub use refill::RefillStats;
 pub use runner::{lease_runner_if_requested, lease_values};
 
 pub use crate::state::POOL_ENV;
-/// Overrides the default lease timeout (a humantime duration such as `30s`).
-pub const TIMEOUT_ENV: &str = "PIPELINE_OPT_POOL_TIMEOUT";
 /// How many connections the supervisor clones and drops PostgreSQL databases with (read
 /// by the supervisor, which inherits it from `up`; default: two per core, 2 to 4).
 pub const REFILL_WORKERS_ENV: &str = "PIPELINE_OPT_POOL_REFILL_WORKERS";
@@ -57,20 +60,12 @@ pub enum PoolError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
     #[error(
-        "no pool supervisor runs at {dir}; start one with `cargo xtask pool up` (it prints the {POOL_ENV} to export)"
+        "service `{service}` is {kind} but this build of pipeline-opt has no {kind} client; build it with the `{feature}` feature (`features = [\"{feature}\"]` on the pipeline-opt dependency) or remove the service"
     )]
-    NotRunning { dir: PathBuf },
-    #[error(
-        "{POOL_ENV} is not set and no pool was found in a `target/pipeline-opt/pool` above {cwd}; start one with `cargo xtask pool up` and export {POOL_ENV}"
-    )]
-    NoPool { cwd: PathBuf },
-    #[error("the pool at {dir} has no service `{service}`; its services: {known}")]
-    UnknownService { dir: PathBuf, service: String, known: String },
-    #[error(
-        "no `{service}` instance was free within {waited:?} (pool of {size} at {dir}); raise `size` in [workspace.metadata.pipeline-opt.services.{service}] or the timeout ({TIMEOUT_ENV})"
-    )]
-    Timeout { service: String, waited: Duration, size: usize, dir: PathBuf },
+    ClientNotBuilt { service: String, kind: &'static str, feature: &'static str },
     #[error(
         "`{program}` was not found on PATH or in {searched}; install it (Debian: `apt-get install {package}`)"
     )]
@@ -114,6 +109,7 @@ pub enum PoolError {
         #[source]
         source: std::io::Error,
     },
+    #[cfg(feature = "postgres")]
     #[error("{action} on PostgreSQL service `{service}` failed: {source}")]
     Postgres {
         service: String,
@@ -121,6 +117,7 @@ pub enum PoolError {
         #[source]
         source: postgres::Error,
     },
+    #[cfg(feature = "redis")]
     #[error("{action} on Redis service `{service}` failed: {source}")]
     Redis {
         service: String,
@@ -215,6 +212,67 @@ impl Default for PoolOptions {
             template_cache: None,
         }
     }
+}
+
+/// Counts and total times of the refill's SQL, in `pool status` and logged when the
+/// pool stops: where a PostgreSQL lease's refill time goes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RefillStats {
+    pub clones: u64,
+    /// Total milliseconds in `CREATE DATABASE … STRATEGY FILE_COPY`.
+    pub clone_ms: f64,
+    /// Total milliseconds connecting to new databases and running `SELECT 1`.
+    pub check_ms: f64,
+    pub drops: u64,
+    /// Total milliseconds in `DROP DATABASE`.
+    pub drop_ms: f64,
+    /// Supervisor ticks (at most 2 ms apart) that found a slot to fill and no clone on
+    /// hand: how long leases could have waited for the refill.
+    pub empty_ticks: u64,
+}
+
+impl std::fmt::Display for RefillStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mean = |t: f64, n: u64| t / n.max(1) as f64;
+        write!(
+            f,
+            "{} clones (mean {:.1} ms clone + {:.1} ms check), {} drops (mean {:.1} ms), \
+             {} ticks with a slot waiting for a clone",
+            self.clones,
+            mean(self.clone_ms, self.clones),
+            mean(self.check_ms, self.clones),
+            self.drops,
+            mean(self.drop_ms, self.drops),
+            self.empty_ticks
+        )
+    }
+}
+
+/// The cargo feature that builds the client a service of `kind` needs, and whether this
+/// build has it (`command` services need none).
+pub fn client_feature(kind: ServiceKind) -> Option<(&'static str, bool)> {
+    match kind {
+        ServiceKind::Postgres => Some(("postgres", cfg!(feature = "postgres"))),
+        ServiceKind::Redis => Some(("redis", cfg!(feature = "redis"))),
+        ServiceKind::Command => None,
+    }
+}
+
+/// Refuses the first service whose client this build does not have, naming the
+/// feature: before a pool starts, and before a run whose plan has a `services` stage.
+pub fn check_clients<'a>(
+    services: impl IntoIterator<Item = (&'a str, ServiceKind)>,
+) -> Result<(), PoolError> {
+    for (name, kind) in services {
+        if let Some((feature, false)) = client_feature(kind) {
+            return Err(PoolError::ClientNotBuilt {
+                service: name.to_string(),
+                kind: kind.name(),
+                feature,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What the supervisor reports in `run/status.json`. Never holds credentials.
@@ -336,6 +394,7 @@ impl ContainerPool {
         services: &BTreeMap<String, ServiceConfig>,
         options: &PoolOptions,
     ) -> Result<PoolHandle, PoolError> {
+        check_clients(services.iter().map(|(name, s)| (name.as_str(), s.kind)))?;
         let layout = self.layout();
         files::create_dir(&self.dir)?;
         // One `up` at a time per pool: a second one waits, then finds the supervisor.
@@ -603,7 +662,7 @@ impl ContainerPool {
     }
 
     /// Leases an instance of `service`, waiting up to `timeout` for a free one.
-    pub fn lease(&self, service: &str, timeout: Duration) -> Result<Lease, PoolError> {
+    pub fn lease(&self, service: &str, timeout: Duration) -> Result<Lease, LeaseError> {
         lease_from(&self.dir, service, timeout)
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use super::RefillStats;
 
 /// Returned databases kept before drops run even while clones are wanted (each is a few
 /// MB of tmpfs): drops beyond this share the workers with clones.
@@ -38,40 +38,6 @@ impl PgAddr {
             .dbname(db)
             .connect_timeout(Duration::from_secs(2))
             .connect(postgres::NoTls)
-    }
-}
-
-/// Counts and total times of the refill's SQL, in `pool status` and logged when the
-/// pool stops: where a PostgreSQL lease's refill time goes.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct RefillStats {
-    pub clones: u64,
-    /// Total milliseconds in `CREATE DATABASE … STRATEGY FILE_COPY`.
-    pub clone_ms: f64,
-    /// Total milliseconds connecting to new databases and running `SELECT 1`.
-    pub check_ms: f64,
-    pub drops: u64,
-    /// Total milliseconds in `DROP DATABASE`.
-    pub drop_ms: f64,
-    /// Supervisor ticks (at most 2 ms apart) that found a slot to fill and no clone on
-    /// hand: how long leases could have waited for the refill.
-    pub empty_ticks: u64,
-}
-
-impl std::fmt::Display for RefillStats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mean = |t: f64, n: u64| t / n.max(1) as f64;
-        write!(
-            f,
-            "{} clones (mean {:.1} ms clone + {:.1} ms check), {} drops (mean {:.1} ms), \
-             {} ticks with a slot waiting for a clone",
-            self.clones,
-            mean(self.clone_ms, self.clones),
-            mean(self.check_ms, self.clones),
-            self.drops,
-            mean(self.drop_ms, self.drops),
-            self.empty_ticks
-        )
     }
 }
 

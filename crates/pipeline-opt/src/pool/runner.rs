@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 
-use super::{Lease, PoolError};
+use super::{Lease, LeaseError};
 use crate::config::{Placeholder, ServiceKind, render_template};
 use crate::plan::LEASE_RUNNER_ARG;
 
@@ -34,7 +34,7 @@ enum RunnerError {
     )]
     Usage(String),
     #[error(transparent)]
-    Lease(#[from] PoolError),
+    Lease(#[from] LeaseError),
     #[error("the `env` template of service `{service}` does not apply: {message}")]
     Template { service: String, message: String },
     #[error("could not keep the leases for the test's lifetime: {0}")]
@@ -107,7 +107,7 @@ fn run(args: Vec<OsString>) -> RunnerError {
     if !listing {
         for wanted in &request.services {
             let (slot, lease) = if wanted.whole_server {
-                match super::lease::server_slot(&wanted.name) {
+                match pipeline_opt_lease::server(&wanted.name) {
                     Ok(slot) => (slot, None),
                     Err(e) => return e.into(),
                 }

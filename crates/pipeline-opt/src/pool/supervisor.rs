@@ -15,14 +15,15 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::files::{self, Layout, ProcessRecord, io_err, read_json, write_json};
-use super::lease::Slot;
 use super::process::{self, PgBin, RunAs};
+#[cfg(feature = "postgres")]
 use super::refill::{PgAddr, Refill};
 use super::{
     Backend, PoolError, PoolSpec, PoolStatus, ServerStatus, ServiceSpec, ServiceStatus,
     SupervisorState,
 };
 use crate::config::{Auth, ReadyProbe, ServiceKind};
+use pipeline_opt_lease::protocol::Slot;
 
 /// One server process (or container), as `clean` finds it after a crash.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -157,6 +158,7 @@ pub(crate) fn run(dir: &Path) -> Result<(), PoolError> {
 
 struct Server {
     port: u16,
+    #[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
     password: String,
     child: Option<Child>,
     process: Option<ProcessRecord>,
@@ -164,6 +166,7 @@ struct Server {
     container: Option<String>,
     data_dir: Option<PathBuf>,
     /// PostgreSQL's private socket directory (process backend), for admin connections.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     socket_dir: Option<PathBuf>,
     record_path: PathBuf,
     log: PathBuf,
@@ -175,6 +178,7 @@ struct Server {
 
 enum Admin {
     None,
+    #[cfg(feature = "redis")]
     Redis(Box<redis::Connection>),
 }
 
@@ -182,8 +186,10 @@ struct Service {
     spec: ServiceSpec,
     servers: Vec<Server>,
     generation: u32,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     admin: Admin,
     /// PostgreSQL: the workers that clone databases ahead and drop returned ones.
+    #[cfg(feature = "postgres")]
     refill: Option<Refill>,
 }
 
@@ -192,6 +198,7 @@ struct Service {
 /// two per core, 2 to 4: on a 2-core machine shared with other builds, 4 connections
 /// kept up with a back-to-back client where 2 could not (docs/services.md).
 /// `PIPELINE_OPT_POOL_REFILL_WORKERS` overrides it.
+#[cfg(feature = "postgres")]
 fn refill_workers() -> usize {
     std::env::var(super::REFILL_WORKERS_ENV)
         .ok()
@@ -226,12 +233,15 @@ impl Supervisor {
             servers: Vec::new(),
             generation: 0,
             admin: Admin::None,
+            #[cfg(feature = "postgres")]
             refill: None,
         }];
         Supervisor { layout, spec, services, run_as: None, pg: None, data_root, shared }
     }
 
     fn start_all(&mut self) -> Result<(), PoolError> {
+        // A spec `up` wrote in a binary built with other features than this one.
+        super::check_clients(self.services.iter().map(|s| (s.spec.name.as_str(), s.spec.kind)))?;
         for dir in [self.layout.instances(), self.layout.logs()] {
             files::create_dir(&dir)?;
         }
@@ -278,11 +288,15 @@ impl Supervisor {
                 (false, true) => 2,
                 (false, false) => 10,
             };
-            match &self.services[0].refill {
-                // A slot waiting for a clone is offered as soon as one is on hand.
-                Some(refill) if pause > 0 => refill.wait_change(Duration::from_millis(pause)),
-                _ => std::thread::sleep(Duration::from_millis(pause)),
+            // A slot waiting for a clone is offered as soon as one is on hand.
+            #[cfg(feature = "postgres")]
+            if let Some(refill) = &self.services[0].refill
+                && pause > 0
+            {
+                refill.wait_change(Duration::from_millis(pause));
+                continue;
             }
+            std::thread::sleep(Duration::from_millis(pause));
         }
     }
 
@@ -318,17 +332,19 @@ impl Supervisor {
         let slot: Option<Slot> = read_json(path);
         let current = slot.as_ref().is_some_and(|s| s.generation == svc.generation);
         match (svc.spec.kind, slot) {
-            (ServiceKind::Postgres, Some(slot)) if current => {
+            (ServiceKind::Postgres, Some(_slot)) if current => {
                 let _ = std::fs::remove_file(path);
                 // Dropped by the refill workers when no clone is wanted: a returned
                 // database is never offered again.
-                if let (Some(db), Some(refill)) = (slot.database, &svc.refill) {
+                #[cfg(feature = "postgres")]
+                if let (Some(db), Some(refill)) = (_slot.database, &svc.refill) {
                     refill.retire(db);
                 }
             }
-            (ServiceKind::Redis, Some(slot)) if current => {
-                let db = slot.database.clone().unwrap_or_default();
+            (ServiceKind::Redis, Some(_slot)) if current => {
+                #[cfg(feature = "redis")]
                 if let Admin::Redis(con) = &mut svc.admin {
+                    let db = _slot.database.clone().unwrap_or_default();
                     let flushed = redis::pipe()
                         .cmd("SELECT")
                         .arg(&db)
@@ -361,6 +377,7 @@ impl Supervisor {
 
     /// PostgreSQL: offers databases the refill workers cloned ahead until `size` slots
     /// exist (ready or leased), and tells the workers how many to keep on hand.
+    #[cfg(feature = "postgres")]
     fn refill(&mut self, i: usize) -> Result<bool, PoolError> {
         let svc = &self.services[i];
         let Some(refill) = &svc.refill else { return Ok(false) };
@@ -389,6 +406,12 @@ impl Supervisor {
         Ok(changed)
     }
 
+    /// Without the PostgreSQL client no service has a refill (`run` refused them).
+    #[cfg(not(feature = "postgres"))]
+    fn refill(&mut self, _i: usize) -> Result<bool, PoolError> {
+        Ok(false)
+    }
+
     /// (Re)starts every server of service `i` in a new generation and publishes its slots.
     fn restart(&mut self, i: usize) -> Result<(), PoolError> {
         let name = self.services[i].spec.name.clone();
@@ -406,6 +429,7 @@ impl Supervisor {
         let old = std::mem::take(&mut self.services[i].servers);
         self.services[i].admin = Admin::None;
         // The old server's clones and returned databases go with its data directory.
+        #[cfg(feature = "postgres")]
         if let Some(refill) = self.services[i].refill.take() {
             log!("`{name}` generation {} refill: {}", self.services[i].generation, refill.stop());
         }
@@ -424,6 +448,11 @@ impl Supervisor {
         let svc = &mut self.services[i];
         let generation = svc.generation;
         match kind {
+            #[cfg(not(feature = "postgres"))]
+            ServiceKind::Postgres => return Err(client_not_built(&svc.spec)),
+            #[cfg(not(feature = "redis"))]
+            ServiceKind::Redis => return Err(client_not_built(&svc.spec)),
+            #[cfg(feature = "postgres")]
             ServiceKind::Postgres => {
                 let server = &svc.servers[0];
                 let mut admin =
@@ -480,6 +509,7 @@ impl Supervisor {
                 }
                 self.refill(i)?;
             }
+            #[cfg(feature = "redis")]
             ServiceKind::Redis => {
                 let server = &svc.servers[0];
                 let password = auth_password(&svc.spec, server);
@@ -670,12 +700,13 @@ impl Supervisor {
             start_ms: 0,
             checked: Instant::now(),
         };
-        if let Err(err) = wait_ready(&spec, &mut server).and_then(|()| {
-            if spec.kind == ServiceKind::Postgres {
-                set_credentials(&spec, &server)?;
-            }
-            Ok(())
-        }) {
+        let ready = wait_ready(&spec, &mut server);
+        #[cfg(feature = "postgres")]
+        let ready = ready.and_then(|()| match spec.kind {
+            ServiceKind::Postgres => set_credentials(&spec, &server),
+            _ => Ok(()),
+        });
+        if let Err(err) = ready {
             stop_server(server);
             return Err(err);
         }
@@ -692,6 +723,7 @@ impl Supervisor {
     fn stop_all(&mut self) {
         for svc in &mut self.services {
             svc.admin = Admin::None;
+            #[cfg(feature = "postgres")]
             if let Some(refill) = svc.refill.take() {
                 log!("`{}` generation {} refill: {}", svc.spec.name, svc.generation, refill.stop());
             }
@@ -703,6 +735,10 @@ impl Supervisor {
 
     fn service_status(&self) -> (String, ServiceStatus) {
         let s = &self.services[0];
+        #[cfg(feature = "postgres")]
+        let refill = s.refill.as_ref().map(Refill::stats);
+        #[cfg(not(feature = "postgres"))]
+        let refill = None;
         let status = ServiceStatus {
             kind: Some(s.spec.kind),
             size: s.spec.size,
@@ -715,7 +751,7 @@ impl Supervisor {
             ready: 0,
             leased: 0,
             start_ms: s.servers.iter().map(|v| v.start_ms).collect(),
-            refill: s.refill.as_ref().map(Refill::stats),
+            refill,
         };
         (s.spec.name.clone(), status)
     }
@@ -858,6 +894,7 @@ fn stop_server(mut server: Server) {
     let _ = std::fs::remove_file(&server.record_path);
 }
 
+#[cfg(feature = "postgres")]
 impl Server {
     fn pg_addr(&self) -> PgAddr {
         PgAddr {
@@ -870,6 +907,7 @@ impl Server {
 
 /// The supervisor's own connection: over the private socket when there is one (no
 /// password round), else over TCP with the password.
+#[cfg(feature = "postgres")]
 fn pg_admin(server: &Server, db: &str) -> Result<postgres::Client, postgres::Error> {
     server.pg_addr().connect(db)
 }
@@ -879,6 +917,7 @@ fn pg_admin(server: &Server, db: &str) -> Result<postgres::Client, postgres::Err
 /// before any URL with a password is written: the template's password outlives every
 /// pool. The configured `user`, when there is one, is made a superuser with the same
 /// password, as the postgres role of a CI service container is.
+#[cfg(feature = "postgres")]
 fn set_credentials(spec: &ServiceSpec, server: &Server) -> Result<(), PoolError> {
     // Hex from the kernel, or a configured one of A-Z a-z 0-9 . _ ~ - (the config
     // checks it), and a user of a-z 0-9 _: nothing to quote in SQL.
@@ -898,12 +937,14 @@ fn set_credentials(spec: &ServiceSpec, server: &Server) -> Result<(), PoolError>
 }
 
 /// The password clients give, `None` with `auth = "trust"`.
+#[cfg(any(feature = "postgres", feature = "redis"))]
 fn auth_password<'a>(spec: &ServiceSpec, server: &'a Server) -> Option<&'a str> {
     (spec.auth == Auth::Password).then_some(server.password.as_str())
 }
 
 /// A lease's URL for database `db`: the configured user (or the pool's own), with the
 /// server's password unless the service trusts loopback.
+#[cfg(feature = "postgres")]
 fn postgres_url(spec: &ServiceSpec, server: &Server, db: &str) -> String {
     let user = spec.user.as_deref().unwrap_or("pool");
     match auth_password(spec, server) {
@@ -912,6 +953,7 @@ fn postgres_url(spec: &ServiceSpec, server: &Server, db: &str) -> String {
     }
 }
 
+#[cfg(feature = "redis")]
 fn redis_connect(
     port: u16,
     password: Option<&str>,
@@ -948,12 +990,18 @@ fn wait_ready(spec: &ServiceSpec, server: &mut Server) -> Result<(), PoolError> 
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], server.port));
         let tcp = || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(50)).is_ok();
         let ready = match spec.kind {
+            #[cfg(not(feature = "postgres"))]
+            ServiceKind::Postgres => return Err(client_not_built(spec)),
+            #[cfg(not(feature = "redis"))]
+            ServiceKind::Redis => return Err(client_not_built(spec)),
+            #[cfg(feature = "postgres")]
             ServiceKind::Postgres => {
                 tcp()
                     && pg_admin(server, "postgres")
                         .and_then(|mut c| c.simple_query("SELECT 1"))
                         .is_ok()
             }
+            #[cfg(feature = "redis")]
             ServiceKind::Redis => {
                 tcp()
                     && redis_connect(server.port, auth_password(spec, server), 0)
@@ -1000,6 +1048,7 @@ fn log_tail(path: &Path) -> String {
 
 /// Creates the template database every lease is cloned from and applies the setup SQL
 /// to it once. Connections to it are then refused, so clones never fail on a stray one.
+#[cfg(feature = "postgres")]
 fn prepare_template(
     spec: &ServiceSpec,
     admin: &mut postgres::Client,
@@ -1057,4 +1106,16 @@ fn prepare_template(
         .batch_execute("ALTER DATABASE pool_template WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")
         .map_err(err("sealing the template database"))?;
     Ok(())
+}
+
+/// A service of a kind whose client this build lacks: `up` and [`run`] refuse such a
+/// spec first, so reaching this means a spec written by a differently built binary.
+/// Each client's feature is named after its kind (`postgres`, `redis`).
+#[cfg(not(all(feature = "postgres", feature = "redis")))]
+fn client_not_built(spec: &ServiceSpec) -> PoolError {
+    PoolError::ClientNotBuilt {
+        service: spec.name.clone(),
+        kind: spec.kind.name(),
+        feature: spec.kind.name(),
+    }
 }

@@ -34,6 +34,7 @@ pub fn render(record: &RunRecord, recommendations: &[Recommendation]) -> String 
     stages(o, record);
     test_settings(o, record);
     cache(o, record);
+    compile_cache(o, record);
     critical_path(o, record);
     slowest_crates(o, record);
     compiled_by_tests(o, record);
@@ -206,6 +207,47 @@ fn cache(o: &mut String, r: &RunRecord) {
         writeln!(o, "| `{id}` | {} |", why.replace('|', "\\|")).unwrap();
     }
     o.push('\n');
+}
+
+/// `--compile-cache`: what sccache did, and a warning when a warm cache gave no hit.
+fn compile_cache(o: &mut String, r: &RunRecord) {
+    let Some(c) = &r.compile_cache else { return };
+    writeln!(
+        o,
+        "## Compile cache
+"
+    )
+    .unwrap();
+    let rate = c.hit_rate().map(|h| format!("{:.1} %", h * 100.0)).unwrap_or_else(|| "-".into());
+    writeln!(
+        o,
+        "sccache on `{}`: {} compile requests, **{} hits, {} misses** ({rate} of cacheable compiles), {} not cacheable; {} write errors, {} read errors, {} cache errors.\n",
+        c.backend,
+        c.compile_requests,
+        c.hits,
+        c.misses,
+        c.not_cacheable,
+        c.write_errors,
+        c.read_errors,
+        c.cache_errors
+    )
+    .unwrap();
+    if !c.not_cached.is_empty() {
+        writeln!(o, "| not cached because | requests |").unwrap();
+        writeln!(o, "| --- | ---: |").unwrap();
+        for (why, n) in &c.not_cached {
+            writeln!(o, "| {} | {n} |", why.replace('|', "\\|")).unwrap();
+        }
+        o.push('\n');
+    }
+    if c.warm_without_hits() {
+        writeln!(
+            o,
+            "**Warning:** the cache held {} entries before the run and gave no hit: the paths (workspace, `CARGO_HOME`, target directory) or the toolchain and flags differ from the runs that filled it; sccache's keys include absolute paths, so every machine must build in the same places (docs/scale-out.md).\n",
+            c.entries_before.unwrap_or(0)
+        )
+        .unwrap();
+    }
 }
 
 /// A merged scale-out run: each shard's tests, predicted and measured times.

@@ -59,7 +59,7 @@ fn junk_in_the_root_packages_metadata_is_rejected_naming_the_key() {
     check_error(
         &single_package("tragets = 1\n"),
         expect![
-            "invalid `package.metadata.pipeline-opt.tragets` in Cargo.toml: unknown field `tragets`, expected one of `targets`, `disable`, `enable`, `bench-proof`, `test-runner`, `incremental`, `stage-timeout`, `stages`, `services`, `cache`, `env`"
+            "invalid `package.metadata.pipeline-opt.tragets` in Cargo.toml: unknown field `tragets`, expected one of `targets`, `disable`, `enable`, `bench-proof`, `test-runner`, `incremental`, `compile-cache`, `stage-timeout`, `stages`, `services`, `cache`, `env`"
         ],
     );
     check_error(

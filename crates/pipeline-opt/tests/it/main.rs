@@ -8,6 +8,7 @@ mod bench_compare;
 mod cache;
 mod cli;
 mod config;
+mod embed;
 mod faults;
 mod optimize;
 mod orchestrator;

@@ -292,7 +292,7 @@ fn unknown_key_names_the_key() {
     check_config_error(
         "tragets = {}",
         expect![
-            "invalid `workspace.metadata.pipeline-opt.tragets` in Cargo.toml: unknown field `tragets`, expected one of `targets`, `disable`, `enable`, `bench-proof`, `test-runner`, `incremental`, `stage-timeout`, `stages`, `services`, `cache`, `env`"
+            "invalid `workspace.metadata.pipeline-opt.tragets` in Cargo.toml: unknown field `tragets`, expected one of `targets`, `disable`, `enable`, `bench-proof`, `test-runner`, `incremental`, `compile-cache`, `stage-timeout`, `stages`, `services`, `cache`, `env`"
         ],
     );
 }

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pipeline_opt::config::{Config, ServiceConfig, ServiceKind};
-use pipeline_opt::pool::{self, ContainerPool, PoolError, PoolOptions};
+use pipeline_opt::pool::{self, ContainerPool, LeaseError, PoolOptions};
 
 const ROLE: &str = "POOL_TEST_ROLE";
 
@@ -193,7 +193,7 @@ fn a_killed_holder_frees_its_slot() {
         .expect("the holder leased");
     // The only slot is taken.
     let err = pool.pool.lease("postgres", Duration::from_millis(100)).unwrap_err();
-    assert!(matches!(err, PoolError::Timeout { .. }), "{err}");
+    assert!(matches!(err, LeaseError::Timeout { .. }), "{err}");
     assert!(err.to_string().contains("raise `size`"), "{err}");
     holder.kill().unwrap();
     holder.wait().unwrap();

@@ -263,6 +263,7 @@ fn fixture_record() -> RunRecord {
         }),
         shards: None,
         doctests: Vec::new(),
+        compile_cache: None,
     }
 }
 

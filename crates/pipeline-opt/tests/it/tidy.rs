@@ -34,6 +34,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("doctest_shim", 0),
     // The cargo config files that apply, as cargo finds them.
     ("cargo_config", 0),
+    // The shared compile cache's sccache server, started beside a run, and its stats.
+    ("compile_cache", 0),
     // The target runner a user set for the tests, which the lease runner chains.
     ("target_runner", 0),
     // What to run, and what the run is held to.

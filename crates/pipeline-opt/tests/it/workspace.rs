@@ -195,7 +195,7 @@ fn this_project_loads_with_its_own_members() {
     let manifest = camino::Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
     let w = Workspace::load(Some(&manifest)).unwrap();
     let names: Vec<&str> = w.packages.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["pipeline-opt", "pipeline-opt-benches", "xtask"]);
+    assert_eq!(names, ["pipeline-opt", "pipeline-opt-benches", "pipeline-opt-lease", "xtask"]);
     let lib = w.package("pipeline-opt").unwrap();
     let dependents: Vec<&str> =
         w.reverse_deps(lib).into_iter().map(|i| w.packages[i].name.as_str()).collect();

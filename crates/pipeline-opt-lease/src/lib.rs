@@ -1,8 +1,18 @@
-//! Leases across processes: a ready slot is a file in `slots/<service>/ready/`; a lease
-//! takes an exclusive lock on it, checks that the file is still the one in `ready/`, and
-//! moves it to `leased/`. The lock lives as long as the [`Lease`] (or its process): once
-//! it is free, the supervisor resets or drops what the slot names. No SQL or server
-//! command runs on this path.
+//! Leases from a running pipeline-opt service pool, for tests that depend on this crate
+//! alone (no engine, no database client). A pool is a directory that a supervisor keeps
+//! (`cargo xtask pool up`, or the `services` stage of a run, which exports
+//! [`POOL_ENV`]); a lease is an exclusive lock on one of its slot files, held for as long
+//! as the [`Lease`] lives or its process runs, so a crashed test frees its slot too.
+//!
+//! ```no_run
+//! let db = pipeline_opt_lease::lease("postgres")?; // waits for a free slot
+//! let url = db.url(); // a fresh database; give it to your client, never print it
+//! # Ok::<(), pipeline_opt_lease::LeaseError>(())
+//! ```
+//!
+//! [`protocol`] is the pool directory's format, written by the engine and read here.
+
+pub mod protocol;
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Read;
@@ -10,32 +20,41 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use protocol::{Layout, Slot, SpecView, read_json, supervisor_running};
+pub use protocol::{ProcessRecord, ServiceKind};
 
-use super::files::{self, Layout, read_json};
-use super::{POOL_ENV, PoolError, PoolSpec, TIMEOUT_ENV};
-use crate::config::ServiceKind;
-use crate::state::StateDir;
+/// The environment variable that tells tests where the pool is: a run's test stages get
+/// it from the `services` stage, and `pool up` prints it to export.
+pub const POOL_ENV: &str = "PIPELINE_OPT_POOL";
+/// Overrides the default lease timeout (a humantime duration such as `30s`).
+pub const TIMEOUT_ENV: &str = "PIPELINE_OPT_POOL_TIMEOUT";
+/// Where the engine keeps its state under a target directory, and the pool under that:
+/// `<target-dir>/pipeline-opt/pool`, which [`lease`] looks for when [`POOL_ENV`] is unset.
+pub const STATE_DIR_NAME: &str = "pipeline-opt";
+pub const POOL_DIR_NAME: &str = "pool";
 
-/// What a slot file holds. The URL carries the password: slot files are mode 0600 and
-/// the URL is never printed (see [`Lease`]'s `Debug`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Slot {
-    pub service: String,
-    pub kind: ServiceKind,
-    pub url: String,
-    /// The database name (PostgreSQL) or number (Redis), if any.
-    pub database: Option<String>,
-    pub port: u16,
-    /// The server that holds the slot's data; a lease never returns a dead one.
-    pub server: Option<files::ProcessRecord>,
-    pub generation: u32,
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error(
+        "no pool supervisor runs at {dir}; start one with `cargo xtask pool up` (it prints the {POOL_ENV} to export)"
+    )]
+    NotRunning { dir: PathBuf },
+    #[error(
+        "{POOL_ENV} is not set and no pool was found in a `target/pipeline-opt/pool` above {cwd}; start one with `cargo xtask pool up` and export {POOL_ENV}"
+    )]
+    NoPool { cwd: PathBuf },
+    #[error("the pool at {dir} has no service `{service}`; its services: {known}")]
+    UnknownService { dir: PathBuf, service: String, known: String },
+    #[error(
+        "no `{service}` instance was free within {waited:?} (pool of {size} at {dir}); raise `size` in [workspace.metadata.pipeline-opt.services.{service}] or the timeout ({TIMEOUT_ENV})"
+    )]
+    Timeout { service: String, waited: Duration, size: usize, dir: PathBuf },
 }
 
 /// An instance leased to this process; dropping it (or the process dying) returns it.
 pub struct Lease {
     slot: Slot,
-    _lock: File,
+    lock: File,
     acquired_in: Duration,
 }
 
@@ -65,14 +84,15 @@ impl Lease {
     pub fn acquired_in(&self) -> Duration {
         self.acquired_in
     }
-    pub(crate) fn slot(&self) -> &Slot {
+    /// The slot file's contents, as the supervisor wrote them.
+    pub fn slot(&self) -> &Slot {
         &self.slot
     }
-    /// The descriptor whose lock is the lease: while any process holds it open, the slot
-    /// stays leased.
-    pub(crate) fn lock_fd(&self) -> std::os::fd::RawFd {
+    /// The descriptor whose lock is the lease: while any process holds it open (a copy
+    /// inherited across a fork, say), the slot stays leased.
+    pub fn lock_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
-        self._lock.as_raw_fd()
+        self.lock.as_raw_fd()
     }
 }
 
@@ -90,7 +110,7 @@ impl std::fmt::Debug for Lease {
 /// Leases an instance of `service` from the pool named by `PIPELINE_OPT_POOL` (or found
 /// in a `target/pipeline-opt/pool` above the current directory), waiting up to
 /// `PIPELINE_OPT_POOL_TIMEOUT` (default 30 s) for a free one.
-pub fn lease(service: &str) -> Result<Lease, PoolError> {
+pub fn lease(service: &str) -> Result<Lease, LeaseError> {
     let dir = pool_dir()?;
     let timeout = std::env::var(TIMEOUT_ENV)
         .ok()
@@ -101,7 +121,7 @@ pub fn lease(service: &str) -> Result<Lease, PoolError> {
 
 /// The pool named by `PIPELINE_OPT_POOL`, or found in a `target/pipeline-opt/pool`
 /// above the current directory.
-pub(crate) fn pool_dir() -> Result<PathBuf, PoolError> {
+pub fn pool_dir() -> Result<PathBuf, LeaseError> {
     match std::env::var_os(POOL_ENV) {
         Some(dir) if !dir.is_empty() => Ok(PathBuf::from(dir)),
         _ => find_pool_dir(),
@@ -110,52 +130,55 @@ pub(crate) fn pool_dir() -> Result<PathBuf, PoolError> {
 
 /// `mode = "server"`: the running server of PostgreSQL service `service`, as a slot
 /// naming its maintenance database; nothing is leased.
-pub(crate) fn server_slot(service: &str) -> Result<Slot, PoolError> {
+pub fn server(service: &str) -> Result<Slot, LeaseError> {
     let dir = pool_dir()?;
     let layout = Layout::new(&dir);
-    let spec: PoolSpec = match read_json(&layout.spec()) {
-        Some(spec) if files::supervisor_running(&layout) => spec,
-        _ => return Err(PoolError::NotRunning { dir }),
-    };
-    if !spec.services.iter().any(|s| s.name == service) {
-        let known: Vec<&str> = spec.services.iter().map(|s| s.name.as_str()).collect();
-        return Err(PoolError::UnknownService {
-            dir,
-            service: service.to_string(),
-            known: if known.is_empty() { "none".into() } else { known.join(", ") },
-        });
-    }
-    read_json(&layout.server(service)).ok_or(PoolError::NotRunning { dir })
+    let spec = running_spec(&layout)?;
+    spec.size_of(&dir, service)?;
+    read_json(&layout.server(service)).ok_or(LeaseError::NotRunning { dir })
 }
 
-fn find_pool_dir() -> Result<PathBuf, PoolError> {
+fn find_pool_dir() -> Result<PathBuf, LeaseError> {
     let cwd = std::env::current_dir().unwrap_or_default();
-    // Only a UTF-8 path can hold a state directory: the tool keeps no other.
-    for dir in cwd.ancestors().filter_map(camino::Utf8Path::from_path) {
-        let candidate = StateDir::in_target_dir(&dir.join("target")).pool().into_std_path_buf();
-        if candidate.join("run/spec.json").exists() {
+    // Only a UTF-8 path can hold a state directory: the engine keeps no other.
+    for dir in cwd.ancestors().filter(|d| d.to_str().is_some()) {
+        let candidate = dir.join("target").join(STATE_DIR_NAME).join(POOL_DIR_NAME);
+        if Layout::new(&candidate).spec().exists() {
             return Ok(candidate);
         }
     }
-    Err(PoolError::NoPool { cwd })
+    Err(LeaseError::NoPool { cwd })
+}
+
+fn running_spec(layout: &Layout) -> Result<SpecView, LeaseError> {
+    match read_json(&layout.spec()) {
+        Some(spec) if supervisor_running(layout) => Ok(spec),
+        _ => Err(LeaseError::NotRunning { dir: layout.dir.clone() }),
+    }
+}
+
+impl SpecView {
+    /// How many slots `service` has, or the error naming the services there are.
+    fn size_of(&self, dir: &Path, service: &str) -> Result<usize, LeaseError> {
+        match self.services.iter().find(|s| s.name == service) {
+            Some(s) => Ok(s.size),
+            None => {
+                let known: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
+                Err(LeaseError::UnknownService {
+                    dir: dir.to_path_buf(),
+                    service: service.to_string(),
+                    known: if known.is_empty() { "none".into() } else { known.join(", ") },
+                })
+            }
+        }
+    }
 }
 
 /// Leases from the pool in `dir`.
-pub fn lease_from(dir: &Path, service: &str, timeout: Duration) -> Result<Lease, PoolError> {
+pub fn lease_from(dir: &Path, service: &str, timeout: Duration) -> Result<Lease, LeaseError> {
     let start = Instant::now();
     let layout = Layout::new(dir);
-    let spec: PoolSpec = match read_json(&layout.spec()) {
-        Some(spec) if files::supervisor_running(&layout) => spec,
-        _ => return Err(PoolError::NotRunning { dir: dir.to_path_buf() }),
-    };
-    let Some(size) = spec.services.iter().find(|s| s.name == service).map(|s| s.size) else {
-        let known: Vec<&str> = spec.services.iter().map(|s| s.name.as_str()).collect();
-        return Err(PoolError::UnknownService {
-            dir: dir.to_path_buf(),
-            service: service.to_string(),
-            known: if known.is_empty() { "none".into() } else { known.join(", ") },
-        });
-    };
+    let size = running_spec(&layout)?.size_of(dir, service)?;
     let ready = layout.ready(service);
     let leased = layout.leased(service);
     // Processes start at different slots so that they do not all fight for the first.
@@ -171,11 +194,11 @@ pub fn lease_from(dir: &Path, service: &str, timeout: Duration) -> Result<Lease,
         for i in 0..n {
             let name = &names[(i + offset) % n];
             if let Some((slot, lock)) = try_claim(&ready.join(name), &leased.join(name)) {
-                return Ok(Lease { slot, _lock: lock, acquired_in: start.elapsed() });
+                return Ok(Lease { slot, lock, acquired_in: start.elapsed() });
             }
         }
         if start.elapsed() >= timeout {
-            return Err(PoolError::Timeout {
+            return Err(LeaseError::Timeout {
                 service: service.to_string(),
                 waited: timeout,
                 size,
@@ -183,8 +206,8 @@ pub fn lease_from(dir: &Path, service: &str, timeout: Duration) -> Result<Lease,
             });
         }
         if last_liveness_check.elapsed() > Duration::from_millis(200) {
-            if !files::supervisor_running(&layout) {
-                return Err(PoolError::NotRunning { dir: dir.to_path_buf() });
+            if !supervisor_running(&layout) {
+                return Err(LeaseError::NotRunning { dir: dir.to_path_buf() });
             }
             last_liveness_check = Instant::now();
         }
