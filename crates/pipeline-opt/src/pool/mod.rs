@@ -11,6 +11,7 @@
 mod docker;
 mod files;
 mod lease;
+mod prepare;
 mod process;
 mod refill;
 mod runner;
@@ -107,6 +108,10 @@ pub enum PoolError {
         "a pool with other services already runs at {dir}; stop it with `cargo xtask pool down` first"
     )]
     DifferentServices { dir: PathBuf },
+    #[error(
+        "the `setup-command` of service `{service}`, `{command}`, failed ({status}); its last lines: {tail}; fix the command or its migrations (whole output: {log})"
+    )]
+    SetupCommand { service: String, command: String, status: String, tail: String, log: PathBuf },
     #[error("the setup SQL {path} of service `{service}` could not be read: {source}")]
     SetupSql {
         service: String,
@@ -114,7 +119,7 @@ pub enum PoolError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{action} on PostgreSQL service `{service}` failed: {source}")]
+    #[error("{action} on PostgreSQL service `{service}` failed: {}", postgres_message(source))]
     Postgres {
         service: String,
         action: String,
@@ -133,6 +138,15 @@ pub enum PoolError {
     Docker { message: String },
 }
 
+/// What the server said, not only `db error`: the `Display` of `postgres::Error` leaves
+/// out the server's message, which is in its source.
+fn postgres_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
+    }
+}
+
 /// One service as the supervisor runs it: the config resolved against the workspace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ServiceSpec {
@@ -144,6 +158,21 @@ pub(crate) struct ServiceSpec {
     pub spare: usize,
     pub command: Vec<String>,
     pub setup_sql: Option<PathBuf>,
+    /// PostgreSQL: a migration command run against the template, from `root`.
+    #[serde(default)]
+    pub setup_command: Vec<String>,
+    /// What `setup_command` reads (absolute), part of the prepared template's fingerprint.
+    #[serde(default)]
+    pub setup_inputs: Vec<PathBuf>,
+    /// The workspace root: where `setup_command` runs.
+    #[serde(default)]
+    pub root: PathBuf,
+    /// PostgreSQL: `template1` becomes a copy of the prepared template.
+    #[serde(default)]
+    pub template1: bool,
+    /// The `env` templates, which `setup_command` gets too, naming the template.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
     pub port: Option<u16>,
     pub ready: Option<ReadyProbe>,
     /// PostgreSQL: the role lease URLs name (`None`: the pool's own, `pool`).
@@ -359,6 +388,15 @@ impl ContainerPool {
                     },
                     command: s.command.clone(),
                     setup_sql: s.setup_sql.as_ref().map(|p| root.join(p.as_std_path())),
+                    setup_command: s.setup_command.clone(),
+                    setup_inputs: s
+                        .setup_inputs
+                        .iter()
+                        .map(|p| root.join(p.as_std_path()))
+                        .collect(),
+                    root: root.to_path_buf(),
+                    template1: s.template1,
+                    env: s.env.clone(),
                     port: s.port,
                     ready: s.ready.clone(),
                     user: s.user.clone(),

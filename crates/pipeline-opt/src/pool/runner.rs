@@ -149,7 +149,7 @@ pub fn lease_values(lease: &Lease) -> impl Fn(Placeholder) -> String + '_ {
     slot_values(lease.url(), lease.kind(), lease.database())
 }
 
-fn slot_values<'a>(
+pub(crate) fn slot_values<'a>(
     url: &'a str,
     kind: ServiceKind,
     database: Option<&str>,
