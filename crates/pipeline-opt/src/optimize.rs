@@ -916,6 +916,13 @@ fn services_as_this_binary(plan: &mut Plan, manifest: &Utf8Path) -> Result<(), O
     if !plan.stages.iter().any(|s| s.kind == StageKind::Services) {
         return Ok(());
     }
+    // The services stage's output goes to its log: the run's own output says it too.
+    // A backend asked for wrongly fails that stage with one line.
+    if let Ok(choice) = crate::pool::requested_backend() {
+        for warning in &choice.warnings {
+            eprintln!("warning: {warning}");
+        }
+    }
     let exe = std::env::current_exe().map_err(|source| OptimizeError::CurrentExe { source })?;
     plan.run_services_as(
         &exe.to_string_lossy(),

@@ -35,6 +35,9 @@ pub use refill::RefillStats;
 pub use runner::{lease_runner_if_requested, lease_values};
 
 pub use crate::state::POOL_ENV;
+/// Asks for a backend by name: `process` (the default) or `docker` (experimental, and
+/// only in a binary built with the `docker` feature). Nothing else ever selects containers.
+pub const BACKEND_ENV: &str = "PIPELINE_OPT_POOL_BACKEND";
 /// Overrides the default lease timeout (a humantime duration such as `30s`).
 pub const TIMEOUT_ENV: &str = "PIPELINE_OPT_POOL_TIMEOUT";
 /// How many connections the supervisor clones and drops PostgreSQL databases with (read
@@ -136,6 +139,8 @@ pub enum PoolError {
     #[cfg(feature = "docker")]
     #[error("docker: {message}")]
     Docker { message: String },
+    #[error("{message}")]
+    Backend { message: String },
 }
 
 /// What the server said, not only `db error`: the `Display` of `postgres::Error` leaves
@@ -299,6 +304,8 @@ pub struct PoolHandle {
     pub status: PoolStatus,
     /// Things the user should know (backend chosen and why).
     pub notes: Vec<String>,
+    /// Things the user must see: printed as `warning: …` (the experimental backend).
+    pub warnings: Vec<String>,
 }
 
 impl PoolHandle {
@@ -373,8 +380,7 @@ impl ContainerPool {
             std::fs::File::create(&up_lock_path).map_err(io_err("create", &up_lock_path))?;
         up_lock.lock().map_err(io_err("lock", &up_lock_path))?;
         files::create_dir(&layout.run())?;
-        let mut notes = Vec::new();
-        let backend = choose_backend(&mut notes);
+        let BackendChoice { backend, notes, warnings } = requested_backend()?;
         let spec = PoolSpec {
             services: services
                 .iter()
@@ -439,6 +445,7 @@ impl ContainerPool {
                 supervisor: status.supervisor,
                 status,
                 notes,
+                warnings,
             });
         }
 
@@ -480,6 +487,7 @@ impl ContainerPool {
             supervisor: status.supervisor,
             status,
             notes,
+            warnings,
         })
     }
 
@@ -650,23 +658,71 @@ fn count_files(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.flatten().count()).unwrap_or(0)
 }
 
-#[cfg(feature = "docker")]
-fn choose_backend(notes: &mut Vec<String>) -> Backend {
-    if docker::engine_available() {
-        notes.push("services run in containers (a container engine answered `docker info`)".into());
-        Backend::Docker
-    } else {
-        notes.push(
-            "no container engine answered `docker info`: services run as local processes".into(),
-        );
-        Backend::Process
+/// The backend the pool runs its servers with, as asked for in [`BACKEND_ENV`] (`None`:
+/// not asked). Containers are never chosen unless asked for by name, whatever engine
+/// answers: the Docker backend has never run against a real engine. `docker_built`:
+/// whether this binary has the `docker` feature; `engine_answers` is asked only when
+/// containers were asked for.
+pub fn choose_backend(
+    requested: Option<&str>,
+    docker_built: bool,
+    engine_answers: impl FnOnce() -> bool,
+) -> Result<BackendChoice, PoolError> {
+    match requested.map(str::trim) {
+        None | Some("") | Some("process") => Ok(BackendChoice {
+            backend: Backend::Process,
+            notes: vec!["services run as local processes".into()],
+            warnings: Vec::new(),
+        }),
+        Some("docker") if !docker_built => Err(PoolError::Backend {
+            message: format!(
+                "{BACKEND_ENV}=docker asks for the Docker backend, which this binary was built without; build it with `--features docker`, or unset {BACKEND_ENV} to run services as processes"
+            ),
+        }),
+        Some("docker") if !engine_answers() => Err(PoolError::Backend {
+            message: format!(
+                "{BACKEND_ENV}=docker asks for containers, but no container engine answered `docker info` (PIPELINE_OPT_CONTAINER_ENGINE picks another); start one, or unset {BACKEND_ENV} to run services as processes"
+            ),
+        }),
+        Some("docker") => Ok(BackendChoice {
+            backend: Backend::Docker,
+            notes: vec![format!("services run in containers ({BACKEND_ENV}=docker)")],
+            warnings: vec![DOCKER_EXPERIMENTAL.into()],
+        }),
+        Some(other) => Err(PoolError::Backend {
+            message: format!(
+                "{BACKEND_ENV}={other} is not a backend; use `process` (the default) or `docker` (experimental)"
+            ),
+        }),
     }
 }
 
+/// What [`choose_backend`] decided, and what to tell the user about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendChoice {
+    pub backend: Backend,
+    pub notes: Vec<String>,
+    /// Printed as `warning: …` by every command that starts a pool this way.
+    pub warnings: Vec<String>,
+}
+
+/// The warning every command prints when the Docker backend is selected.
+pub const DOCKER_EXPERIMENTAL: &str = "the Docker backend is experimental: it has never run against a real container engine; its servers ignore `user`, `database`, `settings`, `extensions` and `socket-dir` (docs/services.md)";
+
+/// The backend [`BACKEND_ENV`] asks for in this process, decided as `up` decides it.
+pub fn requested_backend() -> Result<BackendChoice, PoolError> {
+    let requested = std::env::var(BACKEND_ENV).ok();
+    choose_backend(requested.as_deref(), cfg!(feature = "docker"), engine_available)
+}
+
+#[cfg(feature = "docker")]
+fn engine_available() -> bool {
+    docker::engine_available()
+}
+
 #[cfg(not(feature = "docker"))]
-fn choose_backend(notes: &mut Vec<String>) -> Backend {
-    notes.push("services run as local processes (built without the `docker` feature)".into());
-    Backend::Process
+fn engine_available() -> bool {
+    false
 }
 
 /// Makes this process the pool supervisor when it was started as one (the
@@ -688,6 +744,9 @@ pub fn services_up_if_requested() {
     );
     let code = match result {
         Ok(handle) => {
+            for warning in &handle.warnings {
+                println!("warning: {warning}");
+            }
             for note in &handle.notes {
                 println!("note: {note}");
             }

@@ -422,7 +422,9 @@ impl Supervisor {
         }
         self.services[i].generation += 1;
         let kind = self.services[i].spec.kind;
+        // The cache holds a data directory: the process backend's.
         if kind == ServiceKind::Postgres
+            && self.spec.backend == Backend::Process
             && self.services[i].prepared.is_none()
             && prepare::has_setup(&self.services[i].spec)
         {

@@ -601,6 +601,43 @@ fn a_fixed_port_in_use_is_a_clear_error() {
     }
 }
 
+/// Containers only when asked for by name: no engine that answers, no build with the
+/// `docker` feature, makes the pool choose them on its own.
+#[test]
+fn containers_are_never_chosen_unless_asked_for_by_name() {
+    use pipeline_opt::pool::{Backend, DOCKER_EXPERIMENTAL, choose_backend};
+    for requested in [None, Some(""), Some("process"), Some(" process ")] {
+        for docker_built in [false, true] {
+            let choice = choose_backend(requested, docker_built, || {
+                panic!("the engine was asked although {requested:?} asks for no containers")
+            })
+            .unwrap();
+            assert_eq!(
+                choice.backend,
+                Backend::Process,
+                "{requested:?}, built with docker: {docker_built}"
+            );
+            assert!(choice.warnings.is_empty());
+        }
+    }
+    let chosen = choose_backend(Some("docker"), true, || true).unwrap();
+    assert_eq!(chosen.backend, Backend::Docker);
+    assert_eq!(chosen.warnings, [DOCKER_EXPERIMENTAL], "selecting it always warns");
+    assert!(DOCKER_EXPERIMENTAL.starts_with("the Docker backend is experimental"));
+    let err = |requested, built, answers| {
+        choose_backend(Some(requested), built, || answers).unwrap_err().to_string()
+    };
+    assert_eq!(
+        err("docker", false, true),
+        "PIPELINE_OPT_POOL_BACKEND=docker asks for the Docker backend, which this binary was built without; build it with `--features docker`, or unset PIPELINE_OPT_POOL_BACKEND to run services as processes"
+    );
+    assert!(err("docker", true, false).contains("no container engine answered `docker info`"));
+    assert_eq!(
+        err("podman", true, true),
+        "PIPELINE_OPT_POOL_BACKEND=podman is not a backend; use `process` (the default) or `docker` (experimental)"
+    );
+}
+
 #[test]
 fn leasing_without_a_pool_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
