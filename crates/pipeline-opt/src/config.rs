@@ -224,8 +224,9 @@ pub struct ServiceConfig {
     /// For `kind = "command"`: program and arguments.
     #[serde(default)]
     pub command: Vec<String>,
-    /// SQL applied once to the PostgreSQL template database: a file, or a directory
-    /// whose `*.sql` files are applied in the order of their names.
+    /// SQL applied once to the PostgreSQL template database: a file, or a directory of
+    /// migrations applied in the order of their names (`*.sql` but `*.down.sql`, and
+    /// `<dir>/up.sql`: sqlx's and diesel's layouts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup_sql: Option<Utf8PathBuf>,
     /// PostgreSQL: a program and its arguments run once against the template database

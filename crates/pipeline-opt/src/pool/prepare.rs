@@ -23,8 +23,10 @@ pub(crate) fn has_setup(spec: &ServiceSpec) -> bool {
         || spec.template1
 }
 
-/// The `setup-sql` files in the order they are applied: the file itself, or a
-/// directory's `*.sql` files sorted by name (`0001_init.sql` before `0002_users.sql`).
+/// The `setup-sql` files in the order they are applied: the file itself, or what a
+/// directory holds, in the order of the names: its `*.sql` files but `*.down.sql`
+/// (sqlx's migrations, reversible or not) and the `up.sql` of its subdirectories
+/// (diesel's `migrations/<version>_<name>/up.sql`).
 pub(crate) fn setup_sql_files(spec: &ServiceSpec) -> Result<Vec<PathBuf>, PoolError> {
     let Some(path) = &spec.setup_sql else { return Ok(Vec::new()) };
     let sql_err =
@@ -32,17 +34,24 @@ pub(crate) fn setup_sql_files(spec: &ServiceSpec) -> Result<Vec<PathBuf>, PoolEr
     if !std::fs::metadata(path).map_err(sql_err)?.is_dir() {
         return Ok(vec![path.clone()]);
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(sql_err)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "sql"))
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(path).map_err(sql_err)?.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    let files: Vec<PathBuf> = entries
+        .into_iter()
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?;
+            if p.is_dir() {
+                let up = p.join("up.sql");
+                return up.is_file().then_some(up);
+            }
+            (name.ends_with(".sql") && !name.ends_with(".down.sql")).then_some(p)
+        })
         .collect();
-    files.sort();
     if files.is_empty() {
         return Err(sql_err(std::io::Error::new(
             std::io::ErrorKind::NotFound,
-            "the directory holds no *.sql file; add one or point `setup-sql` at a file",
+            "the directory holds no *.sql file and no <dir>/up.sql; add one or point `setup-sql` at a file",
         )));
     }
     Ok(files)

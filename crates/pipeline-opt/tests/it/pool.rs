@@ -404,6 +404,14 @@ fn setup_sql_files_and_a_setup_command_prepare_the_template_once_until_they_chan
     )
     .unwrap();
     std::fs::write(root.join("schema/notes.txt"), "not SQL: never applied").unwrap();
+    // sqlx's reversible migrations: the up half only.
+    std::fs::write(root.join("schema/0003_rev.up.sql"), "INSERT INTO a VALUES ('third');").unwrap();
+    std::fs::write(root.join("schema/0003_rev.down.sql"), "DROP TABLE a;").unwrap();
+    // diesel's layout: <version>_<name>/up.sql, after 0003 by name.
+    std::fs::create_dir(root.join("schema/0004_diesel")).unwrap();
+    std::fs::write(root.join("schema/0004_diesel/up.sql"), "INSERT INTO a VALUES ('fourth');")
+        .unwrap();
+    std::fs::write(root.join("schema/0004_diesel/down.sql"), "DROP TABLE a;").unwrap();
     std::fs::create_dir(root.join("migrations")).unwrap();
     let seed = root.join("migrations/seed.sql");
     let write_seed = |tag: &str| {
@@ -447,10 +455,14 @@ fn setup_sql_files_and_a_setup_command_prepare_the_template_once_until_they_chan
         let got: Vec<String> =
             db.query("SELECT v FROM a", &[]).unwrap().iter().map(|r| r.get(0)).collect();
         let tagged = format!("{expect_tag} pool_template true");
-        assert_eq!(got, ["first", "second", tagged.as_str()], "the lease's database");
+        assert_eq!(
+            got,
+            ["first", "second", "third", "fourth", tagged.as_str()],
+            "the lease's database"
+        );
         // template1 was prepared too: a database the suite makes itself is migrated.
         let own = create_database(lease.url(), &format!("own_{}", expect_tag.replace(' ', "_")));
-        assert_eq!(count_rows(&own, "SELECT count(*) FROM a"), 3, "a CREATE DATABASE of the suite");
+        assert_eq!(count_rows(&own, "SELECT count(*) FROM a"), 5, "a CREATE DATABASE of the suite");
     };
 
     pool.up(root, &services, &options).unwrap_or_else(|e| panic!("pool up: {e}"));
