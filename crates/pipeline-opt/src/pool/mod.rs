@@ -111,10 +111,11 @@ pub enum PoolError {
         "a pool with other services already runs at {dir}; stop it with `cargo xtask pool down` first"
     )]
     DifferentServices { dir: PathBuf },
+    /// `failure`: "`COMMAND`, failed (STATUS); its last lines: TAIL".
     #[error(
-        "the `setup-command` of service `{service}`, `{command}`, failed ({status}); its last lines: {tail}; fix the command or its migrations (whole output: {log})"
+        "the `setup-command` of service `{service}`, {failure}; fix the command or its migrations (whole output: {log})"
     )]
-    SetupCommand { service: String, command: String, status: String, tail: String, log: PathBuf },
+    SetupCommand { service: String, failure: String, log: PathBuf },
     #[error("the setup SQL {path} of service `{service}` could not be read: {source}")]
     SetupSql {
         service: String,

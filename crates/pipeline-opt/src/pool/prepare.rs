@@ -155,9 +155,7 @@ pub(crate) fn run_setup_command(
     let shown = spec.setup_command.join(" ");
     let fail = |status: String, tail: String| PoolError::SetupCommand {
         service: spec.name.clone(),
-        command: shown.clone(),
-        status,
-        tail,
+        failure: format!("`{shown}`, failed ({status}); its last lines: {tail}"),
         log: log.to_path_buf(),
     };
     let args: Vec<String> = spec

@@ -1005,8 +1005,13 @@ fn a_missing_extension_or_socket_dir_is_a_one_line_error_before_anything_starts(
 }
 
 /// The lease runner as cargo starts it: `RUNNER --pipeline-opt-lease-runner … -- TEST ARGS`.
-fn lease_runner(pool: &TestPool, service: &str, test: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pipeline-opt-pool"));
+/// The two ways a runner is built: the small `pipeline-opt-lease-runner` (`no_main`)
+/// and a binary that links more (here the supervisor's), as the whole command line does.
+const RUNNERS: [&str; 2] =
+    [env!("CARGO_BIN_EXE_pipeline-opt-lease-runner"), env!("CARGO_BIN_EXE_pipeline-opt-pool")];
+
+fn lease_runner_exe(exe: &str, pool: &TestPool, service: &str, test: &[&str]) -> Command {
+    let mut c = Command::new(exe);
     c.args([pipeline_opt::plan::LEASE_RUNNER_ARG, "--lease", service])
         .args(["--env", "REDIS_URL={url}", "--env", "REDIS_PORT={port}", "--"])
         .args(test)
@@ -1049,9 +1054,11 @@ fn the_lease_runner_holds_a_lease_for_the_tests_life_and_passes_its_end_on() {
         "--nocapture",
         "--test-threads=1",
     ];
-    for (round, by_signal) in [(0, false), (1, true)] {
+    for (round, (exe, by_signal)) in
+        RUNNERS.iter().flat_map(|e| [(e, false), (e, true)]).enumerate()
+    {
         let wait = dir.path().join(format!("go-{round}"));
-        let mut child = lease_runner(&pool, "redis", &test)
+        let mut child = lease_runner_exe(exe, &pool, "redis", &test)
             .env(ROLE, "runner")
             .env("RUNNER_CHILD_WAIT", &wait)
             .stdout(Stdio::piped())
@@ -1083,9 +1090,11 @@ fn the_lease_runner_holds_a_lease_for_the_tests_life_and_passes_its_end_on() {
         wait_for("the lease to come back", || leased(&pool, "redis") == (1, 0));
     }
     // A service the pool does not have: one line naming it, exit 1, and no test run.
-    let out = lease_runner(&pool, "nope", &["/bin/true"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("has no service `nope`"), "{stderr}");
+    for exe in RUNNERS {
+        let out = lease_runner_exe(exe, &pool, "nope", &["/bin/true"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("has no service `nope`"), "{stderr}");
+    }
 }
