@@ -9,8 +9,11 @@
 //! handler, which reads `/proc/self/maps`; SIGPIPE set to ignored) buys nothing in a
 //! process that execs the test within a millisecond. `std::env::args` still works: the
 //! standard library reads the arguments on Linux before `main` runs.
-#![no_main]
+// Only outside tests: `cargo test --all-targets` builds this binary's (empty) test
+// harness too, which brings its own `main` and must answer `--list`.
+#![cfg_attr(not(test), no_main)]
 
+#[cfg(not(test))]
 #[unsafe(no_mangle)]
 extern "C" fn main(
     _argc: std::ffi::c_int,
