@@ -4,8 +4,11 @@
 //! once); PostgreSQL leases 50 ms apart, as in `pool/leases.rs`, so the refill's clone
 //! time is not what is measured. Percentiles need every sample, so this group times by
 //! hand and prints its own table; it runs under `cargo bench` (not in test mode) with no
-//! filter or a `runner` filter. `PIPELINE_OPT_BENCH_RUNNER=PATH` measures another
-//! binary as the runner (e.g. the dev-profile `target/debug/xtask` users run).
+//! filter or a `runner` filter. It measures the small `lease-runner` (what
+//! `pipeline-opt-lease-runner` is) and the `pool-supervisor` binary (which links the
+//! supervisor too, as the whole command line does) in one run;
+//! `PIPELINE_OPT_BENCH_RUNNER=PATH` adds another binary (e.g. the dev-profile
+//! `target/debug/xtask` users run).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,9 +58,16 @@ pub fn lease_runner(_c: &mut Criterion) {
             return;
         }
     }
-    let runner = std::env::var_os("PIPELINE_OPT_BENCH_RUNNER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_pool-supervisor")));
+    // Every runner is measured in the same run, interleaved with the direct start, so
+    // the ratios between them hold whatever the machine's load.
+    let mut runners: Vec<(String, PathBuf)> = vec![
+        ("lease-runner".into(), PathBuf::from(env!("CARGO_BIN_EXE_lease-runner"))),
+        ("pool-supervisor".into(), PathBuf::from(env!("CARGO_BIN_EXE_pool-supervisor"))),
+    ];
+    if let Some(extra) = std::env::var_os("PIPELINE_OPT_BENCH_RUNNER") {
+        let extra = PathBuf::from(extra);
+        runners.push((extra.display().to_string(), extra));
+    }
     let dir = tempfile::tempdir().unwrap();
     let pool = ContainerPool::at(&dir.path().join("pool"));
     let options = PoolOptions {
@@ -74,8 +84,8 @@ pub fn lease_runner(_c: &mut Criterion) {
         ("redis".to_string(), ServiceConfig { size: 4, ..ServiceConfig::new(ServiceKind::Redis) }),
     ]);
     pool.up(dir.path(), &services, &options).unwrap();
-    let through_runner = |service: &str, var: &str, template: &str| {
-        let mut c = Command::new(&runner);
+    let through_runner = |runner: &Path, service: &str, var: &str, template: &str| {
+        let mut c = Command::new(runner);
         c.args([pipeline_opt::plan::LEASE_RUNNER_ARG, "--lease", service])
             .args(["--env", &format!("{var}={template}"), "--", TEST])
             .env(pool::POOL_ENV, pool.dir())
@@ -94,39 +104,47 @@ pub fn lease_runner(_c: &mut Criterion) {
             Duration::from_millis(50),
         ),
     ] {
-        let mut via = Vec::with_capacity(runs);
+        let mut cmds: Vec<Command> =
+            runners.iter().map(|(_, r)| through_runner(r, service, var, template)).collect();
+        let mut via: Vec<Vec<Duration>> = vec![Vec::with_capacity(runs); runners.len()];
         let mut direct = Vec::with_capacity(runs);
-        let mut cmd = through_runner(service, var, template);
         for _ in 0..runs {
-            std::thread::sleep(pause);
-            via.push(time(&mut cmd));
+            for (cmd, times) in cmds.iter_mut().zip(via.iter_mut()) {
+                std::thread::sleep(pause);
+                times.push(time(cmd));
+            }
             direct.push(time(&mut direct_cmd));
         }
-        via.sort();
+        via.iter_mut().for_each(|v| v.sort());
         direct.sort();
         rows.push((service, runs, pause, via, direct));
     }
     pool.down().unwrap();
-    println!(
-        "\npool/runner: {TEST} through the lease runner ({}) and directly, interleaved",
-        runner.display()
-    );
-    println!("{:<34} {:>11} {:>11} {:>11} {:>16}", "", "p50", "p99", "max", "added p50");
+    println!("\npool/runner: {TEST} through each lease runner and directly, interleaved");
+    for (name, path) in &runners {
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        println!("  {name}: {} ({:.1} MB)", path.display(), size as f64 / 1e6);
+    }
+    println!("{:<52} {:>11} {:>11} {:>11} {:>16}", "", "p50", "p99", "max", "added p50");
     for (service, runs, pause, via, direct) in &rows {
         let label = if pause.is_zero() {
             format!("{service}, back to back ({runs})")
         } else {
             format!("{service}, {} ms apart ({runs})", pause.as_millis())
         };
-        for (what, s) in [("via runner", via), ("direct", direct)] {
-            let added = if what == "via runner" {
-                ms(percentile(via, 0.5).saturating_sub(percentile(direct, 0.5)))
-            } else {
-                String::new()
-            };
+        let d50 = percentile(direct, 0.5);
+        let mut lines: Vec<(String, &Vec<Duration>, String)> = runners
+            .iter()
+            .zip(via)
+            .map(|((name, _), s)| {
+                (format!("{label}: via {name}"), s, ms(percentile(s, 0.5).saturating_sub(d50)))
+            })
+            .collect();
+        lines.push((format!("{label}: direct"), direct, String::new()));
+        for (what, s, added) in lines {
             println!(
-                "{:<34} {:>11} {:>11} {:>11} {:>16}",
-                format!("{label}: {what}"),
+                "{:<52} {:>11} {:>11} {:>11} {:>16}",
+                what,
                 ms(percentile(s, 0.5)),
                 ms(percentile(s, 0.99)),
                 ms(*s.last().unwrap()),

@@ -229,9 +229,28 @@ pub struct ServiceConfig {
     /// For `kind = "command"`: program and arguments.
     #[serde(default)]
     pub command: Vec<String>,
-    /// SQL applied once to the PostgreSQL template database.
+    /// SQL applied once to the PostgreSQL template database: a file, or a directory of
+    /// migrations applied in the order of their names (`*.sql` but `*.down.sql`, and
+    /// `<dir>/up.sql`: sqlx's and diesel's layouts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup_sql: Option<Utf8PathBuf>,
+    /// PostgreSQL: a program and its arguments run once against the template database
+    /// after `setup-sql`, from the workspace root, with the service's `env` variables
+    /// (and `DATABASE_URL`) naming it: a migration tool such as `sqlx migrate run`.
+    /// Placeholders as in `env` may appear in the arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub setup_command: Vec<String>,
+    /// PostgreSQL: the files and directories (relative to the workspace root) that
+    /// `setup-command` reads. Their contents are part of the prepared template's
+    /// fingerprint; without them a template made by a command is never reused across
+    /// runs, since nothing would tell that its migrations changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub setup_inputs: Vec<Utf8PathBuf>,
+    /// PostgreSQL: make `template1` a copy of the prepared template too, so that
+    /// databases the tests create themselves (`mode = "server"`, `#[sqlx::test]`) start
+    /// migrated.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub template1: bool,
     /// A fixed loopback port (default: a free one). A fixed port that is in use is an
     /// error, never silently replaced; a command service with a fixed port has size 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -308,6 +327,9 @@ impl ServiceConfig {
             spare: None,
             command: Vec::new(),
             setup_sql: None,
+            setup_command: Vec::new(),
+            setup_inputs: Vec::new(),
+            template1: false,
             port: None,
             ready: None,
             user: None,
@@ -751,9 +773,47 @@ impl Config {
             only_postgres("extensions", !service.extensions.is_empty()),
             only_postgres("socket-dir", service.socket_dir.is_some()),
             only_postgres("mode", service.mode != ServiceMode::Database),
+            only_postgres("setup-command", !service.setup_command.is_empty()),
+            only_postgres("setup-inputs", !service.setup_inputs.is_empty()),
+            only_postgres("template1", service.template1),
         ];
         if let Some(err) = postgres_only.into_iter().flatten().next() {
             return Err(err);
+        }
+        if !service.setup_inputs.is_empty() && service.setup_command.is_empty() {
+            return Err(invalid(
+                "setup-inputs",
+                "`setup-inputs` name what `setup-command` reads; add the command or remove them"
+                    .into(),
+            ));
+        }
+        if let Some(program) = service.setup_command.first()
+            && program.trim().is_empty()
+        {
+            return Err(invalid(
+                "setup-command",
+                "the first element is the program to run; name it, e.g. [\"sqlx\", \"migrate\", \"run\"]".into(),
+            ));
+        }
+        for arg in &service.setup_command {
+            if arg.contains('\0') {
+                return Err(invalid(
+                    "setup-command",
+                    "an argument holds a NUL character; remove it".into(),
+                ));
+            }
+            parse_template(arg, service.kind)
+                .map_err(|message| invalid("setup-command", message))?;
+        }
+        for input in &service.setup_inputs {
+            if input.is_absolute() || input.components().any(|c| c.as_str() == "..") {
+                return Err(invalid(
+                    "setup-inputs",
+                    format!(
+                        "`{input}` is not inside the workspace; give a path relative to the workspace root"
+                    ),
+                ));
+            }
         }
         if service.kind == ServiceKind::Command
             && (service.password.is_some() || service.auth != Auth::Password)

@@ -79,14 +79,35 @@ impl Inputs {
             cargo_incremental_set: std::env::var_os("CARGO_INCREMENTAL").is_some(),
             test_profile_overrides: self.workspace.test_profile_overrides(),
             target_dir: None,
-            lease_runner: std::env::current_exe()
-                .ok()
-                .and_then(|p| Utf8PathBuf::from_path_buf(p).ok()),
+            lease_runner: self.lease_runner(),
             user_runner: self.user_runner(cargo_target),
             rustdoc_shim: None,
             user_rustdoc: crate::cargo_config::user_rustdoc(&self.workspace.root),
             test_archive: None,
         }
+    }
+
+    /// The program every test process starts through when a service declares `env`:
+    /// the small `pipeline-opt-lease-runner` beside the running binary when it answers
+    /// this build's protocol (starting it costs a test about half what starting the
+    /// whole command line does, docs/services.md), else the running binary itself.
+    fn lease_runner(&self) -> Option<Utf8PathBuf> {
+        let exe = std::env::current_exe().ok().and_then(|p| Utf8PathBuf::from_path_buf(p).ok())?;
+        if self.config.services.values().all(|s| s.env.is_empty()) {
+            return Some(exe);
+        }
+        let beside = exe.with_file_name(crate::plan::LEASE_RUNNER_BIN);
+        let answers = beside.is_file()
+            && std::process::Command::new(&beside)
+                .args([crate::plan::LEASE_RUNNER_ARG, "--protocol"])
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output()
+                .is_ok_and(|out| {
+                    out.status.success()
+                        && out.stdout.trim_ascii() == crate::plan::LEASE_RUNNER_PROTOCOL.as_bytes()
+                });
+        Some(if answers { beside } else { exe })
     }
 
     /// The target runner the user set for the tests' platform, looked for only when the

@@ -1137,6 +1137,13 @@ fn services_as_this_binary(
     // Refused before any stage starts, not as a failed `services` stage after the build
     // has begun.
     crate::pool::check_clients(config.services.iter().map(|(name, s)| (name.as_str(), s.kind)))?;
+    // The services stage's output goes to its log: the run's own output says it too.
+    // A backend asked for wrongly fails that stage with one line.
+    if let Ok(choice) = crate::pool::requested_backend() {
+        for warning in &choice.warnings {
+            eprintln!("warning: {warning}");
+        }
+    }
     let exe = std::env::current_exe().map_err(|source| OptimizeError::CurrentExe { source })?;
     plan.run_services_as(
         &exe.to_string_lossy(),

@@ -24,8 +24,8 @@ mod naive;
 
 use command::{CargoInvocation, Selection, Subcommand, TargetSelector};
 pub use command::{
-    LEASE_RUNNER_ARG, LeasedService, NextestToolConfig, OneTest, RustdocShim, StageCommand,
-    TestLeases, TestRunnerCommand,
+    LEASE_RUNNER_ARG, LEASE_RUNNER_BIN, LEASE_RUNNER_PROTOCOL, LeasedService, NextestToolConfig,
+    OneTest, RustdocShim, StageCommand, TestLeases, TestRunnerCommand,
 };
 pub use naive::naive;
 
@@ -342,8 +342,9 @@ pub struct PlanOptions {
     /// command (`--against-naive` builds each side from nothing).
     pub target_dir: Option<Utf8PathBuf>,
     /// The program the test stages start test binaries through when a service declares
-    /// `env` (the running binary, which answers in lease-runner mode); without one, the
-    /// installed `cargo-pipeline-opt`.
+    /// `env` (`pipeline-opt-lease-runner` beside the running binary when it answers the
+    /// same protocol, else the running binary, which answers in lease-runner mode);
+    /// without one, the installed `cargo-pipeline-opt`.
     pub lease_runner: Option<Utf8PathBuf>,
     /// The target runner the user set for the tests' platform, which the lease runner
     /// runs in turn.

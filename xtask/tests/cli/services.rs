@@ -445,3 +445,54 @@ fn a_test_crate_with_only_the_lease_crate_leases_from_the_run() {
     let left = pipeline_opt::process::marked_processes(&record.run_id, None);
     assert!(left.is_empty(), "left running: {left:?}");
 }
+
+/// A container engine that answers is never used unless asked for: a `docker` on PATH
+/// that says yes to everything (and writes down that it was asked) is left alone by
+/// `pool up`, which runs its service as a process; asking by name in a binary built
+/// without the `docker` feature is a one-line error that starts nothing.
+#[test]
+fn an_answering_container_engine_is_never_chosen_implicitly() {
+    if !redis_installed() {
+        return;
+    }
+    let (_dir, root) = crate::temp();
+    let bin = root.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let asked = root.join("docker-was-asked");
+    let docker = bin.join("docker");
+    std::fs::write(&docker, format!("#!/bin/sh\necho \"$@\" >> {asked}\nexit 0\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{bin}:{}", std::env::var("PATH").unwrap());
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("app")])
+        .config("[services.cache]\nkind = \"redis\"\n");
+    let manifest = ws.write(&root.join("ws")).unwrap();
+    let pool_dir = root.join("ws/target/pipeline-opt/pool");
+    let pool = pipeline_opt::pool::ContainerPool::at(pool_dir.as_std_path());
+
+    let out = crate::xtask_command(&["pool", "up", "--manifest-path", manifest.as_str()])
+        .env("PATH", &path)
+        .env_remove(pipeline_opt::pool::BACKEND_ENV)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let status = pool.status();
+    let _ = pool.down();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(status.backend, Some(pipeline_opt::pool::Backend::Process), "{status:?}");
+    assert!(stderr.contains("note: services run as local processes"), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    assert!(!asked.exists(), "the engine was asked: {}", std::fs::read_to_string(&asked).unwrap());
+
+    let out = crate::xtask_command(&["pool", "up", "--manifest-path", manifest.as_str()])
+        .env("PATH", &path)
+        .env(pipeline_opt::pool::BACKEND_ENV, "docker")
+        .output()
+        .unwrap();
+    crate::assert_clean_error(
+        &out,
+        1,
+        "PIPELINE_OPT_POOL_BACKEND=docker asks for the Docker backend, which this binary was built without; build it with `--features docker`",
+    );
+    assert!(pool.status().supervisor.is_none(), "nothing started");
+}

@@ -26,6 +26,9 @@ impl super::flags::Pool {
                     &inputs.config,
                     &PoolOptions::default(),
                 )?;
+                for warning in &handle.warnings {
+                    eprintln!("warning: {warning}");
+                }
                 for note in &handle.notes {
                     eprintln!("note: {note}");
                 }

@@ -101,6 +101,16 @@ impl OneTest {
 /// (`pool::runner`). The planner writes it; nothing else does.
 pub const LEASE_RUNNER_ARG: &str = "--pipeline-opt-lease-runner";
 
+/// What a lease runner prints for `--pipeline-opt-lease-runner --protocol`: the plan
+/// uses a separate runner binary only when it answers exactly this, so a stale one
+/// (built from other sources) is never given arguments it may read otherwise.
+pub const LEASE_RUNNER_PROTOCOL: &str =
+    concat!("pipeline-opt-lease-runner ", env!("CARGO_PKG_VERSION"), " protocol 1");
+
+/// The small binary that is only a lease runner, preferred when it sits beside the
+/// running binary (as `cargo install pipeline-opt` puts it).
+pub const LEASE_RUNNER_BIN: &str = "pipeline-opt-lease-runner";
+
 /// Every test process of a stage gets its own lease of each service that declares
 /// variables, as those variables: cargo and cargo-nextest start each test binary through
 /// this target runner (`--config target.<triple>.runner=[…]`, which outranks the user's

@@ -16,6 +16,8 @@
 #[cfg(feature = "docker")]
 mod docker;
 mod files;
+#[cfg(feature = "postgres")]
+mod prepare;
 mod process;
 #[cfg(feature = "postgres")]
 mod refill;
@@ -39,6 +41,9 @@ pub use process::{extension_installed, find_program};
 pub use runner::{lease_runner_if_requested, lease_values};
 
 pub use crate::state::POOL_ENV;
+/// Asks for a backend by name: `process` (the default) or `docker` (experimental, and
+/// only in a binary built with the `docker` feature). Nothing else ever selects containers.
+pub const BACKEND_ENV: &str = "PIPELINE_OPT_POOL_BACKEND";
 /// How many connections the supervisor clones and drops PostgreSQL databases with (read
 /// by the supervisor, which inherits it from `up`; default: two per core, 2 to 4).
 pub const REFILL_WORKERS_ENV: &str = "PIPELINE_OPT_POOL_REFILL_WORKERS";
@@ -102,6 +107,11 @@ pub enum PoolError {
         "a pool with other services already runs at {dir}; stop it with `cargo xtask pool down` first"
     )]
     DifferentServices { dir: PathBuf },
+    /// `failure`: "`COMMAND`, failed (STATUS); its last lines: TAIL".
+    #[error(
+        "the `setup-command` of service `{service}`, {failure}; fix the command or its migrations (whole output: {log})"
+    )]
+    SetupCommand { service: String, failure: String, log: PathBuf },
     #[error("the setup SQL {path} of service `{service}` could not be read: {source}")]
     SetupSql {
         service: String,
@@ -110,7 +120,7 @@ pub enum PoolError {
         source: std::io::Error,
     },
     #[cfg(feature = "postgres")]
-    #[error("{action} on PostgreSQL service `{service}` failed: {source}")]
+    #[error("{action} on PostgreSQL service `{service}` failed: {}", postgres_message(source))]
     Postgres {
         service: String,
         action: String,
@@ -128,6 +138,18 @@ pub enum PoolError {
     #[cfg(feature = "docker")]
     #[error("docker: {message}")]
     Docker { message: String },
+    #[error("{message}")]
+    Backend { message: String },
+}
+
+/// What the server said, not only `db error`: the `Display` of `postgres::Error` leaves
+/// out the server's message, which is in its source.
+#[cfg(feature = "postgres")]
+fn postgres_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
+    }
 }
 
 /// One service as the supervisor runs it: the config resolved against the workspace.
@@ -141,6 +163,21 @@ pub(crate) struct ServiceSpec {
     pub spare: usize,
     pub command: Vec<String>,
     pub setup_sql: Option<PathBuf>,
+    /// PostgreSQL: a migration command run against the template, from `root`.
+    #[serde(default)]
+    pub setup_command: Vec<String>,
+    /// What `setup_command` reads (absolute), part of the prepared template's fingerprint.
+    #[serde(default)]
+    pub setup_inputs: Vec<PathBuf>,
+    /// The workspace root: where `setup_command` runs.
+    #[serde(default)]
+    pub root: PathBuf,
+    /// PostgreSQL: `template1` becomes a copy of the prepared template.
+    #[serde(default)]
+    pub template1: bool,
+    /// The `env` templates, which `setup_command` gets too, naming the template.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
     pub port: Option<u16>,
     pub ready: Option<ReadyProbe>,
     /// PostgreSQL: the role lease URLs name (`None`: the pool's own, `pool`).
@@ -328,6 +365,8 @@ pub struct PoolHandle {
     pub status: PoolStatus,
     /// Things the user should know (backend chosen and why).
     pub notes: Vec<String>,
+    /// Things the user must see: printed as `warning: …` (the experimental backend).
+    pub warnings: Vec<String>,
 }
 
 impl PoolHandle {
@@ -403,8 +442,7 @@ impl ContainerPool {
             std::fs::File::create(&up_lock_path).map_err(io_err("create", &up_lock_path))?;
         up_lock.lock().map_err(io_err("lock", &up_lock_path))?;
         files::create_dir(&layout.run())?;
-        let mut notes = Vec::new();
-        let backend = choose_backend(&mut notes);
+        let BackendChoice { backend, notes, warnings } = requested_backend()?;
         let spec = PoolSpec {
             services: services
                 .iter()
@@ -418,6 +456,15 @@ impl ContainerPool {
                     },
                     command: s.command.clone(),
                     setup_sql: s.setup_sql.as_ref().map(|p| root.join(p.as_std_path())),
+                    setup_command: s.setup_command.clone(),
+                    setup_inputs: s
+                        .setup_inputs
+                        .iter()
+                        .map(|p| root.join(p.as_std_path()))
+                        .collect(),
+                    root: root.to_path_buf(),
+                    template1: s.template1,
+                    env: s.env.clone(),
                     port: s.port,
                     ready: s.ready.clone(),
                     user: s.user.clone(),
@@ -460,6 +507,7 @@ impl ContainerPool {
                 supervisor: status.supervisor,
                 status,
                 notes,
+                warnings,
             });
         }
 
@@ -501,6 +549,7 @@ impl ContainerPool {
             supervisor: status.supervisor,
             status,
             notes,
+            warnings,
         })
     }
 
@@ -671,23 +720,71 @@ fn count_files(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.flatten().count()).unwrap_or(0)
 }
 
-#[cfg(feature = "docker")]
-fn choose_backend(notes: &mut Vec<String>) -> Backend {
-    if docker::engine_available() {
-        notes.push("services run in containers (a container engine answered `docker info`)".into());
-        Backend::Docker
-    } else {
-        notes.push(
-            "no container engine answered `docker info`: services run as local processes".into(),
-        );
-        Backend::Process
+/// The backend the pool runs its servers with, as asked for in [`BACKEND_ENV`] (`None`:
+/// not asked). Containers are never chosen unless asked for by name, whatever engine
+/// answers: the Docker backend has never run against a real engine. `docker_built`:
+/// whether this binary has the `docker` feature; `engine_answers` is asked only when
+/// containers were asked for.
+pub fn choose_backend(
+    requested: Option<&str>,
+    docker_built: bool,
+    engine_answers: impl FnOnce() -> bool,
+) -> Result<BackendChoice, PoolError> {
+    match requested.map(str::trim) {
+        None | Some("") | Some("process") => Ok(BackendChoice {
+            backend: Backend::Process,
+            notes: vec!["services run as local processes".into()],
+            warnings: Vec::new(),
+        }),
+        Some("docker") if !docker_built => Err(PoolError::Backend {
+            message: format!(
+                "{BACKEND_ENV}=docker asks for the Docker backend, which this binary was built without; build it with `--features docker`, or unset {BACKEND_ENV} to run services as processes"
+            ),
+        }),
+        Some("docker") if !engine_answers() => Err(PoolError::Backend {
+            message: format!(
+                "{BACKEND_ENV}=docker asks for containers, but no container engine answered `docker info` (PIPELINE_OPT_CONTAINER_ENGINE picks another); start one, or unset {BACKEND_ENV} to run services as processes"
+            ),
+        }),
+        Some("docker") => Ok(BackendChoice {
+            backend: Backend::Docker,
+            notes: vec![format!("services run in containers ({BACKEND_ENV}=docker)")],
+            warnings: vec![DOCKER_EXPERIMENTAL.into()],
+        }),
+        Some(other) => Err(PoolError::Backend {
+            message: format!(
+                "{BACKEND_ENV}={other} is not a backend; use `process` (the default) or `docker` (experimental)"
+            ),
+        }),
     }
 }
 
+/// What [`choose_backend`] decided, and what to tell the user about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendChoice {
+    pub backend: Backend,
+    pub notes: Vec<String>,
+    /// Printed as `warning: …` by every command that starts a pool this way.
+    pub warnings: Vec<String>,
+}
+
+/// The warning every command prints when the Docker backend is selected.
+pub const DOCKER_EXPERIMENTAL: &str = "the Docker backend is experimental: it has never run against a real container engine; its servers ignore `user`, `database`, `settings`, `extensions` and `socket-dir` (docs/services.md)";
+
+/// The backend [`BACKEND_ENV`] asks for in this process, decided as `up` decides it.
+pub fn requested_backend() -> Result<BackendChoice, PoolError> {
+    let requested = std::env::var(BACKEND_ENV).ok();
+    choose_backend(requested.as_deref(), cfg!(feature = "docker"), engine_available)
+}
+
+#[cfg(feature = "docker")]
+fn engine_available() -> bool {
+    docker::engine_available()
+}
+
 #[cfg(not(feature = "docker"))]
-fn choose_backend(notes: &mut Vec<String>) -> Backend {
-    notes.push("services run as local processes (built without the `docker` feature)".into());
-    Backend::Process
+fn engine_available() -> bool {
+    false
 }
 
 /// Makes this process the pool supervisor when it was started as one (the
@@ -709,6 +806,9 @@ pub fn services_up_if_requested() {
     );
     let code = match result {
         Ok(handle) => {
+            for warning in &handle.warnings {
+                println!("warning: {warning}");
+            }
             for note in &handle.notes {
                 println!("note: {note}");
             }

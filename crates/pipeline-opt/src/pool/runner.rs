@@ -11,7 +11,7 @@ use std::os::unix::process::CommandExt;
 
 use super::{Lease, LeaseError};
 use crate::config::{Placeholder, ServiceKind, render_template};
-use crate::plan::LEASE_RUNNER_ARG;
+use crate::plan::{LEASE_RUNNER_ARG, LEASE_RUNNER_PROTOCOL};
 
 /// Acts as the lease runner when this binary was started as one (its first argument
 /// is [`LEASE_RUNNER_ARG`]): never returns then. An argument rather than a variable, so
@@ -22,7 +22,12 @@ pub fn lease_runner_if_requested() {
     if args.next().is_none_or(|a| a != LEASE_RUNNER_ARG) {
         return;
     }
-    let err = run(args.collect());
+    let args: Vec<OsString> = args.collect();
+    if args.len() == 1 && args[0] == "--protocol" {
+        println!("{LEASE_RUNNER_PROTOCOL}");
+        std::process::exit(0);
+    }
+    let err = run(args);
     eprintln!("pipeline-opt lease runner: error: {err}");
     std::process::exit(1);
 }
@@ -149,7 +154,7 @@ pub fn lease_values(lease: &Lease) -> impl Fn(Placeholder) -> String + '_ {
     slot_values(lease.url(), lease.kind(), lease.database())
 }
 
-fn slot_values<'a>(
+pub(crate) fn slot_values<'a>(
     url: &'a str,
     kind: ServiceKind,
     database: Option<&str>,

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::files::{self, Layout, ProcessRecord, io_err, read_json, write_json};
+#[cfg(feature = "postgres")]
+use super::prepare;
 use super::process::{self, PgBin, RunAs};
 #[cfg(feature = "postgres")]
 use super::refill::{PgAddr, Refill};
@@ -191,7 +193,14 @@ struct Service {
     /// PostgreSQL: the workers that clone databases ahead and drop returned ones.
     #[cfg(feature = "postgres")]
     refill: Option<Refill>,
+    /// PostgreSQL: the cached prepared data directory its servers start from (template
+    /// database, extensions, setup applied), when the setup's fingerprint is known.
+    prepared: Option<PathBuf>,
 }
+
+/// The instance index of the server that prepares a template for the cache.
+#[cfg(feature = "postgres")]
+const PREPARING_INDEX: usize = 9999;
 
 /// How many connections clone and drop PostgreSQL databases at once: a clone is mostly
 /// a file copy on one core, and concurrent clones share their checkpoints. By default
@@ -235,6 +244,7 @@ impl Supervisor {
             admin: Admin::None,
             #[cfg(feature = "postgres")]
             refill: None,
+            prepared: None,
         }];
         Supervisor { layout, spec, services, run_as: None, pg: None, data_root, shared }
     }
@@ -438,6 +448,15 @@ impl Supervisor {
         }
         self.services[i].generation += 1;
         let kind = self.services[i].spec.kind;
+        // The cache holds a data directory: the process backend's.
+        #[cfg(feature = "postgres")]
+        if kind == ServiceKind::Postgres
+            && self.spec.backend == Backend::Process
+            && self.services[i].prepared.is_none()
+            && prepare::has_setup(&self.services[i].spec)
+        {
+            self.services[i].prepared = self.prepared_template(i)?;
+        }
         let count = if kind == ServiceKind::Command { self.services[i].spec.size } else { 1 };
         for index in 0..count {
             let server = self.start_server(i, index)?;
@@ -461,7 +480,9 @@ impl Supervisor {
                         action: "connecting".into(),
                         source,
                     })?;
-                prepare_template(&svc.spec, &mut admin, server)?;
+                if svc.prepared.is_none() {
+                    prepare_template(&svc.spec, &mut admin, server, &self.layout)?;
+                }
                 // `mode = "server"` hands out the maintenance database of this server.
                 let server_slot = Slot {
                     service: name.clone(),
@@ -549,6 +570,115 @@ impl Supervisor {
             }
         }
         Ok(())
+    }
+
+    /// The cached `initdb` output every PostgreSQL server starts from, made on first use.
+    fn base_template(&mut self, run_as: Option<RunAs>) -> Result<(), PoolError> {
+        if self.pg.is_none() {
+            let bin = process::pg_bin()?;
+            let (template, pw) =
+                process::postgres_template(&self.spec.template_cache, &bin, run_as)?;
+            self.pg = Some((bin, template, pw));
+        }
+        Ok(())
+    }
+
+    /// The prepared data directory of service `i` from the cache, made now when the
+    /// cache has none for its setup's fingerprint: a server of its own started from the
+    /// base template, prepared (extensions, setup SQL, setup command, `template1`),
+    /// stopped cleanly (a checkpoint) and copied. `None` when the fingerprint cannot be
+    /// known (a `setup-command` without `setup-inputs`): each server is prepared then.
+    #[cfg(feature = "postgres")]
+    fn prepared_template(&mut self, i: usize) -> Result<Option<PathBuf>, PoolError> {
+        let run_as = self.run_as()?;
+        self.base_template(run_as)?;
+        let base = self.pg.as_ref().unwrap().1.clone();
+        let spec = self.services[i].spec.clone();
+        let Some(fp) = prepare::fingerprint(&spec, &base)? else {
+            log!(
+                "`{}`: setup-command without setup-inputs: the template is prepared anew",
+                spec.name
+            );
+            return Ok(None);
+        };
+        let cache = self.spec.template_cache.clone();
+        let dir = cache.join(format!("prepared-{fp}"));
+        let data = dir.join("data");
+        if dir.join("complete").exists() {
+            log!("`{}`: prepared template {fp} from the cache", spec.name);
+            prepare::mark_used(&dir);
+            return Ok(Some(data));
+        }
+        files::create_dir(&cache)?;
+        let lock_path = cache.join("prepared.lock");
+        let lock = File::create(&lock_path).map_err(io_err("create", &lock_path))?;
+        lock.lock().map_err(io_err("lock", &lock_path))?;
+        if dir.join("complete").exists() {
+            return Ok(Some(data));
+        }
+        prepare::prune(&cache);
+        let started = Instant::now();
+        let server = self.start_server_on(i, PREPARING_INDEX, process::free_port()?)?;
+        self.prepare_and_copy(&spec, server, &base, &dir)?;
+        log!(
+            "`{}`: prepared template {fp} made in {} ms",
+            spec.name,
+            started.elapsed().as_millis()
+        );
+        Ok(Some(data))
+    }
+
+    /// Prepares the template database on `server`, stops it cleanly and copies its data
+    /// directory into `dir` (through a staging directory and a rename), with the base
+    /// template's `pg_hba.conf`: each server writes its own.
+    #[cfg(feature = "postgres")]
+    fn prepare_and_copy(
+        &self,
+        spec: &ServiceSpec,
+        mut server: Server,
+        base: &Path,
+        dir: &Path,
+    ) -> Result<(), PoolError> {
+        let result = (|| {
+            let mut admin =
+                pg_admin(&server, "postgres").map_err(|source| PoolError::Postgres {
+                    service: spec.name.clone(),
+                    action: "connecting".into(),
+                    source,
+                })?;
+            prepare_template(spec, &mut admin, &server, &self.layout)?;
+            drop(admin);
+            // Fast shutdown: PostgreSQL checkpoints and exits, so the copy is consistent.
+            if let Some(record) = server.process {
+                crate::process::signal_process(record.pid as i32, crate::process::SIGINT);
+            }
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while server_alive(&mut server) {
+                if Instant::now() > deadline {
+                    return Err(PoolError::ServiceStart {
+                        service: spec.name.clone(),
+                        message: "the server that prepared the template did not stop within 60 s"
+                            .into(),
+                        log: server.log.clone(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let source =
+                server.data_dir.as_ref().expect("a process server has a data dir").join("data");
+            let staging = dir.with_extension(format!("tmp{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&staging);
+            files::create_dir(&staging)?;
+            process::copy_tree(&source, &staging.join("data"), None)?;
+            let _ = std::fs::remove_file(staging.join("data/postmaster.pid"));
+            let hba = staging.join("data/pg_hba.conf");
+            std::fs::copy(base.join("pg_hba.conf"), &hba).map_err(io_err("write", &hba))?;
+            std::fs::write(staging.join("complete"), "").map_err(io_err("write", &staging))?;
+            let _ = std::fs::remove_dir_all(dir);
+            std::fs::rename(&staging, dir).map_err(io_err("move into place", dir))
+        })();
+        stop_server(server);
+        result
     }
 
     fn run_as(&mut self) -> Result<Option<RunAs>, PoolError> {
@@ -643,13 +773,9 @@ impl Supervisor {
         let (cmd, data_dir, run_as, password) = match spec.kind {
             ServiceKind::Postgres => {
                 let run_as = self.run_as()?;
-                if self.pg.is_none() {
-                    let bin = process::pg_bin()?;
-                    let (template, pw) =
-                        process::postgres_template(&self.spec.template_cache, &bin, run_as)?;
-                    self.pg = Some((bin, template, pw));
-                }
-                let (bin, template, _) = self.pg.as_ref().unwrap();
+                self.base_template(run_as)?;
+                let (bin, base, _) = self.pg.as_ref().unwrap();
+                let template = self.services[i].prepared.as_ref().unwrap_or(base);
                 // The once-per-machine initdb is not part of a server's start time.
                 started = Instant::now();
                 let dir = process::instance_dir(&self.data_root, &instance, run_as)?;
@@ -925,7 +1051,12 @@ fn set_credentials(spec: &ServiceSpec, server: &Server) -> Result<(), PoolError>
     let password = &server.password;
     let mut sql = format!("ALTER ROLE pool PASSWORD '{password}';");
     if let Some(user) = spec.user.as_deref().filter(|u| *u != "pool") {
-        sql.push_str(&format!("CREATE ROLE {user} SUPERUSER LOGIN PASSWORD '{password}';"));
+        // A prepared template already has the role (its setup ran as it).
+        sql.push_str(&format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{user}') THEN \
+             CREATE ROLE {user}; END IF; END $$; \
+             ALTER ROLE {user} SUPERUSER LOGIN PASSWORD '{password}';"
+        ));
     }
     pg_admin(server, "postgres").and_then(|mut c| c.batch_execute(&sql)).map_err(|e| {
         PoolError::ServiceStart {
@@ -1053,6 +1184,7 @@ fn prepare_template(
     spec: &ServiceSpec,
     admin: &mut postgres::Client,
     server: &Server,
+    layout: &Layout,
 ) -> Result<(), PoolError> {
     let service = spec.name.as_str();
     let err = |action: &str| {
@@ -1074,15 +1206,22 @@ fn prepare_template(
             .and_then(|mut c| c.batch_execute(&sql))
             .map_err(err("creating the extensions"))?;
     }
-    if let Some(path) = spec.setup_sql.as_deref() {
-        let sql = std::fs::read_to_string(path).map_err(|source| PoolError::SetupSql {
-            service: service.to_string(),
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let sql_files = prepare::setup_sql_files(spec)?;
+    if !sql_files.is_empty() {
         let mut c = pg_admin(server, "pool_template")
             .map_err(err("connecting to the template database"))?;
-        c.batch_execute(&sql).map_err(err(&format!("applying {}", path.display())))?;
+        for path in sql_files {
+            let sql = std::fs::read_to_string(&path).map_err(|source| PoolError::SetupSql {
+                service: service.to_string(),
+                path: path.clone(),
+                source,
+            })?;
+            c.batch_execute(&sql).map_err(err(&format!("applying {}", path.display())))?;
+        }
+    }
+    if !spec.setup_command.is_empty() {
+        let log = layout.logs().join(format!("{service}-setup.log"));
+        prepare::run_setup_command(spec, &postgres_url(spec, server, "pool_template"), &log)?;
     }
     // A connection builds the database's relation cache file (`pg_internal.init`), and a
     // FILE_COPY clone copies it along, as clones of `template1` always have: then neither
@@ -1101,6 +1240,21 @@ fn prepare_template(
             break;
         }
         std::thread::sleep(Duration::from_millis(1));
+    }
+    if spec.template1 {
+        // Databases a suite creates itself (`CREATE DATABASE x`, `#[sqlx::test]`) are
+        // cloned from `template1`: make it a copy of the prepared template.
+        // One statement at a time: DROP and CREATE DATABASE refuse a transaction block.
+        for sql in [
+            "ALTER DATABASE template1 WITH IS_TEMPLATE false",
+            "DROP DATABASE template1",
+            "CREATE DATABASE template1 TEMPLATE pool_template STRATEGY FILE_COPY",
+            "ALTER DATABASE template1 WITH IS_TEMPLATE true",
+        ] {
+            admin
+                .batch_execute(sql)
+                .map_err(err("making template1 a copy of the prepared template"))?;
+        }
     }
     admin
         .batch_execute("ALTER DATABASE pool_template WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")

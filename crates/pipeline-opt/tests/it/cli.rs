@@ -498,3 +498,37 @@ fn cli_ci_workflow_validates_against_the_github_schema() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The plan starts test processes through the small `pipeline-opt-lease-runner` when it
+/// sits beside the running binary and answers this build's protocol, and through the
+/// running binary itself otherwise (a stale runner is never given arguments).
+#[test]
+fn cli_the_small_lease_runner_beside_the_binary_is_used_when_it_answers_the_protocol() {
+    let ws = Fixture::write(
+        &FixtureWorkspace::chain(1)
+            .config("[services.db]\nkind = \"postgres\"\nenv = { DATABASE_URL = \"{url}\" }\n"),
+    );
+    // Hard links in a directory of their own: the binary finds itself there.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let bin = dir.path().join("cargo-pipeline-opt");
+    std::fs::hard_link(env!("CARGO_BIN_EXE_cargo-pipeline-opt"), &bin).unwrap();
+    let runner = dir.path().join(pipeline_opt::plan::LEASE_RUNNER_BIN);
+    let runner_of_plan = || {
+        let out = Command::new(&bin)
+            .args(["pipeline-opt", "plan", "--manifest-path", ws.manifest.as_str()])
+            .output()
+            .unwrap();
+        let text = success(&out);
+        let line = text.lines().find(|l| l.contains("runner=")).unwrap_or_else(|| panic!("{text}"));
+        line.split("runner=[\"").nth(1).unwrap().split('"').next().unwrap().to_string()
+    };
+    assert_eq!(runner_of_plan(), bin.to_str().unwrap(), "no runner beside it");
+    std::fs::hard_link(env!("CARGO_BIN_EXE_pipeline-opt-lease-runner"), &runner).unwrap();
+    assert_eq!(runner_of_plan(), runner.to_str().unwrap(), "the small runner beside it");
+    std::fs::remove_file(&runner).unwrap();
+    std::fs::write(&runner, "#!/bin/sh\necho pipeline-opt-lease-runner 0.0.0 protocol 0\n")
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(runner_of_plan(), bin.to_str().unwrap(), "a runner of another protocol");
+}

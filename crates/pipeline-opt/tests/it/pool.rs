@@ -371,6 +371,144 @@ fn setup_sql_is_applied_to_every_leased_database() {
     }
 }
 
+/// `psql` beside the server binaries, as a stand-in migration tool.
+fn psql() -> String {
+    pool::find_program("psql").expect("psql comes with the PostgreSQL client").display().to_string()
+}
+
+fn count_rows(url: &str, sql: &str) -> i64 {
+    pg_connect(url).unwrap().query_one(sql, &[]).unwrap().get(0)
+}
+
+/// A database of its own, made with plain `CREATE DATABASE` (so from `template1`), as a
+/// suite that creates its own databases does; returns its URL.
+fn create_database(lease_url: &str, name: &str) -> String {
+    pg_connect(lease_url).unwrap().batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    let (server, _) = lease_url.rsplit_once('/').unwrap();
+    format!("{server}/{name}")
+}
+
+#[test]
+fn setup_sql_files_and_a_setup_command_prepare_the_template_once_until_they_change() {
+    if !servers_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir(root.join("schema")).unwrap();
+    // Applied by name, not by the order they were written in: 0002 needs 0001's table.
+    std::fs::write(root.join("schema/0002_rows.sql"), "INSERT INTO a VALUES ('second');").unwrap();
+    std::fs::write(
+        root.join("schema/0001_table.sql"),
+        "CREATE TABLE a (v text); INSERT INTO a VALUES ('first');",
+    )
+    .unwrap();
+    std::fs::write(root.join("schema/notes.txt"), "not SQL: never applied").unwrap();
+    // sqlx's reversible migrations: the up half only.
+    std::fs::write(root.join("schema/0003_rev.up.sql"), "INSERT INTO a VALUES ('third');").unwrap();
+    std::fs::write(root.join("schema/0003_rev.down.sql"), "DROP TABLE a;").unwrap();
+    // diesel's layout: <version>_<name>/up.sql, after 0003 by name.
+    std::fs::create_dir(root.join("schema/0004_diesel")).unwrap();
+    std::fs::write(root.join("schema/0004_diesel/up.sql"), "INSERT INTO a VALUES ('fourth');")
+        .unwrap();
+    std::fs::write(root.join("schema/0004_diesel/down.sql"), "DROP TABLE a;").unwrap();
+    std::fs::create_dir(root.join("migrations")).unwrap();
+    let seed = root.join("migrations/seed.sql");
+    let write_seed = |tag: &str| {
+        std::fs::write(
+            &seed,
+            format!("\\getenv dburl DATABASE_URL\nINSERT INTO a SELECT '{tag} ' || current_database() || ' ' || (:'dburl' LIKE '%/pool_template');\n"),
+        )
+        .unwrap()
+    };
+    write_seed("seed");
+    let runs_log = root.join("runs.log");
+    let mut pg = service(ServiceKind::Postgres, 1);
+    pg.setup_sql = Some("schema".into());
+    pg.setup_command = [
+        &psql(),
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-L",
+        runs_log.to_str().unwrap(),
+        "-f",
+        "migrations/seed.sql",
+        "{url}",
+    ]
+    .map(String::from)
+    .to_vec();
+    pg.setup_inputs = vec!["migrations".into()];
+    pg.template1 = true;
+    let services = BTreeMap::from([("db".to_string(), pg)]);
+    let cache = tempfile::tempdir().unwrap();
+    let options = PoolOptions { template_cache: Some(cache.path().to_path_buf()), ..options() };
+    let pool = ContainerPool::at(&root.join("pool"));
+    let _guard = TestPool { pool: pool.clone(), _dir: tempfile::tempdir().unwrap() };
+    let command_runs =
+        || std::fs::read_to_string(&runs_log).unwrap_or_default().matches("QUERY").count();
+    let rows = |expect_tag: &str| {
+        let lease = pool.lease("db", Duration::from_secs(10)).unwrap();
+        let mut db = pg_connect(lease.url()).unwrap();
+        // In the order written: the files by name, then the command.
+        let got: Vec<String> =
+            db.query("SELECT v FROM a", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+        let tagged = format!("{expect_tag} pool_template true");
+        assert_eq!(
+            got,
+            ["first", "second", "third", "fourth", tagged.as_str()],
+            "the lease's database"
+        );
+        // template1 was prepared too: a database the suite makes itself is migrated.
+        let own = create_database(lease.url(), &format!("own_{}", expect_tag.replace(' ', "_")));
+        assert_eq!(count_rows(&own, "SELECT count(*) FROM a"), 5, "a CREATE DATABASE of the suite");
+    };
+
+    pool.up(root, &services, &options).unwrap_or_else(|e| panic!("pool up: {e}"));
+    assert_eq!(command_runs(), 1, "the setup command ran once");
+    rows("seed");
+    pool.down().unwrap();
+
+    // A new run with the same inputs starts from the prepared template: no command.
+    pool.up(root, &services, &options).unwrap_or_else(|e| panic!("pool up: {e}"));
+    assert_eq!(command_runs(), 1, "the prepared template was reused");
+    rows("seed");
+    pool.down().unwrap();
+
+    // A changed input is a new fingerprint: prepared again.
+    write_seed("changed");
+    pool.up(root, &services, &options).unwrap_or_else(|e| panic!("pool up: {e}"));
+    assert_eq!(command_runs(), 2, "a changed migration ran");
+    rows("changed");
+}
+
+#[test]
+fn a_failing_setup_command_names_itself_its_exit_and_its_last_lines() {
+    if !servers_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut pg = service(ServiceKind::Postgres, 1);
+    pg.setup_command =
+        [&psql(), "-X", "-v", "ON_ERROR_STOP=1", "-c", "SELECT no_such_column", "{url}"]
+            .map(String::from)
+            .to_vec();
+    let services = BTreeMap::from([("db".to_string(), pg)]);
+    let pool = ContainerPool::at(&dir.path().join("pool"));
+    let err = pool.up(dir.path(), &services, &options()).unwrap_err();
+    let _ = pool.down();
+    let message = err.to_string();
+    let expect = format!(
+        "the `setup-command` of service `db`, `{} -X -v ON_ERROR_STOP=1 -c SELECT no_such_column {{url}}`, failed (exit status: 1); its last lines: ",
+        psql()
+    );
+    assert!(message.contains(&expect), "{message}");
+    assert!(message.contains("column \"no_such_column\" does not exist"), "{message}");
+    assert!(message.contains("fix the command or its migrations"), "{message}");
+    assert!(!message.contains('\n'), "{message}");
+}
+
 #[test]
 fn leases_in_a_row_from_a_small_pool_get_distinct_clean_databases() {
     if !servers_installed() {
@@ -475,6 +613,43 @@ fn a_fixed_port_in_use_is_a_clear_error() {
     }
 }
 
+/// Containers only when asked for by name: no engine that answers, no build with the
+/// `docker` feature, makes the pool choose them on its own.
+#[test]
+fn containers_are_never_chosen_unless_asked_for_by_name() {
+    use pipeline_opt::pool::{Backend, DOCKER_EXPERIMENTAL, choose_backend};
+    for requested in [None, Some(""), Some("process"), Some(" process ")] {
+        for docker_built in [false, true] {
+            let choice = choose_backend(requested, docker_built, || {
+                panic!("the engine was asked although {requested:?} asks for no containers")
+            })
+            .unwrap();
+            assert_eq!(
+                choice.backend,
+                Backend::Process,
+                "{requested:?}, built with docker: {docker_built}"
+            );
+            assert!(choice.warnings.is_empty());
+        }
+    }
+    let chosen = choose_backend(Some("docker"), true, || true).unwrap();
+    assert_eq!(chosen.backend, Backend::Docker);
+    assert_eq!(chosen.warnings, [DOCKER_EXPERIMENTAL], "selecting it always warns");
+    assert!(DOCKER_EXPERIMENTAL.starts_with("the Docker backend is experimental"));
+    let err = |requested, built, answers| {
+        choose_backend(Some(requested), built, || answers).unwrap_err().to_string()
+    };
+    assert_eq!(
+        err("docker", false, true),
+        "PIPELINE_OPT_POOL_BACKEND=docker asks for the Docker backend, which this binary was built without; build it with `--features docker`, or unset PIPELINE_OPT_POOL_BACKEND to run services as processes"
+    );
+    assert!(err("docker", true, false).contains("no container engine answered `docker info`"));
+    assert_eq!(
+        err("podman", true, true),
+        "PIPELINE_OPT_POOL_BACKEND=podman is not a backend; use `process` (the default) or `docker` (experimental)"
+    );
+}
+
 #[test]
 fn leasing_without_a_pool_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -542,6 +717,22 @@ fn bad_service_config_is_a_clear_error() {
     check_config_error(
         serde_json::json!({ "db": { "kind": "postgres", "auth": "trust", "password": "p" } }),
         "invalid `workspace.metadata.pipeline-opt.services.db.password` in Cargo.toml: with auth = \"trust\" no password is asked; remove `password` or `auth`",
+    );
+    check_config_error(
+        serde_json::json!({ "cache": { "kind": "redis", "setup-command": ["sqlx", "migrate", "run"] } }),
+        "invalid `workspace.metadata.pipeline-opt.services.cache.setup-command` in Cargo.toml: only services of kind \"postgres\" take `setup-command`; remove it",
+    );
+    check_config_error(
+        serde_json::json!({ "db": { "kind": "postgres", "setup-inputs": ["migrations"] } }),
+        "invalid `workspace.metadata.pipeline-opt.services.db.setup-inputs` in Cargo.toml: `setup-inputs` name what `setup-command` reads; add the command or remove them",
+    );
+    check_config_error(
+        serde_json::json!({ "db": { "kind": "postgres", "setup-command": ["diesel", "migration", "run", "--database-url", "{uri}"] } }),
+        "invalid `workspace.metadata.pipeline-opt.services.db.setup-command` in Cargo.toml: unknown placeholder `{uri}` for a service of kind \"postgres\"; use {url}, {user}, {password}, {host}, {port}, {db}",
+    );
+    check_config_error(
+        serde_json::json!({ "db": { "kind": "postgres", "setup-command": ["sqlx"], "setup-inputs": ["../elsewhere"] } }),
+        "invalid `workspace.metadata.pipeline-opt.services.db.setup-inputs` in Cargo.toml: `../elsewhere` is not inside the workspace; give a path relative to the workspace root",
     );
     check_config_error(
         serde_json::json!({ "db": { "kind": "postgres", "auth": "none" } }),
@@ -814,8 +1005,13 @@ fn a_missing_extension_or_socket_dir_is_a_one_line_error_before_anything_starts(
 }
 
 /// The lease runner as cargo starts it: `RUNNER --pipeline-opt-lease-runner … -- TEST ARGS`.
-fn lease_runner(pool: &TestPool, service: &str, test: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pipeline-opt-pool"));
+/// The two ways a runner is built: the small `pipeline-opt-lease-runner` (`no_main`)
+/// and a binary that links more (here the supervisor's), as the whole command line does.
+const RUNNERS: [&str; 2] =
+    [env!("CARGO_BIN_EXE_pipeline-opt-lease-runner"), env!("CARGO_BIN_EXE_pipeline-opt-pool")];
+
+fn lease_runner_exe(exe: &str, pool: &TestPool, service: &str, test: &[&str]) -> Command {
+    let mut c = Command::new(exe);
     c.args([pipeline_opt::plan::LEASE_RUNNER_ARG, "--lease", service])
         .args(["--env", "REDIS_URL={url}", "--env", "REDIS_PORT={port}", "--"])
         .args(test)
@@ -858,9 +1054,11 @@ fn the_lease_runner_holds_a_lease_for_the_tests_life_and_passes_its_end_on() {
         "--nocapture",
         "--test-threads=1",
     ];
-    for (round, by_signal) in [(0, false), (1, true)] {
+    for (round, (exe, by_signal)) in
+        RUNNERS.iter().flat_map(|e| [(e, false), (e, true)]).enumerate()
+    {
         let wait = dir.path().join(format!("go-{round}"));
-        let mut child = lease_runner(&pool, "redis", &test)
+        let mut child = lease_runner_exe(exe, &pool, "redis", &test)
             .env(ROLE, "runner")
             .env("RUNNER_CHILD_WAIT", &wait)
             .stdout(Stdio::piped())
@@ -892,9 +1090,11 @@ fn the_lease_runner_holds_a_lease_for_the_tests_life_and_passes_its_end_on() {
         wait_for("the lease to come back", || leased(&pool, "redis") == (1, 0));
     }
     // A service the pool does not have: one line naming it, exit 1, and no test run.
-    let out = lease_runner(&pool, "nope", &["/bin/true"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("has no service `nope`"), "{stderr}");
+    for exe in RUNNERS {
+        let out = lease_runner_exe(exe, &pool, "nope", &["/bin/true"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("has no service `nope`"), "{stderr}");
+    }
 }
