@@ -620,6 +620,9 @@ pub fn run_local_shards(
     let Some(shards) = &options.shards else {
         return run_optimized_pipeline(options, on_event);
     };
+    if std::env::var_os("CARGO_TARGET_DIR").is_some_and(|d| !d.is_empty()) {
+        return Err(ScaleError::LocalSharedTargetDir.into());
+    }
     // The merge reads the build's record from the artifact directory.
     let build_options = OptimizeOptions { json: None, ..options.clone() };
     let build = run_optimized_pipeline(&build_options, on_event)?;

@@ -1316,8 +1316,8 @@ pub fn shard_run_plan(
 
 /// One shard process of `optimize --shards N --local`: `shard run` of shard `index` of
 /// the plan at `plan_file`, against the checkout copy whose root manifest is `manifest`,
-/// with its results in `out` and cargo's target directory at `target_dir` (each shard
-/// its own, so no two shards share nextest's JUnit or extraction).
+/// with its results in `out` and cargo's target directory at `target_dir`, the copy's
+/// default (each shard its own, so no two shards share nextest's JUnit or extraction).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalShard {
     pub index: usize,
@@ -1349,8 +1349,9 @@ pub fn local_shards_plan(workspace_root: &Utf8Path, exe: &str, shards: &[LocalSh
             .map(String::from)
             .to_vec();
             let cwd = s.manifest.parent().map(Utf8Path::to_owned).unwrap_or_default();
-            let mut command = StageCommand::argv(exe, args, cwd);
-            command.env.insert("CARGO_TARGET_DIR".into(), s.target_dir.to_string());
+            // The copy's own target directory, by cargo's default: CARGO_TARGET_DIR would
+            // reach the tests, and tests that run cargo themselves would build into it.
+            let command = StageCommand::argv(exe, args, cwd);
             Stage {
                 id: format!("shard-{}", s.index),
                 kind: StageKind::Custom,

@@ -82,6 +82,10 @@ pub enum ScaleError {
     ReadRecord { path: Utf8PathBuf, detail: String },
     #[error("{0}")]
     MergeInput(String),
+    #[error(
+        "optimize --local gives each shard its own copy of the checkout and its own target directory, and CARGO_TARGET_DIR would make them share one (and reach the tests): unset CARGO_TARGET_DIR"
+    )]
+    LocalSharedTargetDir,
     #[error("could not write {path}: {source}; check that the directory is writable")]
     Write {
         path: Utf8PathBuf,

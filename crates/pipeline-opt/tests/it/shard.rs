@@ -584,16 +584,28 @@ fn shard_optimize_rejects_zero_shards_and_a_dir_without_shards() {
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: one line: {stderr}");
         assert!(!fx.root.join("target").exists(), "{args:?}: nothing ran");
     }
+    // The shards' copies each need a target directory of their own.
+    let shared = fx.root.join("shared-target");
+    let args = ["optimize", "--shards", "2", "--local"];
+    let out = pipeline_opt_with(&fx.root, &args, &[("CARGO_TARGET_DIR", shared.as_str())]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("unset CARGO_TARGET_DIR"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(!shared.exists() && !fx.root.join("target").exists(), "nothing ran");
 }
 
 /// The tests of a `--local` fixture: one that passes only when its runtime
 /// `CARGO_MANIFEST_DIR` is not the one baked in at build time (the shard ran against a
-/// copy of the checkout at another path), and one that fails when asked.
+/// copy of the checkout at another path) and no `CARGO_TARGET_DIR` reaches it (tests
+/// that run cargo themselves would build into it: 28 of this workspace's own tests
+/// failed so under `--local`), and one that fails when asked.
 const LOCAL_TESTS: &str = r#"#[test]
 fn runs_at_another_path() {
     let now = std::env::var("CARGO_MANIFEST_DIR").unwrap();
     assert_ne!(now, env!("CARGO_MANIFEST_DIR"), "the shard runs against a copy");
     assert!(std::path::Path::new(&now).join("Cargo.toml").is_file(), "{now}");
+    assert_eq!(std::env::var_os("CARGO_TARGET_DIR"), None, "the tool's target dir leaked");
 }
 #[test]
 fn fails_when_asked() {
