@@ -611,7 +611,8 @@ fn timeval_duration(t: libc::timeval) -> Duration {
 /// before the test, so a test's `waitpid` never sees it end); once the test is gone it
 /// is reaped by the subreaper or init.
 ///
-/// Call it from a single-threaded process: it forks.
+/// Call it from a single-threaded process: it forks. Linux only (pidfd, close_range).
+#[cfg(target_os = "linux")]
 pub fn hold_until_exit(fds: &[std::os::fd::RawFd]) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let err = std::io::Error::last_os_error;
@@ -665,4 +666,14 @@ pub fn hold_until_exit(fds: &[std::os::fd::RawFd]) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Off Linux there is no pidfd to watch the process across its exec: per-test-process
+/// leases (the lease runner) are refused with this error; whole-stage leases still work.
+#[cfg(not(target_os = "linux"))]
+pub fn hold_until_exit(_fds: &[std::os::fd::RawFd]) -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "a lease per test process needs Linux (pidfd_open); use a whole-stage lease here",
+    ))
 }
