@@ -196,6 +196,18 @@ struct Service {
     /// PostgreSQL: the cached prepared data directory its servers start from (template
     /// database, extensions, setup applied), when the setup's fingerprint is known.
     prepared: Option<PathBuf>,
+    /// Restarts that failed in a row since the last good one: while non-zero the
+    /// service has no working server (a failed restart may leave none, or one without
+    /// its slots), so the next tick restarts it again, backing off.
+    failed_restarts: u32,
+    /// When the next attempt after a failed restart may run.
+    retry_at: Option<Instant>,
+}
+
+/// How long to wait after the `n`th failed restart in a row: 100 ms doubling to 6.4 s,
+/// so a server that cannot start is retried without a busy loop of start attempts.
+fn restart_backoff(n: u32) -> Duration {
+    Duration::from_millis(100) * 2u32.pow(n.saturating_sub(1).min(6))
 }
 
 /// The instance index of the server that prepares a template for the cache.
@@ -245,6 +257,8 @@ impl Supervisor {
             #[cfg(feature = "postgres")]
             refill: None,
             prepared: None,
+            failed_restarts: 0,
+            retry_at: None,
         }];
         Supervisor { layout, spec, services, run_as: None, pg: None, data_root, shared }
     }
@@ -314,11 +328,23 @@ impl Supervisor {
     /// refill. Returns whether anything changed.
     fn tick(&mut self, i: usize) -> Result<bool, PoolError> {
         let mut changed = false;
-        let dead = self.services[i].servers.iter_mut().any(|s| !server_alive(s));
-        if dead {
-            let name = &self.services[i].spec.name;
-            log!("a server of `{name}` exited: replacing it");
-            self.restart(i)?;
+        let svc = &mut self.services[i];
+        let dead = svc.failed_restarts > 0 || svc.servers.iter_mut().any(|s| !server_alive(s));
+        if dead && svc.retry_at.is_none_or(|at| Instant::now() >= at) {
+            let name = &svc.spec.name;
+            match svc.failed_restarts {
+                0 => log!("a server of `{name}` exited: replacing it"),
+                n => log!("`{name}` has no working server after {n} failed restart(s): retrying"),
+            }
+            if let Err(err) = self.restart(i) {
+                let svc = &mut self.services[i];
+                svc.failed_restarts += 1;
+                svc.retry_at = Some(Instant::now() + restart_backoff(svc.failed_restarts));
+                return Err(err);
+            }
+            let svc = &mut self.services[i];
+            svc.failed_restarts = 0;
+            svc.retry_at = None;
             changed = true;
         }
         let name = self.services[i].spec.name.clone();
