@@ -148,11 +148,17 @@ fn a_second_build_from_an_empty_target_dir_is_served_by_the_shared_cache() {
     // The run's server stopped with the run.
     assert!(sccache_servers_for(&url).is_empty(), "an sccache server outlived the run");
 
-    // The same workspace at another path misses every key: the report warns.
+    let html = std::fs::read_to_string(root.join("ws/target/pipeline-opt/report.html")).unwrap();
+    assert!(html.contains("<h2>Compile cache</h2>"), "{html}");
+    assert!(!html.contains("gave no hit"), "{html}");
+
+    // The same workspace at another path misses every key: every report warns (the
+    // markdown, the HTML, the step summary, a GitHub annotation).
     let manifest = ws.write(&root.join("elsewhere")).unwrap();
     let json = root.join("moved.json");
     let report = root.join("moved.md");
-    let out = xtask(&[
+    let summary = root.join("step-summary.md");
+    let out = crate::xtask_command(&[
         "optimize",
         "--manifest-path",
         manifest.as_str(),
@@ -162,13 +168,56 @@ fn a_second_build_from_an_empty_target_dir_is_served_by_the_shared_cache() {
         json.as_str(),
         "--report",
         report.as_str(),
-    ]);
+    ])
+    .env("GITHUB_ACTIONS", "true")
+    .env("GITHUB_STEP_SUMMARY", &summary)
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let m = crate::record(&json).compile_cache.unwrap();
     assert_eq!(m.hits, 0, "{m:?}");
     assert!(m.warm_without_hits(), "{m:?}");
-    let report = std::fs::read_to_string(&report).unwrap();
+    let report_path = report;
+    let report = std::fs::read_to_string(&report_path).unwrap();
     assert!(report.contains("gave no hit"), "{report}");
+    let summary = std::fs::read_to_string(&summary).unwrap();
+    assert!(summary.contains("## Compile cache") && summary.contains("gave no hit"), "{summary}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("::warning title=compile cache::") && l.contains("gave no hit")),
+        "{stdout}"
+    );
+    let state = root.join("elsewhere/target/pipeline-opt");
+    let html = std::fs::read_to_string(state.join("report.html")).unwrap();
+    assert!(
+        html.contains("<p class=\"warning\"><strong>Warning:</strong> the cache held"),
+        "{html}"
+    );
+
+    // The reports are the record's alone: `report --from` renders the same files with
+    // no tool on PATH.
+    let empty_path = root.join("no-tools");
+    std::fs::create_dir_all(&empty_path).unwrap();
+    let rendered = root.join("rendered");
+    let out =
+        crate::xtask_command(&["report", "--from", json.as_str(), "--out", rendered.as_str()])
+            .env("PATH", &empty_path)
+            .env_remove("CARGO_HOME")
+            .output()
+            .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let written = [
+        ("pipeline-optimization-report.md", report_path),
+        ("report.html", state.join("report.html")),
+    ];
+    for (name, path) in written {
+        let again = std::fs::read_to_string(rendered.join(name)).unwrap();
+        let run = std::fs::read_to_string(&path).unwrap();
+        assert!(again == run, "{name} differs from the run's:\n{again}");
+        assert!(again.contains("gave no hit"), "{name}: {again}");
+    }
 }
 
 /// A URL that is not Redis, and a Redis that does not answer: one line each, exit 1,
