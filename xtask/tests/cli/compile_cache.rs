@@ -62,7 +62,11 @@ fn sccache_installed() -> bool {
 /// sccache processes whose environment names `endpoint`: the run's server, if it is
 /// still there.
 fn sccache_servers_for(endpoint: &str) -> Vec<i32> {
-    let needle = format!("SCCACHE_REDIS_ENDPOINT={endpoint}");
+    sccache_servers_with(&format!("SCCACHE_REDIS_ENDPOINT={endpoint}"))
+}
+
+/// sccache processes with the variable `needle` (`NAME=VALUE`) in their environment.
+fn sccache_servers_with(needle: &str) -> Vec<i32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -230,6 +234,26 @@ fn a_compile_cache_that_is_not_a_running_redis_is_a_one_line_error() {
         xtask(&["optimize", "--manifest-path", manifest.as_str(), "--compile-cache", url])
     };
     crate::assert_clean_error(&run("memcached://127.0.0.1:1"), 1, "is not a Redis URL");
+    // The GitHub Actions cache outside a job (none of its variables): one line naming
+    // what is missing, before sccache is even looked for.
+    let gha = || {
+        let mut cmd = crate::xtask_command(&[
+            "optimize",
+            "--manifest-path",
+            manifest.as_str(),
+            "--compile-cache",
+            "gha",
+        ]);
+        for var in ["ACTIONS_RESULTS_URL", "ACTIONS_CACHE_URL", "ACTIONS_RUNTIME_TOKEN"] {
+            cmd.env_remove(var);
+        }
+        cmd
+    };
+    crate::assert_clean_error(
+        &gha().output().unwrap(),
+        1,
+        "--compile-cache gha needs the GitHub Actions cache's ACTIONS_RESULTS_URL and ACTIONS_RUNTIME_TOKEN",
+    );
     if !sccache_installed() {
         return;
     }
@@ -238,5 +262,26 @@ fn a_compile_cache_that_is_not_a_running_redis_is_a_one_line_error() {
     let url = format!("redis://127.0.0.1:{port}");
     crate::assert_clean_error(&run(&url), 1, "does not answer");
     assert!(sccache_servers_for(&url).is_empty(), "an sccache server was left behind");
+    assert!(!root.join("ws/target/debug").exists(), "a stage ran");
+
+    // The GitHub Actions cache's variables, but its service does not answer (a port
+    // nothing listens on): sccache's start fails, one line, and its server is stopped.
+    let dead = format!("http://127.0.0.1:{port}/");
+    let out = gha()
+        .env("ACTIONS_RESULTS_URL", &dead)
+        .env("ACTIONS_RUNTIME_TOKEN", "not-a-token")
+        .output()
+        .unwrap();
+    crate::assert_clean_error(&out, 1, "could not start the sccache server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let reason = stderr.split_once("): ").map(|(_, r)| r.trim()).unwrap_or("");
+    assert!(reason.contains("error"), "sccache's reason is in the line: {stderr}");
+    // The server sccache forked exits on its own after reporting the failure, a few
+    // milliseconds after the client does; left behind is one still there seconds later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !sccache_servers_with("SCCACHE_GHA_ENABLED=on").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "an sccache server was left behind");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert!(!root.join("ws/target/debug").exists(), "a stage ran");
 }
