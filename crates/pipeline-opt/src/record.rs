@@ -105,7 +105,8 @@ pub struct RunRecord {
 /// from the run's start (counts per language summed).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct CompileCacheStats {
-    /// The backend, without credentials: `redis://HOST:PORT/DB`.
+    /// The backend, without credentials: `redis://HOST:PORT/DB`, or the GitHub Actions
+    /// cache.
     pub backend: String,
     /// rustc invocations sccache saw.
     pub compile_requests: u64,
@@ -122,6 +123,7 @@ pub struct CompileCacheStats {
     /// Errors reading or writing the backend, counted per language.
     pub cache_errors: u64,
     /// Keys the backend held before the run (Redis `DBSIZE`): a warm cache has some.
+    /// `None` for the GitHub Actions cache, which a job cannot count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entries_before: Option<u64>,
 }

@@ -37,6 +37,9 @@ pub struct WorkflowOptions {
     pub shards: usize,
     /// Why that many (`--shards auto`), written into the workflow as a comment.
     pub shards_why: Option<String>,
+    /// Compile through sccache with the GitHub Actions cache as its backend
+    /// (`optimize --compile-cache gha`), in the job that compiles.
+    pub compile_cache: bool,
 }
 
 impl Default for WorkflowOptions {
@@ -51,6 +54,7 @@ impl Default for WorkflowOptions {
             locked: true,
             shards: 1,
             shards_why: None,
+            compile_cache: false,
         }
     }
 }
@@ -127,6 +131,7 @@ jobs:
         w.push_str(&format!("    defaults:\n      run:\n        working-directory: {}\n", o.dir));
     }
     w.push_str(&setup_steps(o, true));
+    w.push_str(&compile_cache_steps(o));
     let gate_comment = match o.gate {
         None => {
             "      # No --gate: the job fails when a stage fails, not when the pipeline is slow.
@@ -143,6 +148,7 @@ jobs:
         }
     };
     let gate = o.gate.map(|g| format!(" --gate {}", gate_arg(g))).unwrap_or_default();
+    let cache = compile_cache_arg(o);
     w.push_str(&format!(
         "      # The stage cache and the run history, saved under a key per run and restored
       # from the newest earlier run.
@@ -157,7 +163,7 @@ jobs:
       - name: Plan
         run: {cmd} plan{locked}
 {gate_comment}      - name: Pipeline
-        run: {cmd} optimize{locked}{gate} --prometheus {state}/pipeline.prom
+        run: {cmd} optimize{locked}{gate}{cache} --prometheus {state}/pipeline.prom
       - name: Trend
         if: always()
         run: {cmd} history --csv {state}/history.csv
@@ -254,6 +260,48 @@ fn setup_steps(o: &WorkflowOptions, save_cache: bool) -> String {
     w
 }
 
+/// `--compile-cache gha` for the optimize step of the job that compiles.
+fn compile_cache_arg(o: &WorkflowOptions) -> String {
+    if o.compile_cache {
+        format!(" --compile-cache {}", crate::compile_cache::GHA)
+    } else {
+        String::new()
+    }
+}
+
+/// The steps that give the compiling job's sccache the GitHub Actions cache as its
+/// backend (sccache's docs/GHA.md): sccache itself, and the cache service's URL and
+/// token, which only JavaScript actions see until a step exports them. The optimize
+/// step starts its own sccache server with `SCCACHE_GHA_ENABLED` (a `RUSTC_WRAPPER` of
+/// sccache's here would make cargo's fingerprints differ from the timing shim's).
+fn compile_cache_steps(o: &WorkflowOptions) -> String {
+    if !o.compile_cache {
+        return String::new();
+    }
+    "      # The shared compile cache: sccache with the GitHub Actions cache as its backend
+      # (`--compile-cache gha`, incremental compilation off). It stores compiled
+      # libraries, the workspace's dependencies above all, one cache entry each, so a
+      # build whose target/ the cache above missed (a new Cargo.lock, a new toolchain)
+      # still reuses what an earlier run compiled. It cannot store binaries, test
+      # binaries, proc-macros or build scripts, and it hits only when the checkout and
+      # CARGO_HOME paths are the same as in the run that stored the entry (they are on
+      # GitHub's hosted runners).
+      - name: Install sccache
+        uses: mozilla-actions/sccache-action@v0.0.10
+      # The cache service's URL and the job's token, which the runner gives only to
+      # JavaScript actions, exported as the runner set them (none set empty), so that
+      # sccache talks to the cache as actions/cache does.
+      - name: Give sccache the GitHub Actions cache
+        uses: actions/github-script@v7
+        with:
+          script: |
+            for (const name of ['ACTIONS_RESULTS_URL', 'ACTIONS_CACHE_URL', 'ACTIONS_CACHE_SERVICE_V2', 'ACTIONS_RUNTIME_TOKEN']) {
+              if (process.env[name]) core.exportVariable(name, process.env[name]);
+            }
+"
+    .to_string()
+}
+
 /// A comment's text in lines of at most 80 characters.
 fn wrap_comment(text: &str) -> Vec<String> {
     let mut lines = vec![String::new()];
@@ -302,6 +350,8 @@ fn sharded_jobs(
 {defaults}"
     ));
     w.push_str(&setup_steps(o, true));
+    w.push_str(&compile_cache_steps(o));
+    let cache = compile_cache_arg(o);
     w.push_str(&format!(
         "      # The run history, for the tests' durations: the merge job saves it.
       - name: Restore the run history
@@ -313,7 +363,7 @@ fn sharded_jobs(
       # Builds once and archives the tests (cargo nextest archive) with a plan of {n}
       # shards by measured durations; doctests run here.
       - name: Build and archive the tests
-        run: {cmd} optimize{locked}{gate} --shards {n} --shards-dir {state}/shards
+        run: {cmd} optimize{locked}{gate}{cache} --shards {n} --shards-dir {state}/shards
       - name: Upload the archive and the shard plan
         uses: actions/upload-artifact@v4
         with:

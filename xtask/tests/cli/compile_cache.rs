@@ -62,7 +62,11 @@ fn sccache_installed() -> bool {
 /// sccache processes whose environment names `endpoint`: the run's server, if it is
 /// still there.
 fn sccache_servers_for(endpoint: &str) -> Vec<i32> {
-    let needle = format!("SCCACHE_REDIS_ENDPOINT={endpoint}");
+    sccache_servers_with(&format!("SCCACHE_REDIS_ENDPOINT={endpoint}"))
+}
+
+/// sccache processes with the variable `needle` (`NAME=VALUE`) in their environment.
+fn sccache_servers_with(needle: &str) -> Vec<i32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -148,11 +152,17 @@ fn a_second_build_from_an_empty_target_dir_is_served_by_the_shared_cache() {
     // The run's server stopped with the run.
     assert!(sccache_servers_for(&url).is_empty(), "an sccache server outlived the run");
 
-    // The same workspace at another path misses every key: the report warns.
+    let html = std::fs::read_to_string(root.join("ws/target/pipeline-opt/report.html")).unwrap();
+    assert!(html.contains("<h2>Compile cache</h2>"), "{html}");
+    assert!(!html.contains("gave no hit"), "{html}");
+
+    // The same workspace at another path misses every key: every report warns (the
+    // markdown, the HTML, the step summary, a GitHub annotation).
     let manifest = ws.write(&root.join("elsewhere")).unwrap();
     let json = root.join("moved.json");
     let report = root.join("moved.md");
-    let out = xtask(&[
+    let summary = root.join("step-summary.md");
+    let out = crate::xtask_command(&[
         "optimize",
         "--manifest-path",
         manifest.as_str(),
@@ -162,13 +172,56 @@ fn a_second_build_from_an_empty_target_dir_is_served_by_the_shared_cache() {
         json.as_str(),
         "--report",
         report.as_str(),
-    ]);
+    ])
+    .env("GITHUB_ACTIONS", "true")
+    .env("GITHUB_STEP_SUMMARY", &summary)
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let m = crate::record(&json).compile_cache.unwrap();
     assert_eq!(m.hits, 0, "{m:?}");
     assert!(m.warm_without_hits(), "{m:?}");
-    let report = std::fs::read_to_string(&report).unwrap();
+    let report_path = report;
+    let report = std::fs::read_to_string(&report_path).unwrap();
     assert!(report.contains("gave no hit"), "{report}");
+    let summary = std::fs::read_to_string(&summary).unwrap();
+    assert!(summary.contains("## Compile cache") && summary.contains("gave no hit"), "{summary}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("::warning title=compile cache::") && l.contains("gave no hit")),
+        "{stdout}"
+    );
+    let state = root.join("elsewhere/target/pipeline-opt");
+    let html = std::fs::read_to_string(state.join("report.html")).unwrap();
+    assert!(
+        html.contains("<p class=\"warning\"><strong>Warning:</strong> the cache held"),
+        "{html}"
+    );
+
+    // The reports are the record's alone: `report --from` renders the same files with
+    // no tool on PATH.
+    let empty_path = root.join("no-tools");
+    std::fs::create_dir_all(&empty_path).unwrap();
+    let rendered = root.join("rendered");
+    let out =
+        crate::xtask_command(&["report", "--from", json.as_str(), "--out", rendered.as_str()])
+            .env("PATH", &empty_path)
+            .env_remove("CARGO_HOME")
+            .output()
+            .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let written = [
+        ("pipeline-optimization-report.md", report_path),
+        ("report.html", state.join("report.html")),
+    ];
+    for (name, path) in written {
+        let again = std::fs::read_to_string(rendered.join(name)).unwrap();
+        let run = std::fs::read_to_string(&path).unwrap();
+        assert!(again == run, "{name} differs from the run's:\n{again}");
+        assert!(again.contains("gave no hit"), "{name}: {again}");
+    }
 }
 
 /// A URL that is not Redis, and a Redis that does not answer: one line each, exit 1,
@@ -181,6 +234,26 @@ fn a_compile_cache_that_is_not_a_running_redis_is_a_one_line_error() {
         xtask(&["optimize", "--manifest-path", manifest.as_str(), "--compile-cache", url])
     };
     crate::assert_clean_error(&run("memcached://127.0.0.1:1"), 1, "is not a Redis URL");
+    // The GitHub Actions cache outside a job (none of its variables): one line naming
+    // what is missing, before sccache is even looked for.
+    let gha = || {
+        let mut cmd = crate::xtask_command(&[
+            "optimize",
+            "--manifest-path",
+            manifest.as_str(),
+            "--compile-cache",
+            "gha",
+        ]);
+        for var in ["ACTIONS_RESULTS_URL", "ACTIONS_CACHE_URL", "ACTIONS_RUNTIME_TOKEN"] {
+            cmd.env_remove(var);
+        }
+        cmd
+    };
+    crate::assert_clean_error(
+        &gha().output().unwrap(),
+        1,
+        "--compile-cache gha needs the GitHub Actions cache's ACTIONS_RESULTS_URL and ACTIONS_RUNTIME_TOKEN",
+    );
     if !sccache_installed() {
         return;
     }
@@ -189,5 +262,26 @@ fn a_compile_cache_that_is_not_a_running_redis_is_a_one_line_error() {
     let url = format!("redis://127.0.0.1:{port}");
     crate::assert_clean_error(&run(&url), 1, "does not answer");
     assert!(sccache_servers_for(&url).is_empty(), "an sccache server was left behind");
+    assert!(!root.join("ws/target/debug").exists(), "a stage ran");
+
+    // The GitHub Actions cache's variables, but its service does not answer (a port
+    // nothing listens on): sccache's start fails, one line, and its server is stopped.
+    let dead = format!("http://127.0.0.1:{port}/");
+    let out = gha()
+        .env("ACTIONS_RESULTS_URL", &dead)
+        .env("ACTIONS_RUNTIME_TOKEN", "not-a-token")
+        .output()
+        .unwrap();
+    crate::assert_clean_error(&out, 1, "could not start the sccache server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let reason = stderr.split_once("): ").map(|(_, r)| r.trim()).unwrap_or("");
+    assert!(reason.contains("error"), "sccache's reason is in the line: {stderr}");
+    // The server sccache forked exits on its own after reporting the failure, a few
+    // milliseconds after the client does; left behind is one still there seconds later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !sccache_servers_with("SCCACHE_GHA_ENABLED=on").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "an sccache server was left behind");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert!(!root.join("ws/target/debug").exists(), "a stage ran");
 }

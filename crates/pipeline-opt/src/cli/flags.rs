@@ -87,7 +87,8 @@ xflags::xflags! {
             /// its own copy of the checkout, and merge them into one report.
             optional --local
             /// A compile cache shared between machines: run rustc under sccache with
-            /// this Redis (redis://HOST:PORT) as its backend (docs/scale-out.md).
+            /// this Redis (redis://HOST:PORT) as its backend, or `gha`: the GitHub
+            /// Actions cache, in a workflow's job (docs/scale-out.md).
             optional --compile-cache url: String
             /// Most stages to run at once (default: twice the cores; CPU-heavy stages share
             /// the cores separately).
@@ -250,6 +251,10 @@ xflags::xflags! {
             /// such as `40s` (default: measured from the last `optimize --shards N
             /// --local` run's shards).
             optional --job-overhead duration: String
+            /// Compile through sccache with the GitHub Actions cache as the shared
+            /// backend (`optimize --compile-cache gha`), so a job whose target
+            /// directory missed the cache still reuses compiled libraries.
+            optional --compile-cache
         }
 
         /// Scale-out: run one shard of the tests that `optimize --shards N` archived and
@@ -463,6 +468,7 @@ pub struct CiWorkflow {
     pub install_from: Option<String>,
     pub shards: Option<ShardCount>,
     pub job_overhead: Option<String>,
+    pub compile_cache: bool,
 }
 
 #[derive(Debug)]

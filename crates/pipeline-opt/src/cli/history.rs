@@ -80,6 +80,7 @@ impl super::flags::CiWorkflow {
             locked: workspace.root.join("Cargo.lock").exists(),
             shards,
             shards_why,
+            compile_cache: self.compile_cache,
         };
         out!("{}", crate::workflow::github_actions(&options));
         Ok(exit::OK)

@@ -1,5 +1,6 @@
-//! GitHub Actions: the markdown report appended to the job's step summary, and `::error`
-//! annotations for failed stages and missed targets, which the caller prints.
+//! GitHub Actions: the markdown report appended to the job's step summary, `::error`
+//! annotations for failed stages and missed targets and `::warning`s for the compile
+//! cache, which the caller prints.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -25,7 +26,8 @@ pub fn append_summary(path: &std::path::Path, markdown: &str) -> Result<(), Repo
 }
 
 /// Workflow commands: an error per failed or timed-out stage and, under `--gate`, per
-/// missed target of the gate; without a gate, targets annotate nothing.
+/// missed target of the gate (without a gate, targets annotate nothing), and a warning
+/// per compile-cache warning of the reports.
 pub fn annotations(record: &RunRecord) -> String {
     let mut o = String::new();
     for s in &record.stages {
@@ -53,6 +55,12 @@ pub fn annotations(record: &RunRecord) -> String {
             data(&msg)
         )
         .unwrap();
+    }
+    // The compile cache's warnings, as the reports have them: not a failure.
+    if let Some(c) = &record.compile_cache {
+        for w in crate::report::text::compile_cache_warnings(c) {
+            writeln!(o, "::warning title={}::{}", property("compile cache"), data(&w)).unwrap();
+        }
     }
     // Targets are a verdict only under `--gate`; without one they are information,
     // which the reports show, not a failure to annotate.

@@ -108,6 +108,7 @@ svg text.note {{ fill: #777; }}
 .stage-target {{ stroke: #000; stroke-width: 2; }}
 .cpu {{ fill: #6c8ebf; fill-opacity: 0.4; stroke: #6c8ebf; }}
 .cpu-sampled {{ fill: none; stroke: #e0119d; stroke-width: 2; }}
+.warning {{ color: #8a4b00; background: #fff4e0; border-left: 4px solid #e67e22; padding: 4px 8px; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: 2px 8px; text-align: left; }}
 </style>
 </head>
@@ -116,11 +117,12 @@ table {{ border-collapse: collapse; }} td, th {{ padding: 2px 8px; text-align: l
 <p>{command} in <code>{root}</code>, started {started}: <strong>{outcome}</strong> in {total}.
 Required target {required}: {required_verdict}; stretch target {stretch}: {stretch_verdict}.
 {naive}{bound}Critical path outlined in black; hover a bar for details.</p>
-{svg}{shards}{tests}</body>
+{svg}{shards}{compile_cache}{tests}</body>
 </html>
 "#,
         tests = tests_html(record),
         shards = shards_html(record),
+        compile_cache = compile_cache_html(record),
         command = esc(&record.command),
         root = esc(record.workspace_root.as_str()),
         started = esc(&record.started_at),
@@ -185,6 +187,29 @@ fn shards_html(record: &RunRecord) -> String {
         .unwrap();
     }
     writeln!(s, "</table>\n<p>{}</p>", crate::report::shards_balance_sentence(sh)).unwrap();
+    s
+}
+
+/// `--compile-cache`: what sccache did, why requests were not cached, and the
+/// warnings, as the markdown report (and so the step summary) has them.
+fn compile_cache_html(record: &RunRecord) -> String {
+    let Some(c) = &record.compile_cache else { return String::new() };
+    let mut s = format!(
+        "<h2>Compile cache</h2>\n<p id=\"compile-cache\">{}</p>\n",
+        esc(&crate::report::text::compile_cache_sentence(c))
+    );
+    if !c.not_cached.is_empty() {
+        s.push_str(
+            "<table id=\"not-cached\">\n<tr><th>not cached because</th><th>requests</th></tr>\n",
+        );
+        for (why, n) in &c.not_cached {
+            writeln!(s, "<tr><td>{}</td><td>{n}</td></tr>", esc(why)).unwrap();
+        }
+        s.push_str("</table>\n");
+    }
+    for w in crate::report::text::compile_cache_warnings(c) {
+        writeln!(s, "<p class=\"warning\"><strong>Warning:</strong> {}.</p>", esc(&w)).unwrap();
+    }
     s
 }
 

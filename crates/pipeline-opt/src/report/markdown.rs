@@ -209,29 +209,12 @@ fn cache(o: &mut String, r: &RunRecord) {
     o.push('\n');
 }
 
-/// `--compile-cache`: what sccache did, and a warning when a warm cache gave no hit.
+/// `--compile-cache`: what sccache did, why requests were not cached, and the warnings
+/// (a warm cache that gave no hit, write errors).
 fn compile_cache(o: &mut String, r: &RunRecord) {
     let Some(c) = &r.compile_cache else { return };
-    writeln!(
-        o,
-        "## Compile cache
-"
-    )
-    .unwrap();
-    let rate = c.hit_rate().map(|h| format!("{:.1} %", h * 100.0)).unwrap_or_else(|| "-".into());
-    writeln!(
-        o,
-        "sccache on `{}`: {} compile requests, **{} hits, {} misses** ({rate} of cacheable compiles), {} not cacheable; {} write errors, {} read errors, {} cache errors.\n",
-        c.backend,
-        c.compile_requests,
-        c.hits,
-        c.misses,
-        c.not_cacheable,
-        c.write_errors,
-        c.read_errors,
-        c.cache_errors
-    )
-    .unwrap();
+    writeln!(o, "## Compile cache\n").unwrap();
+    writeln!(o, "{}\n", crate::report::text::compile_cache_sentence(c)).unwrap();
     if !c.not_cached.is_empty() {
         writeln!(o, "| not cached because | requests |").unwrap();
         writeln!(o, "| --- | ---: |").unwrap();
@@ -240,13 +223,8 @@ fn compile_cache(o: &mut String, r: &RunRecord) {
         }
         o.push('\n');
     }
-    if c.warm_without_hits() {
-        writeln!(
-            o,
-            "**Warning:** the cache held {} entries before the run and gave no hit: the paths (workspace, `CARGO_HOME`, target directory) or the toolchain and flags differ from the runs that filled it; sccache's keys include absolute paths, so every machine must build in the same places (docs/scale-out.md).\n",
-            c.entries_before.unwrap_or(0)
-        )
-        .unwrap();
+    for w in crate::report::text::compile_cache_warnings(c) {
+        writeln!(o, "**Warning:** {w}.\n").unwrap();
     }
 }
 

@@ -310,6 +310,9 @@ fn sample_workflows() -> Vec<String> {
         ci_workflow(&fx.root, &["--shards", "3", "--services", "all", "--install-from", "u"]),
         ci_workflow(Utf8Path::new(this_crate()), &["--shards", "2", "--gate", "required"]),
         nested_sharded_workflow(),
+        // The shared compile cache, in both shapes.
+        ci_workflow(&fx.root, &["--compile-cache", "--install-from", "u"]),
+        ci_workflow(Utf8Path::new(this_crate()), &["--shards", "2", "--compile-cache"]),
     ]
 }
 
@@ -384,6 +387,55 @@ fn cli_ci_workflow_sharded_shape() {
     }
 }
 
+/// `--compile-cache`: the job that compiles (the one job, or the sharded shape's build
+/// job) installs sccache, exports the GitHub Actions cache's URL and token to its steps
+/// and runs `optimize --compile-cache gha` with incremental compilation off; the shard
+/// and merge jobs compile nothing and get none of it; without the flag there is none.
+#[test]
+fn cli_ci_workflow_compile_cache_in_the_job_that_compiles() {
+    let fx = Fixture::write(&FixtureWorkspace::chain(1));
+    let steps = [
+        "uses: mozilla-actions/sccache-action@",
+        "uses: actions/github-script@",
+        "for (const name of ['ACTIONS_RESULTS_URL', 'ACTIONS_CACHE_URL', 'ACTIONS_CACHE_SERVICE_V2', 'ACTIONS_RUNTIME_TOKEN']) {",
+        "if (process.env[name]) core.exportVariable(name, process.env[name]);",
+    ];
+    let one = ci_workflow(&fx.root, &["--compile-cache", "--install-from", "u"]);
+    for step in steps {
+        assert_eq!(one.matches(step).count(), 1, "{step}: {one}");
+    }
+    assert!(
+        one.contains("run: cargo pipeline-opt optimize --locked --compile-cache gha --prometheus"),
+        "{one}"
+    );
+    assert!(one.contains("  CARGO_INCREMENTAL: \"0\"\n"), "{one}");
+    // The exports come before the step that starts sccache's server.
+    let exported = one.find("core.exportVariable").unwrap();
+    assert!(exported < one.find("optimize --locked --compile-cache gha").unwrap(), "{one}");
+
+    let sharded =
+        ci_workflow(&fx.root, &["--shards", "2", "--compile-cache", "--install-from", "u"]);
+    let job = |name: &str| -> String {
+        let head = format!("  {name}:");
+        let mut lines = sharded.lines().skip_while(|l| *l != head);
+        let first = lines.next().expect("the job").to_string();
+        let body: Vec<&str> =
+            lines.take_while(|l| !l.starts_with("  ") || l.starts_with("   ")).collect();
+        format!("{first}\n{}\n", body.join("\n"))
+    };
+    let build = job("build");
+    for step in steps {
+        assert_eq!(build.matches(step).count(), 1, "{step}: {build}");
+    }
+    assert!(build.contains("optimize --locked --compile-cache gha --shards 2"), "{build}");
+    for other in [job("shard"), job("merge")] {
+        assert!(!other.contains("sccache") && !other.contains("--compile-cache"), "{other}");
+    }
+
+    let plain = ci_workflow(&fx.root, &["--install-from", "u"]);
+    assert!(!plain.contains("sccache") && !plain.contains("--compile-cache"), "{plain}");
+}
+
 /// `--shards auto` on a workspace whose history holds its tests' durations (from a real
 /// run): milliseconds of tests do not pay for a job's overhead, so it picks 1 and says
 /// why in the workflow; without a measured overhead or `--job-overhead` it is a
@@ -444,13 +496,17 @@ fn cli_ci_workflow_commands_parse() {
             if let Some(i) = args.iter().position(|a| *a == "--gate") {
                 args[i + 1].parse::<pipeline_opt::targets::Gate>().unwrap();
             }
+            // So does `--compile-cache`, with the backend's name.
+            if let Some(i) = args.iter().position(|a| *a == "--compile-cache") {
+                pipeline_opt::compile_cache::Backend::parse(args[i + 1]).unwrap();
+            }
             let out = Command::new(bin).args(&args).output().unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(0), "`{run}` does not parse: {stderr}");
             checked += 1;
         }
     }
-    assert!(checked >= 9, "only {checked} commands found");
+    assert!(checked >= 13, "only {checked} commands found");
     let out = Command::new(bin).args(["optimize", "--jobs", "many", "--help"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "a bad value before --help is still an error");
 }

@@ -1835,3 +1835,103 @@ fn report_junit_suites_split_across_shards_merge_by_name() {
     let cases: Vec<&str> = it.test_cases.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(cases, ["a", "b", "c"]);
 }
+
+/// A record with the shared compile cache's statistics: a warm Redis that gave no hit
+/// and could not store two results, with reasons that need escaping.
+fn compile_cache_record() -> RunRecord {
+    let mut record = fixture_record();
+    record.compile_cache = Some(pipeline_opt::record::CompileCacheStats {
+        backend: "redis://127.0.0.1:6399".into(),
+        compile_requests: 51,
+        hits: 0,
+        misses: 12,
+        not_cacheable: 39,
+        not_cached: BTreeMap::from([("crate-type".into(), 36), ("<odd|reason>".into(), 3)]),
+        write_errors: 2,
+        read_errors: 0,
+        cache_errors: 0,
+        entries_before: Some(12),
+    });
+    record
+}
+
+/// The compile cache is in every report a run writes (markdown, the step summary, HTML)
+/// and its warnings are GitHub annotations; a healthy cache warns nowhere. The HTML is
+/// checked on the DOM headless Chromium builds from the page.
+#[test]
+fn report_compile_cache_in_every_report() {
+    let record = compile_cache_record();
+    let md = markdown::render(&record, &[]);
+    let section = md.split("## Compile cache\n").nth(1).expect("a compile cache section");
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    expect![[r#"
+
+        sccache on redis://127.0.0.1:6399: 51 compile requests, 0 hits, 12 misses (0.0 % of cacheable compiles), 39 not cacheable; 2 write errors, 0 read errors, 0 cache errors. The cache held 12 entries before the run.
+
+        | not cached because | requests |
+        | --- | ---: |
+        | <odd\|reason> | 3 |
+        | crate-type | 36 |
+
+        **Warning:** the cache held 12 entries before the run and gave no hit: the paths (workspace, CARGO_HOME, target directory) or the toolchain and flags differ from the runs that filled it; sccache's keys include absolute paths, so every machine must build in the same places (docs/scale-out.md).
+
+        **Warning:** 2 compile results could not be written to the cache: later builds will compile them again; check that the backend is writable and not full.
+    "#]]
+    .assert_eq(section);
+    let annotations = github::annotations(&record);
+    let warnings: Vec<&str> = annotations.lines().filter(|l| l.starts_with("::warning")).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].starts_with("::warning title=compile cache::the cache held 12 entries"));
+    assert!(warnings[1].contains("2 compile results could not be written"), "{warnings:?}");
+
+    // Through write_reports: the step summary is the markdown, with its warnings.
+    let (_dir, dir) = temp_dir();
+    let summary = dir.join("step-summary.md");
+    let opts = ReportOptions {
+        state_dir: dir.join("state").into(),
+        markdown: None,
+        json: None,
+        prometheus: None,
+        step_summary: Some(summary.clone().into()),
+    };
+    let written = report::write_reports(&record, &opts).unwrap();
+    let summary = std::fs::read_to_string(&summary).unwrap();
+    assert_eq!(summary, std::fs::read_to_string(&written.markdown).unwrap());
+    assert!(summary.contains(&format!("## Compile cache\n{section}")), "{summary}");
+    assert!(written.annotations.contains("::warning title=compile cache::"));
+
+    // A cache that served every cacheable compile: the numbers, no warning anywhere.
+    let mut healthy = record.clone();
+    let c = healthy.compile_cache.as_mut().unwrap();
+    (c.hits, c.misses, c.write_errors) = (12, 0, 0);
+    let md = markdown::render(&healthy, &[]);
+    assert!(md.contains("12 hits, 0 misses (100.0 % of cacheable compiles)"), "{md}");
+    assert!(!md.contains("Warning:"), "{md}");
+    assert!(!html::render(&healthy).contains("class=\"warning\""));
+    assert!(!github::annotations(&healthy).contains("::warning"));
+    // No cache, no section.
+    assert!(!markdown::render(&fixture_record(), &[]).contains("Compile cache"));
+    assert!(!html::render(&fixture_record()).contains("Compile cache"));
+
+    if !tool_available("chromium", "apt-get install chromium") {
+        return;
+    }
+    let page = dir.join("state/report.html");
+    assert_eq!(written.html, page);
+    let dom = String::from_utf8(chromium(&["--dump-dom".to_string()], &page)).unwrap();
+    let cache = dom.split("<h2>Compile cache</h2>").nth(1).expect("the compile cache section");
+    let cache = &cache[..cache.find("<h2>").unwrap_or(cache.len())];
+    assert!(
+        cache.contains(
+            "0 hits, 12 misses (0.0 % of cacheable compiles), 39 not cacheable; 2 write errors"
+        ),
+        "{cache}"
+    );
+    let table = cache.split("<table id=\"not-cached\">").nth(1).expect("the reasons table");
+    let table = table.split("</table>").next().unwrap();
+    assert_eq!(table.matches("<tr>").count(), 3, "a header and a row per reason: {table}");
+    assert!(table.contains("<td>&lt;odd|reason&gt;</td><td>3</td>"), "{table}");
+    let warnings = cache.matches("<p class=\"warning\"><strong>Warning:</strong>").count();
+    assert_eq!(warnings, 2, "{cache}");
+    assert!(cache.contains("gave no hit"), "{cache}");
+}
