@@ -235,7 +235,15 @@ fn bench_compare_saved_baseline_and_corrupted_result() {
 
     let against = BenchCompareOptions { baseline: Some(name.clone()), ..repo.options("main") };
     let c = repo.compare(&against);
-    assert_eq!(verdicts(&c), [("sum".to_string(), Verdict::Unchanged)]);
+    // The same code on both sides: never a change. Unchanged when the interval is narrow;
+    // on a loaded machine (this suite in shards side by side) it is honestly too wide.
+    let v = verdicts(&c);
+    assert!(
+        matches!(v.as_slice(), [(n, Verdict::Unchanged | Verdict::Inconclusive)] if n == "sum"),
+        "{v:?} {:?}",
+        c.problems
+    );
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
 
     let sample = shared_target().join("criterion/sum").join(&name).join("sample.json");
     std::fs::write(&sample, "{\"iters\": [1.0, 2.0], \"times\": [oops").unwrap();
