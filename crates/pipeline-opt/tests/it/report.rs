@@ -1349,6 +1349,17 @@ fn report_progress_under_a_terminal() {
     assert!(piped.contains("[ 40.0 s] test: failed in 9.0 s"), "{piped}");
 }
 
+/// Reports that write only the GitHub step summary (and the state directory's files).
+fn step_summary_only(dir: &Utf8Path, summary: &Utf8Path) -> ReportOptions {
+    ReportOptions {
+        state_dir: dir.join("state").into(),
+        markdown: None,
+        json: None,
+        prometheus: None,
+        step_summary: Some(summary.into()),
+    }
+}
+
 /// Given GitHub Actions' step summary, `write_reports` appends the markdown to it, and
 /// it returns the annotations for the caller to print instead of printing them.
 #[test]
@@ -1359,13 +1370,7 @@ fn report_write_reports_publishes_to_github() {
     let mut record = fixture_record();
     record.workspace_root = "/nonexistent-workspace".into();
     record.verdict.gate = Some(record.verdict.check(Gate::Required));
-    let opts = ReportOptions {
-        state_dir: dir.join("state").into(),
-        markdown: None,
-        json: None,
-        prometheus: None,
-        step_summary: Some(summary.clone().into()),
-    };
+    let opts = step_summary_only(&dir, &summary);
     let written = report::write_reports(&record, &opts).unwrap();
     let text = std::fs::read_to_string(&summary).unwrap();
     assert!(text.starts_with("## earlier step\n# Pipeline optimization report\n"), "{text}");
@@ -1887,13 +1892,7 @@ fn report_compile_cache_in_every_report() {
     // Through write_reports: the step summary is the markdown, with its warnings.
     let (_dir, dir) = temp_dir();
     let summary = dir.join("step-summary.md");
-    let opts = ReportOptions {
-        state_dir: dir.join("state").into(),
-        markdown: None,
-        json: None,
-        prometheus: None,
-        step_summary: Some(summary.clone().into()),
-    };
+    let opts = step_summary_only(&dir, &summary);
     let written = report::write_reports(&record, &opts).unwrap();
     let summary = std::fs::read_to_string(&summary).unwrap();
     assert_eq!(summary, std::fs::read_to_string(&written.markdown).unwrap());
