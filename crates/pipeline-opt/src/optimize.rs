@@ -623,6 +623,12 @@ pub fn run_local_shards(
     if std::env::var_os("CARGO_TARGET_DIR").is_some_and(|d| !d.is_empty()) {
         return Err(ScaleError::LocalSharedTargetDir.into());
     }
+    // Taken before the build: when the build relinks this very program (a workspace's
+    // own xtask, built by `cargo xtask` with other features than the workspace build
+    // unifies), the running image is unlinked and, asked afterwards, the path reads
+    // `… (deleted)`, which cannot be started. The path names the new build of the same
+    // sources.
+    let exe = std::env::current_exe().map_err(|source| OptimizeError::CurrentExe { source })?;
     // The merge reads the build's record from the artifact directory.
     let build_options = OptimizeOptions { json: None, ..options.clone() };
     let build = run_optimized_pipeline(&build_options, on_event)?;
@@ -671,7 +677,6 @@ pub fn run_local_shards(
             target_dir: checkout.join("target"),
         });
     }
-    let exe = std::env::current_exe().map_err(|source| OptimizeError::CurrentExe { source })?;
     let exe = exe.to_string_lossy();
     let plan = crate::plan::local_shards_plan(root, &exe, &local);
     let run_options = OptimizeOptions {

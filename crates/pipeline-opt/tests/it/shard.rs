@@ -619,7 +619,15 @@ fn pipeline_opt_with(
     args: &[&str],
     envs: &[(&str, &str)],
 ) -> std::process::Output {
-    let bin = camino::Utf8Path::new(env!("CARGO_BIN_EXE_cargo-pipeline-opt"));
+    run_program(camino::Utf8Path::new(env!("CARGO_BIN_EXE_cargo-pipeline-opt")), dir, args, envs)
+}
+
+fn run_program(
+    bin: &camino::Utf8Path,
+    dir: &camino::Utf8Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> std::process::Output {
     let sh = xshell::Shell::new().unwrap();
     let mut cmd = pipeline_opt::toolchain::clean_command(&xshell::cmd!(sh, "{bin} {args...}"));
     cmd.current_dir(dir).envs(envs.iter().copied());
@@ -774,4 +782,43 @@ fn shard_count_auto_weighs_the_tests_against_the_job_overhead() {
     let none = choose_shard_count(&Durations::default(), Duration::from_secs(1), max);
     assert_eq!(none.count, 1);
     assert!(none.reason.contains("no test durations"), "{}", none.reason);
+}
+
+/// `--local` when the build stage replaces the running program, as cargo relinks a
+/// workspace's own xtask that `cargo xtask` built with other features: the shards still
+/// start (before the fix each failed in 0.0 s, `could not start … (deleted)`).
+#[test]
+fn shard_local_starts_the_shards_when_the_build_replaced_the_running_program() {
+    use std::os::unix::fs::MetadataExt;
+    let mut ws = two_crates_with_tests();
+    ws.crates[0] = ws.crates[0].clone().file(
+        "build.rs",
+        r#"fn main() {
+    println!("cargo:rerun-if-env-changed=REPLACE_TOOL");
+    if let Ok(tool) = std::env::var("REPLACE_TOOL") {
+        let new = format!("{tool}.new");
+        std::fs::copy(&tool, &new).unwrap();
+        std::fs::rename(&new, &tool).unwrap();
+    }
+}
+"#,
+    );
+    let fx = Fixture::write(&ws);
+    let tool = fx.root.join("bin/cargo-pipeline-opt");
+    std::fs::create_dir_all(tool.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_cargo-pipeline-opt"), &tool).unwrap();
+    let before = std::fs::metadata(&tool).unwrap().ino();
+    let tmp = fx.root.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let out = run_program(
+        &tool,
+        &fx.root,
+        &["optimize", "--shards", "2", "--local"],
+        &[("TMPDIR", tmp.as_str()), ("REPLACE_TOOL", tool.as_str())],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(std::fs::metadata(&tool).unwrap().ino(), before, "the build replaced the program");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("could not start"), "{stderr}");
+    assert!(stderr.contains("2 shards, balance"), "{stderr}");
 }
