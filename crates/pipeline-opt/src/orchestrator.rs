@@ -584,9 +584,12 @@ impl ParallelOrchestrator {
                             let mut m = skipped_metrics(stage, String::new());
                             m.status = StageStatus::Failed;
                             m.start = at;
-                            m.tail =
-                                vec![format!("could not start `{}`: {e}", stage.command.display())];
-                            m.log_path = Some(log_dir.join(format!("{}.log", stage.id)));
+                            let why = format!("could not start `{}`: {e}", stage.command.display());
+                            // The log the run names says why, as a stage's own output would.
+                            let log = log_dir.join(format!("{}.log", stage.id));
+                            let _ = std::fs::write(&log, format!("pipeline-opt: {why}\n"));
+                            m.tail = vec![why];
+                            m.log_path = Some(log);
                             if failed_first.is_none() {
                                 failed_first = Some(stage.id.clone());
                             }

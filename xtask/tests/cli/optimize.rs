@@ -853,3 +853,26 @@ fn cli_verbose_quiet_and_json_messages_show_the_run() {
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("pass one of them"));
 }
+
+/// A stage whose program cannot be started: its progress line says why, and the log it
+/// names exists and says the same (before, the line named a log that was never written).
+#[test]
+fn cli_a_stage_that_cannot_start_says_why_on_its_line_and_in_its_log() {
+    let (_t, dir) = temp();
+    let ws = FixtureWorkspace::new(vec![FixtureCrate::new("a")]).config(
+        "disable = [\"fetch\", \"build\", \"test\", \"doctest\", \"bench-build\"]\n\
+         [stages.ghost]\ncommand = [\"/nonexistent/ghost-program\"]\nuses-build-dir = false\n",
+    );
+    let manifest = ws.write(&dir.join("ws")).unwrap();
+    let out =
+        xtask(&["optimize", "--manifest-path", manifest.as_str(), "--no-cache"]).output().unwrap();
+    let output =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(100), "{output}");
+    let line =
+        output.lines().find(|l| l.contains("ghost: failed")).unwrap_or_else(|| panic!("{output}"));
+    assert!(line.contains("could not start `/nonexistent/ghost-program`"), "{line}");
+    let log = line.rsplit(", log ").next().unwrap();
+    let text = std::fs::read_to_string(log).unwrap_or_else(|e| panic!("{log}: {e}"));
+    assert!(text.contains("could not start `/nonexistent/ghost-program`"), "{text}");
+}

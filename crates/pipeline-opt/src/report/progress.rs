@@ -265,6 +265,12 @@ impl ProgressReporter {
         if !m.failed_tests.is_empty() {
             text.push_str(&format!(", failed: {}", m.failed_tests.join(", ")));
         }
+        // A stage that never started: why, on the line itself.
+        if let (StageStatus::Failed, None, Some(why)) = (&m.status, m.exit_code, m.tail.first())
+            && why.starts_with("could not start")
+        {
+            text.push_str(&format!(": {why}"));
+        }
         // Where to read why it failed; a success needs no log.
         if let (true, Some(log)) = (ran && m.status != StageStatus::Succeeded, &m.log_path) {
             text.push_str(&format!(", log {log}"));
