@@ -276,13 +276,19 @@ fn a_replacement_that_fails_to_start_is_retried() {
     std::fs::write(&marker, "").unwrap();
     // SAFETY: a server process this test's pool started.
     unsafe { libc::kill(old_pid as i32, libc::SIGKILL) };
+    // The signal is delivered asynchronously: a lease before the server is gone could
+    // take its slot (with four shards of this suite side by side, one did).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(old_pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let log = || std::fs::read_to_string(pool.pool.dir().join("run/supervisor.log"));
     let lease = pool
         .pool
         .lease("flaky", Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}\nsupervisor log:\n{}", log().unwrap_or_default()));
-    assert!(!marker.exists(), "the replacement that fails never ran");
     assert_ne!(lease.server_pid().unwrap(), old_pid, "the dead server was leased");
+    assert!(!marker.exists(), "the replacement that fails never ran");
     let mut r =
         redis::Client::open(format!("redis://{}", lease.url())).unwrap().get_connection().unwrap();
     let pong: String = redis::cmd("PING").query(&mut r).unwrap();
